@@ -1,0 +1,85 @@
+//! `EngineCore`: scheduler + model runner. `step()` is one iteration of continuous batching:
+//! schedule, run one batched forward pass, sample, apply. Synchronous so tests can drive it.
+
+use super::output::TokenDelta;
+use super::request::{Request, RequestId};
+use super::scheduler::{AdmissionError, Scheduler};
+use super::sequence::FinishReason;
+use crate::runner::ModelRunner;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+pub struct EngineCore {
+    scheduler: Scheduler,
+    runner: ModelRunner,
+}
+
+/// What one step did, for the engine loop's gauges.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StepStats {
+    pub num_seqs: usize,
+    pub num_batched_tokens: usize,
+    pub num_preempted: usize,
+}
+
+impl EngineCore {
+    pub fn new(scheduler: Scheduler, runner: ModelRunner) -> Self {
+        Self { scheduler, runner }
+    }
+
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
+    }
+
+    pub fn add(&mut self, req: Request) -> Result<(), AdmissionError> {
+        self.scheduler.add(req)
+    }
+
+    pub fn abort(&mut self, id: RequestId) -> bool {
+        self.runner.forget(id);
+        self.scheduler.abort(id)
+    }
+
+    pub fn has_work(&self) -> bool {
+        self.scheduler.has_work()
+    }
+
+    /// One step. A failing (or panicking) forward pass ends the scheduled requests with
+    /// `FinishReason::Error` and frees their blocks; the engine keeps serving the rest.
+    pub fn step(&mut self) -> (Vec<TokenDelta>, StepStats) {
+        let out = self.scheduler.schedule();
+        let stats = StepStats {
+            num_seqs: out.scheduled.len(),
+            num_batched_tokens: out.num_batched_tokens,
+            num_preempted: out.preempted.len(),
+        };
+        if out.is_empty() {
+            return (Vec::new(), stats);
+        }
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            self.runner.execute(&out, &self.scheduler)
+        }));
+        let deltas = match result {
+            Ok(Ok(runner_out)) => self.scheduler.update_from_output(&out, &runner_out),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "forward pass failed");
+                self.scheduler
+                    .fail_scheduled(&out, &format!("model execution failed: {e}"))
+            }
+            Err(_) => {
+                tracing::error!("forward pass panicked");
+                self.scheduler
+                    .fail_scheduled(&out, "model execution panicked")
+            }
+        };
+        for d in deltas.iter().filter(|d| d.finish.is_some()) {
+            self.runner.forget(d.request_id);
+        }
+        (deltas, stats)
+    }
+
+    /// Ends a request with `reason` (for example a client that went away).
+    pub fn finish(&mut self, id: RequestId, reason: FinishReason) -> Option<TokenDelta> {
+        self.runner.forget(id);
+        self.scheduler.finish(id, reason)
+    }
+}

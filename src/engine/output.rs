@@ -1,0 +1,52 @@
+//! Plain data passed between the scheduler, the model runner and the engine loop.
+
+use super::request::RequestId;
+use super::sequence::FinishReason;
+
+/// One sequence's share of a step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduledSeq {
+    pub request_id: RequestId,
+    /// Tokens computed this step, starting at the sequence's `num_computed_tokens`.
+    pub num_new_tokens: usize,
+    /// True when this step reaches the end of the sequence's tokens, so a token is sampled.
+    pub sample: bool,
+}
+
+/// What the scheduler decided for one step.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SchedulerOutput {
+    /// In batch order.
+    pub scheduled: Vec<ScheduledSeq>,
+    /// Sequences that lost their blocks this step (they recompute later).
+    pub preempted: Vec<RequestId>,
+    pub num_batched_tokens: usize,
+}
+
+impl SchedulerOutput {
+    pub fn is_empty(&self) -> bool {
+        self.scheduled.is_empty()
+    }
+
+    /// Sequences that sample a token this step, in batch order.
+    pub fn num_sampled(&self) -> usize {
+        self.scheduled.iter().filter(|s| s.sample).count()
+    }
+}
+
+/// What the model runner produced: one sampled token per sampling sequence.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelRunnerOutput {
+    pub sampled: Vec<(RequestId, u32)>,
+}
+
+/// New tokens of one request, sent from the engine to the request's task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenDelta {
+    pub request_id: RequestId,
+    pub new_token_ids: Vec<u32>,
+    /// Set on the last delta of a request.
+    pub finish: Option<FinishReason>,
+    /// Prompt tokens, reported for usage.
+    pub num_prompt_tokens: usize,
+}

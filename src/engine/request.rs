@@ -1,0 +1,67 @@
+//! `Request`: a validated, token-level generation request, as the HTTP layer hands it to the
+//! engine. No text and no wire types: stop strings are matched by the API task on text.
+
+use std::time::Instant;
+
+/// Identifies one request from submission to its last delta.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(pub u64);
+
+/// How the next token is chosen. `temperature == 0` means greedy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingParams {
+    pub temperature: f32,
+    pub top_p: f32,
+    /// `None` keeps every token.
+    pub top_k: Option<usize>,
+    /// Seed of the per-request RNG; `None` draws one.
+    pub seed: Option<u64>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: None,
+            seed: None,
+        }
+    }
+}
+
+impl SamplingParams {
+    pub fn greedy() -> Self {
+        Self {
+            temperature: 0.0,
+            ..Self::default()
+        }
+    }
+
+    pub fn is_greedy(&self) -> bool {
+        self.temperature <= 0.0 || self.top_k == Some(1)
+    }
+}
+
+/// Token-level stop rules, checked by the scheduler after each sampled token.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StopConditions {
+    /// Most tokens to generate.
+    pub max_tokens: usize,
+    /// EOS is ignored until this many tokens were generated.
+    pub min_tokens: usize,
+    /// The model's end-of-sequence ids.
+    pub eos_token_ids: Vec<u32>,
+    /// Extra ids that end generation (vLLM `stop_token_ids`).
+    pub stop_token_ids: Vec<u32>,
+    /// Keep generating past EOS (load generators).
+    pub ignore_eos: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub id: RequestId,
+    pub prompt_token_ids: Vec<u32>,
+    pub sampling: SamplingParams,
+    pub stop: StopConditions,
+    pub arrival: Instant,
+}

@@ -1,0 +1,315 @@
+//! `Scheduler`: continuous batching over the paged KV cache.
+//!
+//! One rule for prompts and decodes (as vLLM v1): every step each running sequence is scheduled
+//! for the tokens it has not computed yet, capped by the token budget `max_num_batched_tokens`.
+//! Running sequences go first (decodes cost one token each), then waiting sequences are admitted
+//! FCFS while blocks, `max_num_seqs` and the budget allow; a prompt longer than the remaining
+//! budget is computed in chunks over several steps.
+//!
+//! When a running sequence needs a block and none is free, the newest running sequence is
+//! preempted: its blocks are freed, it keeps its tokens (prompt and output) and goes back to the
+//! head of the waiting queue to recompute them. Nothing it generated is lost or sent twice.
+//!
+//! Invariants: a sequence is in exactly one of `waiting`/`running`; a waiting sequence owns no
+//! blocks; every block a running sequence owns is allocated in `allocator`; when all sequences
+//! have ended, every block is free.
+
+use super::output::{ModelRunnerOutput, ScheduledSeq, SchedulerOutput, TokenDelta};
+use super::request::{Request, RequestId};
+use super::sequence::{FinishReason, Sequence, SequenceStatus};
+use crate::kv::{BlockAllocator, BlockTable};
+use std::collections::{HashMap, VecDeque};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchedulerConfig {
+    pub max_num_seqs: usize,
+    pub max_num_batched_tokens: usize,
+    pub block_size: usize,
+    pub num_blocks: usize,
+    pub max_model_len: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdmissionError {
+    #[error("request needs up to {needed} tokens ({prompt} prompt + {max_tokens} max_tokens) but the model's context length is {limit}")]
+    TooLong {
+        needed: usize,
+        prompt: usize,
+        max_tokens: usize,
+        limit: usize,
+    },
+    #[error("request id {0:?} is already in the engine")]
+    Duplicate(RequestId),
+    #[error("prompt is empty")]
+    EmptyPrompt,
+}
+
+#[derive(Debug)]
+pub struct Scheduler {
+    config: SchedulerConfig,
+    allocator: BlockAllocator,
+    seqs: HashMap<RequestId, Sequence>,
+    waiting: VecDeque<RequestId>,
+    /// In admission order: the last one is the newest (the first to be preempted).
+    running: Vec<RequestId>,
+    num_preemptions: u64,
+}
+
+impl Scheduler {
+    pub fn new(config: SchedulerConfig) -> Self {
+        Self {
+            allocator: BlockAllocator::new(config.num_blocks),
+            config,
+            seqs: HashMap::new(),
+            waiting: VecDeque::new(),
+            running: Vec::new(),
+            num_preemptions: 0,
+        }
+    }
+
+    pub fn config(&self) -> &SchedulerConfig {
+        &self.config
+    }
+
+    /// Tokens the whole pool can hold; a request larger than this could never run.
+    pub fn capacity_tokens(&self) -> usize {
+        self.config.num_blocks * self.config.block_size
+    }
+
+    /// Queues a request, or rejects one that could never fit.
+    pub fn add(&mut self, req: Request) -> Result<(), AdmissionError> {
+        if self.seqs.contains_key(&req.id) {
+            return Err(AdmissionError::Duplicate(req.id));
+        }
+        if req.prompt_token_ids.is_empty() {
+            return Err(AdmissionError::EmptyPrompt);
+        }
+        let prompt = req.prompt_token_ids.len();
+        let needed = prompt + req.stop.max_tokens;
+        let limit = self.config.max_model_len.min(self.capacity_tokens());
+        if needed > limit {
+            return Err(AdmissionError::TooLong {
+                needed,
+                prompt,
+                max_tokens: req.stop.max_tokens,
+                limit,
+            });
+        }
+        let id = req.id;
+        self.seqs.insert(id, Sequence::new(req));
+        self.waiting.push_back(id);
+        Ok(())
+    }
+
+    pub fn has_work(&self) -> bool {
+        !self.seqs.is_empty()
+    }
+
+    pub fn num_waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    pub fn num_running(&self) -> usize {
+        self.running.len()
+    }
+
+    pub fn num_blocks_total(&self) -> usize {
+        self.allocator.num_total()
+    }
+
+    pub fn num_blocks_used(&self) -> usize {
+        self.allocator.num_used()
+    }
+
+    pub fn num_preemptions(&self) -> u64 {
+        self.num_preemptions
+    }
+
+    pub fn seq(&self, id: RequestId) -> Option<&Sequence> {
+        self.seqs.get(&id)
+    }
+
+    pub fn contains(&self, id: RequestId) -> bool {
+        self.seqs.contains_key(&id)
+    }
+
+    /// Ids of every request in the engine.
+    pub fn request_ids(&self) -> impl Iterator<Item = RequestId> + '_ {
+        self.seqs.keys().copied()
+    }
+
+    /// Decides the next step: which sequences run and how many tokens each computes.
+    pub fn schedule(&mut self) -> SchedulerOutput {
+        let mut out = SchedulerOutput::default();
+        let mut budget = self.config.max_num_batched_tokens;
+        self.schedule_running(&mut out, &mut budget);
+        // NOTE: no admissions in a step that preempted: blocks are short, and the preempted
+        // sequences are at the head of the queue anyway.
+        if out.preempted.is_empty() {
+            self.schedule_waiting(&mut out, &mut budget);
+        }
+        out.num_batched_tokens = self.config.max_num_batched_tokens - budget;
+        out
+    }
+
+    fn schedule_running(&mut self, out: &mut SchedulerOutput, budget: &mut usize) {
+        let bs = self.config.block_size;
+        let mut i = 0;
+        while i < self.running.len() && *budget > 0 {
+            let id = self.running[i];
+            let seq = &self.seqs[&id];
+            let n = seq.num_uncomputed_tokens().min(*budget);
+            let need = seq.block_table.num_missing(seq.num_computed_tokens + n, bs);
+            let mut preempted_self = false;
+            while !self.allocator.can_allocate(need) {
+                let victim = *self.running.last().expect("the sequence itself is running");
+                self.preempt(victim);
+                out.preempted.push(victim);
+                if victim == id {
+                    preempted_self = true;
+                    break;
+                }
+            }
+            if preempted_self {
+                break;
+            }
+            self.grant(id, n, need, out);
+            *budget -= n;
+            i += 1;
+        }
+    }
+
+    fn schedule_waiting(&mut self, out: &mut SchedulerOutput, budget: &mut usize) {
+        let bs = self.config.block_size;
+        while *budget > 0 && self.running.len() < self.config.max_num_seqs {
+            let Some(&id) = self.waiting.front() else {
+                break;
+            };
+            let seq = &self.seqs[&id];
+            let n = seq.num_uncomputed_tokens().min(*budget);
+            let need = seq.block_table.num_missing(seq.num_computed_tokens + n, bs);
+            if !self.allocator.can_allocate(need) {
+                break;
+            }
+            self.waiting.pop_front();
+            self.running.push(id);
+            self.seqs.get_mut(&id).expect("waiting id is known").status = SequenceStatus::Running;
+            self.grant(id, n, need, out);
+            *budget -= n;
+        }
+    }
+
+    /// Allocates `need` blocks to `id` and schedules `n` of its tokens.
+    fn grant(&mut self, id: RequestId, n: usize, need: usize, out: &mut SchedulerOutput) {
+        let blocks = self
+            .allocator
+            .allocate(need)
+            .expect("can_allocate was checked. This is a bug.");
+        let seq = self.seqs.get_mut(&id).expect("scheduled id is known");
+        seq.block_table.extend(blocks);
+        out.scheduled.push(ScheduledSeq {
+            request_id: id,
+            num_new_tokens: n,
+            sample: seq.num_computed_tokens + n == seq.num_tokens(),
+        });
+    }
+
+    fn preempt(&mut self, id: RequestId) {
+        let pos = self
+            .running
+            .iter()
+            .rposition(|r| *r == id)
+            .expect("preempted sequence is running");
+        self.running.remove(pos);
+        let seq = self.seqs.get_mut(&id).expect("running id is known");
+        self.allocator.free(&seq.block_table.take());
+        seq.num_computed_tokens = 0;
+        seq.status = SequenceStatus::Preempted;
+        seq.num_preemptions += 1;
+        self.waiting.push_front(id);
+        self.num_preemptions += 1;
+    }
+
+    /// Applies the runner's sampled tokens: advances computed counts, appends tokens, checks
+    /// stop rules and frees finished sequences. Returns one delta per sampled token.
+    pub fn update_from_output(
+        &mut self,
+        out: &SchedulerOutput,
+        runner: &ModelRunnerOutput,
+    ) -> Vec<TokenDelta> {
+        let sampled: HashMap<RequestId, u32> = runner.sampled.iter().copied().collect();
+        let mut deltas = Vec::with_capacity(runner.sampled.len());
+        for s in &out.scheduled {
+            let Some(seq) = self.seqs.get_mut(&s.request_id) else {
+                continue;
+            };
+            seq.num_computed_tokens += s.num_new_tokens;
+            if !s.sample {
+                continue;
+            }
+            let token = *sampled
+                .get(&s.request_id)
+                .expect("runner samples every sampling sequence. This is a bug.");
+            seq.token_ids.push(token);
+            let mut finish = seq.check_stop(token);
+            if finish.is_none() && seq.num_tokens() >= self.config.max_model_len {
+                finish = Some(FinishReason::Length);
+            }
+            deltas.push(TokenDelta {
+                request_id: s.request_id,
+                new_token_ids: vec![token],
+                finish: finish.clone(),
+                num_prompt_tokens: seq.num_prompt_tokens,
+            });
+            if finish.is_some() {
+                self.remove(s.request_id);
+            }
+        }
+        deltas
+    }
+
+    /// Ends every sequence of a failed step with an error delta and frees its blocks.
+    pub fn fail_scheduled(&mut self, out: &SchedulerOutput, message: &str) -> Vec<TokenDelta> {
+        out.scheduled
+            .iter()
+            .filter_map(|s| self.finish(s.request_id, FinishReason::Error(message.to_string())))
+            .collect()
+    }
+
+    /// Removes a request wherever it is and frees its blocks. Returns its final delta.
+    pub fn finish(&mut self, id: RequestId, reason: FinishReason) -> Option<TokenDelta> {
+        let seq = self.remove(id)?;
+        Some(TokenDelta {
+            request_id: id,
+            new_token_ids: Vec::new(),
+            finish: Some(reason),
+            num_prompt_tokens: seq.num_prompt_tokens,
+        })
+    }
+
+    /// Aborts a request; true when it was in the engine.
+    pub fn abort(&mut self, id: RequestId) -> bool {
+        self.remove(id).is_some()
+    }
+
+    fn remove(&mut self, id: RequestId) -> Option<Sequence> {
+        let mut seq = self.seqs.remove(&id)?;
+        match seq.status {
+            SequenceStatus::Running => self.running.retain(|r| *r != id),
+            SequenceStatus::Waiting | SequenceStatus::Preempted => {
+                self.waiting.retain(|r| *r != id)
+            }
+        }
+        self.allocator.free(&seq.block_table.take());
+        Some(seq)
+    }
+
+    /// Blocks a sequence would need to hold `num_tokens` tokens (for tests and sizing).
+    pub fn blocks_for(&self, num_tokens: usize) -> usize {
+        BlockTable::blocks_needed(num_tokens, self.config.block_size)
+    }
+}
+
+#[cfg(test)]
+#[path = "scheduler_tests.rs"]
+mod tests;

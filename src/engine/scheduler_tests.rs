@@ -1,0 +1,321 @@
+//! Model-free scheduler tests: each calls `schedule()`, builds the runner's output by hand and
+//! feeds it to `update_from_output()`.
+
+use super::*;
+use crate::engine::request::{SamplingParams, StopConditions};
+use std::time::Instant;
+
+struct TestConfig {
+    num_blocks: usize,
+    block_size: usize,
+    max_batched_tokens: usize,
+    max_num_seqs: usize,
+}
+
+impl Default for TestConfig {
+    fn default() -> Self {
+        Self {
+            num_blocks: 64,
+            block_size: 4,
+            max_batched_tokens: 64,
+            max_num_seqs: 16,
+        }
+    }
+}
+
+fn test_scheduler(c: TestConfig) -> Scheduler {
+    Scheduler::new(SchedulerConfig {
+        max_num_seqs: c.max_num_seqs,
+        max_num_batched_tokens: c.max_batched_tokens,
+        block_size: c.block_size,
+        num_blocks: c.num_blocks,
+        max_model_len: 1 << 20,
+    })
+}
+
+const EOS: u32 = 0;
+
+fn make_requests(n: usize, prompt_len: usize, max_tokens: usize) -> Vec<Request> {
+    (0..n)
+        .map(|i| Request {
+            id: RequestId(i as u64),
+            prompt_token_ids: (0..prompt_len).map(|t| 10 + t as u32).collect(),
+            sampling: SamplingParams::greedy(),
+            stop: StopConditions {
+                max_tokens,
+                eos_token_ids: vec![EOS],
+                ..Default::default()
+            },
+            arrival: Instant::now(),
+        })
+        .collect()
+}
+
+/// Samples `token` for every sampling sequence of the step.
+fn sample_all(out: &SchedulerOutput, token: u32) -> ModelRunnerOutput {
+    ModelRunnerOutput {
+        sampled: out
+            .scheduled
+            .iter()
+            .filter(|s| s.sample)
+            .map(|s| (s.request_id, token))
+            .collect(),
+    }
+}
+
+fn step(s: &mut Scheduler, token: u32) -> (SchedulerOutput, Vec<TokenDelta>) {
+    let out = s.schedule();
+    let deltas = s.update_from_output(&out, &sample_all(&out, token));
+    (out, deltas)
+}
+
+fn ids(out: &SchedulerOutput) -> Vec<u64> {
+    out.scheduled.iter().map(|s| s.request_id.0).collect()
+}
+
+#[test]
+fn admits_fcfs_and_batches_prefill_with_decode() {
+    let mut s = test_scheduler(TestConfig::default());
+    let mut reqs = make_requests(2, 5, 10).into_iter();
+    s.add(reqs.next().unwrap()).unwrap();
+    let (out, deltas) = step(&mut s, 42);
+    assert_eq!(ids(&out), vec![0]);
+    assert_eq!(out.scheduled[0].num_new_tokens, 5);
+    assert_eq!(deltas.len(), 1);
+    s.add(reqs.next().unwrap()).unwrap();
+    let (out, _) = step(&mut s, 42);
+    // decode of 0 (1 token) and the whole prompt of 1 in one step
+    assert_eq!(ids(&out), vec![0, 1]);
+    assert_eq!(out.num_batched_tokens, 1 + 5);
+    assert!(out.scheduled.iter().all(|x| x.sample));
+}
+
+#[test]
+fn long_prompt_is_chunked_under_the_token_budget() {
+    let mut s = test_scheduler(TestConfig {
+        max_batched_tokens: 8,
+        ..Default::default()
+    });
+    for r in make_requests(1, 20, 4) {
+        s.add(r).unwrap();
+    }
+    let chunks: Vec<(usize, bool)> = (0..3)
+        .map(|_| {
+            let (out, _) = step(&mut s, 42);
+            (out.scheduled[0].num_new_tokens, out.scheduled[0].sample)
+        })
+        .collect();
+    assert_eq!(chunks, vec![(8, false), (8, false), (4, true)]);
+    assert_eq!(s.seq(RequestId(0)).unwrap().num_output_tokens(), 1);
+}
+
+#[test]
+fn decodes_are_not_stalled_by_a_long_new_prompt() {
+    let mut s = test_scheduler(TestConfig {
+        max_batched_tokens: 8,
+        ..Default::default()
+    });
+    let mut reqs = make_requests(2, 4, 50).into_iter();
+    s.add(reqs.next().unwrap()).unwrap();
+    step(&mut s, 42);
+    let mut long = reqs.next().unwrap();
+    long.prompt_token_ids = vec![5; 30];
+    s.add(long).unwrap();
+    for _ in 0..4 {
+        let (out, deltas) = step(&mut s, 42);
+        assert_eq!(out.scheduled[0].request_id, RequestId(0));
+        assert_eq!(out.scheduled[0].num_new_tokens, 1);
+        assert!(deltas.iter().any(|d| d.request_id == RequestId(0)));
+        assert!(out.num_batched_tokens <= 8);
+    }
+}
+
+#[test]
+fn respects_max_num_seqs() {
+    let mut s = test_scheduler(TestConfig {
+        max_num_seqs: 2,
+        ..Default::default()
+    });
+    for r in make_requests(3, 2, 5) {
+        s.add(r).unwrap();
+    }
+    let (out, _) = step(&mut s, 42);
+    assert_eq!(ids(&out), vec![0, 1]);
+    assert_eq!(s.num_waiting(), 1);
+}
+
+#[test]
+fn waits_when_blocks_run_out() {
+    // 4 blocks of 4 tokens; each 8-token prompt needs 2 blocks
+    let mut s = test_scheduler(TestConfig {
+        num_blocks: 4,
+        ..Default::default()
+    });
+    for r in make_requests(3, 8, 1) {
+        s.add(r).unwrap();
+    }
+    let (out, deltas) = step(&mut s, 42);
+    assert_eq!(ids(&out), vec![0, 1]);
+    assert_eq!(s.num_waiting(), 1);
+    // both finish (max_tokens 1) and return their blocks; the third is admitted next
+    assert!(deltas
+        .iter()
+        .all(|d| d.finish == Some(FinishReason::Length)));
+    assert_eq!(s.num_blocks_used(), 0);
+    let (out, _) = step(&mut s, 42);
+    assert_eq!(ids(&out), vec![2]);
+}
+
+#[test]
+fn preempts_newest_when_blocks_run_out_and_keeps_its_tokens() {
+    // 4 blocks of 4 tokens; two 8-token prompts take all of them.
+    let mut s = test_scheduler(TestConfig {
+        num_blocks: 4,
+        ..Default::default()
+    });
+    for r in make_requests(2, 8, 6) {
+        s.add(r).unwrap();
+    }
+    let (out, _) = step(&mut s, 42); // 8 prompt tokens computed, 1 sampled: 9 tokens each
+    assert_eq!(ids(&out), vec![0, 1]);
+    assert_eq!(s.num_blocks_used(), 4);
+    // token 9 of seq 0 needs a 5th block: seq 1 (newest) is preempted
+    let (out, deltas) = step(&mut s, 43);
+    assert_eq!(out.preempted, vec![RequestId(1)]);
+    assert_eq!(ids(&out), vec![0]);
+    assert_eq!(deltas.len(), 1);
+    let seq1 = s.seq(RequestId(1)).unwrap();
+    assert_eq!(seq1.status, SequenceStatus::Preempted);
+    assert_eq!(seq1.num_computed_tokens, 0);
+    assert_eq!(seq1.num_output_tokens(), 1, "generated token is kept");
+    assert!(seq1.block_table.is_empty());
+    // run seq 0 to completion; then seq 1 recomputes all 9 tokens and samples its 2nd token
+    let mut sampled_for_1 = Vec::new();
+    for _ in 0..20 {
+        let (out, deltas) = step(&mut s, 44);
+        for d in deltas.iter().filter(|d| d.request_id == RequestId(1)) {
+            sampled_for_1.push((out.scheduled.len(), d.new_token_ids.clone()));
+        }
+        if !s.has_work() {
+            break;
+        }
+    }
+    assert!(!s.has_work());
+    assert_eq!(sampled_for_1.len(), 5, "6 max_tokens minus the one kept");
+    assert_eq!(s.num_blocks_used(), 0);
+    assert_eq!(s.num_preemptions(), 1);
+}
+
+#[test]
+fn preempts_itself_when_alone_and_out_of_blocks() {
+    let mut s = test_scheduler(TestConfig {
+        num_blocks: 2,
+        ..Default::default()
+    });
+    // 8 tokens of prompt need 2 blocks; max_tokens 0 fits, but two requests of 4 each block each other
+    for r in make_requests(2, 4, 4) {
+        s.add(r).unwrap();
+    }
+    let mut finished = 0;
+    for _ in 0..50 {
+        let (_, deltas) = step(&mut s, 42);
+        finished += deltas.iter().filter(|d| d.finish.is_some()).count();
+        if !s.has_work() {
+            break;
+        }
+    }
+    assert_eq!(finished, 2);
+    assert_eq!(s.num_blocks_used(), 0);
+}
+
+#[test]
+fn rejects_request_that_could_never_fit() {
+    let mut s = test_scheduler(TestConfig {
+        num_blocks: 2,
+        ..Default::default()
+    });
+    let r = make_requests(1, 6, 3).pop().unwrap();
+    let err = s.add(r).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            AdmissionError::TooLong {
+                needed: 9,
+                limit: 8,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!s.has_work());
+}
+
+#[test]
+fn eos_and_max_tokens_finish_and_free() {
+    let mut s = test_scheduler(TestConfig::default());
+    for r in make_requests(2, 3, 3) {
+        s.add(r).unwrap();
+    }
+    let out = s.schedule();
+    let runner = ModelRunnerOutput {
+        sampled: vec![(RequestId(0), EOS), (RequestId(1), 7)],
+    };
+    let deltas = s.update_from_output(&out, &runner);
+    assert_eq!(deltas[0].finish, Some(FinishReason::Eos));
+    assert_eq!(deltas[1].finish, None);
+    let (_, d) = step(&mut s, 7);
+    assert_eq!(d[0].finish, None);
+    let (_, d) = step(&mut s, 7);
+    assert_eq!(d[0].finish, Some(FinishReason::Length));
+    assert_eq!(s.num_blocks_used(), 0);
+}
+
+#[test]
+fn min_tokens_and_ignore_eos_hold_back_eos() {
+    let mut s = test_scheduler(TestConfig::default());
+    let mut reqs = make_requests(2, 3, 4);
+    reqs[0].stop.min_tokens = 2;
+    reqs[1].stop.ignore_eos = true;
+    for r in reqs {
+        s.add(r).unwrap();
+    }
+    let (_, d) = step(&mut s, EOS);
+    assert!(d.iter().all(|d| d.finish.is_none()));
+    let (_, d) = step(&mut s, EOS);
+    assert_eq!(d[0].finish, Some(FinishReason::Eos));
+    assert_eq!(d[1].finish, None);
+}
+
+#[test]
+fn abort_frees_blocks_running_or_waiting() {
+    let mut s = test_scheduler(TestConfig {
+        max_num_seqs: 1,
+        ..Default::default()
+    });
+    for r in make_requests(2, 9, 10) {
+        s.add(r).unwrap();
+    }
+    step(&mut s, 42);
+    assert!(s.num_blocks_used() > 0);
+    assert!(s.abort(RequestId(0)));
+    assert!(s.abort(RequestId(1)));
+    assert!(!s.abort(RequestId(1)));
+    assert_eq!(s.num_blocks_used(), 0);
+    assert!(!s.has_work());
+    assert!(s.schedule().is_empty());
+}
+
+#[test]
+fn failed_step_errors_scheduled_sequences_and_frees_them() {
+    let mut s = test_scheduler(TestConfig::default());
+    for r in make_requests(2, 3, 10) {
+        s.add(r).unwrap();
+    }
+    let out = s.schedule();
+    let deltas = s.fail_scheduled(&out, "boom");
+    assert_eq!(deltas.len(), 2);
+    assert!(deltas
+        .iter()
+        .all(|d| matches!(&d.finish, Some(FinishReason::Error(m)) if m == "boom")));
+    assert_eq!(s.num_blocks_used(), 0);
+}

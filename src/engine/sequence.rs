@@ -1,0 +1,99 @@
+//! `Sequence`: what the scheduler knows of one request. Token ids (prompt then output), how many
+//! of them have K/V in the cache, and the blocks holding them. No channels, no text.
+
+use super::request::{Request, RequestId, SamplingParams, StopConditions};
+use crate::kv::BlockTable;
+use std::time::Instant;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum FinishReason {
+    /// The model produced one of its EOS ids.
+    Eos,
+    /// A `stop_token_ids` entry was produced.
+    StopToken(u32),
+    /// The API task matched stop string number `.0` on the text.
+    StopString(usize),
+    /// `max_tokens` or the context length was reached.
+    Length,
+    /// The client went away or asked to stop.
+    Aborted,
+    /// The engine failed on this request.
+    Error(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SequenceStatus {
+    Waiting,
+    Running,
+    /// Evicted from the cache; waits to recompute its tokens.
+    Preempted,
+}
+
+#[derive(Debug)]
+pub struct Sequence {
+    pub request_id: RequestId,
+    /// Prompt then generated tokens.
+    pub token_ids: Vec<u32>,
+    pub num_prompt_tokens: usize,
+    /// Tokens whose K/V is in the cache.
+    pub num_computed_tokens: usize,
+    pub block_table: BlockTable,
+    pub status: SequenceStatus,
+    pub sampling: SamplingParams,
+    pub stop: StopConditions,
+    pub arrival: Instant,
+    pub num_preemptions: usize,
+}
+
+impl Sequence {
+    pub fn new(req: Request) -> Self {
+        Self {
+            request_id: req.id,
+            num_prompt_tokens: req.prompt_token_ids.len(),
+            token_ids: req.prompt_token_ids,
+            num_computed_tokens: 0,
+            block_table: BlockTable::default(),
+            status: SequenceStatus::Waiting,
+            sampling: req.sampling,
+            stop: req.stop,
+            arrival: req.arrival,
+            num_preemptions: 0,
+        }
+    }
+
+    pub fn num_tokens(&self) -> usize {
+        self.token_ids.len()
+    }
+
+    pub fn num_output_tokens(&self) -> usize {
+        self.token_ids.len() - self.num_prompt_tokens
+    }
+
+    /// Tokens not yet in the cache (a prompt, a prompt's rest, or the last sampled token).
+    pub fn num_uncomputed_tokens(&self) -> usize {
+        self.num_tokens() - self.num_computed_tokens
+    }
+
+    /// Largest number of tokens this sequence can ever hold.
+    pub fn max_total_tokens(&self) -> usize {
+        self.num_prompt_tokens + self.stop.max_tokens
+    }
+
+    /// Checks the stop rules after `token` was appended.
+    pub fn check_stop(&self, token: u32) -> Option<FinishReason> {
+        let out = self.num_output_tokens();
+        if !self.stop.ignore_eos
+            && out >= self.stop.min_tokens
+            && self.stop.eos_token_ids.contains(&token)
+        {
+            return Some(FinishReason::Eos);
+        }
+        if out >= self.stop.min_tokens && self.stop.stop_token_ids.contains(&token) {
+            return Some(FinishReason::StopToken(token));
+        }
+        if out >= self.stop.max_tokens {
+            return Some(FinishReason::Length);
+        }
+        None
+    }
+}
