@@ -1,6 +1,12 @@
 //! weir: an OpenAI-compatible LLM inference server with continuous batching on a paged KV cache.
 
+pub mod api;
+pub mod bench;
+pub mod config;
 pub mod engine;
 pub mod kv;
+pub mod manager;
 pub mod models;
 pub mod runner;
+pub mod store;
+pub mod text;

@@ -1,1 +1,87 @@
-fn main() {}
+//! weir's binary: `weir serve` (the default) and `weir bench`.
+
+use anyhow::Context;
+use clap::Parser;
+use weir::api::{router, AppState};
+use weir::config::{Cli, Command, ServeArgs};
+use weir::manager::{load_model, ModelManager};
+use weir::store::pypi::DEFAULT_MODEL;
+use weir::store::LocalModel;
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let limits = args.validate().map_err(anyhow::Error::msg)?;
+    let mut specs = args.models.clone();
+    if specs.is_empty() {
+        let path = DEFAULT_MODEL
+            .fetch(&args.cache_dir(), &args.pip_index_url)
+            .await
+            .context("fetching the default model")?;
+        specs.push(weir::store::ModelSpec {
+            id: DEFAULT_MODEL.id.to_string(),
+            source: path.display().to_string(),
+        });
+    }
+    let mut handles = Vec::new();
+    for spec in specs {
+        let local = LocalModel::open(std::path::Path::new(&spec.source))?;
+        let id = spec.id.clone();
+        let handle = tokio::task::spawn_blocking(move || load_model(&id, &local, &limits))
+            .await?
+            .with_context(|| format!("loading model {}", spec.id))?;
+        handles.push(handle);
+    }
+    let models = ModelManager::new(handles);
+    let app = router(AppState { models: models.clone() });
+    let addr = format!("{}:{}", args.host, args.port);
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    tracing::info!(%addr, "serving");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tokio::task::spawn_blocking(move || models.shutdown()).await?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init_tracing();
+    let cli = Cli::parse();
+    match cli.command {
+        None => serve(ServeArgs::from_env()).await,
+        Some(Command::Serve(args)) => serve(args).await,
+        Some(Command::Bench(args)) => {
+            let out = args.output.clone();
+            let summary = weir::bench::run(args).await?;
+            let json = serde_json::to_string_pretty(&summary)?;
+            println!("{json}");
+            if let Some(path) = out {
+                std::fs::write(&path, &json).with_context(|| format!("writing {}", path.display()))?;
+            }
+            Ok(())
+        }
+    }
+}

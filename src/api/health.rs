@@ -1,0 +1,37 @@
+//! `GET /health`: liveness plus, per model, the KV blocks and sequences in use, so operators and
+//! tests can see load and leaks.
+
+use super::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use std::sync::atomic::Ordering::Relaxed;
+
+pub async fn health(State(state): State<AppState>) -> Response {
+    let mut all_alive = true;
+    let models: Vec<_> = state
+        .models
+        .list()
+        .map(|m| {
+            let s = m.engine.stats();
+            let alive = s.alive.load(Relaxed);
+            all_alive &= alive;
+            json!({
+                "id": m.id,
+                "status": if alive { "ok" } else { "stopped" },
+                "kv_blocks_total": s.kv_blocks_total.load(Relaxed),
+                "kv_blocks_used": s.kv_blocks_used.load(Relaxed),
+                "block_size": s.block_size.load(Relaxed),
+                "sequences_running": s.sequences_running.load(Relaxed),
+                "sequences_waiting": s.sequences_waiting.load(Relaxed),
+                "preemptions_total": s.preemptions_total.load(Relaxed),
+                "max_model_len": m.engine.max_model_len(),
+            })
+        })
+        .collect();
+    let status = if all_alive { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = json!({"status": if all_alive { "ok" } else { "degraded" }, "models": models});
+    (status, Json(body)).into_response()
+}

@@ -1,0 +1,169 @@
+//! `POST /v1/chat/completions`: validate → chat template → tokenize → submit → stream or collect.
+
+use super::types::*;
+use super::{parse_request, response_id, unix_now};
+use crate::api::error::ApiError;
+use crate::api::generate::{GenOptions, Generation};
+use crate::api::sse::{stream_response, ChunkFormat};
+use crate::api::AppState;
+use crate::engine::FinishReason;
+use crate::text::ChatMessage;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+const ROLES: [&str; 5] = ["system", "user", "assistant", "tool", "developer"];
+
+fn to_chat_messages(msgs: &[ChatMessageIn]) -> Result<Vec<ChatMessage>, ApiError> {
+    if msgs.is_empty() {
+        return Err(ApiError::invalid(Some("messages".into()), "messages must not be empty"));
+    }
+    msgs.iter()
+        .enumerate()
+        .map(|(i, m)| {
+            if !ROLES.contains(&m.role.as_str()) {
+                return Err(ApiError::invalid(
+                    Some(format!("messages[{i}].role")),
+                    format!("unknown role {:?}; expected one of {ROLES:?}", m.role),
+                ));
+            }
+            let content = match &m.content {
+                None => String::new(),
+                Some(MessageContent::Text(t)) => t.clone(),
+                Some(MessageContent::Parts(parts)) => {
+                    let mut s = String::new();
+                    for (j, p) in parts.iter().enumerate() {
+                        match (p.kind.as_str(), &p.text) {
+                            ("text", Some(t)) => s.push_str(t),
+                            _ => {
+                                return Err(ApiError::invalid(
+                                    Some(format!("messages[{i}].content[{j}]")),
+                                    format!("content part type {:?} is not supported (text only)", p.kind),
+                                ))
+                            }
+                        }
+                    }
+                    s
+                }
+            };
+            Ok(ChatMessage {
+                role: m.role.clone(),
+                content,
+            })
+        })
+        .collect()
+}
+
+struct ChatChunks {
+    id: String,
+    model: String,
+    created: u64,
+}
+
+impl ChatChunks {
+    fn chunk(&self, delta: ChatDelta, finish: Option<&'static str>) -> serde_json::Value {
+        json!(ChatCompletionChunk {
+            id: self.id.clone(),
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: self.model.clone(),
+            choices: vec![ChatChunkChoice {
+                index: 0,
+                delta,
+                logprobs: None,
+                finish_reason: finish,
+            }],
+            usage: None,
+        })
+    }
+}
+
+impl ChunkFormat for ChatChunks {
+    fn first(&self, _index: usize) -> Option<serde_json::Value> {
+        Some(self.chunk(
+            ChatDelta {
+                role: Some("assistant"),
+                content: Some(String::new()),
+            },
+            None,
+        ))
+    }
+
+    fn text(&self, _index: usize, text: String) -> serde_json::Value {
+        self.chunk(
+            ChatDelta {
+                role: None,
+                content: Some(text),
+            },
+            None,
+        )
+    }
+
+    fn finish(&self, _index: usize, reason: &FinishReason) -> serde_json::Value {
+        self.chunk(ChatDelta::default(), Some(finish_reason_str(reason)))
+    }
+
+    fn usage(&self, usage: Usage) -> serde_json::Value {
+        json!(ChatCompletionChunk {
+            id: self.id.clone(),
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: self.model.clone(),
+            choices: Vec::new(),
+            usage: Some(usage),
+        })
+    }
+}
+
+pub async fn chat_completions(State(state): State<AppState>, body: Bytes) -> Response {
+    match handle(state, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn handle(state: AppState, body: Bytes) -> Result<Response, ApiError> {
+    let req: ChatCompletionRequest = parse_request(&body)?;
+    let model = state
+        .models
+        .get(&req.model)
+        .ok_or_else(|| ApiError::model_not_found(&req.model))?;
+    let opts = GenOptions::from_fields(&req.gen)?;
+    let messages = to_chat_messages(&req.messages)?;
+    let codec = model.codec.clone();
+    let ids = tokio::task::spawn_blocking(move || {
+        let prompt = codec.apply_chat_template(&messages)?;
+        codec.encode(&prompt, false)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("tokenizer task failed: {e}")))??;
+    let gen = Generation::start(&model, ids, &opts)?;
+    let meta = ChatChunks {
+        id: response_id("chatcmpl"),
+        model: model.id.clone(),
+        created: unix_now(),
+    };
+    if opts.stream {
+        return Ok(stream_response(vec![gen], meta, opts.include_usage));
+    }
+    let (text, reason, usage) = gen.collect().await?;
+    Ok(Json(ChatCompletion {
+        id: meta.id,
+        object: "chat.completion",
+        created: meta.created,
+        model: meta.model,
+        choices: vec![ChatChoice {
+            index: 0,
+            message: ChatMessageOut {
+                role: "assistant",
+                content: text,
+            },
+            logprobs: None,
+            finish_reason: Some(finish_reason_str(&reason)),
+        }],
+        usage,
+    })
+    .into_response())
+}

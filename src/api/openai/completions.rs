@@ -1,0 +1,150 @@
+//! `POST /v1/completions`: the chat pipeline without a template; `prompt` may be a string, a
+//! list of strings, a token list or a list of token lists (one choice per prompt).
+
+use super::types::*;
+use super::{parse_request, response_id, unix_now};
+use crate::api::error::ApiError;
+use crate::api::generate::{GenOptions, Generation};
+use crate::api::sse::{stream_response, ChunkFormat};
+use crate::api::AppState;
+use crate::engine::FinishReason;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+struct CompletionChunks {
+    id: String,
+    model: String,
+    created: u64,
+}
+
+impl CompletionChunks {
+    fn chunk(&self, choices: Vec<CompletionChoice>, usage: Option<Usage>) -> serde_json::Value {
+        json!(Completion {
+            id: self.id.clone(),
+            object: "text_completion",
+            created: self.created,
+            model: self.model.clone(),
+            choices,
+            usage,
+        })
+    }
+}
+
+impl ChunkFormat for CompletionChunks {
+    fn first(&self, _index: usize) -> Option<serde_json::Value> {
+        None
+    }
+
+    fn text(&self, index: usize, text: String) -> serde_json::Value {
+        self.chunk(
+            vec![CompletionChoice {
+                index,
+                text,
+                logprobs: None,
+                finish_reason: None,
+            }],
+            None,
+        )
+    }
+
+    fn finish(&self, index: usize, reason: &FinishReason) -> serde_json::Value {
+        self.chunk(
+            vec![CompletionChoice {
+                index,
+                text: String::new(),
+                logprobs: None,
+                finish_reason: Some(finish_reason_str(reason)),
+            }],
+            None,
+        )
+    }
+
+    fn usage(&self, usage: Usage) -> serde_json::Value {
+        self.chunk(Vec::new(), Some(usage))
+    }
+}
+
+pub async fn completions(State(state): State<AppState>, body: Bytes) -> Response {
+    match handle(state, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Token ids of every prompt.
+async fn tokenize(
+    prompt: PromptSpec,
+    codec: std::sync::Arc<crate::text::TextCodec>,
+) -> Result<Vec<Vec<u32>>, ApiError> {
+    let texts = match prompt {
+        PromptSpec::Tokens(t) => return Ok(vec![t]),
+        PromptSpec::TokenLists(t) => return Ok(t),
+        PromptSpec::Text(t) => vec![t],
+        PromptSpec::Texts(t) => t,
+    };
+    tokio::task::spawn_blocking(move || {
+        texts
+            .iter()
+            .map(|t| codec.encode(t, true).map_err(ApiError::from))
+            .collect()
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("tokenizer task failed: {e}")))?
+}
+
+async fn handle(state: AppState, body: Bytes) -> Result<Response, ApiError> {
+    let req: CompletionRequest = parse_request(&body)?;
+    let model = state
+        .models
+        .get(&req.model)
+        .ok_or_else(|| ApiError::model_not_found(&req.model))?;
+    let opts = GenOptions::from_fields(&req.gen)?;
+    if req.echo {
+        return Err(ApiError::invalid(Some("echo".into()), "echo is not supported yet"));
+    }
+    let prompts = tokenize(req.prompt, model.codec.clone()).await?;
+    if prompts.is_empty() {
+        return Err(ApiError::invalid(Some("prompt".into()), "prompt must not be an empty list"));
+    }
+    let vocab = model.codec.vocab_size() as u32;
+    if prompts.iter().flatten().any(|&t| t >= vocab) {
+        return Err(ApiError::invalid(Some("prompt".into()), format!("token ids must be below the vocabulary size {vocab}")));
+    }
+    let gens = prompts
+        .into_iter()
+        .map(|ids| Generation::start(&model, ids, &opts))
+        .collect::<Result<Vec<_>, _>>()?;
+    let meta = CompletionChunks {
+        id: response_id("cmpl"),
+        model: model.id.clone(),
+        created: unix_now(),
+    };
+    if opts.stream {
+        return Ok(stream_response(gens, meta, opts.include_usage));
+    }
+    let results = futures::future::join_all(gens.into_iter().map(Generation::collect)).await;
+    let mut choices = Vec::with_capacity(results.len());
+    let mut usage = Usage::default();
+    for (index, r) in results.into_iter().enumerate() {
+        let (text, reason, u) = r?;
+        usage = usage.add(u);
+        choices.push(CompletionChoice {
+            index,
+            text,
+            logprobs: None,
+            finish_reason: Some(finish_reason_str(&reason)),
+        });
+    }
+    Ok(Json(Completion {
+        id: meta.id,
+        object: "text_completion",
+        created: meta.created,
+        model: meta.model,
+        choices,
+        usage: Some(usage),
+    })
+    .into_response())
+}

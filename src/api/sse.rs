@@ -1,0 +1,102 @@
+//! Server-sent events for streaming responses. Several generations (one per prompt of a
+//! completions request, or the one of a chat request) are merged into one event stream of
+//! OpenAI chunk objects, then the optional usage chunk, then `data: [DONE]`. An engine error
+//! sends one error event and ends the stream. Dropping the body (client gone) drops every
+//! `Generation`, which aborts their sequences in the engine at once.
+
+use super::error::ApiError;
+use super::generate::{GenEvent, Generation};
+use super::openai::types::Usage;
+use crate::engine::FinishReason;
+use axum::http::HeaderValue;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::stream::{self, BoxStream, StreamExt};
+use std::convert::Infallible;
+
+/// How one endpoint writes its chunk objects.
+pub trait ChunkFormat: Send + 'static {
+    /// Chunk sent before any text of choice `index` (chat sends the role), if any.
+    fn first(&self, index: usize) -> Option<serde_json::Value>;
+    fn text(&self, index: usize, text: String) -> serde_json::Value;
+    fn finish(&self, index: usize, reason: &FinishReason) -> serde_json::Value;
+    fn usage(&self, usage: Usage) -> serde_json::Value;
+}
+
+type Item = (usize, Option<Result<Vec<GenEvent>, ApiError>>);
+
+fn event(v: &serde_json::Value) -> Event {
+    Event::default().data(v.to_string())
+}
+
+struct StreamState<F> {
+    merged: BoxStream<'static, Item>,
+    format: F,
+    usage: Usage,
+    include_usage: bool,
+    pending_first: Vec<usize>,
+    ended: bool,
+}
+
+/// Streams `gens` as SSE in `format`.
+pub fn stream_response<F: ChunkFormat>(gens: Vec<Generation>, format: F, include_usage: bool) -> Response {
+    let n = gens.len();
+    let per_gen = gens.into_iter().enumerate().map(|(i, g)| {
+        stream::unfold(Some(g), move |g| async move {
+            let mut g = g?;
+            let next = g.next().await;
+            let more = next.is_some();
+            Some(((i, next), more.then_some(g)))
+        })
+        .boxed()
+    });
+    let state = StreamState {
+        merged: stream::select_all(per_gen).boxed(),
+        format,
+        usage: Usage::default(),
+        include_usage,
+        pending_first: (0..n).rev().collect(),
+        ended: false,
+    };
+    let events = stream::unfold(state, |mut st| async move {
+        if st.ended {
+            return None;
+        }
+        if let Some(i) = st.pending_first.pop() {
+            let first = st.format.first(i).map(|v| event(&v));
+            return Some((first.into_iter().collect::<Vec<_>>(), st));
+        }
+        let out = match st.merged.next().await {
+            Some((_, None)) => Vec::new(),
+            Some((i, Some(Ok(evs)))) => evs
+                .into_iter()
+                .map(|e| match e {
+                    GenEvent::Text(t) => event(&st.format.text(i, t)),
+                    GenEvent::Finished { reason, usage } => {
+                        st.usage = st.usage.add(usage);
+                        event(&st.format.finish(i, &reason))
+                    }
+                })
+                .collect(),
+            Some((_, Some(Err(e)))) => {
+                st.ended = true;
+                vec![event(&e.body()), Event::default().data("[DONE]")]
+            }
+            None => {
+                st.ended = true;
+                let mut v = Vec::new();
+                if st.include_usage {
+                    v.push(event(&st.format.usage(st.usage)));
+                }
+                v.push(Event::default().data("[DONE]"));
+                v
+            }
+        };
+        Some((out, st))
+    })
+    .flat_map(|evs| stream::iter(evs.into_iter().map(Ok::<_, Infallible>)));
+    let mut resp = Sse::new(events).keep_alive(KeepAlive::default()).into_response();
+    resp.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
+    resp.headers_mut().insert("cache-control", HeaderValue::from_static("no-cache"));
+    resp
+}

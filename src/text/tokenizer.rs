@@ -1,0 +1,157 @@
+//! `TextCodec`: one model's tokenizer, chat template and special ids. Send + Sync; shared by all
+//! request tasks of the model.
+
+use super::gguf_tokenizer::{gguf_bool, gguf_string, gguf_u32, tokenizer_json};
+use super::template::{ChatMessage, ChatTemplate};
+use candle_core::quantized::gguf_file::Content;
+use std::path::Path;
+use std::str::FromStr;
+use tokenizers::Tokenizer;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TextError {
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("{0}")]
+    Template(String),
+    #[error("this model has no chat template; use /v1/completions")]
+    NoTemplate,
+}
+
+#[derive(Debug)]
+pub struct TextCodec {
+    tokenizer: Tokenizer,
+    template: Option<ChatTemplate>,
+    eos_token_ids: Vec<u32>,
+    bos_token_id: Option<u32>,
+    /// Prepend BOS when encoding a raw prompt.
+    add_bos: bool,
+}
+
+fn tok_err(e: impl std::fmt::Display) -> TextError {
+    TextError::Tokenizer(e.to_string())
+}
+
+/// A special token in tokenizer_config.json: `"<s>"` or `{"content": "<s>", ...}`.
+fn special_token(v: Option<&serde_json::Value>) -> Option<String> {
+    match v? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Object(o) => o.get("content")?.as_str().map(str::to_string),
+        _ => None,
+    }
+}
+
+/// `eos_token_id` as an int or a list of ints.
+fn id_list(v: Option<&serde_json::Value>) -> Vec<u32> {
+    match v {
+        Some(serde_json::Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
+        Some(serde_json::Value::Array(a)) => a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn read_json(path: &Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(path).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+impl TextCodec {
+    /// From GGUF metadata: vocabulary, merges, special ids and `tokenizer.chat_template`.
+    pub fn from_gguf(ct: &Content) -> Result<Self, TextError> {
+        let tokenizer = Tokenizer::from_str(&tokenizer_json(ct)?).map_err(tok_err)?;
+        let token = |id: Option<u32>| id.and_then(|i| tokenizer.id_to_token(i));
+        let bos_id = gguf_u32(ct, "tokenizer.ggml.bos_token_id");
+        let eos_id = gguf_u32(ct, "tokenizer.ggml.eos_token_id");
+        let mut eos_token_ids: Vec<u32> = eos_id.into_iter().collect();
+        if let Some(eot) = gguf_u32(ct, "tokenizer.ggml.eot_token_id") {
+            if !eos_token_ids.contains(&eot) {
+                eos_token_ids.push(eot);
+            }
+        }
+        let template = gguf_string(ct, "tokenizer.chat_template")
+            .map(|src| {
+                ChatTemplate::new(&src, token(bos_id).unwrap_or_default(), token(eos_id).unwrap_or_default())
+            })
+            .transpose()?;
+        Ok(Self {
+            add_bos: gguf_bool(ct, "tokenizer.ggml.add_bos_token").unwrap_or(false) && bos_id.is_some(),
+            tokenizer,
+            template,
+            eos_token_ids,
+            bos_token_id: bos_id,
+        })
+    }
+
+    /// From a Hugging Face directory: tokenizer.json, and when present tokenizer_config.json
+    /// (chat template, special tokens), generation_config.json and config.json (EOS ids).
+    pub fn from_hf_dir(dir: &Path) -> Result<Self, TextError> {
+        let tokenizer = Tokenizer::from_file(dir.join("tokenizer.json")).map_err(tok_err)?;
+        let tcfg = read_json(&dir.join("tokenizer_config.json")).unwrap_or_default();
+        let bos = special_token(tcfg.get("bos_token"));
+        let eos = special_token(tcfg.get("eos_token"));
+        let mut eos_token_ids = id_list(read_json(&dir.join("generation_config.json")).as_ref().and_then(|g| g.get("eos_token_id")));
+        eos_token_ids.extend(id_list(read_json(&dir.join("config.json")).as_ref().and_then(|c| c.get("eos_token_id"))));
+        if let Some(id) = eos.as_deref().and_then(|t| tokenizer.token_to_id(t)) {
+            eos_token_ids.push(id);
+        }
+        eos_token_ids.sort_unstable();
+        eos_token_ids.dedup();
+        let template_src = match tcfg.get("chat_template") {
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            // A list of named templates: take "default".
+            Some(serde_json::Value::Array(list)) => list
+                .iter()
+                .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
+                .and_then(|t| t.get("template")?.as_str().map(str::to_string)),
+            _ => None,
+        };
+        let template = template_src
+            .map(|src| ChatTemplate::new(&src, bos.clone().unwrap_or_default(), eos.clone().unwrap_or_default()))
+            .transpose()?;
+        Ok(Self {
+            bos_token_id: bos.as_deref().and_then(|t| tokenizer.token_to_id(t)),
+            add_bos: tcfg.get("add_bos_token").and_then(|v| v.as_bool()).unwrap_or(false),
+            tokenizer,
+            template,
+            eos_token_ids,
+        })
+    }
+
+    pub fn eos_token_ids(&self) -> &[u32] {
+        &self.eos_token_ids
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.tokenizer.get_vocab_size(true)
+    }
+
+    pub fn has_chat_template(&self) -> bool {
+        self.template.is_some()
+    }
+
+    /// Renders the chat template with `add_generation_prompt = true`.
+    pub fn apply_chat_template(&self, messages: &[ChatMessage]) -> Result<String, TextError> {
+        self.template.as_ref().ok_or(TextError::NoTemplate)?.render(messages)
+    }
+
+    /// Encodes text. Special tokens written in the text (`<|im_start|>`) are recognized.
+    /// `add_bos` prepends the model's BOS when the model asks for it and the text lacks it.
+    pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>, TextError> {
+        let enc = self.tokenizer.encode_fast(text, false).map_err(tok_err)?;
+        let mut ids = enc.get_ids().to_vec();
+        if let (true, true, Some(bos)) = (add_bos, self.add_bos, self.bos_token_id) {
+            if ids.first() != Some(&bos) {
+                ids.insert(0, bos);
+            }
+        }
+        Ok(ids)
+    }
+
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String, TextError> {
+        self.tokenizer.decode(ids, skip_special).map_err(tok_err)
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.tokenizer.token_to_id(token)
+    }
+}
