@@ -129,10 +129,18 @@ impl WheelModel {
     }
 }
 
-fn fetch_err(url: impl std::fmt::Display, e: impl std::fmt::Display) -> StoreError {
+fn fetch_err(url: impl std::fmt::Display, e: impl std::error::Error) -> StoreError {
+    // reqwest hides the cause (DNS, TLS, refused) in the source chain.
+    let mut reason = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        reason.push_str(": ");
+        reason.push_str(&s.to_string());
+        src = s.source();
+    }
     StoreError::Fetch {
         url: url.to_string(),
-        reason: e.to_string(),
+        reason,
     }
 }
 
