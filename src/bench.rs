@@ -59,7 +59,12 @@ pub struct Percentiles {
 
 fn percentiles(mut v: Vec<f64>) -> Percentiles {
     if v.is_empty() {
-        return Percentiles { mean: 0.0, p50: 0.0, p90: 0.0, p99: 0.0 };
+        return Percentiles {
+            mean: 0.0,
+            p50: 0.0,
+            p90: 0.0,
+            p99: 0.0,
+        };
     }
     v.sort_by(f64::total_cmp);
     let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
@@ -88,7 +93,11 @@ pub struct BenchSummary {
     pub itl_ms: Percentiles,
 }
 
-async fn one_request(client: &reqwest::Client, args: &BenchArgs, prompt: Vec<u32>) -> RequestResult {
+async fn one_request(
+    client: &reqwest::Client,
+    args: &BenchArgs,
+    prompt: Vec<u32>,
+) -> RequestResult {
     let body = serde_json::json!({
         "model": args.model,
         "prompt": prompt,
@@ -144,7 +153,9 @@ async fn one_request(client: &reqwest::Client, args: &BenchArgs, prompt: Vec<u32
             if let Some(n) = v["usage"]["completion_tokens"].as_u64() {
                 r.output_tokens = n as usize;
             }
-            let has_text = v["choices"][0]["text"].as_str().is_some_and(|t| !t.is_empty());
+            let has_text = v["choices"][0]["text"]
+                .as_str()
+                .is_some_and(|t| !t.is_empty());
             if has_text {
                 let now = Instant::now();
                 if r.ttft.is_none() {
@@ -168,10 +179,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchSummary> {
     let num_requests = args.num_requests.unwrap_or(4 * args.concurrency).max(1);
     let mut rng = StdRng::seed_from_u64(args.seed);
     let prompts: Vec<Vec<u32>> = (0..num_requests)
-        .map(|_| (0..args.prompt_tokens).map(|_| rng.random_range(100..args.max_token_id)).collect())
+        .map(|_| {
+            (0..args.prompt_tokens)
+                .map(|_| rng.random_range(100..args.max_token_id))
+                .collect()
+        })
         .collect();
     let queue = Arc::new(parking_lot::Mutex::new(prompts));
-    let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .build()?;
     let args = Arc::new(args);
     let start = Instant::now();
     let workers: Vec<_> = (0..args.concurrency.max(1))

@@ -8,7 +8,11 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "weir", version, about = "OpenAI-compatible LLM inference server with continuous batching on a paged KV cache")]
+#[command(
+    name = "weir",
+    version,
+    about = "OpenAI-compatible LLM inference server with continuous batching on a paged KV cache"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -120,19 +124,25 @@ impl ServeArgs {
         Self::parse_from_args(std::iter::empty::<String>())
     }
 
-    pub fn parse_from_args<I: IntoIterator<Item = T>, T: Into<std::ffi::OsString> + Clone>(args: I) -> Self {
+    pub fn parse_from_args<I: IntoIterator<Item = T>, T: Into<std::ffi::OsString> + Clone>(
+        args: I,
+    ) -> Self {
         #[derive(Parser)]
         struct Wrapper {
             #[command(flatten)]
             args: ServeArgs,
         }
-        let argv = std::iter::once(std::ffi::OsString::from("weir")).chain(args.into_iter().map(Into::into));
+        let argv = std::iter::once(std::ffi::OsString::from("weir"))
+            .chain(args.into_iter().map(Into::into));
         Wrapper::parse_from(argv).args
     }
 
     pub fn validate(&self) -> Result<EngineLimits, String> {
         if self.block_size == 0 || !self.block_size.is_power_of_two() {
-            return Err(format!("--block-size must be a power of two, got {}", self.block_size));
+            return Err(format!(
+                "--block-size must be a power of two, got {}",
+                self.block_size
+            ));
         }
         if self.max_num_seqs == 0 || self.max_num_batched_tokens == 0 {
             return Err("--max-num-seqs and --max-num-batched-tokens must be positive".into());
@@ -156,7 +166,9 @@ impl ServeArgs {
 
     pub fn cache_dir(&self) -> PathBuf {
         self.cache_dir.clone().unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("."));
             home.join(".cache").join("weir")
         })
     }
@@ -177,7 +189,14 @@ mod tests {
 
     #[test]
     fn flags_parse_and_validate() {
-        let a = ServeArgs::parse_from_args(["--model", "a=/x.gguf", "--block-size", "32", "--num-kv-blocks", "100"]);
+        let a = ServeArgs::parse_from_args([
+            "--model",
+            "a=/x.gguf",
+            "--block-size",
+            "32",
+            "--num-kv-blocks",
+            "100",
+        ]);
         assert_eq!(a.models[0].id, "a");
         let l = a.validate().unwrap();
         assert_eq!((l.block_size, l.num_kv_blocks), (32, Some(100)));

@@ -9,4 +9,6 @@ pub mod manager;
 pub mod models;
 pub mod runner;
 pub mod store;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 pub mod text;

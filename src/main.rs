@@ -11,7 +11,10 @@ use weir::store::LocalModel;
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 async fn shutdown_signal() {
@@ -20,7 +23,8 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };
@@ -53,7 +57,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         handles.push(handle);
     }
     let models = ModelManager::new(handles);
-    let app = router(AppState { models: models.clone() });
+    let app = router(AppState {
+        models: models.clone(),
+    });
     let addr = format!("{}:{}", args.host, args.port);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
@@ -79,7 +85,8 @@ async fn main() -> anyhow::Result<()> {
             let json = serde_json::to_string_pretty(&summary)?;
             println!("{json}");
             if let Some(path) = out {
-                std::fs::write(&path, &json).with_context(|| format!("writing {}", path.display()))?;
+                std::fs::write(&path, &json)
+                    .with_context(|| format!("writing {}", path.display()))?;
             }
             Ok(())
         }

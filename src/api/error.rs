@@ -105,7 +105,9 @@ impl From<EngineError> for ApiError {
 impl From<TextError> for ApiError {
     fn from(e: TextError) -> Self {
         match e {
-            TextError::Template(_) | TextError::NoTemplate => Self::invalid(Some("messages".into()), e.to_string()),
+            TextError::Template(_) | TextError::NoTemplate => {
+                Self::invalid(Some("messages".into()), e.to_string())
+            }
             TextError::Tokenizer(_) => Self::internal(e.to_string()),
         }
     }
@@ -125,8 +127,17 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
         let missing = msg
             .strip_prefix("missing field `")
             .and_then(|r| r.split('`').next())
-            .map(|f| if path == "." { f.to_string() } else { format!("{path}.{f}") });
+            .map(|f| {
+                if path == "." {
+                    f.to_string()
+                } else {
+                    format!("{path}.{f}")
+                }
+            });
         let param = missing.unwrap_or(path);
-        ApiError::invalid(Some(param.clone()), format!("invalid request: {param}: {msg}"))
+        ApiError::invalid(
+            Some(param.clone()),
+            format!("invalid request: {param}: {msg}"),
+        )
     })
 }

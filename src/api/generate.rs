@@ -35,35 +35,79 @@ fn check(ok: bool, param: &str, msg: String) -> Result<(), ApiError> {
 impl GenOptions {
     pub fn from_fields(f: &GenerationFields) -> Result<Self, ApiError> {
         let temperature = f.temperature.unwrap_or(1.0);
-        check((0.0..=2.0).contains(&temperature), "temperature", format!("temperature must be in [0, 2], got {temperature}"))?;
+        check(
+            (0.0..=2.0).contains(&temperature),
+            "temperature",
+            format!("temperature must be in [0, 2], got {temperature}"),
+        )?;
         let top_p = f.top_p.unwrap_or(1.0);
-        check(top_p > 0.0 && top_p <= 1.0, "top_p", format!("top_p must be in (0, 1], got {top_p}"))?;
+        check(
+            top_p > 0.0 && top_p <= 1.0,
+            "top_p",
+            format!("top_p must be in (0, 1], got {top_p}"),
+        )?;
         let top_k = match f.top_k {
             None | Some(-1) | Some(0) => None,
             Some(k) if k > 0 => Some(k as usize),
-            Some(k) => return Err(ApiError::invalid(Some("top_k".into()), format!("top_k must be -1 (off) or positive, got {k}"))),
+            Some(k) => {
+                return Err(ApiError::invalid(
+                    Some("top_k".into()),
+                    format!("top_k must be -1 (off) or positive, got {k}"),
+                ))
+            }
         };
         let (max_param, max) = match (f.max_completion_tokens, f.max_tokens) {
             (Some(m), _) => ("max_completion_tokens", Some(m)),
             (None, m) => ("max_tokens", m),
         };
         if let Some(m) = max {
-            check(m >= 1, max_param, format!("{max_param} must be at least 1, got {m}"))?;
+            check(
+                m >= 1,
+                max_param,
+                format!("{max_param} must be at least 1, got {m}"),
+            )?;
         }
         let min_tokens = f.min_tokens.unwrap_or(0);
-        check(min_tokens >= 0, "min_tokens", format!("min_tokens must be non-negative, got {min_tokens}"))?;
+        check(
+            min_tokens >= 0,
+            "min_tokens",
+            format!("min_tokens must be non-negative, got {min_tokens}"),
+        )?;
         if let Some(m) = max {
-            check(min_tokens <= m, "min_tokens", format!("min_tokens ({min_tokens}) must not exceed {max_param} ({m})"))?;
+            check(
+                min_tokens <= m,
+                "min_tokens",
+                format!("min_tokens ({min_tokens}) must not exceed {max_param} ({m})"),
+            )?;
         }
         let n = f.n.unwrap_or(1);
-        check(n == 1, "n", format!("n must be 1 (several choices per request are not supported yet), got {n}"))?;
-        for (name, v) in [("presence_penalty", f.presence_penalty), ("frequency_penalty", f.frequency_penalty)] {
+        check(
+            n == 1,
+            "n",
+            format!("n must be 1 (several choices per request are not supported yet), got {n}"),
+        )?;
+        for (name, v) in [
+            ("presence_penalty", f.presence_penalty),
+            ("frequency_penalty", f.frequency_penalty),
+        ] {
             let v = v.unwrap_or(0.0);
-            check((-2.0..=2.0).contains(&v), name, format!("{name} must be in [-2, 2], got {v}"))?;
-            check(v == 0.0, name, format!("{name} is not supported yet; send 0"))?;
+            check(
+                (-2.0..=2.0).contains(&v),
+                name,
+                format!("{name} must be in [-2, 2], got {v}"),
+            )?;
+            check(
+                v == 0.0,
+                name,
+                format!("{name} is not supported yet; send 0"),
+            )?;
         }
         let stop_strings = f.stop.clone().map(|s| s.into_vec()).unwrap_or_default();
-        check(stop_strings.iter().all(|s| !s.is_empty()), "stop", "stop strings must not be empty".into())?;
+        check(
+            stop_strings.iter().all(|s| !s.is_empty()),
+            "stop",
+            "stop strings must not be empty".into(),
+        )?;
         Ok(Self {
             sampling: SamplingParams {
                 temperature,
@@ -102,11 +146,18 @@ pub struct Generation {
 
 impl Generation {
     /// Checks the prompt against the context and submits it.
-    pub fn start(model: &Arc<ModelHandle>, prompt_ids: Vec<u32>, opts: &GenOptions) -> Result<Self, ApiError> {
+    pub fn start(
+        model: &Arc<ModelHandle>,
+        prompt_ids: Vec<u32>,
+        opts: &GenOptions,
+    ) -> Result<Self, ApiError> {
         let limit = model.engine.max_model_len();
         let prompt_tokens = prompt_ids.len();
         if prompt_tokens == 0 {
-            return Err(ApiError::invalid(Some("prompt".into()), "the prompt is empty"));
+            return Err(ApiError::invalid(
+                Some("prompt".into()),
+                "the prompt is empty",
+            ));
         }
         let max_tokens = match opts.max_tokens {
             Some(m) => m,
@@ -157,7 +208,10 @@ impl Generation {
         self.done = true;
         // Dropping the stream before its last delta aborts the request in the engine.
         self.stream = None;
-        GenEvent::Finished { reason, usage: self.usage() }
+        GenEvent::Finished {
+            reason,
+            usage: self.usage(),
+        }
     }
 
     /// The next event, or `None` after `Finished`. Engine failures come back as `Err`.
@@ -168,7 +222,9 @@ impl Generation {
         let delta = self.stream.as_mut()?.recv().await;
         let Some(delta) = delta else {
             self.done = true;
-            return Some(Err(ApiError::internal("the engine stopped before the request finished")));
+            return Some(Err(ApiError::internal(
+                "the engine stopped before the request finished",
+            )));
         };
         self.completion_tokens += delta.new_token_ids.len();
         let codec = self.model.codec.clone();
@@ -216,6 +272,8 @@ impl Generation {
                 }
             }
         }
-        Err(ApiError::internal("generation ended without a finish reason"))
+        Err(ApiError::internal(
+            "generation ended without a finish reason",
+        ))
     }
 }

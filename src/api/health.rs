@@ -31,7 +31,11 @@ pub async fn health(State(state): State<AppState>) -> Response {
             })
         })
         .collect();
-    let status = if all_alive { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if all_alive {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let body = json!({"status": if all_alive { "ok" } else { "degraded" }, "models": models});
     (status, Json(body)).into_response()
 }

@@ -39,7 +39,11 @@ struct StreamState<F> {
 }
 
 /// Streams `gens` as SSE in `format`.
-pub fn stream_response<F: ChunkFormat>(gens: Vec<Generation>, format: F, include_usage: bool) -> Response {
+pub fn stream_response<F: ChunkFormat>(
+    gens: Vec<Generation>,
+    format: F,
+    include_usage: bool,
+) -> Response {
     let n = gens.len();
     let per_gen = gens.into_iter().enumerate().map(|(i, g)| {
         stream::unfold(Some(g), move |g| async move {
@@ -95,8 +99,12 @@ pub fn stream_response<F: ChunkFormat>(gens: Vec<Generation>, format: F, include
         Some((out, st))
     })
     .flat_map(|evs| stream::iter(evs.into_iter().map(Ok::<_, Infallible>)));
-    let mut resp = Sse::new(events).keep_alive(KeepAlive::default()).into_response();
-    resp.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
-    resp.headers_mut().insert("cache-control", HeaderValue::from_static("no-cache"));
+    let mut resp = Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response();
+    resp.headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    resp.headers_mut()
+        .insert("cache-control", HeaderValue::from_static("no-cache"));
     resp
 }

@@ -56,7 +56,12 @@ pub struct ModelManager {
 impl ModelManager {
     pub fn new(models: Vec<ModelHandle>) -> Self {
         Self {
-            models: Arc::new(models.into_iter().map(|m| (m.id.clone(), Arc::new(m))).collect()),
+            models: Arc::new(
+                models
+                    .into_iter()
+                    .map(|m| (m.id.clone(), Arc::new(m)))
+                    .collect(),
+            ),
         }
     }
 

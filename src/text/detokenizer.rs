@@ -29,7 +29,10 @@ impl IncrementalDetokenizer {
     /// Adds tokens; returns the text they complete (possibly empty).
     pub fn push(&mut self, codec: &TextCodec, new_ids: &[u32]) -> Result<String, TextError> {
         self.ids.extend_from_slice(new_ids);
-        let prefix = codec.decode(&self.ids[self.prefix_offset..self.read_offset], self.skip_special)?;
+        let prefix = codec.decode(
+            &self.ids[self.prefix_offset..self.read_offset],
+            self.skip_special,
+        )?;
         let full = codec.decode(&self.ids[self.prefix_offset..], self.skip_special)?;
         if full.len() <= prefix.len() || full.ends_with('\u{FFFD}') {
             return Ok(String::new());
@@ -46,7 +49,10 @@ impl IncrementalDetokenizer {
 
     /// Text still held back at the end of the sequence (a trailing incomplete character).
     pub fn flush(&mut self, codec: &TextCodec) -> Result<String, TextError> {
-        let prefix = codec.decode(&self.ids[self.prefix_offset..self.read_offset], self.skip_special)?;
+        let prefix = codec.decode(
+            &self.ids[self.prefix_offset..self.read_offset],
+            self.skip_special,
+        )?;
         let full = codec.decode(&self.ids[self.prefix_offset..], self.skip_special)?;
         self.prefix_offset = self.ids.len();
         self.read_offset = self.ids.len();
@@ -159,7 +165,13 @@ mod tests {
     fn earliest_stop_wins() {
         let mut m = StopStringMatcher::new(vec!["world".into(), "lo".into()]);
         let c = m.push("hello world");
-        assert_eq!(c, StopCheck { text: "hel".into(), stopped: Some(1) });
+        assert_eq!(
+            c,
+            StopCheck {
+                text: "hel".into(),
+                stopped: Some(1)
+            }
+        );
     }
 
     #[test]

@@ -16,7 +16,11 @@ fn strings(ct: &Content, key: &str) -> Result<Vec<String>, TextError> {
 }
 
 fn token_types(ct: &Content, n: usize) -> Vec<i32> {
-    match ct.metadata.get("tokenizer.ggml.token_type").map(|v| v.to_vec()) {
+    match ct
+        .metadata
+        .get("tokenizer.ggml.token_type")
+        .map(|v| v.to_vec())
+    {
         Some(Ok(a)) => a.iter().map(|x| x.to_i32().unwrap_or(1)).collect(),
         _ => vec![1; n],
     }
@@ -64,8 +68,10 @@ pub fn tokenizer_json(ct: &Content) -> Result<String, TextError> {
         // 3 = control (special), 4 = user-defined: both match as whole added tokens.
         let ty = types.get(id).copied().unwrap_or(1);
         if ty == 3 || ty == 4 {
-            added.push(json!({"id": id, "content": tok, "single_word": false, "lstrip": false,
-                "rstrip": false, "normalized": false, "special": ty == 3}));
+            added.push(
+                json!({"id": id, "content": tok, "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false, "special": ty == 3}),
+            );
         }
     }
     let doc = json!({

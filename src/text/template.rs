@@ -46,8 +46,18 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 /// `strftime_now(fmt)` for the date directives chat templates use (%d %m %Y %b %B %y %%).
 fn strftime_now(fmt: String) -> String {
     const MONTHS: [&str; 12] = [
-        "January", "February", "March", "April", "May", "June", "July", "August", "September",
-        "October", "November", "December",
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
     ];
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -98,7 +108,10 @@ impl ChatTemplate {
     }
 
     pub fn render(&self, messages: &[ChatMessage]) -> Result<String, TextError> {
-        let tmpl = self.env.get_template("chat").expect("template was added in new()");
+        let tmpl = self
+            .env
+            .get_template("chat")
+            .expect("template was added in new()");
         tmpl.render(context! {
             messages => messages,
             add_generation_prompt => true,
@@ -137,7 +150,11 @@ mod tests {
         let src = "{% if messages[0]['role'] == 'assistant' %}{{ raise_exception('Conversation must start with user') }}{% endif %}";
         let t = ChatTemplate::new(src, String::new(), String::new()).unwrap();
         let err = t.render(&[msg("assistant", "x")]).unwrap_err();
-        assert!(err.to_string().contains("Conversation must start with user"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("Conversation must start with user"),
+            "{err}"
+        );
     }
 
     #[test]

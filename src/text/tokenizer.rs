@@ -44,8 +44,14 @@ fn special_token(v: Option<&serde_json::Value>) -> Option<String> {
 /// `eos_token_id` as an int or a list of ints.
 fn id_list(v: Option<&serde_json::Value>) -> Vec<u32> {
     match v {
-        Some(serde_json::Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
-        Some(serde_json::Value::Array(a)) => a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect(),
+        Some(serde_json::Value::Number(n)) => {
+            n.as_u64().map(|x| vec![x as u32]).unwrap_or_default()
+        }
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_u64())
+            .map(|x| x as u32)
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -70,11 +76,16 @@ impl TextCodec {
         }
         let template = gguf_string(ct, "tokenizer.chat_template")
             .map(|src| {
-                ChatTemplate::new(&src, token(bos_id).unwrap_or_default(), token(eos_id).unwrap_or_default())
+                ChatTemplate::new(
+                    &src,
+                    token(bos_id).unwrap_or_default(),
+                    token(eos_id).unwrap_or_default(),
+                )
             })
             .transpose()?;
         Ok(Self {
-            add_bos: gguf_bool(ct, "tokenizer.ggml.add_bos_token").unwrap_or(false) && bos_id.is_some(),
+            add_bos: gguf_bool(ct, "tokenizer.ggml.add_bos_token").unwrap_or(false)
+                && bos_id.is_some(),
             tokenizer,
             template,
             eos_token_ids,
@@ -89,8 +100,16 @@ impl TextCodec {
         let tcfg = read_json(&dir.join("tokenizer_config.json")).unwrap_or_default();
         let bos = special_token(tcfg.get("bos_token"));
         let eos = special_token(tcfg.get("eos_token"));
-        let mut eos_token_ids = id_list(read_json(&dir.join("generation_config.json")).as_ref().and_then(|g| g.get("eos_token_id")));
-        eos_token_ids.extend(id_list(read_json(&dir.join("config.json")).as_ref().and_then(|c| c.get("eos_token_id"))));
+        let mut eos_token_ids = id_list(
+            read_json(&dir.join("generation_config.json"))
+                .as_ref()
+                .and_then(|g| g.get("eos_token_id")),
+        );
+        eos_token_ids.extend(id_list(
+            read_json(&dir.join("config.json"))
+                .as_ref()
+                .and_then(|c| c.get("eos_token_id")),
+        ));
         if let Some(id) = eos.as_deref().and_then(|t| tokenizer.token_to_id(t)) {
             eos_token_ids.push(id);
         }
@@ -106,11 +125,20 @@ impl TextCodec {
             _ => None,
         };
         let template = template_src
-            .map(|src| ChatTemplate::new(&src, bos.clone().unwrap_or_default(), eos.clone().unwrap_or_default()))
+            .map(|src| {
+                ChatTemplate::new(
+                    &src,
+                    bos.clone().unwrap_or_default(),
+                    eos.clone().unwrap_or_default(),
+                )
+            })
             .transpose()?;
         Ok(Self {
             bos_token_id: bos.as_deref().and_then(|t| tokenizer.token_to_id(t)),
-            add_bos: tcfg.get("add_bos_token").and_then(|v| v.as_bool()).unwrap_or(false),
+            add_bos: tcfg
+                .get("add_bos_token")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false),
             tokenizer,
             template,
             eos_token_ids,
@@ -131,7 +159,10 @@ impl TextCodec {
 
     /// Renders the chat template with `add_generation_prompt = true`.
     pub fn apply_chat_template(&self, messages: &[ChatMessage]) -> Result<String, TextError> {
-        self.template.as_ref().ok_or(TextError::NoTemplate)?.render(messages)
+        self.template
+            .as_ref()
+            .ok_or(TextError::NoTemplate)?
+            .render(messages)
     }
 
     /// Encodes text. Special tokens written in the text (`<|im_start|>`) are recognized.

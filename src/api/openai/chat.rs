@@ -18,7 +18,10 @@ const ROLES: [&str; 5] = ["system", "user", "assistant", "tool", "developer"];
 
 fn to_chat_messages(msgs: &[ChatMessageIn]) -> Result<Vec<ChatMessage>, ApiError> {
     if msgs.is_empty() {
-        return Err(ApiError::invalid(Some("messages".into()), "messages must not be empty"));
+        return Err(ApiError::invalid(
+            Some("messages".into()),
+            "messages must not be empty",
+        ));
     }
     msgs.iter()
         .enumerate()
@@ -40,7 +43,10 @@ fn to_chat_messages(msgs: &[ChatMessageIn]) -> Result<Vec<ChatMessage>, ApiError
                             _ => {
                                 return Err(ApiError::invalid(
                                     Some(format!("messages[{i}].content[{j}]")),
-                                    format!("content part type {:?} is not supported (text only)", p.kind),
+                                    format!(
+                                        "content part type {:?} is not supported (text only)",
+                                        p.kind
+                                    ),
                                 ))
                             }
                         }

@@ -103,15 +103,24 @@ async fn handle(state: AppState, body: Bytes) -> Result<Response, ApiError> {
         .ok_or_else(|| ApiError::model_not_found(&req.model))?;
     let opts = GenOptions::from_fields(&req.gen)?;
     if req.echo {
-        return Err(ApiError::invalid(Some("echo".into()), "echo is not supported yet"));
+        return Err(ApiError::invalid(
+            Some("echo".into()),
+            "echo is not supported yet",
+        ));
     }
     let prompts = tokenize(req.prompt, model.codec.clone()).await?;
     if prompts.is_empty() {
-        return Err(ApiError::invalid(Some("prompt".into()), "prompt must not be an empty list"));
+        return Err(ApiError::invalid(
+            Some("prompt".into()),
+            "prompt must not be an empty list",
+        ));
     }
     let vocab = model.codec.vocab_size() as u32;
     if prompts.iter().flatten().any(|&t| t >= vocab) {
-        return Err(ApiError::invalid(Some("prompt".into()), format!("token ids must be below the vocabulary size {vocab}")));
+        return Err(ApiError::invalid(
+            Some("prompt".into()),
+            format!("token ids must be below the vocabulary size {vocab}"),
+        ));
     }
     let gens = prompts
         .into_iter()

@@ -120,7 +120,10 @@ impl Usage {
     }
 
     pub fn add(self, o: Usage) -> Usage {
-        Usage::new(self.prompt_tokens + o.prompt_tokens, self.completion_tokens + o.completion_tokens)
+        Usage::new(
+            self.prompt_tokens + o.prompt_tokens,
+            self.completion_tokens + o.completion_tokens,
+        )
     }
 }
 

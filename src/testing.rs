@@ -1,0 +1,208 @@
+//! Test fixtures (compiled for tests and the `test-util` feature): a tiny random-weight Llama
+//! written to disk as a Hugging Face directory (config.json, model.safetensors, tokenizer.json,
+//! tokenizer_config.json), engines built on it, and the default model fetched through the same
+//! code path as `weir serve`.
+
+use crate::config::{EngineLimits, ServeArgs};
+use crate::engine::core::EngineCore;
+use crate::engine::request::{Request, RequestId, SamplingParams, StopConditions};
+use crate::engine::scheduler::Scheduler;
+use crate::manager::loader::{engine_shape, load_weights};
+use crate::models::WeightFormat;
+use crate::runner::ModelRunner;
+use crate::store::pypi::DEFAULT_MODEL;
+use crate::store::LocalModel;
+use candle_core::{Device, Tensor};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Tiny Llama shape: hidden 64, 2 layers, 4 query / 2 KV heads, vocab 258 (256 bytes + 2).
+pub fn tiny_llama_config_json() -> serde_json::Value {
+    serde_json::json!({
+        "model_type": "llama",
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "vocab_size": TINY_VOCAB,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "max_position_embeddings": 512,
+        "tie_word_embeddings": false,
+        "eos_token_id": TINY_EOS,
+    })
+}
+
+pub const TINY_VOCAB: usize = 258;
+/// `<|endoftext|>`
+pub const TINY_EOS: u32 = 256;
+
+/// GPT-2's byte → printable char map used by byte-level BPE.
+fn byte_chars() -> Vec<char> {
+    let mut printable: Vec<u32> = (33..=126).chain(161..=172).chain(174..=255).collect();
+    let mut chars: Vec<u32> = printable.clone();
+    let mut n = 0;
+    for b in 0..256u32 {
+        if !printable.contains(&b) {
+            printable.push(b);
+            chars.push(256 + n);
+            n += 1;
+        }
+    }
+    let mut map = vec!['\0'; 256];
+    for (b, c) in printable.iter().zip(chars) {
+        map[*b as usize] = char::from_u32(c).expect("valid char");
+    }
+    map
+}
+
+/// A byte-level tokenizer: one token per byte, plus `<|endoftext|>` and `<|im_start|>`.
+pub fn tiny_tokenizer_json() -> serde_json::Value {
+    let chars = byte_chars();
+    let vocab: serde_json::Map<String, serde_json::Value> = chars
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.to_string(), serde_json::json!(i)))
+        .chain([
+            ("<|endoftext|>".to_string(), serde_json::json!(256)),
+            ("<|im_start|>".to_string(), serde_json::json!(257)),
+        ])
+        .collect();
+    let special = |id: u32, content: &str| {
+        serde_json::json!({"id": id, "content": content, "single_word": false, "lstrip": false,
+            "rstrip": false, "normalized": false, "special": true})
+    };
+    serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": [special(256, "<|endoftext|>"), special(257, "<|im_start|>")],
+        "normalizer": null,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
+        "post_processor": null,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+            "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+            "vocab": vocab, "merges": []}
+    })
+}
+
+/// Random tensors for every weight of the tiny model, keyed by Hugging Face name.
+pub fn tiny_llama_weights(seed: u64) -> HashMap<String, Tensor> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut t = |shape: &[usize], scale: f32, offset: f32| {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|_| offset + scale * (rng.random::<f32>() * 2.0 - 1.0))
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).expect("shape matches")
+    };
+    let (h, i, v, kv) = (64, 128, TINY_VOCAB, 32);
+    let mut w = HashMap::new();
+    w.insert("model.embed_tokens.weight".into(), t(&[v, h], 1.0, 0.0));
+    w.insert("model.norm.weight".into(), t(&[h], 0.1, 1.0));
+    w.insert("lm_head.weight".into(), t(&[v, h], 0.3, 0.0));
+    for l in 0..2 {
+        let p = |m: &str| format!("model.layers.{l}.{m}.weight");
+        w.insert(p("input_layernorm"), t(&[h], 0.1, 1.0));
+        w.insert(p("post_attention_layernorm"), t(&[h], 0.1, 1.0));
+        w.insert(p("self_attn.q_proj"), t(&[h, h], 0.3, 0.0));
+        w.insert(p("self_attn.k_proj"), t(&[kv, h], 0.3, 0.0));
+        w.insert(p("self_attn.v_proj"), t(&[kv, h], 0.3, 0.0));
+        w.insert(p("self_attn.o_proj"), t(&[h, h], 0.3, 0.0));
+        w.insert(p("mlp.gate_proj"), t(&[i, h], 0.3, 0.0));
+        w.insert(p("mlp.up_proj"), t(&[i, h], 0.3, 0.0));
+        w.insert(p("mlp.down_proj"), t(&[h, i], 0.3, 0.0));
+    }
+    w
+}
+
+/// Writes the tiny model as a Hugging Face directory under `dir`.
+pub fn write_tiny_llama(dir: &Path, seed: u64) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("create model dir");
+    let json = |name: &str, v: serde_json::Value| {
+        std::fs::write(
+            dir.join(name),
+            serde_json::to_string_pretty(&v).expect("json"),
+        )
+        .expect("write json")
+    };
+    json("config.json", tiny_llama_config_json());
+    json("tokenizer.json", tiny_tokenizer_json());
+    json(
+        "tokenizer_config.json",
+        serde_json::json!({
+            "eos_token": "<|endoftext|>",
+            "chat_template": "{% for m in messages %}<|im_start|>{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant: {% endif %}",
+        }),
+    );
+    candle_core::safetensors::save(&tiny_llama_weights(seed), dir.join("model.safetensors"))
+        .expect("save weights");
+    dir.to_path_buf()
+}
+
+/// Engine limits for tests (dense weights, small pool unless `num_kv_blocks` says otherwise).
+pub fn test_limits(num_kv_blocks: usize, block_size: usize) -> EngineLimits {
+    EngineLimits {
+        max_num_seqs: 64,
+        max_num_batched_tokens: 512,
+        block_size,
+        kv_cache_memory: 0,
+        num_kv_blocks: Some(num_kv_blocks),
+        max_model_len: None,
+        weight_format: WeightFormat::Dense,
+    }
+}
+
+/// An `EngineCore` over the model at `dir` (the tiny model or a GGUF file).
+pub fn engine_core(source: &Path, limits: &EngineLimits) -> EngineCore {
+    let local = LocalModel::open(source).expect("valid model source");
+    let (model, _codec) = load_weights(&local, limits).expect("load model");
+    let (kv, sched) = engine_shape(model.config(), limits).expect("engine shape");
+    EngineCore::new(Scheduler::new(sched), ModelRunner::new(Box::new(model), kv))
+}
+
+/// A greedy request of `max_tokens` over `prompt`.
+pub fn greedy_request(id: u64, prompt: Vec<u32>, max_tokens: usize) -> Request {
+    Request {
+        id: RequestId(id),
+        prompt_token_ids: prompt,
+        sampling: SamplingParams::greedy(),
+        stop: StopConditions {
+            max_tokens,
+            ..Default::default()
+        },
+        arrival: Instant::now(),
+    }
+}
+
+/// Steps `core` until it is idle; returns each request's generated tokens.
+pub fn run_to_completion(core: &mut EngineCore) -> HashMap<RequestId, Vec<u32>> {
+    let mut out: HashMap<RequestId, Vec<u32>> = HashMap::new();
+    let mut steps = 0;
+    while core.has_work() {
+        let (deltas, _) = core.step();
+        for d in deltas {
+            assert!(
+                !matches!(d.finish, Some(crate::engine::FinishReason::Error(_))),
+                "step failed: {d:?}"
+            );
+            out.entry(d.request_id).or_default().extend(d.new_token_ids);
+        }
+        steps += 1;
+        assert!(steps < 100_000, "engine does not finish");
+    }
+    out
+}
+
+/// The default model, fetched (once) into the cache through `weir serve`'s code path.
+pub fn default_model_path() -> PathBuf {
+    let args = ServeArgs::from_env();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(DEFAULT_MODEL.fetch(&args.cache_dir(), &args.pip_index_url))
+        .expect("fetch the default model (needs PyPI or a warm cache)")
+}
