@@ -1,0 +1,135 @@
+//! Shared by the SmolLM2 tests: weir's paged model and candle-transformers' stock
+//! `quantized_llama` loaded from the default model file, and a logit comparison of the two.
+#![allow(dead_code)]
+
+use candle_core::quantized::gguf_file;
+use candle_core::{Device, Tensor};
+use candle_transformers::models::quantized_llama::ModelWeights;
+use weir::kv::{KvCache, KvCacheConfig};
+use weir::models::weights::{GgufWeights, WeightSource};
+use weir::models::{CausalLm, Llama, LlamaConfig, WeightFormat};
+use weir::runner::batch::{BatchSeq, ForwardBatch};
+use weir::testing::default_model_path;
+
+use weir::text::TextCodec;
+
+pub fn load(format: WeightFormat) -> (Llama, TextCodec) {
+    let path = default_model_path();
+    let mut w = GgufWeights::open(&path, &Device::Cpu, format).unwrap();
+    let cfg = LlamaConfig::from_gguf(w.content()).unwrap();
+    let codec = TextCodec::from_gguf(w.content()).unwrap();
+    (
+        Llama::load(&mut w as &mut dyn WeightSource, cfg, &Device::Cpu).unwrap(),
+        codec,
+    )
+}
+
+pub fn reference() -> ModelWeights {
+    let path = default_model_path();
+    let mut f = std::fs::File::open(&path).unwrap();
+    let ct = gguf_file::Content::read(&mut f).unwrap();
+    ModelWeights::from_gguf(ct, &mut f, &Device::Cpu).unwrap()
+}
+
+/// One sequence whose blocks run backwards through the pool (position 0 in the last block).
+fn one_seq_batch(tokens: &[u32], start: usize, block_size: usize) -> ForwardBatch {
+    let end = start + tokens.len();
+    let blocks: Vec<u32> = (0..NUM_BLOCKS as u32).rev().collect();
+    ForwardBatch {
+        token_ids: tokens.to_vec(),
+        positions: (start as u32..end as u32).collect(),
+        slot_mapping: (start..end)
+            .map(|p| blocks[p / block_size] * block_size as u32 + (p % block_size) as u32)
+            .collect(),
+        seqs: vec![BatchSeq {
+            request_id: weir::engine::RequestId(0),
+            query_start: 0,
+            query_len: tokens.len(),
+            context_len: end,
+            block_table: blocks,
+            sample: true,
+        }],
+        logits_rows: vec![tokens.len() as u32 - 1],
+        block_size,
+    }
+}
+
+const NUM_BLOCKS: usize = 8;
+
+fn to_vec(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1().unwrap()
+}
+
+fn argmax(v: &[f32]) -> usize {
+    v.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .unwrap()
+        .0
+}
+
+/// Compares logits at the prompt and at 20 greedy decode positions.
+pub fn compare(format: WeightFormat, tolerance: f32) {
+    let (model, codec) = load(format);
+    let mut refm = reference();
+    let cfg = model.config();
+    let mut kv = KvCache::new(KvCacheConfig {
+        num_layers: cfg.num_layers,
+        num_kv_heads: cfg.num_kv_heads,
+        head_dim: cfg.head_dim,
+        block_size: 16,
+        num_blocks: NUM_BLOCKS,
+    });
+    let prompt = codec.encode("The capital of France is", false).unwrap();
+    let ours = to_vec(
+        &model
+            .forward(&one_seq_batch(&prompt, 0, 16), &mut kv)
+            .unwrap(),
+    );
+    let input = Tensor::new(prompt.as_slice(), &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let theirs = to_vec(&refm.forward(&input, 0).unwrap());
+    let mut worst = 0f32;
+    let mut check = |ours: &[f32], theirs: &[f32], pos: usize| {
+        let d = ours
+            .iter()
+            .zip(theirs)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        worst = worst.max(d);
+        assert!(
+            d < tolerance,
+            "logits differ by {d} at position {pos} ({format:?})"
+        );
+    };
+    check(&ours, &theirs, prompt.len() - 1);
+    assert_eq!(
+        argmax(&ours),
+        argmax(&theirs),
+        "top token after the prompt differs"
+    );
+    assert_eq!(
+        codec.decode(&[argmax(&ours) as u32], false).unwrap(),
+        " Paris"
+    );
+    let mut pos = prompt.len();
+    let mut next = argmax(&ours) as u32;
+    for _ in 0..20 {
+        let ours = to_vec(
+            &model
+                .forward(&one_seq_batch(&[next], pos, 16), &mut kv)
+                .unwrap(),
+        );
+        let input = Tensor::new(&[next], &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let theirs = to_vec(&refm.forward(&input, pos).unwrap());
+        check(&ours, &theirs, pos);
+        next = argmax(&theirs) as u32;
+        pos += 1;
+    }
+    eprintln!("{format:?}: worst logit difference {worst}");
+}
