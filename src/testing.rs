@@ -199,10 +199,56 @@ pub fn run_to_completion(core: &mut EngineCore) -> HashMap<RequestId, Vec<u32>> 
 /// The default model, fetched (once) into the cache through `weir serve`'s code path.
 pub fn default_model_path() -> PathBuf {
     let args = ServeArgs::from_env();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(DEFAULT_MODEL.fetch(&args.cache_dir(), &args.pip_index_url))
-        .expect("fetch the default model (needs PyPI or a warm cache)")
+    // A thread of its own, so callers may already be inside a runtime.
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(DEFAULT_MODEL.fetch(&args.cache_dir(), &args.pip_index_url))
+    })
+    .join()
+    .expect("fetch thread")
+    .expect("fetch the default model (needs PyPI or a warm cache)")
+}
+
+/// A weir server on 127.0.0.1 (random port) with its own runtime thread, for HTTP tests.
+pub struct TestServer {
+    pub url: String,
+    pub models: crate::manager::ModelManager,
+}
+
+impl TestServer {
+    /// Serves `models` (id, source path) with `limits`.
+    pub fn start(models: &[(&str, &Path)], limits: EngineLimits) -> Self {
+        let handles = models
+            .iter()
+            .map(|(id, path)| {
+                let local = LocalModel::open(path).expect("valid model source");
+                crate::manager::load_model(id, &local, &limits).expect("load model")
+            })
+            .collect();
+        let manager = crate::manager::ModelManager::new(handles);
+        let app = crate::api::router(crate::api::AppState {
+            models: manager.clone(),
+        });
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                axum::serve(listener, app).await.expect("serve");
+            });
+        });
+        Self {
+            url,
+            models: manager,
+        }
+    }
 }

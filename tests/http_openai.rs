@@ -1,0 +1,394 @@
+//! OpenAI API over real HTTP on loopback, with the real default model (and the tiny random model
+//! as a second one): answers, SSE framing, stop strings, max_tokens, errors, and the official
+//! `openai` Python client.
+
+use serde_json::{json, Value};
+use std::sync::OnceLock;
+use weir::testing::{default_model_path, test_limits, write_tiny_llama, TestServer};
+
+const SMOL: &str = "SmolLM2-135M-Instruct";
+
+fn server() -> &'static TestServer {
+    static S: OnceLock<(TestServer, tempfile::TempDir)> = OnceLock::new();
+    &S.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let tiny = write_tiny_llama(&tmp.path().join("tiny"), 5);
+        let smol = default_model_path();
+        let mut limits = test_limits(512, 16);
+        limits.weight_format = weir::models::WeightFormat::Auto { dense_from_rows: 4 };
+        (
+            TestServer::start(&[(SMOL, &smol), ("tiny", &tiny)], limits),
+            tmp,
+        )
+    })
+    .0
+}
+
+async fn post(path: &str, body: Value) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("{}{path}", server().url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap())
+}
+
+async fn post_raw(path: &str, body: &'static str) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("{}{path}", server().url))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+/// `data:` payloads of an SSE response, in order.
+async fn sse(path: &str, body: Value) -> Vec<String> {
+    let resp = reqwest::Client::new()
+        .post(format!("{}{path}", server().url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let text = resp.text().await.unwrap();
+    assert!(text.ends_with("\n\n"), "events end with a blank line");
+    text.split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            e.strip_prefix("data: ")
+                .unwrap_or_else(|| panic!("not a data event: {e:?}"))
+                .to_string()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn greedy_completion_continues_with_paris() {
+    let (status, v) = post(
+        "/v1/completions",
+        json!({"model": SMOL, "prompt": "The capital of France is", "max_tokens": 6, "temperature": 0}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["object"], "text_completion");
+    let text = v["choices"][0]["text"].as_str().unwrap();
+    assert!(text.starts_with(" Paris"), "{text:?}");
+    assert_eq!(v["usage"]["completion_tokens"], 6);
+    assert_eq!(v["usage"]["prompt_tokens"], 5);
+    assert_eq!(v["usage"]["total_tokens"], 11);
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+}
+
+#[tokio::test]
+async fn greedy_chat_answers_paris() {
+    let (status, v) = post(
+        "/v1/chat/completions",
+        json!({"model": SMOL, "temperature": 0, "max_tokens": 30,
+               "messages": [{"role": "user", "content": "What is the capital of France? Answer in one word."}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["choices"][0]["message"]["role"], "assistant");
+    let text = v["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(text.contains("Paris"), "{text:?}");
+    assert_eq!(
+        v["choices"][0]["finish_reason"], "stop",
+        "ends at <|im_end|>"
+    );
+}
+
+#[tokio::test]
+async fn streaming_chat_frames_chunks_usage_and_done() {
+    let events = sse(
+        "/v1/chat/completions",
+        json!({"model": SMOL, "temperature": 0, "max_tokens": 30, "stream": true,
+               "stream_options": {"include_usage": true},
+               "messages": [{"role": "user", "content": "What is the capital of France? Answer in one word."}]}),
+    )
+    .await;
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    assert!(chunks
+        .iter()
+        .all(|c| c["object"] == "chat.completion.chunk"));
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert!(text.contains("Paris"), "{text:?}");
+    let usage = chunks.last().unwrap();
+    assert_eq!(usage["choices"].as_array().unwrap().len(), 0);
+    let finish = &chunks[chunks.len() - 2];
+    assert_eq!(finish["choices"][0]["finish_reason"], "stop");
+    let n = usage["usage"]["completion_tokens"].as_u64().unwrap();
+    assert!(n >= 1 && n < 30);
+    // the same request without streaming gives the same text
+    let (_, v) = post(
+        "/v1/chat/completions",
+        json!({"model": SMOL, "temperature": 0, "max_tokens": 30,
+               "messages": [{"role": "user", "content": "What is the capital of France? Answer in one word."}]}),
+    )
+    .await;
+    assert_eq!(v["choices"][0]["message"]["content"], text);
+}
+
+#[tokio::test]
+async fn streaming_completions_with_two_prompts() {
+    let events = sse(
+        "/v1/completions",
+        json!({"model": SMOL, "temperature": 0, "max_tokens": 5, "stream": true, "ignore_eos": true,
+               "prompt": ["The capital of France is", "One, two, three,"]}),
+    )
+    .await;
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let mut texts = [String::new(), String::new()];
+    let mut finishes = 0;
+    for c in &chunks {
+        assert_eq!(c["object"], "text_completion");
+        let choice = &c["choices"][0];
+        let i = choice["index"].as_u64().unwrap() as usize;
+        texts[i].push_str(choice["text"].as_str().unwrap());
+        if choice["finish_reason"] == "length" {
+            finishes += 1;
+        }
+    }
+    assert_eq!(finishes, 2);
+    assert!(texts[0].starts_with(" Paris"), "{texts:?}");
+    assert!(!texts[1].is_empty());
+    assert!(
+        chunks.iter().all(|c| c.get("usage").is_none()),
+        "no usage without include_usage"
+    );
+}
+
+#[tokio::test]
+async fn stop_string_ends_generation_and_is_not_emitted() {
+    // Greedy text is " Paris.\n\nThe answer is: ..." (see the completion test).
+    let (_, v) = post(
+        "/v1/completions",
+        json!({"model": SMOL, "prompt": "The capital of France is", "max_tokens": 20, "temperature": 0,
+               "stop": ["\n\n", "answer"]}),
+    )
+    .await;
+    assert_eq!(v["choices"][0]["text"], " Paris.");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    // a stop string split over tokens: "ris." spans " Paris" and "."
+    let events = sse(
+        "/v1/completions",
+        json!({"model": SMOL, "prompt": "The capital of France is", "max_tokens": 20, "temperature": 0,
+               "stop": "ris.", "stream": true}),
+    )
+    .await;
+    let text: String = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(e).unwrap())
+        .filter_map(|c| c["choices"][0]["text"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(text, " Pa");
+}
+
+#[tokio::test]
+async fn max_tokens_and_ignore_eos_give_exact_counts() {
+    for (field, n) in [("max_tokens", 17), ("max_completion_tokens", 9)] {
+        let (status, v) = post(
+            "/v1/chat/completions",
+            json!({"model": SMOL, "messages": [{"role": "user", "content": "Hi"}], field: n,
+                   "ignore_eos": true, "temperature": 0.8, "seed": 3}),
+        )
+        .await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["usage"]["completion_tokens"], n);
+        assert_eq!(v["choices"][0]["finish_reason"], "length");
+    }
+}
+
+/// Two copies of a prompt in one request run in the same batches, so equal seeds must give equal
+/// text. (Across different batch compositions the logits may differ in the last bits, as in vLLM.)
+#[tokio::test]
+async fn seeded_sampling_is_reproducible() {
+    let body = json!({"model": SMOL, "prompt": ["Once upon a time", "Once upon a time"], "max_tokens": 12,
+                      "temperature": 1.0, "top_p": 0.9, "top_k": 40, "seed": 1234, "ignore_eos": true});
+    let (status, v) = post("/v1/completions", body).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["choices"][0]["text"], v["choices"][1]["text"]);
+    assert_eq!(v["usage"]["completion_tokens"], 24);
+}
+
+#[tokio::test]
+async fn models_and_health() {
+    let v: Value = reqwest::get(format!("{}/v1/models", server().url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["object"], "list");
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![SMOL, "tiny"]);
+    let h: Value = reqwest::get(format!("{}/health", server().url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(h["status"], "ok");
+    assert_eq!(h["models"][0]["kv_blocks_total"], 512);
+}
+
+#[tokio::test]
+async fn tiny_model_serves_through_its_own_template() {
+    let (status, v) = post(
+        "/v1/chat/completions",
+        json!({"model": "tiny", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 4, "ignore_eos": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["usage"]["completion_tokens"], 4);
+    // "<|im_start|>user: hello\n<|im_start|>assistant: " is 1 + 12 + 1 + 11 byte tokens
+    assert_eq!(v["usage"]["prompt_tokens"], 25);
+}
+
+fn assert_error(status: u16, v: &Value, want_status: u16, param: Option<&str>) {
+    assert_eq!(status, want_status, "{v}");
+    let e = &v["error"];
+    assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    assert!(e["type"].is_string(), "{v}");
+    assert!(e.get("code").is_some(), "{v}");
+    match param {
+        Some(p) => assert_eq!(e["param"], p, "{v}"),
+        None => assert!(e["param"].is_null(), "{v}"),
+    }
+}
+
+#[tokio::test]
+async fn errors_use_the_openai_envelope() {
+    let (s, v) = post_raw("/v1/chat/completions", "{\"model\": ").await;
+    assert_error(s, &v, 400, None);
+    let (s, v) = post_raw("/v1/chat/completions", r#"{"messages": []}"#).await;
+    assert_error(s, &v, 400, Some("model"));
+    let (s, v) = post("/v1/chat/completions", json!({"model": SMOL, "messages": [{"role": "user", "content": "x"}], "temperature": "hot"})).await;
+    assert_error(s, &v, 400, Some("temperature"));
+    let (s, v) = post(
+        "/v1/chat/completions",
+        json!({"model": SMOL, "messages": [{"role": "user", "content": 5}]}),
+    )
+    .await;
+    assert_error(s, &v, 400, Some("messages[0].content"));
+    let (s, v) = post(
+        "/v1/chat/completions",
+        json!({"model": SMOL, "messages": "hi"}),
+    )
+    .await;
+    assert_error(s, &v, 400, Some("messages"));
+    let (s, v) = post(
+        "/v1/chat/completions",
+        json!({"model": SMOL, "messages": [{"role": "wizard", "content": "x"}]}),
+    )
+    .await;
+    assert_error(s, &v, 400, Some("messages[0].role"));
+    let (s, v) = post(
+        "/v1/chat/completions",
+        json!({"model": SMOL, "messages": []}),
+    )
+    .await;
+    assert_error(s, &v, 400, Some("messages"));
+    let (s, v) = post("/v1/completions", json!({"model": "gpt-17", "prompt": "x"})).await;
+    assert_error(s, &v, 404, Some("model"));
+    assert_eq!(v["error"]["code"], "model_not_found");
+    let (s, v) = post(
+        "/v1/completions",
+        json!({"model": SMOL, "prompt": "x", "top_p": 1.5}),
+    )
+    .await;
+    assert_error(s, &v, 400, Some("top_p"));
+    let (s, v) = post(
+        "/v1/completions",
+        json!({"model": SMOL, "prompt": "x", "max_tokens": 0}),
+    )
+    .await;
+    assert_error(s, &v, 400, Some("max_tokens"));
+    let (s, v) = post(
+        "/v1/completions",
+        json!({"model": SMOL, "prompt": "x", "n": 3}),
+    )
+    .await;
+    assert_error(s, &v, 400, Some("n"));
+    let (s, v) = post(
+        "/v1/completions",
+        json!({"model": SMOL, "prompt": [99999999u32]}),
+    )
+    .await;
+    assert_error(s, &v, 400, Some("prompt"));
+    let (s, v) = post("/v1/completions", json!({"model": SMOL, "prompt": ""})).await;
+    assert_error(s, &v, 400, Some("prompt"));
+    let (s, v) = post("/v1/nope", json!({})).await;
+    assert_eq!(s, 404, "{v}");
+}
+
+#[tokio::test]
+async fn context_overflow_states_both_numbers() {
+    // the test server's pool holds 512 blocks of 16 = 8192 tokens
+    let (s, v) = post(
+        "/v1/completions",
+        json!({"model": SMOL, "prompt": "The capital of France is", "max_tokens": 8190}),
+    )
+    .await;
+    assert_error(s, &v, 400, Some("max_tokens"));
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("8192") && msg.contains("8190") && msg.contains("5 in the messages"),
+        "{msg}"
+    );
+    let long = "word ".repeat(9000);
+    let (s, v) = post(
+        "/v1/chat/completions",
+        json!({"model": SMOL, "messages": [{"role": "user", "content": long}]}),
+    )
+    .await;
+    assert_error(s, &v, 400, Some("messages"));
+    assert_eq!(v["error"]["code"], "context_length_exceeded");
+}
+
+#[tokio::test]
+async fn official_openai_python_client_works() {
+    let url = format!("{}/v1", server().url);
+    let out = tokio::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/openai_client.py"
+        ))
+        .arg(&url)
+        .arg(SMOL)
+        .output()
+        .await
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "openai client script failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
