@@ -98,8 +98,7 @@ fn prefill_then_decodes_match_reference() {
     let d = max_abs_diff(&ours, &theirs);
     assert!(d < 1e-4, "prefill logits differ by {d}");
     // decode 10 tokens one at a time, crossing several block boundaries
-    let mut pos = p.len();
-    for step in 0..10u32 {
+    for (pos, step) in (p.len()..).zip(0..10u32) {
         let tok = [(step * 53 + 7) % 256];
         let ours = model.forward(&batch(&tok, pos), &mut kv).unwrap();
         let theirs = refm
@@ -114,7 +113,6 @@ fn prefill_then_decodes_match_reference() {
             .unwrap();
         let d = max_abs_diff(&ours, &theirs);
         assert!(d < 1e-4, "decode at position {pos} differs by {d}");
-        pos += 1;
     }
 }
 

@@ -77,7 +77,7 @@ pub fn stream_response<F: ChunkFormat>(
                 .map(|e| match e {
                     GenEvent::Text(t) => event(&st.format.text(i, t)),
                     GenEvent::Finished { reason, usage } => {
-                        st.usage = st.usage.add(usage);
+                        st.usage = st.usage.plus(usage);
                         event(&st.format.finish(i, &reason))
                     }
                 })

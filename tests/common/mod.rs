@@ -114,9 +114,8 @@ pub fn compare(format: WeightFormat, tolerance: f32) {
         codec.decode(&[argmax(&ours) as u32], false).unwrap(),
         " Paris"
     );
-    let mut pos = prompt.len();
     let mut next = argmax(&ours) as u32;
-    for _ in 0..20 {
+    for pos in prompt.len()..prompt.len() + 20 {
         let ours = to_vec(
             &model
                 .forward(&one_seq_batch(&[next], pos, 16), &mut kv)
@@ -129,7 +128,6 @@ pub fn compare(format: WeightFormat, tolerance: f32) {
         let theirs = to_vec(&refm.forward(&input, pos).unwrap());
         check(&ours, &theirs, pos);
         next = argmax(&theirs) as u32;
-        pos += 1;
     }
     eprintln!("{format:?}: worst logit difference {worst}");
 }

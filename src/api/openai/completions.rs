@@ -139,7 +139,7 @@ async fn handle(state: AppState, body: Bytes) -> Result<Response, ApiError> {
     let mut usage = Usage::default();
     for (index, r) in results.into_iter().enumerate() {
         let (text, reason, u) = r?;
-        usage = usage.add(u);
+        usage = usage.plus(u);
         choices.push(CompletionChoice {
             index,
             text,

@@ -119,7 +119,7 @@ impl Usage {
         }
     }
 
-    pub fn add(self, o: Usage) -> Usage {
+    pub fn plus(self, o: Usage) -> Usage {
         Usage::new(
             self.prompt_tokens + o.prompt_tokens,
             self.completion_tokens + o.completion_tokens,
