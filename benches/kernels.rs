@@ -1,1 +1,103 @@
-fn main() {}
+//! CPU kernel benchmarks behind weir's weight-format choice (`--weight-format auto`): a
+//! projection of SmolLM2's shape (1536 x 576, Q4_1) with GGML-quantized weights (candle's
+//! QMatMul) against dense f32 weights (gemm), for batches of 1 to 64 rows.
+//!
+//! `decode_step` runs one whole forward pass of the default model (SmolLM2-135M Q4_1) for B
+//! sequences decoding at context 128, per weight format: the number that decides the format.
+//!
+//! `cargo bench --bench kernels`
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use std::time::Duration;
+use weir::kv::{KvCache, KvCacheConfig};
+use weir::models::linear::{Linear, WeightFormat};
+use weir::models::weights::{GgufWeights, WeightSource};
+use weir::models::{CausalLm, Llama, LlamaConfig};
+use weir::runner::batch::{BatchSeq, ForwardBatch};
+
+fn linear_formats(c: &mut Criterion) {
+    let dev = Device::Cpu;
+    let (out_dim, in_dim) = (1536, 576);
+    let w = Tensor::randn(0f32, 0.02, (out_dim, in_dim), &dev).unwrap();
+    let q = || QTensor::quantize(&w, GgmlDType::Q4_1).unwrap();
+    let quant = Linear::from_qtensor(q(), None, WeightFormat::Quantized).unwrap();
+    let dense = Linear::from_qtensor(q(), None, WeightFormat::Dense).unwrap();
+    let mut g = c.benchmark_group("linear_1536x576_q4_1");
+    g.warm_up_time(Duration::from_millis(300));
+    g.measurement_time(Duration::from_secs(1));
+    for rows in [1usize, 2, 4, 8, 16, 32, 64] {
+        let x = Tensor::randn(0f32, 1.0, (rows, in_dim), &dev).unwrap();
+        g.throughput(Throughput::Elements(rows as u64));
+        g.bench_with_input(BenchmarkId::new("quantized", rows), &x, |b, x| {
+            b.iter(|| quant.forward(x).unwrap())
+        });
+        g.bench_with_input(BenchmarkId::new("dense_f32", rows), &x, |b, x| {
+            b.iter(|| dense.forward(x).unwrap())
+        });
+    }
+    g.finish();
+}
+
+/// A batch of `b` decodes, sequence i at position `ctx` with its own 128/16 + 1 blocks.
+fn decode_batch(b: usize, ctx: usize, block_size: usize) -> ForwardBatch {
+    let per_seq = ctx / block_size + 1;
+    let mut batch = ForwardBatch {
+        block_size,
+        ..Default::default()
+    };
+    for i in 0..b {
+        let table: Vec<u32> = (0..per_seq).map(|j| (i * per_seq + j) as u32).collect();
+        batch.token_ids.push(100 + i as u32);
+        batch.positions.push(ctx as u32);
+        batch
+            .slot_mapping
+            .push(table[ctx / block_size] * block_size as u32 + (ctx % block_size) as u32);
+        batch.logits_rows.push(i as u32);
+        batch.seqs.push(BatchSeq {
+            request_id: weir::engine::RequestId(i as u64),
+            query_start: i,
+            query_len: 1,
+            context_len: ctx + 1,
+            block_table: table,
+            sample: true,
+        });
+    }
+    batch
+}
+
+fn decode_step(c: &mut Criterion) {
+    let path = weir::testing::default_model_path();
+    let mut g = c.benchmark_group("decode_step_smollm2_ctx128");
+    g.warm_up_time(Duration::from_millis(500));
+    g.measurement_time(Duration::from_secs(3));
+    g.sample_size(10);
+    let formats = [
+        ("quantized", WeightFormat::Quantized),
+        ("dense_f32", WeightFormat::Dense),
+    ];
+    for (name, format) in formats {
+        let mut w = GgufWeights::open(&path, &Device::Cpu, format).unwrap();
+        let cfg = LlamaConfig::from_gguf(w.content()).unwrap();
+        let model = Llama::load(&mut w as &mut dyn WeightSource, cfg.clone(), &Device::Cpu).unwrap();
+        let mut kv = KvCache::new(KvCacheConfig {
+            num_layers: cfg.num_layers,
+            num_kv_heads: cfg.num_kv_heads,
+            head_dim: cfg.head_dim,
+            block_size: 16,
+            num_blocks: 64 * 9,
+        });
+        for b in [1usize, 2, 4, 8, 16, 32, 64] {
+            let batch = decode_batch(b, 128, 16);
+            g.throughput(Throughput::Elements(b as u64));
+            g.bench_with_input(BenchmarkId::new(name, b), &batch, |bench, batch| {
+                bench.iter(|| model.forward(batch, &mut kv).unwrap())
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, linear_formats, decode_step);
+criterion_main!(benches);
