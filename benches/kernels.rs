@@ -80,7 +80,8 @@ fn decode_step(c: &mut Criterion) {
     for (name, format) in formats {
         let mut w = GgufWeights::open(&path, &Device::Cpu, format).unwrap();
         let cfg = LlamaConfig::from_gguf(w.content()).unwrap();
-        let model = Llama::load(&mut w as &mut dyn WeightSource, cfg.clone(), &Device::Cpu).unwrap();
+        let model =
+            Llama::load(&mut w as &mut dyn WeightSource, cfg.clone(), &Device::Cpu).unwrap();
         let mut kv = KvCache::new(KvCacheConfig {
             num_layers: cfg.num_layers,
             num_kv_heads: cfg.num_kv_heads,

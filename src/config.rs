@@ -58,7 +58,7 @@ pub struct ServeArgs {
     /// capped by the KV cache size.
     #[arg(long, env = "WEIR_MAX_MODEL_LEN")]
     pub max_model_len: Option<usize>,
-    /// CPU weight format of quantized models: auto (quantized below 8 rows, dense f32 from 8),
+    /// CPU weight format of quantized models: auto (quantized below 16 rows, dense f32 from 16),
     /// dense, or quantized.
     #[arg(long, env = "WEIR_WEIGHT_FORMAT", default_value = "auto", value_parser = parse_weight_format)]
     pub weight_format: WeightFormat,
@@ -71,7 +71,7 @@ pub struct ServeArgs {
 }
 
 /// Rows from which `auto` uses dense weights (see BENCHMARKS.md, "linear").
-pub const AUTO_DENSE_FROM_ROWS: usize = 8;
+pub const AUTO_DENSE_FROM_ROWS: usize = 16;
 
 fn parse_weight_format(s: &str) -> Result<WeightFormat, String> {
     match s {

@@ -1,11 +1,13 @@
 //! `Linear`: a projection `y = x Wᵀ (+ b)` that may hold its weight in two formats and picks one
 //! per call by the number of rows in the batch.
 //!
-//! On CPU, GGML-quantized weights (candle's `QMatMul`) read 4-5 bits per weight, which wins when
-//! one or two rows are multiplied (memory-bound), but candle does one dot product per
-//! (row, column) so its cost grows linearly with the batch. Dense f32 weights go through `gemm`,
-//! which reuses every weight load across the rows of the batch. See BENCHMARKS.md ("linear").
+//! On CPU, GGML-quantized weights read 4-5 bits per weight, which wins while few rows are
+//! multiplied (memory-bound). Q4_1 and Q8_0 go through weir's own batched kernel
+//! (`PackedQuant`), which dequantizes each weight block once per tile of rows; other GGML types
+//! through candle's `QMatMul`, whose cost grows linearly with the rows. Dense f32 weights go
+//! through `gemm`, which wins for large row counts (long prompt chunks). See BENCHMARKS.md.
 
+use super::quant_matmul::PackedQuant;
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{Module, Result, Tensor};
 use std::sync::Arc;
@@ -26,6 +28,9 @@ pub struct Linear {
     /// [out, in] f32
     dense: Option<Tensor>,
     quant: Option<QMatMul>,
+    /// Batched kernel for Q4_1 / Q8_0 over the same blocks as `quant`, used from 2 rows on
+    /// (candle's integer dot product is faster for a single row).
+    packed: Option<PackedQuant>,
     /// [out]
     bias: Option<Tensor>,
     dense_from_rows: usize,
@@ -36,6 +41,7 @@ impl Linear {
         Self {
             dense: Some(weight),
             quant: None,
+            packed: None,
             bias,
             dense_from_rows: 0,
         }
@@ -61,12 +67,13 @@ impl Linear {
         let dense = keep_dense
             .then(|| qt.dequantize(&qt.device()))
             .transpose()?;
-        let quant = keep_quant
-            .then(|| QMatMul::from_arc(Arc::new(qt)))
-            .transpose()?;
+        let qt = Arc::new(qt);
+        let packed = keep_quant.then(|| PackedQuant::from_arc(&qt)).flatten();
+        let quant = keep_quant.then(|| QMatMul::from_arc(qt)).transpose()?;
         Ok(Self {
             dense,
             quant,
+            packed,
             bias,
             dense_from_rows,
         })
@@ -75,11 +82,15 @@ impl Linear {
     /// x: [rows, in] → [rows, out]
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let rows = x.dim(0)?;
-        let y = match (&self.quant, &self.dense) {
-            (Some(q), Some(_)) if rows < self.dense_from_rows => q.forward(x)?,
-            (Some(q), None) => q.forward(x)?,
-            (_, Some(w)) => x.matmul(&w.t()?)?,
-            (None, None) => unreachable!("a Linear holds at least one format. This is a bug."),
+        let y = match (&self.packed, &self.quant, &self.dense) {
+            (_, None, Some(w)) => x.matmul(&w.t()?)?,
+            (_, _, Some(w)) if rows >= self.dense_from_rows => x.matmul(&w.t()?)?,
+            (Some(p), _, _) if rows >= 2 => {
+                let xs = x.flatten_all()?.to_vec1::<f32>()?;
+                Tensor::from_vec(p.matmul(&xs, rows), (rows, p.out_dim()), x.device())?
+            }
+            (_, Some(q), _) => q.forward(x)?,
+            _ => unreachable!("a Linear holds at least one format. This is a bug."),
         };
         match &self.bias {
             Some(b) => y.broadcast_add(b),

@@ -5,6 +5,7 @@ pub mod attention;
 pub mod config;
 pub mod linear;
 pub mod llama;
+pub mod quant_matmul;
 pub mod weights;
 
 use crate::kv::KvCache;
