@@ -7,15 +7,20 @@ use crate::store::ModelSpec;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
+/// `weir [serve flags]` serves (the default); `weir serve ...` and `weir bench ...` name the
+/// command explicitly.
 #[derive(Debug, Parser)]
 #[command(
     name = "weir",
     version,
-    about = "OpenAI-compatible LLM inference server with continuous batching on a paged KV cache"
+    about = "OpenAI-compatible LLM inference server with continuous batching on a paged KV cache",
+    args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -77,7 +77,7 @@ async fn main() -> anyhow::Result<()> {
     init_tracing();
     let cli = Cli::parse();
     match cli.command {
-        None => serve(ServeArgs::from_env()).await,
+        None => serve(cli.serve).await,
         Some(Command::Serve(args)) => serve(args).await,
         Some(Command::Bench(args)) => {
             let out = args.output.clone();

@@ -85,3 +85,26 @@ fn abort_mid_decode_returns_every_block() {
     assert_eq!(core.scheduler().num_blocks_used(), 0);
     assert!(!core.has_work());
 }
+
+#[test]
+fn failed_step_errors_its_requests_and_the_engine_keeps_serving() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = write_tiny_llama(tmp.path(), 3);
+    let mut core = engine_core(&dir, &test_limits(64, 4));
+    // token 9999 is outside the tiny vocabulary (258): the embedding lookup fails
+    core.add(greedy_request(1, vec![5, 9999, 7], 4)).unwrap();
+    let (deltas, _) = core.step();
+    assert_eq!(deltas.len(), 1);
+    assert!(
+        matches!(
+            &deltas[0].finish,
+            Some(weir::engine::FinishReason::Error(_))
+        ),
+        "{deltas:?}"
+    );
+    assert_eq!(core.scheduler().num_blocks_used(), 0);
+    assert!(!core.has_work());
+    core.add(greedy_request(2, vec![5, 6, 7], 4)).unwrap();
+    let out = run_to_completion(&mut core);
+    assert_eq!(out[&RequestId(2)].len(), 4);
+}

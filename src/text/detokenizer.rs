@@ -174,6 +174,39 @@ mod tests {
         );
     }
 
+    fn byte_level_codec() -> (TextCodec, tempfile::TempDir) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = crate::testing::write_tiny_llama(tmp.path(), 0);
+        (TextCodec::from_hf_dir(&dir).unwrap(), tmp)
+    }
+
+    #[test]
+    fn multibyte_character_split_over_two_tokens_is_held_then_emitted_whole() {
+        // The tiny tokenizer has one token per byte: "é" is two tokens.
+        let (codec, _tmp) = byte_level_codec();
+        let ids = codec.encode("aé!", false).unwrap();
+        assert_eq!(ids.len(), 4);
+        let mut d = IncrementalDetokenizer::new(true);
+        assert_eq!(d.push(&codec, &ids[..1]).unwrap(), "a");
+        assert_eq!(
+            d.push(&codec, &ids[1..2]).unwrap(),
+            "",
+            "half a character is held back"
+        );
+        assert_eq!(d.push(&codec, &ids[2..3]).unwrap(), "é");
+        assert_eq!(d.push(&codec, &ids[3..]).unwrap(), "!");
+        assert_eq!(d.flush(&codec).unwrap(), "");
+    }
+
+    #[test]
+    fn trailing_partial_character_is_flushed_at_the_end() {
+        let (codec, _tmp) = byte_level_codec();
+        let ids = codec.encode("é", false).unwrap();
+        let mut d = IncrementalDetokenizer::new(true);
+        assert_eq!(d.push(&codec, &ids[..1]).unwrap(), "");
+        assert_eq!(d.flush(&codec).unwrap(), "\u{FFFD}");
+    }
+
     #[test]
     fn no_stops_passes_through() {
         let mut m = StopStringMatcher::new(vec![]);
