@@ -257,3 +257,31 @@ impl TestServer {
         }
     }
 }
+
+/// A batch of one sequence computing `tokens` at positions `start..`, its K/V in the blocks of
+/// `table` (position p in block `table[p / block_size]`); the last token samples.
+pub fn single_seq_batch(
+    tokens: &[u32],
+    start: usize,
+    table: &[u32],
+    block_size: usize,
+) -> crate::runner::batch::ForwardBatch {
+    let end = start + tokens.len();
+    crate::runner::batch::ForwardBatch {
+        token_ids: tokens.to_vec(),
+        positions: (start as u32..end as u32).collect(),
+        slot_mapping: (start..end)
+            .map(|p| table[p / block_size] * block_size as u32 + (p % block_size) as u32)
+            .collect(),
+        seqs: vec![crate::runner::batch::BatchSeq {
+            request_id: RequestId(0),
+            query_start: 0,
+            query_len: tokens.len(),
+            context_len: end,
+            block_table: table[..end.div_ceil(block_size)].to_vec(),
+            sample: true,
+        }],
+        logits_rows: vec![tokens.len() as u32 - 1],
+        block_size,
+    }
+}

@@ -9,7 +9,7 @@ use weir::kv::{KvCache, KvCacheConfig};
 use weir::models::weights::VarBuilderWeights;
 use weir::models::{CausalLm, HfLlamaConfig, Llama};
 use weir::runner::batch::{BatchSeq, ForwardBatch};
-use weir::testing::{tiny_llama_config_json, tiny_llama_weights};
+use weir::testing::{single_seq_batch, tiny_llama_config_json, tiny_llama_weights};
 
 const BLOCK: usize = 4;
 /// Deliberately out of order: position p lives in block TABLE[p / 4].
@@ -44,24 +44,7 @@ fn cache() -> KvCache {
 
 /// Batch of one sequence computing `tokens` at positions `start..`.
 fn batch(tokens: &[u32], start: usize) -> ForwardBatch {
-    let end = start + tokens.len();
-    ForwardBatch {
-        token_ids: tokens.to_vec(),
-        positions: (start as u32..end as u32).collect(),
-        slot_mapping: (start..end)
-            .map(|p| TABLE[p / BLOCK] * BLOCK as u32 + (p % BLOCK) as u32)
-            .collect(),
-        seqs: vec![BatchSeq {
-            request_id: weir::engine::RequestId(0),
-            query_start: 0,
-            query_len: tokens.len(),
-            context_len: end,
-            block_table: TABLE[..end.div_ceil(BLOCK)].to_vec(),
-            sample: true,
-        }],
-        logits_rows: vec![tokens.len() as u32 - 1],
-        block_size: BLOCK,
-    }
+    single_seq_batch(tokens, start, &TABLE, BLOCK)
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {

@@ -156,14 +156,21 @@ pub fn spawn_engine(
     let join = std::thread::Builder::new()
         .name(format!("engine-{model_id}"))
         .spawn(move || {
+            // Marks the engine stopped however the loop ends, a panic included.
+            struct Alive(Arc<EngineStats>);
+            impl Drop for Alive {
+                fn drop(&mut self) {
+                    self.0.alive.store(false, Ordering::Release);
+                }
+            }
+            let _alive = Alive(thread_stats.clone());
             EngineLoop {
                 core,
                 rx,
                 senders: HashMap::new(),
-                stats: thread_stats.clone(),
+                stats: thread_stats,
             }
             .run();
-            thread_stats.alive.store(false, Ordering::Release);
         })?;
     Ok((
         EngineHandle {

@@ -8,8 +8,8 @@ use candle_transformers::models::quantized_llama::ModelWeights;
 use weir::kv::{KvCache, KvCacheConfig};
 use weir::models::weights::{GgufWeights, WeightSource};
 use weir::models::{CausalLm, Llama, LlamaConfig, WeightFormat};
-use weir::runner::batch::{BatchSeq, ForwardBatch};
-use weir::testing::default_model_path;
+use weir::runner::batch::ForwardBatch;
+use weir::testing::{default_model_path, single_seq_batch};
 
 use weir::text::TextCodec;
 
@@ -33,25 +33,8 @@ pub fn reference() -> ModelWeights {
 
 /// One sequence whose blocks run backwards through the pool (position 0 in the last block).
 fn one_seq_batch(tokens: &[u32], start: usize, block_size: usize) -> ForwardBatch {
-    let end = start + tokens.len();
-    let blocks: Vec<u32> = (0..NUM_BLOCKS as u32).rev().collect();
-    ForwardBatch {
-        token_ids: tokens.to_vec(),
-        positions: (start as u32..end as u32).collect(),
-        slot_mapping: (start..end)
-            .map(|p| blocks[p / block_size] * block_size as u32 + (p % block_size) as u32)
-            .collect(),
-        seqs: vec![BatchSeq {
-            request_id: weir::engine::RequestId(0),
-            query_start: 0,
-            query_len: tokens.len(),
-            context_len: end,
-            block_table: blocks,
-            sample: true,
-        }],
-        logits_rows: vec![tokens.len() as u32 - 1],
-        block_size,
-    }
+    let table: Vec<u32> = (0..NUM_BLOCKS as u32).rev().collect();
+    single_seq_batch(tokens, start, &table, block_size)
 }
 
 const NUM_BLOCKS: usize = 8;
