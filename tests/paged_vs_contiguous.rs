@@ -154,3 +154,50 @@ fn three_sequences_batched_equal_each_alone() {
         assert!(d < 1e-4, "sequence {i} differs by {d} when batched");
     }
 }
+
+/// Qwen2 (q/k/v biases) against candle-transformers' own Qwen2 on the same tiny weights.
+#[test]
+fn qwen2_with_qkv_bias_matches_reference() {
+    use candle_transformers::models::qwen2;
+    let mut weights = tiny_llama_weights(2);
+    for l in 0..2 {
+        for (m, n) in [("q_proj", 64), ("k_proj", 32), ("v_proj", 32)] {
+            let b = Tensor::randn(0f32, 0.5, n, &Device::Cpu).unwrap();
+            weights.insert(format!("model.layers.{l}.self_attn.{m}.bias"), b);
+        }
+    }
+    let mut cfg_json = tiny_llama_config_json();
+    cfg_json["model_type"] = "qwen2".into();
+    cfg_json["sliding_window"] = 512.into();
+    cfg_json["max_window_layers"] = 2.into();
+    cfg_json["use_sliding_window"] = false.into();
+    cfg_json["hidden_act"] = "silu".into();
+    let cfg: HfLlamaConfig = serde_json::from_value(cfg_json.clone()).unwrap();
+    let cfg = cfg.into_config().unwrap();
+    assert!(cfg.attention_bias);
+    let vb = VarBuilder::from_tensors(weights.clone(), DType::F32, &Device::Cpu);
+    let model = Llama::load(&mut VarBuilderWeights::new(vb), cfg, &Device::Cpu).unwrap();
+    let qcfg: qwen2::Config = serde_json::from_value(cfg_json).unwrap();
+    let vb = VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu);
+    let mut refm = qwen2::ModelForCausalLM::new(&qcfg, vb).unwrap();
+    let mut kv = cache();
+    let p = prompt(11);
+    let ours = model.forward(&batch(&p, 0), &mut kv).unwrap();
+    let input = Tensor::new(p.as_slice(), &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let theirs = refm.forward(&input, 0).unwrap();
+    let d = max_abs_diff(&ours, &theirs);
+    assert!(d < 1e-4, "qwen2 prefill logits differ by {d}");
+    for (pos, tok) in (p.len()..).zip([3u32, 200, 17]) {
+        let ours = model.forward(&batch(&[tok], pos), &mut kv).unwrap();
+        let input = Tensor::new(&[tok], &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let theirs = refm.forward(&input, pos).unwrap();
+        let d = max_abs_diff(&ours, &theirs);
+        assert!(d < 1e-4, "qwen2 decode at {pos} differs by {d}");
+    }
+}
