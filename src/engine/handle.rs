@@ -211,13 +211,21 @@ impl EngineLoop {
             }
             self.drop_closed();
             let (deltas, step) = self.core.step();
-            if step.num_seqs > 0 {
-                self.stats.steps_total.fetch_add(1, Ordering::Relaxed);
-            }
             for d in deltas {
                 self.route(d);
             }
             self.publish();
+            if step.num_seqs > 0 {
+                self.stats.steps_total.fetch_add(1, Ordering::Relaxed);
+            } else if self.core.has_work() {
+                // NOTE: nothing could be scheduled (should not happen: a lone request always
+                // fits); wait for a command instead of spinning.
+                if let Ok(cmd) = self.rx.recv_timeout(std::time::Duration::from_millis(10)) {
+                    if !self.handle(cmd) {
+                        return;
+                    }
+                }
+            }
         }
     }
 
