@@ -123,14 +123,10 @@ impl ChunkFormat for ChatChunks {
     }
 }
 
-pub async fn chat_completions(State(state): State<AppState>, body: Bytes) -> Response {
-    match handle(state, body).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    }
-}
-
-async fn handle(state: AppState, body: Bytes) -> Result<Response, ApiError> {
+pub async fn chat_completions(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let req: ChatCompletionRequest = parse_request(&body)?;
     let model = state
         .models

@@ -67,13 +67,6 @@ impl ChunkFormat for CompletionChunks {
     }
 }
 
-pub async fn completions(State(state): State<AppState>, body: Bytes) -> Response {
-    match handle(state, body).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    }
-}
-
 /// Token ids of every prompt.
 async fn tokenize(
     prompt: PromptSpec,
@@ -95,7 +88,7 @@ async fn tokenize(
     .map_err(|e| ApiError::internal(format!("tokenizer task failed: {e}")))?
 }
 
-async fn handle(state: AppState, body: Bytes) -> Result<Response, ApiError> {
+pub async fn completions(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let req: CompletionRequest = parse_request(&body)?;
     let model = state
         .models
