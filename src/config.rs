@@ -67,6 +67,10 @@ pub struct ServeArgs {
     /// dense, or quantized.
     #[arg(long, env = "WEIR_WEIGHT_FORMAT", default_value = "auto", value_parser = parse_weight_format)]
     pub weight_format: WeightFormat,
+    /// Turn automatic prefix caching off (on by default: full KV blocks are shared by requests
+    /// whose prompts start with the same tokens).
+    #[arg(long, env = "WEIR_NO_PREFIX_CACHING")]
+    pub no_prefix_caching: bool,
     /// Model cache directory (default ~/.cache/weir).
     #[arg(long, env = "WEIR_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -120,6 +124,7 @@ pub struct EngineLimits {
     pub num_kv_blocks: Option<usize>,
     pub max_model_len: Option<usize>,
     pub weight_format: WeightFormat,
+    pub enable_prefix_caching: bool,
 }
 
 impl ServeArgs {
@@ -166,6 +171,7 @@ impl ServeArgs {
             num_kv_blocks: self.num_kv_blocks,
             max_model_len: self.max_model_len,
             weight_format: self.weight_format,
+            enable_prefix_caching: !self.no_prefix_caching,
         })
     }
 

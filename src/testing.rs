@@ -152,6 +152,7 @@ pub fn test_limits(num_kv_blocks: usize, block_size: usize) -> EngineLimits {
         num_kv_blocks: Some(num_kv_blocks),
         max_model_len: None,
         weight_format: WeightFormat::Dense,
+        enable_prefix_caching: true,
     }
 }
 

@@ -108,3 +108,51 @@ fn failed_step_errors_its_requests_and_the_engine_keeps_serving() {
     let out = run_to_completion(&mut core);
     assert_eq!(out[&RequestId(2)].len(), 4);
 }
+
+#[test]
+fn prefix_cache_hits_give_the_same_greedy_outputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = write_tiny_llama(tmp.path(), 3);
+    let shared: Vec<u32> = (0..21).map(|t| (t * 13 + 1) % 256).collect();
+    let prompts: Vec<Vec<u32>> = (0..5u32)
+        .map(|i| {
+            shared
+                .iter()
+                .copied()
+                .chain((0..1 + 3 * i).map(|t| (t * 7 + i) % 256))
+                .collect()
+        })
+        .collect();
+    let mut no_cache = test_limits(256, 4);
+    no_cache.enable_prefix_caching = false;
+    let mut alone = HashMap::new();
+    for (i, p) in prompts.iter().enumerate() {
+        let mut core = engine_core(&dir, &no_cache);
+        core.add(greedy_request(i as u64, p.clone(), 12)).unwrap();
+        alone.extend(run_to_completion(&mut core));
+    }
+    // one engine, prefix caching on: the first request fills the cache, the rest hit it
+    let mut core = engine_core(&dir, &test_limits(256, 4));
+    core.add(greedy_request(0, prompts[0].clone(), 12)).unwrap();
+    let mut out = run_to_completion(&mut core);
+    assert!(core.scheduler().num_cached_blocks() >= 5);
+    let mut cached_tokens = Vec::new();
+    for (i, p) in prompts.iter().enumerate().skip(1) {
+        core.add(greedy_request(i as u64, p.clone(), 12)).unwrap();
+    }
+    while core.has_work() {
+        let (deltas, _) = core.step();
+        for d in deltas {
+            if d.finish.is_some() {
+                cached_tokens.push(d.num_cached_tokens);
+            }
+            out.entry(d.request_id).or_default().extend(d.new_token_ids);
+        }
+    }
+    assert_eq!(out, alone);
+    assert!(
+        cached_tokens.iter().all(|&c| c == 20),
+        "5 full blocks of 4 shared: {cached_tokens:?}"
+    );
+    assert_eq!(core.scheduler().num_blocks_used(), 0);
+}

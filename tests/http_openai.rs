@@ -392,3 +392,21 @@ async fn official_openai_python_client_works() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn repeated_prompt_reports_cached_tokens() {
+    let body = json!({"model": SMOL, "temperature": 0, "max_tokens": 3,
+                      "messages": [{"role": "user", "content": "Name three rivers of Europe."}]});
+    let (_, first) = post("/v1/chat/completions", body.clone()).await;
+    let (_, second) = post("/v1/chat/completions", body).await;
+    let prompt = second["usage"]["prompt_tokens"].as_u64().unwrap();
+    let cached = second["usage"]["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap();
+    // every full 16-token block of the prompt except the one holding its last token
+    assert_eq!(cached, (prompt - 1) / 16 * 16, "{second}");
+    assert_eq!(
+        first["choices"][0]["message"],
+        second["choices"][0]["message"]
+    );
+}

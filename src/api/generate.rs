@@ -141,6 +141,7 @@ pub struct Generation {
     stops: StopStringMatcher,
     prompt_tokens: usize,
     completion_tokens: usize,
+    cached_tokens: usize,
     done: bool,
 }
 
@@ -196,12 +197,14 @@ impl Generation {
             stops: StopStringMatcher::new(opts.stop_strings.clone()),
             prompt_tokens,
             completion_tokens: 0,
+            cached_tokens: 0,
             done: false,
         })
     }
 
     fn usage(&self) -> Usage {
         Usage::new(self.prompt_tokens, self.completion_tokens)
+            .with_cached_tokens(self.cached_tokens)
     }
 
     fn finished(&mut self, reason: FinishReason) -> GenEvent {
@@ -227,6 +230,7 @@ impl Generation {
             )));
         };
         self.completion_tokens += delta.new_token_ids.len();
+        self.cached_tokens = delta.num_cached_tokens;
         let codec = self.model.codec.clone();
         let mut text = match self.detok.push(&codec, &delta.new_token_ids) {
             Ok(t) => t,

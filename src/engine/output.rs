@@ -49,4 +49,6 @@ pub struct TokenDelta {
     pub finish: Option<FinishReason>,
     /// Prompt tokens, reported for usage.
     pub num_prompt_tokens: usize,
+    /// Prompt tokens served from the prefix cache (usage `cached_tokens`).
+    pub num_cached_tokens: usize,
 }

@@ -17,7 +17,7 @@
 use super::output::{ModelRunnerOutput, ScheduledSeq, SchedulerOutput, TokenDelta};
 use super::request::{Request, RequestId};
 use super::sequence::{FinishReason, Sequence, SequenceStatus};
-use crate::kv::{BlockAllocator, BlockTable};
+use crate::kv::{chain_hash, BlockAllocator, BlockHash, BlockId, BlockTable};
 use std::collections::{HashMap, VecDeque};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +27,8 @@ pub struct SchedulerConfig {
     pub block_size: usize,
     pub num_blocks: usize,
     pub max_model_len: usize,
+    /// Reuse cached full blocks of earlier sequences with the same token prefix.
+    pub enable_prefix_caching: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -121,6 +123,11 @@ impl Scheduler {
         self.allocator.num_used()
     }
 
+    /// Blocks registered in the prefix cache.
+    pub fn num_cached_blocks(&self) -> usize {
+        self.allocator.num_cached()
+    }
+
     pub fn num_preemptions(&self) -> u64 {
         self.num_preemptions
     }
@@ -186,16 +193,76 @@ impl Scheduler {
                 break;
             };
             let seq = &self.seqs[&id];
-            let n = seq.num_uncomputed_tokens().min(*budget);
-            let need = seq.block_table.num_missing(seq.num_computed_tokens + n, bs);
-            if !self.allocator.can_allocate(need) {
+            let hits = self.prefix_hits(seq);
+            let hit_tokens = hits.len() * bs;
+            let n = (seq.num_tokens() - hit_tokens).min(*budget);
+            let need = BlockTable::blocks_needed(hit_tokens + n, bs) - hits.len();
+            // a hit on a free cached block takes that block off the free list too
+            let hits_free = hits
+                .iter()
+                .filter(|(_, b)| self.allocator.is_free(*b))
+                .count();
+            if !self.allocator.can_allocate(need + hits_free) {
                 break;
             }
             self.waiting.pop_front();
             self.running.push(id);
-            self.seqs.get_mut(&id).expect("waiting id is known").status = SequenceStatus::Running;
+            let seq = self.seqs.get_mut(&id).expect("waiting id is known");
+            for (hash, _) in &hits {
+                let b = self
+                    .allocator
+                    .acquire_cached(*hash)
+                    .expect("hit was looked up this step");
+                seq.block_table.extend(vec![b]);
+                seq.block_hashes.push(*hash);
+            }
+            seq.num_computed_tokens = hit_tokens;
+            if seq.status == SequenceStatus::Waiting {
+                seq.num_cached_tokens = hit_tokens.min(seq.num_prompt_tokens);
+            }
+            seq.status = SequenceStatus::Running;
             self.grant(id, n, need, out);
             *budget -= n;
+        }
+    }
+
+    /// Cached blocks holding a prefix of `seq`'s tokens, from the first block on, stopping at the
+    /// first miss. At least one token is always left to compute (its logits are needed).
+    fn prefix_hits(&self, seq: &Sequence) -> Vec<(BlockHash, BlockId)> {
+        if !self.config.enable_prefix_caching || seq.num_computed_tokens > 0 {
+            return Vec::new();
+        }
+        let bs = self.config.block_size;
+        let max_blocks = (seq.num_tokens() - 1) / bs;
+        let mut hits = Vec::new();
+        let mut parent = None;
+        for chunk in seq.token_ids.chunks_exact(bs).take(max_blocks) {
+            let hash = chain_hash(parent, chunk);
+            match self.allocator.lookup(hash) {
+                Some(b) => hits.push((hash, b)),
+                None => break,
+            }
+            parent = Some(hash);
+        }
+        hits
+    }
+
+    /// Registers the newly completed full blocks of `id` in the prefix cache.
+    fn register_full_blocks(&mut self, id: RequestId) {
+        if !self.config.enable_prefix_caching {
+            return;
+        }
+        let bs = self.config.block_size;
+        let seq = self.seqs.get_mut(&id).expect("registered id is known");
+        let full = seq.num_computed_tokens / bs;
+        while seq.block_hashes.len() < full {
+            let i = seq.block_hashes.len();
+            let hash = chain_hash(
+                seq.block_hashes.last().copied(),
+                &seq.token_ids[i * bs..(i + 1) * bs],
+            );
+            seq.block_hashes.push(hash);
+            self.allocator.register(seq.block_table.blocks()[i], hash);
         }
     }
 
@@ -223,6 +290,7 @@ impl Scheduler {
         self.running.remove(pos);
         let seq = self.seqs.get_mut(&id).expect("running id is known");
         self.allocator.free(&seq.block_table.take());
+        seq.block_hashes.clear();
         seq.num_computed_tokens = 0;
         seq.status = SequenceStatus::Preempted;
         seq.num_preemptions += 1;
@@ -244,6 +312,8 @@ impl Scheduler {
                 continue;
             };
             seq.num_computed_tokens += s.num_new_tokens;
+            self.register_full_blocks(s.request_id);
+            let seq = self.seqs.get_mut(&s.request_id).expect("just looked up");
             if !s.sample {
                 continue;
             }
@@ -260,6 +330,7 @@ impl Scheduler {
                 new_token_ids: vec![token],
                 finish: finish.clone(),
                 num_prompt_tokens: seq.num_prompt_tokens,
+                num_cached_tokens: seq.num_cached_tokens,
             });
             if finish.is_some() {
                 self.remove(s.request_id);
@@ -284,6 +355,7 @@ impl Scheduler {
             new_token_ids: Vec::new(),
             finish: Some(reason),
             num_prompt_tokens: seq.num_prompt_tokens,
+            num_cached_tokens: seq.num_cached_tokens,
         })
     }
 

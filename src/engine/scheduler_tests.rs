@@ -10,6 +10,7 @@ struct TestConfig {
     block_size: usize,
     max_batched_tokens: usize,
     max_num_seqs: usize,
+    prefix_caching: bool,
 }
 
 impl Default for TestConfig {
@@ -19,6 +20,7 @@ impl Default for TestConfig {
             block_size: 4,
             max_batched_tokens: 64,
             max_num_seqs: 16,
+            prefix_caching: false,
         }
     }
 }
@@ -30,6 +32,7 @@ fn test_scheduler(c: TestConfig) -> Scheduler {
         block_size: c.block_size,
         num_blocks: c.num_blocks,
         max_model_len: 1 << 20,
+        enable_prefix_caching: c.prefix_caching,
     })
 }
 
@@ -317,5 +320,117 @@ fn failed_step_errors_scheduled_sequences_and_frees_them() {
     assert!(deltas
         .iter()
         .all(|d| matches!(&d.finish, Some(FinishReason::Error(m)) if m == "boom")));
+    assert_eq!(s.num_blocks_used(), 0);
+}
+
+fn cached() -> TestConfig {
+    TestConfig {
+        prefix_caching: true,
+        ..Default::default()
+    }
+}
+
+fn run_all(s: &mut Scheduler) {
+    for _ in 0..1000 {
+        if !s.has_work() {
+            return;
+        }
+        step(s, 42);
+    }
+    panic!("scheduler does not finish");
+}
+
+#[test]
+fn second_request_reuses_the_full_blocks_of_a_shared_prefix() {
+    let mut s = test_scheduler(cached());
+    let mut reqs = make_requests(2, 10, 2).into_iter();
+    s.add(reqs.next().unwrap()).unwrap();
+    run_all(&mut s);
+    assert_eq!(s.num_blocks_used(), 0);
+    assert_eq!(
+        s.num_cached_blocks(),
+        2,
+        "10 prompt + 1 computed output = 2 full blocks of 4"
+    );
+    s.add(reqs.next().unwrap()).unwrap();
+    let (out, deltas) = step(&mut s, 42);
+    assert_eq!(
+        out.scheduled[0].num_new_tokens, 2,
+        "8 of 10 prompt tokens come from the cache"
+    );
+    assert_eq!(deltas[0].num_cached_tokens, 8);
+    run_all(&mut s);
+    assert_eq!(s.num_blocks_used(), 0);
+}
+
+#[test]
+fn a_fully_cached_prompt_still_computes_its_last_token() {
+    let mut s = test_scheduler(cached());
+    let mut reqs = make_requests(2, 8, 1).into_iter();
+    s.add(reqs.next().unwrap()).unwrap();
+    run_all(&mut s);
+    s.add(reqs.next().unwrap()).unwrap();
+    let (out, deltas) = step(&mut s, 42);
+    assert_eq!(
+        out.scheduled[0].num_new_tokens, 4,
+        "hits stop before the block holding the last token"
+    );
+    assert_eq!(deltas[0].num_cached_tokens, 4);
+}
+
+#[test]
+fn different_prefixes_and_disabled_caching_do_not_hit() {
+    let mut s = test_scheduler(cached());
+    let mut reqs = make_requests(2, 10, 1);
+    reqs[1].prompt_token_ids[0] = 999; // differs in the first block: the chain misses from there
+    let mut reqs = reqs.into_iter();
+    s.add(reqs.next().unwrap()).unwrap();
+    run_all(&mut s);
+    s.add(reqs.next().unwrap()).unwrap();
+    let (out, _) = step(&mut s, 42);
+    assert_eq!(out.scheduled[0].num_new_tokens, 10);
+
+    let mut s = test_scheduler(TestConfig::default());
+    let mut reqs = make_requests(2, 10, 1).into_iter();
+    s.add(reqs.next().unwrap()).unwrap();
+    run_all(&mut s);
+    assert_eq!(s.num_cached_blocks(), 0);
+    s.add(reqs.next().unwrap()).unwrap();
+    let (out, _) = step(&mut s, 42);
+    assert_eq!(out.scheduled[0].num_new_tokens, 10);
+}
+
+#[test]
+fn cached_free_blocks_are_evicted_when_the_pool_needs_them() {
+    // 4 blocks: the first request leaves 2 cached free blocks; a 16-token prompt needs all 4
+    let mut s = test_scheduler(TestConfig {
+        num_blocks: 5,
+        ..cached()
+    });
+    let mut reqs = make_requests(2, 10, 1);
+    reqs[1].prompt_token_ids = (100..116).collect();
+    let mut reqs = reqs.into_iter();
+    s.add(reqs.next().unwrap()).unwrap();
+    run_all(&mut s);
+    assert_eq!(s.num_cached_blocks(), 2);
+    s.add(reqs.next().unwrap()).unwrap();
+    run_all(&mut s);
+    assert_eq!(s.num_blocks_used(), 0);
+    assert!(s.num_cached_blocks() <= 5);
+}
+
+#[test]
+fn running_sequences_share_cached_blocks_and_free_them_once() {
+    let mut s = test_scheduler(cached());
+    let mut reqs = make_requests(3, 9, 6).into_iter();
+    s.add(reqs.next().unwrap()).unwrap();
+    step(&mut s, 42); // prompt computed: blocks 0-1 full and registered
+    s.add(reqs.next().unwrap()).unwrap();
+    s.add(reqs.next().unwrap()).unwrap();
+    let (out, _) = step(&mut s, 42);
+    // the decode of request 0, then 1 prompt token each for requests 1 and 2
+    let new: Vec<usize> = out.scheduled.iter().map(|x| x.num_new_tokens).collect();
+    assert_eq!(new, vec![1, 1, 1]);
+    run_all(&mut s);
     assert_eq!(s.num_blocks_used(), 0);
 }

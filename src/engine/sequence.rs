@@ -43,6 +43,10 @@ pub struct Sequence {
     pub stop: StopConditions,
     pub arrival: Instant,
     pub num_preemptions: usize,
+    /// Chained hashes of the full blocks in `block_table` whose K/V is computed, in order.
+    pub block_hashes: Vec<crate::kv::BlockHash>,
+    /// Prompt tokens found in the prefix cache at first admission.
+    pub num_cached_tokens: usize,
 }
 
 impl Sequence {
@@ -58,6 +62,8 @@ impl Sequence {
             stop: req.stop,
             arrival: req.arrival,
             num_preemptions: 0,
+            block_hashes: Vec::new(),
+            num_cached_tokens: 0,
         }
     }
 

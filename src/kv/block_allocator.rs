@@ -1,32 +1,54 @@
-//! `BlockAllocator`: the pool of KV blocks, a free list plus a reference count per block.
+//! `BlockAllocator`: the pool of KV blocks, with a reference count per block and an automatic
+//! prefix cache.
+//!
+//! Free blocks wait in least-recently-freed order. A full block can be registered under the
+//! chained hash of its tokens (`register`); it keeps that hash after it is freed, so a later
+//! sequence with the same prefix can take it back (`acquire_cached`) instead of recomputing it.
+//! A cached free block is evicted (its hash forgotten) only when `allocate` needs a block and it
+//! is the least recently freed.
 //!
 //! Invariants (checked by the tests below and the property test):
 //! - `num_free() + num_used() == num_total()` at all times;
-//! - a block is on the free list iff its reference count is 0;
+//! - a block is free iff its reference count is 0;
 //! - a block is never handed out twice without being freed in between, unless it is shared
-//!   explicitly with `share`;
-//! - freeing a block more often than it was allocated or shared is a bug and panics.
+//!   explicitly (`share`, `acquire_cached`);
+//! - a hash maps to at most one block, and that block carries the hash;
+//! - freeing a block more often than it was taken is a bug and panics.
 //!
-//! All operations are O(number of blocks touched). No tensors here.
+//! All operations are O(log n) per block touched. No tensors here.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashMap};
 
 /// Index of a KV block in the pool (the same index in every layer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BlockId(pub u32);
 
+/// Chained hash of a full block's tokens and of every block before it.
+pub type BlockHash = u64;
+
 #[derive(Debug)]
 pub struct BlockAllocator {
-    free: VecDeque<BlockId>,
+    /// free-order stamp -> block; the first entry is the least recently freed
+    free: BTreeMap<u64, BlockId>,
+    /// [num_blocks] stamp of each free block's entry in `free`
+    free_stamp: Vec<u64>,
+    next_stamp: u64,
     ref_counts: Vec<u32>,
+    /// [num_blocks] hash a block is registered under
+    hashes: Vec<Option<BlockHash>>,
+    cached: HashMap<BlockHash, BlockId>,
 }
 
 impl BlockAllocator {
     pub fn new(num_blocks: usize) -> Self {
-        let num_blocks = u32::try_from(num_blocks).expect("block count fits in u32");
+        let n = u32::try_from(num_blocks).expect("block count fits in u32");
         Self {
-            free: (0..num_blocks).map(BlockId).collect(),
-            ref_counts: vec![0; num_blocks as usize],
+            free: (0..n).map(|b| (u64::from(b), BlockId(b))).collect(),
+            free_stamp: (0..u64::from(n)).collect(),
+            next_stamp: u64::from(n),
+            ref_counts: vec![0; num_blocks],
+            hashes: vec![None; num_blocks],
+            cached: HashMap::new(),
         }
     }
 
@@ -42,19 +64,30 @@ impl BlockAllocator {
         self.num_total() - self.num_free()
     }
 
+    /// Blocks registered in the prefix cache (in use or free).
+    pub fn num_cached(&self) -> usize {
+        self.cached.len()
+    }
+
     pub fn can_allocate(&self, n: usize) -> bool {
         n <= self.free.len()
     }
 
-    /// Takes `n` blocks off the free list, or none at all when fewer than `n` are free.
+    /// Takes `n` blocks (least recently freed first, evicting their cached hashes), or none at
+    /// all when fewer than `n` are free.
     pub fn allocate(&mut self, n: usize) -> Option<Vec<BlockId>> {
         if !self.can_allocate(n) {
             return None;
         }
-        let blocks: Vec<BlockId> = self.free.drain(..n).collect();
-        for b in &blocks {
+        let mut blocks = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (_, b) = self.free.pop_first().expect("checked by can_allocate");
             debug_assert_eq!(self.ref_counts[b.0 as usize], 0);
             self.ref_counts[b.0 as usize] = 1;
+            if let Some(h) = self.hashes[b.0 as usize].take() {
+                self.cached.remove(&h);
+            }
+            blocks.push(b);
         }
         Some(blocks)
     }
@@ -68,14 +101,17 @@ impl BlockAllocator {
         }
     }
 
-    /// Drops one owner of each block; blocks without owners go back to the free list.
+    /// Drops one owner of each block; blocks without owners become free (keeping their hash).
     pub fn free(&mut self, blocks: &[BlockId]) {
         for b in blocks {
             let rc = &mut self.ref_counts[b.0 as usize];
             assert!(*rc > 0, "double free of block {b:?}. This is a bug.");
             *rc -= 1;
             if *rc == 0 {
-                self.free.push_back(*b);
+                let stamp = self.next_stamp;
+                self.next_stamp += 1;
+                self.free_stamp[b.0 as usize] = stamp;
+                self.free.insert(stamp, *b);
             }
         }
     }
@@ -83,6 +119,49 @@ impl BlockAllocator {
     pub fn ref_count(&self, block: BlockId) -> u32 {
         self.ref_counts[block.0 as usize]
     }
+
+    /// The cached block holding `hash`, if any (in use or free).
+    pub fn lookup(&self, hash: BlockHash) -> Option<BlockId> {
+        self.cached.get(&hash).copied()
+    }
+
+    /// Whether `block` is free (a cached hit on it takes a free block off the pool).
+    pub fn is_free(&self, block: BlockId) -> bool {
+        self.ref_counts[block.0 as usize] == 0
+    }
+
+    /// Takes an owner of the cached block holding `hash`, off the free list if it was free.
+    pub fn acquire_cached(&mut self, hash: BlockHash) -> Option<BlockId> {
+        let b = self.lookup(hash)?;
+        if self.ref_counts[b.0 as usize] == 0 {
+            self.free.remove(&self.free_stamp[b.0 as usize]);
+        }
+        self.ref_counts[b.0 as usize] += 1;
+        Some(b)
+    }
+
+    /// Registers an allocated, full block under `hash`. A hash already held by another block
+    /// keeps that block (the two have the same content).
+    pub fn register(&mut self, block: BlockId, hash: BlockHash) {
+        debug_assert!(
+            self.ref_counts[block.0 as usize] > 0,
+            "register a free block"
+        );
+        if self.cached.contains_key(&hash) || self.hashes[block.0 as usize].is_some() {
+            return;
+        }
+        self.hashes[block.0 as usize] = Some(hash);
+        self.cached.insert(hash, block);
+    }
+}
+
+/// Hash of a full block given the hash of the block before it (`None` for the first block).
+pub fn chain_hash(parent: Option<BlockHash>, tokens: &[u32]) -> BlockHash {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    parent.hash(&mut h);
+    tokens.hash(&mut h);
+    h.finish()
 }
 
 #[cfg(test)]
@@ -140,11 +219,48 @@ mod tests {
         a.free(&b);
     }
 
+    #[test]
+    fn freed_blocks_stay_cached_until_evicted_lru() {
+        let mut a = BlockAllocator::new(3);
+        let b = a.allocate(2).unwrap();
+        a.register(b[0], 100);
+        a.register(b[1], 200);
+        a.free(&b);
+        assert_eq!((a.num_free(), a.num_cached()), (3, 2));
+        // a hit takes the free block back without counting as a new allocation
+        assert_eq!(a.acquire_cached(200), Some(b[1]));
+        assert_eq!(a.num_free(), 2);
+        // new blocks come from the least recently freed: the never-used block 2, then b[0]
+        let n = a.allocate(2).unwrap();
+        assert_eq!(n, vec![BlockId(2), b[0]]);
+        assert_eq!(a.lookup(100), None, "b[0] was evicted");
+        assert_eq!(a.lookup(200), Some(b[1]));
+        a.free(&n);
+        a.free(&[b[1]]);
+        assert_eq!(a.num_free(), 3);
+    }
+
+    #[test]
+    fn a_hash_maps_to_one_block() {
+        let mut a = BlockAllocator::new(2);
+        let b = a.allocate(2).unwrap();
+        a.register(b[0], 7);
+        a.register(b[1], 7);
+        assert_eq!(a.lookup(7), Some(b[0]));
+        assert_eq!(a.acquire_cached(7), Some(b[0]));
+        assert_eq!(a.ref_count(b[0]), 2);
+        assert_ne!(chain_hash(None, &[1, 2]), chain_hash(Some(1), &[1, 2]));
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Alloc(usize),
         Free(usize),
         Share(usize),
+        /// register the first block of owner i under hash h
+        Register(usize, u64),
+        /// take a cached block by hash
+        Hit(u64),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -152,6 +268,8 @@ mod tests {
             (0usize..6).prop_map(Op::Alloc),
             (0usize..64).prop_map(Op::Free),
             (0usize..64).prop_map(Op::Share),
+            (0usize..64, 0u64..8).prop_map(|(i, h)| Op::Register(i, h)),
+            (0u64..8).prop_map(Op::Hit),
         ]
     }
 
@@ -181,6 +299,19 @@ mod tests {
                         a.share(&b);
                         owners.push(b);
                     }
+                    Op::Register(i, h) if !owners.is_empty() => {
+                        if let Some(&b) = owners[i % owners.len()].first() {
+                            a.register(b, h);
+                        }
+                    }
+                    Op::Hit(h) => {
+                        let cached = a.lookup(h);
+                        let got = a.acquire_cached(h);
+                        prop_assert_eq!(got, cached);
+                        if let Some(b) = got {
+                            owners.push(vec![b]);
+                        }
+                    }
                     _ => {}
                 }
                 let mut expected: HashMap<BlockId, u32> = HashMap::new();
@@ -191,6 +322,11 @@ mod tests {
                 prop_assert_eq!(a.num_free() + a.num_used(), total);
                 for (b, n) in &expected {
                     prop_assert_eq!(a.ref_count(*b), *n);
+                }
+                for h in 0..8u64 {
+                    if let Some(b) = a.lookup(h) {
+                        prop_assert_eq!(a.hashes[b.0 as usize], Some(h));
+                    }
                 }
             }
             for b in owners.drain(..) {

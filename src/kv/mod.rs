@@ -5,6 +5,6 @@ pub mod block_allocator;
 pub mod block_table;
 pub mod cache;
 
-pub use block_allocator::{BlockAllocator, BlockId};
+pub use block_allocator::{chain_hash, BlockAllocator, BlockHash, BlockId};
 pub use block_table::{BlockTable, SlotId};
 pub use cache::{KvCache, KvCacheConfig};

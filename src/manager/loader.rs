@@ -96,6 +96,7 @@ pub fn engine_shape(
         block_size: limits.block_size,
         num_blocks: kv.num_blocks,
         max_model_len,
+        enable_prefix_caching: limits.enable_prefix_caching,
     };
     Ok((kv, sched))
 }

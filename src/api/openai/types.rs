@@ -119,10 +119,18 @@ impl Usage {
         }
     }
 
+    pub fn with_cached_tokens(mut self, cached_tokens: usize) -> Self {
+        self.prompt_tokens_details.cached_tokens = cached_tokens;
+        self
+    }
+
     pub fn plus(self, o: Usage) -> Usage {
         Usage::new(
             self.prompt_tokens + o.prompt_tokens,
             self.completion_tokens + o.completion_tokens,
+        )
+        .with_cached_tokens(
+            self.prompt_tokens_details.cached_tokens + o.prompt_tokens_details.cached_tokens,
         )
     }
 }
