@@ -30,6 +30,10 @@ pub struct BenchArgs {
     /// Output tokens per request (sent as max_tokens with ignore_eos).
     #[arg(long, default_value_t = 128)]
     pub output_tokens: usize,
+    /// Tokens of a prefix every prompt starts with (a shared system prompt), before its own
+    /// `--prompt-tokens` random tokens.
+    #[arg(long, default_value_t = 0)]
+    pub shared_prefix_tokens: usize,
     /// Prompt token ids are drawn from [100, this).
     #[arg(long, default_value_t = 10_000)]
     pub max_token_id: u32,
@@ -83,6 +87,7 @@ pub struct BenchSummary {
     pub concurrency: usize,
     pub num_requests: usize,
     pub prompt_tokens: usize,
+    pub shared_prefix_tokens: usize,
     pub output_tokens: usize,
     pub errors: usize,
     pub duration_s: f64,
@@ -178,10 +183,18 @@ async fn one_request(
 pub async fn run(args: BenchArgs) -> anyhow::Result<BenchSummary> {
     let num_requests = args.num_requests.unwrap_or(4 * args.concurrency).max(1);
     let mut rng = StdRng::seed_from_u64(args.seed);
+    let mut tokens = |n: usize| -> Vec<u32> {
+        (0..n)
+            .map(|_| rng.random_range(100..args.max_token_id))
+            .collect()
+    };
+    let prefix = tokens(args.shared_prefix_tokens);
     let prompts: Vec<Vec<u32>> = (0..num_requests)
         .map(|_| {
-            (0..args.prompt_tokens)
-                .map(|_| rng.random_range(100..args.max_token_id))
+            prefix
+                .iter()
+                .copied()
+                .chain(tokens(args.prompt_tokens))
                 .collect()
         })
         .collect();
@@ -222,6 +235,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchSummary> {
         concurrency: args.concurrency,
         num_requests,
         prompt_tokens: args.prompt_tokens,
+        shared_prefix_tokens: args.shared_prefix_tokens,
         output_tokens: args.output_tokens,
         errors: results.len() - ok.len(),
         duration_s: duration,
