@@ -1,6 +1,7 @@
 //! Command line and environment: every flag is also a `WEIR_*` variable. This is the only module
 //! that reads the environment; the rest of weir gets validated values passed down.
 
+use crate::engine::scheduler::SchedulingPolicy;
 use crate::models::WeightFormat;
 use crate::store::pypi::DEFAULT_INDEX_URL;
 use crate::store::ModelSpec;
@@ -71,6 +72,10 @@ pub struct ServeArgs {
     /// whose prompts start with the same tokens).
     #[arg(long, env = "WEIR_NO_PREFIX_CACHING")]
     pub no_prefix_caching: bool,
+    /// Order of the waiting queue: fcfs, or priority (the request field `priority`, lower first,
+    /// FCFS among equals; the lowest-priority running request is preempted first).
+    #[arg(long, env = "WEIR_SCHEDULING_POLICY", default_value = "fcfs", value_parser = parse_policy)]
+    pub scheduling_policy: SchedulingPolicy,
     /// Model cache directory (default ~/.cache/weir).
     #[arg(long, env = "WEIR_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -81,6 +86,14 @@ pub struct ServeArgs {
 
 /// Rows from which `auto` uses dense weights (see BENCHMARKS.md, "linear").
 pub const AUTO_DENSE_FROM_ROWS: usize = 16;
+
+fn parse_policy(s: &str) -> Result<SchedulingPolicy, String> {
+    match s {
+        "fcfs" => Ok(SchedulingPolicy::Fcfs),
+        "priority" => Ok(SchedulingPolicy::Priority),
+        _ => Err(format!("expected fcfs or priority, got {s:?}")),
+    }
+}
 
 fn parse_weight_format(s: &str) -> Result<WeightFormat, String> {
     match s {
@@ -125,6 +138,7 @@ pub struct EngineLimits {
     pub max_model_len: Option<usize>,
     pub weight_format: WeightFormat,
     pub enable_prefix_caching: bool,
+    pub scheduling_policy: SchedulingPolicy,
 }
 
 impl ServeArgs {
@@ -172,6 +186,7 @@ impl ServeArgs {
             max_model_len: self.max_model_len,
             weight_format: self.weight_format,
             enable_prefix_caching: !self.no_prefix_caching,
+            scheduling_policy: self.scheduling_policy,
         })
     }
 

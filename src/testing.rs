@@ -153,6 +153,7 @@ pub fn test_limits(num_kv_blocks: usize, block_size: usize) -> EngineLimits {
         max_model_len: None,
         weight_format: WeightFormat::Dense,
         enable_prefix_caching: true,
+        scheduling_policy: crate::engine::scheduler::SchedulingPolicy::Fcfs,
     }
 }
 
@@ -174,6 +175,7 @@ pub fn greedy_request(id: u64, prompt: Vec<u32>, max_tokens: usize) -> Request {
             max_tokens,
             ..Default::default()
         },
+        priority: 0,
         arrival: Instant::now(),
     }
 }

@@ -410,3 +410,19 @@ async fn repeated_prompt_reports_cached_tokens() {
         second["choices"][0]["message"]
     );
 }
+
+#[tokio::test]
+async fn priority_needs_the_priority_policy() {
+    let (s, v) = post(
+        "/v1/completions",
+        json!({"model": SMOL, "prompt": "x", "max_tokens": 1, "priority": 3}),
+    )
+    .await;
+    assert_error(s, &v, 400, Some("priority"));
+    let (s, v) = post(
+        "/v1/completions",
+        json!({"model": SMOL, "prompt": "x", "max_tokens": 1, "priority": 0}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+}

@@ -4,6 +4,7 @@
 
 use super::error::ApiError;
 use super::openai::types::{GenerationFields, Usage};
+use crate::engine::scheduler::SchedulingPolicy;
 use crate::engine::{DeltaStream, FinishReason, Request, SamplingParams, StopConditions};
 use crate::manager::ModelHandle;
 use crate::text::{IncrementalDetokenizer, StopStringMatcher};
@@ -22,6 +23,7 @@ pub struct GenOptions {
     pub stop_token_ids: Vec<u32>,
     pub stream: bool,
     pub include_usage: bool,
+    pub priority: i32,
 }
 
 fn check(ok: bool, param: &str, msg: String) -> Result<(), ApiError> {
@@ -122,6 +124,16 @@ impl GenOptions {
             stop_token_ids: f.stop_token_ids.clone().unwrap_or_default(),
             stream: f.stream,
             include_usage: f.stream_options.as_ref().is_some_and(|o| o.include_usage),
+            priority: match f.priority.map(i32::try_from) {
+                None => 0,
+                Some(Ok(p)) => p,
+                Some(Err(_)) => {
+                    return Err(ApiError::invalid(
+                        Some("priority".into()),
+                        "priority must fit in 32 bits",
+                    ))
+                }
+            },
         })
     }
 }
@@ -176,6 +188,12 @@ impl Generation {
                 code: Some("context_length_exceeded"),
             });
         }
+        if opts.priority != 0 && model.engine.scheduling_policy() != SchedulingPolicy::Priority {
+            return Err(ApiError::invalid(
+                Some("priority".into()),
+                format!("got priority {} but the server schedules first come, first served; start it with --scheduling-policy priority", opts.priority),
+            ));
+        }
         let req = Request {
             id: model.engine.next_request_id(),
             prompt_token_ids: prompt_ids,
@@ -187,6 +205,7 @@ impl Generation {
                 stop_token_ids: opts.stop_token_ids.clone(),
                 ignore_eos: opts.ignore_eos,
             },
+            priority: opts.priority,
             arrival: Instant::now(),
         };
         let stream = model.engine.submit(req)?;

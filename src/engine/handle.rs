@@ -9,7 +9,7 @@
 use super::core::EngineCore;
 use super::output::TokenDelta;
 use super::request::{Request, RequestId};
-use super::scheduler::AdmissionError;
+use super::scheduler::{AdmissionError, SchedulingPolicy};
 use super::sequence::FinishReason;
 use crossbeam_channel::{Receiver, Sender};
 use std::collections::HashMap;
@@ -55,6 +55,7 @@ pub struct EngineHandle {
     next_id: Arc<AtomicU64>,
     /// Most tokens (prompt + output) one request may hold.
     max_model_len: usize,
+    policy: SchedulingPolicy,
 }
 
 /// The deltas of one request, in order; the last one has `finish` set.
@@ -99,6 +100,10 @@ impl EngineHandle {
 
     pub fn max_model_len(&self) -> usize {
         self.max_model_len
+    }
+
+    pub fn scheduling_policy(&self) -> SchedulingPolicy {
+        self.policy
     }
 
     pub fn next_request_id(&self) -> RequestId {
@@ -151,6 +156,7 @@ pub fn spawn_engine(
     let stats = Arc::new(EngineStats::default());
     let s = core.scheduler();
     let max_model_len = s.config().max_model_len.min(s.capacity_tokens());
+    let policy = s.config().policy;
     stats.alive.store(true, Ordering::Release);
     let thread_stats = stats.clone();
     let join = std::thread::Builder::new()
@@ -178,6 +184,7 @@ pub fn spawn_engine(
             stats,
             next_id: Arc::new(AtomicU64::new(1)),
             max_model_len,
+            policy,
         },
         join,
     ))

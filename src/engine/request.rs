@@ -63,5 +63,7 @@ pub struct Request {
     pub prompt_token_ids: Vec<u32>,
     pub sampling: SamplingParams,
     pub stop: StopConditions,
+    /// Lower runs first under `SchedulingPolicy::Priority` (vLLM's convention); 0 by default.
+    pub priority: i32,
     pub arrival: Instant,
 }

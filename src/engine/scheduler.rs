@@ -20,6 +20,17 @@ use super::sequence::{FinishReason, Sequence, SequenceStatus};
 use crate::kv::{chain_hash, BlockAllocator, BlockHash, BlockId, BlockTable};
 use std::collections::{HashMap, VecDeque};
 
+/// Order of the waiting queue and choice of preemption victims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SchedulingPolicy {
+    /// First come, first served; the newest running sequence is preempted first.
+    #[default]
+    Fcfs,
+    /// Lowest `priority` value first, FCFS within a priority; the running sequence with the
+    /// highest value (newest among equals) is preempted first.
+    Priority,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SchedulerConfig {
     pub max_num_seqs: usize,
@@ -29,6 +40,7 @@ pub struct SchedulerConfig {
     pub max_model_len: usize,
     /// Reuse cached full blocks of earlier sequences with the same token prefix.
     pub enable_prefix_caching: bool,
+    pub policy: SchedulingPolicy,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,6 +67,7 @@ pub struct Scheduler {
     /// In admission order: the last one is the newest (the first to be preempted).
     running: Vec<RequestId>,
     num_preemptions: u64,
+    next_arrival_seq: u64,
 }
 
 impl Scheduler {
@@ -66,6 +79,7 @@ impl Scheduler {
             waiting: VecDeque::new(),
             running: Vec::new(),
             num_preemptions: 0,
+            next_arrival_seq: 0,
         }
     }
 
@@ -98,9 +112,39 @@ impl Scheduler {
             });
         }
         let id = req.id;
-        self.seqs.insert(id, Sequence::new(req));
-        self.waiting.push_back(id);
+        let mut seq = Sequence::new(req);
+        seq.arrival_seq = self.next_arrival_seq;
+        self.next_arrival_seq += 1;
+        self.seqs.insert(id, seq);
+        match self.config.policy {
+            SchedulingPolicy::Fcfs => self.waiting.push_back(id),
+            SchedulingPolicy::Priority => self.insert_by_priority(id),
+        }
         Ok(())
+    }
+
+    /// Inserts `id` into the waiting queue after every sequence that goes before it.
+    fn insert_by_priority(&mut self, id: RequestId) {
+        let key = self.seqs[&id].priority_key();
+        let pos = self
+            .waiting
+            .iter()
+            .position(|w| self.seqs[w].priority_key() > key)
+            .unwrap_or(self.waiting.len());
+        self.waiting.insert(pos, id);
+    }
+
+    /// The running sequence to preempt, among those not yet scheduled this step (`from..`).
+    fn victim(&self, from: usize) -> RequestId {
+        let candidates = &self.running[from..];
+        match self.config.policy {
+            SchedulingPolicy::Fcfs => candidates.last().copied(),
+            SchedulingPolicy::Priority => candidates
+                .iter()
+                .max_by_key(|id| self.seqs[id].priority_key())
+                .copied(),
+        }
+        .expect("the sequence itself is running")
     }
 
     pub fn has_work(&self) -> bool {
@@ -169,7 +213,7 @@ impl Scheduler {
             let need = seq.block_table.num_missing(seq.num_computed_tokens + n, bs);
             let mut preempted_self = false;
             while !self.allocator.can_allocate(need) {
-                let victim = *self.running.last().expect("the sequence itself is running");
+                let victim = self.victim(i);
                 self.preempt(victim);
                 out.preempted.push(victim);
                 if victim == id {
@@ -294,7 +338,10 @@ impl Scheduler {
         seq.num_computed_tokens = 0;
         seq.status = SequenceStatus::Preempted;
         seq.num_preemptions += 1;
-        self.waiting.push_front(id);
+        match self.config.policy {
+            SchedulingPolicy::Fcfs => self.waiting.push_front(id),
+            SchedulingPolicy::Priority => self.insert_by_priority(id),
+        }
         self.num_preemptions += 1;
     }
 

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::engine::request::{SamplingParams, StopConditions};
+use crate::engine::scheduler::SchedulingPolicy;
 use std::time::Instant;
 
 struct TestConfig {
@@ -11,6 +12,7 @@ struct TestConfig {
     max_batched_tokens: usize,
     max_num_seqs: usize,
     prefix_caching: bool,
+    policy: SchedulingPolicy,
 }
 
 impl Default for TestConfig {
@@ -21,6 +23,7 @@ impl Default for TestConfig {
             max_batched_tokens: 64,
             max_num_seqs: 16,
             prefix_caching: false,
+            policy: SchedulingPolicy::Fcfs,
         }
     }
 }
@@ -33,6 +36,7 @@ fn test_scheduler(c: TestConfig) -> Scheduler {
         num_blocks: c.num_blocks,
         max_model_len: 1 << 20,
         enable_prefix_caching: c.prefix_caching,
+        policy: c.policy,
     })
 }
 
@@ -49,6 +53,7 @@ fn make_requests(n: usize, prompt_len: usize, max_tokens: usize) -> Vec<Request>
                 eos_token_ids: vec![EOS],
                 ..Default::default()
             },
+            priority: 0,
             arrival: Instant::now(),
         })
         .collect()
@@ -431,6 +436,64 @@ fn running_sequences_share_cached_blocks_and_free_them_once() {
     // the decode of request 0, then 1 prompt token each for requests 1 and 2
     let new: Vec<usize> = out.scheduled.iter().map(|x| x.num_new_tokens).collect();
     assert_eq!(new, vec![1, 1, 1]);
+    run_all(&mut s);
+    assert_eq!(s.num_blocks_used(), 0);
+}
+
+fn with_priorities(prios: &[i32], prompt_len: usize, max_tokens: usize) -> Vec<Request> {
+    let mut reqs = make_requests(prios.len(), prompt_len, max_tokens);
+    for (r, p) in reqs.iter_mut().zip(prios) {
+        r.priority = *p;
+    }
+    reqs
+}
+
+#[test]
+fn priority_policy_admits_lower_values_first_fcfs_among_equals() {
+    let mut s = test_scheduler(TestConfig {
+        max_num_seqs: 2,
+        policy: SchedulingPolicy::Priority,
+        ..Default::default()
+    });
+    for r in with_priorities(&[5, 1, 5, 1], 3, 1) {
+        s.add(r).unwrap();
+    }
+    let (out, _) = step(&mut s, 42);
+    assert_eq!(ids(&out), vec![1, 3]);
+    let (out, _) = step(&mut s, 42);
+    assert_eq!(ids(&out), vec![0, 2]);
+}
+
+#[test]
+fn fcfs_policy_ignores_priority() {
+    let mut s = test_scheduler(TestConfig {
+        max_num_seqs: 2,
+        ..Default::default()
+    });
+    for r in with_priorities(&[5, 1, 5, 1], 3, 1) {
+        s.add(r).unwrap();
+    }
+    let (out, _) = step(&mut s, 42);
+    assert_eq!(ids(&out), vec![0, 1]);
+}
+
+#[test]
+fn priority_policy_preempts_the_lowest_priority_running_sequence() {
+    // 6 blocks of 4; three 8-token prompts (2 blocks each) fill the pool. Request 0 has the
+    // lowest priority (largest value) although it is the oldest: it is the victim.
+    let mut s = test_scheduler(TestConfig {
+        num_blocks: 6,
+        policy: SchedulingPolicy::Priority,
+        ..Default::default()
+    });
+    for r in with_priorities(&[9, 0, 0], 8, 5) {
+        s.add(r).unwrap();
+    }
+    let (out, _) = step(&mut s, 42);
+    assert_eq!(ids(&out), vec![1, 2, 0]);
+    let (out, _) = step(&mut s, 42);
+    assert_eq!(out.preempted, vec![RequestId(0)]);
+    assert_eq!(ids(&out), vec![1, 2]);
     run_all(&mut s);
     assert_eq!(s.num_blocks_used(), 0);
 }

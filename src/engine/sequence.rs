@@ -42,6 +42,9 @@ pub struct Sequence {
     pub sampling: SamplingParams,
     pub stop: StopConditions,
     pub arrival: Instant,
+    pub priority: i32,
+    /// Admission order, assigned by the scheduler (FCFS tie-break).
+    pub arrival_seq: u64,
     pub num_preemptions: usize,
     /// Chained hashes of the full blocks in `block_table` whose K/V is computed, in order.
     pub block_hashes: Vec<crate::kv::BlockHash>,
@@ -61,10 +64,17 @@ impl Sequence {
             sampling: req.sampling,
             stop: req.stop,
             arrival: req.arrival,
+            priority: req.priority,
+            arrival_seq: 0,
             num_preemptions: 0,
             block_hashes: Vec::new(),
             num_cached_tokens: 0,
         }
+    }
+
+    /// Scheduling order under the priority policy: smaller first.
+    pub fn priority_key(&self) -> (i32, u64) {
+        (self.priority, self.arrival_seq)
     }
 
     pub fn num_tokens(&self) -> usize {

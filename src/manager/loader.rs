@@ -97,6 +97,7 @@ pub fn engine_shape(
         num_blocks: kv.num_blocks,
         max_model_len,
         enable_prefix_caching: limits.enable_prefix_caching,
+        policy: limits.scheduling_policy,
     };
     Ok((kv, sched))
 }

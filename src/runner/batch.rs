@@ -110,6 +110,7 @@ mod tests {
             prompt_token_ids: tokens,
             sampling: SamplingParams::greedy(),
             stop: StopConditions::default(),
+            priority: 0,
             arrival: Instant::now(),
         });
         s.num_computed_tokens = computed;

@@ -43,6 +43,8 @@ pub struct GenerationFields {
     pub presence_penalty: Option<f32>,
     pub frequency_penalty: Option<f32>,
     pub user: Option<String>,
+    /// vLLM extension: lower runs first (needs `--scheduling-policy priority`).
+    pub priority: Option<i64>,
     #[serde(default)]
     pub stream: bool,
     pub stream_options: Option<StreamOptions>,
