@@ -54,9 +54,10 @@ pub struct ServeArgs {
     /// Tokens per KV cache block.
     #[arg(long, env = "WEIR_BLOCK_SIZE", default_value_t = 16)]
     pub block_size: usize,
-    /// Memory for the KV cache of each model, e.g. 2GiB, 512MiB or a byte count.
-    #[arg(long, env = "WEIR_KV_CACHE_MEMORY", default_value = "2GiB", value_parser = parse_bytes)]
-    pub kv_cache_memory: u64,
+    /// Memory for the KV cache of each model: a size (2GiB, 512MiB, a byte count) or a share of
+    /// the memory still available once the weights are loaded (0.5 or 50%).
+    #[arg(long, env = "WEIR_KV_CACHE_MEMORY", default_value = "2GiB", value_parser = parse_kv_memory)]
+    pub kv_cache_memory: KvMemory,
     /// Number of KV blocks per model (overrides --kv-cache-memory).
     #[arg(long, env = "WEIR_NUM_KV_BLOCKS")]
     pub num_kv_blocks: Option<usize>,
@@ -106,6 +107,34 @@ fn parse_weight_format(s: &str) -> Result<WeightFormat, String> {
     }
 }
 
+/// How much memory the KV cache of a model may take.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum KvMemory {
+    Bytes(u64),
+    /// Share (0, 1] of the memory available after the weights are loaded.
+    FractionOfAvailable(f64),
+}
+
+/// "50%" or "0.5" (a share of available memory), else a size for `parse_bytes`.
+fn parse_kv_memory(s: &str) -> Result<KvMemory, String> {
+    let s = s.trim();
+    let fraction = match s.strip_suffix('%') {
+        Some(p) => Some(
+            p.trim()
+                .parse::<f64>()
+                .map_err(|_| format!("bad percentage {s:?}"))?
+                / 100.0,
+        ),
+        None if s.contains('.') && s.parse::<f64>().is_ok() => s.parse::<f64>().ok(),
+        None => None,
+    };
+    match fraction {
+        Some(f) if f > 0.0 && f <= 1.0 => Ok(KvMemory::FractionOfAvailable(f)),
+        Some(_) => Err(format!("a share of memory must be in (0, 1], got {s:?}")),
+        None => parse_bytes(s).map(KvMemory::Bytes),
+    }
+}
+
 /// "2GiB", "512MiB", "1.5GB", "4096".
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let s = s.trim();
@@ -128,12 +157,12 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 }
 
 /// Validated engine limits shared by every model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EngineLimits {
     pub max_num_seqs: usize,
     pub max_num_batched_tokens: usize,
     pub block_size: usize,
-    pub kv_cache_memory: u64,
+    pub kv_cache_memory: KvMemory,
     pub num_kv_blocks: Option<usize>,
     pub max_model_len: Option<usize>,
     pub weight_format: WeightFormat,
@@ -211,6 +240,16 @@ mod tests {
         assert_eq!(parse_bytes("1.5GB").unwrap(), 1_500_000_000);
         assert_eq!(parse_bytes("4096").unwrap(), 4096);
         assert!(parse_bytes("2 parsecs").is_err());
+        assert_eq!(parse_kv_memory("2GiB").unwrap(), KvMemory::Bytes(2 << 30));
+        assert_eq!(
+            parse_kv_memory("0.4").unwrap(),
+            KvMemory::FractionOfAvailable(0.4)
+        );
+        assert_eq!(
+            parse_kv_memory("25%").unwrap(),
+            KvMemory::FractionOfAvailable(0.25)
+        );
+        assert!(parse_kv_memory("1.5").is_err());
     }
 
     #[test]

@@ -148,7 +148,7 @@ pub fn test_limits(num_kv_blocks: usize, block_size: usize) -> EngineLimits {
         max_num_seqs: 64,
         max_num_batched_tokens: 512,
         block_size,
-        kv_cache_memory: 0,
+        kv_cache_memory: crate::config::KvMemory::Bytes(0),
         num_kv_blocks: Some(num_kv_blocks),
         max_model_len: None,
         weight_format: WeightFormat::Dense,

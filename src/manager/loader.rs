@@ -2,7 +2,7 @@
 //! memory budget, scheduler, engine thread.
 
 use super::ModelHandle;
-use crate::config::EngineLimits;
+use crate::config::{EngineLimits, KvMemory};
 use crate::engine::core::EngineCore;
 use crate::engine::scheduler::{Scheduler, SchedulerConfig};
 use crate::engine::spawn_engine;
@@ -29,6 +29,14 @@ pub enum ManagerError {
     Limits(String),
     #[error("starting the engine thread: {0}")]
     Spawn(#[from] std::io::Error),
+}
+
+/// `MemAvailable` of /proc/meminfo in bytes (Linux).
+fn available_memory_bytes() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 fn read_hf_config(dir: &std::path::Path) -> Result<LlamaConfig, ManagerError> {
@@ -75,9 +83,18 @@ pub fn engine_shape(
         block_size: limits.block_size,
         num_blocks: 0,
     };
+    let kv_bytes = match limits.kv_cache_memory {
+        KvMemory::Bytes(b) => b,
+        KvMemory::FractionOfAvailable(f) => {
+            let available = available_memory_bytes().ok_or_else(|| {
+                ManagerError::Limits("cannot read available memory (/proc/meminfo); give --kv-cache-memory as a size".into())
+            })?;
+            (available as f64 * f) as u64
+        }
+    };
     kv.num_blocks = limits
         .num_kv_blocks
-        .unwrap_or_else(|| kv.blocks_for_bytes(limits.kv_cache_memory as usize));
+        .unwrap_or_else(|| kv.blocks_for_bytes(kv_bytes as usize));
     let capacity = kv.num_slots();
     let max_model_len = match limits.max_model_len {
         Some(n) if n > cfg.max_position_embeddings => {
