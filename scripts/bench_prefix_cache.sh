@@ -11,17 +11,11 @@ REQUESTS=${REQUESTS:-8}
 PORT=${PORT:-8124}
 OUT=${OUT:-bench-results}
 mkdir -p "$OUT"
-cargo build --release --quiet
-BIN=target/release/weir
+source scripts/common.sh
 for mode in on off; do
   flags=()
   [ "$mode" = off ] && flags+=(--no-prefix-caching)
-  $BIN serve --port "$PORT" "${flags[@]}" >"$OUT/server-prefix-$mode.log" 2>&1 &
-  SERVER=$!
-  for _ in $(seq 1 300); do
-    curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break
-    sleep 0.2
-  done
+  start_weir "$PORT" "$OUT/server-prefix-$mode.log" "${flags[@]}"
   $BIN bench --url "http://127.0.0.1:$PORT" --concurrency 1 --num-requests "$REQUESTS" \
     --shared-prefix-tokens "$PREFIX" --prompt-tokens 32 --output-tokens 16 \
     --output "$OUT/prefix-$mode.json" >/dev/null

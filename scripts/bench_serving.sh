@@ -12,16 +12,9 @@ REQUESTS_PER_WORKER=${REQUESTS_PER_WORKER:-4}
 PORT=${PORT:-8123}
 OUT=${OUT:-bench-results}
 mkdir -p "$OUT"
-cargo build --release --quiet
-BIN=target/release/weir
-$BIN serve --port "$PORT" "$@" >"$OUT/server.log" 2>&1 &
-SERVER=$!
+source scripts/common.sh
+start_weir "$PORT" "$OUT/server.log" "$@"
 trap 'kill $SERVER 2>/dev/null || true' EXIT
-for _ in $(seq 1 300); do
-  curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break
-  sleep 0.2
-done
-curl -sf "http://127.0.0.1:$PORT/health" >/dev/null || { cat "$OUT/server.log"; exit 1; }
 # one short warm-up request
 $BIN bench --url "http://127.0.0.1:$PORT" --concurrency 1 --num-requests 1 --output-tokens 8 >/dev/null
 for c in $CONCURRENCY; do

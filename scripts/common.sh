@@ -1,0 +1,20 @@
+# Shared by the benchmark scripts: build weir and start a server, waiting until it is healthy.
+# Source it; it sets BIN.
+
+cargo build --release --quiet
+BIN=target/release/weir
+
+# start_weir PORT LOG [serve flags...]: starts `weir serve` in the background, sets SERVER to its
+# pid and returns once /health answers (or prints the log and fails).
+start_weir() {
+  local port=$1 log=$2
+  shift 2
+  $BIN serve --port "$port" "$@" >"$log" 2>&1 &
+  SERVER=$!
+  for _ in $(seq 1 300); do
+    curl -sf "http://127.0.0.1:$port/health" >/dev/null && return 0
+    sleep 0.2
+  done
+  cat "$log"
+  return 1
+}
