@@ -251,7 +251,6 @@ impl EngineLoop {
                             request_id: id,
                             new_token_ids: Vec::new(),
                             finish: Some(FinishReason::Error(e.to_string())),
-                            num_prompt_tokens: 0,
                             num_cached_tokens: 0,
                         });
                     }

@@ -47,8 +47,6 @@ pub struct TokenDelta {
     pub new_token_ids: Vec<u32>,
     /// Set on the last delta of a request.
     pub finish: Option<FinishReason>,
-    /// Prompt tokens, reported for usage.
-    pub num_prompt_tokens: usize,
     /// Prompt tokens served from the prefix cache (usage `cached_tokens`).
     pub num_cached_tokens: usize,
 }

@@ -180,15 +180,6 @@ impl Scheduler {
         self.seqs.get(&id)
     }
 
-    pub fn contains(&self, id: RequestId) -> bool {
-        self.seqs.contains_key(&id)
-    }
-
-    /// Ids of every request in the engine.
-    pub fn request_ids(&self) -> impl Iterator<Item = RequestId> + '_ {
-        self.seqs.keys().copied()
-    }
-
     /// Decides the next step: which sequences run and how many tokens each computes.
     pub fn schedule(&mut self) -> SchedulerOutput {
         let mut out = SchedulerOutput::default();
@@ -376,7 +367,6 @@ impl Scheduler {
                 request_id: s.request_id,
                 new_token_ids: vec![token],
                 finish: finish.clone(),
-                num_prompt_tokens: seq.num_prompt_tokens,
                 num_cached_tokens: seq.num_cached_tokens,
             });
             if finish.is_some() {
@@ -401,7 +391,6 @@ impl Scheduler {
             request_id: id,
             new_token_ids: Vec::new(),
             finish: Some(reason),
-            num_prompt_tokens: seq.num_prompt_tokens,
             num_cached_tokens: seq.num_cached_tokens,
         })
     }
@@ -421,11 +410,6 @@ impl Scheduler {
         }
         self.allocator.free(&seq.block_table.take());
         Some(seq)
-    }
-
-    /// Blocks a sequence would need to hold `num_tokens` tokens (for tests and sizing).
-    pub fn blocks_for(&self, num_tokens: usize) -> usize {
-        BlockTable::blocks_needed(num_tokens, self.config.block_size)
     }
 }
 

@@ -37,10 +37,6 @@ impl ModelRunner {
         }
     }
 
-    pub fn kv_config(&self) -> &KvCacheConfig {
-        self.kv.config()
-    }
-
     pub fn execute(
         &mut self,
         out: &SchedulerOutput,
