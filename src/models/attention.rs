@@ -80,6 +80,22 @@ impl RopeTable {
     }
 }
 
+/// Per-step tables shared by every layer: RoPE cos/sin and each token's sequence.
+pub struct StepTables {
+    pub rope: RopeTable,
+    /// [num_tokens] index into `batch.seqs` of each token row
+    pub token_seq: Vec<u32>,
+}
+
+impl StepTables {
+    pub fn new(inv_freq: &[f32], batch: &ForwardBatch, interleaved: bool) -> Self {
+        Self {
+            rope: RopeTable::new(inv_freq, &batch.positions, interleaved),
+            token_seq: batch.token_seq_index(),
+        }
+    }
+}
+
 /// Writes rows of k/v ([num_tokens, kv_dim]) to their slots.
 pub fn write_kv(cache: &mut LayerKv, k: &[f32], v: &[f32], slot_mapping: &[u32], kv_dim: usize) {
     for (t, &slot) in slot_mapping.iter().enumerate() {
@@ -109,18 +125,19 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// Causal attention of q ([num_tokens, num_heads * head_dim], already rotated) over the cache.
 /// Token `t` at position `p` attends to positions `0..=p` of its own sequence, so the K/V of
-/// this step must be written first. Returns [num_tokens, num_heads * head_dim].
+/// this step must be written first. `token_seq` is `batch.token_seq_index()`.
+/// Returns [num_tokens, num_heads * head_dim].
 pub fn paged_attention(
     q: &[f32],
     cache: &LayerKv,
     batch: &ForwardBatch,
+    token_seq: &[u32],
     shape: AttentionShape,
 ) -> Vec<f32> {
     let (d, kv_dim, q_dim) = (shape.head_dim, shape.kv_dim(), shape.q_dim());
     let group = shape.num_heads / shape.num_kv_heads;
     let scale = 1.0 / (d as f32).sqrt();
     let bs = batch.block_size;
-    let token_seq = batch.token_seq_index();
     let mut out = vec![0f32; q.len()];
     out.par_chunks_mut(q_dim)
         .enumerate()

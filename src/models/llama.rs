@@ -1,7 +1,7 @@
 //! Llama-family decoder (Llama 2/3, SmolLM2, Mistral without sliding window, Qwen2) over the
 //! paged KV cache. The model borrows the cache for each forward and owns no per-request state.
 
-use super::attention::{paged_attention, write_kv, AttentionShape, RopeTable};
+use super::attention::{paged_attention, write_kv, AttentionShape, StepTables};
 use super::config::LlamaConfig;
 use super::linear::Linear;
 use super::weights::WeightSource;
@@ -96,7 +96,7 @@ impl Llama {
         &self,
         layer: &Layer,
         x: &Tensor,
-        rope: &RopeTable,
+        tables: &StepTables,
         batch: &ForwardBatch,
         kv: &mut crate::kv::cache::LayerKv,
     ) -> Result<Tensor> {
@@ -106,10 +106,10 @@ impl Llama {
         let mut q = layer.q.forward(x)?.flatten_all()?.to_vec1::<f32>()?;
         let mut k = layer.k.forward(x)?.flatten_all()?.to_vec1::<f32>()?;
         let v = layer.v.forward(x)?.flatten_all()?.to_vec1::<f32>()?;
-        rope.apply(&mut q, shape.num_heads);
-        rope.apply(&mut k, shape.num_kv_heads);
+        tables.rope.apply(&mut q, shape.num_heads);
+        tables.rope.apply(&mut k, shape.num_kv_heads);
         write_kv(kv, &k, &v, &batch.slot_mapping, shape.kv_dim());
-        let y = paged_attention(&q, kv, batch, shape);
+        let y = paged_attention(&q, kv, batch, &tables.token_seq, shape);
         let y = Tensor::from_vec(y, (t, shape.q_dim()), &self.device)?;
         layer.o.forward(&y)
     }
@@ -122,10 +122,10 @@ impl CausalLm for Llama {
         let eps = self.cfg.rms_norm_eps as f32;
         let ids = Tensor::from_slice(&batch.token_ids, t, &self.device)?;
         let mut x = self.embed.index_select(&ids, 0)?; // [T, hidden]
-        let rope = RopeTable::new(&self.inv_freq, &batch.positions, self.cfg.rope_interleaved);
+        let tables = StepTables::new(&self.inv_freq, batch, self.cfg.rope_interleaved);
         for (i, layer) in self.layers.iter().enumerate() {
             let h = rms_norm(&x, &layer.attn_norm, eps)?;
-            let a = self.attention(layer, &h, &rope, batch, kv.layer_mut(i))?;
+            let a = self.attention(layer, &h, &tables, batch, kv.layer_mut(i))?;
             x = (x + a)?;
             let h = rms_norm(&x, &layer.mlp_norm, eps)?;
             let g = layer.gate.forward(&h)?.silu()?;
