@@ -4,6 +4,8 @@
 //!
 //! `decode_step` runs one whole forward pass of the default model (SmolLM2-135M Q4_1) for B
 //! sequences decoding at context 128, per weight format: the number that decides the format.
+//! `prefill_step` runs one forward pass over 128 to 2048 prompt tokens: the cost of a prompt chunk
+//! per token, which `--max-num-batched-tokens` trades against the latency of a step.
 //!
 //! `cargo bench --bench kernels`
 
@@ -67,8 +69,74 @@ fn decode_batch(b: usize, ctx: usize, block_size: usize) -> ForwardBatch {
     batch
 }
 
-fn decode_step(c: &mut Criterion) {
+/// A batch of `n` prompts of `len` tokens each, computed from position 0 (one prefill chunk per
+/// sequence), every sequence with its own blocks; only the last token of each is sampled.
+fn prefill_batch(n: usize, len: usize, block_size: usize) -> ForwardBatch {
+    let per_seq = len.div_ceil(block_size);
+    let mut batch = ForwardBatch {
+        block_size,
+        ..Default::default()
+    };
+    for i in 0..n {
+        let table: Vec<u32> = (0..per_seq).map(|j| (i * per_seq + j) as u32).collect();
+        for p in 0..len {
+            batch.token_ids.push(100 + ((i * len + p) % 9000) as u32);
+            batch.positions.push(p as u32);
+            batch
+                .slot_mapping
+                .push(table[p / block_size] * block_size as u32 + (p % block_size) as u32);
+        }
+        batch.logits_rows.push((i * len + len - 1) as u32);
+        batch.seqs.push(BatchSeq {
+            request_id: weir::engine::RequestId(i as u64),
+            query_start: i * len,
+            query_len: len,
+            context_len: len,
+            block_table: table,
+            sample: true,
+        });
+    }
+    batch
+}
+
+fn load_default_model(format: WeightFormat) -> (Llama, LlamaConfig) {
     let path = weir::testing::default_model_path();
+    let mut w = GgufWeights::open(&path, &Device::Cpu, format).unwrap();
+    let cfg = LlamaConfig::from_gguf(w.content()).unwrap();
+    let model = Llama::load(&mut w as &mut dyn WeightSource, cfg.clone(), &Device::Cpu).unwrap();
+    (model, cfg)
+}
+
+fn kv_cache(cfg: &LlamaConfig, num_blocks: usize) -> KvCache {
+    KvCache::new(KvCacheConfig {
+        num_layers: cfg.num_layers,
+        num_kv_heads: cfg.num_kv_heads,
+        head_dim: cfg.head_dim,
+        block_size: 16,
+        num_blocks,
+    })
+}
+
+/// Prompt tokens per step: what `--max-num-batched-tokens` trades against step latency. Prompts of
+/// 128 tokens, 1 to 16 of them in one step (dense weights, as `auto` picks for these row counts).
+fn prefill_step(c: &mut Criterion) {
+    let mut g = c.benchmark_group("prefill_step_smollm2_128_token_prompts");
+    g.warm_up_time(Duration::from_millis(500));
+    g.measurement_time(Duration::from_secs(4));
+    g.sample_size(10);
+    let (model, cfg) = load_default_model(WeightFormat::Dense);
+    let mut kv = kv_cache(&cfg, 16 * 8);
+    for n in [1usize, 2, 4, 8, 16] {
+        let batch = prefill_batch(n, 128, 16);
+        g.throughput(Throughput::Elements((n * 128) as u64));
+        g.bench_with_input(BenchmarkId::new("tokens", n * 128), &batch, |bench, batch| {
+            bench.iter(|| model.forward(batch, &mut kv).unwrap())
+        });
+    }
+    g.finish();
+}
+
+fn decode_step(c: &mut Criterion) {
     let mut g = c.benchmark_group("decode_step_smollm2_ctx128");
     g.warm_up_time(Duration::from_millis(500));
     g.measurement_time(Duration::from_secs(3));
@@ -78,17 +146,8 @@ fn decode_step(c: &mut Criterion) {
         ("dense_f32", WeightFormat::Dense),
     ];
     for (name, format) in formats {
-        let mut w = GgufWeights::open(&path, &Device::Cpu, format).unwrap();
-        let cfg = LlamaConfig::from_gguf(w.content()).unwrap();
-        let model =
-            Llama::load(&mut w as &mut dyn WeightSource, cfg.clone(), &Device::Cpu).unwrap();
-        let mut kv = KvCache::new(KvCacheConfig {
-            num_layers: cfg.num_layers,
-            num_kv_heads: cfg.num_kv_heads,
-            head_dim: cfg.head_dim,
-            block_size: 16,
-            num_blocks: 64 * 9,
-        });
+        let (model, cfg) = load_default_model(format);
+        let mut kv = kv_cache(&cfg, 64 * 9);
         for b in [1usize, 2, 4, 8, 16, 32, 64] {
             let batch = decode_batch(b, 128, 16);
             g.throughput(Throughput::Elements(b as u64));
@@ -100,5 +159,5 @@ fn decode_step(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, linear_formats, decode_step);
+criterion_group!(benches, linear_formats, decode_step, prefill_step);
 criterion_main!(benches);

@@ -15,11 +15,13 @@ mkdir -p "$OUT"
 source scripts/common.sh
 start_weir "$PORT" "$OUT/server.log" "$@"
 trap 'kill $SERVER 2>/dev/null || true' EXIT
-# one short warm-up request
-$BIN bench --url "http://127.0.0.1:$PORT" --concurrency 1 --num-requests 1 --output-tokens 8 >/dev/null
+# one short warm-up request; every level below draws its own prompts (--seed), so the prefix
+# cache never serves one level's prompts to the next
+$BIN bench --url "http://127.0.0.1:$PORT" --concurrency 1 --num-requests 1 --output-tokens 8 \
+  --seed 1000000 >/dev/null
 for c in $CONCURRENCY; do
   n=$((c * REQUESTS_PER_WORKER))
   $BIN bench --url "http://127.0.0.1:$PORT" --concurrency "$c" --num-requests "$n" \
-    --prompt-tokens 128 --output-tokens 128 --output "$OUT/c$c.json" >/dev/null
+    --prompt-tokens 128 --output-tokens 128 --seed "$c" --output "$OUT/c$c.json" >/dev/null
   python3 -c "import json,sys; s=json.load(open('$OUT/c$c.json')); print(f\"c={s['concurrency']:>3} req={s['num_requests']:>4} err={s['errors']} tok/s={s['output_tokens_per_s']:8.1f} ttft_p50={s['ttft_ms']['p50']:8.1f}ms itl_p50={s['itl_ms']['p50']:6.1f}ms itl_p99={s['itl_ms']['p99']:6.1f}ms\")"
 done

@@ -1,15 +1,17 @@
 # Shared by the benchmark scripts: build weir and start a server, waiting until it is healthy.
-# Source it; it sets BIN.
+# Source it; it sets BIN (the load generator, `weir bench` of this tree) and SERVER_BIN (the
+# server: WEIR_SERVER_BIN when set, e.g. an older build to compare against, else BIN).
 
 cargo build --release --quiet
 BIN=target/release/weir
+SERVER_BIN=${WEIR_SERVER_BIN:-$BIN}
 
 # start_weir PORT LOG [serve flags...]: starts `weir serve` in the background, sets SERVER to its
 # pid and returns once /health answers (or prints the log and fails).
 start_weir() {
   local port=$1 log=$2
   shift 2
-  $BIN serve --port "$port" "$@" >"$log" 2>&1 &
+  $SERVER_BIN serve --port "$port" "$@" >"$log" 2>&1 &
   SERVER=$!
   for _ in $(seq 1 300); do
     curl -sf "http://127.0.0.1:$port/health" >/dev/null && return 0

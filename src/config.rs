@@ -48,8 +48,10 @@ pub struct ServeArgs {
     /// Most sequences running in one batch.
     #[arg(long, env = "WEIR_MAX_NUM_SEQS", default_value_t = 64)]
     pub max_num_seqs: usize,
-    /// Token budget of one step (decodes plus prompt chunks); longer prompts are chunked.
-    #[arg(long, env = "WEIR_MAX_NUM_BATCHED_TOKENS", default_value_t = 2048)]
+    /// Token budget of one step (decodes plus prompt chunks); longer prompts are chunked. It
+    /// bounds how long a step that carries a prompt chunk stalls the running streams: 512 keeps
+    /// that near a second on a small CPU (see BENCHMARKS.md); on a GPU, 2048-8192.
+    #[arg(long, env = "WEIR_MAX_NUM_BATCHED_TOKENS", default_value_t = 512)]
     pub max_num_batched_tokens: usize,
     /// Tokens per KV cache block.
     #[arg(long, env = "WEIR_BLOCK_SIZE", default_value_t = 16)]
