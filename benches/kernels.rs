@@ -129,9 +129,11 @@ fn prefill_step(c: &mut Criterion) {
     for n in [1usize, 2, 4, 8, 16] {
         let batch = prefill_batch(n, 128, 16);
         g.throughput(Throughput::Elements((n * 128) as u64));
-        g.bench_with_input(BenchmarkId::new("tokens", n * 128), &batch, |bench, batch| {
-            bench.iter(|| model.forward(batch, &mut kv).unwrap())
-        });
+        g.bench_with_input(
+            BenchmarkId::new("tokens", n * 128),
+            &batch,
+            |bench, batch| bench.iter(|| model.forward(batch, &mut kv).unwrap()),
+        );
     }
     g.finish();
 }

@@ -23,5 +23,5 @@ for c in $CONCURRENCY; do
   n=$((c * REQUESTS_PER_WORKER))
   $BIN bench --url "http://127.0.0.1:$PORT" --concurrency "$c" --num-requests "$n" \
     --prompt-tokens 128 --output-tokens 128 --seed "$c" --output "$OUT/c$c.json" >/dev/null
-  python3 -c "import json,sys; s=json.load(open('$OUT/c$c.json')); print(f\"c={s['concurrency']:>3} req={s['num_requests']:>4} err={s['errors']} tok/s={s['output_tokens_per_s']:8.1f} ttft_p50={s['ttft_ms']['p50']:8.1f}ms itl_p50={s['itl_ms']['p50']:6.1f}ms itl_p99={s['itl_ms']['p99']:6.1f}ms\")"
+  python3 -c "import json,sys; s=json.load(open('$OUT/c$c.json')); print(f\"c={s['concurrency']:>3} req={s['num_requests']:>4} err={s['errors']} tok/s={s['output_tokens_per_s']:8.1f} ttft_p50={s['ttft_ms']['p50']:8.1f}ms itl_p50={s['itl_ms']['p50']:6.1f}ms itl_p99={s['itl_ms']['p99']:6.1f}ms itl_max={s['itl_ms']['max']:6.1f}ms\")"
 done

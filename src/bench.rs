@@ -59,6 +59,7 @@ pub struct Percentiles {
     pub p50: f64,
     pub p90: f64,
     pub p99: f64,
+    pub max: f64,
 }
 
 fn percentiles(mut v: Vec<f64>) -> Percentiles {
@@ -68,6 +69,7 @@ fn percentiles(mut v: Vec<f64>) -> Percentiles {
             p50: 0.0,
             p90: 0.0,
             p99: 0.0,
+            max: 0.0,
         };
     }
     v.sort_by(f64::total_cmp);
@@ -77,6 +79,7 @@ fn percentiles(mut v: Vec<f64>) -> Percentiles {
         p50: at(0.5),
         p90: at(0.9),
         p99: at(0.99),
+        max: v[v.len() - 1],
     }
 }
 

@@ -50,7 +50,7 @@ pub struct ServeArgs {
     pub max_num_seqs: usize,
     /// Token budget of one step (decodes plus prompt chunks); longer prompts are chunked. It
     /// bounds how long a step that carries a prompt chunk stalls the running streams: 512 keeps
-    /// that near a second on a small CPU (see BENCHMARKS.md); on a GPU, 2048-8192.
+    /// that near 1.5 s on a 2-core CPU (see BENCHMARKS.md); on a GPU, 2048-8192.
     #[arg(long, env = "WEIR_MAX_NUM_BATCHED_TOKENS", default_value_t = 512)]
     pub max_num_batched_tokens: usize,
     /// Tokens per KV cache block.
