@@ -23,11 +23,8 @@ if [ ! -d "$src" ]; then
   mkdir -p target/rev-src
   git worktree add --detach "$src" "$sha" >/dev/null
 fi
-# own target dir, so the two builds of the `weir` crate never share artifacts; it starts from a
-# copy of this tree's release dependencies when there is one
-if [ ! -d target/rev/release ] && [ -d target/release/deps ]; then
-  mkdir -p target/rev && cp -a target/release target/rev/
-fi
+# own target dir (the first build compiles the dependencies again), and a clean `weir` crate: builds
+# of two revisions from different worktrees would otherwise share its artifacts
 (cd "$src" && CARGO_TARGET_DIR="$PWD/../../rev" cargo clean --release -p weir --quiet &&
   CARGO_TARGET_DIR="$PWD/../../rev" cargo build --release --quiet)
 cp target/rev/release/weir "target/weir-$sha"
