@@ -289,61 +289,57 @@ async fn errors_use_the_openai_envelope() {
     assert_error(s, &v, 400, None);
     let (s, v) = post_raw("/v1/chat/completions", r#"{"messages": []}"#).await;
     assert_error(s, &v, 400, Some("model"));
-    let (s, v) = post("/v1/chat/completions", json!({"model": SMOL, "messages": [{"role": "user", "content": "x"}], "temperature": "hot"})).await;
-    assert_error(s, &v, 400, Some("temperature"));
-    let (s, v) = post(
-        "/v1/chat/completions",
-        json!({"model": SMOL, "messages": [{"role": "user", "content": 5}]}),
-    )
-    .await;
-    assert_error(s, &v, 400, Some("messages[0].content"));
-    let (s, v) = post(
-        "/v1/chat/completions",
-        json!({"model": SMOL, "messages": "hi"}),
-    )
-    .await;
-    assert_error(s, &v, 400, Some("messages"));
-    let (s, v) = post(
-        "/v1/chat/completions",
-        json!({"model": SMOL, "messages": [{"role": "wizard", "content": "x"}]}),
-    )
-    .await;
-    assert_error(s, &v, 400, Some("messages[0].role"));
-    let (s, v) = post(
-        "/v1/chat/completions",
-        json!({"model": SMOL, "messages": []}),
-    )
-    .await;
-    assert_error(s, &v, 400, Some("messages"));
-    let (s, v) = post("/v1/completions", json!({"model": "gpt-17", "prompt": "x"})).await;
+    // (path, body, param the error must name), each a 400
+    let chat = "/v1/chat/completions";
+    let completions = "/v1/completions";
+    let user_x = json!([{"role": "user", "content": "x"}]);
+    let bad = [
+        (
+            chat,
+            json!({"model": SMOL, "messages": user_x, "temperature": "hot"}),
+            "temperature",
+        ),
+        (
+            chat,
+            json!({"model": SMOL, "messages": [{"role": "user", "content": 5}]}),
+            "messages[0].content",
+        ),
+        (chat, json!({"model": SMOL, "messages": "hi"}), "messages"),
+        (
+            chat,
+            json!({"model": SMOL, "messages": [{"role": "wizard", "content": "x"}]}),
+            "messages[0].role",
+        ),
+        (chat, json!({"model": SMOL, "messages": []}), "messages"),
+        (
+            completions,
+            json!({"model": SMOL, "prompt": "x", "top_p": 1.5}),
+            "top_p",
+        ),
+        (
+            completions,
+            json!({"model": SMOL, "prompt": "x", "max_tokens": 0}),
+            "max_tokens",
+        ),
+        (
+            completions,
+            json!({"model": SMOL, "prompt": "x", "n": 3}),
+            "n",
+        ),
+        (
+            completions,
+            json!({"model": SMOL, "prompt": [99999999u32]}),
+            "prompt",
+        ),
+        (completions, json!({"model": SMOL, "prompt": ""}), "prompt"),
+    ];
+    for (path, body, param) in bad {
+        let (s, v) = post(path, body).await;
+        assert_error(s, &v, 400, Some(param));
+    }
+    let (s, v) = post(completions, json!({"model": "gpt-17", "prompt": "x"})).await;
     assert_error(s, &v, 404, Some("model"));
     assert_eq!(v["error"]["code"], "model_not_found");
-    let (s, v) = post(
-        "/v1/completions",
-        json!({"model": SMOL, "prompt": "x", "top_p": 1.5}),
-    )
-    .await;
-    assert_error(s, &v, 400, Some("top_p"));
-    let (s, v) = post(
-        "/v1/completions",
-        json!({"model": SMOL, "prompt": "x", "max_tokens": 0}),
-    )
-    .await;
-    assert_error(s, &v, 400, Some("max_tokens"));
-    let (s, v) = post(
-        "/v1/completions",
-        json!({"model": SMOL, "prompt": "x", "n": 3}),
-    )
-    .await;
-    assert_error(s, &v, 400, Some("n"));
-    let (s, v) = post(
-        "/v1/completions",
-        json!({"model": SMOL, "prompt": [99999999u32]}),
-    )
-    .await;
-    assert_error(s, &v, 400, Some("prompt"));
-    let (s, v) = post("/v1/completions", json!({"model": SMOL, "prompt": ""})).await;
-    assert_error(s, &v, 400, Some("prompt"));
     let (s, v) = post("/v1/nope", json!({})).await;
     assert_eq!(s, 404, "{v}");
 }
