@@ -13,11 +13,11 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::time::Duration;
-use weir::kv::{KvCache, KvCacheConfig};
+use weir::models::attention::Attention;
+use weir::models::batch::{ForwardBatch, SeqInput};
 use weir::models::linear::{Linear, WeightFormat};
 use weir::models::weights::{GgufWeights, WeightSource};
 use weir::models::{CausalLm, Llama, LlamaConfig};
-use weir::runner::batch::{BatchSeq, ForwardBatch};
 
 fn linear_formats(c: &mut Criterion) {
     let dev = Device::Cpu;
@@ -45,76 +45,56 @@ fn linear_formats(c: &mut Criterion) {
 /// A batch of `b` decodes, sequence i at position `ctx` with its own 128/16 + 1 blocks.
 fn decode_batch(b: usize, ctx: usize, block_size: usize) -> ForwardBatch {
     let per_seq = ctx / block_size + 1;
-    let mut batch = ForwardBatch {
-        block_size,
-        ..Default::default()
-    };
-    for i in 0..b {
-        let table: Vec<u32> = (0..per_seq).map(|j| (i * per_seq + j) as u32).collect();
-        batch.token_ids.push(100 + i as u32);
-        batch.positions.push(ctx as u32);
-        batch
-            .slot_mapping
-            .push(table[ctx / block_size] * block_size as u32 + (ctx % block_size) as u32);
-        batch.logits_rows.push(i as u32);
-        batch.seqs.push(BatchSeq {
-            request_id: weir::engine::RequestId(i as u64),
-            query_start: i,
-            query_len: 1,
-            context_len: ctx + 1,
-            block_table: table,
+    let tables: Vec<Vec<u32>> = (0..b)
+        .map(|i| (0..per_seq).map(|j| (i * per_seq + j) as u32).collect())
+        .collect();
+    let tokens: Vec<[u32; 1]> = (0..b).map(|i| [100 + i as u32]).collect();
+    let inputs: Vec<SeqInput> = (0..b)
+        .map(|i| SeqInput {
+            token_ids: &tokens[i],
+            start: ctx,
+            block_table: &tables[i],
             sample: true,
-        });
-    }
-    batch
+        })
+        .collect();
+    ForwardBatch::build(&inputs, block_size)
 }
 
 /// A batch of `n` prompts of `len` tokens each, computed from position 0 (one prefill chunk per
 /// sequence), every sequence with its own blocks; only the last token of each is sampled.
 fn prefill_batch(n: usize, len: usize, block_size: usize) -> ForwardBatch {
     let per_seq = len.div_ceil(block_size);
-    let mut batch = ForwardBatch {
-        block_size,
-        ..Default::default()
-    };
-    for i in 0..n {
-        let table: Vec<u32> = (0..per_seq).map(|j| (i * per_seq + j) as u32).collect();
-        for p in 0..len {
-            batch.token_ids.push(100 + ((i * len + p) % 9000) as u32);
-            batch.positions.push(p as u32);
-            batch
-                .slot_mapping
-                .push(table[p / block_size] * block_size as u32 + (p % block_size) as u32);
-        }
-        batch.logits_rows.push((i * len + len - 1) as u32);
-        batch.seqs.push(BatchSeq {
-            request_id: weir::engine::RequestId(i as u64),
-            query_start: i * len,
-            query_len: len,
-            context_len: len,
-            block_table: table,
+    let tables: Vec<Vec<u32>> = (0..n)
+        .map(|i| (0..per_seq).map(|j| (i * per_seq + j) as u32).collect())
+        .collect();
+    let tokens: Vec<Vec<u32>> = (0..n)
+        .map(|i| {
+            (0..len)
+                .map(|p| 100 + ((i * len + p) % 9000) as u32)
+                .collect()
+        })
+        .collect();
+    let inputs: Vec<SeqInput> = (0..n)
+        .map(|i| SeqInput {
+            token_ids: &tokens[i],
+            start: 0,
+            block_table: &tables[i],
             sample: true,
-        });
-    }
-    batch
+        })
+        .collect();
+    ForwardBatch::build(&inputs, block_size)
 }
 
 fn load_default_model(format: WeightFormat) -> (Llama, LlamaConfig) {
     let path = weir::testing::default_model_path();
     let mut w = GgufWeights::open(&path, &Device::Cpu, format).unwrap();
     let cfg = LlamaConfig::from_gguf(w.content()).unwrap();
-    let model = Llama::load(&mut w as &mut dyn WeightSource, cfg.clone(), &Device::Cpu).unwrap();
+    let model = Llama::load(&mut w as &mut dyn WeightSource, cfg.clone()).unwrap();
     (model, cfg)
 }
 
-fn kv_cache(cfg: &LlamaConfig, num_blocks: usize) -> KvCache {
-    KvCache::new(KvCacheConfig {
-        num_layers: cfg.num_layers,
-        num_kv_heads: cfg.num_kv_heads,
-        head_dim: cfg.head_dim,
-        block_size: 16,
-        num_blocks,
-    })
+fn kv_cache(model: &Llama, num_blocks: usize) -> Attention {
+    weir::testing::attention_for(model, 16, num_blocks)
 }
 
 /// Prompt tokens per step: what `--max-num-batched-tokens` trades against step latency. Prompts of
@@ -124,8 +104,8 @@ fn prefill_step(c: &mut Criterion) {
     g.warm_up_time(Duration::from_millis(500));
     g.measurement_time(Duration::from_secs(4));
     g.sample_size(10);
-    let (model, cfg) = load_default_model(WeightFormat::Dense);
-    let mut kv = kv_cache(&cfg, 16 * 8);
+    let (model, _) = load_default_model(WeightFormat::Dense);
+    let mut kv = kv_cache(&model, 16 * 8);
     for n in [1usize, 2, 4, 8, 16] {
         let batch = prefill_batch(n, 128, 16);
         g.throughput(Throughput::Elements((n * 128) as u64));
@@ -148,8 +128,8 @@ fn decode_step(c: &mut Criterion) {
         ("dense_f32", WeightFormat::Dense),
     ];
     for (name, format) in formats {
-        let (model, cfg) = load_default_model(format);
-        let mut kv = kv_cache(&cfg, 64 * 9);
+        let (model, _) = load_default_model(format);
+        let mut kv = kv_cache(&model, 64 * 9);
         for b in [1usize, 2, 4, 8, 16, 32, 64] {
             let batch = decode_batch(b, 128, 16);
             g.throughput(Throughput::Elements(b as u64));

@@ -2,6 +2,8 @@
 //! that reads the environment; the rest of weir gets validated values passed down.
 
 use crate::engine::scheduler::SchedulingPolicy;
+use crate::models::device::{DTypeSpec, DeviceSpec};
+use crate::models::weights::LoadFormat;
 use crate::models::WeightFormat;
 use crate::store::pypi::DEFAULT_INDEX_URL;
 use crate::store::ModelSpec;
@@ -71,6 +73,22 @@ pub struct ServeArgs {
     /// dense, or quantized.
     #[arg(long, env = "WEIR_WEIGHT_FORMAT", default_value = "auto", value_parser = parse_weight_format)]
     pub weight_format: WeightFormat,
+    /// Device to serve on: cpu, cuda or cuda:N. Default: cuda:0 when this binary was built with
+    /// the `cuda` feature and a GPU answers, else cpu.
+    #[arg(long, env = "WEIR_DEVICE", default_value = "auto")]
+    pub device: DeviceSpec,
+    /// Activation, dense-weight and KV cache dtype: auto (bf16 on CUDA; on CPU f32 activations
+    /// with the weights' own quantized or f32 format), bf16, f16 or f32.
+    #[arg(long, env = "WEIR_DTYPE", default_value = "auto")]
+    pub dtype: DTypeSpec,
+    /// Share of the GPU's memory weir may use (weights, activations and KV cache), as vLLM's
+    /// flag: the KV cache gets what is left of it once the weights are loaded. CUDA only.
+    #[arg(long, env = "WEIR_GPU_MEMORY_UTILIZATION", default_value_t = 0.9)]
+    pub gpu_memory_utilization: f64,
+    /// auto (weights from the model files) or dummy (random weights from config.json alone,
+    /// for throughput runs; without tokenizer.json the model takes token-id prompts only).
+    #[arg(long, env = "WEIR_LOAD_FORMAT", default_value = "auto")]
+    pub load_format: LoadFormat,
     /// Turn automatic prefix caching off (on by default: full KV blocks are shared by requests
     /// whose prompts start with the same tokens).
     #[arg(long, env = "WEIR_NO_PREFIX_CACHING")]
@@ -170,6 +188,10 @@ pub struct EngineLimits {
     pub weight_format: WeightFormat,
     pub enable_prefix_caching: bool,
     pub scheduling_policy: SchedulingPolicy,
+    pub device: DeviceSpec,
+    pub dtype: DTypeSpec,
+    pub gpu_memory_utilization: f64,
+    pub load_format: LoadFormat,
 }
 
 impl ServeArgs {
@@ -208,6 +230,12 @@ impl ServeArgs {
                 self.max_num_batched_tokens, self.max_num_seqs
             ));
         }
+        if !(self.gpu_memory_utilization > 0.0 && self.gpu_memory_utilization <= 1.0) {
+            return Err(format!(
+                "--gpu-memory-utilization must be in (0, 1], got {}",
+                self.gpu_memory_utilization
+            ));
+        }
         Ok(EngineLimits {
             max_num_seqs: self.max_num_seqs,
             max_num_batched_tokens: self.max_num_batched_tokens,
@@ -218,6 +246,10 @@ impl ServeArgs {
             weight_format: self.weight_format,
             enable_prefix_caching: !self.no_prefix_caching,
             scheduling_policy: self.scheduling_policy,
+            device: self.device,
+            dtype: self.dtype,
+            gpu_memory_utilization: self.gpu_memory_utilization,
+            load_format: self.load_format,
         })
     }
 
@@ -269,5 +301,15 @@ mod tests {
         assert_eq!((l.block_size, l.num_kv_blocks), (32, Some(100)));
         let bad = ServeArgs::parse_from_args(["--block-size", "12"]);
         assert!(bad.validate().is_err());
+        let bad = ServeArgs::parse_from_args(["--gpu-memory-utilization", "1.5"]);
+        assert!(bad.validate().is_err());
+        let a = ServeArgs::parse_from_args(["--device", "cuda:1", "--dtype", "f16"]);
+        let l = a.validate().unwrap();
+        assert_eq!((l.device, l.dtype), (DeviceSpec::Cuda(1), DTypeSpec::F16));
+        let parsed = Cli::try_parse_from(["weir", "--device", "gpu"]);
+        assert!(parsed
+            .unwrap_err()
+            .to_string()
+            .contains("cpu, cuda or cuda:N"));
     }
 }

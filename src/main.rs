@@ -37,6 +37,10 @@ async fn shutdown_signal() {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let limits = args.validate().map_err(anyhow::Error::msg)?;
     let mut specs = args.models.clone();
+    let dummy = limits.load_format == weir::models::weights::LoadFormat::Dummy;
+    if specs.is_empty() && dummy {
+        anyhow::bail!("--load-format dummy needs --model ID=PATH to a config.json");
+    }
     if specs.is_empty() {
         let path = DEFAULT_MODEL
             .fetch(&args.cache_dir(), &args.pip_index_url)
@@ -49,7 +53,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let mut handles = Vec::new();
     for spec in specs {
-        let local = LocalModel::open(std::path::Path::new(&spec.source))?;
+        let path = std::path::Path::new(&spec.source);
+        let local = if dummy {
+            LocalModel::open_config(path)?
+        } else {
+            LocalModel::open(path)?
+        };
         let id = spec.id.clone();
         let handle = tokio::task::spawn_blocking(move || load_model(&id, &local, &limits))
             .await?

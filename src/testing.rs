@@ -8,7 +8,9 @@ use crate::engine::core::EngineCore;
 use crate::engine::request::{Request, RequestId, SamplingParams, StopConditions};
 use crate::engine::scheduler::Scheduler;
 use crate::manager::loader::{engine_shape, load_weights};
-use crate::models::WeightFormat;
+use crate::models::batch::{ForwardBatch, SeqInput};
+use crate::models::weights::LoadFormat;
+use crate::models::{CausalLm, WeightFormat};
 use crate::runner::ModelRunner;
 use crate::store::pypi::DEFAULT_MODEL;
 use crate::store::LocalModel;
@@ -154,15 +156,25 @@ pub fn test_limits(num_kv_blocks: usize, block_size: usize) -> EngineLimits {
         weight_format: WeightFormat::Dense,
         enable_prefix_caching: true,
         scheduling_policy: crate::engine::scheduler::SchedulingPolicy::Fcfs,
+        device: crate::models::device::DeviceSpec::Cpu,
+        dtype: crate::models::device::DTypeSpec::Auto,
+        gpu_memory_utilization: 0.9,
+        load_format: crate::models::weights::LoadFormat::Auto,
     }
 }
 
 /// An `EngineCore` over the model at `dir` (the tiny model or a GGUF file).
 pub fn engine_core(source: &Path, limits: &EngineLimits) -> EngineCore {
-    let local = LocalModel::open(source).expect("valid model source");
+    let local = match limits.load_format {
+        LoadFormat::Auto => LocalModel::open(source),
+        LoadFormat::Dummy => LocalModel::open_config(source),
+    }
+    .expect("valid model source");
     let (model, _codec) = load_weights(&local, limits).expect("load model");
-    let (kv, sched) = engine_shape(model.config(), limits).expect("engine shape");
-    EngineCore::new(Scheduler::new(sched), ModelRunner::new(Box::new(model), kv))
+    let (kv, sched) =
+        engine_shape(model.config(), limits, model.device(), model.dtype()).expect("engine shape");
+    let runner = ModelRunner::new(Box::new(model), kv).expect("allocate the KV cache");
+    EngineCore::new(Scheduler::new(sched), runner)
 }
 
 /// A greedy request of `max_tokens` over `prompt`.
@@ -268,23 +280,33 @@ pub fn single_seq_batch(
     start: usize,
     table: &[u32],
     block_size: usize,
-) -> crate::runner::batch::ForwardBatch {
-    let end = start + tokens.len();
-    crate::runner::batch::ForwardBatch {
-        token_ids: tokens.to_vec(),
-        positions: (start as u32..end as u32).collect(),
-        slot_mapping: (start..end)
-            .map(|p| table[p / block_size] * block_size as u32 + (p % block_size) as u32)
-            .collect(),
-        seqs: vec![crate::runner::batch::BatchSeq {
-            request_id: RequestId(0),
-            query_start: 0,
-            query_len: tokens.len(),
-            context_len: end,
-            block_table: table[..end.div_ceil(block_size)].to_vec(),
+) -> ForwardBatch {
+    ForwardBatch::build(
+        &[SeqInput {
+            token_ids: tokens,
+            start,
+            block_table: table,
             sample: true,
         }],
-        logits_rows: vec![tokens.len() as u32 - 1],
         block_size,
-    }
+    )
+}
+
+/// The attention backend `model` gets in serving, with a pool of `num_blocks` blocks.
+pub fn attention_for(
+    model: &dyn CausalLm,
+    block_size: usize,
+    num_blocks: usize,
+) -> crate::models::attention::Attention {
+    let shape = model.attention_shape();
+    let cfg = crate::kv::KvCacheConfig {
+        num_layers: model.num_layers(),
+        num_kv_heads: shape.num_kv_heads,
+        head_dim: shape.head_dim,
+        block_size,
+        num_blocks,
+        dtype_size: model.dtype().size_in_bytes(),
+    };
+    let backend = crate::models::attention::backend_for(shape, model.dtype(), model.device());
+    crate::models::attention::Attention::new(backend, cfg).expect("allocate the KV cache")
 }

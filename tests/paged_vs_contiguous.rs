@@ -1,14 +1,19 @@
 //! The paged attention path against an independent contiguous reference: candle-transformers'
 //! own Llama (plain KV cache, masks, repeat_kv) on the same tiny random weights. Logits must agree
 //! within 1e-4 for a prompt, a chunked prompt, and decodes, with blocks scattered in the pool.
+//! Each check runs with both attention backends: the host CPU reference and the tensor backend
+//! (candle ops, the CUDA path), here on the CPU in f32.
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::llama as reference;
-use weir::kv::{KvCache, KvCacheConfig};
+use weir::kv::KvCacheConfig;
+use weir::models::attention::cpu::CpuBackend;
+use weir::models::attention::tensor::TensorBackend;
+use weir::models::attention::{Attention, AttentionBackend};
+use weir::models::batch::{ForwardBatch, SeqInput};
 use weir::models::weights::VarBuilderWeights;
 use weir::models::{CausalLm, HfLlamaConfig, Llama};
-use weir::runner::batch::{BatchSeq, ForwardBatch};
 use weir::testing::{single_seq_batch, tiny_llama_config_json, tiny_llama_weights};
 
 const BLOCK: usize = 4;
@@ -20,7 +25,7 @@ fn weir_model() -> Llama {
     let vb = VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu);
     let cfg: HfLlamaConfig = serde_json::from_value(tiny_llama_config_json()).unwrap();
     let mut w = VarBuilderWeights::new(vb);
-    Llama::load(&mut w, cfg.into_config().unwrap(), &Device::Cpu).unwrap()
+    Llama::load(&mut w, cfg.into_config().unwrap()).unwrap()
 }
 
 fn reference_model() -> (reference::Llama, reference::Cache) {
@@ -32,14 +37,30 @@ fn reference_model() -> (reference::Llama, reference::Cache) {
     (reference::Llama::load(vb, &cfg).unwrap(), cache)
 }
 
-fn cache() -> KvCache {
-    KvCache::new(KvCacheConfig {
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Cpu,
+    Tensor,
+}
+
+const BACKENDS: [Backend; 2] = [Backend::Cpu, Backend::Tensor];
+
+/// A 12-block pool of the tiny model's shape behind `backend`.
+fn cache(model: &Llama, backend: Backend) -> Attention {
+    let shape = model.attention_shape();
+    let b: Box<dyn AttentionBackend> = match backend {
+        Backend::Cpu => Box::new(CpuBackend::new(shape)),
+        Backend::Tensor => Box::new(TensorBackend::new(shape, DType::F32, Device::Cpu)),
+    };
+    let cfg = KvCacheConfig {
         num_layers: 2,
         num_kv_heads: 2,
         head_dim: 16,
         block_size: BLOCK,
         num_blocks: 12,
-    })
+        dtype_size: 4,
+    };
+    Attention::new(b, cfg).unwrap()
 }
 
 /// Batch of one sequence computing `tokens` at positions `start..`.
@@ -63,9 +84,15 @@ fn prompt(n: usize) -> Vec<u32> {
 
 #[test]
 fn prefill_then_decodes_match_reference() {
+    for backend in BACKENDS {
+        prefill_then_decodes(backend);
+    }
+}
+
+fn prefill_then_decodes(backend: Backend) {
     let model = weir_model();
     let (refm, mut rcache) = reference_model();
-    let mut kv = cache();
+    let mut kv = cache(&model, backend);
     let p = prompt(13);
     let ours = model.forward(&batch(&p, 0), &mut kv).unwrap();
     let theirs = refm
@@ -79,7 +106,7 @@ fn prefill_then_decodes_match_reference() {
         )
         .unwrap();
     let d = max_abs_diff(&ours, &theirs);
-    assert!(d < 1e-4, "prefill logits differ by {d}");
+    assert!(d < 1e-4, "{backend:?}: prefill logits differ by {d}");
     // decode 10 tokens one at a time, crossing several block boundaries
     for (pos, step) in (p.len()..).zip(0..10u32) {
         let tok = [(step * 53 + 7) % 256];
@@ -95,7 +122,10 @@ fn prefill_then_decodes_match_reference() {
             )
             .unwrap();
         let d = max_abs_diff(&ours, &theirs);
-        assert!(d < 1e-4, "decode at position {pos} differs by {d}");
+        assert!(
+            d < 1e-4,
+            "{backend:?}: decode at position {pos} differs by {d}"
+        );
     }
 }
 
@@ -103,55 +133,55 @@ fn prefill_then_decodes_match_reference() {
 fn chunked_prefill_matches_whole_prefill() {
     let model = weir_model();
     let p = prompt(22);
-    let mut kv = cache();
-    let whole = model.forward(&batch(&p, 0), &mut kv).unwrap();
-    let mut kv = cache();
-    model.forward(&batch(&p[..5], 0), &mut kv).unwrap();
-    model.forward(&batch(&p[5..14], 5), &mut kv).unwrap();
-    let chunked = model.forward(&batch(&p[14..], 14), &mut kv).unwrap();
-    let d = max_abs_diff(&whole, &chunked);
-    assert!(d < 1e-4, "chunked prefill differs by {d}");
+    for backend in BACKENDS {
+        let mut kv = cache(&model, backend);
+        let whole = model.forward(&batch(&p, 0), &mut kv).unwrap();
+        let mut kv = cache(&model, backend);
+        model.forward(&batch(&p[..5], 0), &mut kv).unwrap();
+        model.forward(&batch(&p[5..14], 5), &mut kv).unwrap();
+        let chunked = model.forward(&batch(&p[14..], 14), &mut kv).unwrap();
+        let d = max_abs_diff(&whole, &chunked);
+        assert!(d < 1e-4, "{backend:?}: chunked prefill differs by {d}");
+    }
 }
 
 #[test]
 fn three_sequences_batched_equal_each_alone() {
+    for backend in BACKENDS {
+        three_sequences_batched(backend);
+    }
+}
+
+fn three_sequences_batched(backend: Backend) {
     let model = weir_model();
     let prompts = [prompt(3), prompt(9), prompt(17)];
     let mut alone = Vec::new();
     for p in &prompts {
-        let mut kv = cache();
+        let mut kv = cache(&model, backend);
         alone.push(model.forward(&batch(p, 0), &mut kv).unwrap());
     }
     // pack the three in one batch, each in its own blocks
     let tables: [Vec<u32>; 3] = [vec![7], vec![1, 4, 10], vec![0, 2, 3, 5, 6]];
-    let mut b = ForwardBatch {
-        block_size: BLOCK,
-        ..Default::default()
-    };
-    for (i, (p, table)) in prompts.iter().zip(&tables).enumerate() {
-        let start = b.token_ids.len();
-        b.token_ids.extend(p);
-        for pos in 0..p.len() {
-            b.positions.push(pos as u32);
-            b.slot_mapping
-                .push(table[pos / BLOCK] * BLOCK as u32 + (pos % BLOCK) as u32);
-        }
-        b.logits_rows.push((b.token_ids.len() - 1) as u32);
-        b.seqs.push(BatchSeq {
-            request_id: weir::engine::RequestId(i as u64),
-            query_start: start,
-            query_len: p.len(),
-            context_len: p.len(),
-            block_table: table.clone(),
+    let inputs: Vec<SeqInput> = prompts
+        .iter()
+        .zip(&tables)
+        .map(|(p, table)| SeqInput {
+            token_ids: p,
+            start: 0,
+            block_table: table,
             sample: true,
-        });
-    }
-    let mut kv = cache();
+        })
+        .collect();
+    let b = ForwardBatch::build(&inputs, BLOCK);
+    let mut kv = cache(&model, backend);
     let batched = model.forward(&b, &mut kv).unwrap();
     for (i, a) in alone.iter().enumerate() {
         let row = batched.narrow(0, i, 1).unwrap();
         let d = max_abs_diff(a, &row);
-        assert!(d < 1e-4, "sequence {i} differs by {d} when batched");
+        assert!(
+            d < 1e-4,
+            "{backend:?}: sequence {i} differs by {d} when batched"
+        );
     }
 }
 
@@ -176,11 +206,11 @@ fn qwen2_with_qkv_bias_matches_reference() {
     let cfg = cfg.into_config().unwrap();
     assert!(cfg.attention_bias);
     let vb = VarBuilder::from_tensors(weights.clone(), DType::F32, &Device::Cpu);
-    let model = Llama::load(&mut VarBuilderWeights::new(vb), cfg, &Device::Cpu).unwrap();
+    let model = Llama::load(&mut VarBuilderWeights::new(vb), cfg).unwrap();
     let qcfg: qwen2::Config = serde_json::from_value(cfg_json).unwrap();
     let vb = VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu);
     let mut refm = qwen2::ModelForCausalLM::new(&qcfg, vb).unwrap();
-    let mut kv = cache();
+    let mut kv = cache(&model, Backend::Cpu);
     let p = prompt(11);
     let ours = model.forward(&batch(&p, 0), &mut kv).unwrap();
     let input = Tensor::new(p.as_slice(), &Device::Cpu)

@@ -108,6 +108,7 @@ impl From<TextError> for ApiError {
             TextError::Template(_) | TextError::NoTemplate => {
                 Self::invalid(Some("messages".into()), e.to_string())
             }
+            TextError::NoTokenizer => Self::invalid(Some("prompt".into()), e.to_string()),
             TextError::Tokenizer(_) => Self::internal(e.to_string()),
         }
     }

@@ -55,9 +55,7 @@ impl EngineCore {
         if out.is_empty() {
             return (Vec::new(), stats);
         }
-        let result = catch_unwind(AssertUnwindSafe(|| {
-            self.runner.execute(&out, &self.scheduler)
-        }));
+        let result = catch_unwind(AssertUnwindSafe(|| self.runner.execute(&out)));
         let deltas = match result {
             Ok(Ok(runner_out)) => self.scheduler.update_from_output(&out, &runner_out),
             Ok(Err(e)) => {

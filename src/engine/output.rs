@@ -1,16 +1,24 @@
 //! Plain data passed between the scheduler, the model runner and the engine loop.
 
-use super::request::RequestId;
+use super::request::{RequestId, SamplingParams};
 use super::sequence::FinishReason;
 
-/// One sequence's share of a step.
+/// One sequence's share of a step: everything the model runner needs of it, so the runner never
+/// reads the scheduler.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScheduledSeq {
     pub request_id: RequestId,
-    /// Tokens computed this step, starting at the sequence's `num_computed_tokens`.
+    /// Tokens computed this step, starting at `num_computed_tokens`.
     pub num_new_tokens: usize,
     /// True when this step reaches the end of the sequence's tokens, so a token is sampled.
     pub sample: bool,
+    /// Tokens already in the cache (the position of `token_ids[0]`).
+    pub num_computed_tokens: usize,
+    /// [num_new_tokens] the tokens computed this step
+    pub token_ids: Vec<u32>,
+    /// The sequence's whole block table after this step's allocation.
+    pub block_ids: Vec<u32>,
+    pub sampling: SamplingParams,
 }
 
 /// What the scheduler decided for one step.

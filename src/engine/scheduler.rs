@@ -309,10 +309,15 @@ impl Scheduler {
             .expect("can_allocate was checked. This is a bug.");
         let seq = self.seqs.get_mut(&id).expect("scheduled id is known");
         seq.block_table.extend(blocks);
+        let start = seq.num_computed_tokens;
         out.scheduled.push(ScheduledSeq {
             request_id: id,
             num_new_tokens: n,
-            sample: seq.num_computed_tokens + n == seq.num_tokens(),
+            sample: start + n == seq.num_tokens(),
+            num_computed_tokens: start,
+            token_ids: seq.token_ids[start..start + n].to_vec(),
+            block_ids: seq.block_table.blocks().iter().map(|b| b.0).collect(),
+            sampling: seq.sampling.clone(),
         });
     }
 

@@ -1,9 +1,15 @@
-//! `KvCache`: the K and V storage of every layer, one pool of `num_blocks` blocks per layer.
+//! `KvCache`: the K and V storage of every layer, one pool of `num_blocks` blocks per layer,
+//! allocated once on the model's device.
 //!
-//! Layout per layer, row-major: `[num_blocks, block_size, num_kv_heads, head_dim]`, f32, so the
-//! K row of a token is the contiguous range `slot * kv_dim .. (slot + 1) * kv_dim` with
-//! `kv_dim = num_kv_heads * head_dim`. New K/V are written in place by slot; nothing is copied
-//! when a sequence grows. Block bookkeeping lives in `BlockAllocator`; this file only holds memory.
+//! Layout per layer, row-major: `[num_blocks * block_size, num_kv_heads * head_dim]`, so the K
+//! row of a token is row `slot` with `slot = block * block_size + offset`. New K/V are written
+//! in place by slot; nothing is copied when a sequence grows. Block bookkeeping lives in
+//! `BlockAllocator`; this file only holds memory. Two storages share the layout:
+//! - `Host`: f32 `Vec`s, read by the CPU attention backend (the reference);
+//! - `Device`: candle tensors in the model's dtype on any device (CUDA in production, CPU in
+//!   the tests that check the tensor backend against the reference).
+
+use candle_core::{DType, Device, Result, Tensor};
 
 /// Shape of the cache, derived from the model and the memory budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,6 +19,8 @@ pub struct KvCacheConfig {
     pub head_dim: usize,
     pub block_size: usize,
     pub num_blocks: usize,
+    /// Bytes per cached element (4 for f32, 2 for bf16/f16).
+    pub dtype_size: usize,
 }
 
 impl KvCacheConfig {
@@ -22,7 +30,7 @@ impl KvCacheConfig {
 
     /// Bytes one block takes across all layers, K and V.
     pub fn bytes_per_block(&self) -> usize {
-        2 * self.num_layers * self.block_size * self.kv_dim() * std::mem::size_of::<f32>()
+        2 * self.num_layers * self.block_size * self.kv_dim() * self.dtype_size
     }
 
     /// Number of blocks that fit in `bytes` (at least 1).
@@ -36,11 +44,11 @@ impl KvCacheConfig {
 }
 
 /// K and V pools of one layer.
-pub struct LayerKv {
-    /// [num_blocks * block_size, kv_dim]
-    pub k: Vec<f32>,
-    /// [num_blocks * block_size, kv_dim]
-    pub v: Vec<f32>,
+pub enum LayerKv {
+    /// [num_slots, kv_dim] f32 each, in host memory.
+    Host { k: Vec<f32>, v: Vec<f32> },
+    /// [num_slots, kv_dim] each, in the model's dtype on its device.
+    Device { k: Tensor, v: Tensor },
 }
 
 pub struct KvCache {
@@ -49,10 +57,12 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    pub fn new(config: KvCacheConfig) -> Self {
+    /// Host f32 pools (the CPU backend).
+    pub fn new_host(config: KvCacheConfig) -> Self {
+        debug_assert_eq!(config.dtype_size, 4);
         let n = config.num_slots() * config.kv_dim();
         let layers = (0..config.num_layers)
-            .map(|_| LayerKv {
+            .map(|_| LayerKv::Host {
                 k: vec![0.0; n],
                 v: vec![0.0; n],
             })
@@ -60,8 +70,27 @@ impl KvCache {
         Self { config, layers }
     }
 
+    /// Tensor pools in `dtype` on `device` (the tensor and CUDA backends).
+    pub fn new_device(config: KvCacheConfig, dtype: DType, device: &Device) -> Result<Self> {
+        debug_assert_eq!(config.dtype_size, dtype.size_in_bytes());
+        let shape = (config.num_slots(), config.kv_dim());
+        let layers = (0..config.num_layers)
+            .map(|_| {
+                Ok(LayerKv::Device {
+                    k: Tensor::zeros(shape, dtype, device)?,
+                    v: Tensor::zeros(shape, dtype, device)?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self { config, layers })
+    }
+
     pub fn config(&self) -> &KvCacheConfig {
         &self.config
+    }
+
+    pub fn layer(&self, layer: usize) -> &LayerKv {
+        &self.layers[layer]
     }
 
     pub fn layer_mut(&mut self, layer: usize) -> &mut LayerKv {

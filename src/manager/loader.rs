@@ -1,5 +1,6 @@
-//! Loads a `LocalModel` into a running engine: weights, text codec, KV cache sized from the
-//! memory budget, scheduler, engine thread.
+//! Loads a `LocalModel` into a running engine: weights on the chosen device and dtype, text
+//! codec, KV cache sized from the memory budget (host memory, or the GPU's free memory after
+//! the weights load), scheduler, engine thread.
 
 use super::ModelHandle;
 use crate::config::{EngineLimits, KvMemory};
@@ -8,12 +9,15 @@ use crate::engine::scheduler::{Scheduler, SchedulerConfig};
 use crate::engine::spawn_engine;
 use crate::kv::KvCacheConfig;
 use crate::models::config::ConfigError;
-use crate::models::weights::{GgufWeights, VarBuilderWeights, WeightSource};
-use crate::models::{HfLlamaConfig, Llama, LlamaConfig};
+use crate::models::device::DeviceError;
+use crate::models::weights::{
+    DummyWeights, GgufWeights, LoadFormat, VarBuilderWeights, WeightSource,
+};
+use crate::models::{CausalLm, HfLlamaConfig, Llama, LlamaConfig};
 use crate::runner::ModelRunner;
 use crate::store::{LocalModel, StoreError};
 use crate::text::{TextCodec, TextError};
-use candle_core::Device;
+use candle_core::{DType, Device};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManagerError {
@@ -27,6 +31,8 @@ pub enum ManagerError {
     Weights(#[from] candle_core::Error),
     #[error("{0}")]
     Limits(String),
+    #[error(transparent)]
+    Device(#[from] DeviceError),
     #[error("starting the engine thread: {0}")]
     Spawn(#[from] std::io::Error),
 }
@@ -39,42 +45,162 @@ fn available_memory_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
-fn read_hf_config(dir: &std::path::Path) -> Result<LlamaConfig, ManagerError> {
-    let path = dir.join("config.json");
+fn read_hf_config(path: &std::path::Path) -> Result<LlamaConfig, ManagerError> {
     let text = std::fs::read_to_string(&path).map_err(|e| StoreError::io(&path, e))?;
     let hf: HfLlamaConfig = serde_json::from_str(&text)
         .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?;
     Ok(hf.into_config()?)
 }
 
-/// Reads weights, tokenizer and config of a local model (CPU).
+/// The tokenizer of a dummy model: its directory's tokenizer.json when there is one, else ids
+/// only.
+fn dummy_codec(config: &std::path::Path, cfg: &LlamaConfig) -> Result<TextCodec, ManagerError> {
+    let dir = config.parent().unwrap_or(std::path::Path::new("."));
+    if dir.join("tokenizer.json").is_file() {
+        return Ok(TextCodec::from_hf_dir(dir)?);
+    }
+    let json: serde_json::Value = std::fs::read_to_string(config)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    let eos = match &json["eos_token_id"] {
+        serde_json::Value::Number(n) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
+        serde_json::Value::Array(a) => a
+            .iter()
+            .filter_map(|x| x.as_u64())
+            .map(|x| x as u32)
+            .collect(),
+        _ => Vec::new(),
+    };
+    Ok(TextCodec::ids_only(cfg.vocab_size, eos))
+}
+
+/// Reads weights, tokenizer and config of a local model onto the device and dtype `limits`
+/// ask for.
 pub fn load_weights(
     local: &LocalModel,
     limits: &EngineLimits,
 ) -> Result<(Llama, TextCodec), ManagerError> {
-    let device = Device::Cpu;
-    match local {
-        LocalModel::Gguf(path) => {
-            let mut w = GgufWeights::open(path, &device, limits.weight_format)?;
+    let device = limits.device.open()?;
+    let dtype = limits.dtype.resolve(&device);
+    match (limits.load_format, local) {
+        (LoadFormat::Dummy, LocalModel::ConfigOnly { config: path })
+        | (LoadFormat::Dummy, LocalModel::HfDir { dir: path, .. }) => {
+            let config = if path.is_dir() {
+                path.join("config.json")
+            } else {
+                path.clone()
+            };
+            let cfg = read_hf_config(&config)?;
+            let codec = dummy_codec(&config, &cfg)?;
+            let mut w = DummyWeights::new(&device, dtype, cfg.tie_word_embeddings);
+            Ok((Llama::load(&mut w, cfg)?, codec))
+        }
+        (LoadFormat::Dummy, LocalModel::Gguf(_)) => Err(ManagerError::Limits(
+            "--load-format dummy takes a config.json, not a GGUF file".into(),
+        )),
+        (LoadFormat::Auto, LocalModel::ConfigOnly { config }) => {
+            Err(ManagerError::Limits(format!(
+                "{} holds no weights; use --load-format dummy for random weights",
+                config.display()
+            )))
+        }
+        (LoadFormat::Auto, LocalModel::Gguf(path)) => {
+            let mut w = GgufWeights::open_as(path, &device, dtype, limits.weight_format)?;
             let cfg = LlamaConfig::from_gguf(w.content())?;
             let codec = TextCodec::from_gguf(w.content())?;
-            let model = Llama::load(&mut w as &mut dyn WeightSource, cfg, &device)?;
+            let model = Llama::load(&mut w as &mut dyn WeightSource, cfg)?;
             Ok((model, codec))
         }
-        LocalModel::HfDir { dir, safetensors } => {
-            let cfg = read_hf_config(dir)?;
+        (LoadFormat::Auto, LocalModel::HfDir { dir, safetensors }) => {
+            let cfg = read_hf_config(&dir.join("config.json"))?;
             let codec = TextCodec::from_hf_dir(dir)?;
-            let mut w = VarBuilderWeights::from_safetensors(safetensors, &device)?;
-            let model = Llama::load(&mut w, cfg, &device)?;
+            let mut w = VarBuilderWeights::from_safetensors(safetensors, dtype, &device)?;
+            let model = Llama::load(&mut w, cfg)?;
             Ok((model, codec))
         }
     }
 }
 
-/// Sizes the KV cache and the scheduler for `cfg` under `limits`.
+/// Bytes the KV cache may take: on CUDA, `--gpu-memory-utilization` of the card minus what the
+/// weights already use and a reserve for one step's activations; elsewhere `--kv-cache-memory`.
+fn kv_budget_bytes(
+    cfg: &LlamaConfig,
+    limits: &EngineLimits,
+    device: &Device,
+) -> Result<u64, ManagerError> {
+    if let Some((free, total)) = gpu_memory_info(device)? {
+        let reserve = activation_reserve_bytes(cfg, limits);
+        let allowed = (total as f64 * limits.gpu_memory_utilization) as u64;
+        let used = total - free;
+        let kv = allowed.saturating_sub(used).saturating_sub(reserve);
+        tracing::info!(
+            total_mib = total >> 20,
+            used_after_weights_mib = used >> 20,
+            activation_reserve_mib = reserve >> 20,
+            kv_mib = kv >> 20,
+            "GPU memory"
+        );
+        if kv == 0 {
+            return Err(ManagerError::Limits(format!(
+                "no GPU memory left for the KV cache: {} MiB of {} MiB allowed by --gpu-memory-utilization {} are used by the weights and a {} MiB activation reserve; raise it or lower --max-num-batched-tokens",
+                used >> 20, allowed >> 20, limits.gpu_memory_utilization, reserve >> 20
+            )));
+        }
+        return Ok(kv);
+    }
+    match limits.kv_cache_memory {
+        KvMemory::Bytes(b) => Ok(b),
+        KvMemory::FractionOfAvailable(f) => {
+            let available = available_memory_bytes().ok_or_else(|| {
+                ManagerError::Limits("cannot read available memory (/proc/meminfo); give --kv-cache-memory as a size".into())
+            })?;
+            Ok((available as f64 * f) as u64)
+        }
+    }
+}
+
+/// (free, total) bytes of a CUDA device; `None` elsewhere.
+fn gpu_memory_info(device: &Device) -> Result<Option<(u64, u64)>, ManagerError> {
+    match device {
+        #[cfg(feature = "cuda")]
+        Device::Cuda(d) => {
+            let (free, total) = d
+                .cuda_stream()
+                .context()
+                .mem_get_info()
+                .map_err(|e| ManagerError::Limits(format!("reading GPU memory: {e}")))?;
+            Ok(Some((free as u64, total as u64)))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// A bound on one step's activations on the GPU: the projections of
+/// `--max-num-batched-tokens` tokens, the sampled logits, the f32 scores of the longest prompt
+/// chunk over its context (the candle attention path), and 1 GiB for cuBLAS workspaces and the
+/// allocator's slack.
+fn activation_reserve_bytes(cfg: &LlamaConfig, limits: &EngineLimits) -> u64 {
+    let tokens = limits.max_num_batched_tokens as u64;
+    let q_dim = (cfg.num_heads * cfg.head_dim) as u64;
+    let per_token = 4 * cfg.hidden_size as u64 + 3 * cfg.intermediate_size as u64 + 3 * q_dim;
+    let ctx = limits
+        .max_model_len
+        .unwrap_or(cfg.max_position_embeddings)
+        .min(16_384) as u64;
+    let projections = tokens * per_token * 4 * 2;
+    let logits = limits.max_num_seqs as u64 * cfg.vocab_size as u64 * 4 * 3;
+    let scores = cfg.num_heads as u64 * tokens * ctx * 4 * 2;
+    (1 << 30) + projections + logits + scores
+}
+
+/// Sizes the KV cache and the scheduler for `cfg` under `limits`, for a model whose
+/// activations are `dtype` on `device`.
 pub fn engine_shape(
     cfg: &LlamaConfig,
     limits: &EngineLimits,
+    device: &Device,
+    dtype: DType,
 ) -> Result<(KvCacheConfig, SchedulerConfig), ManagerError> {
     let mut kv = KvCacheConfig {
         num_layers: cfg.num_layers,
@@ -82,19 +208,12 @@ pub fn engine_shape(
         head_dim: cfg.head_dim,
         block_size: limits.block_size,
         num_blocks: 0,
+        dtype_size: dtype.size_in_bytes(),
     };
-    let kv_bytes = match limits.kv_cache_memory {
-        KvMemory::Bytes(b) => b,
-        KvMemory::FractionOfAvailable(f) => {
-            let available = available_memory_bytes().ok_or_else(|| {
-                ManagerError::Limits("cannot read available memory (/proc/meminfo); give --kv-cache-memory as a size".into())
-            })?;
-            (available as f64 * f) as u64
-        }
+    kv.num_blocks = match limits.num_kv_blocks {
+        Some(n) => n,
+        None => kv.blocks_for_bytes(kv_budget_bytes(cfg, limits, device)? as usize),
     };
-    kv.num_blocks = limits
-        .num_kv_blocks
-        .unwrap_or_else(|| kv.blocks_for_bytes(kv_bytes as usize));
     let capacity = kv.num_slots();
     let max_model_len = match limits.max_model_len {
         Some(n) if n > cfg.max_position_embeddings => {
@@ -127,9 +246,11 @@ pub fn load_model(
 ) -> Result<ModelHandle, ManagerError> {
     let started = std::time::Instant::now();
     let (model, codec) = load_weights(local, limits)?;
-    let (kv, sched) = engine_shape(model.config(), limits)?;
+    let (kv, sched) = engine_shape(model.config(), limits, model.device(), model.dtype())?;
+    let runner = ModelRunner::new(Box::new(model), kv)?;
     tracing::info!(
         model = id,
+        attention = runner.backend_name(),
         kv_blocks = kv.num_blocks,
         kv_tokens = kv.num_slots(),
         kv_mib = (kv.num_blocks * kv.bytes_per_block()) >> 20,
@@ -138,7 +259,7 @@ pub fn load_model(
         load_s = started.elapsed().as_secs_f32(),
         "model loaded"
     );
-    let core = EngineCore::new(Scheduler::new(sched), ModelRunner::new(Box::new(model), kv));
+    let core = EngineCore::new(Scheduler::new(sched), runner);
     let (engine, join) = spawn_engine(id, core)?;
     Ok(ModelHandle::new(id.to_string(), engine, codec, join))
 }

@@ -1,14 +1,14 @@
 //! Llama-family decoder (Llama 2/3, SmolLM2, Mistral without sliding window, Qwen2) over the
 //! paged KV cache. The model borrows the cache for each forward and owns no per-request state.
 
-use super::attention::{paged_attention, write_kv, AttentionShape, StepTables};
+use super::attention::{Attention, AttentionMetadata, AttentionShape};
+use super::batch::ForwardBatch;
 use super::config::LlamaConfig;
 use super::linear::Linear;
+use super::rope::{Rope, RopeTables};
 use super::weights::WeightSource;
 use super::CausalLm;
-use crate::kv::KvCache;
-use crate::runner::batch::ForwardBatch;
-use candle_core::{Device, Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::ops::rms_norm;
 
 struct Layer {
@@ -30,13 +30,17 @@ pub struct Llama {
     layers: Vec<Layer>,
     norm: Tensor,
     lm_head: Linear,
-    inv_freq: Vec<f32>,
+    rope: Rope,
     device: Device,
+    /// Activations and dense weights (f32 on CPU by default, bf16 on CUDA).
+    dtype: DType,
     span: tracing::Span,
 }
 
 impl Llama {
-    pub fn load(w: &mut dyn WeightSource, cfg: LlamaConfig, device: &Device) -> Result<Self> {
+    /// Loads every weight from `w`, which places them on its device in its dtype.
+    pub fn load(w: &mut dyn WeightSource, cfg: LlamaConfig) -> Result<Self> {
+        let (device, dtype) = (w.device().clone(), w.dtype());
         let (h, nh, nkv, d) = (
             cfg.hidden_size,
             cfg.num_heads,
@@ -68,19 +72,76 @@ impl Llama {
             w.linear("model.embed_tokens", cfg.vocab_size, h, false)?
         };
         Ok(Self {
-            inv_freq: cfg.rope_inv_freq(),
+            rope: Rope::new(cfg.rope_inv_freq(), cfg.rope_interleaved),
             cfg,
             embed,
             layers,
             norm,
             lm_head,
-            device: device.clone(),
+            device,
+            dtype,
             span: tracing::span!(tracing::Level::TRACE, "llama.forward"),
         })
     }
 
     pub fn config(&self) -> &LlamaConfig {
         &self.cfg
+    }
+
+    /// Self-attention of layer `i` over the paged cache. x: [T, hidden] (normed).
+    fn attention(&self, i: usize, x: &Tensor, step: &Step, attn: &mut Attention) -> Result<Tensor> {
+        let layer = &self.layers[i];
+        let (nh, nkv) = (self.cfg.num_heads, self.cfg.num_kv_heads);
+        // [T, H*D], [T, KvH*D], [T, KvH*D]
+        let q = self.rope.apply(&layer.q.forward(x)?, nh, &step.rope)?;
+        let k = self.rope.apply(&layer.k.forward(x)?, nkv, &step.rope)?;
+        let v = layer.v.forward(x)?;
+        attn.write_kv(i, &k, &v, step.batch, &step.meta)?;
+        let y = attn.attend(i, &q, step.batch, &step.meta)?;
+        layer.o.forward(&y)
+    }
+}
+
+/// What every layer of one step shares.
+struct Step<'a> {
+    batch: &'a ForwardBatch,
+    rope: RopeTables,
+    meta: AttentionMetadata,
+}
+
+impl CausalLm for Llama {
+    fn forward(&self, batch: &ForwardBatch, attn: &mut Attention) -> Result<Tensor> {
+        let _enter = self.span.enter();
+        let t = batch.num_tokens();
+        let eps = self.cfg.rms_norm_eps as f32;
+        let ids = Tensor::from_slice(&batch.token_ids, t, &self.device)?;
+        let mut x = self.embed.index_select(&ids, 0)?; // [T, hidden]
+        let step = Step {
+            batch,
+            rope: self
+                .rope
+                .tables(&batch.positions, self.dtype, &self.device)?,
+            meta: attn.prepare(batch)?,
+        };
+        for (i, layer) in self.layers.iter().enumerate() {
+            let h = rms_norm(&x, &layer.attn_norm, eps)?;
+            let a = self.attention(i, &h, &step, attn)?;
+            x = (x + a)?;
+            let h = rms_norm(&x, &layer.mlp_norm, eps)?;
+            let g = layer.gate.forward(&h)?.silu()?;
+            let u = layer.up.forward(&h)?;
+            x = (x + layer.down.forward(&(g * u)?)?)?;
+        }
+        if batch.logits_rows.is_empty() {
+            return Tensor::zeros((0, self.cfg.vocab_size), DType::F32, &self.device);
+        }
+        let rows = Tensor::from_slice(&batch.logits_rows, batch.logits_rows.len(), &self.device)?;
+        let x = rms_norm(&x.index_select(&rows, 0)?, &self.norm, eps)?;
+        self.lm_head.forward(&x)?.to_dtype(DType::F32) // [num_sampled, vocab]
+    }
+
+    fn num_layers(&self) -> usize {
+        self.cfg.num_layers
     }
 
     fn attention_shape(&self) -> AttentionShape {
@@ -91,65 +152,12 @@ impl Llama {
         }
     }
 
-    /// Self-attention of one layer over the paged cache. x: [T, hidden] (normed).
-    fn attention(
-        &self,
-        layer: &Layer,
-        x: &Tensor,
-        tables: &StepTables,
-        batch: &ForwardBatch,
-        kv: &mut crate::kv::cache::LayerKv,
-    ) -> Result<Tensor> {
-        let shape = self.attention_shape();
-        let t = x.dim(0)?;
-        // [T, H*D], [T, KvH*D], [T, KvH*D]
-        let mut q = layer.q.forward(x)?.flatten_all()?.to_vec1::<f32>()?;
-        let mut k = layer.k.forward(x)?.flatten_all()?.to_vec1::<f32>()?;
-        let v = layer.v.forward(x)?.flatten_all()?.to_vec1::<f32>()?;
-        tables.rope.apply(&mut q, shape.num_heads);
-        tables.rope.apply(&mut k, shape.num_kv_heads);
-        write_kv(kv, &k, &v, &batch.slot_mapping, shape.kv_dim());
-        let y = paged_attention(&q, kv, batch, &tables.token_seq, shape);
-        let y = Tensor::from_vec(y, (t, shape.q_dim()), &self.device)?;
-        layer.o.forward(&y)
-    }
-}
-
-impl CausalLm for Llama {
-    fn forward(&self, batch: &ForwardBatch, kv: &mut KvCache) -> Result<Tensor> {
-        let _enter = self.span.enter();
-        let t = batch.num_tokens();
-        let eps = self.cfg.rms_norm_eps as f32;
-        let ids = Tensor::from_slice(&batch.token_ids, t, &self.device)?;
-        let mut x = self.embed.index_select(&ids, 0)?; // [T, hidden]
-        let tables = StepTables::new(&self.inv_freq, batch, self.cfg.rope_interleaved);
-        for (i, layer) in self.layers.iter().enumerate() {
-            let h = rms_norm(&x, &layer.attn_norm, eps)?;
-            let a = self.attention(layer, &h, &tables, batch, kv.layer_mut(i))?;
-            x = (x + a)?;
-            let h = rms_norm(&x, &layer.mlp_norm, eps)?;
-            let g = layer.gate.forward(&h)?.silu()?;
-            let u = layer.up.forward(&h)?;
-            x = (x + layer.down.forward(&(g * u)?)?)?;
-        }
-        if batch.logits_rows.is_empty() {
-            return Tensor::zeros(
-                (0, self.cfg.vocab_size),
-                candle_core::DType::F32,
-                &self.device,
-            );
-        }
-        let rows = Tensor::from_slice(&batch.logits_rows, batch.logits_rows.len(), &self.device)?;
-        let x = rms_norm(&x.index_select(&rows, 0)?, &self.norm, eps)?;
-        self.lm_head.forward(&x) // [num_sampled, vocab]
+    fn device(&self) -> &Device {
+        &self.device
     }
 
-    fn kv_shape(&self) -> (usize, usize, usize) {
-        (
-            self.cfg.num_layers,
-            self.cfg.num_kv_heads,
-            self.cfg.head_dim,
-        )
+    fn dtype(&self) -> DType {
+        self.dtype
     }
 
     fn max_context_len(&self) -> usize {

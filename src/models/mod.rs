@@ -1,26 +1,33 @@
 //! Models over the paged KV cache. A model turns a `ForwardBatch` into the logits of the rows it
-//! asks for, reading and writing K/V through the borrowed `KvCache`.
+//! asks for, writing and reading K/V through the `Attention` the runner lends it; it owns no
+//! per-request state and does not know which attention backend or device it runs on.
 
 pub mod attention;
+pub mod batch;
 pub mod config;
+pub mod device;
 pub mod linear;
 pub mod llama;
 pub mod quant_matmul;
+pub mod rope;
 pub mod weights;
 
-use crate::kv::KvCache;
-use crate::runner::batch::ForwardBatch;
-use candle_core::{Result, Tensor};
+use attention::{Attention, AttentionShape};
+use batch::ForwardBatch;
+use candle_core::{DType, Device, Result, Tensor};
 
 pub use config::{HfLlamaConfig, LlamaConfig};
 pub use linear::WeightFormat;
 pub use llama::Llama;
 
 pub trait CausalLm: Send {
-    /// Logits `[batch.logits_rows.len(), vocab]` (f32).
-    fn forward(&self, batch: &ForwardBatch, kv: &mut KvCache) -> Result<Tensor>;
-    /// (num_layers, num_kv_heads, head_dim) of the cache this model needs.
-    fn kv_shape(&self) -> (usize, usize, usize);
+    /// Logits `[batch.logits_rows.len(), vocab]` (f32, on the model's device).
+    fn forward(&self, batch: &ForwardBatch, attn: &mut Attention) -> Result<Tensor>;
+    fn num_layers(&self) -> usize;
+    fn attention_shape(&self) -> AttentionShape;
+    fn device(&self) -> &Device;
+    /// Activation dtype (the KV cache's dtype).
+    fn dtype(&self) -> DType;
     fn max_context_len(&self) -> usize;
     fn vocab_size(&self) -> usize;
 }

@@ -1,6 +1,9 @@
 //! `WeightSource`: named tensors for a model, from GGUF or safetensors. Models ask for weights by
 //! their Hugging Face name (`model.layers.3.self_attn.q_proj`); the GGUF source maps that to
-//! llama.cpp's name (`blk.3.attn_q`).
+//! llama.cpp's name (`blk.3.attn_q`). Every source places its tensors on one device in one
+//! dtype: on CPU with the default f32, GGUF keeps its quantized blocks (`WeightFormat`); on a GPU
+//! GGUF is dequantized to the model dtype at load, and safetensors load straight to the device.
+//! `DummyWeights` makes random weights of any shape from a config alone (throughput runs).
 
 use super::linear::{Linear, WeightFormat};
 use candle_core::quantized::gguf_file;
@@ -10,12 +13,36 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
 
+/// `--load-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadFormat {
+    /// Weights from the model's files.
+    Auto,
+    /// Random weights from config.json alone (`DummyWeights`).
+    Dummy,
+}
+
+impl std::str::FromStr for LoadFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "dummy" => Ok(Self::Dummy),
+            _ => Err(format!("expected auto or dummy, got {s:?}")),
+        }
+    }
+}
+
 pub trait WeightSource {
     /// Weight `[out, in]` of projection `name`, with its bias when `bias` is set.
     fn linear(&mut self, name: &str, out_dim: usize, in_dim: usize, bias: bool) -> Result<Linear>;
-    /// A dense f32 tensor `name.weight` (norm scales, embeddings).
+    /// A dense tensor `name.weight` (norm scales, embeddings) in `dtype()`.
     fn dense(&mut self, name: &str, shape: &[usize]) -> Result<Tensor>;
     fn contains(&self, name: &str) -> bool;
+    fn device(&self) -> &Device;
+    /// The dtype of dense weights and activations.
+    fn dtype(&self) -> DType;
 }
 
 /// llama.cpp's tensor name for a Hugging Face module name.
@@ -53,19 +80,45 @@ pub struct GgufWeights {
     content: gguf_file::Content,
     reader: BufReader<File>,
     device: Device,
+    dtype: DType,
     format: WeightFormat,
 }
 
 impl GgufWeights {
+    /// GGUF on the CPU in f32 activations, keeping the quantized blocks `format` asks for.
     pub fn open(path: &Path, device: &Device, format: WeightFormat) -> Result<Self> {
+        Self::open_as(path, device, DType::F32, format)
+    }
+
+    /// GGUF for `device` and `dtype`. Anything but CPU + f32 dequantizes every weight to
+    /// `dtype` at load (`format` is then ignored).
+    pub fn open_as(
+        path: &Path,
+        device: &Device,
+        dtype: DType,
+        format: WeightFormat,
+    ) -> Result<Self> {
         let mut reader = BufReader::new(File::open(path)?);
         let content = gguf_file::Content::read(&mut reader).map_err(|e| e.with_path(path))?;
         Ok(Self {
             content,
             reader,
             device: device.clone(),
+            dtype,
             format,
         })
+    }
+
+    /// Whether weights keep their GGML blocks (CPU, f32 activations).
+    fn keeps_quantized(&self) -> bool {
+        self.device.is_cpu() && self.dtype == DType::F32
+    }
+
+    /// A GGML tensor as a dense tensor on the target device in the target dtype.
+    fn dequantized(&self, qt: &candle_core::quantized::QTensor) -> Result<Tensor> {
+        qt.dequantize(&Device::Cpu)?
+            .to_dtype(self.dtype)?
+            .to_device(&self.device)
     }
 
     pub fn content(&self) -> &gguf_file::Content {
@@ -73,7 +126,7 @@ impl GgufWeights {
     }
 
     fn qtensor(&mut self, name: &str, shape: &[usize]) -> Result<candle_core::quantized::QTensor> {
-        let t = self.content.tensor(&mut self.reader, name, &self.device)?;
+        let t = self.content.tensor(&mut self.reader, name, &Device::Cpu)?;
         if t.shape().dims() != shape {
             candle_core::bail!("{name}: expected shape {shape:?}, file has {:?}", t.shape());
         }
@@ -86,20 +139,22 @@ impl WeightSource for GgufWeights {
         let g = gguf_name(name);
         let w = self.qtensor(&format!("{g}.weight"), &[out_dim, in_dim])?;
         let b = if bias {
-            Some(
-                self.qtensor(&format!("{g}.bias"), &[out_dim])?
-                    .dequantize(&self.device)?,
-            )
+            let qb = self.qtensor(&format!("{g}.bias"), &[out_dim])?;
+            Some(self.dequantized(&qb)?)
         } else {
             None
         };
-        Linear::from_qtensor(w, b, self.format)
+        if self.keeps_quantized() {
+            Linear::from_qtensor(w, b, self.format)
+        } else {
+            Ok(Linear::from_dense(self.dequantized(&w)?, b))
+        }
     }
 
     fn dense(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let g = gguf_name(name);
-        self.qtensor(&format!("{g}.weight"), shape)?
-            .dequantize(&self.device)
+        let qt = self.qtensor(&format!("{g}.weight"), shape)?;
+        self.dequantized(&qt)
     }
 
     fn contains(&self, name: &str) -> bool {
@@ -107,9 +162,18 @@ impl WeightSource for GgufWeights {
             .tensor_infos
             .contains_key(&format!("{}.weight", gguf_name(name)))
     }
+
+    fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn dtype(&self) -> DType {
+        self.dtype
+    }
 }
 
-/// Safetensors checkpoints (and in-memory `VarMap`s in tests), loaded as f32.
+/// Safetensors checkpoints (and in-memory `VarMap`s in tests), in the builder's dtype on its
+/// device.
 pub struct VarBuilderWeights<'a> {
     vb: VarBuilder<'a>,
 }
@@ -119,9 +183,14 @@ impl<'a> VarBuilderWeights<'a> {
         Self { vb }
     }
 
-    pub fn from_safetensors(files: &[std::path::PathBuf], device: &Device) -> Result<Self> {
+    /// Maps the files and converts each tensor to `dtype` on `device` as it is read.
+    pub fn from_safetensors(
+        files: &[std::path::PathBuf],
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
         // SAFETY: the files are not modified while mapped (they sit in weir's model directory).
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(files, DType::F32, device)? };
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(files, dtype, device)? };
         Ok(Self { vb })
     }
 }
@@ -129,9 +198,10 @@ impl<'a> VarBuilderWeights<'a> {
 impl WeightSource for VarBuilderWeights<'_> {
     fn linear(&mut self, name: &str, out_dim: usize, in_dim: usize, bias: bool) -> Result<Linear> {
         let vb = self.vb.pp(name);
-        let w = vb.get((out_dim, in_dim), "weight")?.to_dtype(DType::F32)?;
+        let dtype = self.vb.dtype();
+        let w = vb.get((out_dim, in_dim), "weight")?.to_dtype(dtype)?;
         let b = if bias {
-            Some(vb.get(out_dim, "bias")?.to_dtype(DType::F32)?)
+            Some(vb.get(out_dim, "bias")?.to_dtype(dtype)?)
         } else {
             None
         };
@@ -139,11 +209,73 @@ impl WeightSource for VarBuilderWeights<'_> {
     }
 
     fn dense(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        self.vb.pp(name).get(shape, "weight")?.to_dtype(DType::F32)
+        self.vb
+            .pp(name)
+            .get(shape, "weight")?
+            .to_dtype(self.vb.dtype())
     }
 
     fn contains(&self, name: &str) -> bool {
         self.vb.contains_tensor(&format!("{name}.weight"))
+    }
+
+    fn device(&self) -> &Device {
+        self.vb.device()
+    }
+
+    fn dtype(&self) -> DType {
+        self.vb.dtype()
+    }
+}
+
+/// `--load-format dummy`: random weights in the shapes a config asks for, made on the device
+/// (N(0, 0.02) for projections and embeddings, ones for norm scales), so throughput can be
+/// measured without downloading weights. Every name exists except a separate `lm_head` when
+/// the config ties embeddings.
+pub struct DummyWeights {
+    device: Device,
+    dtype: DType,
+    tie_word_embeddings: bool,
+}
+
+impl DummyWeights {
+    pub fn new(device: &Device, dtype: DType, tie_word_embeddings: bool) -> Self {
+        Self {
+            device: device.clone(),
+            dtype,
+            tie_word_embeddings,
+        }
+    }
+
+    fn random(&self, shape: &[usize]) -> Result<Tensor> {
+        Tensor::randn(0f32, 0.02, shape, &self.device)?.to_dtype(self.dtype)
+    }
+}
+
+impl WeightSource for DummyWeights {
+    fn linear(&mut self, _name: &str, out_dim: usize, in_dim: usize, bias: bool) -> Result<Linear> {
+        let b = bias.then(|| self.random(&[out_dim])).transpose()?;
+        Ok(Linear::from_dense(self.random(&[out_dim, in_dim])?, b))
+    }
+
+    fn dense(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        if name.ends_with("norm") || name.ends_with("layernorm") {
+            Tensor::ones(shape, self.dtype, &self.device)
+        } else {
+            self.random(shape)
+        }
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        !(name == "lm_head" && self.tie_word_embeddings)
+    }
+
+    fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn dtype(&self) -> DType {
+        self.dtype
     }
 }
 

@@ -1,64 +1,73 @@
-//! `ModelRunner`: turns a `SchedulerOutput` into sampled tokens. Builds the `ForwardBatch`, runs
-//! the model over the paged cache it owns, and samples one token per sampling sequence.
+//! `ModelRunner`: turns a `SchedulerOutput` into sampled tokens. It takes data, not the
+//! scheduler: each `ScheduledSeq` carries the tokens to compute, the block table and the
+//! sampling parameters. It packs the `ForwardBatch`, runs the model over the attention backend
+//! and KV pool it owns, and samples one token per sampling sequence where the logits are.
 
-pub mod batch;
 pub mod sampler;
 
 use crate::engine::output::{ModelRunnerOutput, SchedulerOutput};
 use crate::engine::request::RequestId;
-use crate::engine::scheduler::Scheduler;
-use crate::kv::{KvCache, KvCacheConfig};
+use crate::kv::KvCacheConfig;
+use crate::models::attention::{backend_for, Attention};
+use crate::models::batch::{ForwardBatch, SeqInput};
 use crate::models::CausalLm;
-use batch::ForwardBatch;
 use sampler::Sampler;
 
 pub struct ModelRunner {
     model: Box<dyn CausalLm>,
-    kv: KvCache,
+    attn: Attention,
     sampler: Sampler,
 }
 
 impl ModelRunner {
-    pub fn new(model: Box<dyn CausalLm>, kv_config: KvCacheConfig) -> Self {
-        let (layers, heads, dim) = model.kv_shape();
+    /// Allocates the KV pool on the model's device in its dtype, with the backend that serves
+    /// them (`attention::backend_for`).
+    pub fn new(model: Box<dyn CausalLm>, kv_config: KvCacheConfig) -> candle_core::Result<Self> {
+        let shape = model.attention_shape();
         assert_eq!(
             (
                 kv_config.num_layers,
                 kv_config.num_kv_heads,
                 kv_config.head_dim
             ),
-            (layers, heads, dim),
+            (model.num_layers(), shape.num_kv_heads, shape.head_dim),
             "KV cache shape must match the model. This is a bug."
         );
-        Self {
+        let backend = backend_for(shape, model.dtype(), model.device());
+        let attn = Attention::new(backend, kv_config)?;
+        Ok(Self {
             model,
-            kv: KvCache::new(kv_config),
+            attn,
             sampler: Sampler::default(),
-        }
+        })
     }
 
-    pub fn execute(
-        &mut self,
-        out: &SchedulerOutput,
-        scheduler: &Scheduler,
-    ) -> candle_core::Result<ModelRunnerOutput> {
-        let seq = |id| scheduler.seq(id).expect("scheduled sequence exists");
-        let batch = ForwardBatch::build(out, seq, self.kv.config().block_size);
-        let logits = self.model.forward(&batch, &mut self.kv)?;
-        let rows: Vec<Vec<f32>> = logits.to_vec2()?;
-        let sampled = batch
-            .seqs
+    /// The attention backend in use (for logs).
+    pub fn backend_name(&self) -> &'static str {
+        self.attn.backend_name()
+    }
+
+    pub fn execute(&mut self, out: &SchedulerOutput) -> candle_core::Result<ModelRunnerOutput> {
+        let inputs: Vec<SeqInput> = out
+            .scheduled
             .iter()
-            .filter(|s| s.sample)
-            .zip(rows)
-            .map(|(s, row)| {
-                let params = &seq(s.request_id).sampling;
-                (
-                    s.request_id,
-                    self.sampler.sample(s.request_id, params, &row),
-                )
+            .map(|s| SeqInput {
+                token_ids: &s.token_ids,
+                start: s.num_computed_tokens,
+                block_table: &s.block_ids,
+                sample: s.sample,
             })
             .collect();
+        let batch = ForwardBatch::build(&inputs, self.attn.cache().config().block_size);
+        let logits = self.model.forward(&batch, &mut self.attn)?; // [num_sampled, vocab]
+        let rows: Vec<_> = out
+            .scheduled
+            .iter()
+            .filter(|s| s.sample)
+            .map(|s| (s.request_id, &s.sampling))
+            .collect();
+        let tokens = self.sampler.sample_rows(&logits, &rows)?;
+        let sampled = rows.iter().map(|(id, _)| *id).zip(tokens).collect();
         Ok(ModelRunnerOutput { sampled })
     }
 

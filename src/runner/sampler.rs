@@ -1,8 +1,11 @@
-//! `Sampler`: picks each sequence's next token from its logits row. Greedy is an argmax fast
-//! path; otherwise temperature, then top-k, then top-p, then a draw from the request's own RNG
-//! (seeded from `seed` when given, so a seeded request is reproducible whatever it is batched with).
+//! `Sampler`: picks each sequence's next token from its logits row. Greedy rows take an argmax
+//! computed where the logits are (on the GPU only the token ids cross to the host); other rows
+//! copy their own row and apply temperature, then top-k, then top-p, then a draw from the
+//! request's own RNG (seeded from `seed` when given, so a seeded request is reproducible
+//! whatever it is batched with).
 
 use crate::engine::request::{RequestId, SamplingParams};
+use candle_core::{Tensor, D};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::collections::HashMap;
 
@@ -24,6 +27,29 @@ pub fn argmax(logits: &[f32]) -> u32 {
 }
 
 impl Sampler {
+    /// One token per row of `logits` ([rows.len(), vocab], f32, on any device).
+    pub fn sample_rows(
+        &mut self,
+        logits: &Tensor,
+        rows: &[(RequestId, &SamplingParams)],
+    ) -> candle_core::Result<Vec<u32>> {
+        let greedy = if rows.iter().any(|(_, p)| p.is_greedy()) {
+            logits.argmax(D::Minus1)?.to_vec1::<u32>()?
+        } else {
+            Vec::new()
+        };
+        rows.iter()
+            .enumerate()
+            .map(|(i, (id, params))| {
+                if params.is_greedy() {
+                    return Ok(greedy[i]);
+                }
+                let row = logits.get(i)?.to_vec1::<f32>()?;
+                Ok(self.sample(*id, params, &row))
+            })
+            .collect()
+    }
+
     pub fn sample(&mut self, id: RequestId, params: &SamplingParams, logits: &[f32]) -> u32 {
         if params.is_greedy() {
             return argmax(logits);

@@ -44,9 +44,29 @@ pub enum LocalModel {
         dir: PathBuf,
         safetensors: Vec<PathBuf>,
     },
+    /// A config.json alone (or a directory holding one, maybe with tokenizer.json), for
+    /// `--load-format dummy`.
+    ConfigOnly { config: PathBuf },
 }
 
 impl LocalModel {
+    /// The source of a `--load-format dummy` model: a config.json, or a directory with one.
+    pub fn open_config(path: &Path) -> Result<Self, StoreError> {
+        let config = if path.is_dir() {
+            path.join("config.json")
+        } else {
+            path.to_path_buf()
+        };
+        if !config.is_file() {
+            return Err(StoreError::BadSource {
+                path: path.display().to_string(),
+                reason: "--load-format dummy needs a config.json (or a directory holding one)"
+                    .into(),
+            });
+        }
+        Ok(Self::ConfigOnly { config })
+    }
+
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let bad = |reason: &str| StoreError::BadSource {
             path: path.display().to_string(),

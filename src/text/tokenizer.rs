@@ -16,11 +16,16 @@ pub enum TextError {
     Template(String),
     #[error("this model has no chat template; use /v1/completions")]
     NoTemplate,
+    #[error("this model is served without a tokenizer (--load-format dummy); send the prompt as token ids")]
+    NoTokenizer,
 }
 
 #[derive(Debug)]
 pub struct TextCodec {
-    tokenizer: Tokenizer,
+    /// `None`: token ids only (a dummy model without tokenizer.json). Text prompts are refused
+    /// and output ids render as text `" <id>"` each, so streams still carry one chunk per token.
+    tokenizer: Option<Tokenizer>,
+    vocab_size: usize,
     template: Option<ChatTemplate>,
     eos_token_ids: Vec<u32>,
     bos_token_id: Option<u32>,
@@ -62,6 +67,18 @@ fn read_json(path: &Path) -> Option<serde_json::Value> {
 }
 
 impl TextCodec {
+    /// A codec without a tokenizer, for token-id prompts only.
+    pub fn ids_only(vocab_size: usize, eos_token_ids: Vec<u32>) -> Self {
+        Self {
+            tokenizer: None,
+            vocab_size,
+            template: None,
+            eos_token_ids,
+            bos_token_id: None,
+            add_bos: false,
+        }
+    }
+
     /// From GGUF metadata: vocabulary, merges, special ids and `tokenizer.chat_template`.
     pub fn from_gguf(ct: &Content) -> Result<Self, TextError> {
         let tokenizer = Tokenizer::from_str(&tokenizer_json(ct)?).map_err(tok_err)?;
@@ -86,7 +103,8 @@ impl TextCodec {
         Ok(Self {
             add_bos: gguf_bool(ct, "tokenizer.ggml.add_bos_token").unwrap_or(false)
                 && bos_id.is_some(),
-            tokenizer,
+            vocab_size: tokenizer.get_vocab_size(true),
+            tokenizer: Some(tokenizer),
             template,
             eos_token_ids,
             bos_token_id: bos_id,
@@ -139,7 +157,8 @@ impl TextCodec {
                 .get("add_bos_token")
                 .and_then(|v| v.as_bool())
                 .unwrap_or(false),
-            tokenizer,
+            vocab_size: tokenizer.get_vocab_size(true),
+            tokenizer: Some(tokenizer),
             template,
             eos_token_ids,
         })
@@ -150,7 +169,11 @@ impl TextCodec {
     }
 
     pub fn vocab_size(&self) -> usize {
-        self.tokenizer.get_vocab_size(true)
+        self.vocab_size
+    }
+
+    fn tokenizer(&self) -> Result<&Tokenizer, TextError> {
+        self.tokenizer.as_ref().ok_or(TextError::NoTokenizer)
     }
 
     pub fn has_chat_template(&self) -> bool {
@@ -168,7 +191,10 @@ impl TextCodec {
     /// Encodes text. Special tokens written in the text (`<|im_start|>`) are recognized.
     /// `add_bos` prepends the model's BOS when the model asks for it and the text lacks it.
     pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>, TextError> {
-        let enc = self.tokenizer.encode_fast(text, false).map_err(tok_err)?;
+        let enc = self
+            .tokenizer()?
+            .encode_fast(text, false)
+            .map_err(tok_err)?;
         let mut ids = enc.get_ids().to_vec();
         if let (true, true, Some(bos)) = (add_bos, self.add_bos, self.bos_token_id) {
             if ids.first() != Some(&bos) {
@@ -179,10 +205,13 @@ impl TextCodec {
     }
 
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String, TextError> {
-        self.tokenizer.decode(ids, skip_special).map_err(tok_err)
+        match &self.tokenizer {
+            Some(t) => t.decode(ids, skip_special).map_err(tok_err),
+            None => Ok(ids.iter().map(|id| format!(" {id}")).collect()),
+        }
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
-        self.tokenizer.token_to_id(token)
+        self.tokenizer.as_ref()?.token_to_id(token)
     }
 }

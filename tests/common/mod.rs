@@ -5,11 +5,10 @@
 use candle_core::quantized::gguf_file;
 use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama::ModelWeights;
-use weir::kv::{KvCache, KvCacheConfig};
+use weir::models::batch::ForwardBatch;
 use weir::models::weights::{GgufWeights, WeightSource};
 use weir::models::{CausalLm, Llama, LlamaConfig, WeightFormat};
-use weir::runner::batch::ForwardBatch;
-use weir::testing::{default_model_path, single_seq_batch};
+use weir::testing::{attention_for, default_model_path, single_seq_batch};
 
 use weir::text::TextCodec;
 
@@ -19,7 +18,7 @@ pub fn load(format: WeightFormat) -> (Llama, TextCodec) {
     let cfg = LlamaConfig::from_gguf(w.content()).unwrap();
     let codec = TextCodec::from_gguf(w.content()).unwrap();
     (
-        Llama::load(&mut w as &mut dyn WeightSource, cfg, &Device::Cpu).unwrap(),
+        Llama::load(&mut w as &mut dyn WeightSource, cfg).unwrap(),
         codec,
     )
 }
@@ -55,14 +54,7 @@ fn argmax(v: &[f32]) -> usize {
 pub fn compare(format: WeightFormat, tolerance: f32) {
     let (model, codec) = load(format);
     let mut refm = reference();
-    let cfg = model.config();
-    let mut kv = KvCache::new(KvCacheConfig {
-        num_layers: cfg.num_layers,
-        num_kv_heads: cfg.num_kv_heads,
-        head_dim: cfg.head_dim,
-        block_size: 16,
-        num_blocks: NUM_BLOCKS,
-    });
+    let mut kv = attention_for(&model, 16, NUM_BLOCKS);
     let prompt = codec.encode("The capital of France is", false).unwrap();
     let ours = to_vec(
         &model

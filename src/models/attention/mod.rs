@@ -1,0 +1,138 @@
+//! Paged attention behind one seam. The model projects Q/K/V, applies RoPE and hands the rest
+//! to an `AttentionBackend`: `write_kv` stores this step's K/V in the pool by slot, `attend`
+//! lets each token attend to its own sequence's context through the block table. The model
+//! never knows which backend runs.
+//!
+//! Backends:
+//! - `cpu::CpuBackend`: host f32 pools, parallel over tokens, GQA by index (the reference, and
+//!   the fast CPU path);
+//! - `tensor::TensorBackend`: tensor pools in the model's dtype on any device, built only from
+//!   candle's own tested ops (scatter by slot, gather through the block table with
+//!   `index_select`, matmul + softmax in f32). It is the CUDA path, and runs on CPU in the tests
+//!   that check it against the reference.
+//!
+//! `Attention` pairs the chosen backend with the pool it allocated; the runner owns it and lends
+//! it to the model each step. Metadata is built once per step (`prepare`) and read by every
+//! layer.
+
+pub mod cpu;
+pub mod tensor;
+
+use super::batch::ForwardBatch;
+use crate::kv::cache::{KvCache, KvCacheConfig, LayerKv};
+use candle_core::{DType, Device, Result, Tensor};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttentionShape {
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+impl AttentionShape {
+    pub fn q_dim(&self) -> usize {
+        self.num_heads * self.head_dim
+    }
+    pub fn kv_dim(&self) -> usize {
+        self.num_kv_heads * self.head_dim
+    }
+    /// Query heads per KV head.
+    pub fn group(&self) -> usize {
+        self.num_heads / self.num_kv_heads
+    }
+}
+
+/// Per-step metadata, built once by `AttentionBackend::prepare` and read by every layer.
+pub struct AttentionMetadata {
+    /// [num_tokens] host: index into `batch.seqs` of each token row (CPU backend).
+    pub token_seq: Vec<u32>,
+    /// Device tensors of the tensor-based backends; `None` on the CPU backend.
+    pub device: Option<tensor::DeviceMetadata>,
+}
+
+pub trait AttentionBackend: Send {
+    fn name(&self) -> &'static str;
+    /// Allocates the pool (once) on the backend's device in its dtype.
+    fn allocate(&self, cfg: KvCacheConfig) -> Result<KvCache>;
+    /// Metadata of one step.
+    fn prepare(&self, batch: &ForwardBatch) -> Result<AttentionMetadata>;
+    /// Writes k, v ([num_tokens, kv_dim], RoPE already applied to k) to their slots.
+    fn write_kv(
+        &self,
+        kv: &mut LayerKv,
+        k: &Tensor,
+        v: &Tensor,
+        batch: &ForwardBatch,
+        meta: &AttentionMetadata,
+    ) -> Result<()>;
+    /// Causal attention of q ([num_tokens, q_dim], rotated) over the pool, after `write_kv`:
+    /// token `t` at position `p` sees positions `0..=p` of its own sequence.
+    /// Returns [num_tokens, q_dim] in q's dtype.
+    fn attend(
+        &self,
+        kv: &LayerKv,
+        q: &Tensor,
+        batch: &ForwardBatch,
+        meta: &AttentionMetadata,
+    ) -> Result<Tensor>;
+}
+
+/// Which backend serves a device and dtype: the host reference for f32 on CPU, the tensor
+/// backend everywhere else.
+pub fn backend_for(
+    shape: AttentionShape,
+    dtype: DType,
+    device: &Device,
+) -> Box<dyn AttentionBackend> {
+    match (device, dtype) {
+        (Device::Cpu, DType::F32) => Box::new(cpu::CpuBackend::new(shape)),
+        _ => Box::new(tensor::TensorBackend::new(shape, dtype, device.clone())),
+    }
+}
+
+/// A backend and the KV pool it allocated.
+pub struct Attention {
+    backend: Box<dyn AttentionBackend>,
+    cache: KvCache,
+}
+
+impl Attention {
+    pub fn new(backend: Box<dyn AttentionBackend>, cfg: KvCacheConfig) -> Result<Self> {
+        let cache = backend.allocate(cfg)?;
+        Ok(Self { backend, cache })
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    pub fn cache(&self) -> &KvCache {
+        &self.cache
+    }
+
+    pub fn prepare(&self, batch: &ForwardBatch) -> Result<AttentionMetadata> {
+        self.backend.prepare(batch)
+    }
+
+    pub fn write_kv(
+        &mut self,
+        layer: usize,
+        k: &Tensor,
+        v: &Tensor,
+        batch: &ForwardBatch,
+        meta: &AttentionMetadata,
+    ) -> Result<()> {
+        self.backend
+            .write_kv(self.cache.layer_mut(layer), k, v, batch, meta)
+    }
+
+    pub fn attend(
+        &self,
+        layer: usize,
+        q: &Tensor,
+        batch: &ForwardBatch,
+        meta: &AttentionMetadata,
+    ) -> Result<Tensor> {
+        self.backend.attend(self.cache.layer(layer), q, batch, meta)
+    }
+}

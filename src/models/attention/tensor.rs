@@ -1,0 +1,268 @@
+//! The tensor attention backend: KV pools as candle tensors in the model's dtype on any device,
+//! and attention built only from candle's own tested ops, so it is right the first time it runs
+//! on a GPU. It is the CUDA path (weir's kernels replace parts of it where they measure faster)
+//! and it runs on CPU in CI against the host reference.
+//!
+//! Per step, `prepare` uploads the metadata once and plans the gather:
+//! ```text
+//! batch rows   [d0 | p0 p1 p2 | d1]           d: decode rows, p: one prompt chunk
+//! groups       decode {rows [0, 4], S = 2, C = longest context}, prompt {rows [1, 2, 3], S = 1}
+//! row_order    rows of the concatenated group outputs [d0 d1 p0 p1 p2] in batch order: [0, 2, 3, 4, 1]
+//! ```
+//! Per layer and group: K/V of every visible slot are gathered with `index_select` into
+//! `[S, kv_heads, C, head_dim]`, scores `q Kᵀ` and `softmax` run in f32 with a 0/-inf mask
+//! (causal for prompt chunks, padding for decodes), and `P V` gives the output. GQA: the
+//! `group` query heads of a KV head are rows of one matmul against that head's K.
+
+use super::{AttentionBackend, AttentionMetadata, AttentionShape};
+use crate::kv::cache::{KvCache, KvCacheConfig, LayerKv};
+use crate::models::batch::ForwardBatch;
+use candle_core::{DType, Device, Result, Tensor, D};
+
+/// Device copies of the step's metadata.
+pub struct DeviceMetadata {
+    /// [num_tokens] u32 cache slot of each token
+    pub slot_mapping: Tensor,
+    /// [num_tokens, kv_dim] u32: `slot_mapping` repeated along each row (the scatter index)
+    pub slot_index: Tensor,
+    /// [num_seqs, max_blocks] u32, padded with 0
+    pub block_tables: Tensor,
+    /// [num_seqs] u32
+    pub context_lens: Tensor,
+    /// [num_seqs + 1] u32 first row of each sequence, then num_tokens
+    pub query_start_loc: Tensor,
+    groups: Vec<Group>,
+    /// [num_tokens] u32 row of each batch token in the concatenated group outputs; `None` when
+    /// the groups already cover the rows in order.
+    row_order: Option<Tensor>,
+}
+
+/// Sequences attended by one batched matmul: all decodes together, or one prompt chunk.
+struct Group {
+    /// [num_seqs * query_len] u32 batch rows of the group's queries
+    rows: Tensor,
+    /// [num_seqs * ctx] u32 slot of every visible key, padded with slot 0 (masked)
+    slots: Tensor,
+    /// [num_seqs, 1, group * query_len, ctx] f32: 0 where visible, -inf elsewhere
+    mask: Tensor,
+    num_seqs: usize,
+    query_len: usize,
+    ctx: usize,
+}
+
+pub struct TensorBackend {
+    shape: AttentionShape,
+    dtype: DType,
+    device: Device,
+}
+
+impl TensorBackend {
+    pub fn new(shape: AttentionShape, dtype: DType, device: Device) -> Self {
+        Self {
+            shape,
+            dtype,
+            device,
+        }
+    }
+
+    fn u32s(&self, v: Vec<u32>) -> Result<Tensor> {
+        let n = v.len();
+        Tensor::from_vec(v, n, &self.device)
+    }
+
+    /// The gather plan of `seqs` (indices into `batch.seqs`, all with the same `query_len`).
+    fn group(&self, batch: &ForwardBatch, seqs: &[usize], query_len: usize) -> Result<Group> {
+        let bs = batch.block_size;
+        let g = self.shape.group();
+        let ctx = seqs
+            .iter()
+            .map(|&i| batch.seqs[i].context_len)
+            .max()
+            .unwrap_or(0);
+        let rows_per_seq = g * query_len;
+        let mut rows = Vec::with_capacity(seqs.len() * query_len);
+        let mut slots = vec![0u32; seqs.len() * ctx];
+        let mut mask = vec![f32::NEG_INFINITY; seqs.len() * rows_per_seq * ctx];
+        for (n, &i) in seqs.iter().enumerate() {
+            let s = &batch.seqs[i];
+            rows.extend((s.query_start..s.query_start + query_len).map(|r| r as u32));
+            for (j, slot) in slots[n * ctx..n * ctx + s.context_len]
+                .iter_mut()
+                .enumerate()
+            {
+                *slot = s.block_table[j / bs] * bs as u32 + (j % bs) as u32;
+            }
+            let first_pos = s.context_len - query_len;
+            // mask row r is (query head h within the group, query i) with i = r % query_len
+            let seq_mask = &mut mask[n * rows_per_seq * ctx..(n + 1) * rows_per_seq * ctx];
+            for (r, row) in seq_mask.chunks_exact_mut(ctx).enumerate() {
+                let visible = first_pos + r % query_len + 1;
+                row[..visible].fill(0.0);
+            }
+        }
+        Ok(Group {
+            rows: self.u32s(rows)?,
+            slots: self.u32s(slots)?,
+            mask: Tensor::from_vec(mask, (seqs.len(), 1, rows_per_seq, ctx), &self.device)?,
+            num_seqs: seqs.len(),
+            query_len,
+            ctx,
+        })
+    }
+
+    /// Attention of one group. q: [num_tokens, q_dim] (f32) → [num_seqs * query_len, q_dim].
+    fn attend_group(
+        &self,
+        k_pool: &Tensor,
+        v_pool: &Tensor,
+        q: &Tensor,
+        g: &Group,
+    ) -> Result<Tensor> {
+        let AttentionShape {
+            num_kv_heads: kvh,
+            head_dim: d,
+            ..
+        } = self.shape;
+        let group = self.shape.group();
+        let (s, ql, ctx) = (g.num_seqs, g.query_len, g.ctx);
+        // [S, kvh, group * ql, d]: row (h, i) of KV head k is query i, head k * group + h
+        let q = q
+            .index_select(&g.rows, 0)?
+            .reshape((s, ql, kvh, group, d))?
+            .permute((0, 2, 3, 1, 4))?
+            .contiguous()?
+            .reshape((s, kvh, group * ql, d))?;
+        // [S, kvh, ctx, d]
+        let gather = |pool: &Tensor| -> Result<Tensor> {
+            pool.index_select(&g.slots, 0)?
+                .to_dtype(DType::F32)?
+                .reshape((s, ctx, kvh, d))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let (k, v) = (gather(k_pool)?, gather(v_pool)?);
+        let scale = 1.0 / (d as f64).sqrt();
+        let scores = (q.matmul(&k.transpose(2, 3)?)? * scale)?.broadcast_add(&g.mask)?;
+        let p = candle_nn::ops::softmax_last_dim(&scores)?;
+        p.matmul(&v)? // [S, kvh, group * ql, d]
+            .reshape((s, kvh, group, ql, d))?
+            .permute((0, 3, 1, 2, 4))?
+            .contiguous()?
+            .reshape((s * ql, self.shape.q_dim()))
+    }
+}
+
+fn device_pools(kv: &LayerKv) -> Result<(&Tensor, &Tensor)> {
+    match kv {
+        LayerKv::Device { k, v } => Ok((k, v)),
+        LayerKv::Host { .. } => candle_core::bail!("the tensor backend needs a tensor KV pool"),
+    }
+}
+
+fn device_meta(meta: &AttentionMetadata) -> Result<&DeviceMetadata> {
+    meta.device
+        .as_ref()
+        .ok_or_else(|| candle_core::Error::Msg("tensor backend metadata missing".into()))
+}
+
+impl AttentionBackend for TensorBackend {
+    fn name(&self) -> &'static str {
+        "tensor"
+    }
+
+    fn allocate(&self, cfg: KvCacheConfig) -> Result<KvCache> {
+        KvCache::new_device(cfg, self.dtype, &self.device)
+    }
+
+    fn prepare(&self, batch: &ForwardBatch) -> Result<AttentionMetadata> {
+        let t = batch.num_tokens();
+        let slot_mapping = self.u32s(batch.slot_mapping.clone())?;
+        let slot_index = slot_mapping
+            .reshape((t, 1))?
+            .broadcast_as((t, self.shape.kv_dim()))?
+            .contiguous()?;
+        let decodes: Vec<usize> = (0..batch.seqs.len())
+            .filter(|&i| batch.seqs[i].query_len == 1)
+            .collect();
+        let mut groups = Vec::new();
+        let mut order = Vec::with_capacity(t); // batch rows in concatenated output order
+        if !decodes.is_empty() {
+            groups.push(self.group(batch, &decodes, 1)?);
+            order.extend(decodes.iter().map(|&i| batch.seqs[i].query_start));
+        }
+        for (i, s) in batch.seqs.iter().enumerate() {
+            if s.query_len > 1 {
+                groups.push(self.group(batch, &[i], s.query_len)?);
+                order.extend(s.query_start..s.query_start + s.query_len);
+            }
+        }
+        let in_order = order.iter().enumerate().all(|(i, &r)| i == r);
+        let row_order = if in_order {
+            None
+        } else {
+            let mut inverse = vec![0u32; t];
+            for (i, &r) in order.iter().enumerate() {
+                inverse[r] = i as u32;
+            }
+            Some(self.u32s(inverse)?)
+        };
+        let block_tables = Tensor::from_vec(
+            batch.padded_block_tables(),
+            (batch.seqs.len(), batch.max_blocks()),
+            &self.device,
+        )?;
+        Ok(AttentionMetadata {
+            token_seq: Vec::new(),
+            device: Some(DeviceMetadata {
+                slot_mapping,
+                slot_index,
+                block_tables,
+                context_lens: self.u32s(batch.context_lens())?,
+                query_start_loc: self.u32s(batch.query_start_loc())?,
+                groups,
+                row_order,
+            }),
+        })
+    }
+
+    fn write_kv(
+        &self,
+        kv: &mut LayerKv,
+        k: &Tensor,
+        v: &Tensor,
+        _batch: &ForwardBatch,
+        meta: &AttentionMetadata,
+    ) -> Result<()> {
+        let (k_pool, v_pool) = device_pools(kv)?;
+        let idx = &device_meta(meta)?.slot_index;
+        k_pool.scatter_set(idx, &k.to_dtype(self.dtype)?.contiguous()?, 0)?;
+        v_pool.scatter_set(idx, &v.to_dtype(self.dtype)?.contiguous()?, 0)
+    }
+
+    fn attend(
+        &self,
+        kv: &LayerKv,
+        q: &Tensor,
+        _batch: &ForwardBatch,
+        meta: &AttentionMetadata,
+    ) -> Result<Tensor> {
+        let (k_pool, v_pool) = device_pools(kv)?;
+        let m = device_meta(meta)?;
+        let qf = q.to_dtype(DType::F32)?;
+        let outs = m
+            .groups
+            .iter()
+            .map(|g| self.attend_group(k_pool, v_pool, &qf, g))
+            .collect::<Result<Vec<_>>>()?;
+        let y = match outs.len() {
+            1 => outs.into_iter().next().expect("one group"),
+            _ => Tensor::cat(&outs, 0)?,
+        };
+        let y = match &m.row_order {
+            Some(order) => y.index_select(order, 0)?,
+            None => y,
+        };
+        debug_assert_eq!(y.dim(D::Minus1)?, self.shape.q_dim());
+        y.to_dtype(q.dtype())
+    }
+}

@@ -1,0 +1,99 @@
+//! Rotary position embeddings over packed tokens. cos/sin of every token's own position are
+//! computed on the host once per step and uploaded; each layer rotates Q and K with candle's
+//! rope ops, treating every token as its own batch entry so positions may differ per row.
+//!
+//! ```text
+//! interleaved (GGUF llama): pairs (x0,x1) (x2,x3) ...     neox (HF): pairs (x0,x32) (x1,x33) ...
+//! ```
+
+use candle_core::{DType, Device, Result, Tensor};
+
+#[derive(Debug, Clone)]
+pub struct Rope {
+    inv_freq: Vec<f32>,
+    interleaved: bool,
+}
+
+/// cos/sin of one step's positions, shared by all layers.
+pub struct RopeTables {
+    /// [num_tokens, 1, head_dim / 2]
+    cos: Tensor,
+    /// [num_tokens, 1, head_dim / 2]
+    sin: Tensor,
+}
+
+impl Rope {
+    pub fn new(inv_freq: Vec<f32>, interleaved: bool) -> Self {
+        Self {
+            inv_freq,
+            interleaved,
+        }
+    }
+
+    pub fn tables(&self, positions: &[u32], dtype: DType, device: &Device) -> Result<RopeTables> {
+        let half = self.inv_freq.len();
+        let mut cos = Vec::with_capacity(positions.len() * half);
+        let mut sin = Vec::with_capacity(positions.len() * half);
+        for &p in positions {
+            for &f in &self.inv_freq {
+                let angle = p as f32 * f;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+        let shape = (positions.len(), 1, half);
+        Ok(RopeTables {
+            cos: Tensor::from_vec(cos, shape, device)?.to_dtype(dtype)?,
+            sin: Tensor::from_vec(sin, shape, device)?.to_dtype(dtype)?,
+        })
+    }
+
+    /// Rotates x: [num_tokens, num_heads * head_dim].
+    pub fn apply(&self, x: &Tensor, num_heads: usize, tables: &RopeTables) -> Result<Tensor> {
+        let (t, width) = x.dims2()?;
+        // [T, H, 1, D]: token t is batch entry t, whose cos/sin row is its own position's
+        let x4 = x
+            .contiguous()?
+            .reshape((t, num_heads, 1, width / num_heads))?;
+        let y = if self.interleaved {
+            candle_nn::rotary_emb::rope_i(&x4, &tables.cos, &tables.sin)?
+        } else {
+            candle_nn::rotary_emb::rope(&x4, &tables.cos, &tables.sin)?
+        };
+        y.reshape((t, width))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rotate(interleaved: bool, positions: &[u32], x: Vec<f32>) -> Vec<f32> {
+        let rope = Rope::new(vec![1.0, 0.5], interleaved);
+        let t = rope.tables(positions, DType::F32, &Device::Cpu).unwrap();
+        let x = Tensor::from_vec(x, (positions.len(), 4), &Device::Cpu).unwrap();
+        rope.apply(&x, 1, &t)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    }
+
+    #[test]
+    fn rope_rotates_pairs_by_position() {
+        // head_dim 4, one head, inv_freq [1, 0.5]; position 1 rotates pair 0 by 1 rad, pair 1 by 0.5
+        let x = rotate(true, &[0, 1], vec![1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0]);
+        assert_eq!(&x[..4], &[1.0, 0.0, 1.0, 0.0], "position 0 is the identity");
+        let expect = [1f32.cos(), 1f32.sin(), 0.5f32.cos(), 0.5f32.sin()];
+        for (a, b) in x[4..].iter().zip(expect) {
+            assert!((a - b).abs() < 1e-6);
+        }
+        // neox pairs element i with i + 2
+        let x = rotate(false, &[1], vec![1.0, 1.0, 0.0, 0.0]);
+        let expect = [1f32.cos(), 0.5f32.cos(), 1f32.sin(), 0.5f32.sin()];
+        for (a, b) in x.iter().zip(expect) {
+            assert!((a - b).abs() < 1e-6);
+        }
+    }
+}
