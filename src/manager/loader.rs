@@ -46,7 +46,7 @@ fn available_memory_bytes() -> Option<u64> {
 }
 
 fn read_hf_config(path: &std::path::Path) -> Result<LlamaConfig, ManagerError> {
-    let text = std::fs::read_to_string(&path).map_err(|e| StoreError::io(&path, e))?;
+    let text = std::fs::read_to_string(path).map_err(|e| StoreError::io(path, e))?;
     let hf: HfLlamaConfig = serde_json::from_str(&text)
         .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?;
     Ok(hf.into_config()?)
