@@ -2,6 +2,7 @@
 //! that reads the environment; the rest of weir gets validated values passed down.
 
 use crate::engine::scheduler::SchedulingPolicy;
+use crate::models::attention::BackendKind;
 use crate::models::device::{DTypeSpec, DeviceSpec};
 use crate::models::weights::LoadFormat;
 use crate::models::WeightFormat;
@@ -89,6 +90,11 @@ pub struct ServeArgs {
     /// for throughput runs; without tokenizer.json the model takes token-id prompts only).
     #[arg(long, env = "WEIR_LOAD_FORMAT", default_value = "auto")]
     pub load_format: LoadFormat,
+    /// Paged attention implementation: auto (cpu for f32 on the CPU, tensor elsewhere), cpu (the
+    /// host reference), tensor (candle ops on any device) or cuda (weir's own CUDA kernels for
+    /// the KV write and decode steps, the tensor path for prompt chunks).
+    #[arg(long, env = "WEIR_ATTENTION_BACKEND", default_value = "auto")]
+    pub attention_backend: BackendKind,
     /// Turn automatic prefix caching off (on by default: full KV blocks are shared by requests
     /// whose prompts start with the same tokens).
     #[arg(long, env = "WEIR_NO_PREFIX_CACHING")]
@@ -192,6 +198,7 @@ pub struct EngineLimits {
     pub dtype: DTypeSpec,
     pub gpu_memory_utilization: f64,
     pub load_format: LoadFormat,
+    pub attention_backend: BackendKind,
 }
 
 impl ServeArgs {
@@ -250,6 +257,7 @@ impl ServeArgs {
             dtype: self.dtype,
             gpu_memory_utilization: self.gpu_memory_utilization,
             load_format: self.load_format,
+            attention_backend: self.attention_backend,
         })
     }
 

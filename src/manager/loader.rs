@@ -247,7 +247,7 @@ pub fn load_model(
     let started = std::time::Instant::now();
     let (model, codec) = load_weights(local, limits)?;
     let (kv, sched) = engine_shape(model.config(), limits, model.device(), model.dtype())?;
-    let runner = ModelRunner::new(Box::new(model), kv)?;
+    let runner = ModelRunner::new(Box::new(model), kv, limits.attention_backend)?;
     tracing::info!(
         model = id,
         attention = runner.backend_name(),

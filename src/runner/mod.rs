@@ -8,7 +8,7 @@ pub mod sampler;
 use crate::engine::output::{ModelRunnerOutput, SchedulerOutput};
 use crate::engine::request::RequestId;
 use crate::kv::KvCacheConfig;
-use crate::models::attention::{backend_for, Attention};
+use crate::models::attention::{backend_for, Attention, BackendKind};
 use crate::models::batch::{ForwardBatch, SeqInput};
 use crate::models::CausalLm;
 use sampler::Sampler;
@@ -22,7 +22,11 @@ pub struct ModelRunner {
 impl ModelRunner {
     /// Allocates the KV pool on the model's device in its dtype, with the backend that serves
     /// them (`attention::backend_for`).
-    pub fn new(model: Box<dyn CausalLm>, kv_config: KvCacheConfig) -> candle_core::Result<Self> {
+    pub fn new(
+        model: Box<dyn CausalLm>,
+        kv_config: KvCacheConfig,
+        kind: BackendKind,
+    ) -> candle_core::Result<Self> {
         let shape = model.attention_shape();
         assert_eq!(
             (
@@ -33,7 +37,7 @@ impl ModelRunner {
             (model.num_layers(), shape.num_kv_heads, shape.head_dim),
             "KV cache shape must match the model. This is a bug."
         );
-        let backend = backend_for(shape, model.dtype(), model.device());
+        let backend = backend_for(kind, shape, model.dtype(), model.device())?;
         let attn = Attention::new(backend, kv_config)?;
         Ok(Self {
             model,

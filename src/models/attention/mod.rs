@@ -8,14 +8,18 @@
 //!   the fast CPU path);
 //! - `tensor::TensorBackend`: tensor pools in the model's dtype on any device, built only from
 //!   candle's own tested ops (scatter by slot, gather through the block table with
-//!   `index_select`, matmul + softmax in f32). It is the CUDA path, and runs on CPU in the tests
-//!   that check it against the reference.
+//!   `index_select`, matmul + softmax in f32). The default CUDA path, right the first time it
+//!   runs, and it runs on CPU in the tests that check it against the reference.
+//! - `cuda::CudaBackend` (feature `cuda`): weir's own kernels (`kernels/`) for the KV write and
+//!   split-K paged decode, the tensor path for prompt chunks; `--attention-backend cuda`.
 //!
 //! `Attention` pairs the chosen backend with the pool it allocated; the runner owns it and lends
 //! it to the model each step. Metadata is built once per step (`prepare`) and read by every
 //! layer.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod tensor;
 
 use super::batch::ForwardBatch;
@@ -77,16 +81,64 @@ pub trait AttentionBackend: Send {
     ) -> Result<Tensor>;
 }
 
-/// Which backend serves a device and dtype: the host reference for f32 on CPU, the tensor
-/// backend everywhere else.
+/// `--attention-backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// `cpu` for f32 on the CPU, `tensor` everywhere else.
+    Auto,
+    Cpu,
+    Tensor,
+    /// weir's CUDA kernels (builds with the `cuda` feature).
+    Cuda,
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "cpu" => Ok(Self::Cpu),
+            "tensor" => Ok(Self::Tensor),
+            "cuda" => Ok(Self::Cuda),
+            _ => Err(format!("expected auto, cpu, tensor or cuda, got {s:?}")),
+        }
+    }
+}
+
+/// The backend `kind` names for a model of `shape` whose activations are `dtype` on `device`.
 pub fn backend_for(
+    kind: BackendKind,
     shape: AttentionShape,
     dtype: DType,
     device: &Device,
-) -> Box<dyn AttentionBackend> {
-    match (device, dtype) {
-        (Device::Cpu, DType::F32) => Box::new(cpu::CpuBackend::new(shape)),
-        _ => Box::new(tensor::TensorBackend::new(shape, dtype, device.clone())),
+) -> Result<Box<dyn AttentionBackend>> {
+    let kind = match (kind, device, dtype) {
+        (BackendKind::Auto, Device::Cpu, DType::F32) => BackendKind::Cpu,
+        (BackendKind::Auto, _, _) => BackendKind::Tensor,
+        (k, _, _) => k,
+    };
+    match (kind, device) {
+        (BackendKind::Cpu, Device::Cpu) if dtype == DType::F32 => {
+            Ok(Box::new(cpu::CpuBackend::new(shape)))
+        }
+        (BackendKind::Cpu, _) => {
+            candle_core::bail!("--attention-backend cpu needs --device cpu and f32 activations")
+        }
+        #[cfg(feature = "cuda")]
+        (BackendKind::Cuda, Device::Cuda(_)) => Ok(Box::new(cuda::CudaBackend::new(
+            shape,
+            dtype,
+            device.clone(),
+        ))),
+        (BackendKind::Cuda, _) => {
+            candle_core::bail!("--attention-backend cuda needs a CUDA build and --device cuda")
+        }
+        _ => Ok(Box::new(tensor::TensorBackend::new(
+            shape,
+            dtype,
+            device.clone(),
+        ))),
     }
 }
 

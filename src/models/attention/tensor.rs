@@ -152,14 +152,14 @@ impl TensorBackend {
     }
 }
 
-fn device_pools(kv: &LayerKv) -> Result<(&Tensor, &Tensor)> {
+pub(super) fn device_pools(kv: &LayerKv) -> Result<(&Tensor, &Tensor)> {
     match kv {
         LayerKv::Device { k, v } => Ok((k, v)),
         LayerKv::Host { .. } => candle_core::bail!("the tensor backend needs a tensor KV pool"),
     }
 }
 
-fn device_meta(meta: &AttentionMetadata) -> Result<&DeviceMetadata> {
+pub(super) fn device_meta(meta: &AttentionMetadata) -> Result<&DeviceMetadata> {
     meta.device
         .as_ref()
         .ok_or_else(|| candle_core::Error::Msg("tensor backend metadata missing".into()))

@@ -3,6 +3,8 @@
 //! tokenizer_config.json), engines built on it, and the default model fetched through the same
 //! code path as `weir serve`.
 
+pub mod attention;
+
 use crate::config::{EngineLimits, ServeArgs};
 use crate::engine::core::EngineCore;
 use crate::engine::request::{Request, RequestId, SamplingParams, StopConditions};
@@ -160,20 +162,27 @@ pub fn test_limits(num_kv_blocks: usize, block_size: usize) -> EngineLimits {
         dtype: crate::models::device::DTypeSpec::Auto,
         gpu_memory_utilization: 0.9,
         load_format: crate::models::weights::LoadFormat::Auto,
+        attention_backend: crate::models::attention::BackendKind::Auto,
     }
+}
+
+/// The model source at `path` as `limits.load_format` reads it.
+fn open_source(path: &Path, limits: &EngineLimits) -> LocalModel {
+    match limits.load_format {
+        LoadFormat::Auto => LocalModel::open(path),
+        LoadFormat::Dummy => LocalModel::open_config(path),
+    }
+    .expect("valid model source")
 }
 
 /// An `EngineCore` over the model at `dir` (the tiny model or a GGUF file).
 pub fn engine_core(source: &Path, limits: &EngineLimits) -> EngineCore {
-    let local = match limits.load_format {
-        LoadFormat::Auto => LocalModel::open(source),
-        LoadFormat::Dummy => LocalModel::open_config(source),
-    }
-    .expect("valid model source");
+    let local = open_source(source, limits);
     let (model, _codec) = load_weights(&local, limits).expect("load model");
     let (kv, sched) =
         engine_shape(model.config(), limits, model.device(), model.dtype()).expect("engine shape");
-    let runner = ModelRunner::new(Box::new(model), kv).expect("allocate the KV cache");
+    let runner = ModelRunner::new(Box::new(model), kv, limits.attention_backend)
+        .expect("allocate the KV cache");
     EngineCore::new(Scheduler::new(sched), runner)
 }
 
@@ -244,7 +253,7 @@ impl TestServer {
         let handles = models
             .iter()
             .map(|(id, path)| {
-                let local = LocalModel::open(path).expect("valid model source");
+                let local = open_source(path, &limits);
                 crate::manager::load_model(id, &local, &limits).expect("load model")
             })
             .collect();
@@ -307,6 +316,12 @@ pub fn attention_for(
         num_blocks,
         dtype_size: model.dtype().size_in_bytes(),
     };
-    let backend = crate::models::attention::backend_for(shape, model.dtype(), model.device());
+    let backend = crate::models::attention::backend_for(
+        crate::models::attention::BackendKind::Auto,
+        shape,
+        model.dtype(),
+        model.device(),
+    )
+    .expect("a backend for the model's device");
     crate::models::attention::Attention::new(backend, cfg).expect("allocate the KV cache")
 }

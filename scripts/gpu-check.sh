@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# ONE command for a lent GPU machine (H100/H200): checks weir's CUDA path and prints one
+# throughput table. Builds nothing there: the binaries come from scripts/build-cuda.sh on a
+# machine without a GPU, xz-compressed under target/cuda-dist/ (carry that folder).
+#
+#   device tool:  run(command="bash scripts/gpu-check.sh", carry=["target/cuda-dist"], timeout_s=540)
+#
+# Steps (under 8 minutes):
+#   1. gpu_tests --ignored: weir's kernels and the tensor backend against the naive attention
+#      reference (f32/f16/bf16, GQA 1-8, head dims 64/128, contexts to 1,100), tiny-model logits
+#      CUDA vs CPU (f32, bf16), greedy /v1/completions served on CUDA = on CPU, and SmolLM2
+#      (dequantized to bf16) CUDA vs CPU when WEIR_SMOLLM2_GGUF points at its GGUF.
+#   2. `weir serve --load-format dummy` with Llama-3.2-1B's shape (bf16), `weir bench` at
+#      concurrency 1, 32 and 128 (128-token prompts, 128 output tokens), once per attention
+#      backend (tensor: candle ops; cuda: weir's kernels), printed as one table.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$(mktemp -d)}
+BIN=$(mktemp -d)
+for f in weir gpu_tests; do
+  if [ -f "target/cuda-dist/$f.xz" ]; then xz -dc "target/cuda-dist/$f.xz" > "$BIN/$f"; else cp "target/cuda-dist/$f" "$BIN/$f"; fi
+  chmod +x "$BIN/$f"
+done
+# CUDA 13 user-space libraries of the machine's PyTorch venv (libcuda.so.1 comes from the driver)
+for d in /opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13/lib /usr/local/cuda-13.0/targets/x86_64-linux/lib; do
+  if [ -e "$d/libcublas.so.13" ]; then
+    export LD_LIBRARY_PATH="$d:/usr/local/nvidia/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    break
+  fi
+done
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+
+echo "== 1. correctness (gpu_tests --ignored)"
+timeout 240 "$BIN/gpu_tests" --ignored --test-threads 1 --nocapture 2>&1 | tee "$OUT/gpu_tests.log" | grep -E "^test |max error|max \||greedy|result|panicked|not set"
+tests_rc=${PIPESTATUS[0]}
+
+echo "== 2. throughput: dummy Llama-3.2-1B (bf16), 128-token prompts, 128 output tokens"
+CFG=$(mktemp -d)
+cat > "$CFG/config.json" <<'JSON'
+{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 2048,
+ "intermediate_size": 8192, "num_hidden_layers": 16, "num_attention_heads": 32,
+ "num_key_value_heads": 8, "head_dim": 64, "vocab_size": 128256, "rms_norm_eps": 1e-05,
+ "rope_theta": 500000.0, "max_position_embeddings": 131072, "tie_word_embeddings": true,
+ "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+   "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+ "bos_token_id": 128000, "eos_token_id": 128001}
+JSON
+printf "%-8s %5s %9s %12s %12s %12s %12s\n" backend conc requests "tok/s" "TTFT p50 ms" "ITL p50 ms" "ITL p99 ms" | tee "$OUT/table.txt"
+for backend in tensor cuda; do
+  port=8123
+  "$BIN/weir" serve --model llama1b="$CFG/config.json" --load-format dummy --device cuda \
+    --attention-backend "$backend" --max-model-len 2048 --max-num-seqs 128 \
+    --max-num-batched-tokens 4096 --port $port > "$OUT/serve-$backend.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 120); do
+    python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$port/health', timeout=2)" 2>/dev/null && break
+    kill -0 $pid 2>/dev/null || break
+    sleep 1
+  done
+  for c in 1 32 128; do
+    n=$(( c == 1 ? 4 : 2 * c ))
+    timeout 90 "$BIN/weir" bench --url "http://127.0.0.1:$port" --model llama1b --concurrency $c \
+      --num-requests $n --prompt-tokens 128 --output-tokens 128 --max-token-id 128000 \
+      --output "$OUT/bench-$backend-$c.json" > /dev/null 2>> "$OUT/bench-$backend.err" || true
+    python3 - "$OUT/bench-$backend-$c.json" "$backend" "$c" <<'PY' | tee -a "$OUT/table.txt"
+import json, sys
+try:
+    s = json.load(open(sys.argv[1]))
+    print(f"{sys.argv[2]:<8} {sys.argv[3]:>5} {s['num_requests']:>9} {s['output_tokens_per_s']:>12.1f} "
+          f"{s['ttft_ms']['p50']:>12.1f} {s['itl_ms']['p50']:>12.2f} {s['itl_ms']['p99']:>12.2f}")
+except Exception as e:
+    print(f"{sys.argv[2]:<8} {sys.argv[3]:>5} failed: {e}")
+PY
+  done
+  kill $pid 2>/dev/null; wait $pid 2>/dev/null
+  grep -E "GPU memory|model loaded" "$OUT/serve-$backend.log" | head -2
+done
+echo "== table"; cat "$OUT/table.txt"
+exit $tests_rc
