@@ -12,8 +12,12 @@
 // max, sum of exponentials and unnormalised output in f32. A second kernel combines the
 // partitions. The partition size is fixed, so a row's reduction order never depends on the
 // batch it is in. Accumulation is f32 for every storage type.
+#ifdef __CUDACC__
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#else
+#include "emulate/cuda_emulation.h"  // CPU check of this file (tests/kernels_emulated.rs)
+#endif
 #include <stdint.h>
 
 #define PARTITION 512
@@ -22,14 +26,16 @@
 #define MAX_HEAD_DIM 256
 
 __device__ __forceinline__ float to_f32(float x) { return x; }
-__device__ __forceinline__ float to_f32(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
 template <typename T> __device__ __forceinline__ T from_f32(float x);
 template <> __device__ __forceinline__ float from_f32<float>(float x) { return x; }
+#ifdef __CUDACC__
+__device__ __forceinline__ float to_f32(__half x) { return __half2float(x); }
+__device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
 template <> __device__ __forceinline__ __half from_f32<__half>(float x) { return __float2half(x); }
 template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) {
   return __float2bfloat16(x);
 }
+#endif
 
 // pool[slots[t], :] = src[t, :] for every token t. grid (num_tokens), block THREADS.
 template <typename T>
@@ -179,5 +185,7 @@ __device__ void paged_decode_reduce(const float *part_max, const float *part_sum
   }
 
 INSTANTIATE(float, f32)
+#ifdef __CUDACC__
 INSTANTIATE(__half, f16)
 INSTANTIATE(__nv_bfloat16, bf16)
+#endif

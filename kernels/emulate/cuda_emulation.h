@@ -1,0 +1,70 @@
+// Just enough of CUDA to run weir's kernels on the CPU, for tests/kernels_emulated.rs: a grid
+// runs one block at a time, every thread of a block is a std::thread, __syncthreads is a block
+// barrier and warp shuffles exchange through a per-warp barrier. __shared__ arrays become
+// statics (one block at a time shares them). f32 only.
+#pragma once
+#include <algorithm>
+#include <barrier>
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <thread>
+#include <vector>
+
+struct dim3 {
+  unsigned x = 1, y = 1, z = 1;
+};
+inline thread_local dim3 threadIdx, blockIdx;
+inline dim3 blockDim, gridDim;
+
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __shared__ static
+
+using std::min;
+inline float __expf(float x) { return std::exp(x); }
+
+struct EmuWarp {
+  std::barrier<> bar{32};
+  float vals[32];
+};
+inline std::barrier<> *emu_block_barrier;
+inline EmuWarp *emu_warps;
+
+inline void __syncthreads() { emu_block_barrier->arrive_and_wait(); }
+
+inline float __shfl_xor_sync(unsigned, float x, int offset) {
+  EmuWarp &w = emu_warps[threadIdx.x / 32];
+  const unsigned lane = threadIdx.x % 32;
+  w.vals[lane] = x;
+  w.bar.arrive_and_wait();
+  const float r = w.vals[lane ^ offset];
+  w.bar.arrive_and_wait();
+  return r;
+}
+
+// Runs `kernel` over `grid` blocks of `block` threads (block.x a multiple of 32 when the kernel
+// shuffles).
+template <typename F> void emu_launch(dim3 grid, dim3 block, F kernel) {
+  gridDim = grid;
+  blockDim = block;
+  const unsigned n = block.x;
+  for (unsigned z = 0; z < grid.z; ++z)
+    for (unsigned y = 0; y < grid.y; ++y)
+      for (unsigned x = 0; x < grid.x; ++x) {
+        std::barrier<> bar(n);
+        std::vector<EmuWarp> warps((n + 31) / 32);
+        emu_block_barrier = &bar;
+        emu_warps = warps.data();
+        std::vector<std::thread> threads;
+        for (unsigned t = 0; t < n; ++t) {
+          threads.emplace_back([=] {
+            threadIdx = {t, 0, 0};
+            blockIdx = {x, y, z};
+            kernel();
+          });
+        }
+        for (auto &t : threads) t.join();
+      }
+}
