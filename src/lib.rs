@@ -3,6 +3,8 @@
 pub mod api;
 pub mod bench;
 pub mod config;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod engine;
 pub mod kv;
 pub mod manager;

@@ -3,6 +3,8 @@
 //! sampling parameters. It packs the `ForwardBatch`, runs the model over the attention backend
 //! and KV pool it owns, and samples one token per sampling sequence where the logits are.
 
+#[cfg(feature = "cuda")]
+pub mod cuda_sampler;
 pub mod sampler;
 
 use crate::engine::output::{ModelRunnerOutput, SchedulerOutput};

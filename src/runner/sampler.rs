@@ -1,8 +1,12 @@
-//! `Sampler`: picks each sequence's next token from its logits row. Greedy rows take an argmax
-//! computed where the logits are (on the GPU only the token ids cross to the host); other rows
-//! copy their own row and apply temperature, then top-k, then top-p, then a draw from the
-//! request's own RNG (seeded from `seed` when given, so a seeded request is reproducible
-//! whatever it is batched with).
+//! `Sampler`: picks each sequence's next token from its logits row, where the logits are.
+//! - On a GPU (feature `cuda`) every row is sampled by `kernels/sampling.cu` (greedy,
+//!   temperature, top-k, top-p, a Gumbel-max draw seeded from the request's own RNG); only token
+//!   ids cross to the host.
+//! - On the CPU greedy rows take an argmax; other rows apply temperature, then top-k, then
+//!   top-p, then a draw from the request's own RNG.
+//!
+//! The RNG is seeded from `seed` when given, so a seeded request is reproducible whatever it is
+//! batched with (on one kind of device: the GPU draw is a different, equally exact algorithm).
 
 use crate::engine::request::{RequestId, SamplingParams};
 use candle_core::{Tensor, D};
@@ -33,6 +37,23 @@ impl Sampler {
         logits: &Tensor,
         rows: &[(RequestId, &SamplingParams)],
     ) -> candle_core::Result<Vec<u32>> {
+        #[cfg(feature = "cuda")]
+        if logits.device().is_cuda() {
+            let params: Vec<_> = rows
+                .iter()
+                .map(|(id, p)| super::cuda_sampler::RowParams {
+                    temperature: if p.is_greedy() { 0.0 } else { p.temperature },
+                    top_k: p.top_k.map_or(0, |k| k.min(u32::MAX as usize) as u32),
+                    top_p: p.top_p,
+                    seed: if p.is_greedy() {
+                        0
+                    } else {
+                        self.rng(*id, p).random()
+                    },
+                })
+                .collect();
+            return super::cuda_sampler::sample(logits, &params);
+        }
         let greedy = if rows.iter().any(|(_, p)| p.is_greedy()) {
             logits.argmax(D::Minus1)?.to_vec1::<u32>()?
         } else {
@@ -54,11 +75,16 @@ impl Sampler {
         if params.is_greedy() {
             return argmax(logits);
         }
-        let rng = self.rngs.entry(id).or_insert_with(|| match params.seed {
+        let u = self.rng(id, params).random::<f32>();
+        sample_filtered(logits, params, u)
+    }
+
+    /// The request's RNG, seeded from `seed` on first use.
+    fn rng(&mut self, id: RequestId, params: &SamplingParams) -> &mut StdRng {
+        self.rngs.entry(id).or_insert_with(|| match params.seed {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => StdRng::from_os_rng(),
-        });
-        sample_filtered(logits, params, rng.random::<f32>())
+        })
     }
 
     /// Forgets a finished request's RNG.

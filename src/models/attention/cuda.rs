@@ -17,11 +17,11 @@ use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
 use candle_core::{
-    CpuStorage, CudaStorage, CustomOp3, DType, Device, InplaceOp3, Layout, Result, Shape, Storage,
-    Tensor,
+    CpuStorage, CudaStorage, CustomOp3, DType, Device, InplaceOp3, Layout, Result, Shape, Tensor,
 };
 
-const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/paged_attention.ptx"));
+use crate::cuda::{device_slice, PAGED_ATTENTION_PTX as PTX};
+
 const MODULE: &str = "weir_paged_attention";
 /// Keys per partition of the split-K decode kernel (PARTITION in the .cu file).
 const PARTITION: usize = 512;
@@ -127,19 +127,6 @@ struct PagedDecode {
     max_context_len: usize,
 }
 
-fn cuda_u32(
-    t: &Tensor,
-) -> Result<(
-    candle_core::cuda_backend::cudarc::driver::CudaSlice<u32>,
-    Layout,
-)> {
-    let (storage, layout) = t.storage_and_layout();
-    match &*storage {
-        Storage::Cuda(s) => Ok((s.as_cuda_slice::<u32>()?.clone(), layout.clone())),
-        _ => candle_core::bail!("weir-paged-decode: metadata must be on the GPU"),
-    }
-}
-
 impl CustomOp3 for PagedDecode {
     fn name(&self) -> &'static str {
         "weir-paged-decode"
@@ -179,8 +166,8 @@ impl CustomOp3 for PagedDecode {
         let parts = self.max_context_len.div_ceil(PARTITION).max(1);
         let dev = q.device().clone();
         let sfx = suffix(q.dtype())?;
-        let (tables, _) = cuda_u32(&self.block_tables)?;
-        let (lens, _) = cuda_u32(&self.context_lens)?;
+        let tables = device_slice::<u32>(&self.block_tables)?;
+        let lens = device_slice::<u32>(&self.context_lens)?;
         let max_blocks = self.block_tables.dim(1)? as u32;
         let heads = num_seqs * s.num_heads;
         let part_max = dev.alloc_zeros::<f32>(heads * parts)?;
