@@ -32,39 +32,23 @@ __device__ __forceinline__ float uniform(uint64_t seed, uint32_t i) {
   return ((float)(z >> 40) + 0.5f) * (1.0f / 16777216.0f);
 }
 
-// Block-wide reductions over one value per thread (all threads must call them).
-__device__ float block_sum(float x, float *scratch) {
-  scratch[threadIdx.x] = x;
-  __syncthreads();
-  for (uint32_t s = blockDim.x / 2; s > 0; s >>= 1) {
-    if (threadIdx.x < s) scratch[threadIdx.x] += scratch[threadIdx.x + s];
-    __syncthreads();
-  }
-  const float r = scratch[0];
-  __syncthreads();
-  return r;
-}
+struct Sum {
+  template <typename T> __device__ T operator()(T a, T b) const { return a + b; }
+};
+struct Max {
+  __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
 
-__device__ float block_max(float x, float *scratch) {
+// A block-wide reduction over one value per thread (every thread must call it), in a fixed
+// tree order for a given block size.
+template <typename T, typename Op> __device__ T block_reduce(T x, T *scratch, Op op) {
   scratch[threadIdx.x] = x;
   __syncthreads();
   for (uint32_t s = blockDim.x / 2; s > 0; s >>= 1) {
-    if (threadIdx.x < s) scratch[threadIdx.x] = fmaxf(scratch[threadIdx.x], scratch[threadIdx.x + s]);
+    if (threadIdx.x < s) scratch[threadIdx.x] = op(scratch[threadIdx.x], scratch[threadIdx.x + s]);
     __syncthreads();
   }
-  const float r = scratch[0];
-  __syncthreads();
-  return r;
-}
-
-__device__ uint32_t block_count(uint32_t x, uint32_t *scratch) {
-  scratch[threadIdx.x] = x;
-  __syncthreads();
-  for (uint32_t s = blockDim.x / 2; s > 0; s >>= 1) {
-    if (threadIdx.x < s) scratch[threadIdx.x] += scratch[threadIdx.x + s];
-    __syncthreads();
-  }
-  const uint32_t r = scratch[0];
+  const T r = scratch[0];
   __syncthreads();
   return r;
 }
@@ -117,7 +101,7 @@ extern "C" __global__ void weir_sample_f32(const float *logits, uint32_t vocab,
   const float inv_t = 1.f / t;
   float m = -INFINITY;
   for (uint32_t i = threadIdx.x; i < vocab; i += blockDim.x) m = fmaxf(m, x[i] * inv_t);
-  m = block_max(m, fs);
+  m = block_reduce(m, fs, Max());
   // top-k threshold: the k-th largest key
   uint32_t kth = 0;
   const uint32_t k = top_k[row];
@@ -126,7 +110,7 @@ extern "C" __global__ void weir_sample_f32(const float *logits, uint32_t vocab,
       const uint32_t cand = kth | (1u << bit);
       uint32_t c = 0;
       for (uint32_t i = threadIdx.x; i < vocab; i += blockDim.x) c += order_key(x[i] * inv_t) >= cand;
-      if (block_count(c, us) >= k) kth = cand;
+      if (block_reduce(c, us, Sum()) >= k) kth = cand;
     }
   }
   // mass of the top-k set
@@ -135,7 +119,7 @@ extern "C" __global__ void weir_sample_f32(const float *logits, uint32_t vocab,
     const float y = x[i] * inv_t;
     if (order_key(y) >= kth) z += __expf(y - m);
   }
-  z = block_sum(z, fs);
+  z = block_reduce(z, fs, Sum());
   // top-p threshold: the largest key whose kept mass (within the top-k set) reaches top_p * z
   uint32_t pth = kth;
   const float p = top_p[row];
@@ -149,7 +133,7 @@ extern "C" __global__ void weir_sample_f32(const float *logits, uint32_t vocab,
         const float y = x[i] * inv_t;
         if (order_key(y) >= at) mass += __expf(y - m);
       }
-      if (block_sum(mass, fs) >= p * z) prefix = cand;
+      if (block_reduce(mass, fs, Sum()) >= p * z) prefix = cand;
     }
     pth = prefix > kth ? prefix : kth;
   }
