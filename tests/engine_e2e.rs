@@ -156,3 +156,36 @@ fn prefix_cache_hits_give_the_same_greedy_outputs() {
     );
     assert_eq!(core.scheduler().num_blocks_used(), 0);
 }
+
+/// The whole engine on the tensor backend (the CUDA path's candle ops, here on the CPU): in f32
+/// it gives the CPU backend's greedy outputs batched; in bf16 (dense bf16 weights, bf16 KV pool)
+/// every request completes and every block comes back.
+#[test]
+fn tensor_backend_engine_matches_cpu_backend_and_runs_in_bf16() {
+    use weir::models::attention::BackendKind;
+    use weir::models::device::DTypeSpec;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = write_tiny_llama(tmp.path(), 3);
+    let alone = run_alone(&dir);
+    for dtype in [DTypeSpec::F32, DTypeSpec::Bf16] {
+        let mut limits = test_limits(256, 4);
+        limits.attention_backend = BackendKind::Tensor;
+        limits.dtype = dtype;
+        let mut core = engine_core(&dir, &limits);
+        for (i, p) in prompts().into_iter().enumerate() {
+            core.add(greedy_request(i as u64, p, 24)).unwrap();
+        }
+        let out = run_to_completion(&mut core);
+        assert_eq!(out.len(), 8);
+        for (id, toks) in &alone {
+            assert_eq!(out[id].len(), 24, "{dtype:?}");
+            if dtype == DTypeSpec::F32 {
+                assert_eq!(
+                    &out[id], toks,
+                    "request {id:?} differs on the tensor backend"
+                );
+            }
+        }
+        assert_eq!(core.scheduler().num_blocks_used(), 0);
+    }
+}
