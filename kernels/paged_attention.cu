@@ -1,13 +1,18 @@
-// weir's paged-attention kernels: the KV write by slot and split-K paged decode attention.
+// weir's paged-attention kernels: the KV write by slot and split-K paged attention of packed
+// query rows (decodes and prompt chunks alike).
 //
 // Layouts (row-major, the same as the CPU backend's host pools):
 //   k_pool, v_pool   [num_slots, num_kv_heads * head_dim]      slot = block * block_size + offset
 //   block_tables     [num_seqs, max_blocks] u32, padded
-//   context_lens     [num_seqs] u32 (tokens in the cache, including this step's)
-//   q                [num_seqs, num_heads * head_dim]           one decode token per sequence
+//   q                [num_rows, num_heads * head_dim]           every token of the step
+//   row_seq          [num_rows] u32 the row's sequence (its block table)
+//   row_ctx          [num_rows] u32 keys the row sees: its position + 1 (causal), all of them
+//                    already in the pool (the KV write runs first)
 //
-// Decode: grid (num_seqs, num_kv_heads, num_partitions), one block per partition of
-// PARTITION keys. A block reads each key and value row of its KV head once for all `group`
+// Attention: grid (num_rows, num_kv_heads, num_partitions), one block per partition of
+// PARTITION keys. A prompt chunk is just several rows of one sequence with growing row_ctx, so
+// chunked prefill and prefix-cache hits read earlier context through the block table exactly as
+// decodes do (no K-tile reuse across a chunk's rows: simple, not flash). A block reads each key and value row of its KV head once for all `group`
 // query heads that share it (GQA), keeps logits in shared memory, and writes the partition's
 // max, sum of exponentials and unnormalised output in f32. A second kernel combines the
 // partitions. The partition size is fixed, so a row's reduction order never depends on the
@@ -58,24 +63,24 @@ __device__ __forceinline__ float warp_sum(float x) {
 }
 
 template <typename T>
-__device__ void paged_decode_partial(
+__device__ void paged_attention_partial(
     const T *q, const T *k_pool, const T *v_pool, const uint32_t *block_tables,
-    const uint32_t *context_lens, float *part_max, float *part_sum, float *part_out,
-    uint32_t num_kv_heads, uint32_t group, uint32_t head_dim, uint32_t block_size,
-    uint32_t max_blocks, float scale) {
+    const uint32_t *row_seq, const uint32_t *row_ctx, float *part_max, float *part_sum,
+    float *part_out, uint32_t num_kv_heads, uint32_t group, uint32_t head_dim,
+    uint32_t block_size, uint32_t max_blocks, float scale) {
   __shared__ float q_s[MAX_GROUP * MAX_HEAD_DIM];
   __shared__ float logits[MAX_GROUP * PARTITION];
   __shared__ float m_s[MAX_GROUP];
   __shared__ float l_s[MAX_GROUP];
-  const uint32_t seq = blockIdx.x, kvh = blockIdx.y, part = blockIdx.z;
+  const uint32_t row = blockIdx.x, kvh = blockIdx.y, part = blockIdx.z;
   const uint32_t num_parts = gridDim.z;
   const uint32_t num_heads = num_kv_heads * group;
   const uint32_t kv_width = num_kv_heads * head_dim;
-  const uint32_t ctx = context_lens[seq];
+  const uint32_t ctx = row_ctx[row];
   const uint32_t start = part * PARTITION;
   const uint32_t end = min(ctx, start + PARTITION);
   // [num_seqs, num_heads, num_parts] and [.., head_dim]
-  const uint64_t head0 = (uint64_t)seq * num_heads + (uint64_t)kvh * group;
+  const uint64_t head0 = (uint64_t)row * num_heads + (uint64_t)kvh * group;
   if (start >= ctx) {
     for (uint32_t g = threadIdx.x; g < group; g += blockDim.x) {
       part_max[(head0 + g) * num_parts + part] = -INFINITY;
@@ -92,7 +97,7 @@ __device__ void paged_decode_partial(
     q_s[i] = to_f32(q[head0 * head_dim + i]);
   }
   __syncthreads();
-  const uint32_t *table = block_tables + (uint64_t)seq * max_blocks;
+  const uint32_t *table = block_tables + (uint64_t)row_seq[row] * max_blocks;
   // logits: one key per thread, every query head of the group
   for (uint32_t j = threadIdx.x; j < n; j += blockDim.x) {
     const uint32_t pos = start + j;
@@ -141,10 +146,10 @@ __device__ void paged_decode_partial(
   }
 }
 
-// out[seq, head, :] from the partitions. grid (num_seqs, num_heads), block head_dim threads
+// out[row, head, :] from the partitions. grid (num_rows, num_heads), block head_dim threads
 // (or THREADS, looping).
 template <typename T>
-__device__ void paged_decode_reduce(const float *part_max, const float *part_sum,
+__device__ void paged_attention_reduce(const float *part_max, const float *part_sum,
                                     const float *part_out, T *out, uint32_t num_parts,
                                     uint32_t head_dim) {
   const uint64_t head = (uint64_t)blockIdx.x * gridDim.y + blockIdx.y;
@@ -169,19 +174,19 @@ __device__ void paged_decode_reduce(const float *part_max, const float *part_sum
                                                      const uint32_t *slots, uint32_t width) {  \
     kv_write<T>(pool, src, slots, width);                                                      \
   }                                                                                            \
-  extern "C" __global__ void weir_paged_decode_partial_##SUFFIX(                               \
+  extern "C" __global__ void weir_paged_attention_partial_##SUFFIX(                               \
       const T *q, const T *k_pool, const T *v_pool, const uint32_t *block_tables,             \
-      const uint32_t *context_lens, float *part_max, float *part_sum, float *part_out,        \
-      uint32_t num_kv_heads, uint32_t group, uint32_t head_dim, uint32_t block_size,          \
-      uint32_t max_blocks, float scale) {                                                      \
-    paged_decode_partial<T>(q, k_pool, v_pool, block_tables, context_lens, part_max,          \
+      const uint32_t *row_seq, const uint32_t *row_ctx, float *part_max, float *part_sum,     \
+      float *part_out, uint32_t num_kv_heads, uint32_t group, uint32_t head_dim,              \
+      uint32_t block_size, uint32_t max_blocks, float scale) {                                 \
+    paged_attention_partial<T>(q, k_pool, v_pool, block_tables, row_seq, row_ctx, part_max,      \
                             part_sum, part_out, num_kv_heads, group, head_dim, block_size,    \
                             max_blocks, scale);                                                \
   }                                                                                            \
-  extern "C" __global__ void weir_paged_decode_reduce_##SUFFIX(                                \
+  extern "C" __global__ void weir_paged_attention_reduce_##SUFFIX(                                \
       const float *part_max, const float *part_sum, const float *part_out, T *out,            \
       uint32_t num_parts, uint32_t head_dim) {                                                 \
-    paged_decode_reduce<T>(part_max, part_sum, part_out, out, num_parts, head_dim);           \
+    paged_attention_reduce<T>(part_max, part_sum, part_out, out, num_parts, head_dim);           \
   }
 
 INSTANTIATE(float, f32)

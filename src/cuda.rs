@@ -5,7 +5,7 @@ use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DeviceRepr};
 use candle_core::cuda_backend::CudaDType;
 use candle_core::{Result, Storage, Tensor};
 
-/// `kernels/paged_attention.cu`: KV write by slot, split-K paged decode.
+/// `kernels/paged_attention.cu`: KV write by slot, split-K paged attention of packed rows.
 pub const PAGED_ATTENTION_PTX: &str =
     include_str!(concat!(env!("OUT_DIR"), "/paged_attention.ptx"));
 /// `kernels/sampling.cu`: per-row sampling.

@@ -1,9 +1,10 @@
 //! weir's CUDA kernel sources checked without a GPU: g++ compiles each `kernels/*.cu` file
 //! against `kernels/emulate/cuda_emulation.h` (blocks one at a time, one std::thread per CUDA
 //! thread, barriers for `__syncthreads` and warp shuffles) and a check program runs it:
-//! - `check_paged_attention.cpp`: the KV write and the split-K paged decode kernels (f32)
-//!   against a naive reference on random block tables: GQA 1/4/8, head dims 64/128, block sizes
-//!   1/16/32, contexts up to 1,100 tokens (three partitions);
+//! - `check_paged_attention.cpp`: the KV write and the split-K paged attention kernels (f32)
+//!   against a naive reference on random block tables, for decodes and prompt chunks packed
+//!   together: GQA 1/4/8, head dims 64/128, block sizes 1/16/32, contexts up to 1,100 tokens
+//!   (three partitions);
 //! - `check_sampling.cpp`: greedy and top-k 1 give the argmax, top-k and top-p keep the host
 //!   sampler's candidate sets, rows batched equal rows alone, seeds reproduce, and draws follow
 //!   softmax(logits / temperature).
@@ -35,7 +36,7 @@ fn run_check(name: &str) -> String {
 #[test]
 fn paged_attention_kernels_match_reference_under_cpu_emulation() {
     let report = run_check("check_paged_attention");
-    assert_eq!(report.lines().count(), 4, "{report}");
+    assert_eq!(report.lines().count(), 5, "{report}");
 }
 
 #[test]

@@ -11,7 +11,7 @@
 static std::vector<uint32_t> sample(const std::vector<float> &logits, uint32_t vocab,
                                     std::vector<float> t, std::vector<uint32_t> k,
                                     std::vector<float> p, std::vector<uint64_t> seeds,
-                                    unsigned threads = 64) {
+                                    unsigned threads = 16) {
   const uint32_t rows = (uint32_t)t.size();
   std::vector<uint32_t> out(rows);
   emu_launch({rows, 1, 1}, {threads, 1, 1}, [&] {

@@ -1,5 +1,5 @@
 // Just enough of CUDA to run weir's kernels on the CPU, for tests/kernels_emulated.rs: a grid
-// runs one block at a time, every thread of a block is a std::thread, __syncthreads is a block
+// runs one block at a time on one std::thread per thread of a block, __syncthreads is a block
 // barrier and warp shuffles exchange through a per-warp barrier. __shared__ arrays become
 // statics (one block at a time shares them). f32 only.
 #pragma once
@@ -52,26 +52,28 @@ inline float __shfl_xor_sync(unsigned, float x, int offset) {
 }
 
 // Runs `kernel` over `grid` blocks of `block` threads (block.x a multiple of 32 when the kernel
-// shuffles).
+// shuffles). One std::thread per CUDA thread walks every block in order; a barrier between
+// blocks keeps one block at a time (the __shared__ statics belong to it).
 template <typename F> void emu_launch(dim3 grid, dim3 block, F kernel) {
   gridDim = grid;
   blockDim = block;
   const unsigned n = block.x;
-  for (unsigned z = 0; z < grid.z; ++z)
-    for (unsigned y = 0; y < grid.y; ++y)
-      for (unsigned x = 0; x < grid.x; ++x) {
-        std::barrier<> bar(n);
-        std::vector<EmuWarp> warps((n + 31) / 32);
-        emu_block_barrier = &bar;
-        emu_warps = warps.data();
-        std::vector<std::thread> threads;
-        for (unsigned t = 0; t < n; ++t) {
-          threads.emplace_back([=] {
-            threadIdx = {t, 0, 0};
+  std::barrier<> bar(n), between_blocks(n);
+  std::vector<EmuWarp> warps((n + 31) / 32);
+  emu_block_barrier = &bar;
+  emu_warps = warps.data();
+  std::vector<std::thread> threads;
+  for (unsigned t = 0; t < n; ++t) {
+    threads.emplace_back([=, &between_blocks] {
+      threadIdx = {t, 0, 0};
+      for (unsigned z = 0; z < grid.z; ++z)
+        for (unsigned y = 0; y < grid.y; ++y)
+          for (unsigned x = 0; x < grid.x; ++x) {
             blockIdx = {x, y, z};
             kernel();
-          });
-        }
-        for (auto &t : threads) t.join();
-      }
+            between_blocks.arrive_and_wait();
+          }
+    });
+  }
+  for (auto &t : threads) t.join();
 }

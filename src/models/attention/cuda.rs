@@ -2,9 +2,11 @@
 //! by build.rs) launched as candle custom ops, over the same tensor pools and metadata as
 //! `TensorBackend`.
 //! - `write_kv`: one kernel writes every token's K (then V) row to its slot, in place.
-//! - `attend`: a step of decodes only (the steady state) runs split-K paged decode attention
-//!   (`weir_paged_decode_partial` + `weir_paged_decode_reduce`, 512-key partitions, GQA-aware,
-//!   f32 accumulation); a step with prompt chunks runs the tensor backend's candle-op path.
+//! - `attend`: split-K paged attention over every token of the step, decodes and prompt chunks
+//!   alike (`weir_paged_attention_partial` + `weir_paged_attention_reduce`: one row per token
+//!   seeing its own sequence's keys `0..=pos` through the block table, 512-key partitions, each
+//!   K/V row read once per GQA group, f32 accumulation). Shapes beyond the kernel's shared
+//!   memory (GQA group > 8, head dim > 256) run the tensor backend's candle-op path.
 //!
 //! Every kernel is checked against the tensor backend and the CPU reference by the GPU tests
 //! (`tests/gpu.rs`, run by `scripts/gpu-check.sh`).
@@ -23,9 +25,9 @@ use candle_core::{
 use crate::cuda::{device_slice, PAGED_ATTENTION_PTX as PTX};
 
 const MODULE: &str = "weir_paged_attention";
-/// Keys per partition of the split-K decode kernel (PARTITION in the .cu file).
+/// Keys per partition of the split-K attention kernel (PARTITION in the .cu file).
 const PARTITION: usize = 512;
-/// Limits of the decode kernel's shared memory (MAX_GROUP, MAX_HEAD_DIM in the .cu file).
+/// Limits of the attention kernel's shared memory (MAX_GROUP, MAX_HEAD_DIM in the .cu file).
 const MAX_GROUP: usize = 8;
 const MAX_HEAD_DIM: usize = 256;
 const THREADS: u32 = 128;
@@ -115,21 +117,23 @@ impl InplaceOp3 for KvWrite {
     }
 }
 
-/// Paged decode attention of one query token per sequence: q [num_seqs, q_dim] with the pools
-/// as the other two operands; block tables and context lengths ride in the op.
-struct PagedDecode {
+/// Paged attention of packed query rows: q [num_tokens, q_dim] with the pools as the other two
+/// operands; block tables, each row's sequence and context length ride in the op.
+struct PagedAttention {
     shape: AttentionShape,
     block_size: usize,
-    /// [num_seqs, max_blocks] u32
+    /// [num_rows, max_blocks] u32
     block_tables: Tensor,
-    /// [num_seqs] u32
-    context_lens: Tensor,
+    /// [num_tokens] u32
+    row_seq: Tensor,
+    /// [num_tokens] u32
+    row_ctx: Tensor,
     max_context_len: usize,
 }
 
-impl CustomOp3 for PagedDecode {
+impl CustomOp3 for PagedAttention {
     fn name(&self) -> &'static str {
-        "weir-paged-decode"
+        "weir-paged-attention"
     }
 
     fn cpu_fwd(
@@ -159,24 +163,31 @@ impl CustomOp3 for PagedDecode {
             k_l.is_contiguous() && k_l.start_offset() == 0,
             v_l.is_contiguous() && v_l.start_offset() == 0,
         ) else {
-            candle_core::bail!("weir-paged-decode: q and the pools must be contiguous")
+            candle_core::bail!("weir-paged-attention: q and the pools must be contiguous")
         };
-        let (num_seqs, q_dim) = q_l.shape().dims2()?;
+        let (num_rows, q_dim) = q_l.shape().dims2()?;
         let s = self.shape;
         let parts = self.max_context_len.div_ceil(PARTITION).max(1);
         let dev = q.device().clone();
         let sfx = suffix(q.dtype())?;
         let tables = device_slice::<u32>(&self.block_tables)?;
-        let lens = device_slice::<u32>(&self.context_lens)?;
+        let row_seq = device_slice::<u32>(&self.row_seq)?;
+        let row_ctx = device_slice::<u32>(&self.row_ctx)?;
         let max_blocks = self.block_tables.dim(1)? as u32;
-        let heads = num_seqs * s.num_heads;
+        let heads = num_rows * s.num_heads;
         let part_max = dev.alloc_zeros::<f32>(heads * parts)?;
         let part_sum = dev.alloc_zeros::<f32>(heads * parts)?;
         let part_out = dev.alloc_zeros::<f32>(heads * parts * s.head_dim)?;
-        let partial =
-            dev.get_or_load_custom_func(&format!("weir_paged_decode_partial_{sfx}"), MODULE, PTX)?;
-        let reduce =
-            dev.get_or_load_custom_func(&format!("weir_paged_decode_reduce_{sfx}"), MODULE, PTX)?;
+        let partial = dev.get_or_load_custom_func(
+            &format!("weir_paged_attention_partial_{sfx}"),
+            MODULE,
+            PTX,
+        )?;
+        let reduce = dev.get_or_load_custom_func(
+            &format!("weir_paged_attention_reduce_{sfx}"),
+            MODULE,
+            PTX,
+        )?;
         let (kvh, group, d, bs) = (
             s.num_kv_heads as u32,
             s.group() as u32,
@@ -193,7 +204,8 @@ impl CustomOp3 for PagedDecode {
                 b.arg($k);
                 b.arg($v);
                 b.arg(&tables);
-                b.arg(&lens);
+                b.arg(&row_seq);
+                b.arg(&row_ctx);
                 b.arg(&part_max);
                 b.arg(&part_sum);
                 b.arg(&part_out);
@@ -204,7 +216,7 @@ impl CustomOp3 for PagedDecode {
                 b.arg(&max_blocks);
                 b.arg(&scale);
                 let cfg = LaunchConfig {
-                    grid_dim: (num_seqs as u32, kvh, num_parts),
+                    grid_dim: (num_rows as u32, kvh, num_parts),
                     block_dim: (THREADS, 1, 1),
                     shared_mem_bytes: 0,
                 };
@@ -212,7 +224,7 @@ impl CustomOp3 for PagedDecode {
                 // cover every context position.
                 unsafe { b.launch(cfg) }.w()?;
                 // SAFETY: every element is written by the reduce kernel below.
-                let out = unsafe { dev.alloc::<$ty>(num_seqs * q_dim)? };
+                let out = unsafe { dev.alloc::<$ty>(num_rows * q_dim)? };
                 let mut b = reduce.builder();
                 b.arg(&part_max);
                 b.arg(&part_sum);
@@ -221,11 +233,11 @@ impl CustomOp3 for PagedDecode {
                 b.arg(&num_parts);
                 b.arg(&d);
                 let cfg = LaunchConfig {
-                    grid_dim: (num_seqs as u32, s.num_heads as u32, 1),
+                    grid_dim: (num_rows as u32, s.num_heads as u32, 1),
                     block_dim: (d.min(THREADS), 1, 1),
                     shared_mem_bytes: 0,
                 };
-                // SAFETY: out is [num_seqs, num_heads, head_dim].
+                // SAFETY: out is [num_rows, num_heads, head_dim].
                 unsafe { b.launch(cfg) }.w()?;
                 $wrap(out)
             }};
@@ -240,11 +252,11 @@ impl CustomOp3 for PagedDecode {
             (CudaStorageSlice::BF16(q), CudaStorageSlice::BF16(k), CudaStorageSlice::BF16(v)) => {
                 run!(half::bf16, q, k, v, CudaStorageSlice::BF16)
             }
-            _ => candle_core::bail!("weir-paged-decode: q and pool dtypes differ"),
+            _ => candle_core::bail!("weir-paged-attention: q and pool dtypes differ"),
         };
         Ok((
             CudaStorage { slice, device: dev },
-            Shape::from((num_seqs, q_dim)),
+            Shape::from((num_rows, q_dim)),
         ))
     }
 }
@@ -265,11 +277,9 @@ impl CudaBackend {
         }
     }
 
-    /// Whether the decode kernel takes this step: decodes only, and a shape within its limits.
-    fn decode_kernel_fits(&self, batch: &ForwardBatch) -> bool {
-        batch.seqs.iter().all(|s| s.query_len == 1)
-            && self.shape.group() <= MAX_GROUP
-            && self.shape.head_dim <= MAX_HEAD_DIM
+    /// Whether the attention kernel's shared memory holds this model's shape.
+    fn kernel_fits(&self) -> bool {
+        self.shape.group() <= MAX_GROUP && self.shape.head_dim <= MAX_HEAD_DIM
     }
 }
 
@@ -307,16 +317,17 @@ impl AttentionBackend for CudaBackend {
         batch: &ForwardBatch,
         meta: &AttentionMetadata,
     ) -> Result<Tensor> {
-        if !self.decode_kernel_fits(batch) {
+        if !self.kernel_fits() {
             return self.fallback.attend(kv, q, batch, meta);
         }
         let (k_pool, v_pool) = device_pools(kv)?;
         let m = device_meta(meta)?;
-        let op = PagedDecode {
+        let op = PagedAttention {
             shape: self.shape,
             block_size: batch.block_size,
             block_tables: m.block_tables.clone(),
-            context_lens: m.context_lens.clone(),
+            row_seq: m.token_seq.clone(),
+            row_ctx: m.token_context_lens.clone(),
             max_context_len: batch.seqs.iter().map(|s| s.context_len).max().unwrap_or(1),
         };
         q.to_dtype(self.dtype)?

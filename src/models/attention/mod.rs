@@ -11,7 +11,7 @@
 //!   `index_select`, matmul + softmax in f32). The default CUDA path, right the first time it
 //!   runs, and it runs on CPU in the tests that check it against the reference.
 //! - `cuda::CudaBackend` (feature `cuda`): weir's own kernels (`kernels/`) for the KV write and
-//!   split-K paged decode, the tensor path for prompt chunks; `--attention-backend cuda`.
+//!   split-K paged attention of every token (decodes and prompt chunks); `--attention-backend cuda`.
 //!
 //! `Attention` pairs the chosen backend with the pool it allocated; the runner owns it and lends
 //! it to the model each step. Metadata is built once per step (`prepare`) and read by every

@@ -31,6 +31,10 @@ pub struct DeviceMetadata {
     pub context_lens: Tensor,
     /// [num_seqs + 1] u32 first row of each sequence, then num_tokens
     pub query_start_loc: Tensor,
+    /// [num_tokens] u32 each token's sequence (its row of `block_tables`)
+    pub token_seq: Tensor,
+    /// [num_tokens] u32 keys each token sees: its position + 1
+    pub token_context_lens: Tensor,
     groups: Vec<Group>,
     /// [num_tokens] u32 row of each batch token in the concatenated group outputs; `None` when
     /// the groups already cover the rows in order.
@@ -219,6 +223,8 @@ impl AttentionBackend for TensorBackend {
                 block_tables,
                 context_lens: self.u32s(batch.context_lens())?,
                 query_start_loc: self.u32s(batch.query_start_loc())?,
+                token_seq: self.u32s(batch.token_seq_index())?,
+                token_context_lens: self.u32s(batch.positions.iter().map(|p| p + 1).collect())?,
                 groups,
                 row_order,
             }),
