@@ -218,6 +218,9 @@ impl EngineLoop {
             }
             self.drop_closed();
             let (deltas, step) = self.core.step();
+            // NOTE: publish before routing, so whoever sees a token also sees stats at least as
+            // new as the step that made it; again after, for sequences routing aborted.
+            self.publish();
             for d in deltas {
                 self.route(d);
             }
