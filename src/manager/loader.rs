@@ -63,15 +63,7 @@ fn dummy_codec(config: &std::path::Path, cfg: &LlamaConfig) -> Result<TextCodec,
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or_default();
-    let eos = match &json["eos_token_id"] {
-        serde_json::Value::Number(n) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
-        serde_json::Value::Array(a) => a
-            .iter()
-            .filter_map(|x| x.as_u64())
-            .map(|x| x as u32)
-            .collect(),
-        _ => Vec::new(),
-    };
+    let eos = crate::text::tokenizer::id_list(json.get("eos_token_id"));
     Ok(TextCodec::ids_only(cfg.vocab_size, eos))
 }
 

@@ -47,7 +47,7 @@ fn special_token(v: Option<&serde_json::Value>) -> Option<String> {
 }
 
 /// `eos_token_id` as an int or a list of ints.
-fn id_list(v: Option<&serde_json::Value>) -> Vec<u32> {
+pub(crate) fn id_list(v: Option<&serde_json::Value>) -> Vec<u32> {
     match v {
         Some(serde_json::Value::Number(n)) => {
             n.as_u64().map(|x| vec![x as u32]).unwrap_or_default()
