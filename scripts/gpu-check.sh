@@ -4,6 +4,8 @@
 # machine without a GPU, xz-compressed under target/cuda-dist/ (carry that folder).
 #
 #   device tool:  run(command="bash scripts/gpu-check.sh", carry=["target/cuda-dist"], timeout_s=540)
+#   (SmolLM2 does not fit in one call's 64 MiB: scripts/gpu-assets.sh shows how to send it in
+#   parts first; with it, steps 1 and 2 also check SmolLM2 on CUDA.)
 #
 # Steps (under 8 minutes):
 #   1. gpu_tests --ignored: weir's kernels and the tensor backend against the naive attention
@@ -29,10 +31,41 @@ for d in /opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13/lib /usr/loca
   fi
 done
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+SMOL=""
+if ls target/gpu-assets/smollm2.part-* > /dev/null 2>&1; then
+  cat target/gpu-assets/smollm2.part-* > "$BIN/smollm2.gguf"
+  if [ "$(sha256sum "$BIN/smollm2.gguf" | awk '{print $1}')" = "$(cat target/gpu-assets/smollm2.sha256 2>/dev/null)" ]; then
+    SMOL="$BIN/smollm2.gguf"
+    export WEIR_SMOLLM2_GGUF="$SMOL"
+  else
+    echo "SmolLM2 parts incomplete or corrupt (sha256): SmolLM2 checks skipped"
+  fi
+fi
 
 echo "== 1. correctness (gpu_tests --ignored)"
 timeout 240 "$BIN/gpu_tests" --ignored --test-threads 1 --nocapture 2>&1 | tee "$OUT/gpu_tests.log" | grep -E "^test |max error|max \||greedy|result|panicked|not set"
 tests_rc=${PIPESTATUS[0]}
+
+if [ -n "$SMOL" ]; then
+  echo "== 1b. SmolLM2 served on CUDA: greedy completion of 'The capital of France is'"
+  "$BIN/weir" serve --model smol="$SMOL" --device cuda --port 8122 > "$OUT/serve-smol.log" 2>&1 &
+  spid=$!
+  python3 - <<'PY' || tests_rc=1
+import json, time, urllib.request as u
+for _ in range(120):
+    try:
+        u.urlopen("http://127.0.0.1:8122/health", timeout=2); break
+    except Exception:
+        time.sleep(1)
+body = json.dumps({"model": "smol", "prompt": "The capital of France is", "max_tokens": 4,
+                   "temperature": 0}).encode()
+req = u.Request("http://127.0.0.1:8122/v1/completions", body, {"Content-Type": "application/json"})
+text = json.load(u.urlopen(req, timeout=60))["choices"][0]["text"]
+print(f"SmolLM2 on CUDA: {text!r}")
+assert "Paris" in text, text
+PY
+  kill $spid 2>/dev/null; wait $spid 2>/dev/null
+fi
 
 echo "== 2. throughput: dummy Llama-3.2-1B (bf16), 128-token prompts, 128 output tokens"
 CFG=$(mktemp -d)
@@ -45,7 +78,7 @@ cat > "$CFG/config.json" <<'JSON'
    "original_max_position_embeddings": 8192, "rope_type": "llama3"},
  "bos_token_id": 128000, "eos_token_id": 128001}
 JSON
-printf "%-8s %5s %9s %12s %12s %12s %12s\n" backend conc requests "tok/s" "TTFT p50 ms" "ITL p50 ms" "ITL p99 ms" | tee "$OUT/table.txt"
+printf "%-8s %5s %9s %7s %12s %12s %12s %12s\n" backend conc requests errors "tok/s" "TTFT p50 ms" "ITL p50 ms" "ITL p99 ms" | tee "$OUT/table.txt"
 for backend in tensor cuda; do
   port=8123
   "$BIN/weir" serve --model llama1b="$CFG/config.json" --load-format dummy --device cuda \
@@ -57,6 +90,10 @@ for backend in tensor cuda; do
     kill -0 $pid 2>/dev/null || break
     sleep 1
   done
+  if ! kill -0 $pid 2>/dev/null; then
+    echo "$backend: the server did not start:"; grep -A3 "^Error" "$OUT/serve-$backend.log" | head -4; tests_rc=1
+    continue
+  fi
   for c in 1 32 128; do
     n=$(( c == 1 ? 4 : 2 * c ))
     timeout 90 "$BIN/weir" bench --url "http://127.0.0.1:$port" --model llama1b --concurrency $c \
@@ -66,7 +103,7 @@ for backend in tensor cuda; do
 import json, sys
 try:
     s = json.load(open(sys.argv[1]))
-    print(f"{sys.argv[2]:<8} {sys.argv[3]:>5} {s['num_requests']:>9} {s['output_tokens_per_s']:>12.1f} "
+    print(f"{sys.argv[2]:<8} {sys.argv[3]:>5} {s['num_requests']:>9} {s['errors']:>7} {s['output_tokens_per_s']:>12.1f} "
           f"{s['ttft_ms']['p50']:>12.1f} {s['itl_ms']['p50']:>12.2f} {s['itl_ms']['p99']:>12.2f}")
 except Exception as e:
     print(f"{sys.argv[2]:<8} {sys.argv[3]:>5} failed: {e}")
