@@ -293,7 +293,7 @@ impl AttentionBackend for CudaBackend {
     }
 
     fn prepare(&self, batch: &ForwardBatch) -> Result<AttentionMetadata> {
-        self.fallback.prepare(batch)
+        self.fallback.metadata(batch, !self.kernel_fits())
     }
 
     fn write_kv(

@@ -23,8 +23,6 @@ use candle_core::{DType, Device, Result, Tensor, D};
 pub struct DeviceMetadata {
     /// [num_tokens] u32 cache slot of each token
     pub slot_mapping: Tensor,
-    /// [num_tokens, kv_dim] u32: `slot_mapping` repeated along each row (the scatter index)
-    pub slot_index: Tensor,
     /// [num_seqs, max_blocks] u32, padded with 0
     pub block_tables: Tensor,
     /// [num_seqs] u32
@@ -35,6 +33,14 @@ pub struct DeviceMetadata {
     pub token_seq: Tensor,
     /// [num_tokens] u32 keys each token sees: its position + 1
     pub token_context_lens: Tensor,
+    /// What the candle-op path needs; `None` when the backend runs its own kernels.
+    gather: Option<GatherPlan>,
+}
+
+/// The candle-op path's plan for one step.
+struct GatherPlan {
+    /// [num_tokens, kv_dim] u32: `slot_mapping` repeated along each row (the scatter index)
+    slot_index: Tensor,
     groups: Vec<Group>,
     /// [num_tokens] u32 row of each batch token in the concatenated group outputs; `None` when
     /// the groups already cover the rows in order.
@@ -154,33 +160,41 @@ impl TensorBackend {
             .contiguous()?
             .reshape((s * ql, self.shape.q_dim()))
     }
-}
 
-pub(super) fn device_pools(kv: &LayerKv) -> Result<(&Tensor, &Tensor)> {
-    match kv {
-        LayerKv::Device { k, v } => Ok((k, v)),
-        LayerKv::Host { .. } => candle_core::bail!("the tensor backend needs a tensor KV pool"),
-    }
-}
-
-pub(super) fn device_meta(meta: &AttentionMetadata) -> Result<&DeviceMetadata> {
-    meta.device
-        .as_ref()
-        .ok_or_else(|| candle_core::Error::Msg("tensor backend metadata missing".into()))
-}
-
-impl AttentionBackend for TensorBackend {
-    fn name(&self) -> &'static str {
-        "tensor"
-    }
-
-    fn allocate(&self, cfg: KvCacheConfig) -> Result<KvCache> {
-        KvCache::new_device(cfg, self.dtype, &self.device)
-    }
-
-    fn prepare(&self, batch: &ForwardBatch) -> Result<AttentionMetadata> {
-        let t = batch.num_tokens();
+    /// The step's metadata on the device; `with_gather_plan` adds what the candle-op path needs
+    /// (the CUDA backend's own kernels only read the plain tables).
+    pub(super) fn metadata(
+        &self,
+        batch: &ForwardBatch,
+        with_gather_plan: bool,
+    ) -> Result<AttentionMetadata> {
+        let block_tables = Tensor::from_vec(
+            batch.padded_block_tables(),
+            (batch.seqs.len(), batch.max_blocks()),
+            &self.device,
+        )?;
         let slot_mapping = self.u32s(batch.slot_mapping.clone())?;
+        let gather = if with_gather_plan {
+            Some(self.gather_plan(batch, &slot_mapping)?)
+        } else {
+            None
+        };
+        Ok(AttentionMetadata {
+            token_seq: Vec::new(),
+            device: Some(DeviceMetadata {
+                slot_mapping,
+                block_tables,
+                context_lens: self.u32s(batch.context_lens())?,
+                query_start_loc: self.u32s(batch.query_start_loc())?,
+                token_seq: self.u32s(batch.token_seq_index())?,
+                token_context_lens: self.u32s(batch.positions.iter().map(|p| p + 1).collect())?,
+                gather,
+            }),
+        })
+    }
+
+    fn gather_plan(&self, batch: &ForwardBatch, slot_mapping: &Tensor) -> Result<GatherPlan> {
+        let t = batch.num_tokens();
         let slot_index = slot_mapping
             .reshape((t, 1))?
             .broadcast_as((t, self.shape.kv_dim()))?
@@ -210,25 +224,44 @@ impl AttentionBackend for TensorBackend {
             }
             Some(self.u32s(inverse)?)
         };
-        let block_tables = Tensor::from_vec(
-            batch.padded_block_tables(),
-            (batch.seqs.len(), batch.max_blocks()),
-            &self.device,
-        )?;
-        Ok(AttentionMetadata {
-            token_seq: Vec::new(),
-            device: Some(DeviceMetadata {
-                slot_mapping,
-                slot_index,
-                block_tables,
-                context_lens: self.u32s(batch.context_lens())?,
-                query_start_loc: self.u32s(batch.query_start_loc())?,
-                token_seq: self.u32s(batch.token_seq_index())?,
-                token_context_lens: self.u32s(batch.positions.iter().map(|p| p + 1).collect())?,
-                groups,
-                row_order,
-            }),
+        Ok(GatherPlan {
+            slot_index,
+            groups,
+            row_order,
         })
+    }
+}
+
+pub(super) fn device_pools(kv: &LayerKv) -> Result<(&Tensor, &Tensor)> {
+    match kv {
+        LayerKv::Device { k, v } => Ok((k, v)),
+        LayerKv::Host { .. } => candle_core::bail!("the tensor backend needs a tensor KV pool"),
+    }
+}
+
+pub(super) fn device_meta(meta: &AttentionMetadata) -> Result<&DeviceMetadata> {
+    meta.device
+        .as_ref()
+        .ok_or_else(|| candle_core::Error::Msg("tensor backend metadata missing".into()))
+}
+
+fn gather_plan(meta: &AttentionMetadata) -> Result<&GatherPlan> {
+    device_meta(meta)?.gather.as_ref().ok_or_else(|| {
+        candle_core::Error::Msg("the step was prepared without a gather plan".into())
+    })
+}
+
+impl AttentionBackend for TensorBackend {
+    fn name(&self) -> &'static str {
+        "tensor"
+    }
+
+    fn allocate(&self, cfg: KvCacheConfig) -> Result<KvCache> {
+        KvCache::new_device(cfg, self.dtype, &self.device)
+    }
+
+    fn prepare(&self, batch: &ForwardBatch) -> Result<AttentionMetadata> {
+        self.metadata(batch, true)
     }
 
     fn write_kv(
@@ -240,7 +273,7 @@ impl AttentionBackend for TensorBackend {
         meta: &AttentionMetadata,
     ) -> Result<()> {
         let (k_pool, v_pool) = device_pools(kv)?;
-        let idx = &device_meta(meta)?.slot_index;
+        let idx = &gather_plan(meta)?.slot_index;
         k_pool.scatter_set(idx, &k.to_dtype(self.dtype)?.contiguous()?, 0)?;
         v_pool.scatter_set(idx, &v.to_dtype(self.dtype)?.contiguous()?, 0)
     }
@@ -253,7 +286,7 @@ impl AttentionBackend for TensorBackend {
         meta: &AttentionMetadata,
     ) -> Result<Tensor> {
         let (k_pool, v_pool) = device_pools(kv)?;
-        let m = device_meta(meta)?;
+        let m = gather_plan(meta)?;
         let qf = q.to_dtype(DType::F32)?;
         let outs = m
             .groups
