@@ -10,6 +10,7 @@
 use candle_core::{DType, Device, Tensor};
 use weir::models::attention::cuda::CudaBackend;
 use weir::models::attention::tensor::TensorBackend;
+use weir::models::attention::{AttentionBackend, AttentionShape};
 use weir::models::weights::{GgufWeights, VarBuilderWeights, WeightSource};
 use weir::models::{CausalLm, Llama, LlamaConfig, WeightFormat};
 use weir::testing::attention::{attention_cases, max_error};
@@ -21,38 +22,38 @@ fn cuda() -> Device {
 
 const DTYPES: [(DType, f32); 3] = [(DType::F32, 1e-4), (DType::F16, 4e-3), (DType::BF16, 2e-2)];
 
-#[test]
-#[ignore = "needs a CUDA GPU"]
-fn cuda_kernels_match_reference() {
+/// Every attention case in every dtype through the backend `make` builds, on the GPU.
+fn check_backend(
+    name: &str,
+    make: impl Fn(AttentionShape, DType, Device) -> Box<dyn AttentionBackend>,
+) {
     let dev = cuda();
     for case in attention_cases() {
         for (dtype, tol) in DTYPES {
-            let backend = CudaBackend::new(case.shape, dtype, dev.clone());
-            let e = max_error(&case, Box::new(backend), dtype, &dev).unwrap();
+            let e = max_error(&case, make(case.shape, dtype, dev.clone()), dtype, &dev).unwrap();
             println!(
-                "cuda kernels {dtype:?} {:?} ctx {:?}: max error {e:.2e}",
+                "{name} {dtype:?} {:?} ctx {:?}: max error {e:.2e}",
                 case.shape, case.context_lens
             );
-            assert!(e < tol, "{case:?} {dtype:?}: {e}");
+            assert!(e < tol, "{name} {case:?} {dtype:?}: {e}");
         }
     }
 }
 
 #[test]
 #[ignore = "needs a CUDA GPU"]
+fn cuda_kernels_match_reference() {
+    check_backend("cuda kernels", |s, t, d| {
+        Box::new(CudaBackend::new(s, t, d))
+    });
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
 fn tensor_backend_on_cuda_matches_reference() {
-    let dev = cuda();
-    for case in attention_cases() {
-        for (dtype, tol) in DTYPES {
-            let backend = TensorBackend::new(case.shape, dtype, dev.clone());
-            let e = max_error(&case, Box::new(backend), dtype, &dev).unwrap();
-            println!(
-                "tensor backend {dtype:?} {:?}: max error {e:.2e}",
-                case.shape
-            );
-            assert!(e < tol, "{case:?} {dtype:?}: {e}");
-        }
-    }
+    check_backend("tensor backend", |s, t, d| {
+        Box::new(TensorBackend::new(s, t, d))
+    });
 }
 
 /// Logits of a 9-token prompt then 3 decodes, on `device` in `dtype`.
