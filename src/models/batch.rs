@@ -12,6 +12,16 @@
 //! logits_rows  [0, 3]        (the last token of each sequence that samples)
 //! ```
 
+/// The cache slot of position `pos` of a sequence whose blocks are `block_table`.
+///
+/// ```text
+/// block_table [5, 2], block_size 4:   pos 0..4 → slots 20..24,   pos 4..8 → slots 8..12
+/// ```
+#[inline]
+pub fn slot(block_table: &[u32], pos: usize, block_size: usize) -> u32 {
+    block_table[pos / block_size] * block_size as u32 + (pos % block_size) as u32
+}
+
 /// What the model needs of one sequence for one step.
 #[derive(Debug, Clone, Copy)]
 pub struct SeqInput<'a> {
@@ -68,9 +78,7 @@ impl ForwardBatch {
             b.token_ids.extend_from_slice(s.token_ids);
             for pos in s.start..end {
                 b.positions.push(pos as u32);
-                let block = s.block_table[pos / block_size];
-                b.slot_mapping
-                    .push(block * block_size as u32 + (pos % block_size) as u32);
+                b.slot_mapping.push(slot(s.block_table, pos, block_size));
             }
             if s.sample {
                 b.logits_rows.push((b.token_ids.len() - 1) as u32);

@@ -8,7 +8,7 @@
 
 use super::{AttentionBackend, AttentionMetadata, AttentionShape};
 use crate::kv::cache::{KvCache, KvCacheConfig, LayerKv};
-use crate::models::batch::ForwardBatch;
+use crate::models::batch::{slot, ForwardBatch};
 use candle_core::{DType, Device, Result, Tensor};
 use rayon::prelude::*;
 
@@ -126,7 +126,7 @@ pub fn paged_attention(
     shape: AttentionShape,
 ) -> Vec<f32> {
     let (d, kv_dim, q_dim) = (shape.head_dim, shape.kv_dim(), shape.q_dim());
-    let group = shape.num_heads / shape.num_kv_heads;
+    let group = shape.group();
     let scale = 1.0 / (d as f32).sqrt();
     let bs = batch.block_size;
     let mut out = vec![0f32; q.len()];
@@ -137,7 +137,7 @@ pub fn paged_attention(
             let ctx = batch.positions[t] as usize + 1;
             // slot of every visible key: [ctx]
             let slots: Vec<usize> = (0..ctx)
-                .map(|j| seq.block_table[j / bs] as usize * bs + j % bs)
+                .map(|j| slot(&seq.block_table, j, bs) as usize)
                 .collect();
             let mut scores = vec![0f32; ctx];
             for h in 0..shape.num_heads {
