@@ -70,8 +70,8 @@ pub struct ServeArgs {
     /// capped by the KV cache size.
     #[arg(long, env = "WEIR_MAX_MODEL_LEN")]
     pub max_model_len: Option<usize>,
-    /// CPU weight format of quantized models: auto (quantized below 16 rows, dense f32 from 16),
-    /// dense, or quantized.
+    /// CPU weight format of quantized models: auto or quantized (keep the GGML blocks: integer
+    /// kernels on Q8 activations), or dense (dequantize to f32 at load; a reference).
     #[arg(long, env = "WEIR_WEIGHT_FORMAT", default_value = "auto", value_parser = parse_weight_format)]
     pub weight_format: WeightFormat,
     /// Device to serve on: cpu, cuda or cuda:N. Default: cuda:0 when this binary was built with
@@ -111,9 +111,6 @@ pub struct ServeArgs {
     pub pip_index_url: String,
 }
 
-/// Rows from which `auto` uses dense weights (see BENCHMARKS.md, "linear").
-pub const AUTO_DENSE_FROM_ROWS: usize = 16;
-
 fn parse_policy(s: &str) -> Result<SchedulingPolicy, String> {
     match s {
         "fcfs" => Ok(SchedulingPolicy::Fcfs),
@@ -124,11 +121,8 @@ fn parse_policy(s: &str) -> Result<SchedulingPolicy, String> {
 
 fn parse_weight_format(s: &str) -> Result<WeightFormat, String> {
     match s {
-        "auto" => Ok(WeightFormat::Auto {
-            dense_from_rows: AUTO_DENSE_FROM_ROWS,
-        }),
+        "auto" | "quantized" => Ok(WeightFormat::Quantized),
         "dense" => Ok(WeightFormat::Dense),
-        "quantized" => Ok(WeightFormat::Quantized),
         _ => Err(format!("expected auto, dense or quantized, got {s:?}")),
     }
 }

@@ -14,8 +14,7 @@ fn server() -> &'static TestServer {
         let tmp = tempfile::tempdir().unwrap();
         let tiny = write_tiny_llama(&tmp.path().join("tiny"), 5);
         let smol = default_model_path();
-        let mut limits = test_limits(512, 16);
-        limits.weight_format = weir::models::WeightFormat::Auto { dense_from_rows: 4 };
+        let limits = test_limits(512, 16);
         (
             TestServer::start(&[(SMOL, &smol), ("tiny", &tiny)], limits),
             tmp,

@@ -1,96 +1,93 @@
-//! `Linear`: a projection `y = x Wᵀ (+ b)` that may hold its weight in two formats and picks one
-//! per call by the number of rows in the batch.
+//! `Linear`: a projection `y = x Wᵀ (+ b)` with one numeric path per weight type, whatever the
+//! number of rows, so a row's output never depends on the rest of the batch.
 //!
-//! On CPU, GGML-quantized weights read 4-5 bits per weight, which wins while few rows are
-//! multiplied (memory-bound). Q4_1 and Q8_0 go through weir's own batched kernel
-//! (`PackedQuant`), which dequantizes each weight block once per tile of rows; other GGML types
-//! through candle's `QMatMul`, whose cost grows linearly with the rows. Dense f32 weights go
-//! through `gemm`, which wins for large row counts (long prompt chunks). See BENCHMARKS.md.
+//! On the CPU, GGML Q4_0 / Q4_1 / Q8_0 weights and dense f32 weights run through weir's own
+//! kernels (`qgemm::PackedWeight`: Q8 activations and integer dot products, or f32 panels);
+//! other GGML types (K-quants) through candle's `QMatMul`, one fixed dot product per
+//! (row, feature). Anything else (a GPU, or bf16/f16 on the CPU) is a dense candle matmul.
 
-use super::quant_matmul::PackedQuant;
-use candle_core::quantized::{QMatMul, QTensor};
-use candle_core::{Module, Result, Tensor};
-use std::sync::Arc;
+use super::qgemm::{PackedWeight, QuantKind};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Module, Result, Tensor};
+use std::borrow::Cow;
 
-/// Which weight formats a model keeps and when it uses them.
+/// Which form quantized GGUF weights take on the CPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WeightFormat {
-    /// Dense f32 only (quantized files are dequantized at load).
-    Dense,
-    /// Quantized only (dense checkpoints stay dense).
+    /// Keep the GGML blocks (`auto`, the default): integer kernels on Q8 activations.
     Quantized,
-    /// Both; quantized below `dense_from_rows` rows, dense from there on.
-    Auto { dense_from_rows: usize },
+    /// Dequantize to f32 at load (~7x the bytes of Q4; a reference, not faster).
+    Dense,
+}
+
+#[derive(Debug, Clone)]
+enum Weight {
+    /// weir's CPU kernels.
+    Packed(PackedWeight),
+    /// candle's GGML matmul (K-quants and other types weir has no kernel for yet).
+    Ggml(QMatMul),
+    /// [out, in] dense, on any device.
+    Dense(Tensor),
 }
 
 #[derive(Debug, Clone)]
 pub struct Linear {
-    /// [out, in] f32
-    dense: Option<Tensor>,
-    quant: Option<QMatMul>,
-    /// Batched kernel for Q4_1 / Q8_0 over the same blocks as `quant`, used from 2 rows on
-    /// (candle's integer dot product is faster for a single row).
-    packed: Option<PackedQuant>,
+    weight: Weight,
     /// [out]
     bias: Option<Tensor>,
-    dense_from_rows: usize,
+}
+
+fn quant_kind(dtype: GgmlDType) -> Option<QuantKind> {
+    match dtype {
+        GgmlDType::Q4_0 => Some(QuantKind::Q4_0),
+        GgmlDType::Q4_1 => Some(QuantKind::Q4_1),
+        GgmlDType::Q8_0 => Some(QuantKind::Q8_0),
+        _ => None,
+    }
 }
 
 impl Linear {
-    pub fn from_dense(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self {
-            dense: Some(weight),
-            quant: None,
-            packed: None,
-            bias,
-            dense_from_rows: 0,
-        }
+    /// A dense weight [out, in]: f32 on the CPU goes to weir's f32 panels.
+    pub fn from_dense(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        let weight = if weight.device().is_cpu() && weight.dtype() == DType::F32 {
+            let (out_dim, in_dim) = weight.dims2()?;
+            let w = weight.flatten_all()?.to_vec1::<f32>()?;
+            Weight::Packed(PackedWeight::from_f32(&w, out_dim, in_dim))
+        } else {
+            Weight::Dense(weight)
+        };
+        Ok(Self { weight, bias })
     }
 
-    /// Builds from a GGML tensor, keeping the formats `format` asks for.
+    /// From a GGML tensor on the CPU, in the form `format` asks for.
     pub fn from_qtensor(qt: QTensor, bias: Option<Tensor>, format: WeightFormat) -> Result<Self> {
-        let is_float = matches!(
+        let float = matches!(
             qt.dtype(),
-            candle_core::quantized::GgmlDType::F32
-                | candle_core::quantized::GgmlDType::F16
-                | candle_core::quantized::GgmlDType::BF16
+            GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16
         );
-        if is_float {
-            let w = qt.dequantize(&qt.device())?;
-            return Ok(Self::from_dense(w, bias));
+        if float || format == WeightFormat::Dense {
+            return Self::from_dense(qt.dequantize(&qt.device())?, bias);
         }
-        let (keep_dense, keep_quant, dense_from_rows) = match format {
-            WeightFormat::Dense => (true, false, 0),
-            WeightFormat::Quantized => (false, true, usize::MAX),
-            WeightFormat::Auto { dense_from_rows } => (true, true, dense_from_rows),
+        let (out_dim, in_dim) = qt.shape().dims2()?;
+        let weight = match (quant_kind(qt.dtype()), qt.data()?) {
+            (Some(kind), Cow::Borrowed(blocks)) if in_dim % 32 == 0 => {
+                Weight::Packed(PackedWeight::from_ggml(kind, blocks, out_dim, in_dim))
+            }
+            _ => Weight::Ggml(QMatMul::from_qtensor(qt)?),
         };
-        let dense = keep_dense
-            .then(|| qt.dequantize(&qt.device()))
-            .transpose()?;
-        let qt = Arc::new(qt);
-        let packed = keep_quant.then(|| PackedQuant::from_arc(&qt)).flatten();
-        let quant = keep_quant.then(|| QMatMul::from_arc(qt)).transpose()?;
-        Ok(Self {
-            dense,
-            quant,
-            packed,
-            bias,
-            dense_from_rows,
-        })
+        Ok(Self { weight, bias })
     }
 
     /// x: [rows, in] → [rows, out]
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let rows = x.dim(0)?;
-        let y = match (&self.packed, &self.quant, &self.dense) {
-            (_, None, Some(w)) => x.matmul(&w.t()?)?,
-            (_, _, Some(w)) if rows >= self.dense_from_rows => x.matmul(&w.t()?)?,
-            (Some(p), _, _) if rows >= 2 => {
-                let xs = x.flatten_all()?.to_vec1::<f32>()?;
+        let y = match &self.weight {
+            Weight::Packed(p) => {
+                let rows = x.dim(0)?;
+                let xs = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
                 Tensor::from_vec(p.matmul(&xs, rows), (rows, p.out_dim()), x.device())?
             }
-            (_, Some(q), _) => q.forward(x)?,
-            _ => unreachable!("a Linear holds at least one format. This is a bug."),
+            Weight::Ggml(q) => q.forward(x)?,
+            Weight::Dense(w) => x.matmul(&w.t()?)?,
         };
         match &self.bias {
             Some(b) => y.broadcast_add(b),

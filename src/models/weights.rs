@@ -147,7 +147,7 @@ impl WeightSource for GgufWeights {
         if self.keeps_quantized() {
             Linear::from_qtensor(w, b, self.format)
         } else {
-            Ok(Linear::from_dense(self.dequantized(&w)?, b))
+            Linear::from_dense(self.dequantized(&w)?, b)
         }
     }
 
@@ -205,7 +205,7 @@ impl WeightSource for VarBuilderWeights<'_> {
         } else {
             None
         };
-        Ok(Linear::from_dense(w, b))
+        Linear::from_dense(w, b)
     }
 
     fn dense(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
@@ -255,7 +255,7 @@ impl DummyWeights {
 impl WeightSource for DummyWeights {
     fn linear(&mut self, _name: &str, out_dim: usize, in_dim: usize, bias: bool) -> Result<Linear> {
         let b = bias.then(|| self.random(&[out_dim])).transpose()?;
-        Ok(Linear::from_dense(self.random(&[out_dim, in_dim])?, b))
+        Linear::from_dense(self.random(&[out_dim, in_dim])?, b)
     }
 
     fn dense(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {

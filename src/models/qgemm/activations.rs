@@ -1,0 +1,109 @@
+//! Activation rows quantized once per layer to Q8 blocks of 32, the form every quantized weight
+//! kernel reads.
+//!
+//! Block `b` of row `r` holds 32 signed bytes `q` with `x ≈ d · q`, where `d = max|x| / 127` and
+//! `q = round(x / d)`, plus `d` and the exact f32 sum of the block's 32 inputs (Q4_1's `min`
+//! term multiplies it). Each row is quantized by itself, so a row's blocks never depend on the
+//! other rows of the batch.
+
+/// Inputs per quantization block (GGML's `QK8_0`).
+pub const QK: usize = 32;
+
+/// `rows` activation rows of `in_dim` values, quantized.
+#[derive(Debug, Default)]
+pub struct QuantRows {
+    pub rows: usize,
+    pub in_dim: usize,
+    /// [rows, in_dim] quantized values.
+    pub qs: Vec<i8>,
+    /// [rows, in_dim / QK] block scales.
+    pub d: Vec<f32>,
+    /// [rows, in_dim / QK] Σ of the block's quantized values (integer, exact).
+    pub s: Vec<i32>,
+    /// [rows, in_dim / QK] Σ of the block's f32 inputs.
+    pub sum: Vec<f32>,
+}
+
+impl QuantRows {
+    /// Quantizes `x` ([rows, in_dim], row-major); `in_dim` must be a multiple of 32.
+    pub fn quantize(x: &[f32], rows: usize, in_dim: usize) -> Self {
+        assert!(
+            in_dim % QK == 0 && x.len() == rows * in_dim,
+            "activation shape. This is a bug."
+        );
+        let nb = rows * in_dim / QK;
+        let mut out = Self {
+            rows,
+            in_dim,
+            qs: vec![0; rows * in_dim],
+            d: vec![0.0; nb],
+            s: vec![0; nb],
+            sum: vec![0.0; nb],
+        };
+        for (i, (xb, qb)) in x
+            .chunks_exact(QK)
+            .zip(out.qs.chunks_exact_mut(QK))
+            .enumerate()
+        {
+            let (d, s, sum) = quantize_block(xb, qb);
+            out.d[i] = d;
+            out.s[i] = s;
+            out.sum[i] = sum;
+        }
+        out
+    }
+
+    pub fn num_blocks(&self) -> usize {
+        self.in_dim / QK
+    }
+
+    /// Row `r`'s quantized values.
+    pub fn row(&self, r: usize) -> &[i8] {
+        &self.qs[r * self.in_dim..(r + 1) * self.in_dim]
+    }
+}
+
+/// One block: returns (scale, Σq, Σx). Written so the compiler vectorizes it; the result does
+/// not depend on how (max, round and the integer sum are exact, the f32 sum runs in one order).
+#[inline]
+fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, i32, f32) {
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+    let mut s = 0i32;
+    for (qi, &xi) in q.iter_mut().zip(x) {
+        let v = (xi * id).round() as i8;
+        *qi = v;
+        s += i32::from(v);
+    }
+    let sum = x.iter().fold(0f32, |a, &v| a + v);
+    (d, s, sum)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_round_trips_within_half_a_step() {
+        let x: Vec<f32> = (0..64).map(|i| (i as f32 - 20.5) * 0.37).collect();
+        let q = QuantRows::quantize(&x, 2, 32);
+        for r in 0..2 {
+            let d = q.d[r];
+            for (k, &qk) in q.row(r).iter().enumerate() {
+                let back = d * f32::from(qk);
+                assert!((back - x[r * 32 + k]).abs() <= d * 0.5 + 1e-6);
+            }
+            let s: i32 = q.row(r).iter().map(|&v| i32::from(v)).sum();
+            assert_eq!(q.s[r], s);
+        }
+        assert_eq!(q.row(0).iter().map(|v| v.abs()).max(), Some(127));
+    }
+
+    #[test]
+    fn zero_block_has_zero_scale() {
+        let q = QuantRows::quantize(&[0.0; 32], 1, 32);
+        assert_eq!((q.d[0], q.s[0], q.sum[0]), (0.0, 0, 0.0));
+        assert!(q.qs.iter().all(|&v| v == 0));
+    }
+}

@@ -1,0 +1,312 @@
+//! x86-64 micro-kernels: AVX-512 VNNI (`vpdpbusd`, 16 features per register) and AVX2
+//! (`vpmaddubsw` + `vpmaddwd`, 8 features per register, two halves per panel).
+//!
+//! Every lane is one `(row, feature)` pair and performs exactly the portable kernel's
+//! operations in the same order: an exact integer block sum, the zero-point correction, one
+//! convert, `fma(isum, d_w · d_x, acc)` and (Q4_1) `fma(m_w, Σx, acc)`. So every path gives the
+//! same bits as `portable`, whatever the tile height.
+
+use super::activations::{QuantRows, QK};
+use super::pack::{QuantKind, PANEL};
+use std::arch::x86_64::*;
+
+/// Pointers to rows `r0..` of the quantized activations.
+struct RowPtrs {
+    qs: *const i8,
+    d: *const f32,
+    s: *const i32,
+    sum: *const f32,
+    in_dim: usize,
+    nb: usize,
+}
+
+impl RowPtrs {
+    fn new(x: &QuantRows, r0: usize) -> Self {
+        let nb = x.num_blocks();
+        Self {
+            qs: x.qs[r0 * x.in_dim..].as_ptr(),
+            d: x.d[r0 * nb..].as_ptr(),
+            s: x.s[r0 * nb..].as_ptr(),
+            sum: x.sum[r0 * nb..].as_ptr(),
+            in_dim: x.in_dim,
+            nb,
+        }
+    }
+
+    /// 4 quantized inputs of row `t` starting at input `k`, as one i32.
+    #[inline(always)]
+    unsafe fn quad(&self, t: usize, k: usize) -> i32 {
+        std::ptr::read_unaligned(self.qs.add(t * self.in_dim + k) as *const i32)
+    }
+
+    #[inline(always)]
+    unsafe fn block(&self, t: usize, b: usize) -> (f32, i32, f32) {
+        let i = t * self.nb + b;
+        (*self.d.add(i), *self.s.add(i), *self.sum.add(i))
+    }
+}
+
+pub mod avx512 {
+    use super::*;
+
+    pub fn available() -> bool {
+        is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vnni")
+    }
+
+    /// Rows per tile.
+    pub const TILE: usize = 8;
+
+    /// # Safety
+    /// The CPU supports AVX-512 F/BW/VNNI; `panel` is one packed panel of `x.num_blocks()`
+    /// blocks of `kind`; `out` holds 1..=TILE rows of 16 and `r0 + rows <= x.rows`.
+    pub unsafe fn quant_tile(
+        kind: QuantKind,
+        panel: &[u8],
+        x: &QuantRows,
+        r0: usize,
+        out: &mut [f32],
+    ) {
+        let rows = out.len() / PANEL;
+        debug_assert!((1..=TILE).contains(&rows) && r0 + rows <= x.rows);
+        let p = RowPtrs::new(x, r0);
+        match rows {
+            8 => tile::<8>(kind, panel, &p, out),
+            7 => tile::<7>(kind, panel, &p, out),
+            6 => tile::<6>(kind, panel, &p, out),
+            5 => tile::<5>(kind, panel, &p, out),
+            4 => tile::<4>(kind, panel, &p, out),
+            3 => tile::<3>(kind, panel, &p, out),
+            2 => tile::<2>(kind, panel, &p, out),
+            _ => tile::<1>(kind, panel, &p, out),
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn tile<const R: usize>(kind: QuantKind, panel: &[u8], x: &RowPtrs, out: &mut [f32]) {
+        let pbb = kind.panel_block_bytes();
+        let qs_bytes = kind.qs_bytes();
+        let zp = kind.zero_point();
+        let low = _mm512_set1_epi8(0x0F);
+        let mut acc = [_mm512_setzero_ps(); R];
+        for b in 0..x.nb {
+            let blk = panel.as_ptr().add(b * pbb);
+            let k0 = b * QK;
+            let mut isum = [_mm512_setzero_si512(); R];
+            if kind == QuantKind::Q8_0 {
+                for g in 0..8 {
+                    let w = _mm512_loadu_si512(blk.add(64 * g) as *const _);
+                    for t in 0..R {
+                        let a = _mm512_set1_epi32(x.quad(t, k0 + 4 * g));
+                        isum[t] = _mm512_dpbusd_epi32(isum[t], w, a);
+                    }
+                }
+            } else {
+                for i in 0..4 {
+                    let raw = _mm512_loadu_si512(blk.add(64 * i) as *const _);
+                    let lo = _mm512_and_si512(raw, low);
+                    let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(raw), low);
+                    for t in 0..R {
+                        let a = _mm512_set1_epi32(x.quad(t, k0 + 8 * i));
+                        isum[t] = _mm512_dpbusd_epi32(isum[t], lo, a);
+                        let a = _mm512_set1_epi32(x.quad(t, k0 + 8 * i + 4));
+                        isum[t] = _mm512_dpbusd_epi32(isum[t], hi, a);
+                    }
+                }
+            }
+            let dw = _mm512_cvtph_ps(_mm256_loadu_si256(blk.add(qs_bytes) as *const _));
+            let mw = if kind == QuantKind::Q4_1 {
+                _mm512_cvtph_ps(_mm256_loadu_si256(blk.add(qs_bytes + 32) as *const _))
+            } else {
+                _mm512_setzero_ps()
+            };
+            for t in 0..R {
+                let (dx, sx, sum) = x.block(t, b);
+                let i = _mm512_sub_epi32(isum[t], _mm512_set1_epi32(zp * sx));
+                let scale = _mm512_mul_ps(dw, _mm512_set1_ps(dx));
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), scale, acc[t]);
+                if kind == QuantKind::Q4_1 {
+                    acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(sum), acc[t]);
+                }
+            }
+        }
+        for (t, a) in acc.iter().enumerate() {
+            _mm512_storeu_ps(out.as_mut_ptr().add(t * PANEL), *a);
+        }
+    }
+
+    /// # Safety
+    /// The CPU supports AVX-512F; `panel` is [in_dim][16]; `x` holds rows `r0..r0 + rows` of
+    /// `in_dim` floats; `out` holds 1..=TILE rows of 16.
+    pub unsafe fn f32_tile(panel: &[f32], x: &[f32], in_dim: usize, r0: usize, out: &mut [f32]) {
+        let xs = &x[r0 * in_dim..];
+        match out.len() / PANEL {
+            8 => f32_rows::<8>(panel, xs, in_dim, out),
+            7 => f32_rows::<7>(panel, xs, in_dim, out),
+            6 => f32_rows::<6>(panel, xs, in_dim, out),
+            5 => f32_rows::<5>(panel, xs, in_dim, out),
+            4 => f32_rows::<4>(panel, xs, in_dim, out),
+            3 => f32_rows::<3>(panel, xs, in_dim, out),
+            2 => f32_rows::<2>(panel, xs, in_dim, out),
+            _ => f32_rows::<1>(panel, xs, in_dim, out),
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn f32_rows<const R: usize>(panel: &[f32], x: &[f32], in_dim: usize, out: &mut [f32]) {
+        debug_assert!(x.len() >= R * in_dim && panel.len() == in_dim * PANEL);
+        let mut acc = [_mm512_setzero_ps(); R];
+        for k in 0..in_dim {
+            let w = _mm512_loadu_ps(panel.as_ptr().add(k * PANEL));
+            for t in 0..R {
+                acc[t] =
+                    _mm512_fmadd_ps(w, _mm512_set1_ps(*x.get_unchecked(t * in_dim + k)), acc[t]);
+            }
+        }
+        for (t, a) in acc.iter().enumerate() {
+            _mm512_storeu_ps(out.as_mut_ptr().add(t * PANEL), *a);
+        }
+    }
+}
+
+pub mod avx2 {
+    use super::*;
+
+    pub fn available() -> bool {
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+    }
+
+    /// Rows per tile.
+    pub const TILE: usize = 4;
+
+    /// # Safety
+    /// The CPU supports AVX2, FMA and F16C; otherwise as `avx512::quant_tile`.
+    pub unsafe fn quant_tile(
+        kind: QuantKind,
+        panel: &[u8],
+        x: &QuantRows,
+        r0: usize,
+        out: &mut [f32],
+    ) {
+        let rows = out.len() / PANEL;
+        debug_assert!((1..=TILE).contains(&rows) && r0 + rows <= x.rows);
+        let p = RowPtrs::new(x, r0);
+        for half in 0..2 {
+            match rows {
+                4 => tile::<4>(kind, panel, &p, half, out),
+                3 => tile::<3>(kind, panel, &p, half, out),
+                2 => tile::<2>(kind, panel, &p, half, out),
+                _ => tile::<1>(kind, panel, &p, half, out),
+            }
+        }
+    }
+
+    /// Σ over 4-byte groups of u8 `w` × i8 `a` into i32 lanes (exact: each i16 pair sum stays
+    /// below 2 · 127 · 128).
+    #[inline(always)]
+    unsafe fn dot4(w: __m256i, a: __m256i) -> __m256i {
+        _mm256_madd_epi16(_mm256_maddubs_epi16(w, a), _mm256_set1_epi16(1))
+    }
+
+    /// Features `8·half .. 8·half + 8` of the panel.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn tile<const R: usize>(
+        kind: QuantKind,
+        panel: &[u8],
+        x: &RowPtrs,
+        half: usize,
+        out: &mut [f32],
+    ) {
+        let pbb = kind.panel_block_bytes();
+        let qs_bytes = kind.qs_bytes();
+        let low = _mm256_set1_epi8(0x0F);
+        let flip = _mm256_set1_epi8(-128);
+        // Q8_0 sums Σ q·x directly (sign trick); that equals Σ (q + 128)·x − 128·Σx exactly.
+        let zp = if kind == QuantKind::Q8_0 {
+            0
+        } else {
+            kind.zero_point()
+        };
+        let mut acc = [_mm256_setzero_ps(); R];
+        for b in 0..x.nb {
+            let blk = panel.as_ptr().add(b * pbb + 32 * half);
+            let k0 = b * QK;
+            let mut isum = [_mm256_setzero_si256(); R];
+            if kind == QuantKind::Q8_0 {
+                for g in 0..8 {
+                    let w = _mm256_xor_si256(_mm256_loadu_si256(blk.add(64 * g) as *const _), flip);
+                    let aw = _mm256_abs_epi8(w);
+                    for t in 0..R {
+                        let a = _mm256_sign_epi8(_mm256_set1_epi32(x.quad(t, k0 + 4 * g)), w);
+                        isum[t] = _mm256_add_epi32(isum[t], dot4(aw, a));
+                    }
+                }
+            } else {
+                for i in 0..4 {
+                    let raw = _mm256_loadu_si256(blk.add(64 * i) as *const _);
+                    let lo = _mm256_and_si256(raw, low);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), low);
+                    for t in 0..R {
+                        let a = _mm256_set1_epi32(x.quad(t, k0 + 8 * i));
+                        isum[t] = _mm256_add_epi32(isum[t], dot4(lo, a));
+                        let a = _mm256_set1_epi32(x.quad(t, k0 + 8 * i + 4));
+                        isum[t] = _mm256_add_epi32(isum[t], dot4(hi, a));
+                    }
+                }
+            }
+            let sc = panel.as_ptr().add(b * pbb + qs_bytes + 16 * half);
+            let dw = _mm256_cvtph_ps(_mm_loadu_si128(sc as *const _));
+            let mw = if kind == QuantKind::Q4_1 {
+                _mm256_cvtph_ps(_mm_loadu_si128(sc.add(32) as *const _))
+            } else {
+                _mm256_setzero_ps()
+            };
+            for t in 0..R {
+                let (dx, sx, sum) = x.block(t, b);
+                let i = _mm256_sub_epi32(isum[t], _mm256_set1_epi32(zp * sx));
+                let scale = _mm256_mul_ps(dw, _mm256_set1_ps(dx));
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), scale, acc[t]);
+                if kind == QuantKind::Q4_1 {
+                    acc[t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(sum), acc[t]);
+                }
+            }
+        }
+        for (t, a) in acc.iter().enumerate() {
+            _mm256_storeu_ps(out.as_mut_ptr().add(t * PANEL + 8 * half), *a);
+        }
+    }
+
+    /// # Safety
+    /// The CPU supports AVX2 and FMA; otherwise as `avx512::f32_tile`.
+    pub unsafe fn f32_tile(panel: &[f32], x: &[f32], in_dim: usize, r0: usize, out: &mut [f32]) {
+        let xs = &x[r0 * in_dim..];
+        match out.len() / PANEL {
+            4 => f32_rows::<4>(panel, xs, in_dim, out),
+            3 => f32_rows::<3>(panel, xs, in_dim, out),
+            2 => f32_rows::<2>(panel, xs, in_dim, out),
+            _ => f32_rows::<1>(panel, xs, in_dim, out),
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn f32_rows<const R: usize>(panel: &[f32], x: &[f32], in_dim: usize, out: &mut [f32]) {
+        debug_assert!(x.len() >= R * in_dim && panel.len() == in_dim * PANEL);
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
+        for k in 0..in_dim {
+            let w0 = _mm256_loadu_ps(panel.as_ptr().add(k * PANEL));
+            let w1 = _mm256_loadu_ps(panel.as_ptr().add(k * PANEL + 8));
+            for t in 0..R {
+                let a = _mm256_set1_ps(*x.get_unchecked(t * in_dim + k));
+                acc[t][0] = _mm256_fmadd_ps(w0, a, acc[t][0]);
+                acc[t][1] = _mm256_fmadd_ps(w1, a, acc[t][1]);
+            }
+        }
+        for (t, a) in acc.iter().enumerate() {
+            _mm256_storeu_ps(out.as_mut_ptr().add(t * PANEL), a[0]);
+            _mm256_storeu_ps(out.as_mut_ptr().add(t * PANEL + 8), a[1]);
+        }
+    }
+}
