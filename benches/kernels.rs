@@ -1,11 +1,10 @@
-//! CPU kernel benchmarks behind weir's weight-format choice (`--weight-format auto`): a
-//! projection of SmolLM2's shape (1536 x 576, Q4_1) with GGML-quantized weights (candle's
-//! QMatMul) against dense f32 weights (gemm), for batches of 1 to 64 rows.
+//! CPU kernel benchmarks.
 //!
-//! `decode_step` runs one whole forward pass of the default model (SmolLM2-135M Q4_1) for B
-//! sequences decoding at context 128, per weight format: the number that decides the format.
-//! `prefill_step` runs one forward pass over 128 to 2048 prompt tokens: the cost of a prompt chunk
-//! per token, which `--max-num-batched-tokens` trades against the latency of a step.
+//! `qgemm` runs weir's matmul kernels (`models::qgemm`) on a projection of SmolLM2's shape
+//! (1536 x 576) for every weight type and instruction set, 1 to 64 rows: weights stay hot in
+//! cache, so this is the kernel's compute rate. `decode_step` runs one whole forward pass of the
+//! default model (SmolLM2-135M Q4_1) for B sequences decoding at context 128, per weight format;
+//! `prefill_step` one forward pass over 128 to 2048 prompt tokens.
 //!
 //! `cargo bench --bench kernels`
 
@@ -15,29 +14,46 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use std::time::Duration;
 use weir::models::attention::Attention;
 use weir::models::batch::{ForwardBatch, SeqInput};
-use weir::models::linear::{Linear, WeightFormat};
+use weir::models::linear::WeightFormat;
+use weir::models::qgemm::{Isa, PackedWeight, QuantKind};
 use weir::models::weights::{GgufWeights, WeightSource};
 use weir::models::{CausalLm, Llama, LlamaConfig};
 
-fn linear_formats(c: &mut Criterion) {
+fn qgemm(c: &mut Criterion) {
     let dev = Device::Cpu;
     let (out_dim, in_dim) = (1536, 576);
     let w = Tensor::randn(0f32, 0.02, (out_dim, in_dim), &dev).unwrap();
-    let q = || QTensor::quantize(&w, GgmlDType::Q4_1).unwrap();
-    let quant = Linear::from_qtensor(q(), None, WeightFormat::Quantized).unwrap();
-    let dense = Linear::from_qtensor(q(), None, WeightFormat::Dense).unwrap();
-    let mut g = c.benchmark_group("linear_1536x576_q4_1");
+    let packed = |dtype, kind| {
+        let qt = QTensor::quantize(&w, dtype).unwrap();
+        PackedWeight::from_ggml(kind, &qt.data().unwrap(), out_dim, in_dim)
+    };
+    let dense: Vec<f32> = w.flatten_all().unwrap().to_vec1().unwrap();
+    let weights = [
+        ("q4_0", packed(GgmlDType::Q4_0, QuantKind::Q4_0)),
+        ("q4_1", packed(GgmlDType::Q4_1, QuantKind::Q4_1)),
+        ("q8_0", packed(GgmlDType::Q8_0, QuantKind::Q8_0)),
+        ("f32", PackedWeight::from_f32(&dense, out_dim, in_dim)),
+    ];
+    let mut g = c.benchmark_group("qgemm_1536x576");
     g.warm_up_time(Duration::from_millis(300));
-    g.measurement_time(Duration::from_secs(1));
-    for rows in [1usize, 2, 4, 8, 16, 32, 64] {
-        let x = Tensor::randn(0f32, 1.0, (rows, in_dim), &dev).unwrap();
-        g.throughput(Throughput::Elements(rows as u64));
-        g.bench_with_input(BenchmarkId::new("quantized", rows), &x, |b, x| {
-            b.iter(|| quant.forward(x).unwrap())
-        });
-        g.bench_with_input(BenchmarkId::new("dense_f32", rows), &x, |b, x| {
-            b.iter(|| dense.forward(x).unwrap())
-        });
+    g.measurement_time(Duration::from_millis(800));
+    for (name, pw) in &weights {
+        for &isa in Isa::available() {
+            if isa == Isa::Portable && *name != "q4_1" {
+                continue; // the portable path is a reference; one type shows its speed
+            }
+            for rows in [1usize, 4, 8, 16, 32, 64] {
+                let x: Vec<f32> = Tensor::randn(0f32, 1.0, (rows, in_dim), &dev)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                g.throughput(Throughput::Elements((rows * out_dim * in_dim) as u64));
+                let id = BenchmarkId::new(format!("{name}/{isa:?}"), rows);
+                g.bench_with_input(id, &x, |b, x| b.iter(|| pw.matmul_on(isa, x, rows)));
+            }
+        }
     }
     g.finish();
 }
@@ -98,13 +114,13 @@ fn kv_cache(model: &Llama, num_blocks: usize) -> Attention {
 }
 
 /// Prompt tokens per step: what `--max-num-batched-tokens` trades against step latency. Prompts of
-/// 128 tokens, 1 to 16 of them in one step (dense weights, as `auto` picks for these row counts).
+/// 128 tokens, 1 to 16 of them in one step (the default quantized weights).
 fn prefill_step(c: &mut Criterion) {
     let mut g = c.benchmark_group("prefill_step_smollm2_128_token_prompts");
     g.warm_up_time(Duration::from_millis(500));
     g.measurement_time(Duration::from_secs(4));
     g.sample_size(10);
-    let (model, _) = load_default_model(WeightFormat::Dense);
+    let (model, _) = load_default_model(WeightFormat::Quantized);
     let mut kv = kv_cache(&model, 16 * 8);
     for n in [1usize, 2, 4, 8, 16] {
         let batch = prefill_batch(n, 128, 16);
@@ -141,5 +157,5 @@ fn decode_step(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, linear_formats, decode_step, prefill_step);
+criterion_group!(benches, qgemm, decode_step, prefill_step);
 criterion_main!(benches);

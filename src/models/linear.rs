@@ -6,7 +6,7 @@
 //! other GGML types (K-quants) through candle's `QMatMul`, one fixed dot product per
 //! (row, feature). Anything else (a GPU, or bf16/f16 on the CPU) is a dense candle matmul.
 
-use super::qgemm::{PackedWeight, QuantKind};
+use super::qgemm::{matmul_many, PackedWeight, QuantKind};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Module, Result, Tensor};
 use std::borrow::Cow;
@@ -78,6 +78,43 @@ impl Linear {
         Ok(Self { weight, bias })
     }
 
+    /// The same input through several projections (q/k/v, gate/up): on weir's kernels the rows
+    /// are quantized once and all projections share one parallel pass. Each output equals its
+    /// own `forward` bit for bit.
+    pub fn forward_many<const N: usize>(linears: [&Linear; N], x: &Tensor) -> Result<[Tensor; N]> {
+        let packed: Option<Vec<&PackedWeight>> = linears
+            .iter()
+            .map(|l| match &l.weight {
+                Weight::Packed(p) => Some(p),
+                _ => None,
+            })
+            .collect();
+        let ys: Vec<Tensor> = match packed {
+            Some(ws) => {
+                let rows = x.dim(0)?;
+                let xs = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+                let outs = matmul_many(&ws, &xs, rows);
+                let mut ys = Vec::with_capacity(N);
+                for ((l, w), y) in linears.iter().zip(&ws).zip(outs) {
+                    ys.push(l.add_bias(Tensor::from_vec(y, (rows, w.out_dim()), x.device())?)?);
+                }
+                ys
+            }
+            None => linears
+                .iter()
+                .map(|l| l.forward(x))
+                .collect::<Result<_>>()?,
+        };
+        Ok(ys.try_into().expect("one output per projection"))
+    }
+
+    fn add_bias(&self, y: Tensor) -> Result<Tensor> {
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+
     /// x: [rows, in] → [rows, out]
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = match &self.weight {
@@ -89,9 +126,6 @@ impl Linear {
             Weight::Ggml(q) => q.forward(x)?,
             Weight::Dense(w) => x.matmul(&w.t()?)?,
         };
-        match &self.bias {
-            Some(b) => y.broadcast_add(b),
-            None => Ok(y),
-        }
+        self.add_bias(y)
     }
 }

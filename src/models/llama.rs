@@ -93,9 +93,9 @@ impl Llama {
         let layer = &self.layers[i];
         let (nh, nkv) = (self.cfg.num_heads, self.cfg.num_kv_heads);
         // [T, H*D], [T, KvH*D], [T, KvH*D]
-        let q = self.rope.apply(&layer.q.forward(x)?, nh, &step.rope)?;
-        let k = self.rope.apply(&layer.k.forward(x)?, nkv, &step.rope)?;
-        let v = layer.v.forward(x)?;
+        let [q, k, v] = Linear::forward_many([&layer.q, &layer.k, &layer.v], x)?;
+        let q = self.rope.apply(&q, nh, &step.rope)?;
+        let k = self.rope.apply(&k, nkv, &step.rope)?;
         attn.write_kv(i, &k, &v, step.batch, &step.meta)?;
         let y = attn.attend(i, &q, step.batch, &step.meta)?;
         layer.o.forward(&y)
@@ -128,9 +128,8 @@ impl CausalLm for Llama {
             let a = self.attention(i, &h, &step, attn)?;
             x = (x + a)?;
             let h = rms_norm(&x, &layer.mlp_norm, eps)?;
-            let g = layer.gate.forward(&h)?.silu()?;
-            let u = layer.up.forward(&h)?;
-            x = (x + layer.down.forward(&(g * u)?)?)?;
+            let [g, u] = Linear::forward_many([&layer.gate, &layer.up], &h)?;
+            x = (x + layer.down.forward(&(g.silu()? * u)?)?)?;
         }
         if batch.logits_rows.is_empty() {
             return Tensor::zeros((0, self.cfg.vocab_size), DType::F32, &self.device);

@@ -64,19 +64,28 @@ impl QuantRows {
 }
 
 /// One block: returns (scale, Σq, Σx). Written so the compiler vectorizes it; the result does
-/// not depend on how (max, round and the integer sum are exact, the f32 sum runs in one order).
+/// not depend on how (max, rounding and the integer sum are exact, the f32 sum runs in one
+/// order). Rounds half to even (`vroundps`), unlike GGML's half away from zero.
 #[inline]
 fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, i32, f32) {
-    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    const L: usize = 8;
+    let (mut amax, mut sum) = ([0f32; L], [0f32; L]);
+    for c in x.chunks_exact(L) {
+        for i in 0..L {
+            amax[i] = amax[i].max(c[i].abs());
+            sum[i] += c[i];
+        }
+    }
+    let amax = amax.iter().fold(0f32, |m, &v| m.max(v));
+    let sum = ((sum[0] + sum[4]) + (sum[1] + sum[5])) + ((sum[2] + sum[6]) + (sum[3] + sum[7]));
     let d = amax / 127.0;
     let id = if d > 0.0 { 1.0 / d } else { 0.0 };
     let mut s = 0i32;
     for (qi, &xi) in q.iter_mut().zip(x) {
-        let v = (xi * id).round() as i8;
+        let v = (xi * id).round_ties_even() as i8;
         *qi = v;
         s += i32::from(v);
     }
-    let sum = x.iter().fold(0f32, |a, &v| a + v);
     (d, s, sum)
 }
 

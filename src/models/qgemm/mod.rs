@@ -155,33 +155,13 @@ impl PackedWeight {
 
     /// `matmul` on a given path (tests compare paths; `isa` must be in `Isa::available()`).
     pub fn matmul_on(&self, isa: Isa, x: &[f32], rows: usize) -> Vec<f32> {
-        assert!(
-            Isa::available().contains(&isa),
-            "{isa:?} is not supported by this CPU"
-        );
-        assert_eq!(
-            x.len(),
-            rows * self.in_dim,
-            "activation shape. This is a bug."
-        );
-        if rows == 0 {
-            return Vec::new();
-        }
-        let xq = match self.panels {
-            Panels::Quant(..) => Some(QuantRows::quantize(x, rows, self.in_dim)),
-            Panels::F32(_) => None,
-        };
-        // [num_panels][rows][16]: each task owns whole panels
-        let mut yp = vec![0f32; self.num_panels * rows * PANEL];
-        let tasks = rayon::current_num_threads() * 4;
-        let panels_per_task = self.num_panels.div_ceil(tasks).max(1);
-        yp.par_chunks_mut(panels_per_task * rows * PANEL)
-            .enumerate()
-            .for_each(|(task, out)| {
-                let p0 = task * panels_per_task;
-                self.run_panels(isa, x, xq.as_ref(), rows, p0, out);
-            });
-        // [rows][out_dim]
+        matmul_many_on(isa, &[self], x, rows)
+            .pop()
+            .expect("one output per weight")
+    }
+
+    /// Columns of the panel-major result `yp` ([num_panels][rows][16]) into [rows][out_dim].
+    fn unpanel(&self, yp: &[f32], rows: usize) -> Vec<f32> {
         let mut y = vec![0f32; rows * self.out_dim];
         for (p, panel_out) in yp.chunks_exact(rows * PANEL).enumerate() {
             let cols = PANEL.min(self.out_dim - p * PANEL);
@@ -225,6 +205,64 @@ impl PackedWeight {
             }
         }
     }
+}
+
+/// `y_i = x W_iᵀ` for several weights of the same `in_dim` (q/k/v, gate/up): the rows are
+/// quantized once and all weights' panels share one parallel pass. Each output is what
+/// `matmul` of that weight alone gives, bit for bit.
+pub fn matmul_many(weights: &[&PackedWeight], x: &[f32], rows: usize) -> Vec<Vec<f32>> {
+    matmul_many_on(Isa::best(), weights, x, rows)
+}
+
+/// `matmul_many` on a given path.
+pub fn matmul_many_on(
+    isa: Isa,
+    weights: &[&PackedWeight],
+    x: &[f32],
+    rows: usize,
+) -> Vec<Vec<f32>> {
+    assert!(
+        Isa::available().contains(&isa),
+        "{isa:?} is not supported by this CPU"
+    );
+    let in_dim = weights.first().map_or(0, |w| w.in_dim);
+    assert!(
+        weights.iter().all(|w| w.in_dim == in_dim) && x.len() == rows * in_dim,
+        "activation shape. This is a bug."
+    );
+    if rows == 0 {
+        return weights.iter().map(|_| Vec::new()).collect();
+    }
+    let any_quant = weights
+        .iter()
+        .any(|w| matches!(w.panels, Panels::Quant(..)));
+    let xq = any_quant.then(|| QuantRows::quantize(x, rows, in_dim));
+    // per weight [num_panels][rows][16]; tasks own whole panels of one weight
+    let mut yps: Vec<Vec<f32>> = weights
+        .iter()
+        .map(|w| vec![0f32; w.num_panels * rows * PANEL])
+        .collect();
+    let total_panels: usize = weights.iter().map(|w| w.num_panels).sum();
+    let panels_per_task = total_panels
+        .div_ceil(rayon::current_num_threads() * 4)
+        .max(1);
+    let tasks: Vec<(&PackedWeight, usize, &mut [f32])> = weights
+        .iter()
+        .zip(yps.iter_mut())
+        .flat_map(|(w, yp)| {
+            yp.chunks_mut(panels_per_task * rows * PANEL)
+                .enumerate()
+                .map(move |(i, out)| (*w, i * panels_per_task, out))
+        })
+        .collect();
+    tasks.into_par_iter().for_each(|(w, p0, out)| {
+        w.run_panels(isa, x, xq.as_ref(), rows, p0, out);
+    });
+    weights
+        .iter()
+        .zip(&yps)
+        .map(|(w, yp)| w.unpanel(yp, rows))
+        .collect()
 }
 
 fn quant_tile(isa: Isa, kind: QuantKind, panel: &[u8], x: &QuantRows, r0: usize, out: &mut [f32]) {
