@@ -10,12 +10,22 @@ use proptest::prelude::*;
 use weir::models::linear::{Linear, WeightFormat};
 use weir::models::qgemm::{Isa, PackedWeight, QuantKind};
 
-const KINDS: [(GgmlDType, Option<QuantKind>); 4] = [
+const KINDS: [(GgmlDType, Option<QuantKind>); 6] = [
     (GgmlDType::Q4_0, Some(QuantKind::Q4_0)),
     (GgmlDType::Q4_1, Some(QuantKind::Q4_1)),
     (GgmlDType::Q8_0, Some(QuantKind::Q8_0)),
+    (GgmlDType::Q4K, Some(QuantKind::Q4K)),
+    (GgmlDType::Q6K, Some(QuantKind::Q6K)),
     (GgmlDType::F32, None),
 ];
+
+/// Inputs per GGML block of `dtype` (K-quants: 256).
+fn block_len(dtype: GgmlDType) -> usize {
+    match dtype {
+        GgmlDType::Q4K | GgmlDType::Q6K => 256,
+        _ => 32,
+    }
+}
 
 /// A deterministic pseudo-random f32 vector (splitmix64) in [-scale, scale).
 fn randv(seed: u64, n: usize, scale: f32) -> Vec<f32> {
@@ -65,7 +75,7 @@ proptest! {
     /// The probe row gives the same bits alone and at `pos` among `batch - 1` other rows.
     #[test]
     fn rows_are_batch_invariant(
-        kind_idx in 0usize..4,
+        kind_idx in 0usize..6,
         out_panels in 1usize..5,
         out_extra in 0usize..16,
         in_blocks in 1usize..9,
@@ -73,7 +83,8 @@ proptest! {
         pos_frac in 0.0f64..1.0,
     ) {
         let (dtype, _) = KINDS[kind_idx];
-        let (out_dim, in_dim) = (out_panels * 16 - 16 + out_extra.max(1), in_blocks * 32);
+        let in_dim = if block_len(dtype) == 256 { 256 * (1 + in_blocks % 2) } else { in_blocks * 32 };
+        let out_dim = out_panels * 16 - 16 + out_extra.max(1);
         let (w, _) = weight(dtype, out_dim, in_dim, seed);
         let probe = randv(seed ^ 1, in_dim, 3.0);
         for &isa in Isa::available() {
@@ -92,12 +103,12 @@ proptest! {
     /// Every SIMD path gives the portable kernel's bits.
     #[test]
     fn simd_paths_equal_portable(
-        kind_idx in 0usize..4,
+        kind_idx in 0usize..6,
         rows in 1usize..20,
         seed in any::<u64>(),
     ) {
         let (dtype, _) = KINDS[kind_idx];
-        let (out_dim, in_dim) = (40, 160);
+        let (out_dim, in_dim) = (40, 512);
         let (w, _) = weight(dtype, out_dim, in_dim, seed);
         let x = randv(seed ^ 7, rows * in_dim, 2.0);
         let want = bits(&w.matmul_on(Isa::Portable, &x, rows));
@@ -138,8 +149,8 @@ fn portable_matches_dequantized_product() {
     }
 }
 
-/// `Linear` (what the model calls) keeps the invariance for every GGML type it can hold,
-/// K-quants (candle's kernel) included.
+/// `Linear` (what the model calls) keeps the invariance for every GGML type weir has a kernel
+/// for, K-quants included.
 #[test]
 fn linear_rows_are_batch_invariant_for_every_ggml_type() {
     let (out_dim, in_dim) = (64, 512);
@@ -182,5 +193,45 @@ fn linear_rows_are_batch_invariant_for_every_ggml_type() {
                 .unwrap();
             assert_eq!(bits(&y[pos]), bits(&alone), "{dtype:?} batch {batch}");
         }
+    }
+}
+
+/// Several projections in one pass (q/k/v) give each projection's own result, bit for bit.
+#[test]
+fn forward_many_equals_forward() {
+    let in_dim = 256;
+    let make = |dtype, out_dim, seed| {
+        let w = Tensor::from_vec(
+            randv(seed, out_dim * in_dim, 0.5),
+            (out_dim, in_dim),
+            &Device::Cpu,
+        )
+        .unwrap();
+        Linear::from_qtensor(
+            QTensor::quantize(&w, dtype).unwrap(),
+            None,
+            WeightFormat::Quantized,
+        )
+        .unwrap()
+    };
+    let (a, b, c) = (
+        make(GgmlDType::Q4_1, 48, 1),
+        make(GgmlDType::Q8_0, 16, 2),
+        make(GgmlDType::Q6K, 40, 3),
+    );
+    let x = Tensor::from_vec(randv(4, 5 * in_dim, 2.0), (5, in_dim), &Device::Cpu).unwrap();
+    let many = Linear::forward_many([&a, &b, &c], &x).unwrap();
+    for (lin, y) in [&a, &b, &c].into_iter().zip(&many) {
+        let want = lin
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(
+            bits(&y.flatten_all().unwrap().to_vec1::<f32>().unwrap()),
+            bits(&want)
+        );
     }
 }

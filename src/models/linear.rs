@@ -1,10 +1,11 @@
 //! `Linear`: a projection `y = x Wᵀ (+ b)` with one numeric path per weight type, whatever the
 //! number of rows, so a row's output never depends on the rest of the batch.
 //!
-//! On the CPU, GGML Q4_0 / Q4_1 / Q8_0 weights and dense f32 weights run through weir's own
-//! kernels (`qgemm::PackedWeight`: Q8 activations and integer dot products, or f32 panels);
-//! other GGML types (K-quants) through candle's `QMatMul`, one fixed dot product per
-//! (row, feature). Anything else (a GPU, or bf16/f16 on the CPU) is a dense candle matmul.
+//! On the CPU, GGML Q4_0 / Q4_1 / Q8_0 / Q4_K / Q6_K weights and dense f32 weights run through
+//! weir's own kernels (`qgemm::PackedWeight`: Q8 activations and integer dot products, or f32
+//! panels). Other GGML types (Q2_K, Q3_K, Q5_K, ...) go through candle's `QMatMul`, whose
+//! result for a row may differ between a 1-row and a many-row call (weir logs a warning at
+//! load). Anything else (a GPU, or bf16/f16 on the CPU) is a dense candle matmul.
 
 use super::qgemm::{matmul_many, PackedWeight, QuantKind};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
@@ -42,6 +43,8 @@ fn quant_kind(dtype: GgmlDType) -> Option<QuantKind> {
         GgmlDType::Q4_0 => Some(QuantKind::Q4_0),
         GgmlDType::Q4_1 => Some(QuantKind::Q4_1),
         GgmlDType::Q8_0 => Some(QuantKind::Q8_0),
+        GgmlDType::Q4K => Some(QuantKind::Q4K),
+        GgmlDType::Q6K => Some(QuantKind::Q6K),
         _ => None,
     }
 }
@@ -70,10 +73,16 @@ impl Linear {
         }
         let (out_dim, in_dim) = qt.shape().dims2()?;
         let weight = match (quant_kind(qt.dtype()), qt.data()?) {
-            (Some(kind), Cow::Borrowed(blocks)) if in_dim % 32 == 0 => {
+            (Some(kind), Cow::Borrowed(blocks)) if in_dim % kind.ggml_block_len() == 0 => {
                 Weight::Packed(PackedWeight::from_ggml(kind, blocks, out_dim, in_dim))
             }
-            _ => Weight::Ggml(QMatMul::from_qtensor(qt)?),
+            _ => {
+                tracing::warn!(
+                    dtype = ?qt.dtype(),
+                    "no weir kernel for this GGML type: candle's matmul, not batch-invariant"
+                );
+                Weight::Ggml(QMatMul::from_qtensor(qt)?)
+            }
         };
         Ok(Self { weight, bias })
     }

@@ -106,3 +106,40 @@ pub fn compare(format: WeightFormat, tolerance: f32) {
     }
     eprintln!("{format:?}: worst logit difference {worst}");
 }
+
+/// Worst logit difference from weir's dense f32 model, over the prompt and 20 greedy decode
+/// positions (greedy by the dense model), of weir's quantized model and of candle's stock
+/// quantized model: (weir, candle).
+pub fn quantization_errors() -> (f32, f32) {
+    let (dense, codec) = load(WeightFormat::Dense);
+    let (quant, _) = load(WeightFormat::Quantized);
+    let mut refm = reference();
+    let (mut kv_d, mut kv_q) = (
+        attention_for(&dense, 16, NUM_BLOCKS),
+        attention_for(&quant, 16, NUM_BLOCKS),
+    );
+    let prompt = codec.encode("The capital of France is", false).unwrap();
+    let diff = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max)
+    };
+    let (mut worst_w, mut worst_c) = (0f32, 0f32);
+    let (mut tokens, mut start) = (prompt.clone(), 0);
+    for _ in 0..21 {
+        let batch = one_seq_batch(&tokens, start, 16);
+        let d = to_vec(&dense.forward(&batch, &mut kv_d).unwrap());
+        let q = to_vec(&quant.forward(&batch, &mut kv_q).unwrap());
+        let input = Tensor::new(tokens.as_slice(), &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let c = to_vec(&refm.forward(&input, start).unwrap());
+        worst_w = worst_w.max(diff(&q, &d));
+        worst_c = worst_c.max(diff(&c, &d));
+        start += tokens.len();
+        tokens = vec![argmax(&d) as u32];
+    }
+    (worst_w, worst_c)
+}

@@ -2,8 +2,9 @@
 //! kernel reads.
 //!
 //! Block `b` of row `r` holds 32 signed bytes `q` with `x ≈ d · q`, where `d = max|x| / 127` and
-//! `q = round(x / d)`, plus `d` and the exact f32 sum of the block's 32 inputs (Q4_1's `min`
-//! term multiplies it). Each row is quantized by itself, so a row's blocks never depend on the
+//! `q = round(x / d)`, plus `d`, `Σq` and `d · Σq`, the block sum that the `min` term of Q4_1 and
+//! Q4_K multiplies. (That sum of the quantized inputs, not of the exact ones, keeps the rounding
+//! error of a block at `Σ w·e` instead of `Σ (w − min)·e`: GGML's Q8_1 does the same.) Each row is quantized by itself, so a row's blocks never depend on the
 //! other rows of the batch.
 
 /// Inputs per quantization block (GGML's `QK8_0`).
@@ -20,7 +21,9 @@ pub struct QuantRows {
     pub d: Vec<f32>,
     /// [rows, in_dim / QK] Σ of the block's quantized values (integer, exact).
     pub s: Vec<i32>,
-    /// [rows, in_dim / QK] Σ of the block's f32 inputs.
+    /// [rows, in_dim / QK] Σ of the block's first 16 quantized values (Q6_K's 16-input scales).
+    pub s16: Vec<i32>,
+    /// [rows, in_dim / QK] d · Σq: the block's sum as quantized.
     pub sum: Vec<f32>,
 }
 
@@ -38,6 +41,7 @@ impl QuantRows {
             qs: vec![0; rows * in_dim],
             d: vec![0.0; nb],
             s: vec![0; nb],
+            s16: vec![0; nb],
             sum: vec![0.0; nb],
         };
         for (i, (xb, qb)) in x
@@ -48,6 +52,7 @@ impl QuantRows {
             let (d, s, sum) = quantize_block(xb, qb);
             out.d[i] = d;
             out.s[i] = s;
+            out.s16[i] = qb[..16].iter().map(|&v| i32::from(v)).sum();
             out.sum[i] = sum;
         }
         out
@@ -63,21 +68,19 @@ impl QuantRows {
     }
 }
 
-/// One block: returns (scale, Σq, Σx). Written so the compiler vectorizes it; the result does
-/// not depend on how (max, rounding and the integer sum are exact, the f32 sum runs in one
-/// order). Rounds half to even (`vroundps`), unlike GGML's half away from zero.
+/// One block: returns (d, Σq, d·Σq). Written so the compiler vectorizes it; the result does not
+/// depend on how (max, rounding and the integer sum are exact). Rounds half to even
+/// (`vroundps`), unlike GGML's half away from zero.
 #[inline]
 fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, i32, f32) {
     const L: usize = 8;
-    let (mut amax, mut sum) = ([0f32; L], [0f32; L]);
+    let mut amax = [0f32; L];
     for c in x.chunks_exact(L) {
         for i in 0..L {
             amax[i] = amax[i].max(c[i].abs());
-            sum[i] += c[i];
         }
     }
     let amax = amax.iter().fold(0f32, |m, &v| m.max(v));
-    let sum = ((sum[0] + sum[4]) + (sum[1] + sum[5])) + ((sum[2] + sum[6]) + (sum[3] + sum[7]));
     let d = amax / 127.0;
     let id = if d > 0.0 { 1.0 / d } else { 0.0 };
     let mut s = 0i32;
@@ -86,7 +89,7 @@ fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, i32, f32) {
         *qi = v;
         s += i32::from(v);
     }
-    (d, s, sum)
+    (d, s, d * s as f32)
 }
 
 #[cfg(test)]

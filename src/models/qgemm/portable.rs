@@ -10,14 +10,18 @@ use half::f16;
 /// Feature `c`'s unsigned quant for input `j` (0..32) of one panel block.
 #[inline(always)]
 fn quant(kind: QuantKind, blk: &[u8], c: usize, j: usize) -> i32 {
-    match kind {
-        QuantKind::Q8_0 => i32::from(blk[64 * (j / 4) + 4 * c + j % 4]),
-        QuantKind::Q4_0 | QuantKind::Q4_1 => {
-            let (i, jj) = (j / 8, j % 8);
-            let byte = blk[64 * i + 4 * c + jj % 4];
-            i32::from(if jj < 4 { byte & 0x0F } else { byte >> 4 })
-        }
+    if kind.nibbles() {
+        let (i, jj) = (j / 8, j % 8);
+        let byte = blk[64 * i + 4 * c + jj % 4];
+        i32::from(if jj < 4 { byte & 0x0F } else { byte >> 4 })
+    } else {
+        i32::from(blk[64 * (j / 4) + 4 * c + j % 4])
     }
+}
+
+#[inline(always)]
+fn f32_at(blk: &[u8], off: usize) -> f32 {
+    f32::from_le_bytes(blk[off..off + 4].try_into().expect("4 bytes"))
 }
 
 #[inline(always)]
@@ -38,17 +42,32 @@ pub fn quant_tile(kind: QuantKind, panel: &[u8], x: &QuantRows, r0: usize, out: 
             let blk = &panel[b * pbb..(b + 1) * pbb];
             let xb = &xr[b * QK..(b + 1) * QK];
             let (dx, sx, sum) = (x.d[r * nb + b], x.s[r * nb + b], x.sum[r * nb + b]);
+            let s16 = x.s16[r * nb + b];
             for (c, a) in acc.iter_mut().enumerate() {
-                let isum: i32 = xb
-                    .iter()
-                    .enumerate()
-                    .map(|(j, &v)| quant(kind, blk, c, j) * i32::from(v))
-                    .sum::<i32>()
-                    - kind.zero_point() * sx;
-                let scale = f16_at(blk, qs + 2 * c) * dx;
-                *a = (isum as f32).mul_add(scale, *a);
-                if kind == QuantKind::Q4_1 {
-                    *a = f16_at(blk, qs + 32 + 2 * c).mul_add(sum, *a);
+                let dot = |js: std::ops::Range<usize>| -> i32 {
+                    js.map(|j| quant(kind, blk, c, j) * i32::from(xb[j])).sum()
+                };
+                let sc = &blk[qs..];
+                match kind {
+                    QuantKind::Q6K => {
+                        let lo = dot(0..16) - 32 * s16;
+                        let hi = dot(16..32) - 32 * (sx - s16);
+                        let isum =
+                            lo * i32::from(sc[32 + c] as i8) + hi * i32::from(sc[48 + c] as i8);
+                        *a = (isum as f32).mul_add(f16_at(sc, 2 * c) * dx, *a);
+                    }
+                    QuantKind::Q4K => {
+                        let isum = dot(0..QK);
+                        *a = (isum as f32).mul_add(f32_at(sc, 4 * c) * dx, *a);
+                        *a = f32_at(sc, 64 + 4 * c).mul_add(sum, *a);
+                    }
+                    _ => {
+                        let isum = dot(0..QK) - kind.zero_point() * sx;
+                        *a = (isum as f32).mul_add(f16_at(sc, 2 * c) * dx, *a);
+                        if kind == QuantKind::Q4_1 {
+                            *a = f16_at(sc, 32 + 2 * c).mul_add(sum, *a);
+                        }
+                    }
                 }
             }
         }

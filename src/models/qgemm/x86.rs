@@ -15,6 +15,7 @@ struct RowPtrs {
     qs: *const i8,
     d: *const f32,
     s: *const i32,
+    s16: *const i32,
     sum: *const f32,
     in_dim: usize,
     nb: usize,
@@ -27,6 +28,7 @@ impl RowPtrs {
             qs: x.qs[r0 * x.in_dim..].as_ptr(),
             d: x.d[r0 * nb..].as_ptr(),
             s: x.s[r0 * nb..].as_ptr(),
+            s16: x.s16[r0 * nb..].as_ptr(),
             sum: x.sum[r0 * nb..].as_ptr(),
             in_dim: x.in_dim,
             nb,
@@ -44,6 +46,63 @@ impl RowPtrs {
         let i = t * self.nb + b;
         (*self.d.add(i), *self.s.add(i), *self.sum.add(i))
     }
+
+    /// Zero-point corrections of Q6_K's two 16-input halves of block `b`.
+    #[inline(always)]
+    unsafe fn q6_halves(&self, t: usize, b: usize) -> (i32, i32) {
+        let i = t * self.nb + b;
+        let (s, s16) = (*self.s.add(i), *self.s16.add(i));
+        (32 * s16, 32 * (s - s16))
+    }
+}
+
+/// Kinds as const-generic tags, so each kernel is compiled per weight type.
+const Q4_0: u8 = 0;
+const Q4_1: u8 = 1;
+const Q8_0: u8 = 2;
+const Q4K: u8 = 3;
+const Q6K: u8 = 4;
+
+fn tag(kind: QuantKind) -> u8 {
+    match kind {
+        QuantKind::Q4_0 => Q4_0,
+        QuantKind::Q4_1 => Q4_1,
+        QuantKind::Q8_0 => Q8_0,
+        QuantKind::Q4K => Q4K,
+        QuantKind::Q6K => Q6K,
+    }
+}
+
+fn kind_of(k: u8) -> QuantKind {
+    match k {
+        Q4_0 => QuantKind::Q4_0,
+        Q4_1 => QuantKind::Q4_1,
+        Q8_0 => QuantKind::Q8_0,
+        Q4K => QuantKind::Q4K,
+        _ => QuantKind::Q6K,
+    }
+}
+
+/// Calls `$f::<R, K>(args)` for the runtime row count and kind.
+macro_rules! dispatch {
+    ($f:ident, $rows:expr, $kind:expr, [$($r:literal),*], $($arg:expr),*) => {{
+        let k = tag($kind);
+        macro_rules! by_kind {
+            ($rr:literal) => {
+                match k {
+                    Q4_0 => $f::<$rr, Q4_0>($($arg),*),
+                    Q4_1 => $f::<$rr, Q4_1>($($arg),*),
+                    Q8_0 => $f::<$rr, Q8_0>($($arg),*),
+                    Q4K => $f::<$rr, Q4K>($($arg),*),
+                    _ => $f::<$rr, Q6K>($($arg),*),
+                }
+            };
+        }
+        match $rows {
+            $($r => by_kind!($r),)*
+            _ => by_kind!(1),
+        }
+    }};
 }
 
 pub mod avx512 {
@@ -71,20 +130,12 @@ pub mod avx512 {
         let rows = out.len() / PANEL;
         debug_assert!((1..=TILE).contains(&rows) && r0 + rows <= x.rows);
         let p = RowPtrs::new(x, r0);
-        match rows {
-            8 => tile::<8>(kind, panel, &p, out),
-            7 => tile::<7>(kind, panel, &p, out),
-            6 => tile::<6>(kind, panel, &p, out),
-            5 => tile::<5>(kind, panel, &p, out),
-            4 => tile::<4>(kind, panel, &p, out),
-            3 => tile::<3>(kind, panel, &p, out),
-            2 => tile::<2>(kind, panel, &p, out),
-            _ => tile::<1>(kind, panel, &p, out),
-        }
+        dispatch!(tile, rows, kind, [8, 7, 6, 5, 4, 3, 2], panel, &p, out)
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    unsafe fn tile<const R: usize>(kind: QuantKind, panel: &[u8], x: &RowPtrs, out: &mut [f32]) {
+    unsafe fn tile<const R: usize, const K: u8>(panel: &[u8], x: &RowPtrs, out: &mut [f32]) {
+        let kind = kind_of(K);
         let pbb = kind.panel_block_bytes();
         let qs_bytes = kind.qs_bytes();
         let zp = kind.zero_point();
@@ -92,14 +143,34 @@ pub mod avx512 {
         let mut acc = [_mm512_setzero_ps(); R];
         for b in 0..x.nb {
             let blk = panel.as_ptr().add(b * pbb);
+            let sc = blk.add(qs_bytes);
             let k0 = b * QK;
             let mut isum = [_mm512_setzero_si512(); R];
-            if kind == QuantKind::Q8_0 {
+            if K == Q8_0 || K == Q6K {
+                // Q6_K: the first 16 inputs (groups 0..4) have their own scale
+                let mut first = [_mm512_setzero_si512(); R];
                 for g in 0..8 {
+                    if K == Q6K && g == 4 {
+                        let s_lo = _mm512_cvtepi8_epi32(_mm_loadu_si128(sc.add(32) as *const _));
+                        for t in 0..R {
+                            let (z_lo, _) = x.q6_halves(t, b);
+                            let i = _mm512_sub_epi32(isum[t], _mm512_set1_epi32(z_lo));
+                            first[t] = _mm512_mullo_epi32(i, s_lo);
+                            isum[t] = _mm512_setzero_si512();
+                        }
+                    }
                     let w = _mm512_loadu_si512(blk.add(64 * g) as *const _);
                     for t in 0..R {
                         let a = _mm512_set1_epi32(x.quad(t, k0 + 4 * g));
                         isum[t] = _mm512_dpbusd_epi32(isum[t], w, a);
+                    }
+                }
+                if K == Q6K {
+                    let s_hi = _mm512_cvtepi8_epi32(_mm_loadu_si128(sc.add(48) as *const _));
+                    for t in 0..R {
+                        let (_, z_hi) = x.q6_halves(t, b);
+                        let i = _mm512_sub_epi32(isum[t], _mm512_set1_epi32(z_hi));
+                        isum[t] = _mm512_add_epi32(first[t], _mm512_mullo_epi32(i, s_hi));
                     }
                 }
             } else {
@@ -115,18 +186,30 @@ pub mod avx512 {
                     }
                 }
             }
-            let dw = _mm512_cvtph_ps(_mm256_loadu_si256(blk.add(qs_bytes) as *const _));
-            let mw = if kind == QuantKind::Q4_1 {
-                _mm512_cvtph_ps(_mm256_loadu_si256(blk.add(qs_bytes + 32) as *const _))
+            let (dw, mw) = if K == Q4K {
+                (
+                    _mm512_loadu_ps(sc as *const f32),
+                    _mm512_loadu_ps(sc.add(64) as *const f32),
+                )
             } else {
-                _mm512_setzero_ps()
+                let dw = _mm512_cvtph_ps(_mm256_loadu_si256(sc as *const _));
+                let mw = if K == Q4_1 {
+                    _mm512_cvtph_ps(_mm256_loadu_si256(sc.add(32) as *const _))
+                } else {
+                    _mm512_setzero_ps()
+                };
+                (dw, mw)
             };
             for t in 0..R {
                 let (dx, sx, sum) = x.block(t, b);
-                let i = _mm512_sub_epi32(isum[t], _mm512_set1_epi32(zp * sx));
+                let i = if K == Q6K {
+                    isum[t]
+                } else {
+                    _mm512_sub_epi32(isum[t], _mm512_set1_epi32(zp * sx))
+                };
                 let scale = _mm512_mul_ps(dw, _mm512_set1_ps(dx));
                 acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), scale, acc[t]);
-                if kind == QuantKind::Q4_1 {
+                if K == Q4_1 || K == Q4K {
                     acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(sum), acc[t]);
                 }
             }
@@ -195,12 +278,7 @@ pub mod avx2 {
         debug_assert!((1..=TILE).contains(&rows) && r0 + rows <= x.rows);
         let p = RowPtrs::new(x, r0);
         for half in 0..2 {
-            match rows {
-                4 => tile::<4>(kind, panel, &p, half, out),
-                3 => tile::<3>(kind, panel, &p, half, out),
-                2 => tile::<2>(kind, panel, &p, half, out),
-                _ => tile::<1>(kind, panel, &p, half, out),
-            }
+            dispatch!(tile, rows, kind, [4, 3, 2], panel, &p, half, out)
         }
     }
 
@@ -213,29 +291,26 @@ pub mod avx2 {
 
     /// Features `8·half .. 8·half + 8` of the panel.
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn tile<const R: usize>(
-        kind: QuantKind,
+    unsafe fn tile<const R: usize, const K: u8>(
         panel: &[u8],
         x: &RowPtrs,
         half: usize,
         out: &mut [f32],
     ) {
+        let kind = kind_of(K);
         let pbb = kind.panel_block_bytes();
         let qs_bytes = kind.qs_bytes();
         let low = _mm256_set1_epi8(0x0F);
         let flip = _mm256_set1_epi8(-128);
         // Q8_0 sums Σ q·x directly (sign trick); that equals Σ (q + 128)·x − 128·Σx exactly.
-        let zp = if kind == QuantKind::Q8_0 {
-            0
-        } else {
-            kind.zero_point()
-        };
+        let zp = if K == Q8_0 { 0 } else { kind.zero_point() };
         let mut acc = [_mm256_setzero_ps(); R];
         for b in 0..x.nb {
             let blk = panel.as_ptr().add(b * pbb + 32 * half);
+            let sc = panel.as_ptr().add(b * pbb + qs_bytes);
             let k0 = b * QK;
             let mut isum = [_mm256_setzero_si256(); R];
-            if kind == QuantKind::Q8_0 {
+            if K == Q8_0 {
                 for g in 0..8 {
                     let w = _mm256_xor_si256(_mm256_loadu_si256(blk.add(64 * g) as *const _), flip);
                     let aw = _mm256_abs_epi8(w);
@@ -243,6 +318,33 @@ pub mod avx2 {
                         let a = _mm256_sign_epi8(_mm256_set1_epi32(x.quad(t, k0 + 4 * g)), w);
                         isum[t] = _mm256_add_epi32(isum[t], dot4(aw, a));
                     }
+                }
+            } else if K == Q6K {
+                let mut first = [_mm256_setzero_si256(); R];
+                for g in 0..8 {
+                    if g == 4 {
+                        let s_lo = _mm256_cvtepi8_epi32(_mm_loadl_epi64(
+                            sc.add(32 + 8 * half) as *const _
+                        ));
+                        for t in 0..R {
+                            let (z_lo, _) = x.q6_halves(t, b);
+                            let i = _mm256_sub_epi32(isum[t], _mm256_set1_epi32(z_lo));
+                            first[t] = _mm256_mullo_epi32(i, s_lo);
+                            isum[t] = _mm256_setzero_si256();
+                        }
+                    }
+                    // 6-bit quants: each i16 pair sum stays below 2 · 63 · 128
+                    let w = _mm256_loadu_si256(blk.add(64 * g) as *const _);
+                    for t in 0..R {
+                        let a = _mm256_set1_epi32(x.quad(t, k0 + 4 * g));
+                        isum[t] = _mm256_add_epi32(isum[t], dot4(w, a));
+                    }
+                }
+                let s_hi = _mm256_cvtepi8_epi32(_mm_loadl_epi64(sc.add(48 + 8 * half) as *const _));
+                for t in 0..R {
+                    let (_, z_hi) = x.q6_halves(t, b);
+                    let i = _mm256_sub_epi32(isum[t], _mm256_set1_epi32(z_hi));
+                    isum[t] = _mm256_add_epi32(first[t], _mm256_mullo_epi32(i, s_hi));
                 }
             } else {
                 for i in 0..4 {
@@ -257,19 +359,30 @@ pub mod avx2 {
                     }
                 }
             }
-            let sc = panel.as_ptr().add(b * pbb + qs_bytes + 16 * half);
-            let dw = _mm256_cvtph_ps(_mm_loadu_si128(sc as *const _));
-            let mw = if kind == QuantKind::Q4_1 {
-                _mm256_cvtph_ps(_mm_loadu_si128(sc.add(32) as *const _))
+            let (dw, mw) = if K == Q4K {
+                (
+                    _mm256_loadu_ps((sc as *const f32).add(8 * half)),
+                    _mm256_loadu_ps((sc.add(64) as *const f32).add(8 * half)),
+                )
             } else {
-                _mm256_setzero_ps()
+                let dw = _mm256_cvtph_ps(_mm_loadu_si128(sc.add(16 * half) as *const _));
+                let mw = if K == Q4_1 {
+                    _mm256_cvtph_ps(_mm_loadu_si128(sc.add(32 + 16 * half) as *const _))
+                } else {
+                    _mm256_setzero_ps()
+                };
+                (dw, mw)
             };
             for t in 0..R {
                 let (dx, sx, sum) = x.block(t, b);
-                let i = _mm256_sub_epi32(isum[t], _mm256_set1_epi32(zp * sx));
+                let i = if K == Q6K {
+                    isum[t]
+                } else {
+                    _mm256_sub_epi32(isum[t], _mm256_set1_epi32(zp * sx))
+                };
                 let scale = _mm256_mul_ps(dw, _mm256_set1_ps(dx));
                 acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), scale, acc[t]);
-                if kind == QuantKind::Q4_1 {
+                if K == Q4_1 || K == Q4K {
                     acc[t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(sum), acc[t]);
                 }
             }

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# weir against llama.cpp's llama-server on the same model, same machine, same load, in one run.
+#
+# Builds llama-server once (scripts/build-llama-server.sh, cached), then serves the default model
+# (SmolLM2-135M-Instruct Q4_1) with each server in turn on loopback, both with threads = cores
+# and llama-server with `-np` equal to the concurrency and `--cache-ram 0`. Both are driven by
+# `weir bench` with the same token prompts (same seeds), ignore_eos, temperature 0:
+#   - decode: 128-token prompts, 128 output tokens, at each concurrency (output tok/s, TTFT, ITL);
+#   - prompt: 512-token prompts, 1 output token, concurrency 1 (prompt tok/s = 512 / TTFT p50).
+# Prints one table with both servers and the ratios, plus each server's peak RSS.
+#
+#   scripts/bench-vs-llamacpp.sh
+#   CONCURRENCY="1 8 32" REQUESTS_PER_WORKER=4 OUT=bench-results/vs-llamacpp scripts/bench-vs-llamacpp.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CONCURRENCY=${CONCURRENCY:-"1 8 32"}
+REQUESTS_PER_WORKER=${REQUESTS_PER_WORKER:-4}
+PROMPT_REQUESTS=${PROMPT_REQUESTS:-6}
+PORT=${PORT:-8124}
+OUT=${OUT:-bench-results/vs-llamacpp}
+THREADS=${THREADS:-$(nproc)}
+MODEL=${WEIR_CACHE_DIR:-$HOME/.cache/weir}/models/SmolLM2-135M-Instruct.Q4_1.gguf
+mkdir -p "$OUT"
+LLAMA_SERVER=$(scripts/build-llama-server.sh)
+source scripts/common.sh
+URL=http://127.0.0.1:$PORT
+SERVER=
+trap '[[ -n $SERVER ]] && kill $SERVER 2>/dev/null || true' EXIT
+
+# peak resident memory of the running server, MiB
+peak_rss() { awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$SERVER/status"; }
+stop_server() { kill "$SERVER" && wait "$SERVER" 2>/dev/null || true; SERVER=; }
+
+start_llama() {
+  local np=$1
+  "$LLAMA_SERVER" -m "$MODEL" --host 127.0.0.1 --port "$PORT" -t "$THREADS" -tb "$THREADS" \
+    -np "$np" -c $((np * 1024)) --cache-ram 0 --alias SmolLM2-135M-Instruct --no-webui \
+    >"$OUT/llama-server-np$np.log" 2>&1 &
+  SERVER=$!
+  for _ in $(seq 1 300); do
+    curl -sf "$URL/health" >/dev/null && return 0
+    sleep 0.2
+  done
+  cat "$OUT/llama-server-np$np.log"
+  return 1
+}
+
+# bench NAME SEED CONCURRENCY REQUESTS PROMPT OUTPUT
+bench() {
+  $BIN bench --url "$URL" --concurrency "$3" --num-requests "$4" --prompt-tokens "$5" \
+    --output-tokens "$6" --seed "$2" --output "$OUT/$1.json" >/dev/null
+}
+
+# run_levels SERVER_NAME: warm-up, the prompt phase, then every concurrency level
+run_levels() {
+  local name=$1 c
+  bench "$name-warmup" 1000000 1 1 16 8
+  bench "$name-prompt" 7 1 "$PROMPT_REQUESTS" 512 1
+  for c in $CONCURRENCY; do
+    if [[ $name == llama ]]; then
+      stop_server
+      start_llama "$c"
+      bench "$name-warmup" 1000000 1 1 16 8
+    fi
+    bench "$name-c$c" "$c" "$c" $((c * REQUESTS_PER_WORKER)) 128 128
+  done
+  echo "$(peak_rss)" >"$OUT/$name-rss"
+  stop_server
+}
+
+start_weir "$PORT" "$OUT/weir.log"
+run_levels weir
+start_llama 1
+run_levels llama
+
+python3 - "$OUT" "$CONCURRENCY" "$THREADS" <<'EOF'
+import json, sys
+out, levels, threads = sys.argv[1], sys.argv[2].split(), sys.argv[3]
+load = lambda n: json.load(open(f"{out}/{n}.json"))
+rss = {s: open(f"{out}/{s}-rss").read().strip() for s in ("weir", "llama")}
+print(f"SmolLM2-135M-Instruct Q4_1, {threads} threads, 128-token prompts, 128 output tokens")
+print("| load | weir | llama-server | weir / llama |")
+print("|---|---|---|---|")
+for c in levels:
+    w, l = load(f"weir-c{c}"), load(f"llama-c{c}")
+    for key, label in (("output_tokens_per_s", "output tok/s"),):
+        print(f"| c={c} {label} | {w[key]:.1f} | {l[key]:.1f} | {w[key] / l[key]:.2f}x |")
+    for key in ("ttft_ms", "itl_ms"):
+        print(f"| c={c} {key[:-3].upper()} p50 (ms) | {w[key]['p50']:.1f} | {l[key]['p50']:.1f} | {w[key]['p50'] / l[key]['p50']:.2f}x |")
+    errs = w["errors"] + l["errors"]
+    if errs:
+        print(f"| c={c} errors | {w['errors']} | {l['errors']} | |")
+w, l = load("weir-prompt"), load("llama-prompt")
+pw, pl = 512e3 / w["ttft_ms"]["p50"], 512e3 / l["ttft_ms"]["p50"]
+print(f"| prompt tok/s (512-token prompt, c=1) | {pw:.0f} | {pl:.0f} | {pw / pl:.2f}x |")
+print(f"| peak RSS (MiB) | {rss['weir']} | {rss['llama']} | {int(rss['weir']) / int(rss['llama']):.2f}x |")
+EOF
