@@ -155,7 +155,7 @@ pub fn test_limits(num_kv_blocks: usize, block_size: usize) -> EngineLimits {
         kv_cache_memory: crate::config::KvMemory::Bytes(0),
         num_kv_blocks: Some(num_kv_blocks),
         max_model_len: None,
-        weight_format: WeightFormat::Dense,
+        weight_format: WeightFormat::Quantized,
         enable_prefix_caching: true,
         scheduling_policy: crate::engine::scheduler::SchedulingPolicy::Fcfs,
         device: crate::models::device::DeviceSpec::Cpu,
