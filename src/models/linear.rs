@@ -73,7 +73,7 @@ impl Linear {
         }
         let (out_dim, in_dim) = qt.shape().dims2()?;
         let weight = match (quant_kind(qt.dtype()), qt.data()?) {
-            (Some(kind), Cow::Borrowed(blocks)) if in_dim % kind.ggml_block_len() == 0 => {
+            (Some(kind), Cow::Borrowed(blocks)) if in_dim.is_multiple_of(kind.ggml_block_len()) => {
                 Weight::Packed(PackedWeight::from_ggml(kind, blocks, out_dim, in_dim))
             }
             _ => {

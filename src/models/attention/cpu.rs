@@ -4,7 +4,8 @@
 //! the reference the other backends are checked against.
 //!
 //! Cost per layer: O(Σ query_len × context_len × num_heads × head_dim), parallel over tokens.
-//! Each token's reduction runs in one fixed order, whatever else is in the batch.
+//! Each token's reduction runs in one fixed order, whatever else is in the batch. The query heads
+//! that share a KV head are done together, so each K/V row is read once per token and KV head.
 
 use super::{AttentionBackend, AttentionMetadata, AttentionShape};
 use crate::kv::cache::{KvCache, KvCacheConfig, LayerKv};
@@ -139,28 +140,38 @@ pub fn paged_attention(
             let slots: Vec<usize> = (0..ctx)
                 .map(|j| slot(&seq.block_table, j, bs) as usize)
                 .collect();
-            let mut scores = vec![0f32; ctx];
-            for h in 0..shape.num_heads {
-                let kv_off = (h / group) * d;
-                let qh = &q[t * q_dim + h * d..t * q_dim + (h + 1) * d];
-                let mut max = f32::NEG_INFINITY;
-                for (s, &slot) in scores.iter_mut().zip(&slots) {
+            // [group][ctx]: the query heads that share one KV head read each K/V row once
+            let mut scores = vec![0f32; group * ctx];
+            for g in 0..shape.num_kv_heads {
+                let kv_off = g * d;
+                let heads = g * group..(g + 1) * group;
+                for (j, &slot) in slots.iter().enumerate() {
                     let k = &k_pool[slot * kv_dim + kv_off..slot * kv_dim + kv_off + d];
-                    *s = dot(qh, k) * scale;
-                    max = max.max(*s);
+                    for (i, h) in heads.clone().enumerate() {
+                        let qh = &q[t * q_dim + h * d..t * q_dim + (h + 1) * d];
+                        scores[i * ctx + j] = dot(qh, k) * scale;
+                    }
                 }
-                let mut sum = 0.0;
-                for s in scores.iter_mut() {
-                    *s = (*s - max).exp();
-                    sum += *s;
+                for s in scores.chunks_exact_mut(ctx) {
+                    let max = s.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                    let mut sum = 0.0;
+                    for v in s.iter_mut() {
+                        *v = (*v - max).exp();
+                        sum += *v;
+                    }
+                    let inv = 1.0 / sum;
+                    for v in s.iter_mut() {
+                        *v *= inv;
+                    }
                 }
-                let inv = 1.0 / sum;
-                let oh = &mut out_row[h * d..(h + 1) * d];
-                for (&p, &slot) in scores.iter().zip(&slots) {
+                let out_g = &mut out_row[g * group * d..(g + 1) * group * d];
+                for (j, &slot) in slots.iter().enumerate() {
                     let v = &v_pool[slot * kv_dim + kv_off..slot * kv_dim + kv_off + d];
-                    let w = p * inv;
-                    for (o, &x) in oh.iter_mut().zip(v) {
-                        *o += w * x;
+                    for (i, oh) in out_g.chunks_exact_mut(d).enumerate() {
+                        let w = scores[i * ctx + j];
+                        for (o, &x) in oh.iter_mut().zip(v) {
+                            *o += w * x;
+                        }
                     }
                 }
             }

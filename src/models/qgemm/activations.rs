@@ -31,7 +31,7 @@ impl QuantRows {
     /// Quantizes `x` ([rows, in_dim], row-major); `in_dim` must be a multiple of 32.
     pub fn quantize(x: &[f32], rows: usize, in_dim: usize) -> Self {
         assert!(
-            in_dim % QK == 0 && x.len() == rows * in_dim,
+            in_dim.is_multiple_of(QK) && x.len() == rows * in_dim,
             "activation shape. This is a bug."
         );
         let nb = rows * in_dim / QK;

@@ -104,7 +104,7 @@ impl PackedWeight {
     /// From GGML blocks (row-major, `in_dim / 32` blocks per row); `in_dim % 32 == 0`.
     pub fn from_ggml(kind: QuantKind, blocks: &[u8], out_dim: usize, in_dim: usize) -> Self {
         assert!(
-            in_dim % activations::QK == 0,
+            in_dim.is_multiple_of(activations::QK),
             "in_dim {in_dim} is not whole blocks"
         );
         Self {

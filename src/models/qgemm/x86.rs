@@ -6,6 +6,8 @@
 //! convert, `fma(isum, d_w · d_x, acc)` and (Q4_1) `fma(m_w, Σx, acc)`. So every path gives the
 //! same bits as `portable`, whatever the tile height.
 
+#![allow(clippy::needless_range_loop)] // tile loops index several per-row register arrays
+
 use super::activations::{QuantRows, QK};
 use super::pack::{QuantKind, PANEL};
 use std::arch::x86_64::*;
