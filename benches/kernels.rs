@@ -20,6 +20,7 @@ use weir::models::weights::{GgufWeights, WeightSource};
 use weir::models::{CausalLm, Llama, LlamaConfig};
 
 fn qgemm(c: &mut Criterion) {
+    weir::models::pool::init_cpu_threads();
     let dev = Device::Cpu;
     let (out_dim, in_dim) = (1536, 576);
     let w = Tensor::randn(0f32, 0.02, (out_dim, in_dim), &dev).unwrap();
@@ -116,6 +117,7 @@ fn kv_cache(model: &Llama, num_blocks: usize) -> Attention {
 /// Prompt tokens per step: what `--max-num-batched-tokens` trades against step latency. Prompts of
 /// 128 tokens, 1 to 16 of them in one step (the default quantized weights).
 fn prefill_step(c: &mut Criterion) {
+    weir::models::pool::init_cpu_threads();
     let mut g = c.benchmark_group("prefill_step_smollm2_128_token_prompts");
     g.warm_up_time(Duration::from_millis(500));
     g.measurement_time(Duration::from_secs(4));
@@ -135,6 +137,7 @@ fn prefill_step(c: &mut Criterion) {
 }
 
 fn decode_step(c: &mut Criterion) {
+    weir::models::pool::init_cpu_threads();
     let mut g = c.benchmark_group("decode_step_smollm2_ctx128");
     g.warm_up_time(Duration::from_millis(500));
     g.measurement_time(Duration::from_secs(3));

@@ -84,6 +84,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     init_tracing();
+    weir::models::pool::init_cpu_threads();
     let cli = Cli::parse();
     match cli.command {
         None => serve(cli.serve).await,

@@ -8,6 +8,7 @@ pub mod config;
 pub mod device;
 pub mod linear;
 pub mod llama;
+pub mod pool;
 pub mod qgemm;
 pub mod rope;
 pub mod weights;

@@ -10,8 +10,9 @@
 use super::{AttentionBackend, AttentionMetadata, AttentionShape};
 use crate::kv::cache::{KvCache, KvCacheConfig, LayerKv};
 use crate::models::batch::{slot, ForwardBatch};
+use crate::models::pool::ComputePool;
 use candle_core::{DType, Device, Result, Tensor};
-use rayon::prelude::*;
+use parking_lot::Mutex;
 
 pub struct CpuBackend {
     shape: AttentionShape,
@@ -131,9 +132,14 @@ pub fn paged_attention(
     let scale = 1.0 / (d as f32).sqrt();
     let bs = batch.block_size;
     let mut out = vec![0f32; q.len()];
-    out.par_chunks_mut(q_dim)
-        .enumerate()
-        .for_each(|(t, out_row)| {
+    let pool = ComputePool::global();
+    let num_tokens = batch.num_tokens();
+    let per_task = num_tokens.div_ceil(pool.num_threads() * 4).max(1);
+    let tasks: Vec<Mutex<&mut [f32]>> = out.chunks_mut(per_task * q_dim).map(Mutex::new).collect();
+    pool.run(tasks.len(), &|i| {
+        let mut rows = tasks[i].lock();
+        for (j, out_row) in rows.chunks_exact_mut(q_dim).enumerate() {
+            let t = i * per_task + j;
             let seq = &batch.seqs[token_seq[t] as usize];
             let ctx = batch.positions[t] as usize + 1;
             // slot of every visible key: [ctx]
@@ -175,7 +181,8 @@ pub fn paged_attention(
                     }
                 }
             }
-        });
+        }
+    });
     out
 }
 

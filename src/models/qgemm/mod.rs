@@ -8,7 +8,7 @@
 //! **Batch invariance.** Every output `(row, feature)` is computed by one lane of one tile,
 //! which sums that row's blocks in input order with the same operations whatever the tile
 //! height, the number of rows in the call or the thread that runs it; work is split between
-//! threads by output panels, never along the reduction. So a row's result is bit-identical
+//! threads (`models::pool`) by output panels, never along the reduction. So a row's result is bit-identical
 //! alone, in any batch and at any position in it. All SIMD paths also equal the portable one
 //! bit for bit (the integer block sums are exact), so the result depends only on the inputs.
 
@@ -18,10 +18,11 @@ mod portable;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+use super::pool::ComputePool;
 use activations::QuantRows;
 pub use pack::QuantKind;
 use pack::PANEL;
-use rayon::prelude::*;
+use parking_lot::Mutex;
 use std::sync::OnceLock;
 
 /// The instruction set a kernel runs on.
@@ -242,21 +243,22 @@ pub fn matmul_many_on(
         .iter()
         .map(|w| vec![0f32; w.num_panels * rows * PANEL])
         .collect();
+    let pool = ComputePool::global();
     let total_panels: usize = weights.iter().map(|w| w.num_panels).sum();
-    let panels_per_task = total_panels
-        .div_ceil(rayon::current_num_threads() * 4)
-        .max(1);
-    let tasks: Vec<(&PackedWeight, usize, &mut [f32])> = weights
+    let panels_per_task = total_panels.div_ceil(pool.num_threads() * 4).max(1);
+    let tasks: Vec<Mutex<(&PackedWeight, usize, &mut [f32])>> = weights
         .iter()
         .zip(yps.iter_mut())
         .flat_map(|(w, yp)| {
             yp.chunks_mut(panels_per_task * rows * PANEL)
                 .enumerate()
-                .map(move |(i, out)| (*w, i * panels_per_task, out))
+                .map(move |(i, out)| Mutex::new((*w, i * panels_per_task, out)))
         })
         .collect();
-    tasks.into_par_iter().for_each(|(w, p0, out)| {
-        w.run_panels(isa, x, xq.as_ref(), rows, p0, out);
+    pool.run(tasks.len(), &|i| {
+        let mut task = tasks[i].lock();
+        let (w, p0, out) = &mut *task;
+        w.run_panels(isa, x, xq.as_ref(), rows, *p0, out);
     });
     weights
         .iter()
