@@ -34,7 +34,7 @@ stop_server() { kill "$SERVER" && wait "$SERVER" 2>/dev/null || true; SERVER=; }
 start_llama() {
   local np=$1
   "$LLAMA_SERVER" -m "$MODEL" --host 127.0.0.1 --port "$PORT" -t "$THREADS" -tb "$THREADS" \
-    -np "$np" -c $((np * 1024)) --cache-ram 0 --alias SmolLM2-135M-Instruct --no-webui \
+    -np "$np" -c $((np < 2 ? 1024 : np * 512)) --cache-ram 0 --alias SmolLM2-135M-Instruct --no-webui \
     >"$OUT/llama-server-np$np.log" 2>&1 &
   SERVER=$!
   for _ in $(seq 1 300); do
@@ -68,7 +68,9 @@ run_levels() {
   stop_server
 }
 
-start_weir "$PORT" "$OUT/weir.log"
+# KV memory of the same order as llama-server's (np × 512 tokens in f16 there; 512 MiB of f32
+# here, ~11k tokens): peak RSS compares the servers, not their default cache sizes
+start_weir "$PORT" "$OUT/weir.log" --kv-cache-memory 512MiB
 run_levels weir
 start_llama 1
 run_levels llama

@@ -202,8 +202,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchSummary> {
         })
         .collect();
     let queue = Arc::new(parking_lot::Mutex::new(prompts));
+    // A new connection per request: servers that close kept-alive connections after a few
+    // requests (llama-server's HTTP library) would otherwise fail the requests that race the
+    // close. A loopback connect costs microseconds.
     let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.concurrency)
+        .pool_max_idle_per_host(0)
         .build()?;
     let args = Arc::new(args);
     let start = Instant::now();
