@@ -133,6 +133,17 @@ fn prefill_step(c: &mut Criterion) {
             |bench, batch| bench.iter(|| model.forward(batch, &mut kv).unwrap()),
         );
     }
+    // one long prompt: attention grows with the square of its length
+    let mut kv = kv_cache(&model, 16 * 8 * 2);
+    for len in [512usize, 1024] {
+        let batch = prefill_batch(1, len, 16);
+        g.throughput(Throughput::Elements(len as u64));
+        g.bench_with_input(
+            BenchmarkId::new("one_prompt", len),
+            &batch,
+            |bench, batch| bench.iter(|| model.forward(batch, &mut kv).unwrap()),
+        );
+    }
     g.finish();
 }
 

@@ -13,8 +13,9 @@ use parking_lot::{Condvar, Mutex};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-/// Idle polls before a worker sleeps (~50-100 µs).
-const SPIN: usize = 1 << 15;
+/// Idle polls before a worker sleeps (tens of µs: spans the gaps inside a step, not between
+/// steps, where the HTTP tasks need the cores; BENCHMARKS.md "thread pools").
+const SPIN: usize = 1 << 12;
 
 type Job = *const (dyn Fn(usize) + Sync);
 

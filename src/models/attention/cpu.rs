@@ -133,13 +133,11 @@ pub fn paged_attention(
     let bs = batch.block_size;
     let mut out = vec![0f32; q.len()];
     let pool = ComputePool::global();
-    let num_tokens = batch.num_tokens();
-    let per_task = num_tokens.div_ceil(pool.num_threads() * 4).max(1);
-    let tasks: Vec<Mutex<&mut [f32]>> = out.chunks_mut(per_task * q_dim).map(Mutex::new).collect();
-    pool.run(tasks.len(), &|i| {
-        let mut rows = tasks[i].lock();
-        for (j, out_row) in rows.chunks_exact_mut(q_dim).enumerate() {
-            let t = i * per_task + j;
+    // one task per token, handed out dynamically: a prompt's later tokens see longer contexts
+    let tasks: Vec<Mutex<&mut [f32]>> = out.chunks_mut(q_dim).map(Mutex::new).collect();
+    pool.run(tasks.len(), &|t| {
+        let mut out_row = tasks[t].lock();
+        {
             let seq = &batch.seqs[token_seq[t] as usize];
             let ctx = batch.positions[t] as usize + 1;
             // slot of every visible key: [ctx]
