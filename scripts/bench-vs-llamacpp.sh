@@ -6,7 +6,8 @@
 # and llama-server with `-np` equal to the concurrency and `--cache-ram 0`. Both are driven by
 # `weir bench` with the same token prompts (same seeds), ignore_eos, temperature 0:
 #   - decode: 128-token prompts, 128 output tokens, at each concurrency (output tok/s, TTFT, ITL);
-#   - prompt: 512-token prompts, 1 output token, concurrency 1 (prompt tok/s = 512 / TTFT p50).
+#   - prompt: 512-token prompts, 1 output token, concurrency 1 (prompt tok/s = 512 / TTFT p50);
+#     the c=1 decode level gives the same figure for 128-token prompts (128 / TTFT p50).
 # Prints one table with both servers and the ratios, plus each server's peak RSS.
 #
 #   scripts/bench-vs-llamacpp.sh
@@ -92,8 +93,9 @@ for c in levels:
     errs = w["errors"] + l["errors"]
     if errs:
         print(f"| c={c} errors | {w['errors']} | {l['errors']} | |")
-w, l = load("weir-prompt"), load("llama-prompt")
-pw, pl = 512e3 / w["ttft_ms"]["p50"], 512e3 / l["ttft_ms"]["p50"]
-print(f"| prompt tok/s (512-token prompt, c=1) | {pw:.0f} | {pl:.0f} | {pw / pl:.2f}x |")
+for name, n in ((f"c{levels[0]}", 128), ("prompt", 512)):
+    w, l = load(f"weir-{name}"), load(f"llama-{name}")
+    pw, pl = n * 1e3 / w["ttft_ms"]["p50"], n * 1e3 / l["ttft_ms"]["p50"]
+    print(f"| prompt tok/s ({n}-token prompt, c={w['concurrency']}, n / TTFT p50) | {pw:.0f} | {pl:.0f} | {pw / pl:.2f}x |")
 print(f"| peak RSS (MiB) | {rss['weir']} | {rss['llama']} | {int(rss['weir']) / int(rss['llama']):.2f}x |")
 EOF
