@@ -38,12 +38,7 @@ start_llama() {
     -np "$np" -c $((np < 2 ? 1024 : np * 512)) --cache-ram 0 --alias SmolLM2-135M-Instruct --no-webui \
     >"$OUT/llama-server-np$np.log" 2>&1 &
   SERVER=$!
-  for _ in $(seq 1 300); do
-    curl -sf "$URL/health" >/dev/null && return 0
-    sleep 0.2
-  done
-  cat "$OUT/llama-server-np$np.log"
-  return 1
+  wait_healthy "$PORT" "$OUT/llama-server-np$np.log"
 }
 
 # bench NAME SEED CONCURRENCY REQUESTS PROMPT OUTPUT

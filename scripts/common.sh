@@ -13,10 +13,16 @@ start_weir() {
   shift 2
   $SERVER_BIN serve --port "$port" "$@" >"$log" 2>&1 &
   SERVER=$!
+  wait_healthy "$port" "$log"
+}
+
+# wait_healthy PORT LOG: returns once the server on PORT answers /health (~60 s at most), else
+# prints LOG and fails.
+wait_healthy() {
   for _ in $(seq 1 300); do
-    curl -sf "http://127.0.0.1:$port/health" >/dev/null && return 0
+    curl -sf "http://127.0.0.1:$1/health" >/dev/null && return 0
     sleep 0.2
   done
-  cat "$log"
+  cat "$2"
   return 1
 }
