@@ -2,7 +2,8 @@
 //!
 //! `qgemm` runs weir's matmul kernels (`models::qgemm`) on a projection of SmolLM2's shape
 //! (1536 x 576) for every weight type and instruction set, 1 to 64 rows: weights stay hot in
-//! cache, so this is the kernel's compute rate. `decode_step` runs one whole forward pass of the
+//! cache, so this is the kernel's compute rate (`qgemm_1536x512_kquants`: Q4_K and Q6_K, whose
+//! 256-weight super-blocks need an input size that 576 is not). `decode_step` runs one whole forward pass of the
 //! default model (SmolLM2-135M Q4_1) for B sequences decoding at context 128, per weight format;
 //! `prefill_step` one forward pass over 128 to 2048 prompt tokens.
 //!
@@ -54,6 +55,31 @@ fn qgemm(c: &mut Criterion) {
                 let id = BenchmarkId::new(format!("{name}/{isa:?}"), rows);
                 g.bench_with_input(id, &x, |b, x| b.iter(|| pw.matmul_on(isa, x, rows)));
             }
+        }
+    }
+    g.finish();
+    // K-quants need whole 256-weight super-blocks: a 1536 x 512 projection
+    let in_k = 512;
+    let wk = Tensor::randn(0f32, 0.02, (out_dim, in_k), &dev).unwrap();
+    let mut g = c.benchmark_group("qgemm_1536x512_kquants");
+    g.warm_up_time(Duration::from_millis(300));
+    g.measurement_time(Duration::from_millis(800));
+    for (name, dtype, kind) in [
+        ("q4_k", GgmlDType::Q4K, QuantKind::Q4K),
+        ("q6_k", GgmlDType::Q6K, QuantKind::Q6K),
+    ] {
+        let qt = QTensor::quantize(&wk, dtype).unwrap();
+        let pw = PackedWeight::from_ggml(kind, &qt.data().unwrap(), out_dim, in_k);
+        for rows in [1usize, 8, 64] {
+            let x: Vec<f32> = Tensor::randn(0f32, 1.0, (rows, in_k), &dev)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            g.throughput(Throughput::Elements((rows * out_dim * in_k) as u64));
+            let id = BenchmarkId::new(format!("{name}/{:?}", Isa::best()), rows);
+            g.bench_with_input(id, &x, |b, x| b.iter(|| pw.matmul(x, rows)));
         }
     }
     g.finish();
