@@ -2,10 +2,11 @@
 //!
 //! `qgemm` runs weir's matmul kernels (`models::qgemm`) on a projection of SmolLM2's shape
 //! (1536 x 576) for every weight type and instruction set, 1 to 64 rows: weights stay hot in
-//! cache, so this is the kernel's compute rate (`qgemm_1536x512_kquants`: Q4_K and Q6_K, whose
-//! 256-weight super-blocks need an input size that 576 is not). `decode_step` runs one whole forward pass of the
-//! default model (SmolLM2-135M Q4_1) for B sequences decoding at context 128, per weight format;
-//! `prefill_step` one forward pass over 128 to 2048 prompt tokens.
+//! cache, so this is the kernel's compute rate. Q4_K and Q6_K (`qgemm_1536x512_kquants`) need
+//! whole 256-weight super-blocks, which 576 inputs are not. `decode_step` runs one whole forward
+//! pass of the default model (SmolLM2-135M Q4_1) for B sequences decoding at context 128, per
+//! weight format; `prefill_step` one forward pass over 128 to 2048 prompt tokens, and over one
+//! long prompt.
 //!
 //! `cargo bench --bench kernels`
 
