@@ -6,6 +6,8 @@
 //! Cost per layer: O(Σ query_len × context_len × num_heads × head_dim), parallel over tokens.
 //! Each token's reduction runs in one fixed order, whatever else is in the batch. The query heads
 //! that share a KV head are done together, so each K/V row is read once per token and KV head.
+//! K is stored transposed within each block, so the scores of a block's keys are lanes of one
+//! vector: an FMA chain per query head over the head's dimensions, no horizontal sums.
 
 use super::{AttentionBackend, AttentionMetadata, AttentionShape};
 use crate::kv::cache::{KvCache, KvCacheConfig, LayerKv};
@@ -63,7 +65,15 @@ impl AttentionBackend for CpuBackend {
             candle_core::bail!("the CPU backend needs a host KV pool")
         };
         let (k, v) = (host_rows(k)?, host_rows(v)?);
-        write_kv(kc, vc, &k, &v, &batch.slot_mapping, self.shape.kv_dim());
+        write_kv(
+            kc,
+            vc,
+            &k,
+            &v,
+            &batch.slot_mapping,
+            self.shape,
+            batch.block_size,
+        );
         Ok(())
     }
 
@@ -81,38 +91,79 @@ impl AttentionBackend for CpuBackend {
     }
 }
 
-/// Writes rows of k/v ([num_tokens, kv_dim]) to their slots.
+/// Writes rows of k/v ([num_tokens, kv_dim]) to their slots. V is stored by slot
+/// (`[slot][kv_dim]`); K transposed within each block (`[block][kv_head][head_dim][block_size]`),
+/// so a block's keys are the lanes of one vector and their scores need no horizontal sums.
 pub fn write_kv(
     k_pool: &mut [f32],
     v_pool: &mut [f32],
     k: &[f32],
     v: &[f32],
     slot_mapping: &[u32],
-    kv_dim: usize,
+    shape: AttentionShape,
+    block_size: usize,
 ) {
+    let kv_dim = shape.kv_dim();
     for (t, &slot) in slot_mapping.iter().enumerate() {
-        let dst = slot as usize * kv_dim..(slot as usize + 1) * kv_dim;
-        k_pool[dst.clone()].copy_from_slice(&k[t * kv_dim..(t + 1) * kv_dim]);
+        let slot = slot as usize;
+        let dst = slot * kv_dim..(slot + 1) * kv_dim;
         v_pool[dst].copy_from_slice(&v[t * kv_dim..(t + 1) * kv_dim]);
+        let (b, s) = (slot / block_size, slot % block_size);
+        let kb = &mut k_pool[b * kv_dim * block_size..(b + 1) * kv_dim * block_size];
+        for (e, &x) in k[t * kv_dim..(t + 1) * kv_dim].iter().enumerate() {
+            kb[e * block_size + s] = x;
+        }
     }
 }
 
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    const L: usize = 16;
-    let mut acc = [0f32; L];
-    let (ac, bc) = (a.chunks_exact(L), b.chunks_exact(L));
-    let (ar, br) = (ac.remainder(), bc.remainder());
-    for (x, y) in ac.zip(bc) {
-        for i in 0..L {
-            acc[i] += x[i] * y[i];
+/// Raw scores of one block's keys for `group` query heads: `out[h][s] = Σ_i q_h[i] · kb[i][s]`
+/// (`kb`: [d][bs]), each lane summed over i in order. Register accumulators on AVX-512 when
+/// bs = 16 and group <= 8 (one FMA chain per head); the same sum in plain Rust elsewhere.
+fn block_scores(qs: &[f32], d: usize, group: usize, kb: &[f32], bs: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if bs == 16 && crate::models::qgemm::Isa::best() == crate::models::qgemm::Isa::Avx512Vnni {
+        // SAFETY: AVX-512F is present (the VNNI path implies it); slices are [group][d] and
+        // [d][16], `out` [group][16].
+        let done = unsafe {
+            match group {
+                1 => scores16::<1>(qs, d, kb, out),
+                2 => scores16::<2>(qs, d, kb, out),
+                3 => scores16::<3>(qs, d, kb, out),
+                4 => scores16::<4>(qs, d, kb, out),
+                8 => scores16::<8>(qs, d, kb, out),
+                _ => false,
+            }
+        };
+        if done {
+            return;
         }
     }
-    let mut s: f32 = acc.iter().sum();
-    for (x, y) in ar.iter().zip(br) {
-        s += x * y;
+    for (h, o) in out.chunks_exact_mut(bs).enumerate().take(group) {
+        o.fill(0.0);
+        for (&qe, row) in qs[h * d..(h + 1) * d].iter().zip(kb.chunks_exact(bs)) {
+            for (l, &kv) in o.iter_mut().zip(row) {
+                *l = qe.mul_add(kv, *l);
+            }
+        }
     }
-    s
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn scores16<const G: usize>(qs: &[f32], d: usize, kb: &[f32], out: &mut [f32]) -> bool {
+    use std::arch::x86_64::*;
+    debug_assert!(qs.len() >= G * d && kb.len() >= d * 16 && out.len() >= G * 16);
+    let mut acc = [_mm512_setzero_ps(); G];
+    for i in 0..d {
+        let k = _mm512_loadu_ps(kb.as_ptr().add(i * 16));
+        for (h, a) in acc.iter_mut().enumerate() {
+            *a = _mm512_fmadd_ps(_mm512_set1_ps(*qs.get_unchecked(h * d + i)), k, *a);
+        }
+    }
+    for (h, a) in acc.iter().enumerate() {
+        _mm512_storeu_ps(out.as_mut_ptr().add(h * 16), *a);
+    }
+    true
 }
 
 /// Causal attention of q ([num_tokens, num_heads * head_dim], already rotated) over the cache.
@@ -146,14 +197,18 @@ pub fn paged_attention(
                 .collect();
             // [group][ctx]: the query heads that share one KV head read each K/V row once
             let mut scores = vec![0f32; group * ctx];
+            let mut lanes = vec![0f32; group * bs];
             for g in 0..shape.num_kv_heads {
                 let kv_off = g * d;
-                let heads = g * group..(g + 1) * group;
-                for (j, &slot) in slots.iter().enumerate() {
-                    let k = &k_pool[slot * kv_dim + kv_off..slot * kv_dim + kv_off + d];
-                    for (i, h) in heads.clone().enumerate() {
-                        let qh = &q[t * q_dim + h * d..t * q_dim + (h + 1) * d];
-                        scores[i * ctx + j] = dot(qh, k) * scale;
+                let qs = &q[t * q_dim + g * group * d..t * q_dim + (g + 1) * group * d];
+                for (jb, &blk) in seq.block_table.iter().take(ctx.div_ceil(bs)).enumerate() {
+                    let kb = &k_pool[(blk as usize * kv_dim + kv_off) * bs..][..d * bs];
+                    let n = bs.min(ctx - jb * bs);
+                    block_scores(qs, d, group, kb, bs, &mut lanes);
+                    for (i, l) in lanes.chunks_exact(bs).enumerate() {
+                        for (sc, &v) in scores[i * ctx + jb * bs..][..n].iter_mut().zip(l) {
+                            *sc = v * scale;
+                        }
                     }
                 }
                 for s in scores.chunks_exact_mut(ctx) {
@@ -182,16 +237,4 @@ pub fn paged_attention(
         }
     });
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dot_handles_remainders() {
-        let a: Vec<f32> = (0..37).map(|i| i as f32).collect();
-        let b = vec![1.0; 37];
-        assert_eq!(dot(&a, &b), (0..37).sum::<i32>() as f32);
-    }
 }
