@@ -69,14 +69,20 @@ fn alone(prompts: &[Vec<u32>], max_tokens: usize) -> HashMap<RequestId, Vec<u32>
     out
 }
 
+/// Greedy request `i` of `max_tokens` for each prompt `i`, all queued on `core`.
+fn add_greedy(core: &mut EngineCore, prompts: &[Vec<u32>], max_tokens: usize) {
+    for (i, p) in prompts.iter().enumerate() {
+        core.add(greedy_request(i as u64, p.clone(), max_tokens))
+            .unwrap();
+    }
+}
+
 #[test]
 fn eight_greedy_chat_requests_are_the_same_alone_and_concurrent() {
     let prompts = chat_prompts(8);
     let want = alone(&prompts, 40);
     let mut core = smol_core(256);
-    for (i, p) in prompts.iter().enumerate() {
-        core.add(greedy_request(i as u64, p.clone(), 40)).unwrap();
-    }
+    add_greedy(&mut core, &prompts, 40);
     let got = run_to_completion(&mut core);
     for (id, toks) in &want {
         assert_eq!(toks.len(), 40);
@@ -121,9 +127,7 @@ fn forced_preemption_keeps_every_output() {
     let want = alone(&prompts, 40);
     // 64 blocks of 16 = 1024 tokens for 16 requests needing ~75 tokens each at the end
     let mut core = smol_core(64);
-    for (i, p) in prompts.iter().enumerate() {
-        core.add(greedy_request(i as u64, p.clone(), 40)).unwrap();
-    }
+    add_greedy(&mut core, &prompts, 40);
     let got = run_to_completion(&mut core);
     assert!(
         core.scheduler().num_preemptions() > 0,

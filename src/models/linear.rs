@@ -99,16 +99,11 @@ impl Linear {
             })
             .collect();
         let ys: Vec<Tensor> = match packed {
-            Some(ws) => {
-                let rows = x.dim(0)?;
-                let xs = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-                let outs = matmul_many(&ws, &xs, rows);
-                let mut ys = Vec::with_capacity(N);
-                for ((l, w), y) in linears.iter().zip(&ws).zip(outs) {
-                    ys.push(l.add_bias(Tensor::from_vec(y, (rows, w.out_dim()), x.device())?)?);
-                }
-                ys
-            }
+            Some(ws) => packed_forward(&ws, x)?
+                .into_iter()
+                .zip(linears)
+                .map(|(y, l)| l.add_bias(y))
+                .collect::<Result<_>>()?,
             None => linears
                 .iter()
                 .map(|l| l.forward(x))
@@ -127,14 +122,24 @@ impl Linear {
     /// x: [rows, in] → [rows, out]
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = match &self.weight {
-            Weight::Packed(p) => {
-                let rows = x.dim(0)?;
-                let xs = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-                Tensor::from_vec(p.matmul(&xs, rows), (rows, p.out_dim()), x.device())?
-            }
+            Weight::Packed(p) => packed_forward(&[p], x)?
+                .pop()
+                .expect("one output per weight"),
             Weight::Ggml(q) => q.forward(x)?,
             Weight::Dense(w) => x.matmul(&w.t()?)?,
         };
         self.add_bias(y)
     }
+}
+
+/// x: [rows, in] through weir's kernels for each weight (one quantization of the rows, one
+/// parallel pass) → one [rows, out] tensor per weight, without bias.
+fn packed_forward(ws: &[&PackedWeight], x: &Tensor) -> Result<Vec<Tensor>> {
+    let rows = x.dim(0)?;
+    let xs = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    matmul_many(ws, &xs, rows)
+        .into_iter()
+        .zip(ws)
+        .map(|(y, w)| Tensor::from_vec(y, (rows, w.out_dim()), x.device()))
+        .collect()
 }

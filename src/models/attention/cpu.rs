@@ -11,7 +11,7 @@
 
 use super::{AttentionBackend, AttentionMetadata, AttentionShape};
 use crate::kv::cache::{KvCache, KvCacheConfig, LayerKv};
-use crate::models::batch::{slot, ForwardBatch};
+use crate::models::batch::ForwardBatch;
 use crate::models::pool::ComputePool;
 use candle_core::{DType, Device, Result, Tensor};
 use parking_lot::Mutex;
@@ -118,25 +118,25 @@ pub fn write_kv(
 
 /// Raw scores of one block's keys for `group` query heads: `out[h][s] = Σ_i q_h[i] · kb[i][s]`
 /// (`kb`: [d][bs]), each lane summed over i in order. Register accumulators on AVX-512 when
-/// bs = 16 and group <= 8 (one FMA chain per head); the same sum in plain Rust elsewhere.
+/// bs = 16 and group is 1-4 or 8 (one FMA chain per head); the same sum in plain Rust elsewhere.
 fn block_scores(qs: &[f32], d: usize, group: usize, kb: &[f32], bs: usize, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if bs == 16 && crate::models::qgemm::Isa::best() == crate::models::qgemm::Isa::Avx512Vnni {
+    if bs == 16
+        && matches!(group, 1..=4 | 8)
+        && crate::models::qgemm::Isa::best() == crate::models::qgemm::Isa::Avx512Vnni
+    {
         // SAFETY: AVX-512F is present (the VNNI path implies it); slices are [group][d] and
         // [d][16], `out` [group][16].
-        let done = unsafe {
+        unsafe {
             match group {
                 1 => scores16::<1>(qs, d, kb, out),
                 2 => scores16::<2>(qs, d, kb, out),
                 3 => scores16::<3>(qs, d, kb, out),
                 4 => scores16::<4>(qs, d, kb, out),
-                8 => scores16::<8>(qs, d, kb, out),
-                _ => false,
+                _ => scores16::<8>(qs, d, kb, out),
             }
-        };
-        if done {
-            return;
         }
+        return;
     }
     for (h, o) in out.chunks_exact_mut(bs).enumerate().take(group) {
         o.fill(0.0);
@@ -150,7 +150,7 @@ fn block_scores(qs: &[f32], d: usize, group: usize, kb: &[f32], bs: usize, out: 
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn scores16<const G: usize>(qs: &[f32], d: usize, kb: &[f32], out: &mut [f32]) -> bool {
+unsafe fn scores16<const G: usize>(qs: &[f32], d: usize, kb: &[f32], out: &mut [f32]) {
     use std::arch::x86_64::*;
     debug_assert!(qs.len() >= G * d && kb.len() >= d * 16 && out.len() >= G * 16);
     let mut acc = [_mm512_setzero_ps(); G];
@@ -163,7 +163,6 @@ unsafe fn scores16<const G: usize>(qs: &[f32], d: usize, kb: &[f32], out: &mut [
     for (h, a) in acc.iter().enumerate() {
         _mm512_storeu_ps(out.as_mut_ptr().add(h * 16), *a);
     }
-    true
 }
 
 /// Causal attention of q ([num_tokens, num_heads * head_dim], already rotated) over the cache.
@@ -191,17 +190,15 @@ pub fn paged_attention(
         {
             let seq = &batch.seqs[token_seq[t] as usize];
             let ctx = batch.positions[t] as usize + 1;
-            // slot of every visible key: [ctx]
-            let slots: Vec<usize> = (0..ctx)
-                .map(|j| slot(&seq.block_table, j, bs) as usize)
-                .collect();
+            // the blocks holding the visible keys; key j is slot `blocks[j / bs] * bs + j % bs`
+            let blocks = &seq.block_table[..ctx.div_ceil(bs)];
             // [group][ctx]: the query heads that share one KV head read each K/V row once
             let mut scores = vec![0f32; group * ctx];
             let mut lanes = vec![0f32; group * bs];
             for g in 0..shape.num_kv_heads {
                 let kv_off = g * d;
                 let qs = &q[t * q_dim + g * group * d..t * q_dim + (g + 1) * group * d];
-                for (jb, &blk) in seq.block_table.iter().take(ctx.div_ceil(bs)).enumerate() {
+                for (jb, &blk) in blocks.iter().enumerate() {
                     let kb = &k_pool[(blk as usize * kv_dim + kv_off) * bs..][..d * bs];
                     let n = bs.min(ctx - jb * bs);
                     block_scores(qs, d, group, kb, bs, &mut lanes);
@@ -224,12 +221,15 @@ pub fn paged_attention(
                     }
                 }
                 let out_g = &mut out_row[g * group * d..(g + 1) * group * d];
-                for (j, &slot) in slots.iter().enumerate() {
-                    let v = &v_pool[slot * kv_dim + kv_off..slot * kv_dim + kv_off + d];
-                    for (i, oh) in out_g.chunks_exact_mut(d).enumerate() {
-                        let w = scores[i * ctx + j];
-                        for (o, &x) in oh.iter_mut().zip(v) {
-                            *o += w * x;
+                for (jb, &blk) in blocks.iter().enumerate() {
+                    for s in 0..bs.min(ctx - jb * bs) {
+                        let (j, slot) = (jb * bs + s, blk as usize * bs + s);
+                        let v = &v_pool[slot * kv_dim + kv_off..slot * kv_dim + kv_off + d];
+                        for (i, oh) in out_g.chunks_exact_mut(d).enumerate() {
+                            let w = scores[i * ctx + j];
+                            for (o, &x) in oh.iter_mut().zip(v) {
+                                *o += w * x;
+                            }
                         }
                     }
                 }

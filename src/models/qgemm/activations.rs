@@ -23,8 +23,9 @@ pub struct QuantRows {
     pub s: Vec<i32>,
     /// [rows, in_dim / QK] Σ of the block's first 16 quantized values (Q6_K's 16-input scales).
     pub s16: Vec<i32>,
-    /// [rows, in_dim / QK] d · Σq: the block's sum as quantized.
-    pub sum: Vec<f32>,
+    /// [rows, in_dim / QK] d · Σq: the block's sum as quantized (kept so the kernels' hot
+    /// loop does not convert and multiply it per weight panel).
+    pub ds: Vec<f32>,
 }
 
 impl QuantRows {
@@ -42,18 +43,18 @@ impl QuantRows {
             d: vec![0.0; nb],
             s: vec![0; nb],
             s16: vec![0; nb],
-            sum: vec![0.0; nb],
+            ds: vec![0.0; nb],
         };
         for (i, (xb, qb)) in x
             .chunks_exact(QK)
             .zip(out.qs.chunks_exact_mut(QK))
             .enumerate()
         {
-            let (d, s, sum) = quantize_block(xb, qb);
+            let (d, s, ds) = quantize_block(xb, qb);
             out.d[i] = d;
             out.s[i] = s;
             out.s16[i] = qb[..16].iter().map(|&v| i32::from(v)).sum();
-            out.sum[i] = sum;
+            out.ds[i] = ds;
         }
         out
     }
@@ -115,7 +116,7 @@ mod tests {
     #[test]
     fn zero_block_has_zero_scale() {
         let q = QuantRows::quantize(&[0.0; 32], 1, 32);
-        assert_eq!((q.d[0], q.s[0], q.sum[0]), (0.0, 0, 0.0));
+        assert_eq!((q.d[0], q.s[0], q.ds[0]), (0.0, 0, 0.0));
         assert!(q.qs.iter().all(|&v| v == 0));
     }
 }

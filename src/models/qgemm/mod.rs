@@ -1,15 +1,15 @@
 //! `PackedWeight`: weir's batch-invariant CPU matmul `y = x Wᵀ`.
 //!
-//! Quantized weights (GGML Q4_0, Q4_1, Q8_0) are repacked at load into 16-feature panels
-//! (`pack`); each call quantizes every activation row once to Q8 blocks (`activations`) and
-//! multiplies with integer dot products (AVX-512 VNNI, AVX2 or portable Rust), reading each
+//! Quantized weights (GGML Q4_0, Q4_1, Q8_0, Q4_K, Q6_K) are repacked at load into 16-feature
+//! panels (`pack`); each call quantizes every activation row once to Q8 blocks (`activations`)
+//! and multiplies with integer dot products (AVX-512 VNNI, AVX2 or portable Rust), reading each
 //! weight block once per tile of rows. Dense f32 weights use the same panels in f32.
 //!
 //! **Batch invariance.** Every output `(row, feature)` is computed by one lane of one tile,
 //! which sums that row's blocks in input order with the same operations whatever the tile
 //! height, the number of rows in the call or the thread that runs it; work is split between
-//! threads (`models::pool`) by output panels, never along the reduction. So a row's result is bit-identical
-//! alone, in any batch and at any position in it. All SIMD paths also equal the portable one
+//! threads (`models::pool`) by output panels, never along the reduction. So a row's result is
+//! bit-identical alone, in any batch and at any position in it. All SIMD paths also equal the portable one
 //! bit for bit (the integer block sums are exact), so the result depends only on the inputs.
 
 pub mod activations;
@@ -75,13 +75,6 @@ impl Isa {
     }
 }
 
-/// What a `PackedWeight` holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WeightKind {
-    Quant(QuantKind),
-    F32,
-}
-
 #[derive(Debug, Clone)]
 enum Panels {
     Quant(QuantKind, Vec<u8>),
@@ -126,27 +119,8 @@ impl PackedWeight {
         }
     }
 
-    pub fn kind(&self) -> WeightKind {
-        match self.panels {
-            Panels::Quant(k, _) => WeightKind::Quant(k),
-            Panels::F32(_) => WeightKind::F32,
-        }
-    }
-
     pub fn out_dim(&self) -> usize {
         self.out_dim
-    }
-
-    pub fn in_dim(&self) -> usize {
-        self.in_dim
-    }
-
-    /// Bytes the panels take.
-    pub fn num_bytes(&self) -> usize {
-        match &self.panels {
-            Panels::Quant(_, v) => v.len(),
-            Panels::F32(v) => v.len() * 4,
-        }
     }
 
     /// y = x Wᵀ for x: [rows, in_dim] (row-major) → [rows, out_dim], on the fastest path.

@@ -31,6 +31,7 @@ pub const PANEL: usize = 16;
 
 /// The GGML types weir's integer kernels read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum QuantKind {
     Q4_0,
     Q4_1,

@@ -41,7 +41,7 @@ pub fn quant_tile(kind: QuantKind, panel: &[u8], x: &QuantRows, r0: usize, out: 
         for b in 0..nb {
             let blk = &panel[b * pbb..(b + 1) * pbb];
             let xb = &xr[b * QK..(b + 1) * QK];
-            let (dx, sx, sum) = (x.d[r * nb + b], x.s[r * nb + b], x.sum[r * nb + b]);
+            let (dx, sx, ds) = (x.d[r * nb + b], x.s[r * nb + b], x.ds[r * nb + b]);
             let s16 = x.s16[r * nb + b];
             for (c, a) in acc.iter_mut().enumerate() {
                 let dot = |js: std::ops::Range<usize>| -> i32 {
@@ -59,13 +59,13 @@ pub fn quant_tile(kind: QuantKind, panel: &[u8], x: &QuantRows, r0: usize, out: 
                     QuantKind::Q4K => {
                         let isum = dot(0..QK);
                         *a = (isum as f32).mul_add(f32_at(sc, 4 * c) * dx, *a);
-                        *a = f32_at(sc, 64 + 4 * c).mul_add(sum, *a);
+                        *a = f32_at(sc, 64 + 4 * c).mul_add(ds, *a);
                     }
                     _ => {
                         let isum = dot(0..QK) - kind.zero_point() * sx;
                         *a = (isum as f32).mul_add(f16_at(sc, 2 * c) * dx, *a);
                         if kind == QuantKind::Q4_1 {
-                            *a = f16_at(sc, 32 + 2 * c).mul_add(sum, *a);
+                            *a = f16_at(sc, 32 + 2 * c).mul_add(ds, *a);
                         }
                     }
                 }

@@ -113,7 +113,7 @@ unsafe fn tile<const R: usize, const K: u8>(
             (dw, mw)
         };
         for t in 0..R {
-            let (dx, sx, sum) = x.block(t, b);
+            let (dx, sx, ds) = x.block(t, b);
             let i = if K == Q6K {
                 isum[t]
             } else {
@@ -122,7 +122,7 @@ unsafe fn tile<const R: usize, const K: u8>(
             let scale = _mm256_mul_ps(dw, _mm256_set1_ps(dx));
             acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), scale, acc[t]);
             if K == Q4_1 || K == Q4K {
-                acc[t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(sum), acc[t]);
+                acc[t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(ds), acc[t]);
             }
         }
     }

@@ -89,7 +89,7 @@ unsafe fn tile<const R: usize, const K: u8>(panel: &[u8], x: &RowPtrs, out: &mut
             (dw, mw)
         };
         for t in 0..R {
-            let (dx, sx, sum) = x.block(t, b);
+            let (dx, sx, ds) = x.block(t, b);
             let i = if K == Q6K {
                 isum[t]
             } else {
@@ -98,7 +98,7 @@ unsafe fn tile<const R: usize, const K: u8>(panel: &[u8], x: &RowPtrs, out: &mut
             let scale = _mm512_mul_ps(dw, _mm512_set1_ps(dx));
             acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), scale, acc[t]);
             if K == Q4_1 || K == Q4K {
-                acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(sum), acc[t]);
+                acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(ds), acc[t]);
             }
         }
     }

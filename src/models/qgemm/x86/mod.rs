@@ -3,7 +3,7 @@
 //!
 //! Every lane is one `(row, feature)` pair and performs exactly the portable kernel's
 //! operations in the same order: an exact integer block sum, the zero-point correction, one
-//! convert, `fma(isum, d_w · d_x, acc)` and (Q4_1) `fma(m_w, Σx, acc)`. So every path gives the
+//! convert, `fma(isum, d_w · d_x, acc)` and (Q4_1, Q4_K) `fma(m_w, d_x · Σq, acc)`. So every path gives the
 //! same bits as `portable`, whatever the tile height.
 
 #![allow(clippy::needless_range_loop)] // tile loops index several per-row register arrays
@@ -18,7 +18,7 @@ struct RowPtrs {
     d: *const f32,
     s: *const i32,
     s16: *const i32,
-    sum: *const f32,
+    ds: *const f32,
     in_dim: usize,
     nb: usize,
 }
@@ -31,7 +31,7 @@ impl RowPtrs {
             d: x.d[r0 * nb..].as_ptr(),
             s: x.s[r0 * nb..].as_ptr(),
             s16: x.s16[r0 * nb..].as_ptr(),
-            sum: x.sum[r0 * nb..].as_ptr(),
+            ds: x.ds[r0 * nb..].as_ptr(),
             in_dim: x.in_dim,
             nb,
         }
@@ -46,7 +46,7 @@ impl RowPtrs {
     #[inline(always)]
     unsafe fn block(&self, t: usize, b: usize) -> (f32, i32, f32) {
         let i = t * self.nb + b;
-        (*self.d.add(i), *self.s.add(i), *self.sum.add(i))
+        (*self.d.add(i), *self.s.add(i), *self.ds.add(i))
     }
 
     /// Zero-point corrections of Q6_K's two 16-input halves of block `b`.
@@ -58,22 +58,13 @@ impl RowPtrs {
     }
 }
 
-/// Kinds as const-generic tags, so each kernel is compiled per weight type.
-const Q4_0: u8 = 0;
-const Q4_1: u8 = 1;
-const Q8_0: u8 = 2;
-const Q4K: u8 = 3;
-const Q6K: u8 = 4;
-
-fn tag(kind: QuantKind) -> u8 {
-    match kind {
-        QuantKind::Q4_0 => Q4_0,
-        QuantKind::Q4_1 => Q4_1,
-        QuantKind::Q8_0 => Q8_0,
-        QuantKind::Q4K => Q4K,
-        QuantKind::Q6K => Q6K,
-    }
-}
+/// Kinds as const-generic tags (`QuantKind` is `repr(u8)`), so each kernel is compiled per
+/// weight type.
+const Q4_0: u8 = QuantKind::Q4_0 as u8;
+const Q4_1: u8 = QuantKind::Q4_1 as u8;
+const Q8_0: u8 = QuantKind::Q8_0 as u8;
+const Q4K: u8 = QuantKind::Q4K as u8;
+const Q6K: u8 = QuantKind::Q6K as u8;
 
 fn kind_of(k: u8) -> QuantKind {
     match k {
@@ -88,7 +79,7 @@ fn kind_of(k: u8) -> QuantKind {
 /// Calls `$f::<R, K>(args)` for the runtime row count and kind.
 macro_rules! dispatch {
     ($f:ident, $rows:expr, $kind:expr, [$($r:literal),*], $($arg:expr),*) => {{
-        let k = tag($kind);
+        let k = $kind as u8;
         macro_rules! by_kind {
             ($rr:literal) => {
                 match k {
