@@ -2,13 +2,16 @@
 //! - batch invariance: a row's output is bit-identical alone and inside batches of 2, 7, 16 and
 //!   33 rows at any position, for every weight type;
 //! - every SIMD path equals the portable kernel bit for bit;
-//! - the portable kernel matches the dequantized f32 product within quantization tolerance.
+//! - the portable kernel matches the dequantized f32 product within quantization tolerance;
+//! - the fused gated-MLP pass (`matmul_glu`) equals two matmuls and `silu_mul`, and is batch
+//!   invariant too.
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use proptest::prelude::*;
 use weir::models::linear::{Linear, WeightFormat};
-use weir::models::qgemm::{Isa, PackedWeight, QuantKind};
+use weir::models::qgemm::elementwise::silu_mul;
+use weir::models::qgemm::{matmul_glu_on, matmul_many_on, Isa, PackedWeight, QuantKind};
 
 const KINDS: [(GgmlDType, Option<QuantKind>); 6] = [
     (GgmlDType::Q4_0, Some(QuantKind::Q4_0)),
@@ -114,6 +117,37 @@ proptest! {
         let want = bits(&w.matmul_on(Isa::Portable, &x, rows));
         for &isa in Isa::available() {
             prop_assert_eq!(bits(&w.matmul_on(isa, &x, rows)), want.clone(), "{:?} {:?}", dtype, isa);
+        }
+    }
+
+    /// The fused gate/up pass gives the bits of `silu(x Gᵀ) ⊙ (x Uᵀ)` computed step by step, on
+    /// every path, and its rows are batch invariant.
+    #[test]
+    fn glu_equals_its_steps_and_is_batch_invariant(
+        kind_idx in 0usize..6,
+        out_panels in 1usize..5,
+        out_extra in 0usize..16,
+        rows in 1usize..40,
+        seed in any::<u64>(),
+    ) {
+        let (dtype, _) = KINDS[kind_idx];
+        let in_dim = 256;
+        let out_dim = out_panels * 16 - 16 + out_extra.max(1);
+        let (g, _) = weight(dtype, out_dim, in_dim, seed);
+        let (u, _) = weight(dtype, out_dim, in_dim, seed ^ 3);
+        let x = randv(seed ^ 5, rows * in_dim, 2.0);
+        let want = {
+            let mut gu = matmul_many_on(Isa::Portable, &[&g, &u], &x, rows);
+            let up = gu.pop().unwrap();
+            let mut gate = gu.pop().unwrap();
+            silu_mul(&mut gate, &up);
+            bits(&gate)
+        };
+        let last = &x[(rows - 1) * in_dim..];
+        for &isa in Isa::available() {
+            prop_assert_eq!(bits(&matmul_glu_on(isa, &g, &u, &x, rows)), want.clone(), "{:?} {:?}", dtype, isa);
+            let alone = matmul_glu_on(isa, &g, &u, last, 1);
+            prop_assert_eq!(bits(&alone), want[(rows - 1) * out_dim..].to_vec(), "{:?} {:?} alone", dtype, isa);
         }
     }
 }

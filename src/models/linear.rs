@@ -7,7 +7,7 @@
 //! result for a row may differ between a 1-row and a many-row call (weir logs a warning at
 //! load). Anything else (a GPU, or bf16/f16 on the CPU) is a dense candle matmul.
 
-use super::qgemm::{matmul_many, PackedWeight, QuantKind};
+use super::qgemm::{matmul_glu, matmul_many, PackedWeight, QuantKind};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Module, Result, Tensor};
 use std::borrow::Cow;
@@ -110,6 +110,22 @@ impl Linear {
                 .collect::<Result<_>>()?,
         };
         Ok(ys.try_into().expect("one output per projection"))
+    }
+
+    /// The gated MLP's hidden activations `silu(x Gᵀ) ⊙ (x Uᵀ)`: on weir's kernels in one
+    /// parallel pass (`qgemm::matmul_glu`), elsewhere through candle.
+    pub fn forward_glu(gate: &Linear, up: &Linear, x: &Tensor) -> Result<Tensor> {
+        match (&gate.weight, &up.weight, &gate.bias, &up.bias) {
+            (Weight::Packed(g), Weight::Packed(u), None, None) => {
+                let rows = x.dim(0)?;
+                let xs = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+                Tensor::from_vec(matmul_glu(g, u, &xs, rows), (rows, g.out_dim()), x.device())
+            }
+            _ => {
+                let [g, u] = Self::forward_many([gate, up], x)?;
+                g.silu()? * u
+            }
+        }
     }
 
     fn add_bias(&self, y: Tensor) -> Result<Tensor> {

@@ -128,8 +128,8 @@ impl CausalLm for Llama {
             let a = self.attention(i, &h, &step, attn)?;
             x = (x + a)?;
             let h = rms_norm(&x, &layer.mlp_norm, eps)?;
-            let [g, u] = Linear::forward_many([&layer.gate, &layer.up], &h)?;
-            x = (x + layer.down.forward(&(g.silu()? * u)?)?)?;
+            let a = Linear::forward_glu(&layer.gate, &layer.up, &h)?;
+            x = (x + layer.down.forward(&a)?)?;
         }
         if batch.logits_rows.is_empty() {
             return Tensor::zeros((0, self.cfg.vocab_size), DType::F32, &self.device);

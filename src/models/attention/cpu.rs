@@ -13,6 +13,7 @@ use super::{AttentionBackend, AttentionMetadata, AttentionShape};
 use crate::kv::cache::{KvCache, KvCacheConfig, LayerKv};
 use crate::models::batch::ForwardBatch;
 use crate::models::pool::ComputePool;
+use crate::models::qgemm::elementwise::exp;
 use candle_core::{DType, Device, Result, Tensor};
 use parking_lot::Mutex;
 
@@ -138,6 +139,10 @@ fn block_scores(qs: &[f32], d: usize, group: usize, kb: &[f32], bs: usize, out: 
         }
         return;
     }
+    block_scores_plain(qs, d, group, kb, bs, out);
+}
+
+fn block_scores_plain(qs: &[f32], d: usize, group: usize, kb: &[f32], bs: usize, out: &mut [f32]) {
     for (h, o) in out.chunks_exact_mut(bs).enumerate().take(group) {
         o.fill(0.0);
         for (&qe, row) in qs[h * d..(h + 1) * d].iter().zip(kb.chunks_exact(bs)) {
@@ -162,6 +167,149 @@ unsafe fn scores16<const G: usize>(qs: &[f32], d: usize, kb: &[f32], out: &mut [
     }
     for (h, a) in acc.iter().enumerate() {
         _mm512_storeu_ps(out.as_mut_ptr().add(h * 16), *a);
+    }
+}
+
+/// `s ← softmax(s)`. The sum runs in 16 fixed lanes (then lane by lane), an order that
+/// depends only on `s.len()`.
+fn softmax(s: &mut [f32]) {
+    let max = s.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    for v in s.iter_mut() {
+        *v = exp(*v - max);
+    }
+    let mut lanes = [0f32; 16];
+    let mut chunks = s.chunks_exact(16);
+    for c in &mut chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l += v;
+        }
+    }
+    let sum = lanes
+        .iter()
+        .chain(chunks.remainder())
+        .fold(0.0, |a, &v| a + v);
+    let inv = 1.0 / sum;
+    for v in s.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// The V rows of one KV head of one sequence: key `j` is row `blocks[j / bs] * bs + j % bs` of
+/// the pool, at column `off`.
+struct Values<'a> {
+    pool: &'a [f32],
+    blocks: &'a [u32],
+    bs: usize,
+    kv_dim: usize,
+    off: usize,
+}
+
+impl Values<'_> {
+    /// Calls `f(j, row_start)` for keys `0..ctx` in order (`row_start` indexes `pool`).
+    #[inline(always)]
+    fn for_keys(&self, ctx: usize, mut f: impl FnMut(usize, usize)) {
+        for (jb, &blk) in self.blocks.iter().enumerate() {
+            for s in 0..self.bs.min(ctx - jb * self.bs) {
+                f(
+                    jb * self.bs + s,
+                    (blk as usize * self.bs + s) * self.kv_dim + self.off,
+                );
+            }
+        }
+    }
+}
+
+/// `out[h] = Σ_j p[h][j] · V_j` for the `group` heads of one KV head (`p`: [group][ctx], `out`:
+/// [group][d], zero on entry): one fused multiply-add per key in key order for each output
+/// element. Register accumulators on AVX-512 (d a multiple of 16, group 1-4 or 8); the same
+/// operations in plain Rust elsewhere, so both give the same bits.
+fn weighted_values(p: &[f32], ctx: usize, vs: &Values, d: usize, group: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if d.is_multiple_of(16)
+        && matches!(group, 1..=4 | 8)
+        && crate::models::qgemm::Isa::best() == crate::models::qgemm::Isa::Avx512Vnni
+    {
+        let v = if group <= 4 && d.is_multiple_of(64) {
+            4
+        } else if d.is_multiple_of(32) {
+            2
+        } else {
+            1
+        };
+        macro_rules! by_v {
+            ($g:literal) => {
+                match v {
+                    4 => pv16::<$g, 4>(p, ctx, vs, d, out),
+                    2 => pv16::<$g, 2>(p, ctx, vs, d, out),
+                    _ => pv16::<$g, 1>(p, ctx, vs, d, out),
+                }
+            };
+        }
+        // SAFETY: AVX-512F is present (the VNNI path implies it); `p` is [group][ctx], `out`
+        // [group][d], and every key's row of `d` values is inside the pool.
+        unsafe {
+            match group {
+                1 => by_v!(1),
+                2 => by_v!(2),
+                3 => by_v!(3),
+                4 => by_v!(4),
+                _ => by_v!(8),
+            }
+        }
+        return;
+    }
+    weighted_values_plain(p, ctx, vs, d, group, out);
+}
+
+fn weighted_values_plain(
+    p: &[f32],
+    ctx: usize,
+    vs: &Values,
+    d: usize,
+    group: usize,
+    out: &mut [f32],
+) {
+    vs.for_keys(ctx, |j, row| {
+        let v = &vs.pool[row..row + d];
+        for (i, oh) in out.chunks_exact_mut(d).enumerate().take(group) {
+            let w = p[i * ctx + j];
+            for (o, &x) in oh.iter_mut().zip(v) {
+                *o = w.mul_add(x, *o);
+            }
+        }
+    });
+}
+
+/// `weighted_values` for G heads, `16 · V` columns at a time in registers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn pv16<const G: usize, const V: usize>(
+    p: &[f32],
+    ctx: usize,
+    vs: &Values,
+    d: usize,
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    debug_assert!(p.len() >= G * ctx && out.len() >= G * d);
+    let pool = vs.pool.as_ptr();
+    for c in (0..d).step_by(16 * V) {
+        let mut acc = [[_mm512_setzero_ps(); V]; G];
+        vs.for_keys(ctx, |j, row| {
+            let r = pool.add(row + c);
+            let v: [__m512; V] = std::array::from_fn(|k| _mm512_loadu_ps(r.add(16 * k)));
+            for (h, a) in acc.iter_mut().enumerate() {
+                let w = _mm512_set1_ps(*p.get_unchecked(h * ctx + j));
+                for k in 0..V {
+                    a[k] = _mm512_fmadd_ps(w, v[k], a[k]);
+                }
+            }
+        });
+        for (h, a) in acc.iter().enumerate() {
+            for (k, ak) in a.iter().enumerate() {
+                _mm512_storeu_ps(out.as_mut_ptr().add(h * d + c + 16 * k), *ak);
+            }
+        }
     }
 }
 
@@ -209,32 +357,70 @@ pub fn paged_attention(
                     }
                 }
                 for s in scores.chunks_exact_mut(ctx) {
-                    let max = s.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-                    let mut sum = 0.0;
-                    for v in s.iter_mut() {
-                        *v = (*v - max).exp();
-                        sum += *v;
-                    }
-                    let inv = 1.0 / sum;
-                    for v in s.iter_mut() {
-                        *v *= inv;
-                    }
+                    softmax(s);
                 }
                 let out_g = &mut out_row[g * group * d..(g + 1) * group * d];
-                for (jb, &blk) in blocks.iter().enumerate() {
-                    for s in 0..bs.min(ctx - jb * bs) {
-                        let (j, slot) = (jb * bs + s, blk as usize * bs + s);
-                        let v = &v_pool[slot * kv_dim + kv_off..slot * kv_dim + kv_off + d];
-                        for (i, oh) in out_g.chunks_exact_mut(d).enumerate() {
-                            let w = scores[i * ctx + j];
-                            for (o, &x) in oh.iter_mut().zip(v) {
-                                *o += w * x;
-                            }
-                        }
-                    }
-                }
+                let vs = Values {
+                    pool: v_pool,
+                    blocks,
+                    bs,
+                    kv_dim,
+                    off: kv_off,
+                };
+                weighted_values(&scores, ctx, &vs, d, group, out_g);
             }
         }
     });
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn randv(seed: u32, n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                let h = (i as u32 ^ seed.wrapping_mul(0x9E37_79B9)).wrapping_mul(0x85EB_CA6B);
+                ((h >> 8) as f32 / (1u32 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// The AVX-512 score and value kernels give the plain-Rust bits for every head group and
+    /// head size they take.
+    #[test]
+    fn simd_attention_kernels_equal_plain_rust() {
+        if crate::models::qgemm::Isa::best() != crate::models::qgemm::Isa::Avx512Vnni {
+            return; // only the plain path exists here
+        }
+        let bs = 16;
+        for group in [1usize, 2, 3, 4, 8] {
+            for d in [16usize, 32, 48, 64, 128] {
+                for ctx in [1usize, 17, 40] {
+                    let kv_dim = 2 * d;
+                    let blocks: Vec<u32> = (0..ctx.div_ceil(bs) as u32).rev().collect();
+                    let pool = randv(7, (blocks.len() * bs) * kv_dim);
+                    let qs = randv(3, group * d);
+                    let (mut a, mut b) = (vec![0f32; group * bs], vec![1f32; group * bs]);
+                    block_scores(&qs, d, group, &pool[..d * bs], bs, &mut a);
+                    block_scores_plain(&qs, d, group, &pool[..d * bs], bs, &mut b);
+                    assert_eq!(a, b, "scores group {group} d {d}");
+                    let p = randv(5, group * ctx);
+                    let vs = Values {
+                        pool: &pool,
+                        blocks: &blocks,
+                        bs,
+                        kv_dim,
+                        off: d,
+                    };
+                    let (mut a, mut b) = (vec![0f32; group * d], vec![0f32; group * d]);
+                    weighted_values(&p, ctx, &vs, d, group, &mut a);
+                    weighted_values_plain(&p, ctx, &vs, d, group, &mut b);
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&a), bits(&b), "values group {group} d {d} ctx {ctx}");
+                }
+            }
+        }
+    }
 }

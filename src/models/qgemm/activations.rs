@@ -7,6 +7,10 @@
 //! error of a block at `Σ w·e` instead of `Σ (w − min)·e`: GGML's Q8_1 does the same.) Each row is quantized by itself, so a row's blocks never depend on the
 //! other rows of the batch.
 
+use super::super::pool::ComputePool;
+use super::Isa;
+use parking_lot::Mutex;
+
 /// Inputs per quantization block (GGML's `QK8_0`).
 pub const QK: usize = 32;
 
@@ -29,33 +33,56 @@ pub struct QuantRows {
 }
 
 impl QuantRows {
-    /// Quantizes `x` ([rows, in_dim], row-major); `in_dim` must be a multiple of 32.
+    /// Quantizes `x` ([rows, in_dim], row-major) on the fastest path; `in_dim` must be a
+    /// multiple of 32.
     pub fn quantize(x: &[f32], rows: usize, in_dim: usize) -> Self {
+        Self::quantize_on(Isa::best(), x, rows, in_dim)
+    }
+
+    /// `quantize` on a given path (every path gives the same bits). Large calls split the rows
+    /// between the compute pool's threads; a row's blocks never depend on that split.
+    pub fn quantize_on(isa: Isa, x: &[f32], rows: usize, in_dim: usize) -> Self {
         assert!(
             in_dim.is_multiple_of(QK) && x.len() == rows * in_dim,
             "activation shape. This is a bug."
         );
-        let nb = rows * in_dim / QK;
+        let nb = in_dim / QK;
         let mut out = Self {
             rows,
             in_dim,
             qs: vec![0; rows * in_dim],
-            d: vec![0.0; nb],
-            s: vec![0; nb],
-            s16: vec![0; nb],
-            ds: vec![0.0; nb],
+            d: vec![0.0; rows * nb],
+            s: vec![0; rows * nb],
+            s16: vec![0; rows * nb],
+            ds: vec![0.0; rows * nb],
         };
-        for (i, (xb, qb)) in x
-            .chunks_exact(QK)
-            .zip(out.qs.chunks_exact_mut(QK))
-            .enumerate()
-        {
-            let (d, s, ds) = quantize_block(xb, qb);
-            out.d[i] = d;
-            out.s[i] = s;
-            out.s16[i] = qb[..16].iter().map(|&v| i32::from(v)).sum();
-            out.ds[i] = ds;
-        }
+        let pool = ComputePool::global();
+        let rows_per_task = if rows * in_dim < PARALLEL_FROM {
+            rows.max(1)
+        } else {
+            rows.div_ceil(pool.num_threads() * 2)
+        };
+        let (bx, bq) = (rows_per_task * in_dim, rows_per_task * nb);
+        let tasks: Vec<Mutex<Blocks>> = x
+            .chunks(bx)
+            .zip(out.qs.chunks_mut(bx))
+            .zip(out.d.chunks_mut(bq))
+            .zip(out.s.chunks_mut(bq))
+            .zip(out.s16.chunks_mut(bq))
+            .zip(out.ds.chunks_mut(bq))
+            .map(|(((((x, qs), d), s), s16), ds)| {
+                Mutex::new(Blocks {
+                    x,
+                    qs,
+                    d,
+                    s,
+                    s16,
+                    ds,
+                })
+            })
+            .collect();
+        pool.run(tasks.len(), &|i| tasks[i].lock().quantize(isa));
+        drop(tasks);
         out
     }
 
@@ -69,28 +96,71 @@ impl QuantRows {
     }
 }
 
-/// One block: returns (d, Σq, d·Σq). Written so the compiler vectorizes it; the result does not
-/// depend on how (max, rounding and the integer sum are exact). Rounds half to even
-/// (`vroundps`), unlike GGML's half away from zero.
-#[inline]
-fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, i32, f32) {
-    const L: usize = 8;
-    let mut amax = [0f32; L];
-    for c in x.chunks_exact(L) {
-        for i in 0..L {
-            amax[i] = amax[i].max(c[i].abs());
+/// Quantized floats below which one thread quantizes the whole call.
+const PARALLEL_FROM: usize = 1 << 14;
+
+/// One task's share of the rows: inputs and the blocks they quantize to.
+struct Blocks<'a> {
+    x: &'a [f32],
+    qs: &'a mut [i8],
+    d: &'a mut [f32],
+    s: &'a mut [i32],
+    s16: &'a mut [i32],
+    ds: &'a mut [f32],
+}
+
+impl Blocks<'_> {
+    fn quantize(&mut self, isa: Isa) {
+        for (i, (xb, qb)) in self
+            .x
+            .chunks_exact(QK)
+            .zip(self.qs.chunks_exact_mut(QK))
+            .enumerate()
+        {
+            let (d, s, s16) = quantize_block(isa, xb, qb);
+            self.d[i] = d;
+            self.s[i] = s;
+            self.s16[i] = s16;
+            self.ds[i] = d * s as f32;
         }
     }
-    let amax = amax.iter().fold(0f32, |m, &v| m.max(v));
+}
+
+fn quantize_block(isa: Isa, x: &[f32], q: &mut [i8]) -> (f32, i32, i32) {
+    match isa {
+        // SAFETY: `isa` is one this CPU supports (`Isa::available`); blocks are 32 long.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => unsafe { super::x86::avx512::quantize_block(x, q) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { super::x86::avx2::quantize_block(x, q) },
+        _ => quantize_block_portable(x, q),
+    }
+}
+
+/// The block's scale `d = max|x| / 127`, or 0 for an all-zero block.
+#[inline(always)]
+pub(super) fn block_scale(amax: f32) -> (f32, f32) {
     let d = amax / 127.0;
-    let id = if d > 0.0 { 1.0 / d } else { 0.0 };
-    let mut s = 0i32;
-    for (qi, &xi) in q.iter_mut().zip(x) {
+    (d, if d > 0.0 { 1.0 / d } else { 0.0 })
+}
+
+/// One block: returns (d, Σq, Σq over the first 16). The reference every path equals: max,
+/// rounding (half to even, `vcvtps2dq`'s default; GGML rounds half away from zero) and the
+/// integer sums are exact, so the order of operations does not matter.
+fn quantize_block_portable(x: &[f32], q: &mut [i8]) -> (f32, i32, i32) {
+    let amax = x.iter().fold(0f32, |m, &v| m.max(v.abs()));
+    let (d, id) = block_scale(amax);
+    let (mut s, mut s16) = (0i32, 0i32);
+    for (k, (qi, &xi)) in q.iter_mut().zip(x).enumerate() {
         let v = (xi * id).round_ties_even() as i8;
         *qi = v;
         s += i32::from(v);
+        if k < 16 {
+            s16 += i32::from(v);
+        }
     }
-    (d, s, d * s as f32)
+    (d, s, s16)
 }
 
 #[cfg(test)]
@@ -111,6 +181,26 @@ mod tests {
             assert_eq!(q.s[r], s);
         }
         assert_eq!(q.row(0).iter().map(|v| v.abs()).max(), Some(127));
+    }
+
+    #[test]
+    fn every_path_quantizes_alike() {
+        // large enough to split between threads, with ties, zeros and a zero block
+        let (rows, in_dim) = (40, 576);
+        let mut x: Vec<f32> = (0..rows * in_dim)
+            .map(|i| ((i * 7919 % 1013) as f32 - 506.0) * 0.013)
+            .collect();
+        x[..32].fill(0.0);
+        x[40] = 0.5 * x[41];
+        let want = QuantRows::quantize_on(Isa::Portable, &x, rows, in_dim);
+        for &isa in Isa::available() {
+            let got = QuantRows::quantize_on(isa, &x, rows, in_dim);
+            assert_eq!(got.qs, want.qs, "{isa:?}");
+            assert_eq!((&got.s, &got.s16), (&want.s, &want.s16), "{isa:?}");
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got.d), bits(&want.d), "{isa:?}");
+            assert_eq!(bits(&got.ds), bits(&want.ds), "{isa:?}");
+        }
     }
 
     #[test]

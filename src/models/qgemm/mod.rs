@@ -13,6 +13,7 @@
 //! bit for bit (the integer block sums are exact), so the result depends only on the inputs.
 
 pub mod activations;
+pub mod elementwise;
 pub mod pack;
 mod portable;
 #[cfg(target_arch = "x86_64")]
@@ -22,7 +23,6 @@ use super::pool::ComputePool;
 use activations::QuantRows;
 pub use pack::QuantKind;
 use pack::PANEL;
-use parking_lot::Mutex;
 use std::sync::OnceLock;
 
 /// The instruction set a kernel runs on.
@@ -135,51 +135,115 @@ impl PackedWeight {
             .expect("one output per weight")
     }
 
-    /// Columns of the panel-major result `yp` ([num_panels][rows][16]) into [rows][out_dim].
-    fn unpanel(&self, yp: &[f32], rows: usize) -> Vec<f32> {
-        let mut y = vec![0f32; rows * self.out_dim];
-        for (p, panel_out) in yp.chunks_exact(rows * PANEL).enumerate() {
-            let cols = PANEL.min(self.out_dim - p * PANEL);
-            for (r, row) in panel_out.chunks_exact(PANEL).enumerate() {
-                y[r * self.out_dim + p * PANEL..][..cols].copy_from_slice(&row[..cols]);
-            }
-        }
-        y
-    }
-
-    /// Panels `p0..` (as many as `out` holds) for every row, in row blocks of `ROW_BLOCK`.
-    fn run_panels(
+    /// Rows `r0..r0 + rt` of panel `p` into `buf` ([rt][16]).
+    #[allow(clippy::too_many_arguments)]
+    fn tile(
         &self,
         isa: Isa,
         x: &[f32],
         xq: Option<&QuantRows>,
-        rows: usize,
-        p0: usize,
-        out: &mut [f32],
+        r0: usize,
+        rt: usize,
+        p: usize,
+        buf: &mut [f32],
     ) {
-        let tile = isa.tile();
-        for rb in (0..rows).step_by(ROW_BLOCK) {
-            let rb_end = rows.min(rb + ROW_BLOCK);
-            for (i, panel_out) in out.chunks_exact_mut(rows * PANEL).enumerate() {
-                let p = p0 + i;
-                for r0 in (rb..rb_end).step_by(tile) {
-                    let rt = tile.min(rb_end - r0);
-                    let o = &mut panel_out[r0 * PANEL..(r0 + rt) * PANEL];
-                    match (&self.panels, xq) {
-                        (Panels::Quant(kind, v), Some(xq)) => {
-                            let pb = self.in_dim / activations::QK * kind.panel_block_bytes();
-                            quant_tile(isa, *kind, &v[p * pb..(p + 1) * pb], xq, r0, o);
-                        }
-                        (Panels::F32(v), _) => {
-                            let pb = self.in_dim * PANEL;
-                            f32_tile(isa, &v[p * pb..(p + 1) * pb], x, self.in_dim, r0, o);
-                        }
-                        _ => unreachable!("quantized panels come with quantized rows"),
-                    }
-                }
+        let o = &mut buf[..rt * PANEL];
+        match (&self.panels, xq) {
+            (Panels::Quant(kind, v), Some(xq)) => {
+                let pb = self.in_dim / activations::QK * kind.panel_block_bytes();
+                quant_tile(isa, *kind, &v[p * pb..(p + 1) * pb], xq, r0, o);
+            }
+            (Panels::F32(v), _) => {
+                let pb = self.in_dim * PANEL;
+                f32_tile(isa, &v[p * pb..(p + 1) * pb], x, self.in_dim, r0, o);
+            }
+            _ => unreachable!("quantized panels come with quantized rows"),
+        }
+    }
+}
+
+/// Largest tile height of any path.
+const MAX_TILE: usize = 8;
+
+/// Calls `f(p, r0, rt)` for every tile of panels `panels` over `rows` rows: row blocks of
+/// `ROW_BLOCK` outside, panels inside, so a panel stays in cache across a row block.
+fn for_tiles(
+    isa: Isa,
+    rows: usize,
+    panels: std::ops::Range<usize>,
+    mut f: impl FnMut(usize, usize, usize),
+) {
+    let tile = isa.tile();
+    for rb in (0..rows).step_by(ROW_BLOCK) {
+        let rb_end = rows.min(rb + ROW_BLOCK);
+        for p in panels.clone() {
+            for r0 in (rb..rb_end).step_by(tile) {
+                f(p, r0, tile.min(rb_end - r0));
             }
         }
     }
+}
+
+/// A row-major `[rows, cols]` output that several tasks fill at once, each its own panels
+/// (16-column stripes).
+struct Columns<'a> {
+    ptr: *mut f32,
+    rows: usize,
+    cols: usize,
+    _y: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: tasks write disjoint column stripes (see `write`).
+unsafe impl Sync for Columns<'_> {}
+
+impl<'a> Columns<'a> {
+    fn new(y: &'a mut [f32], rows: usize, cols: usize) -> Self {
+        assert_eq!(y.len(), rows * cols);
+        Self {
+            ptr: y.as_mut_ptr(),
+            rows,
+            cols,
+            _y: std::marker::PhantomData,
+        }
+    }
+
+    /// Rows `r0..r0 + rt` of panel `p` from `buf` ([rt][16]).
+    ///
+    /// # Safety
+    /// No other thread writes panel `p` during the call.
+    unsafe fn write(&self, p: usize, r0: usize, rt: usize, buf: &[f32]) {
+        let c0 = p * PANEL;
+        let n = PANEL.min(self.cols - c0);
+        assert!(r0 + rt <= self.rows && buf.len() >= rt * PANEL);
+        for t in 0..rt {
+            let dst = self.ptr.add((r0 + t) * self.cols + c0);
+            std::ptr::copy_nonoverlapping(buf.as_ptr().add(t * PANEL), dst, n);
+        }
+    }
+}
+
+/// Tasks of about `1 / (4 · threads)` of `total` panels each.
+fn panels_per_task(total: usize) -> usize {
+    total
+        .div_ceil(ComputePool::global().num_threads() * 4)
+        .max(1)
+}
+
+/// Shared checks of the matmul entry points; quantizes the rows when a weight needs it.
+fn prepare(isa: Isa, weights: &[&PackedWeight], x: &[f32], rows: usize) -> Option<QuantRows> {
+    assert!(
+        Isa::available().contains(&isa),
+        "{isa:?} is not supported by this CPU"
+    );
+    let in_dim = weights.first().map_or(0, |w| w.in_dim);
+    assert!(
+        weights.iter().all(|w| w.in_dim == in_dim) && x.len() == rows * in_dim,
+        "activation shape. This is a bug."
+    );
+    let any_quant = weights
+        .iter()
+        .any(|w| matches!(w.panels, Panels::Quant(..)));
+    (any_quant && rows > 0).then(|| QuantRows::quantize_on(isa, x, rows, in_dim))
 }
 
 /// `y_i = x W_iᵀ` for several weights of the same `in_dim` (q/k/v, gate/up): the rows are
@@ -196,49 +260,85 @@ pub fn matmul_many_on(
     x: &[f32],
     rows: usize,
 ) -> Vec<Vec<f32>> {
-    assert!(
-        Isa::available().contains(&isa),
-        "{isa:?} is not supported by this CPU"
-    );
-    let in_dim = weights.first().map_or(0, |w| w.in_dim);
-    assert!(
-        weights.iter().all(|w| w.in_dim == in_dim) && x.len() == rows * in_dim,
-        "activation shape. This is a bug."
-    );
-    if rows == 0 {
-        return weights.iter().map(|_| Vec::new()).collect();
-    }
-    let any_quant = weights
+    let xq = prepare(isa, weights, x, rows);
+    let mut ys: Vec<Vec<f32>> = weights
         .iter()
-        .any(|w| matches!(w.panels, Panels::Quant(..)));
-    let xq = any_quant.then(|| QuantRows::quantize(x, rows, in_dim));
-    // per weight [num_panels][rows][16]; tasks own whole panels of one weight
-    let mut yps: Vec<Vec<f32>> = weights
-        .iter()
-        .map(|w| vec![0f32; w.num_panels * rows * PANEL])
+        .map(|w| vec![0f32; rows * w.out_dim])
         .collect();
-    let pool = ComputePool::global();
-    let total_panels: usize = weights.iter().map(|w| w.num_panels).sum();
-    let panels_per_task = total_panels.div_ceil(pool.num_threads() * 4).max(1);
-    let tasks: Vec<Mutex<(&PackedWeight, usize, &mut [f32])>> = weights
+    if rows == 0 {
+        return ys;
+    }
+    let outs: Vec<Columns> = ys
+        .iter_mut()
+        .zip(weights)
+        .map(|(y, w)| Columns::new(y, rows, w.out_dim))
+        .collect();
+    let total: usize = weights.iter().map(|w| w.num_panels).sum();
+    let per_task = panels_per_task(total);
+    // (weight, first panel, end panel): tasks own whole panels of one weight
+    let tasks: Vec<(usize, usize, usize)> = weights
         .iter()
-        .zip(yps.iter_mut())
-        .flat_map(|(w, yp)| {
-            yp.chunks_mut(panels_per_task * rows * PANEL)
-                .enumerate()
-                .map(move |(i, out)| Mutex::new((*w, i * panels_per_task, out)))
+        .enumerate()
+        .flat_map(|(i, w)| {
+            (0..w.num_panels)
+                .step_by(per_task)
+                .map(move |p| (i, p, w.num_panels.min(p + per_task)))
         })
         .collect();
-    pool.run(tasks.len(), &|i| {
-        let mut task = tasks[i].lock();
-        let (w, p0, out) = &mut *task;
-        w.run_panels(isa, x, xq.as_ref(), rows, *p0, out);
+    ComputePool::global().run(tasks.len(), &|t| {
+        let (i, p0, p1) = tasks[t];
+        let (w, out) = (weights[i], &outs[i]);
+        let mut buf = [0f32; MAX_TILE * PANEL];
+        for_tiles(isa, rows, p0..p1, |p, r0, rt| {
+            w.tile(isa, x, xq.as_ref(), r0, rt, p, &mut buf);
+            // SAFETY: this task alone owns panels p0..p1 of weight i.
+            unsafe { out.write(p, r0, rt, &buf) };
+        });
     });
-    weights
-        .iter()
-        .zip(&yps)
-        .map(|(w, yp)| w.unpanel(yp, rows))
-        .collect()
+    drop(outs); // ends the borrow of `ys`
+    ys
+}
+
+/// `silu(x Gᵀ) ⊙ (x Uᵀ)`, the gated MLP's hidden activations, in one pass: each tile of the
+/// gate and up projections is combined while it is in L1. Equals `matmul_many` of
+/// both followed by `silu_mul`, bit for bit.
+pub fn matmul_glu(gate: &PackedWeight, up: &PackedWeight, x: &[f32], rows: usize) -> Vec<f32> {
+    matmul_glu_on(Isa::best(), gate, up, x, rows)
+}
+
+/// `matmul_glu` on a given path.
+pub fn matmul_glu_on(
+    isa: Isa,
+    gate: &PackedWeight,
+    up: &PackedWeight,
+    x: &[f32],
+    rows: usize,
+) -> Vec<f32> {
+    assert_eq!(gate.out_dim, up.out_dim, "gate and up shapes");
+    let xq = prepare(isa, &[gate, up], x, rows);
+    let mut y = vec![0f32; rows * gate.out_dim];
+    if rows == 0 {
+        return y;
+    }
+    {
+        let out = Columns::new(&mut y, rows, gate.out_dim);
+        let per_task = panels_per_task(gate.num_panels);
+        let tasks: Vec<usize> = (0..gate.num_panels).step_by(per_task).collect();
+        ComputePool::global().run(tasks.len(), &|t| {
+            let p0 = tasks[t];
+            let p1 = gate.num_panels.min(p0 + per_task);
+            let mut g = [0f32; MAX_TILE * PANEL];
+            let mut u = [0f32; MAX_TILE * PANEL];
+            for_tiles(isa, rows, p0..p1, |p, r0, rt| {
+                gate.tile(isa, x, xq.as_ref(), r0, rt, p, &mut g);
+                up.tile(isa, x, xq.as_ref(), r0, rt, p, &mut u);
+                elementwise::silu_mul(&mut g[..rt * PANEL], &u[..rt * PANEL]);
+                // SAFETY: this task alone owns panels p0..p1.
+                unsafe { out.write(p, r0, rt, &g) };
+            });
+        });
+    }
+    y
 }
 
 fn quant_tile(isa: Isa, kind: QuantKind, panel: &[u8], x: &QuantRows, r0: usize, out: &mut [f32]) {
