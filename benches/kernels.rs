@@ -2,7 +2,8 @@
 //!
 //! `qgemm` runs weir's matmul kernels (`models::qgemm`) on a projection of SmolLM2's shape
 //! (1536 x 576) for every weight type and instruction set, 1 to 64 rows: weights stay hot in
-//! cache, so this is the kernel's compute rate. Q4_K and Q6_K (`qgemm_1536x512_kquants`) need
+//! cache, so this is the kernel's compute rate; `glu` is the fused gate + up + SiLU pass of the
+//! MLP on two such weights and `quantize` the activation rows' Q8 quantization alone. Q4_K and Q6_K (`qgemm_1536x512_kquants`) need
 //! whole 256-weight super-blocks, which 576 inputs are not. `decode_step` runs one whole forward
 //! pass of the default model (SmolLM2-135M Q4_1) for B sequences decoding at context 128, per
 //! weight format; `prefill_step` one forward pass over 128 to 2048 prompt tokens, and over one
@@ -17,7 +18,8 @@ use std::time::Duration;
 use weir::models::attention::Attention;
 use weir::models::batch::{ForwardBatch, SeqInput};
 use weir::models::linear::WeightFormat;
-use weir::models::qgemm::{Isa, PackedWeight, QuantKind};
+use weir::models::qgemm::activations::QuantRows;
+use weir::models::qgemm::{matmul_glu, Isa, PackedWeight, QuantKind};
 use weir::models::weights::{GgufWeights, WeightSource};
 use weir::models::{CausalLm, Llama, LlamaConfig};
 
@@ -57,6 +59,29 @@ fn qgemm(c: &mut Criterion) {
                 g.bench_with_input(id, &x, |b, x| b.iter(|| pw.matmul_on(isa, x, rows)));
             }
         }
+    }
+    g.finish();
+    // the gated MLP's gate + up + SiLU in one pass, and the activation quantization alone
+    let mut g = c.benchmark_group("glu_2x1536x576_and_quantize");
+    g.warm_up_time(Duration::from_millis(300));
+    g.measurement_time(Duration::from_millis(800));
+    let up = packed(GgmlDType::Q4_1, QuantKind::Q4_1);
+    let gate = &weights[1].1;
+    for rows in [1usize, 8, 64] {
+        let x: Vec<f32> = Tensor::randn(0f32, 1.0, (rows, in_dim), &dev)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        g.throughput(Throughput::Elements((2 * rows * out_dim * in_dim) as u64));
+        g.bench_with_input(BenchmarkId::new("glu/q4_1", rows), &x, |b, x| {
+            b.iter(|| matmul_glu(gate, &up, x, rows))
+        });
+        g.throughput(Throughput::Elements((rows * in_dim) as u64));
+        g.bench_with_input(BenchmarkId::new("quantize", rows), &x, |b, x| {
+            b.iter(|| QuantRows::quantize(x, rows, in_dim))
+        });
     }
     g.finish();
     // K-quants need whole 256-weight super-blocks: a 1536 x 512 projection
