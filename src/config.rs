@@ -109,6 +109,44 @@ pub struct ServeArgs {
     /// Python package index used to fetch the default model (PEP 691 JSON Simple API).
     #[arg(long, env = "PIP_INDEX_URL", default_value = DEFAULT_INDEX_URL)]
     pub pip_index_url: String,
+    /// Requests per model waiting for their first step beyond which new ones get 429 with
+    /// Retry-After.
+    #[arg(long, env = "WEIR_MAX_QUEUED_REQUESTS", default_value_t = 1024)]
+    pub max_queued_requests: usize,
+    /// Prompt tokens per model waiting for their first step beyond which new requests get 429.
+    #[arg(long, env = "WEIR_MAX_QUEUED_PROMPT_TOKENS", default_value_t = 1 << 20)]
+    pub max_queued_prompt_tokens: usize,
+    /// Seconds a request may run (queue included) before it is aborted, its KV blocks freed and
+    /// the client told; 0: no limit.
+    #[arg(long, env = "WEIR_REQUEST_TIMEOUT", default_value_t = 0.0)]
+    pub request_timeout: f64,
+    /// Largest request body in bytes.
+    #[arg(long, env = "WEIR_MAX_BODY_BYTES", default_value_t = 32 << 20)]
+    pub max_body_bytes: usize,
+    /// API key clients must send as `Authorization: Bearer KEY` on /v1/* (repeat for several).
+    /// Without any key the API is open.
+    #[arg(
+        long = "api-key",
+        env = "WEIR_API_KEY",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<String>,
+    /// A file of API keys, one per line (blank lines and lines starting with # skipped).
+    #[arg(long, env = "WEIR_API_KEY_FILE")]
+    pub api_key_file: Option<PathBuf>,
+    /// Key that /metrics requires (as a Bearer token); without it /metrics is open.
+    #[arg(long, env = "WEIR_METRICS_API_KEY", hide_env_values = true)]
+    pub metrics_api_key: Option<String>,
+}
+
+/// Validated HTTP-side options.
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    pub api_keys: Vec<String>,
+    pub metrics_api_key: Option<String>,
+    pub request_timeout: Option<std::time::Duration>,
+    pub max_body_bytes: usize,
 }
 
 fn parse_policy(s: &str) -> Result<SchedulingPolicy, String> {
@@ -193,6 +231,8 @@ pub struct EngineLimits {
     pub gpu_memory_utilization: f64,
     pub load_format: LoadFormat,
     pub attention_backend: BackendKind,
+    pub max_queued_requests: usize,
+    pub max_queued_prompt_tokens: usize,
 }
 
 impl ServeArgs {
@@ -231,6 +271,11 @@ impl ServeArgs {
                 self.max_num_batched_tokens, self.max_num_seqs
             ));
         }
+        if self.max_queued_requests == 0 || self.max_queued_prompt_tokens == 0 {
+            return Err(
+                "--max-queued-requests and --max-queued-prompt-tokens must be positive".into(),
+            );
+        }
         if !(self.gpu_memory_utilization > 0.0 && self.gpu_memory_utilization <= 1.0) {
             return Err(format!(
                 "--gpu-memory-utilization must be in (0, 1], got {}",
@@ -252,6 +297,37 @@ impl ServeArgs {
             gpu_memory_utilization: self.gpu_memory_utilization,
             load_format: self.load_format,
             attention_backend: self.attention_backend,
+            max_queued_requests: self.max_queued_requests,
+            max_queued_prompt_tokens: self.max_queued_prompt_tokens,
+        })
+    }
+
+    /// The HTTP-side options; reads `--api-key-file`.
+    pub fn server_options(&self) -> Result<ServerOptions, String> {
+        let mut keys = self.api_keys.clone();
+        if let Some(path) = &self.api_key_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("--api-key-file {}: {e}", path.display()))?;
+            keys.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(String::from),
+            );
+        }
+        keys.retain(|k| !k.is_empty());
+        if !(self.request_timeout >= 0.0 && self.request_timeout.is_finite()) {
+            return Err(format!(
+                "--request-timeout must be a non-negative number of seconds, got {}",
+                self.request_timeout
+            ));
+        }
+        Ok(ServerOptions {
+            api_keys: keys,
+            metrics_api_key: self.metrics_api_key.clone().filter(|k| !k.is_empty()),
+            request_timeout: (self.request_timeout > 0.0)
+                .then(|| std::time::Duration::from_secs_f64(self.request_timeout)),
+            max_body_bytes: self.max_body_bytes,
         })
     }
 

@@ -8,6 +8,7 @@ pub mod cuda;
 pub mod engine;
 pub mod kv;
 pub mod manager;
+pub mod metrics;
 pub mod models;
 pub mod runner;
 pub mod store;

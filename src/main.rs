@@ -36,6 +36,8 @@ async fn shutdown_signal() {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let limits = args.validate().map_err(anyhow::Error::msg)?;
+    let options = args.server_options().map_err(anyhow::Error::msg)?;
+    let metrics = std::sync::Arc::new(weir::metrics::Metrics::new());
     let mut specs = args.models.clone();
     let dummy = limits.load_format == weir::models::weights::LoadFormat::Dummy;
     if specs.is_empty() && dummy {
@@ -60,15 +62,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             LocalModel::open(path)?
         };
         let id = spec.id.clone();
-        let handle = tokio::task::spawn_blocking(move || load_model(&id, &local, &limits))
+        let m = metrics.clone();
+        let handle = tokio::task::spawn_blocking(move || load_model(&id, &local, &limits, &m))
             .await?
             .with_context(|| format!("loading model {}", spec.id))?;
         handles.push(handle);
     }
     let models = ModelManager::new(handles);
-    let app = router(AppState {
-        models: models.clone(),
-    });
+    let app = router(AppState::new(models.clone(), metrics, options));
     let addr = format!("{}:{}", args.host, args.port);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await

@@ -16,6 +16,8 @@ pub struct ApiError {
     pub message: String,
     pub param: Option<String>,
     pub code: Option<&'static str>,
+    /// Seconds sent as `Retry-After` (429 and 503 answers).
+    pub retry_after: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -35,6 +37,7 @@ impl ApiError {
             message: message.into(),
             param: param.into(),
             code: None,
+            retry_after: None,
         }
     }
 
@@ -44,6 +47,32 @@ impl ApiError {
             message: format!("The model `{model}` does not exist."),
             param: Some("model".into()),
             code: Some("model_not_found"),
+            retry_after: None,
+        }
+    }
+
+    /// 401 in OpenAI's words.
+    pub fn unauthorized() -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            message: "Incorrect API key provided. Send it as `Authorization: Bearer KEY`.".into(),
+            param: None,
+            code: Some("invalid_api_key"),
+            retry_after: None,
+        }
+    }
+
+    /// The request ran past `--request-timeout`.
+    pub fn timed_out(limit: std::time::Duration) -> Self {
+        Self {
+            status: StatusCode::REQUEST_TIMEOUT,
+            message: format!(
+                "the request ran past the server's request timeout of {:.1} s and was aborted",
+                limit.as_secs_f64()
+            ),
+            param: None,
+            code: Some("request_timeout"),
+            retry_after: None,
         }
     }
 
@@ -53,12 +82,14 @@ impl ApiError {
             message: message.into(),
             param: None,
             code: None,
+            retry_after: None,
         }
     }
 
     fn kind(&self) -> &'static str {
         match self.status.as_u16() {
-            400 | 404 | 413 | 422 => "invalid_request_error",
+            400 | 404 | 408 | 413 | 422 => "invalid_request_error",
+            401 => "authentication_error",
             429 => "rate_limit_exceeded",
             503 => "service_unavailable",
             _ => "server_error",
@@ -78,7 +109,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body())).into_response()
+        let mut r = (self.status, Json(self.body())).into_response();
+        if let Some(secs) = self.retry_after {
+            r.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        r
     }
 }
 
@@ -90,13 +126,22 @@ impl From<EngineError> for ApiError {
                 message: e.to_string(),
                 param: Some("max_tokens".into()),
                 code: Some("context_length_exceeded"),
+                retry_after: None,
             },
             EngineError::Admission(_) => Self::invalid(None, e.to_string()),
+            EngineError::QueueFull { .. } => Self {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                message: e.to_string(),
+                param: None,
+                code: Some("rate_limit_exceeded"),
+                retry_after: Some(1),
+            },
             EngineError::Stopped => Self {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 message: e.to_string(),
                 param: None,
                 code: None,
+                retry_after: None,
             },
         }
     }

@@ -24,6 +24,8 @@ pub struct GenOptions {
     pub stream: bool,
     pub include_usage: bool,
     pub priority: i32,
+    /// `--request-timeout`, set by the handler from the server's options.
+    pub timeout: Option<std::time::Duration>,
 }
 
 fn check(ok: bool, param: &str, msg: String) -> Result<(), ApiError> {
@@ -134,6 +136,7 @@ impl GenOptions {
                     ))
                 }
             },
+            timeout: None,
         })
     }
 }
@@ -155,6 +158,8 @@ pub struct Generation {
     completion_tokens: usize,
     cached_tokens: usize,
     done: bool,
+    /// When `--request-timeout` ends the request, and that limit.
+    deadline: Option<(tokio::time::Instant, std::time::Duration)>,
 }
 
 impl Generation {
@@ -186,6 +191,7 @@ impl Generation {
                 ),
                 param: Some(if opts.max_tokens.is_some() { "max_tokens" } else { "messages" }.into()),
                 code: Some("context_length_exceeded"),
+                retry_after: None,
             });
         }
         if opts.priority != 0 && model.engine.scheduling_policy() != SchedulingPolicy::Priority {
@@ -218,6 +224,7 @@ impl Generation {
             completion_tokens: 0,
             cached_tokens: 0,
             done: false,
+            deadline: opts.timeout.map(|t| (tokio::time::Instant::now() + t, t)),
         })
     }
 
@@ -228,8 +235,12 @@ impl Generation {
 
     fn finished(&mut self, reason: FinishReason) -> GenEvent {
         self.done = true;
-        // Dropping the stream before its last delta aborts the request in the engine.
-        self.stream = None;
+        match (self.stream.take(), &reason) {
+            // the engine frees the sequence and counts it as stopped
+            (Some(s), FinishReason::StopString(_)) => s.stop(),
+            // dropping the stream before its last delta aborts the request in the engine
+            (s, _) => drop(s),
+        }
         GenEvent::Finished {
             reason,
             usage: self.usage(),
@@ -241,7 +252,19 @@ impl Generation {
         if self.done {
             return None;
         }
-        let delta = self.stream.as_mut()?.recv().await;
+        let recv = self.stream.as_mut()?.recv();
+        let delta = match self.deadline {
+            None => recv.await,
+            Some((at, limit)) => match tokio::time::timeout_at(at, recv).await {
+                Ok(d) => d,
+                Err(_) => {
+                    // dropping the stream aborts the request and frees its blocks at once
+                    self.done = true;
+                    self.stream = None;
+                    return Some(Err(ApiError::timed_out(limit)));
+                }
+            },
+        };
         let Some(delta) = delta else {
             self.done = true;
             return Some(Err(ApiError::internal(

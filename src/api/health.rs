@@ -39,3 +39,15 @@ pub async fn health(State(state): State<AppState>) -> Response {
     let body = json!({"status": if all_alive { "ok" } else { "degraded" }, "models": models});
     (status, Json(body)).into_response()
 }
+
+/// `GET /metrics`: Prometheus' text format.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}

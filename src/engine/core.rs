@@ -14,11 +14,15 @@ pub struct EngineCore {
 }
 
 /// What one step did, for the engine loop's gauges.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct StepStats {
     pub num_seqs: usize,
     pub num_batched_tokens: usize,
+    /// Tokens that were not plain decodes (prompt chunks, recomputation).
+    pub num_prompt_tokens: usize,
     pub num_preempted: usize,
+    /// The requests that ran in this step.
+    pub scheduled: Vec<RequestId>,
 }
 
 impl EngineCore {
@@ -50,7 +54,9 @@ impl EngineCore {
         let stats = StepStats {
             num_seqs: out.scheduled.len(),
             num_batched_tokens: out.num_batched_tokens,
+            num_prompt_tokens: out.num_prompt_tokens,
             num_preempted: out.preempted.len(),
+            scheduled: out.scheduled.iter().map(|s| s.request_id).collect(),
         };
         if out.is_empty() {
             return (Vec::new(), stats);

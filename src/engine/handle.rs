@@ -6,15 +6,17 @@
 //! Cancellation: dropping a `DeltaStream` before its last delta sends `Abort`; a closed delta
 //! channel is also noticed before every step. Either way the sequence's blocks are freed at once.
 
-use super::core::EngineCore;
+use super::core::{EngineCore, StepStats};
 use super::output::TokenDelta;
 use super::request::{Request, RequestId};
 use super::scheduler::{AdmissionError, SchedulingPolicy};
 use super::sequence::FinishReason;
+use crate::metrics::{EngineMetrics, FinishedLabel, StepKind};
 use crossbeam_channel::{Receiver, Sender};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::mpsc;
 
 pub enum EngineCommand {
@@ -22,7 +24,10 @@ pub enum EngineCommand {
         req: Request,
         tx: mpsc::UnboundedSender<TokenDelta>,
     },
+    /// The client went away (or its request timed out): free the sequence.
     Abort(RequestId),
+    /// The API task matched a stop string: free the sequence, count it as stopped.
+    Stopped(RequestId),
     Shutdown,
 }
 
@@ -32,6 +37,56 @@ pub enum EngineError {
     Admission(#[from] AdmissionError),
     #[error("the engine of this model has stopped")]
     Stopped,
+    #[error("the server is at capacity ({waiting} requests, {tokens} prompt tokens waiting for this model); retry later")]
+    QueueFull { waiting: usize, tokens: usize },
+}
+
+/// Bounds on the requests that wait for their first step (`--max-queued-*`).
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    pub max_requests: usize,
+    pub max_prompt_tokens: usize,
+}
+
+impl Default for QueueLimits {
+    fn default() -> Self {
+        Self {
+            max_requests: usize::MAX,
+            max_prompt_tokens: usize::MAX,
+        }
+    }
+}
+
+/// Requests submitted and not yet scheduled: counted up by `submit`, down by the engine when a
+/// request first runs or ends unscheduled, so a flood is refused before the engine sees it.
+#[derive(Debug, Default)]
+struct Queue {
+    requests: AtomicUsize,
+    prompt_tokens: AtomicUsize,
+}
+
+impl Queue {
+    /// Reserves a place for a request of `tokens` prompt tokens, or says how full it is.
+    fn try_enter(&self, tokens: usize, limits: QueueLimits) -> Result<(), EngineError> {
+        let waiting = self.requests.fetch_add(1, Ordering::AcqRel);
+        let queued = self.prompt_tokens.fetch_add(tokens, Ordering::AcqRel);
+        // A lone request always enters, whatever its size.
+        if waiting > 0
+            && (waiting >= limits.max_requests || queued + tokens > limits.max_prompt_tokens)
+        {
+            self.leave(tokens);
+            return Err(EngineError::QueueFull {
+                waiting,
+                tokens: queued,
+            });
+        }
+        Ok(())
+    }
+
+    fn leave(&self, tokens: usize) {
+        self.requests.fetch_sub(1, Ordering::AcqRel);
+        self.prompt_tokens.fetch_sub(tokens, Ordering::AcqRel);
+    }
 }
 
 /// Live numbers the engine publishes after every turn (for /health and metrics).
@@ -56,6 +111,8 @@ pub struct EngineHandle {
     /// Most tokens (prompt + output) one request may hold.
     max_model_len: usize,
     policy: SchedulingPolicy,
+    queue: Arc<Queue>,
+    queue_limits: QueueLimits,
 }
 
 /// The deltas of one request, in order; the last one has `finish` set.
@@ -81,6 +138,14 @@ impl DeltaStream {
             _ => self.done = true,
         }
         d
+    }
+
+    /// Ends the request because its text reached a stop string (not an abort).
+    pub fn stop(mut self) {
+        if !self.done {
+            self.done = true;
+            let _ = self.tx.send(EngineCommand::Stopped(self.id));
+        }
     }
 }
 
@@ -125,11 +190,14 @@ impl EngineHandle {
             }
             .into());
         }
+        let tokens = req.prompt_token_ids.len();
+        self.queue.try_enter(tokens, self.queue_limits)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let id = req.id;
-        self.tx
-            .send(EngineCommand::Submit { req, tx })
-            .map_err(|_| EngineError::Stopped)?;
+        if self.tx.send(EngineCommand::Submit { req, tx }).is_err() {
+            self.queue.leave(tokens);
+            return Err(EngineError::Stopped);
+        }
         Ok(DeltaStream {
             id,
             rx,
@@ -151,7 +219,11 @@ impl EngineHandle {
 pub fn spawn_engine(
     model_id: &str,
     core: EngineCore,
+    metrics: EngineMetrics,
+    queue_limits: QueueLimits,
 ) -> std::io::Result<(EngineHandle, std::thread::JoinHandle<()>)> {
+    let queue = Arc::new(Queue::default());
+    let loop_queue = queue.clone();
     let (tx, rx) = crossbeam_channel::unbounded();
     let stats = Arc::new(EngineStats::default());
     let s = core.scheduler();
@@ -173,8 +245,10 @@ pub fn spawn_engine(
             EngineLoop {
                 core,
                 rx,
-                senders: HashMap::new(),
+                in_flight: HashMap::new(),
                 stats: thread_stats,
+                metrics,
+                queue: loop_queue,
             }
             .run();
         })?;
@@ -185,6 +259,8 @@ pub fn spawn_engine(
             next_id: Arc::new(AtomicU64::new(1)),
             max_model_len,
             policy,
+            queue,
+            queue_limits,
         },
         join,
     ))
@@ -193,8 +269,66 @@ pub fn spawn_engine(
 struct EngineLoop {
     core: EngineCore,
     rx: Receiver<EngineCommand>,
-    senders: HashMap<RequestId, mpsc::UnboundedSender<TokenDelta>>,
+    in_flight: HashMap<RequestId, InFlight>,
     stats: Arc<EngineStats>,
+    metrics: EngineMetrics,
+    queue: Arc<Queue>,
+}
+
+/// A request's channel and the timestamps its latency metrics come from.
+struct InFlight {
+    tx: mpsc::UnboundedSender<TokenDelta>,
+    arrival: Instant,
+    num_prompt_tokens: usize,
+    scheduled: bool,
+    last_token: Option<Instant>,
+    num_generated: usize,
+}
+
+impl InFlight {
+    /// Records `d`'s tokens (the first one ends the prefill).
+    fn on_delta(&mut self, d: &TokenDelta, now: Instant, m: &EngineMetrics) {
+        let n = d.new_token_ids.len();
+        if n == 0 {
+            return;
+        }
+        m.generation_tokens.inc_by(n as u64);
+        match self.last_token {
+            None => {
+                m.ttft.observe((now - self.arrival).as_secs_f64());
+                m.prompt_tokens.inc_by(self.num_prompt_tokens as u64);
+                m.prefix_queries.inc_by(self.num_prompt_tokens as u64);
+                m.prefix_hits.inc_by(d.num_cached_tokens as u64);
+            }
+            Some(last) => {
+                let gap = (now - last).as_secs_f64() / n as f64;
+                for _ in 0..n {
+                    m.itl.observe(gap);
+                }
+            }
+        }
+        self.last_token = Some(now);
+        self.num_generated += n;
+    }
+
+    /// Records the end of the request.
+    fn on_finish(&self, label: FinishedLabel, now: Instant, m: &EngineMetrics) {
+        m.finished(label);
+        m.e2e.observe((now - self.arrival).as_secs_f64());
+        m.req_prompt_tokens.observe(self.num_prompt_tokens as f64);
+        m.req_generation_tokens.observe(self.num_generated as f64);
+    }
+}
+
+fn finished_label(reason: &FinishReason) -> FinishedLabel {
+    match reason {
+        FinishReason::Eos | FinishReason::StopToken(_) | FinishReason::StopString(_) => {
+            FinishedLabel::Stop
+        }
+        FinishReason::Length => FinishedLabel::Length,
+        FinishReason::Aborted => FinishedLabel::Abort,
+        FinishReason::Error(_) => FinishedLabel::Error,
+    }
 }
 
 impl EngineLoop {
@@ -217,7 +351,9 @@ impl EngineLoop {
                 }
             }
             self.drop_closed();
+            let started = Instant::now();
             let (deltas, step) = self.core.step();
+            self.record_step(&step, started);
             // NOTE: publish before routing, so whoever sees a token also sees stats at least as
             // new as the step that made it; again after, for sequences routing aborted.
             self.publish();
@@ -243,10 +379,23 @@ impl EngineLoop {
     fn handle(&mut self, cmd: EngineCommand) -> bool {
         match cmd {
             EngineCommand::Submit { req, tx } => {
-                let id = req.id;
-                match self.core.add(req) {
+                let (id, arrival, num_prompt_tokens) =
+                    (req.id, req.arrival, req.prompt_token_ids.len());
+                let added = self.core.add(req);
+                if added.is_err() {
+                    self.queue.leave(num_prompt_tokens);
+                }
+                match added {
                     Ok(()) => {
-                        self.senders.insert(id, tx);
+                        let f = InFlight {
+                            tx,
+                            arrival,
+                            num_prompt_tokens,
+                            scheduled: false,
+                            last_token: None,
+                            num_generated: 0,
+                        };
+                        self.in_flight.insert(id, f);
                     }
                     Err(e) => {
                         // The receiver may be gone already; nothing to tell then.
@@ -259,17 +408,17 @@ impl EngineLoop {
                     }
                 }
             }
-            EngineCommand::Abort(id) => {
-                self.senders.remove(&id);
-                self.core.abort(id);
-            }
+            EngineCommand::Abort(id) => self.end(id, FinishedLabel::Abort),
+            EngineCommand::Stopped(id) => self.end(id, FinishedLabel::Stop),
             EngineCommand::Shutdown => {
-                for (id, tx) in self.senders.drain() {
+                let now = Instant::now();
+                for (id, f) in std::mem::take(&mut self.in_flight) {
                     if let Some(d) = self
                         .core
                         .finish(id, FinishReason::Error("model unloaded".into()))
                     {
-                        let _ = tx.send(d);
+                        self.finish(&f, FinishedLabel::Error, now);
+                        let _ = f.tx.send(d);
                     }
                 }
                 return false;
@@ -278,31 +427,71 @@ impl EngineLoop {
         true
     }
 
+    /// Ends request `id` before its last delta (the client went away or stopped it).
+    fn end(&mut self, id: RequestId, label: FinishedLabel) {
+        if let Some(f) = self.in_flight.remove(&id) {
+            self.finish(&f, label, Instant::now());
+        }
+        self.core.abort(id);
+    }
+
+    /// Records the end of `f` and gives back its queue place if it never ran.
+    fn finish(&self, f: &InFlight, label: FinishedLabel, now: Instant) {
+        if !f.scheduled {
+            self.queue.leave(f.num_prompt_tokens);
+        }
+        f.on_finish(label, now, &self.metrics);
+    }
+
     fn drop_closed(&mut self) {
         let closed: Vec<RequestId> = self
-            .senders
+            .in_flight
             .iter()
-            .filter(|(_, tx)| tx.is_closed())
+            .filter(|(_, f)| f.tx.is_closed())
             .map(|(id, _)| *id)
             .collect();
         for id in closed {
-            self.senders.remove(&id);
-            self.core.abort(id);
+            self.end(id, FinishedLabel::Abort);
+        }
+    }
+
+    fn record_step(&mut self, step: &StepStats, started: Instant) {
+        if step.num_seqs == 0 {
+            return;
+        }
+        let m = &self.metrics;
+        let kind = if step.num_prompt_tokens > 0 {
+            StepKind::Prompt
+        } else {
+            StepKind::Decode
+        };
+        m.step(kind, step.num_batched_tokens, started.elapsed());
+        m.preemptions.inc_by(step.num_preempted as u64);
+        for id in &step.scheduled {
+            if let Some(f) = self.in_flight.get_mut(id).filter(|f| !f.scheduled) {
+                f.scheduled = true;
+                self.queue.leave(f.num_prompt_tokens);
+                m.queue.observe((started - f.arrival).as_secs_f64());
+            }
         }
     }
 
     fn route(&mut self, d: TokenDelta) {
         let id = d.request_id;
-        let last = d.finish.is_some();
-        let gone = match self.senders.get(&id) {
-            Some(tx) => tx.send(d).is_err(),
-            None => true,
+        let now = Instant::now();
+        let Some(f) = self.in_flight.get_mut(&id) else {
+            if d.finish.is_none() {
+                self.core.abort(id);
+            }
+            return;
         };
-        if last {
-            self.senders.remove(&id);
-        } else if gone {
-            self.senders.remove(&id);
-            self.core.abort(id);
+        f.on_delta(&d, now, &self.metrics);
+        if let Some(reason) = &d.finish {
+            let f = self.in_flight.remove(&id).expect("present");
+            self.finish(&f, finished_label(reason), now);
+            let _ = f.tx.send(d);
+        } else if f.tx.send(d).is_err() {
+            self.end(id, FinishedLabel::Abort);
         }
     }
 
@@ -321,5 +510,11 @@ impl EngineLoop {
             .store(s.num_waiting(), Ordering::Relaxed);
         st.preemptions_total
             .store(s.num_preemptions(), Ordering::Relaxed);
+        let m = &self.metrics;
+        m.running.set(s.num_running() as f64);
+        m.waiting.set(s.num_waiting() as f64);
+        m.kv_blocks.set(s.num_blocks_total() as f64);
+        m.kv_usage
+            .set(s.num_blocks_used() as f64 / s.num_blocks_total().max(1) as f64);
     }
 }

@@ -7,7 +7,7 @@ pub mod request;
 pub mod scheduler;
 pub mod sequence;
 
-pub use handle::{spawn_engine, DeltaStream, EngineError, EngineHandle, EngineStats};
+pub use handle::{spawn_engine, DeltaStream, EngineError, EngineHandle, EngineStats, QueueLimits};
 pub use output::TokenDelta;
 pub use request::{Request, RequestId, SamplingParams, StopConditions};
 pub use sequence::FinishReason;

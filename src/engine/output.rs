@@ -29,6 +29,8 @@ pub struct SchedulerOutput {
     /// Sequences that lost their blocks this step (they recompute later).
     pub preempted: Vec<RequestId>,
     pub num_batched_tokens: usize,
+    /// Tokens of this step that are not plain decodes (prompt chunks and recomputation).
+    pub num_prompt_tokens: usize,
 }
 
 impl SchedulerOutput {

@@ -310,6 +310,9 @@ impl Scheduler {
         let seq = self.seqs.get_mut(&id).expect("scheduled id is known");
         seq.block_table.extend(blocks);
         let start = seq.num_computed_tokens;
+        if n > 1 || start < seq.num_prompt_tokens {
+            out.num_prompt_tokens += n;
+        }
         out.scheduled.push(ScheduledSeq {
             request_id: id,
             num_new_tokens: n,

@@ -6,8 +6,9 @@ use super::ModelHandle;
 use crate::config::{EngineLimits, KvMemory};
 use crate::engine::core::EngineCore;
 use crate::engine::scheduler::{Scheduler, SchedulerConfig};
-use crate::engine::spawn_engine;
+use crate::engine::{spawn_engine, QueueLimits};
 use crate::kv::KvCacheConfig;
+use crate::metrics::Metrics;
 use crate::models::config::ConfigError;
 use crate::models::device::DeviceError;
 use crate::models::weights::{
@@ -235,6 +236,7 @@ pub fn load_model(
     id: &str,
     local: &LocalModel,
     limits: &EngineLimits,
+    metrics: &Metrics,
 ) -> Result<ModelHandle, ManagerError> {
     let started = std::time::Instant::now();
     let (model, codec) = load_weights(local, limits)?;
@@ -251,7 +253,24 @@ pub fn load_model(
         load_s = started.elapsed().as_secs_f32(),
         "model loaded"
     );
+    // weights as stored (the CPU kernels keep GGUF blocks; dense weights keep their dtype) + KV
+    let bytes = weight_file_bytes(local) + (kv.num_blocks * kv.bytes_per_block()) as u64;
     let core = EngineCore::new(Scheduler::new(sched), runner);
-    let (engine, join) = spawn_engine(id, core)?;
+    let queue = QueueLimits {
+        max_requests: limits.max_queued_requests,
+        max_prompt_tokens: limits.max_queued_prompt_tokens,
+    };
+    let (engine, join) = spawn_engine(id, core, metrics.engine(id), queue)?;
+    metrics.model_loaded(id, started.elapsed(), bytes);
     Ok(ModelHandle::new(id.to_string(), engine, codec, join))
+}
+
+/// Bytes of a model's weight files on disk (0 for dummy weights).
+fn weight_file_bytes(local: &LocalModel) -> u64 {
+    let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    match local {
+        LocalModel::Gguf(p) => size(p),
+        LocalModel::HfDir { safetensors, .. } => safetensors.iter().map(|p| size(p)).sum(),
+        LocalModel::ConfigOnly { .. } => 0,
+    }
 }

@@ -163,6 +163,8 @@ pub fn test_limits(num_kv_blocks: usize, block_size: usize) -> EngineLimits {
         gpu_memory_utilization: 0.9,
         load_format: crate::models::weights::LoadFormat::Auto,
         attention_backend: crate::models::attention::BackendKind::Auto,
+        max_queued_requests: 1024,
+        max_queued_prompt_tokens: 1 << 20,
     }
 }
 
@@ -250,17 +252,28 @@ pub struct TestServer {
 impl TestServer {
     /// Serves `models` (id, source path) with `limits`.
     pub fn start(models: &[(&str, &Path)], limits: EngineLimits) -> Self {
+        Self::start_with(models, limits, crate::config::ServerOptions::default())
+    }
+
+    /// `start` with HTTP-side options (keys, timeouts).
+    pub fn start_with(
+        models: &[(&str, &Path)],
+        limits: EngineLimits,
+        mut options: crate::config::ServerOptions,
+    ) -> Self {
+        if options.max_body_bytes == 0 {
+            options.max_body_bytes = 32 << 20;
+        }
+        let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
         let handles = models
             .iter()
             .map(|(id, path)| {
                 let local = open_source(path, &limits);
-                crate::manager::load_model(id, &local, &limits).expect("load model")
+                crate::manager::load_model(id, &local, &limits, &metrics).expect("load model")
             })
             .collect();
         let manager = crate::manager::ModelManager::new(handles);
-        let app = crate::api::router(crate::api::AppState {
-            models: manager.clone(),
-        });
+        let app = crate::api::router(crate::api::AppState::new(manager.clone(), metrics, options));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
         let url = format!("http://{}", listener.local_addr().expect("addr"));

@@ -132,7 +132,8 @@ pub async fn chat_completions(
         .models
         .get(&req.model)
         .ok_or_else(|| ApiError::model_not_found(&req.model))?;
-    let opts = GenOptions::from_fields(&req.gen)?;
+    let mut opts = GenOptions::from_fields(&req.gen)?;
+    opts.timeout = state.options.request_timeout;
     let messages = to_chat_messages(&req.messages)?;
     let codec = model.codec.clone();
     let ids = tokio::task::spawn_blocking(move || {

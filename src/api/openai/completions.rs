@@ -94,7 +94,8 @@ pub async fn completions(State(state): State<AppState>, body: Bytes) -> Result<R
         .models
         .get(&req.model)
         .ok_or_else(|| ApiError::model_not_found(&req.model))?;
-    let opts = GenOptions::from_fields(&req.gen)?;
+    let mut opts = GenOptions::from_fields(&req.gen)?;
+    opts.timeout = state.options.request_timeout;
     if req.echo {
         return Err(ApiError::invalid(
             Some("echo".into()),
