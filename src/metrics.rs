@@ -63,6 +63,17 @@ pub enum FinishedLabel {
 }
 
 impl FinishedLabel {
+    /// The label of an engine finish reason (EOS, stop tokens and stop strings are "stop").
+    pub fn of(reason: &crate::engine::FinishReason) -> Self {
+        use crate::engine::FinishReason as R;
+        match reason {
+            R::Eos | R::StopToken(_) | R::StopString(_) => Self::Stop,
+            R::Length => Self::Length,
+            R::Aborted => Self::Abort,
+            R::Error(_) => Self::Error,
+        }
+    }
+
     const ALL: [FinishedLabel; 4] = [Self::Stop, Self::Length, Self::Abort, Self::Error];
 
     fn as_str(self) -> &'static str {

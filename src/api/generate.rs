@@ -7,6 +7,7 @@ use super::openai::types::{GenerationFields, Usage};
 use crate::engine::scheduler::SchedulingPolicy;
 use crate::engine::{DeltaStream, FinishReason, Request, SamplingParams, StopConditions};
 use crate::manager::ModelHandle;
+use crate::metrics::FinishedLabel;
 use crate::text::{IncrementalDetokenizer, StopStringMatcher};
 use std::sync::Arc;
 use std::time::Instant;
@@ -234,17 +235,21 @@ impl Generation {
     }
 
     fn finished(&mut self, reason: FinishReason) -> GenEvent {
-        self.done = true;
-        match (self.stream.take(), &reason) {
-            // the engine frees the sequence and counts it as stopped
-            (Some(s), FinishReason::StopString(_)) => s.stop(),
-            // dropping the stream before its last delta aborts the request in the engine
-            (s, _) => drop(s),
-        }
+        self.end(FinishedLabel::of(&reason));
         GenEvent::Finished {
             reason,
             usage: self.usage(),
         }
+    }
+
+    /// Ends the request as `label` (counted once); dropping the stream before its last delta
+    /// aborts the request in the engine, which frees its blocks at once.
+    fn end(&mut self, label: FinishedLabel) {
+        if !self.done {
+            self.done = true;
+            self.model.engine.metrics().finished(label);
+        }
+        self.stream = None;
     }
 
     /// The next event, or `None` after `Finished`. Engine failures come back as `Err`.
@@ -258,15 +263,13 @@ impl Generation {
             Some((at, limit)) => match tokio::time::timeout_at(at, recv).await {
                 Ok(d) => d,
                 Err(_) => {
-                    // dropping the stream aborts the request and frees its blocks at once
-                    self.done = true;
-                    self.stream = None;
+                    self.end(FinishedLabel::Abort);
                     return Some(Err(ApiError::timed_out(limit)));
                 }
             },
         };
         let Some(delta) = delta else {
-            self.done = true;
+            self.end(FinishedLabel::Error);
             return Some(Err(ApiError::internal(
                 "the engine stopped before the request finished",
             )));
@@ -276,11 +279,14 @@ impl Generation {
         let codec = self.model.codec.clone();
         let mut text = match self.detok.push(&codec, &delta.new_token_ids) {
             Ok(t) => t,
-            Err(e) => return Some(Err(e.into())),
+            Err(e) => {
+                self.end(FinishedLabel::Error);
+                return Some(Err(e.into()));
+            }
         };
         if let Some(reason) = &delta.finish {
             if let FinishReason::Error(msg) = reason {
-                self.done = true;
+                self.end(FinishedLabel::Error);
                 return Some(Err(ApiError::internal(msg.clone())));
             }
             text.push_str(&self.detok.flush(&codec).unwrap_or_default());
@@ -321,5 +327,12 @@ impl Generation {
         Err(ApiError::internal(
             "generation ended without a finish reason",
         ))
+    }
+}
+
+impl Drop for Generation {
+    /// A generation dropped unfinished: the client went away.
+    fn drop(&mut self) {
+        self.end(FinishedLabel::Abort);
     }
 }

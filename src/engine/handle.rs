@@ -11,7 +11,7 @@ use super::output::TokenDelta;
 use super::request::{Request, RequestId};
 use super::scheduler::{AdmissionError, SchedulingPolicy};
 use super::sequence::FinishReason;
-use crate::metrics::{EngineMetrics, FinishedLabel, StepKind};
+use crate::metrics::{EngineMetrics, StepKind};
 use crossbeam_channel::{Receiver, Sender};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -24,10 +24,8 @@ pub enum EngineCommand {
         req: Request,
         tx: mpsc::UnboundedSender<TokenDelta>,
     },
-    /// The client went away (or its request timed out): free the sequence.
+    /// The client went away, matched a stop string or timed out: free the sequence.
     Abort(RequestId),
-    /// The API task matched a stop string: free the sequence, count it as stopped.
-    Stopped(RequestId),
     Shutdown,
 }
 
@@ -113,6 +111,7 @@ pub struct EngineHandle {
     policy: SchedulingPolicy,
     queue: Arc<Queue>,
     queue_limits: QueueLimits,
+    metrics: EngineMetrics,
 }
 
 /// The deltas of one request, in order; the last one has `finish` set.
@@ -139,14 +138,6 @@ impl DeltaStream {
         }
         d
     }
-
-    /// Ends the request because its text reached a stop string (not an abort).
-    pub fn stop(mut self) {
-        if !self.done {
-            self.done = true;
-            let _ = self.tx.send(EngineCommand::Stopped(self.id));
-        }
-    }
 }
 
 impl Drop for DeltaStream {
@@ -161,6 +152,11 @@ impl Drop for DeltaStream {
 impl EngineHandle {
     pub fn stats(&self) -> &EngineStats {
         &self.stats
+    }
+
+    /// The model's metric series (the API task counts finish reasons).
+    pub fn metrics(&self) -> &EngineMetrics {
+        &self.metrics
     }
 
     pub fn max_model_len(&self) -> usize {
@@ -223,6 +219,7 @@ pub fn spawn_engine(
     queue_limits: QueueLimits,
 ) -> std::io::Result<(EngineHandle, std::thread::JoinHandle<()>)> {
     let queue = Arc::new(Queue::default());
+    let handle_metrics = metrics.clone();
     let loop_queue = queue.clone();
     let (tx, rx) = crossbeam_channel::unbounded();
     let stats = Arc::new(EngineStats::default());
@@ -261,6 +258,7 @@ pub fn spawn_engine(
             policy,
             queue,
             queue_limits,
+            metrics: handle_metrics,
         },
         join,
     ))
@@ -311,23 +309,12 @@ impl InFlight {
         self.num_generated += n;
     }
 
-    /// Records the end of the request.
-    fn on_finish(&self, label: FinishedLabel, now: Instant, m: &EngineMetrics) {
-        m.finished(label);
+    /// Records the end of the request (its finish reason is the API task's to count: a stop
+    /// string may end it after the engine finished it by length).
+    fn on_finish(&self, now: Instant, m: &EngineMetrics) {
         m.e2e.observe((now - self.arrival).as_secs_f64());
         m.req_prompt_tokens.observe(self.num_prompt_tokens as f64);
         m.req_generation_tokens.observe(self.num_generated as f64);
-    }
-}
-
-fn finished_label(reason: &FinishReason) -> FinishedLabel {
-    match reason {
-        FinishReason::Eos | FinishReason::StopToken(_) | FinishReason::StopString(_) => {
-            FinishedLabel::Stop
-        }
-        FinishReason::Length => FinishedLabel::Length,
-        FinishReason::Aborted => FinishedLabel::Abort,
-        FinishReason::Error(_) => FinishedLabel::Error,
     }
 }
 
@@ -408,8 +395,7 @@ impl EngineLoop {
                     }
                 }
             }
-            EngineCommand::Abort(id) => self.end(id, FinishedLabel::Abort),
-            EngineCommand::Stopped(id) => self.end(id, FinishedLabel::Stop),
+            EngineCommand::Abort(id) => self.end(id),
             EngineCommand::Shutdown => {
                 let now = Instant::now();
                 for (id, f) in std::mem::take(&mut self.in_flight) {
@@ -417,7 +403,7 @@ impl EngineLoop {
                         .core
                         .finish(id, FinishReason::Error("model unloaded".into()))
                     {
-                        self.finish(&f, FinishedLabel::Error, now);
+                        self.finish(&f, now);
                         let _ = f.tx.send(d);
                     }
                 }
@@ -428,19 +414,19 @@ impl EngineLoop {
     }
 
     /// Ends request `id` before its last delta (the client went away or stopped it).
-    fn end(&mut self, id: RequestId, label: FinishedLabel) {
+    fn end(&mut self, id: RequestId) {
         if let Some(f) = self.in_flight.remove(&id) {
-            self.finish(&f, label, Instant::now());
+            self.finish(&f, Instant::now());
         }
         self.core.abort(id);
     }
 
     /// Records the end of `f` and gives back its queue place if it never ran.
-    fn finish(&self, f: &InFlight, label: FinishedLabel, now: Instant) {
+    fn finish(&self, f: &InFlight, now: Instant) {
         if !f.scheduled {
             self.queue.leave(f.num_prompt_tokens);
         }
-        f.on_finish(label, now, &self.metrics);
+        f.on_finish(now, &self.metrics);
     }
 
     fn drop_closed(&mut self) {
@@ -451,7 +437,7 @@ impl EngineLoop {
             .map(|(id, _)| *id)
             .collect();
         for id in closed {
-            self.end(id, FinishedLabel::Abort);
+            self.end(id);
         }
     }
 
@@ -486,12 +472,12 @@ impl EngineLoop {
             return;
         };
         f.on_delta(&d, now, &self.metrics);
-        if let Some(reason) = &d.finish {
+        if d.finish.is_some() {
             let f = self.in_flight.remove(&id).expect("present");
-            self.finish(&f, finished_label(reason), now);
+            self.finish(&f, now);
             let _ = f.tx.send(d);
         } else if f.tx.send(d).is_err() {
-            self.end(id, FinishedLabel::Abort);
+            self.end(id);
         }
     }
 
