@@ -345,3 +345,39 @@ async fn a_request_past_the_timeout_is_aborted_and_frees_its_blocks() {
     let body = json!({"model": "smol", "prompt": "Hi", "max_tokens": 3});
     assert_eq!(complete(&client, &s.url, &body).await.0, 200);
 }
+
+#[tokio::test]
+async fn cache_salt_keeps_prefix_cache_blocks_apart() {
+    let (s, _tmp) = tiny_server(test_limits(256, 16), ServerOptions::default());
+    let client = reqwest::Client::new();
+    let prompt: Vec<u32> = (0..70).map(|t| 3 + (t * 11) % 250).collect();
+    let cached = |salt: Option<&'static str>| {
+        let mut body = json!({"model": "tiny", "prompt": prompt, "max_tokens": 2});
+        if let Some(salt) = salt {
+            body["cache_salt"] = json!(salt);
+        }
+        let (client, url) = (client.clone(), s.url.clone());
+        async move {
+            let (status, v, _) = complete(&client, &url, &body).await;
+            assert_eq!(status, 200, "{v}");
+            v["usage"]["prompt_tokens_details"]["cached_tokens"]
+                .as_u64()
+                .unwrap_or(0)
+        }
+    };
+    assert_eq!(cached(Some("tenant-a")).await, 0, "first sight");
+    assert_eq!(
+        cached(Some("tenant-a")).await,
+        64,
+        "same salt: four full blocks"
+    );
+    assert_eq!(cached(Some("tenant-b")).await, 0, "another salt");
+    assert_eq!(cached(None).await, 0, "no salt is a salt of its own");
+    assert_eq!(cached(None).await, 64);
+    let body = json!({"model": "tiny", "prompt": [1, 2], "cache_salt": ""});
+    let (status, v, _) = complete(&client, &s.url, &body).await;
+    assert_eq!(
+        (status, v["error"]["param"].as_str()),
+        (400, Some("cache_salt"))
+    );
+}

@@ -27,6 +27,7 @@ pub struct GenOptions {
     pub priority: i32,
     /// `--request-timeout`, set by the handler from the server's options.
     pub timeout: Option<std::time::Duration>,
+    pub cache_salt: Option<String>,
 }
 
 fn check(ok: bool, param: &str, msg: String) -> Result<(), ApiError> {
@@ -107,6 +108,13 @@ impl GenOptions {
                 format!("{name} is not supported yet; send 0"),
             )?;
         }
+        if let Some(salt) = &f.cache_salt {
+            check(
+                !salt.is_empty(),
+                "cache_salt",
+                "cache_salt must be a non-empty string".into(),
+            )?;
+        }
         let stop_strings = f.stop.clone().map(|s| s.into_vec()).unwrap_or_default();
         check(
             stop_strings.iter().all(|s| !s.is_empty()),
@@ -138,6 +146,7 @@ impl GenOptions {
                 }
             },
             timeout: None,
+            cache_salt: f.cache_salt.clone(),
         })
     }
 }
@@ -214,6 +223,7 @@ impl Generation {
             },
             priority: opts.priority,
             arrival: Instant::now(),
+            cache_salt: opts.cache_salt.clone(),
         };
         let stream = model.engine.submit(req)?;
         Ok(Self {

@@ -66,4 +66,6 @@ pub struct Request {
     /// Lower runs first under `SchedulingPolicy::Priority` (vLLM's convention); 0 by default.
     pub priority: i32,
     pub arrival: Instant,
+    /// Keeps this request's prefix-cache blocks apart from other salts' (None: the shared cache).
+    pub cache_salt: Option<String>,
 }

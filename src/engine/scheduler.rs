@@ -270,14 +270,14 @@ impl Scheduler {
         let bs = self.config.block_size;
         let max_blocks = (seq.num_tokens() - 1) / bs;
         let mut hits = Vec::new();
-        let mut parent = None;
+        let mut parent = BlockHash::root(seq.cache_salt.as_deref());
         for chunk in seq.token_ids.chunks_exact(bs).take(max_blocks) {
             let hash = chain_hash(parent, chunk);
             match self.allocator.lookup(hash) {
                 Some(b) => hits.push((hash, b)),
                 None => break,
             }
-            parent = Some(hash);
+            parent = hash;
         }
         hits
     }
@@ -292,10 +292,11 @@ impl Scheduler {
         let full = seq.num_computed_tokens / bs;
         while seq.block_hashes.len() < full {
             let i = seq.block_hashes.len();
-            let hash = chain_hash(
-                seq.block_hashes.last().copied(),
-                &seq.token_ids[i * bs..(i + 1) * bs],
-            );
+            let parent = match seq.block_hashes.last() {
+                Some(&h) => h,
+                None => BlockHash::root(seq.cache_salt.as_deref()),
+            };
+            let hash = chain_hash(parent, &seq.token_ids[i * bs..(i + 1) * bs]);
             seq.block_hashes.push(hash);
             self.allocator.register(seq.block_table.blocks()[i], hash);
         }

@@ -50,6 +50,8 @@ pub struct Sequence {
     pub block_hashes: Vec<crate::kv::BlockHash>,
     /// Prompt tokens found in the prefix cache at first admission.
     pub num_cached_tokens: usize,
+    /// Requests share cached blocks only with requests of the same salt (vLLM's `cache_salt`).
+    pub cache_salt: Option<String>,
 }
 
 impl Sequence {
@@ -69,6 +71,7 @@ impl Sequence {
             num_preemptions: 0,
             block_hashes: Vec::new(),
             num_cached_tokens: 0,
+            cache_salt: req.cache_salt,
         }
     }
 

@@ -23,8 +23,26 @@ use std::collections::{BTreeMap, HashMap};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BlockId(pub u32);
 
-/// Chained hash of a full block's tokens and of every block before it.
-pub type BlockHash = u64;
+/// Chained SHA-256 of a full block's tokens and of every block before it (collision resistant:
+/// a crafted prompt cannot map onto another request's block and read its K/V).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BlockHash(pub [u8; 32]);
+
+impl BlockHash {
+    /// Where every chain starts: SHA-256 of a domain tag and the request's `cache_salt`, so
+    /// requests with different salts never share a block.
+    pub fn root(salt: Option<&str>) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"weir prefix cache v1\0");
+        if let Some(s) = salt {
+            h.update([1u8]);
+            h.update((s.len() as u64).to_le_bytes());
+            h.update(s.as_bytes());
+        }
+        Self(h.finalize().into())
+    }
+}
 
 #[derive(Debug)]
 pub struct BlockAllocator {
@@ -155,18 +173,26 @@ impl BlockAllocator {
     }
 }
 
-/// Hash of a full block given the hash of the block before it (`None` for the first block).
-pub fn chain_hash(parent: Option<BlockHash>, tokens: &[u32]) -> BlockHash {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    parent.hash(&mut h);
-    tokens.hash(&mut h);
-    h.finish()
+/// Hash of a full block given the hash of the block before it (`BlockHash::root` for the first
+/// block): SHA-256 over the parent hash and the tokens as little-endian u32s.
+pub fn chain_hash(parent: BlockHash, tokens: &[u32]) -> BlockHash {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(parent.0);
+    for t in tokens {
+        h.update(t.to_le_bytes());
+    }
+    BlockHash(h.finalize().into())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A distinct hash per number.
+    fn hh(n: u64) -> BlockHash {
+        chain_hash(BlockHash::root(None), &[n as u32, (n >> 32) as u32])
+    }
     use proptest::prelude::*;
     use std::collections::HashMap;
 
@@ -223,18 +249,18 @@ mod tests {
     fn freed_blocks_stay_cached_until_evicted_lru() {
         let mut a = BlockAllocator::new(3);
         let b = a.allocate(2).unwrap();
-        a.register(b[0], 100);
-        a.register(b[1], 200);
+        a.register(b[0], hh(100));
+        a.register(b[1], hh(200));
         a.free(&b);
         assert_eq!((a.num_free(), a.num_cached()), (3, 2));
         // a hit takes the free block back without counting as a new allocation
-        assert_eq!(a.acquire_cached(200), Some(b[1]));
+        assert_eq!(a.acquire_cached(hh(200)), Some(b[1]));
         assert_eq!(a.num_free(), 2);
         // new blocks come from the least recently freed: the never-used block 2, then b[0]
         let n = a.allocate(2).unwrap();
         assert_eq!(n, vec![BlockId(2), b[0]]);
-        assert_eq!(a.lookup(100), None, "b[0] was evicted");
-        assert_eq!(a.lookup(200), Some(b[1]));
+        assert_eq!(a.lookup(hh(100)), None, "b[0] was evicted");
+        assert_eq!(a.lookup(hh(200)), Some(b[1]));
         a.free(&n);
         a.free(&[b[1]]);
         assert_eq!(a.num_free(), 3);
@@ -244,12 +270,18 @@ mod tests {
     fn a_hash_maps_to_one_block() {
         let mut a = BlockAllocator::new(2);
         let b = a.allocate(2).unwrap();
-        a.register(b[0], 7);
-        a.register(b[1], 7);
-        assert_eq!(a.lookup(7), Some(b[0]));
-        assert_eq!(a.acquire_cached(7), Some(b[0]));
+        a.register(b[0], hh(7));
+        a.register(b[1], hh(7));
+        assert_eq!(a.lookup(hh(7)), Some(b[0]));
+        assert_eq!(a.acquire_cached(hh(7)), Some(b[0]));
         assert_eq!(a.ref_count(b[0]), 2);
-        assert_ne!(chain_hash(None, &[1, 2]), chain_hash(Some(1), &[1, 2]));
+        let root = BlockHash::root(None);
+        assert_ne!(chain_hash(root, &[1, 2]), chain_hash(hh(1), &[1, 2]));
+        assert_ne!(chain_hash(root, &[1, 2]), chain_hash(root, &[2, 1]));
+        let salted = BlockHash::root(Some("tenant-a"));
+        assert_ne!(chain_hash(root, &[1, 2]), chain_hash(salted, &[1, 2]));
+        assert_ne!(salted, BlockHash::root(Some("tenant-b")));
+        assert_ne!(BlockHash::root(Some("")), root);
     }
 
     #[derive(Debug, Clone)]
@@ -301,12 +333,12 @@ mod tests {
                     }
                     Op::Register(i, h) if !owners.is_empty() => {
                         if let Some(&b) = owners[i % owners.len()].first() {
-                            a.register(b, h);
+                            a.register(b, hh(h));
                         }
                     }
                     Op::Hit(h) => {
-                        let cached = a.lookup(h);
-                        let got = a.acquire_cached(h);
+                        let cached = a.lookup(hh(h));
+                        let got = a.acquire_cached(hh(h));
                         prop_assert_eq!(got, cached);
                         if let Some(b) = got {
                             owners.push(vec![b]);
@@ -324,8 +356,8 @@ mod tests {
                     prop_assert_eq!(a.ref_count(*b), *n);
                 }
                 for h in 0..8u64 {
-                    if let Some(b) = a.lookup(h) {
-                        prop_assert_eq!(a.hashes[b.0 as usize], Some(h));
+                    if let Some(b) = a.lookup(hh(h)) {
+                        prop_assert_eq!(a.hashes[b.0 as usize], Some(hh(h)));
                     }
                 }
             }

@@ -45,6 +45,8 @@ pub struct GenerationFields {
     pub user: Option<String>,
     /// vLLM extension: lower runs first (needs `--scheduling-policy priority`).
     pub priority: Option<i64>,
+    /// vLLM extension: requests share prefix-cache blocks only with the same salt.
+    pub cache_salt: Option<String>,
     #[serde(default)]
     pub stream: bool,
     pub stream_options: Option<StreamOptions>,
