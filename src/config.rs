@@ -138,11 +138,22 @@ pub struct ServeArgs {
     /// Key that /metrics requires (as a Bearer token); without it /metrics is open.
     #[arg(long, env = "WEIR_METRICS_API_KEY", hide_env_values = true)]
     pub metrics_api_key: Option<String>,
+    /// Origins browsers may call weir from (CORS), comma-separated; `*` for any. None by default.
+    #[arg(long, env = "WEIR_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// Log format: text or json (one object per line).
+    #[arg(long, env = "WEIR_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+    /// Put prompt text in the per-request log line (off: prompts are never logged).
+    #[arg(long, env = "WEIR_LOG_PROMPTS")]
+    pub log_prompts: bool,
 }
 
 /// Validated HTTP-side options.
 #[derive(Debug, Clone, Default)]
 pub struct ServerOptions {
+    pub allowed_origins: Vec<String>,
+    pub log_prompts: bool,
     pub api_keys: Vec<String>,
     pub metrics_api_key: Option<String>,
     pub request_timeout: Option<std::time::Duration>,
@@ -322,7 +333,14 @@ impl ServeArgs {
                 self.request_timeout
             ));
         }
+        for o in &self.allowed_origins {
+            if o != "*" && axum::http::HeaderValue::from_str(o).is_err() {
+                return Err(format!("--allowed-origins: {o:?} is not a valid origin"));
+            }
+        }
         Ok(ServerOptions {
+            allowed_origins: self.allowed_origins.clone(),
+            log_prompts: self.log_prompts,
             api_keys: keys,
             metrics_api_key: self.metrics_api_key.clone().filter(|k| !k.is_empty()),
             request_timeout: (self.request_timeout > 0.0)

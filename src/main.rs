@@ -8,13 +8,21 @@ use weir::manager::{load_model, ModelManager};
 use weir::store::pypi::DEFAULT_MODEL;
 use weir::store::LocalModel;
 
-fn init_tracing() {
+/// Logs to stderr as text or JSON lines (`--log-format`), filtered by `RUST_LOG` (default info).
+fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if json {
+        fmt.json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    } else {
+        fmt.init();
+    }
 }
 
 async fn shutdown_signal() {
@@ -84,9 +92,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    init_tracing();
-    weir::models::pool::init_cpu_threads();
     let cli = Cli::parse();
+    let json_logs = match &cli.command {
+        Some(Command::Serve(a)) => a.log_format == "json",
+        _ => cli.serve.log_format == "json",
+    };
+    init_tracing(json_logs);
+    weir::models::pool::init_cpu_threads();
     match cli.command {
         None => serve(cli.serve).await,
         Some(Command::Serve(args)) => serve(args).await,

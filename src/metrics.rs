@@ -76,7 +76,7 @@ impl FinishedLabel {
 
     const ALL: [FinishedLabel; 4] = [Self::Stop, Self::Length, Self::Abort, Self::Error];
 
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Stop => "stop",
             Self::Length => "length",

@@ -381,3 +381,64 @@ async fn cache_salt_keeps_prefix_cache_blocks_apart() {
         (400, Some("cache_salt"))
     );
 }
+
+#[tokio::test]
+async fn request_ids_are_echoed_and_cors_follows_the_allowed_origins() {
+    let options = ServerOptions {
+        allowed_origins: vec!["https://app.example".into()],
+        ..ServerOptions::default()
+    };
+    let (s, _tmp) = tiny_server(test_limits(64, 16), options);
+    let client = reqwest::Client::new();
+    let body = json!({"model": "tiny", "prompt": [1, 2, 3], "max_tokens": 2});
+    let resp = client
+        .post(format!("{}/v1/completions", s.url))
+        .header("x-request-id", "trace-42")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-request-id"], "trace-42");
+    // none sent (or an unusable one): a fresh random id
+    let resp = client
+        .get(format!("{}/health", s.url))
+        .send()
+        .await
+        .unwrap();
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(id.len(), 32);
+    let resp = client
+        .get(format!("{}/health", s.url))
+        .header("x-request-id", "bad id with spaces")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(resp.headers()["x-request-id"], "bad id with spaces");
+    // CORS: the allowed origin gets its header and a preflight answer; another origin does not
+    let preflight = client
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/v1/completions", s.url),
+        )
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 200);
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let other = client
+        .get(format!("{}/v1/models", s.url))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+}

@@ -28,6 +28,8 @@ pub struct GenOptions {
     /// `--request-timeout`, set by the handler from the server's options.
     pub timeout: Option<std::time::Duration>,
     pub cache_salt: Option<String>,
+    /// `--log-prompts`: the request's log line carries its prompt.
+    pub log_prompt: bool,
 }
 
 fn check(ok: bool, param: &str, msg: String) -> Result<(), ApiError> {
@@ -146,6 +148,7 @@ impl GenOptions {
                 }
             },
             timeout: None,
+            log_prompt: false,
             cache_salt: f.cache_salt.clone(),
         })
     }
@@ -170,6 +173,17 @@ pub struct Generation {
     done: bool,
     /// When `--request-timeout` ends the request, and that limit.
     deadline: Option<(tokio::time::Instant, std::time::Duration)>,
+    /// What the request's log line reports.
+    log: RequestLog,
+}
+
+/// The per-request log line's facts.
+struct RequestLog {
+    span: tracing::Span,
+    started: Instant,
+    first_token: Option<Instant>,
+    /// The prompt's token ids, with `--log-prompts` only.
+    prompt: Option<Vec<u32>>,
 }
 
 impl Generation {
@@ -210,6 +224,12 @@ impl Generation {
                 format!("got priority {} but the server schedules first come, first served; start it with --scheduling-policy priority", opts.priority),
             ));
         }
+        let log = RequestLog {
+            span: tracing::Span::current(),
+            started: Instant::now(),
+            first_token: None,
+            prompt: opts.log_prompt.then(|| prompt_ids.clone()),
+        };
         let req = Request {
             id: model.engine.next_request_id(),
             prompt_token_ids: prompt_ids,
@@ -236,6 +256,7 @@ impl Generation {
             cached_tokens: 0,
             done: false,
             deadline: opts.timeout.map(|t| (tokio::time::Instant::now() + t, t)),
+            log,
         })
     }
 
@@ -245,7 +266,7 @@ impl Generation {
     }
 
     fn finished(&mut self, reason: FinishReason) -> GenEvent {
-        self.end(FinishedLabel::of(&reason));
+        self.end(FinishedLabel::of(&reason), 200);
         GenEvent::Finished {
             reason,
             usage: self.usage(),
@@ -254,12 +275,37 @@ impl Generation {
 
     /// Ends the request as `label` (counted once); dropping the stream before its last delta
     /// aborts the request in the engine, which frees its blocks at once.
-    fn end(&mut self, label: FinishedLabel) {
+    fn end(&mut self, label: FinishedLabel, status: u16) {
         if !self.done {
             self.done = true;
             self.model.engine.metrics().finished(label);
+            self.log_line(label, status);
         }
         self.stream = None;
+    }
+
+    /// One line per finished request: never the prompt unless `--log-prompts`.
+    fn log_line(&self, label: FinishedLabel, status: u16) {
+        let l = &self.log;
+        let ttft_ms = l.first_token.map(|t| (t - l.started).as_secs_f64() * 1e3);
+        let prompt = l
+            .prompt
+            .as_ref()
+            .map(|ids| self.model.codec.decode(ids, false).unwrap_or_default());
+        l.span.in_scope(|| {
+            tracing::info!(
+                model = %self.model.id,
+                prompt_tokens = self.prompt_tokens,
+                output_tokens = self.completion_tokens,
+                cached_tokens = self.cached_tokens,
+                ttft_ms,
+                duration_ms = l.started.elapsed().as_secs_f64() * 1e3,
+                finish_reason = label.as_str(),
+                status,
+                prompt,
+                "request finished"
+            )
+        });
     }
 
     /// The next event, or `None` after `Finished`. Engine failures come back as `Err`.
@@ -273,30 +319,33 @@ impl Generation {
             Some((at, limit)) => match tokio::time::timeout_at(at, recv).await {
                 Ok(d) => d,
                 Err(_) => {
-                    self.end(FinishedLabel::Abort);
+                    self.end(FinishedLabel::Abort, 408);
                     return Some(Err(ApiError::timed_out(limit)));
                 }
             },
         };
         let Some(delta) = delta else {
-            self.end(FinishedLabel::Error);
+            self.end(FinishedLabel::Error, 500);
             return Some(Err(ApiError::internal(
                 "the engine stopped before the request finished",
             )));
         };
         self.completion_tokens += delta.new_token_ids.len();
+        if !delta.new_token_ids.is_empty() && self.log.first_token.is_none() {
+            self.log.first_token = Some(Instant::now());
+        }
         self.cached_tokens = delta.num_cached_tokens;
         let codec = self.model.codec.clone();
         let mut text = match self.detok.push(&codec, &delta.new_token_ids) {
             Ok(t) => t,
             Err(e) => {
-                self.end(FinishedLabel::Error);
+                self.end(FinishedLabel::Error, 500);
                 return Some(Err(e.into()));
             }
         };
         if let Some(reason) = &delta.finish {
             if let FinishReason::Error(msg) = reason {
-                self.end(FinishedLabel::Error);
+                self.end(FinishedLabel::Error, 500);
                 return Some(Err(ApiError::internal(msg.clone())));
             }
             text.push_str(&self.detok.flush(&codec).unwrap_or_default());
@@ -343,6 +392,7 @@ impl Generation {
 impl Drop for Generation {
     /// A generation dropped unfinished: the client went away.
     fn drop(&mut self) {
-        self.end(FinishedLabel::Abort);
+        // 499: nginx's "client closed request"
+        self.end(FinishedLabel::Abort, 499);
     }
 }

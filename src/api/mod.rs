@@ -69,7 +69,45 @@ pub fn router(state: AppState) -> Router {
         })
         .layer(DefaultBodyLimit::max(state.options.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), count_http))
+        .layer(middleware::from_fn(request_id))
+        .layer(cors(&state.options.allowed_origins))
         .with_state(state)
+}
+
+/// CORS for the configured origins (none: no CORS headers, browsers refuse cross-origin calls).
+fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+    let layer = CorsLayer::new()
+        .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+        .allow_headers(Any)
+        .expose_headers([REQUEST_ID.clone()]);
+    if origins.iter().any(|o| o == "*") {
+        layer.allow_origin(Any)
+    } else {
+        let list: Vec<_> = origins.iter().filter_map(|o| o.parse().ok()).collect();
+        layer.allow_origin(AllowOrigin::list(list))
+    }
+}
+
+static REQUEST_ID: axum::http::HeaderName = axum::http::HeaderName::from_static("x-request-id");
+
+/// The request's id: the client's `x-request-id` when it is short printable ASCII, else a new
+/// random one. Echoed in the response and recorded on the `request` span every log line of the
+/// request carries.
+async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(String::from)
+        .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()));
+    let value = axum::http::HeaderValue::from_str(&id).expect("printable ASCII");
+    req.headers_mut().insert(REQUEST_ID.clone(), value.clone());
+    let span = tracing::info_span!("request", request_id = %id);
+    let mut resp = tracing::Instrument::instrument(next.run(req), span).await;
+    resp.headers_mut().insert(REQUEST_ID.clone(), value);
+    resp
 }
 
 /// Counts every answered request by method, route template and status.

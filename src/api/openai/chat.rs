@@ -134,6 +134,7 @@ pub async fn chat_completions(
         .ok_or_else(|| ApiError::model_not_found(&req.model))?;
     let mut opts = GenOptions::from_fields(&req.gen)?;
     opts.timeout = state.options.request_timeout;
+    opts.log_prompt = state.options.log_prompts;
     let messages = to_chat_messages(&req.messages)?;
     let codec = model.codec.clone();
     let ids = tokio::task::spawn_blocking(move || {

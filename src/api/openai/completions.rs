@@ -96,6 +96,7 @@ pub async fn completions(State(state): State<AppState>, body: Bytes) -> Result<R
         .ok_or_else(|| ApiError::model_not_found(&req.model))?;
     let mut opts = GenOptions::from_fields(&req.gen)?;
     opts.timeout = state.options.request_timeout;
+    opts.log_prompt = state.options.log_prompts;
     if req.echo {
         return Err(ApiError::invalid(
             Some("echo".into()),
