@@ -27,6 +27,8 @@ pub struct Cli {
     pub serve: ServeArgs,
 }
 
+// parsed once at start-up: the size of the larger variant does not matter
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve models over the OpenAI API (the default command).
