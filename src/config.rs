@@ -146,6 +146,10 @@ pub struct ServeArgs {
     /// Log format: text or json (one object per line).
     #[arg(long, env = "WEIR_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+    /// Seconds in-flight requests may take to finish after SIGTERM/SIGINT (new ones get 503);
+    /// the rest then end with an error event.
+    #[arg(long, env = "WEIR_SHUTDOWN_GRACE", default_value_t = 30.0)]
+    pub shutdown_grace: f64,
     /// Put prompt text in the per-request log line (off: prompts are never logged).
     #[arg(long, env = "WEIR_LOG_PROMPTS")]
     pub log_prompts: bool,
@@ -154,6 +158,7 @@ pub struct ServeArgs {
 /// Validated HTTP-side options.
 #[derive(Debug, Clone, Default)]
 pub struct ServerOptions {
+    pub shutdown_grace: std::time::Duration,
     pub allowed_origins: Vec<String>,
     pub log_prompts: bool,
     pub api_keys: Vec<String>,
@@ -340,7 +345,14 @@ impl ServeArgs {
                 return Err(format!("--allowed-origins: {o:?} is not a valid origin"));
             }
         }
+        if !(self.shutdown_grace >= 0.0 && self.shutdown_grace.is_finite()) {
+            return Err(format!(
+                "--shutdown-grace must be a non-negative number of seconds, got {}",
+                self.shutdown_grace
+            ));
+        }
         Ok(ServerOptions {
+            shutdown_grace: std::time::Duration::from_secs_f64(self.shutdown_grace),
             allowed_origins: self.allowed_origins.clone(),
             log_prompts: self.log_prompts,
             api_keys: keys,

@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use clap::Parser;
+use std::future::IntoFuture;
 use weir::api::{router, AppState};
 use weir::config::{Cli, Command, ServeArgs};
 use weir::manager::{load_model, ModelManager};
@@ -39,7 +40,7 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    tracing::info!("shutting down");
+    tracing::info!("shutdown signal");
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -77,16 +78,44 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         handles.push(handle);
     }
     let models = ModelManager::new(handles);
-    let app = router(AppState::new(models.clone(), metrics, options));
+    let grace = options.shutdown_grace;
+    let state = AppState::new(models.clone(), metrics, options);
+    let draining = state.draining.clone();
+    let app = router(state);
     let addr = format!("{}:{}", args.host, args.port);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
     tracing::info!(%addr, "serving");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stop_rx.await;
+            })
+            .into_future(),
+    );
+    shutdown_signal().await;
+    // Drain: refuse new requests, let the running ones finish within the grace period.
+    draining.store(true, std::sync::atomic::Ordering::Release);
+    let deadline = tokio::time::Instant::now() + grace;
+    let mut left = models.requests_in_flight();
+    tracing::info!(in_flight = left, grace_s = grace.as_secs_f64(), "draining");
+    while left > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        left = models.requests_in_flight();
+    }
+    if left > 0 {
+        tracing::warn!(
+            in_flight = left,
+            "grace period over: ending the rest with an error"
+        );
+    }
+    // Stopping the engines ends what is left with an error event; then the server closes.
     tokio::task::spawn_blocking(move || models.shutdown()).await?;
+    let _ = stop_tx.send(());
+    server.await??;
+    tracing::info!("stopped");
     Ok(())
 }
 

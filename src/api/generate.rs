@@ -246,6 +246,11 @@ impl Generation {
             cache_salt: opts.cache_salt.clone(),
         };
         let stream = model.engine.submit(req)?;
+        model
+            .engine
+            .stats()
+            .requests_in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         Ok(Self {
             model: model.clone(),
             stream: Some(stream),
@@ -394,5 +399,10 @@ impl Drop for Generation {
     fn drop(&mut self) {
         // 499: nginx's "client closed request"
         self.end(FinishedLabel::Abort, 499);
+        self.model
+            .engine
+            .stats()
+            .requests_in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }

@@ -27,16 +27,23 @@ pub async fn health(State(state): State<AppState>) -> Response {
                 "sequences_running": s.sequences_running.load(Relaxed),
                 "sequences_waiting": s.sequences_waiting.load(Relaxed),
                 "preemptions_total": s.preemptions_total.load(Relaxed),
+                "requests_in_flight": s.requests_in_flight.load(Relaxed),
                 "max_model_len": m.engine.max_model_len(),
             })
         })
         .collect();
-    let status = if all_alive {
+    let draining = state.is_draining();
+    let status = if all_alive && !draining {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({"status": if all_alive { "ok" } else { "degraded" }, "models": models});
+    let word = match (draining, all_alive) {
+        (true, _) => "draining",
+        (false, true) => "ok",
+        (false, false) => "degraded",
+    };
+    let body = json!({"status": word, "models": models});
     (status, Json(body)).into_response()
 }
 

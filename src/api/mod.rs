@@ -25,6 +25,8 @@ pub struct AppState {
     pub options: Arc<ServerOptions>,
     api_keys: Arc<auth::Keys>,
     metrics_key: Arc<auth::Keys>,
+    /// Set on SIGTERM/SIGINT: new API requests get 503, `/health` says draining.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AppState {
@@ -35,7 +37,12 @@ impl AppState {
             models,
             metrics,
             options: Arc::new(options),
+            draining: Arc::default(),
         }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 
@@ -47,6 +54,10 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_api_key,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            refuse_when_draining,
         ));
     let metrics = Router::new()
         .route("/metrics", get(health::metrics))
@@ -108,6 +119,22 @@ async fn request_id(mut req: Request, next: Next) -> Response {
     let mut resp = tracing::Instrument::instrument(next.run(req), span).await;
     resp.headers_mut().insert(REQUEST_ID.clone(), value);
     resp
+}
+
+/// 503 with `Retry-After` for new API requests once shutdown began.
+async fn refuse_when_draining(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if state.is_draining() {
+        use axum::response::IntoResponse;
+        return error::ApiError {
+            status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            message: "the server is shutting down; retry on another instance".into(),
+            param: None,
+            code: None,
+            retry_after: Some(5),
+        }
+        .into_response();
+    }
+    next.run(req).await
 }
 
 /// Counts every answered request by method, route template and status.

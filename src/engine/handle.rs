@@ -98,6 +98,8 @@ pub struct EngineStats {
     pub preemptions_total: AtomicU64,
     pub steps_total: AtomicU64,
     pub alive: AtomicBool,
+    /// Requests the HTTP layer is serving on this model (counted by the API tasks).
+    pub requests_in_flight: AtomicUsize,
 }
 
 /// Cloneable way in to one model's engine.
@@ -401,7 +403,7 @@ impl EngineLoop {
                 for (id, f) in std::mem::take(&mut self.in_flight) {
                     if let Some(d) = self
                         .core
-                        .finish(id, FinishReason::Error("model unloaded".into()))
+                        .finish(id, FinishReason::Error("the model was unloaded (or the server shut down) before the request finished".into()))
                     {
                         self.finish(&f, now);
                         let _ = f.tx.send(d);

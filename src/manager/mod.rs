@@ -73,6 +73,19 @@ impl ModelManager {
         self.models.values()
     }
 
+    /// Requests being served on any model.
+    pub fn requests_in_flight(&self) -> usize {
+        self.models
+            .values()
+            .map(|m| {
+                m.engine
+                    .stats()
+                    .requests_in_flight
+                    .load(std::sync::atomic::Ordering::Acquire)
+            })
+            .sum()
+    }
+
     pub fn shutdown(&self) {
         for m in self.models.values() {
             m.shutdown();
