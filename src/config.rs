@@ -137,6 +137,13 @@ pub struct ServeArgs {
     /// A file of API keys, one per line (blank lines and lines starting with # skipped).
     #[arg(long, env = "WEIR_API_KEY_FILE")]
     pub api_key_file: Option<PathBuf>,
+    /// Requests per minute each API key may send (token bucket; needs --api-key).
+    #[arg(long, env = "WEIR_RATE_LIMIT_REQUESTS")]
+    pub rate_limit_requests: Option<f64>,
+    /// Prompt + generated tokens per minute each API key may use (token bucket, charged when
+    /// a request ends; needs --api-key).
+    #[arg(long, env = "WEIR_RATE_LIMIT_TOKENS")]
+    pub rate_limit_tokens: Option<f64>,
     /// Key that /metrics requires (as a Bearer token); without it /metrics is open.
     #[arg(long, env = "WEIR_METRICS_API_KEY", hide_env_values = true)]
     pub metrics_api_key: Option<String>,
@@ -158,6 +165,7 @@ pub struct ServeArgs {
 /// Validated HTTP-side options.
 #[derive(Debug, Clone, Default)]
 pub struct ServerOptions {
+    pub rate_limits: crate::api::ratelimit::RateLimits,
     pub shutdown_grace: std::time::Duration,
     pub allowed_origins: Vec<String>,
     pub log_prompts: bool,
@@ -351,7 +359,26 @@ impl ServeArgs {
                 self.shutdown_grace
             ));
         }
+        let rate_limits = crate::api::ratelimit::RateLimits {
+            requests_per_minute: self.rate_limit_requests,
+            tokens_per_minute: self.rate_limit_tokens,
+        };
+        for (flag, v) in [
+            ("--rate-limit-requests", self.rate_limit_requests),
+            ("--rate-limit-tokens", self.rate_limit_tokens),
+        ] {
+            match v {
+                Some(v) if !(v > 0.0 && v.is_finite()) => {
+                    return Err(format!("{flag} must be a positive number, got {v}"))
+                }
+                Some(_) if keys.is_empty() => {
+                    return Err(format!("{flag} limits each API key: give --api-key too"))
+                }
+                _ => {}
+            }
+        }
         Ok(ServerOptions {
+            rate_limits,
             shutdown_grace: std::time::Duration::from_secs_f64(self.shutdown_grace),
             allowed_origins: self.allowed_origins.clone(),
             log_prompts: self.log_prompts,

@@ -442,3 +442,53 @@ async fn request_ids_are_echoed_and_cors_follows_the_allowed_origins() {
         .unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none());
 }
+
+#[tokio::test]
+async fn each_api_key_has_its_own_rate_limits() {
+    let options = ServerOptions {
+        api_keys: vec!["a".into(), "b".into()],
+        rate_limits: weir::api::ratelimit::RateLimits {
+            requests_per_minute: Some(3.0),
+            tokens_per_minute: Some(60.0),
+        },
+        ..ServerOptions::default()
+    };
+    let (s, _tmp) = tiny_server(test_limits(64, 16), options);
+    let client = reqwest::Client::new();
+    let send = |key: &'static str, max_tokens: usize| {
+        let req = client
+            .post(format!("{}/v1/completions", s.url))
+            .bearer_auth(key)
+            .json(
+                &json!({"model": "tiny", "prompt": [1, 2, 3], "max_tokens": max_tokens,
+                "ignore_eos": true}),
+            );
+        async move {
+            let r = req.send().await.unwrap();
+            let retry = r
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string());
+            (r.status().as_u16(), retry)
+        }
+    };
+    // requests: 3 a minute for key a
+    for _ in 0..3 {
+        assert_eq!(send("a", 1).await.0, 200);
+    }
+    let (status, retry) = send("a", 1).await;
+    assert_eq!(status, 429);
+    let wait: u64 = retry.unwrap().parse().unwrap();
+    assert!((1..=20).contains(&wait), "{wait}");
+    // tokens: key b spends 3 + 50 of its 60, then 3 + 50 more (allowed: the bucket was
+    // positive), and is refused until it refills
+    assert_eq!(send("b", 50).await.0, 200);
+    assert_eq!(send("b", 50).await.0, 200);
+    let (status, retry) = send("b", 1).await;
+    assert_eq!(status, 429);
+    let wait: u64 = retry.unwrap().parse().unwrap();
+    assert!(
+        (40..=50).contains(&wait),
+        "46 tokens short at 1 per second: {wait}"
+    );
+}

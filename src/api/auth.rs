@@ -24,38 +24,70 @@ impl Keys {
         self.0.is_empty()
     }
 
-    /// True when `key` is one of the keys. Every key is compared, match or not.
+    /// True when `key` is one of the keys.
     pub fn accepts(&self, key: &str) -> bool {
-        let d = digest(key);
-        self.0
-            .iter()
-            .fold(subtle::Choice::from(0), |any, k| any | k.ct_eq(&d))
-            .into()
+        self.find(key).is_some()
     }
 
-    /// The request's bearer token is accepted (or no key is required).
-    fn allows(&self, req: &Request) -> bool {
+    /// Which key `key` is. Every key is compared, match or not.
+    pub fn find(&self, key: &str) -> Option<usize> {
+        use subtle::ConditionallySelectable;
+        let d = digest(key);
+        let (mut found, mut index) = (subtle::Choice::from(0), 0u64);
+        for (i, k) in self.0.iter().enumerate() {
+            let eq = k.ct_eq(&d);
+            index = u64::conditional_select(&index, &(i as u64), eq);
+            found |= eq;
+        }
+        bool::from(found).then_some(index as usize)
+    }
+
+    /// The index of the request's bearer token among the keys; `Some(None)` when no key is
+    /// required, `None` when the token is missing or wrong.
+    fn check(&self, req: &Request) -> Option<Option<usize>> {
         if self.is_empty() {
-            return true;
+            return Some(None);
         }
         req.headers()
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|k| self.accepts(k.trim()))
+            .and_then(|k| self.find(k.trim()))
+            .map(Some)
     }
 }
+
+/// Which API key a request came with (an index into `--api-key`s), for rate limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyId(pub usize);
 
 fn digest(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
-/// Middleware of the `/v1/*` routes.
-pub async fn require_api_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if state.api_keys.allows(&req) {
-        next.run(req).await
-    } else {
-        ApiError::unauthorized().into_response()
+/// Middleware of the `/v1/*` routes: the key, then its rate limit (429 with `Retry-After`).
+pub async fn require_api_key(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    match state.api_keys.check(&req) {
+        None => ApiError::unauthorized().into_response(),
+        Some(None) => next.run(req).await,
+        Some(Some(key)) => match state.limiter.admit(key) {
+            Ok(()) => {
+                req.extensions_mut().insert(KeyId(key));
+                next.run(req).await
+            }
+            Err(wait) => ApiError {
+                status: axum::http::StatusCode::TOO_MANY_REQUESTS,
+                message: format!("Rate limit reached for this API key; retry in {wait} s."),
+                param: None,
+                code: Some("rate_limit_exceeded"),
+                retry_after: Some(wait),
+            }
+            .into_response(),
+        },
     }
 }
 
@@ -65,7 +97,7 @@ pub async fn require_metrics_key(
     req: Request,
     next: Next,
 ) -> Response {
-    if state.metrics_key.allows(&req) {
+    if state.metrics_key.check(&req).is_some() {
         next.run(req).await
     } else {
         ApiError::unauthorized().into_response()

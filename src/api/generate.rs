@@ -30,6 +30,8 @@ pub struct GenOptions {
     pub cache_salt: Option<String>,
     /// `--log-prompts`: the request's log line carries its prompt.
     pub log_prompt: bool,
+    /// The API key's token bucket, charged when the request ends.
+    pub charge: Option<(std::sync::Arc<crate::api::ratelimit::RateLimiter>, usize)>,
 }
 
 fn check(ok: bool, param: &str, msg: String) -> Result<(), ApiError> {
@@ -149,6 +151,7 @@ impl GenOptions {
             },
             timeout: None,
             log_prompt: false,
+            charge: None,
             cache_salt: f.cache_salt.clone(),
         })
     }
@@ -175,6 +178,7 @@ pub struct Generation {
     deadline: Option<(tokio::time::Instant, std::time::Duration)>,
     /// What the request's log line reports.
     log: RequestLog,
+    charge: Option<(std::sync::Arc<crate::api::ratelimit::RateLimiter>, usize)>,
 }
 
 /// The per-request log line's facts.
@@ -262,6 +266,7 @@ impl Generation {
             done: false,
             deadline: opts.timeout.map(|t| (tokio::time::Instant::now() + t, t)),
             log,
+            charge: opts.charge.clone(),
         })
     }
 
@@ -285,6 +290,9 @@ impl Generation {
             self.done = true;
             self.model.engine.metrics().finished(label);
             self.log_line(label, status);
+            if let Some((limiter, key)) = &self.charge {
+                limiter.charge(*key, self.prompt_tokens + self.completion_tokens);
+            }
         }
         self.stream = None;
     }

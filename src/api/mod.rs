@@ -6,6 +6,7 @@ pub mod error;
 pub mod generate;
 pub mod health;
 pub mod openai;
+pub mod ratelimit;
 pub mod sse;
 
 use crate::config::ServerOptions;
@@ -27,12 +28,17 @@ pub struct AppState {
     metrics_key: Arc<auth::Keys>,
     /// Set on SIGTERM/SIGINT: new API requests get 503, `/health` says draining.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
+    pub limiter: Arc<ratelimit::RateLimiter>,
 }
 
 impl AppState {
     pub fn new(models: ModelManager, metrics: Arc<Metrics>, options: ServerOptions) -> Self {
         Self {
             api_keys: Arc::new(auth::Keys::new(&options.api_keys)),
+            limiter: Arc::new(ratelimit::RateLimiter::new(
+                options.rate_limits,
+                options.api_keys.len(),
+            )),
             metrics_key: Arc::new(auth::Keys::new(options.metrics_api_key.as_slice())),
             models,
             metrics,

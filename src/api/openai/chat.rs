@@ -125,6 +125,7 @@ impl ChunkFormat for ChatChunks {
 
 pub async fn chat_completions(
     State(state): State<AppState>,
+    key: Option<axum::Extension<crate::api::auth::KeyId>>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req: ChatCompletionRequest = parse_request(&body)?;
@@ -135,6 +136,7 @@ pub async fn chat_completions(
     let mut opts = GenOptions::from_fields(&req.gen)?;
     opts.timeout = state.options.request_timeout;
     opts.log_prompt = state.options.log_prompts;
+    opts.charge = key.map(|k| (state.limiter.clone(), k.0 .0));
     let messages = to_chat_messages(&req.messages)?;
     let codec = model.codec.clone();
     let ids = tokio::task::spawn_blocking(move || {

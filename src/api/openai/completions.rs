@@ -88,7 +88,11 @@ async fn tokenize(
     .map_err(|e| ApiError::internal(format!("tokenizer task failed: {e}")))?
 }
 
-pub async fn completions(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn completions(
+    State(state): State<AppState>,
+    key: Option<axum::Extension<crate::api::auth::KeyId>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let req: CompletionRequest = parse_request(&body)?;
     let model = state
         .models
@@ -97,6 +101,7 @@ pub async fn completions(State(state): State<AppState>, body: Bytes) -> Result<R
     let mut opts = GenOptions::from_fields(&req.gen)?;
     opts.timeout = state.options.request_timeout;
     opts.log_prompt = state.options.log_prompts;
+    opts.charge = key.map(|k| (state.limiter.clone(), k.0 .0));
     if req.echo {
         return Err(ApiError::invalid(
             Some("echo".into()),
