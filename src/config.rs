@@ -122,6 +122,9 @@ pub struct ServeArgs {
     /// the client told; 0: no limit.
     #[arg(long, env = "WEIR_REQUEST_TIMEOUT", default_value_t = 0.0)]
     pub request_timeout: f64,
+    /// Most prompts one /v1/completions request may carry (a list of prompts).
+    #[arg(long, env = "WEIR_MAX_PROMPTS_PER_REQUEST", default_value_t = 64)]
+    pub max_prompts_per_request: usize,
     /// Largest request body in bytes.
     #[arg(long, env = "WEIR_MAX_BODY_BYTES", default_value_t = 32 << 20)]
     pub max_body_bytes: usize,
@@ -162,9 +165,10 @@ pub struct ServeArgs {
     pub log_prompts: bool,
 }
 
-/// Validated HTTP-side options.
-#[derive(Debug, Clone, Default)]
+/// Validated HTTP-side options (`Default`: the flags' defaults, no keys).
+#[derive(Debug, Clone)]
 pub struct ServerOptions {
+    pub max_prompts_per_request: usize,
     pub rate_limits: crate::api::ratelimit::RateLimits,
     pub shutdown_grace: std::time::Duration,
     pub allowed_origins: Vec<String>,
@@ -173,6 +177,22 @@ pub struct ServerOptions {
     pub metrics_api_key: Option<String>,
     pub request_timeout: Option<std::time::Duration>,
     pub max_body_bytes: usize,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            max_prompts_per_request: 64,
+            rate_limits: Default::default(),
+            shutdown_grace: std::time::Duration::from_secs(30),
+            allowed_origins: Vec::new(),
+            log_prompts: false,
+            api_keys: Vec::new(),
+            metrics_api_key: None,
+            request_timeout: None,
+            max_body_bytes: 32 << 20,
+        }
+    }
 }
 
 fn parse_policy(s: &str) -> Result<SchedulingPolicy, String> {
@@ -378,6 +398,7 @@ impl ServeArgs {
             }
         }
         Ok(ServerOptions {
+            max_prompts_per_request: self.max_prompts_per_request.max(1),
             rate_limits,
             shutdown_grace: std::time::Duration::from_secs_f64(self.shutdown_grace),
             allowed_origins: self.allowed_origins.clone(),

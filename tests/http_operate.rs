@@ -492,3 +492,32 @@ async fn each_api_key_has_its_own_rate_limits() {
         "46 tokens short at 1 per second: {wait}"
     );
 }
+
+#[tokio::test]
+async fn request_size_limits_are_explicit() {
+    let options = ServerOptions {
+        max_prompts_per_request: 4,
+        max_body_bytes: 4096,
+        ..ServerOptions::default()
+    };
+    let (s, _tmp) = tiny_server(test_limits(64, 16), options);
+    let client = reqwest::Client::new();
+    let prompts: Vec<Vec<u32>> = (0..5).map(|i| vec![1, 2, i]).collect();
+    let body = json!({"model": "tiny", "prompt": prompts, "max_tokens": 1});
+    let (status, v, _) = complete(&client, &s.url, &body).await;
+    assert_eq!(
+        (status, v["error"]["param"].as_str()),
+        (400, Some("prompt")),
+        "{v}"
+    );
+    let body = json!({"model": "tiny", "prompt": &prompts[..4], "max_tokens": 1});
+    assert_eq!(complete(&client, &s.url, &body).await.0, 200);
+    let big = json!({"model": "tiny", "prompt": "x".repeat(5000), "max_tokens": 1});
+    let resp = client
+        .post(format!("{}/v1/completions", s.url))
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+}

@@ -260,11 +260,8 @@ impl TestServer {
     pub fn start_with(
         models: &[(&str, &Path)],
         limits: EngineLimits,
-        mut options: crate::config::ServerOptions,
+        options: crate::config::ServerOptions,
     ) -> Self {
-        if options.max_body_bytes == 0 {
-            options.max_body_bytes = 32 << 20;
-        }
         let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
         let handles = models
             .iter()

@@ -115,6 +115,16 @@ pub async fn completions(
             "prompt must not be an empty list",
         ));
     }
+    let most = state.options.max_prompts_per_request;
+    if prompts.len() > most {
+        return Err(ApiError::invalid(
+            Some("prompt".into()),
+            format!(
+                "{} prompts in one request; this server takes at most {most} (--max-prompts-per-request)",
+                prompts.len()
+            ),
+        ));
+    }
     let vocab = model.codec.vocab_size() as u32;
     if prompts.iter().flatten().any(|&t| t >= vocab) {
         return Err(ApiError::invalid(
