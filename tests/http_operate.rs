@@ -520,4 +520,6 @@ async fn request_size_limits_are_explicit() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 413);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
 }

@@ -147,6 +147,19 @@ impl From<EngineError> for ApiError {
     }
 }
 
+/// A body that could not be read: 413 past `--max-body-bytes`, else 400.
+impl From<axum::extract::rejection::BytesRejection> for ApiError {
+    fn from(e: axum::extract::rejection::BytesRejection) -> Self {
+        Self {
+            status: e.status(),
+            message: format!("request body: {}", e.body_text()),
+            param: None,
+            code: None,
+            retry_after: None,
+        }
+    }
+}
+
 impl From<TextError> for ApiError {
     fn from(e: TextError) -> Self {
         match e {

@@ -9,6 +9,7 @@ use crate::api::AppState;
 use crate::engine::FinishReason;
 use crate::text::ChatMessage;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -126,8 +127,9 @@ impl ChunkFormat for ChatChunks {
 pub async fn chat_completions(
     State(state): State<AppState>,
     key: Option<axum::Extension<crate::api::auth::KeyId>>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let body = body?;
     let req: ChatCompletionRequest = parse_request(&body)?;
     let model = state
         .models

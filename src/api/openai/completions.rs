@@ -9,6 +9,7 @@ use crate::api::sse::{stream_response, ChunkFormat};
 use crate::api::AppState;
 use crate::engine::FinishReason;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -91,8 +92,9 @@ async fn tokenize(
 pub async fn completions(
     State(state): State<AppState>,
     key: Option<axum::Extension<crate::api::auth::KeyId>>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let body = body?;
     let req: CompletionRequest = parse_request(&body)?;
     let model = state
         .models
