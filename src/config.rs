@@ -50,6 +50,26 @@ pub struct ServeArgs {
     /// any, weir serves SmolLM2-135M-Instruct (Q4_1 GGUF), fetched once into the cache.
     #[arg(long = "model", env = "WEIR_MODEL", value_delimiter = ',')]
     pub models: Vec<ModelSpec>,
+    /// Load these models at start (repeat; `all` for every declared model). Others load on their
+    /// first request. Without --model, the default model is preloaded.
+    #[arg(long = "preload", env = "WEIR_PRELOAD", value_delimiter = ',')]
+    pub preload: Vec<String>,
+    /// Never evict these models (repeat).
+    #[arg(long = "pin", env = "WEIR_PIN", value_delimiter = ',')]
+    pub pin: Vec<String>,
+    /// Memory all loaded models may take together (weights + KV + activations, measured at
+    /// load): loading past it evicts the least recently used idle models. A size (8GiB).
+    #[arg(long, env = "WEIR_MEMORY_BUDGET", value_parser = parse_bytes)]
+    pub memory_budget: Option<u64>,
+    /// Most models loaded at once (the least recently used idle one is evicted).
+    #[arg(long, env = "WEIR_MAX_LOADED_MODELS")]
+    pub max_loaded_models: Option<usize>,
+    /// Seconds a request waits for its model to load (or for room to load it) before 503.
+    #[arg(long, env = "WEIR_LOAD_TIMEOUT", default_value_t = 300.0)]
+    pub load_timeout: f64,
+    /// Key the /admin API requires (Bearer); without it /admin is open.
+    #[arg(long, env = "WEIR_ADMIN_API_KEY", hide_env_values = true)]
+    pub admin_api_key: Option<String>,
     /// Most sequences running in one batch.
     #[arg(long, env = "WEIR_MAX_NUM_SEQS", default_value_t = 64)]
     pub max_num_seqs: usize,
@@ -168,6 +188,7 @@ pub struct ServeArgs {
 /// Validated HTTP-side options (`Default`: the flags' defaults, no keys).
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
+    pub admin_api_key: Option<String>,
     pub max_prompts_per_request: usize,
     pub rate_limits: crate::api::ratelimit::RateLimits,
     pub shutdown_grace: std::time::Duration,
@@ -182,6 +203,7 @@ pub struct ServerOptions {
 impl Default for ServerOptions {
     fn default() -> Self {
         Self {
+            admin_api_key: None,
             max_prompts_per_request: 64,
             rate_limits: Default::default(),
             shutdown_grace: std::time::Duration::from_secs(30),
@@ -398,6 +420,7 @@ impl ServeArgs {
             }
         }
         Ok(ServerOptions {
+            admin_api_key: self.admin_api_key.clone().filter(|k| !k.is_empty()),
             max_prompts_per_request: self.max_prompts_per_request.max(1),
             rate_limits,
             shutdown_grace: std::time::Duration::from_secs_f64(self.shutdown_grace),
@@ -408,6 +431,30 @@ impl ServeArgs {
             request_timeout: (self.request_timeout > 0.0)
                 .then(|| std::time::Duration::from_secs_f64(self.request_timeout)),
             max_body_bytes: self.max_body_bytes,
+        })
+    }
+
+    /// The manager's budget and timeout.
+    pub fn manager_limits(
+        &self,
+        engine: EngineLimits,
+    ) -> Result<crate::manager::ManagerLimits, String> {
+        if !(self.load_timeout > 0.0 && self.load_timeout.is_finite()) {
+            return Err(format!(
+                "--load-timeout must be a positive number of seconds, got {}",
+                self.load_timeout
+            ));
+        }
+        if self.max_loaded_models == Some(0) {
+            return Err("--max-loaded-models must be at least 1".into());
+        }
+        Ok(crate::manager::ManagerLimits {
+            engine,
+            budget: crate::manager::lru::Budget {
+                memory_bytes: self.memory_budget,
+                max_loaded: self.max_loaded_models,
+            },
+            load_timeout: std::time::Duration::from_secs_f64(self.load_timeout),
         })
     }
 

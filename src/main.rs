@@ -5,9 +5,8 @@ use clap::Parser;
 use std::future::IntoFuture;
 use weir::api::{router, AppState};
 use weir::config::{Cli, Command, ServeArgs};
-use weir::manager::{load_model, ModelManager};
+use weir::manager::{ModelDecl, ModelManager};
 use weir::store::pypi::DEFAULT_MODEL;
-use weir::store::LocalModel;
 
 /// Logs to stderr as text or JSON lines (`--log-format`), filtered by `RUST_LOG` (default info).
 fn init_tracing(json: bool) {
@@ -62,22 +61,27 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             source: path.display().to_string(),
         });
     }
-    let mut handles = Vec::new();
-    for spec in specs {
-        let path = std::path::Path::new(&spec.source);
-        let local = if dummy {
-            LocalModel::open_config(path)?
-        } else {
-            LocalModel::open(path)?
-        };
-        let id = spec.id.clone();
-        let m = metrics.clone();
-        let handle = tokio::task::spawn_blocking(move || load_model(&id, &local, &limits, &m))
-            .await?
-            .with_context(|| format!("loading model {}", spec.id))?;
-        handles.push(handle);
+    let preload_all = args.models.is_empty() || args.preload.iter().any(|p| p == "all");
+    let decls: Vec<ModelDecl> = specs
+        .into_iter()
+        .map(|spec| ModelDecl {
+            pinned: args.pin.contains(&spec.id),
+            spec,
+        })
+        .collect();
+    let manager_limits = args.manager_limits(limits).map_err(anyhow::Error::msg)?;
+    let models = ModelManager::new(decls, manager_limits, metrics.clone()).map_err(anyhow::Error::msg)?;
+    let preload: Vec<String> = if preload_all {
+        models.ids().map(String::from).collect()
+    } else {
+        args.preload.clone()
+    };
+    for id in preload {
+        models
+            .get_or_load(&id)
+            .await
+            .with_context(|| format!("preloading model {id}"))?;
     }
-    let models = ModelManager::new(handles);
     let grace = options.shutdown_grace;
     let state = AppState::new(models.clone(), metrics, options);
     let draining = state.draining.clone();

@@ -4,6 +4,7 @@
 
 use crate::engine::scheduler::AdmissionError;
 use crate::engine::EngineError;
+use crate::manager::LoadError;
 use crate::text::TextError;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -156,6 +157,30 @@ impl From<axum::extract::rejection::BytesRejection> for ApiError {
             param: None,
             code: None,
             retry_after: None,
+        }
+    }
+}
+
+impl From<LoadError> for ApiError {
+    fn from(e: LoadError) -> Self {
+        let unavailable = |retry| Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: e.to_string(),
+            param: None,
+            code: None,
+            retry_after: retry,
+        };
+        match &e {
+            LoadError::NotFound(id) => Self::model_not_found(id),
+            LoadError::Failed { .. } => unavailable(None),
+            LoadError::Busy(_) | LoadError::Timeout(_) => unavailable(Some(5)),
+            LoadError::TooLarge(_) => Self {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: e.to_string(),
+                param: Some("model".into()),
+                code: None,
+                retry_after: None,
+            },
         }
     }
 }

@@ -13,7 +13,8 @@ pub async fn health(State(state): State<AppState>) -> Response {
     let mut all_alive = true;
     let models: Vec<_> = state
         .models
-        .list()
+        .loaded()
+        .iter()
         .map(|m| {
             let s = m.engine.stats();
             let alive = s.alive.load(Relaxed);

@@ -29,6 +29,8 @@ pub struct AppState {
     /// Set on SIGTERM/SIGINT: new API requests get 503, `/health` says draining.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
     pub limiter: Arc<ratelimit::RateLimiter>,
+    /// Unix seconds the server started (`created` of models not loaded yet).
+    pub started: u64,
 }
 
 impl AppState {
@@ -44,6 +46,9 @@ impl AppState {
             metrics,
             options: Arc::new(options),
             draining: Arc::default(),
+            started: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
         }
     }
 

@@ -266,7 +266,7 @@ pub fn load_model(
 }
 
 /// Bytes of a model's weight files on disk (0 for dummy weights).
-fn weight_file_bytes(local: &LocalModel) -> u64 {
+pub(crate) fn weight_file_bytes(local: &LocalModel) -> u64 {
     let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
     match local {
         LocalModel::Gguf(p) => size(p),

@@ -1,23 +1,48 @@
-//! `ModelManager`: the models this server serves, each a `ModelHandle` (engine thread + text
-//! codec). Models are loaded at start-up; on-demand loading with LRU eviction is a later step.
+//! `ModelManager`: the declared models and the loaded ones. A model loads on its first request
+//! (or at start with `--preload`); concurrent first requests share one load (single flight) and
+//! wait for it up to `--load-timeout`. Loads run one at a time so their memory can be measured
+//! (RSS before and after). A load that does not fit `--memory-budget` / `--max-loaded-models`
+//! first evicts the least recently used models that have no request in flight (`lru.rs` decides);
+//! a model with requests in flight is never evicted: the load waits for it to drain, bounded by
+//! the load timeout, else `Busy` (503 with Retry-After). Eviction stops the model's engine thread
+//! and frees its memory. A failed load answers its waiters with the cause and is retried on a
+//! later request.
+//!
+//! A request holds an `Arc<ModelHandle>` from lookup to its last byte; a model is busy while
+//! anything besides the manager holds its handle.
 
 pub mod loader;
+pub mod lru;
 
+use crate::config::EngineLimits;
 use crate::engine::EngineHandle;
+use crate::metrics::Metrics;
+use crate::store::{LocalModel, ModelSpec};
 use crate::text::TextCodec;
+use lru::{Budget, LruIndex, Plan};
+use parking_lot::{Mutex, RwLock};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 pub use loader::{load_model, ManagerError};
 
-/// One served model. Held (as `Arc`) by every request in flight.
+/// One loaded model. Held (as `Arc`) by every request in flight.
 pub struct ModelHandle {
     pub id: String,
     pub engine: EngineHandle,
     pub codec: Arc<TextCodec>,
     /// Unix seconds when the model was loaded.
     pub created: u64,
-    join: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
+    join: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl ModelHandle {
@@ -31,11 +56,8 @@ impl ModelHandle {
             id,
             engine,
             codec: Arc::new(codec),
-            created: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-            join: parking_lot::Mutex::new(Some(join)),
+            created: unix_secs(),
+            join: Mutex::new(Some(join)),
         }
     }
 
@@ -48,47 +70,412 @@ impl ModelHandle {
     }
 }
 
-#[derive(Default, Clone)]
+/// A model id is a name, never a path: no `/`, `\`, `..`, control characters or leading dot.
+pub fn validate_model_id(id: &str) -> Result<(), String> {
+    let bad = id.is_empty()
+        || id.len() > 128
+        || id.contains(['/', '\\'])
+        || id.contains("..")
+        || id.starts_with('.')
+        || id.chars().any(char::is_control);
+    if bad {
+        Err(format!(
+            "invalid model id {id:?}: 1-128 characters, no '/', '\\', '..', leading '.' or control characters"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// How a model is declared.
+#[derive(Debug, Clone)]
+pub struct ModelDecl {
+    pub spec: ModelSpec,
+    /// Never evicted.
+    pub pinned: bool,
+}
+
+/// Load state of one declared model, as `/admin/models` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelState {
+    Unloaded,
+    Loading,
+    Loaded,
+}
+
+impl ModelState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unloaded => "unloaded",
+            Self::Loading => "loading",
+            Self::Loaded => "loaded",
+        }
+    }
+}
+
+/// Counters of one declared model.
+#[derive(Debug, Default)]
+pub struct ModelCounters {
+    pub loads: AtomicU64,
+    pub evictions: AtomicU64,
+    pub load_millis: AtomicU64,
+    /// Bytes measured at the last load.
+    pub bytes: AtomicU64,
+    /// Unix milliseconds of the last request.
+    pub last_used_ms: AtomicU64,
+}
+
+struct Entry {
+    decl: ModelDecl,
+    loaded: RwLock<Option<Arc<ModelHandle>>>,
+    /// Held while this model loads: later requests wait on it (single flight).
+    loading: tokio::sync::Mutex<()>,
+    counters: ModelCounters,
+    last_error: Mutex<Option<String>>,
+}
+
+/// What the manager is allowed to hold.
+#[derive(Debug, Clone, Copy)]
+pub struct ManagerLimits {
+    pub engine: EngineLimits,
+    pub budget: Budget,
+    pub load_timeout: Duration,
+}
+
+struct Inner {
+    entries: BTreeMap<String, Entry>,
+    limits: ManagerLimits,
+    metrics: Arc<Metrics>,
+    lru: Mutex<LruIndex>,
+    /// One load at a time: budget decisions and RSS measurements do not interleave.
+    load_lock: tokio::sync::Mutex<()>,
+}
+
+#[derive(Clone)]
 pub struct ModelManager {
-    models: Arc<BTreeMap<String, Arc<ModelHandle>>>,
+    inner: Arc<Inner>,
+}
+
+/// Why a model could not be served.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LoadError {
+    #[error("The model `{0}` does not exist.")]
+    NotFound(String),
+    #[error("model `{id}` failed to load: {cause}")]
+    Failed { id: String, cause: String },
+    #[error("model `{0}` cannot be loaded now: every loaded model is busy; retry later")]
+    Busy(String),
+    #[error("model `{0}` does not fit the memory budget even with every other model unloaded")]
+    TooLarge(String),
+    #[error("model `{0}` did not load within the load timeout")]
+    Timeout(String),
 }
 
 impl ModelManager {
-    pub fn new(models: Vec<ModelHandle>) -> Self {
-        Self {
-            models: Arc::new(
-                models
-                    .into_iter()
-                    .map(|m| (m.id.clone(), Arc::new(m)))
-                    .collect(),
-            ),
+    /// Declares `models` (ids validated, sources resolved when loaded).
+    pub fn new(
+        models: Vec<ModelDecl>,
+        limits: ManagerLimits,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, String> {
+        let mut entries = BTreeMap::new();
+        for decl in models {
+            validate_model_id(&decl.spec.id)?;
+            let id = decl.spec.id.clone();
+            let entry = Entry {
+                decl,
+                loaded: RwLock::new(None),
+                loading: tokio::sync::Mutex::new(()),
+                counters: ModelCounters::default(),
+                last_error: Mutex::new(None),
+            };
+            if entries.insert(id.clone(), entry).is_some() {
+                return Err(format!("model id {id:?} is declared twice"));
+            }
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                entries,
+                limits,
+                metrics,
+                lru: Mutex::new(LruIndex::default()),
+                load_lock: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    /// Declared model ids, sorted.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.inner.entries.keys().map(String::as_str)
+    }
+
+    /// The loaded model `id`, without loading it.
+    pub fn get(&self, id: &str) -> Option<Arc<ModelHandle>> {
+        self.inner.entries.get(id)?.loaded.read().clone()
+    }
+
+    /// Loaded models.
+    pub fn loaded(&self) -> Vec<Arc<ModelHandle>> {
+        self.inner
+            .entries
+            .values()
+            .filter_map(|e| e.loaded.read().clone())
+            .collect()
+    }
+
+    /// The model `id`, loading it first if needed.
+    pub async fn get_or_load(&self, id: &str) -> Result<Arc<ModelHandle>, LoadError> {
+        let entry = self
+            .inner
+            .entries
+            .get(id)
+            .ok_or_else(|| LoadError::NotFound(id.to_string()))?;
+        entry.counters.last_used_ms.store(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            Ordering::Relaxed,
+        );
+        if let Some(h) = entry.loaded.read().clone() {
+            self.inner.lru.lock().touch(id);
+            return Ok(h);
+        }
+        let deadline = tokio::time::Instant::now() + self.inner.limits.load_timeout;
+        let _single = tokio::time::timeout_at(deadline, entry.loading.lock())
+            .await
+            .map_err(|_| LoadError::Timeout(id.to_string()))?;
+        if let Some(h) = entry.loaded.read().clone() {
+            self.inner.lru.lock().touch(id);
+            return Ok(h);
+        }
+        self.load(entry, deadline).await
+    }
+
+    /// Loads `entry` (its `loading` lock held by the caller).
+    async fn load(
+        &self,
+        entry: &Entry,
+        deadline: tokio::time::Instant,
+    ) -> Result<Arc<ModelHandle>, LoadError> {
+        let id = entry.decl.spec.id.clone();
+        let _one = tokio::time::timeout_at(deadline, self.inner.load_lock.lock())
+            .await
+            .map_err(|_| LoadError::Timeout(id.clone()))?;
+        let limits = self.inner.limits.engine;
+        let local = open_local(&entry.decl.spec, &limits).map_err(|cause| LoadError::Failed {
+            id: id.clone(),
+            cause,
+        })?;
+        let need = estimate_bytes(&local, &limits);
+        self.make_room(&id, need, deadline).await?;
+        let started = Instant::now();
+        let before = rss_bytes();
+        let metrics = self.inner.metrics.clone();
+        let lid = id.clone();
+        let result =
+            tokio::task::spawn_blocking(move || load_model(&lid, &local, &limits, &metrics))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+        let handle = match result {
+            Ok(h) => Arc::new(h),
+            Err(cause) => {
+                tracing::error!(model = %id, %cause, "load failed");
+                *entry.last_error.lock() = Some(cause.clone());
+                return Err(LoadError::Failed { id, cause });
+            }
+        };
+        // measured: what the process grew by (at least the estimate: pages not yet touched)
+        let bytes = rss_bytes().saturating_sub(before).max(need);
+        let c = &entry.counters;
+        c.loads.fetch_add(1, Ordering::Relaxed);
+        c.load_millis
+            .fetch_add(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        c.bytes.store(bytes, Ordering::Relaxed);
+        *entry.last_error.lock() = None;
+        self.inner.lru.lock().insert(&id, bytes, entry.decl.pinned);
+        *entry.loaded.write() = Some(handle.clone());
+        tracing::info!(model = %id, bytes, load_s = started.elapsed().as_secs_f32(), "model ready");
+        Ok(handle)
+    }
+
+    /// Evicts least recently used idle models until `need` more bytes fit.
+    async fn make_room(
+        &self,
+        id: &str,
+        need: u64,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), LoadError> {
+        loop {
+            let plan = self
+                .inner
+                .lru
+                .lock()
+                .plan(need, self.inner.limits.budget, |m| self.is_busy(m));
+            match plan {
+                Plan::Fits => return Ok(()),
+                Plan::TooLarge => return Err(LoadError::TooLarge(id.to_string())),
+                Plan::Evict(victim) => {
+                    tracing::info!(model = %victim, for_model = id, "evicting");
+                    self.unload_now(&victim, true).await;
+                }
+                Plan::Wait => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(LoadError::Busy(id.to_string()));
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
         }
     }
 
-    pub fn get(&self, id: &str) -> Option<Arc<ModelHandle>> {
-        self.models.get(id).cloned()
+    /// True while a request holds the model's handle.
+    fn is_busy(&self, id: &str) -> bool {
+        self.inner
+            .entries
+            .get(id)
+            .and_then(|e| e.loaded.read().as_ref().map(|h| Arc::strong_count(h) > 1))
+            .unwrap_or(false)
     }
 
-    pub fn list(&self) -> impl Iterator<Item = &Arc<ModelHandle>> {
-        self.models.values()
+    /// Stops and drops a loaded model now (its requests, if any, end with an error).
+    async fn unload_now(&self, id: &str, evicted: bool) {
+        let Some(entry) = self.inner.entries.get(id) else {
+            return;
+        };
+        let Some(handle) = entry.loaded.write().take() else {
+            return;
+        };
+        self.inner.lru.lock().remove(id);
+        if evicted {
+            entry.counters.evictions.fetch_add(1, Ordering::Relaxed);
+        }
+        let h = handle.clone();
+        let _ = tokio::task::spawn_blocking(move || h.shutdown()).await;
+        drop(handle);
+        trim_heap();
+        self.inner.metrics.model_unloaded(id, evicted);
+    }
+
+    /// Unloads `id` once its requests have finished (bounded by the load timeout): true when it
+    /// was loaded.
+    pub async fn unload(&self, id: &str) -> Result<bool, LoadError> {
+        let entry = self
+            .inner
+            .entries
+            .get(id)
+            .ok_or_else(|| LoadError::NotFound(id.to_string()))?;
+        let _single = entry.loading.lock().await;
+        if entry.loaded.read().is_none() {
+            return Ok(false);
+        }
+        let deadline = Instant::now() + self.inner.limits.load_timeout;
+        while self.is_busy(id) {
+            if Instant::now() >= deadline {
+                return Err(LoadError::Busy(id.to_string()));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.unload_now(id, false).await;
+        Ok(true)
+    }
+
+    /// What `/admin/models` reports of `id`.
+    pub fn status(&self, id: &str) -> Option<ModelStatus<'_>> {
+        let e = self.inner.entries.get(id)?;
+        let handle = e.loaded.read().clone();
+        let state = match (&handle, e.loading.try_lock()) {
+            (Some(_), _) => ModelState::Loaded,
+            (None, Err(_)) => ModelState::Loading,
+            (None, Ok(_)) => ModelState::Unloaded,
+        };
+        Some(ModelStatus {
+            id: &e.decl.spec.id,
+            source: &e.decl.spec.source,
+            pinned: e.decl.pinned,
+            state,
+            // the manager's own reference and this one
+            in_flight: handle
+                .as_ref()
+                .map_or(0, |h| Arc::strong_count(h).saturating_sub(2)),
+            counters: &e.counters,
+            last_error: e.last_error.lock().clone(),
+        })
     }
 
     /// Requests being served on any model.
     pub fn requests_in_flight(&self) -> usize {
-        self.models
-            .values()
-            .map(|m| {
-                m.engine
-                    .stats()
-                    .requests_in_flight
-                    .load(std::sync::atomic::Ordering::Acquire)
-            })
+        self.loaded()
+            .iter()
+            .map(|m| m.engine.stats().requests_in_flight.load(Ordering::Acquire))
             .sum()
     }
 
+    /// Stops every engine (blocking).
     pub fn shutdown(&self) {
-        for m in self.models.values() {
-            m.shutdown();
+        for e in self.inner.entries.values() {
+            if let Some(h) = e.loaded.write().take() {
+                h.shutdown();
+            }
         }
+    }
+}
+
+/// One declared model's state.
+pub struct ModelStatus<'a> {
+    pub id: &'a str,
+    pub source: &'a str,
+    pub pinned: bool,
+    pub state: ModelState,
+    pub in_flight: usize,
+    pub counters: &'a ModelCounters,
+    pub last_error: Option<String>,
+}
+
+fn open_local(spec: &ModelSpec, limits: &EngineLimits) -> Result<LocalModel, String> {
+    if spec.source.contains("://") {
+        return Err(format!(
+            "source {:?}: only local files and directories are supported so far",
+            spec.source
+        ));
+    }
+    let path = std::path::Path::new(&spec.source);
+    match limits.load_format {
+        crate::models::weights::LoadFormat::Dummy => LocalModel::open_config(path),
+        crate::models::weights::LoadFormat::Auto => LocalModel::open(path),
+    }
+    .map_err(|e| e.to_string())
+}
+
+/// Bytes a load will take at least: the weight files and a KV cache of a fixed size.
+fn estimate_bytes(local: &LocalModel, limits: &EngineLimits) -> u64 {
+    let kv = match limits.kv_cache_memory {
+        crate::config::KvMemory::Bytes(b) => b,
+        crate::config::KvMemory::FractionOfAvailable(_) => 0,
+    };
+    let kv = limits
+        .num_kv_blocks
+        .map_or(kv, |_| 0);
+    loader::weight_file_bytes(local) + kv
+}
+
+/// Resident set size of this process (Linux; 0 elsewhere).
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Gives freed heap pages back to the system (glibc keeps them otherwise).
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own arenas.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

@@ -256,25 +256,50 @@ impl TestServer {
         Self::start_with(models, limits, crate::config::ServerOptions::default())
     }
 
-    /// `start` with HTTP-side options (keys, timeouts).
+    /// `start` with HTTP-side options (keys, timeouts); every model preloaded.
     pub fn start_with(
         models: &[(&str, &Path)],
         limits: EngineLimits,
         options: crate::config::ServerOptions,
     ) -> Self {
+        let manager = crate::manager::ManagerLimits {
+            engine: limits,
+            budget: crate::manager::lru::Budget {
+                memory_bytes: None,
+                max_loaded: None,
+            },
+            load_timeout: std::time::Duration::from_secs(300),
+        };
+        Self::start_managed(models, manager, options, true)
+    }
+
+    /// A server whose models the manager loads under `limits` (on first request unless
+    /// `preload`).
+    pub fn start_managed(
+        models: &[(&str, &Path)],
+        limits: crate::manager::ManagerLimits,
+        options: crate::config::ServerOptions,
+        preload: bool,
+    ) -> Self {
         let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
-        let handles = models
+        let decls = models
             .iter()
-            .map(|(id, path)| {
-                let local = open_source(path, &limits);
-                crate::manager::load_model(id, &local, &limits, &metrics).expect("load model")
+            .map(|(id, path)| crate::manager::ModelDecl {
+                spec: crate::store::ModelSpec {
+                    id: id.to_string(),
+                    source: path.display().to_string(),
+                },
+                pinned: false,
             })
             .collect();
-        let manager = crate::manager::ModelManager::new(handles);
+        let manager = crate::manager::ModelManager::new(decls, limits, metrics.clone())
+            .expect("valid model declarations");
         let app = crate::api::router(crate::api::AppState::new(manager.clone(), metrics, options));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let m = manager.clone();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -282,10 +307,18 @@ impl TestServer {
                 .build()
                 .expect("runtime");
             rt.block_on(async move {
+                if preload {
+                    let ids: Vec<String> = m.ids().map(String::from).collect();
+                    for id in ids {
+                        m.get_or_load(&id).await.expect("load model");
+                    }
+                }
+                let _ = ready_tx.send(());
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
                 axum::serve(listener, app).await.expect("serve");
             });
         });
+        ready_rx.recv().expect("models loaded");
         Self {
             url,
             models: manager,

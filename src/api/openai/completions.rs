@@ -96,10 +96,7 @@ pub async fn completions(
 ) -> Result<Response, ApiError> {
     let body = body?;
     let req: CompletionRequest = parse_request(&body)?;
-    let model = state
-        .models
-        .get(&req.model)
-        .ok_or_else(|| ApiError::model_not_found(&req.model))?;
+    let model = state.models.get_or_load(&req.model).await?;
     let mut opts = GenOptions::from_fields(&req.gen)?;
     opts.timeout = state.options.request_timeout;
     opts.log_prompt = state.options.log_prompts;

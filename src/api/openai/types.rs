@@ -225,7 +225,9 @@ pub struct ModelCard {
     pub object: &'static str,
     pub created: u64,
     pub owned_by: &'static str,
-    pub max_model_len: usize,
+    /// Known once the model is loaded (vLLM's field).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_model_len: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize)]
