@@ -70,7 +70,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         })
         .collect();
     let manager_limits = args.manager_limits(limits).map_err(anyhow::Error::msg)?;
-    let models = ModelManager::new(decls, manager_limits, metrics.clone()).map_err(anyhow::Error::msg)?;
+    let models =
+        ModelManager::new(decls, manager_limits, metrics.clone()).map_err(anyhow::Error::msg)?;
     let preload: Vec<String> = if preload_all {
         models.ids().map(String::from).collect()
     } else {

@@ -350,6 +350,24 @@ impl Metrics {
         let _ = self.model_memory_bytes.remove_label_values(&[model]);
     }
 
+    /// (finished requests, prompt tokens, generated tokens) of `model` so far.
+    pub fn model_totals(&self, model: &str) -> (u64, u64, u64) {
+        let f = &self.engine;
+        let requests = FinishedLabel::ALL
+            .iter()
+            .map(|r| {
+                f.success
+                    .get_metric_with_label_values(&[model, r.as_str()])
+                    .map_or(0, |c| c.get())
+            })
+            .sum();
+        let get = |c: &IntCounterVec| {
+            c.get_metric_with_label_values(&[model])
+                .map_or(0, |c| c.get())
+        };
+        (requests, get(&f.prompt_tokens), get(&f.generation_tokens))
+    }
+
     /// One HTTP request answered.
     pub fn http_request(&self, method: &str, route: &str, status: u16, took: Duration) {
         self.http_requests

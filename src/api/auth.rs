@@ -116,3 +116,16 @@ mod tests {
         assert!(Keys::default().is_empty());
     }
 }
+
+/// Middleware of `/admin/*`.
+pub async fn require_admin_key(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if state.admin_key.check(&req).is_some() {
+        next.run(req).await
+    } else {
+        ApiError::unauthorized().into_response()
+    }
+}

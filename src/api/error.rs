@@ -172,6 +172,7 @@ impl From<LoadError> for ApiError {
         };
         match &e {
             LoadError::NotFound(id) => Self::model_not_found(id),
+            LoadError::InvalidId(msg) => Self::invalid(Some("model".to_string()), msg.clone()),
             LoadError::Failed { .. } => unavailable(None),
             LoadError::Busy(_) | LoadError::Timeout(_) => unavailable(Some(5)),
             LoadError::TooLarge(_) => Self {

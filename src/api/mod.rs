@@ -1,6 +1,7 @@
 //! HTTP layer: axum router over the `ModelManager`. Talks to engines only through
 //! `EngineHandle` (via `ModelHandle`); never sees the scheduler, sequences or tensors.
 
+pub mod admin;
 pub mod auth;
 pub mod error;
 pub mod generate;
@@ -26,6 +27,7 @@ pub struct AppState {
     pub options: Arc<ServerOptions>,
     api_keys: Arc<auth::Keys>,
     metrics_key: Arc<auth::Keys>,
+    admin_key: Arc<auth::Keys>,
     /// Set on SIGTERM/SIGINT: new API requests get 503, `/health` says draining.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
     pub limiter: Arc<ratelimit::RateLimiter>,
@@ -42,6 +44,7 @@ impl AppState {
                 options.api_keys.len(),
             )),
             metrics_key: Arc::new(auth::Keys::new(options.metrics_api_key.as_slice())),
+            admin_key: Arc::new(auth::Keys::new(options.admin_api_key.as_slice())),
             models,
             metrics,
             options: Arc::new(options),
@@ -76,9 +79,19 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::require_metrics_key,
         ));
+    let admin = Router::new()
+        .route("/admin/models", get(admin::list))
+        .route("/admin/models/{id}/load", post(admin::load))
+        .route("/admin/models/{id}/unload", post(admin::unload))
+        .route("/admin/stats", get(admin::stats))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_admin_key,
+        ));
     Router::new()
         .merge(v1)
         .merge(metrics)
+        .merge(admin)
         .route("/health", get(health::health))
         .fallback(|| async {
             error::ApiError {

@@ -82,7 +82,12 @@ impl LruIndex {
         if count_ok && bytes_ok {
             return Plan::Fits;
         }
-        let pinned: u64 = self.loaded.values().filter(|r| r.pinned).map(|r| r.bytes).sum();
+        let pinned: u64 = self
+            .loaded
+            .values()
+            .filter(|r| r.pinned)
+            .map(|r| r.bytes)
+            .sum();
         let num_pinned = self.loaded.values().filter(|r| r.pinned).count();
         let never = budget.memory_bytes.is_some_and(|b| pinned + need > b)
             || budget.max_loaded.is_some_and(|m| num_pinned >= m);
@@ -137,7 +142,11 @@ mod tests {
         l.remove("idle");
         assert_eq!(l.plan(30, b, |id| id == "busy"), Plan::Wait);
         assert_eq!(l.plan(30, b, |_| false), Plan::Evict("busy".into()));
-        assert_eq!(l.plan(60, b, |_| false), Plan::TooLarge, "the pinned model stays");
+        assert_eq!(
+            l.plan(60, b, |_| false),
+            Plan::TooLarge,
+            "the pinned model stays"
+        );
     }
 
     #[test]

@@ -161,6 +161,8 @@ pub struct ModelManager {
 pub enum LoadError {
     #[error("The model `{0}` does not exist.")]
     NotFound(String),
+    #[error("{0}")]
+    InvalidId(String),
     #[error("model `{id}` failed to load: {cause}")]
     Failed { id: String, cause: String },
     #[error("model `{0}` cannot be loaded now: every loaded model is busy; retry later")]
@@ -181,6 +183,13 @@ impl ModelManager {
         let mut entries = BTreeMap::new();
         for decl in models {
             validate_model_id(&decl.spec.id)?;
+            let src = &decl.spec.source;
+            if !src.contains("://") && !std::path::Path::new(src).exists() {
+                return Err(format!(
+                    "model {:?}: no such file or directory {src:?}",
+                    decl.spec.id
+                ));
+            }
             let id = decl.spec.id.clone();
             let entry = Entry {
                 decl,
@@ -225,6 +234,7 @@ impl ModelManager {
 
     /// The model `id`, loading it first if needed.
     pub async fn get_or_load(&self, id: &str) -> Result<Arc<ModelHandle>, LoadError> {
+        validate_model_id(id).map_err(LoadError::InvalidId)?;
         let entry = self
             .inner
             .entries
@@ -360,6 +370,7 @@ impl ModelManager {
     /// Unloads `id` once its requests have finished (bounded by the load timeout): true when it
     /// was loaded.
     pub async fn unload(&self, id: &str) -> Result<bool, LoadError> {
+        validate_model_id(id).map_err(LoadError::InvalidId)?;
         let entry = self
             .inner
             .entries
@@ -453,9 +464,7 @@ fn estimate_bytes(local: &LocalModel, limits: &EngineLimits) -> u64 {
         crate::config::KvMemory::Bytes(b) => b,
         crate::config::KvMemory::FractionOfAvailable(_) => 0,
     };
-    let kv = limits
-        .num_kv_blocks
-        .map_or(kv, |_| 0);
+    let kv = limits.num_kv_blocks.map_or(kv, |_| 0);
     loader::weight_file_bytes(local) + kv
 }
 
