@@ -104,19 +104,6 @@ pub async fn require_metrics_key(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn accepts_only_its_keys() {
-        let k = Keys::new(&["alpha", "beta-2"]);
-        assert!(k.accepts("alpha") && k.accepts("beta-2"));
-        assert!(!k.accepts("alph") && !k.accepts("alphaa") && !k.accepts(""));
-        assert!(Keys::default().is_empty());
-    }
-}
-
 /// Middleware of `/admin/*`.
 pub async fn require_admin_key(
     State(state): State<AppState>,
@@ -127,5 +114,18 @@ pub async fn require_admin_key(
         next.run(req).await
     } else {
         ApiError::unauthorized().into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_only_its_keys() {
+        let k = Keys::new(&["alpha", "beta-2"]);
+        assert!(k.accepts("alpha") && k.accepts("beta-2"));
+        assert!(!k.accepts("alph") && !k.accepts("alphaa") && !k.accepts(""));
+        assert!(Keys::default().is_empty());
     }
 }
