@@ -50,6 +50,10 @@ pub struct ServeArgs {
     /// any, weir serves SmolLM2-135M-Instruct (Q4_1 GGUF), fetched once into the cache.
     #[arg(long = "model", env = "WEIR_MODEL", value_delimiter = ',')]
     pub models: Vec<ModelSpec>,
+    /// A TOML file declaring models: `[[models]]` tables with `id`, `source` and optionally
+    /// `pinned`, `max_model_len`, `kv_cache_memory` and `dtype` (this model's own settings).
+    #[arg(long, env = "WEIR_MODELS_CONFIG")]
+    pub models_config: Option<PathBuf>,
     /// Load these models at start (repeat; `all` for every declared model). Others load on their
     /// first request. Without --model, the default model is preloaded.
     #[arg(long = "preload", env = "WEIR_PRELOAD", value_delimiter = ',')]
@@ -67,6 +71,15 @@ pub struct ServeArgs {
     /// Seconds a request waits for its model to load (or for room to load it) before 503.
     #[arg(long, env = "WEIR_LOAD_TIMEOUT", default_value_t = 300.0)]
     pub load_timeout: f64,
+    /// Hugging Face home (its `hub/` holds the cache that hf:// sources resolve in).
+    #[arg(long, env = "HF_HOME")]
+    pub hf_home: Option<PathBuf>,
+    /// The Hugging Face hub cache directory itself (overrides --hf-home).
+    #[arg(long, env = "HF_HUB_CACHE")]
+    pub hf_hub_cache: Option<PathBuf>,
+    /// Never download hf:// models: use the cache only.
+    #[arg(long, env = "HF_HUB_OFFLINE")]
+    pub hf_hub_offline: bool,
     /// Key the /admin API requires (Bearer); without it /admin is open.
     #[arg(long, env = "WEIR_ADMIN_API_KEY", hide_env_values = true)]
     pub admin_api_key: Option<String>,
@@ -261,6 +274,53 @@ fn parse_kv_memory(s: &str) -> Result<KvMemory, String> {
     }
 }
 
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelsFile {
+    #[serde(default)]
+    models: Vec<ModelToml>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelToml {
+    id: String,
+    source: String,
+    #[serde(default)]
+    pinned: bool,
+    max_model_len: Option<usize>,
+    kv_cache_memory: Option<String>,
+    dtype: Option<String>,
+}
+
+/// The models of a `--models-config` file.
+pub fn parse_models_config(text: &str) -> Result<Vec<crate::manager::ModelDecl>, String> {
+    let file: ModelsFile = toml::from_str(text).map_err(|e| e.to_string())?;
+    file.models
+        .into_iter()
+        .map(|m| {
+            let at = |e: String| format!("model {:?}: {e}", m.id);
+            Ok(crate::manager::ModelDecl {
+                spec: ModelSpec {
+                    id: m.id.clone(),
+                    source: m.source.clone(),
+                },
+                pinned: m.pinned,
+                overrides: crate::manager::EngineOverrides {
+                    max_model_len: m.max_model_len,
+                    kv_cache_memory: m
+                        .kv_cache_memory
+                        .as_deref()
+                        .map(parse_kv_memory)
+                        .transpose()
+                        .map_err(at)?,
+                    dtype: m.dtype.as_deref().map(str::parse).transpose().map_err(at)?,
+                },
+            })
+        })
+        .collect()
+}
+
 /// "2GiB", "512MiB", "1.5GB", "4096".
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let s = s.trim();
@@ -434,6 +494,47 @@ impl ServeArgs {
         })
     }
 
+    /// The declared models: `--model` flags, then the `--models-config` file's.
+    pub fn model_decls(&self) -> Result<Vec<crate::manager::ModelDecl>, String> {
+        let mut decls: Vec<crate::manager::ModelDecl> = self
+            .models
+            .iter()
+            .cloned()
+            .map(crate::manager::ModelDecl::new)
+            .collect();
+        if let Some(path) = &self.models_config {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("--models-config {}: {e}", path.display()))?;
+            decls.extend(
+                parse_models_config(&text).map_err(|e| format!("{}: {e}", path.display()))?,
+            );
+        }
+        for d in &mut decls {
+            d.pinned |= self.pin.contains(&d.spec.id);
+        }
+        Ok(decls)
+    }
+
+    /// Where hf:// sources are cached, as huggingface_hub finds it.
+    pub fn hub_config(&self) -> crate::store::hf::HubConfig {
+        let cache = self.hf_hub_cache.clone().unwrap_or_else(|| {
+            self.hf_home
+                .clone()
+                .unwrap_or_else(|| self.home_dir().join(".cache").join("huggingface"))
+                .join("hub")
+        });
+        crate::store::hf::HubConfig {
+            cache,
+            offline: self.hf_hub_offline,
+        }
+    }
+
+    fn home_dir(&self) -> PathBuf {
+        std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."))
+    }
+
     /// The manager's budget and timeout.
     pub fn manager_limits(
         &self,
@@ -489,6 +590,39 @@ mod tests {
             KvMemory::FractionOfAvailable(0.25)
         );
         assert!(parse_kv_memory("1.5").is_err());
+    }
+
+    #[test]
+    fn models_config_declares_models_with_their_settings() {
+        let decls = parse_models_config(
+            r#"
+            [[models]]
+            id = "smol"
+            source = "/m/smol.gguf"
+            pinned = true
+            max_model_len = 2048
+            kv_cache_memory = "512MiB"
+            dtype = "f32"
+
+            [[models]]
+            id = "llama"
+            source = "hf://meta-llama/Llama-3.2-1B@main"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(decls.len(), 2);
+        assert!(decls[0].pinned && !decls[1].pinned);
+        let o = decls[0].overrides;
+        assert_eq!(o.max_model_len, Some(2048));
+        assert_eq!(o.kv_cache_memory, Some(KvMemory::Bytes(512 << 20)));
+        assert_eq!(o.dtype, Some(DTypeSpec::F32));
+        assert!(
+            parse_models_config("[[models]]\nid = \"x\"\nsource = \"y\"\nbogus = 1\n").is_err()
+        );
+        assert!(
+            parse_models_config("[[models]]\nid = \"x\"\nsource = \"y\"\ndtype = \"f8\"\n")
+                .is_err()
+        );
     }
 
     #[test]

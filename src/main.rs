@@ -46,32 +46,27 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let limits = args.validate().map_err(anyhow::Error::msg)?;
     let options = args.server_options().map_err(anyhow::Error::msg)?;
     let metrics = std::sync::Arc::new(weir::metrics::Metrics::new());
-    let mut specs = args.models.clone();
+    let mut decls = args.model_decls().map_err(anyhow::Error::msg)?;
     let dummy = limits.load_format == weir::models::weights::LoadFormat::Dummy;
-    if specs.is_empty() && dummy {
+    if decls.is_empty() && dummy {
         anyhow::bail!("--load-format dummy needs --model ID=PATH to a config.json");
     }
-    if specs.is_empty() {
+    // with no model declared, serve the default one (fetched once, loaded at start)
+    let default_only = decls.is_empty();
+    if default_only {
         let path = DEFAULT_MODEL
             .fetch(&args.cache_dir(), &args.pip_index_url)
             .await
             .context("fetching the default model")?;
-        specs.push(weir::store::ModelSpec {
+        decls.push(ModelDecl::new(weir::store::ModelSpec {
             id: DEFAULT_MODEL.id.to_string(),
             source: path.display().to_string(),
-        });
+        }));
     }
-    let preload_all = args.models.is_empty() || args.preload.iter().any(|p| p == "all");
-    let decls: Vec<ModelDecl> = specs
-        .into_iter()
-        .map(|spec| ModelDecl {
-            pinned: args.pin.contains(&spec.id),
-            spec,
-        })
-        .collect();
+    let preload_all = default_only || args.preload.iter().any(|p| p == "all");
     let manager_limits = args.manager_limits(limits).map_err(anyhow::Error::msg)?;
-    let models =
-        ModelManager::new(decls, manager_limits, metrics.clone()).map_err(anyhow::Error::msg)?;
+    let models = ModelManager::new(decls, manager_limits, args.hub_config(), metrics.clone())
+        .map_err(anyhow::Error::msg)?;
     let preload: Vec<String> = if preload_all {
         models.ids().map(String::from).collect()
     } else {

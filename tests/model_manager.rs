@@ -222,3 +222,89 @@ async fn bad_model_ids_are_400s_and_unknown_ones_404s() {
     assert_eq!(status, 404);
     assert!(weir::manager::validate_model_id("SmolLM2-135M-Instruct").is_ok());
 }
+
+/// A model in the Hugging Face cache layout, served offline from `hf://`, with its own settings.
+#[tokio::test]
+async fn hf_sources_resolve_in_the_hub_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub_dir = tmp.path().join("hub");
+    let repo = hub_dir.join("models--test-org--tiny");
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    write_tiny_llama(&repo.join("snapshots").join(commit), 5);
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    let direct = write_tiny_llama(&tmp.path().join("direct"), 5);
+    let decls = weir::config::parse_models_config(&format!(
+        r#"
+        [[models]]
+        id = "from-hub"
+        source = "hf://test-org/tiny"
+        max_model_len = 100
+
+        [[models]]
+        id = "by-commit"
+        source = "hf://test-org/tiny@{commit}"
+
+        [[models]]
+        id = "direct"
+        source = "{}"
+
+        [[models]]
+        id = "missing"
+        source = "hf://test-org/not-cached"
+        "#,
+        direct.display()
+    ))
+    .unwrap();
+    let hub = weir::store::hf::HubConfig {
+        cache: hub_dir,
+        offline: true,
+    };
+    let limits = ManagerLimits {
+        engine: test_limits(64, 16),
+        budget: Budget {
+            memory_bytes: None,
+            max_loaded: None,
+        },
+        load_timeout: Duration::from_secs(60),
+    };
+    let s = TestServer::start_decls(decls, limits, hub, ServerOptions::default(), false);
+    let (status, want) = complete(&s.url, "direct", "Hello").await;
+    assert_eq!(status, 200, "{want}");
+    for id in ["from-hub", "by-commit"] {
+        let (status, v) = complete(&s.url, id, "Hello").await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["choices"][0]["text"], want["choices"][0]["text"], "{id}");
+    }
+    let (_, models) = admin(&s.url, "GET", "/v1/models").await;
+    let len = |id: &str| {
+        models["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == id)
+            .unwrap()["max_model_len"]
+            .clone()
+    };
+    assert_eq!(len("from-hub"), 100, "the model's own max_model_len");
+    let (status, v) = complete(&s.url, "missing", "Hello").await;
+    assert_eq!(status, 503, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("HF_HUB_OFFLINE"),
+        "{v}"
+    );
+    let (_, m) = admin(&s.url, "GET", "/admin/models").await;
+    let missing = m["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "missing")
+        .unwrap();
+    assert!(missing["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("HF_HUB_OFFLINE"));
+}

@@ -17,6 +17,7 @@ pub mod lru;
 use crate::config::EngineLimits;
 use crate::engine::EngineHandle;
 use crate::metrics::Metrics;
+use crate::store::hf::{HfSource, HubConfig};
 use crate::store::{LocalModel, ModelSpec};
 use crate::text::TextCodec;
 use lru::{Budget, LruIndex, Plan};
@@ -93,6 +94,43 @@ pub struct ModelDecl {
     pub spec: ModelSpec,
     /// Never evicted.
     pub pinned: bool,
+    /// This model's own engine settings (`--models-config`), over the server's.
+    pub overrides: EngineOverrides,
+}
+
+impl ModelDecl {
+    /// A model with the server's settings.
+    pub fn new(spec: ModelSpec) -> Self {
+        Self {
+            spec,
+            pinned: false,
+            overrides: EngineOverrides::default(),
+        }
+    }
+}
+
+/// Per-model engine settings.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct EngineOverrides {
+    pub max_model_len: Option<usize>,
+    pub kv_cache_memory: Option<crate::config::KvMemory>,
+    pub dtype: Option<crate::models::device::DTypeSpec>,
+}
+
+impl EngineOverrides {
+    pub fn apply(&self, mut limits: EngineLimits) -> EngineLimits {
+        if let Some(m) = self.max_model_len {
+            limits.max_model_len = Some(m);
+        }
+        if let Some(kv) = self.kv_cache_memory {
+            limits.kv_cache_memory = kv;
+            limits.num_kv_blocks = None;
+        }
+        if let Some(d) = self.dtype {
+            limits.dtype = d;
+        }
+        limits
+    }
 }
 
 /// Load state of one declared model, as `/admin/models` reports it.
@@ -145,6 +183,7 @@ pub struct ManagerLimits {
 struct Inner {
     entries: BTreeMap<String, Entry>,
     limits: ManagerLimits,
+    hub: HubConfig,
     metrics: Arc<Metrics>,
     lru: Mutex<LruIndex>,
     /// One load at a time: budget decisions and RSS measurements do not interleave.
@@ -178,13 +217,21 @@ impl ModelManager {
     pub fn new(
         models: Vec<ModelDecl>,
         limits: ManagerLimits,
+        hub: HubConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Self, String> {
         let mut entries = BTreeMap::new();
         for decl in models {
             validate_model_id(&decl.spec.id)?;
             let src = &decl.spec.source;
-            if !src.contains("://") && !std::path::Path::new(src).exists() {
+            if let Some(parsed) = HfSource::parse(src) {
+                parsed.map_err(|e| e.to_string())?;
+            } else if src.contains("://") {
+                return Err(format!(
+                    "model {:?}: source {src:?}: local paths and hf://ORG/NAME[@REV] are supported",
+                    decl.spec.id
+                ));
+            } else if !std::path::Path::new(src).exists() {
                 return Err(format!(
                     "model {:?}: no such file or directory {src:?}",
                     decl.spec.id
@@ -206,6 +253,7 @@ impl ModelManager {
             inner: Arc::new(Inner {
                 entries,
                 limits,
+                hub,
                 metrics,
                 lru: Mutex::new(LruIndex::default()),
                 load_lock: tokio::sync::Mutex::new(()),
@@ -271,11 +319,20 @@ impl ModelManager {
         let _one = tokio::time::timeout_at(deadline, self.inner.load_lock.lock())
             .await
             .map_err(|_| LoadError::Timeout(id.clone()))?;
-        let limits = self.inner.limits.engine;
-        let local = open_local(&entry.decl.spec, &limits).map_err(|cause| LoadError::Failed {
-            id: id.clone(),
-            cause,
-        })?;
+        let limits = entry.decl.overrides.apply(self.inner.limits.engine);
+        let (spec, hub) = (entry.decl.spec.clone(), self.inner.hub.clone());
+        // may download (hf://): off the async threads
+        let local = tokio::task::spawn_blocking(move || open_local(&spec, &limits, &hub))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r)
+            .map_err(|cause| {
+                *entry.last_error.lock() = Some(cause.clone());
+                LoadError::Failed {
+                    id: id.clone(),
+                    cause,
+                }
+            })?;
         let need = estimate_bytes(&local, &limits);
         self.make_room(&id, need, deadline).await?;
         let started = Instant::now();
@@ -443,12 +500,22 @@ pub struct ModelStatus<'a> {
     pub last_error: Option<String>,
 }
 
-fn open_local(spec: &ModelSpec, limits: &EngineLimits) -> Result<LocalModel, String> {
-    if spec.source.contains("://") {
-        return Err(format!(
-            "source {:?}: only local files and directories are supported so far",
-            spec.source
-        ));
+/// The local files of a declared model (a Hugging Face source is resolved in, or downloaded
+/// into, the hub cache first).
+fn open_local(
+    spec: &ModelSpec,
+    limits: &EngineLimits,
+    hub: &HubConfig,
+) -> Result<LocalModel, String> {
+    let dummy = limits.load_format == crate::models::weights::LoadFormat::Dummy;
+    if let Some(src) = HfSource::parse(&spec.source) {
+        let dir = src.and_then(|s| s.fetch(hub)).map_err(|e| e.to_string())?;
+        return if dummy {
+            LocalModel::open_config(&dir)
+        } else {
+            crate::store::hf::open_snapshot(&dir)
+        }
+        .map_err(|e| e.to_string());
     }
     let path = std::path::Path::new(&spec.source);
     match limits.load_format {

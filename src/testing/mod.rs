@@ -281,18 +281,29 @@ impl TestServer {
         options: crate::config::ServerOptions,
         preload: bool,
     ) -> Self {
-        let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
         let decls = models
             .iter()
-            .map(|(id, path)| crate::manager::ModelDecl {
-                spec: crate::store::ModelSpec {
+            .map(|(id, path)| {
+                crate::manager::ModelDecl::new(crate::store::ModelSpec {
                     id: id.to_string(),
                     source: path.display().to_string(),
-                },
-                pinned: false,
+                })
             })
             .collect();
-        let manager = crate::manager::ModelManager::new(decls, limits, metrics.clone())
+        let hub = crate::config::ServeArgs::from_env().hub_config();
+        Self::start_decls(decls, limits, hub, options, preload)
+    }
+
+    /// A server of declared models (any source) with its Hugging Face cache.
+    pub fn start_decls(
+        decls: Vec<crate::manager::ModelDecl>,
+        limits: crate::manager::ManagerLimits,
+        hub: crate::store::hf::HubConfig,
+        options: crate::config::ServerOptions,
+        preload: bool,
+    ) -> Self {
+        let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
+        let manager = crate::manager::ModelManager::new(decls, limits, hub, metrics.clone())
             .expect("valid model declarations");
         let app = crate::api::router(crate::api::AppState::new(manager.clone(), metrics, options));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
