@@ -421,3 +421,97 @@ async fn priority_needs_the_priority_policy() {
     .await;
     assert_eq!(s, 200, "{v}");
 }
+
+#[tokio::test]
+async fn chat_messages_carry_refusal_null_and_usage_is_null_before_the_last_chunk() {
+    let (status, v) = post(
+        "/v1/chat/completions",
+        json!({"model": SMOL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let msg = v["choices"][0]["message"].as_object().unwrap();
+    assert!(
+        msg.contains_key("refusal") && msg["refusal"].is_null(),
+        "{v}"
+    );
+    for (path, body) in [
+        (
+            "/v1/chat/completions",
+            json!({"model": SMOL, "messages": [{"role": "user", "content": "Hi"}]}),
+        ),
+        ("/v1/completions", json!({"model": SMOL, "prompt": "Hi"})),
+    ] {
+        let mut with = body.clone();
+        with["max_tokens"] = json!(3);
+        with["stream"] = json!(true);
+        with["stream_options"] = json!({"include_usage": true});
+        let events = sse(path, with).await;
+        let chunks: Vec<Value> = events[..events.len() - 1]
+            .iter()
+            .map(|e| serde_json::from_str(e).unwrap())
+            .collect();
+        let (last, rest) = chunks.split_last().unwrap();
+        assert!(
+            last["usage"]["completion_tokens"].as_u64().is_some(),
+            "{last}"
+        );
+        for c in rest {
+            assert!(
+                c.as_object().unwrap().contains_key("usage") && c["usage"].is_null(),
+                "{path}: {c}"
+            );
+        }
+        let mut without = body.clone();
+        without["max_tokens"] = json!(3);
+        without["stream"] = json!(true);
+        let events = sse(path, without).await;
+        for e in &events[..events.len() - 1] {
+            let c: Value = serde_json::from_str(e).unwrap();
+            assert!(!c.as_object().unwrap().contains_key("usage"), "{path}: {c}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn tokenize_detokenize_and_one_model_card() {
+    let (status, v) = post("/tokenize", json!({"model": SMOL, "prompt": "Hello world"})).await;
+    assert_eq!(status, 200, "{v}");
+    let tokens = v["tokens"].as_array().unwrap().clone();
+    assert_eq!(v["count"], tokens.len());
+    assert!(v["max_model_len"].as_u64().unwrap() > 0);
+    let (status, d) = post("/detokenize", json!({"model": SMOL, "tokens": tokens})).await;
+    assert_eq!(status, 200, "{d}");
+    assert_eq!(d["prompt"], "Hello world");
+    let (status, c) = post(
+        "/tokenize",
+        json!({"model": SMOL, "messages": [{"role": "user", "content": "Hi"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{c}");
+    assert!(
+        c["count"].as_u64().unwrap() > 3,
+        "the chat template adds its tokens: {c}"
+    );
+    let (status, e) = post("/detokenize", json!({"model": SMOL, "tokens": [999999]})).await;
+    assert_eq!(
+        (status, e["error"]["param"].as_str()),
+        (400, Some("tokens"))
+    );
+    let (status, e) = post("/tokenize", json!({"model": SMOL})).await;
+    assert_eq!(status, 400, "{e}");
+    let card: Value = reqwest::get(format!("{}/v1/models/{SMOL}", server().url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (card["id"].as_str(), card["object"].as_str()),
+        (Some(SMOL), Some("model"))
+    );
+    let missing = reqwest::get(format!("{}/v1/models/nope", server().url))
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+}

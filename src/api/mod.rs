@@ -65,6 +65,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/chat/completions", post(openai::chat::chat_completions))
         .route("/v1/completions", post(openai::completions::completions))
         .route("/v1/models", get(openai::models::list_models))
+        .route("/v1/models/{id}", get(openai::tokenize::model))
+        .route("/tokenize", post(openai::tokenize::tokenize))
+        .route("/detokenize", post(openai::tokenize::detokenize))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_api_key,

@@ -29,6 +29,17 @@ fn event(v: &serde_json::Value) -> Event {
     Event::default().data(v.to_string())
 }
 
+/// A content chunk; with `include_usage`, OpenAI sends `"usage": null` on every chunk but the
+/// last.
+fn chunk_event(mut v: serde_json::Value, include_usage: bool) -> Event {
+    if include_usage {
+        if let Some(o) = v.as_object_mut() {
+            o.entry("usage").or_insert(serde_json::Value::Null);
+        }
+    }
+    event(&v)
+}
+
 struct StreamState<F> {
     merged: BoxStream<'static, Item>,
     format: F,
@@ -67,7 +78,7 @@ pub fn stream_response<F: ChunkFormat>(
             return None;
         }
         if let Some(i) = st.pending_first.pop() {
-            let first = st.format.first(i).map(|v| event(&v));
+            let first = st.format.first(i).map(|v| chunk_event(v, st.include_usage));
             return Some((first.into_iter().collect::<Vec<_>>(), st));
         }
         let out = match st.merged.next().await {
@@ -75,10 +86,10 @@ pub fn stream_response<F: ChunkFormat>(
             Some((i, Some(Ok(evs)))) => evs
                 .into_iter()
                 .map(|e| match e {
-                    GenEvent::Text(t) => event(&st.format.text(i, t)),
+                    GenEvent::Text(t) => chunk_event(st.format.text(i, t), st.include_usage),
                     GenEvent::Finished { reason, usage } => {
                         st.usage = st.usage.plus(usage);
-                        event(&st.format.finish(i, &reason))
+                        chunk_event(st.format.finish(i, &reason), st.include_usage)
                     }
                 })
                 .collect(),

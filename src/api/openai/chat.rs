@@ -17,7 +17,7 @@ use serde_json::json;
 
 const ROLES: [&str; 5] = ["system", "user", "assistant", "tool", "developer"];
 
-fn to_chat_messages(msgs: &[ChatMessageIn]) -> Result<Vec<ChatMessage>, ApiError> {
+pub(crate) fn to_chat_messages(msgs: &[ChatMessageIn]) -> Result<Vec<ChatMessage>, ApiError> {
     if msgs.is_empty() {
         return Err(ApiError::invalid(
             Some("messages".into()),
@@ -164,6 +164,7 @@ pub async fn chat_completions(
             message: ChatMessageOut {
                 role: "assistant",
                 content: text,
+                refusal: None,
             },
             logprobs: None,
             finish_reason: Some(finish_reason_str(&reason)),

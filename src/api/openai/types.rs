@@ -153,6 +153,8 @@ pub fn finish_reason_str(r: &FinishReason) -> &'static str {
 pub struct ChatMessageOut {
     pub role: &'static str,
     pub content: String,
+    /// Always present (null): OpenAI's schema requires the key.
+    pub refusal: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
