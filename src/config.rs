@@ -80,6 +80,9 @@ pub struct ServeArgs {
     /// Never download hf:// models: use the cache only.
     #[arg(long, env = "HF_HUB_OFFLINE")]
     pub hf_hub_offline: bool,
+    /// A GCS emulator (`host:port` or URL) to fetch gs:// sources from, without credentials.
+    #[arg(long, env = "STORAGE_EMULATOR_HOST")]
+    pub storage_emulator_host: Option<String>,
     /// Key the /admin API requires (Bearer); without it /admin is open.
     #[arg(long, env = "WEIR_ADMIN_API_KEY", hide_env_values = true)]
     pub admin_api_key: Option<String>,
@@ -513,6 +516,17 @@ impl ServeArgs {
             d.pinned |= self.pin.contains(&d.spec.id);
         }
         Ok(decls)
+    }
+
+    /// Where remote sources (hf://, gs://) resolve.
+    pub fn sources(&self) -> crate::store::Sources {
+        crate::store::Sources {
+            hub: self.hub_config(),
+            gcs: crate::store::gcs::GcsConfig::new(
+                self.storage_emulator_host.as_deref(),
+                self.cache_dir(),
+            ),
+        }
     }
 
     /// Where hf:// sources are cached, as huggingface_hub finds it.

@@ -65,7 +65,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let preload_all = default_only || args.preload.iter().any(|p| p == "all");
     let manager_limits = args.manager_limits(limits).map_err(anyhow::Error::msg)?;
-    let models = ModelManager::new(decls, manager_limits, args.hub_config(), metrics.clone())
+    let models = ModelManager::new(decls, manager_limits, args.sources(), metrics.clone())
         .map_err(anyhow::Error::msg)?;
     let preload: Vec<String> = if preload_all {
         models.ids().map(String::from).collect()

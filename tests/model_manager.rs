@@ -256,9 +256,12 @@ async fn hf_sources_resolve_in_the_hub_cache() {
         direct.display()
     ))
     .unwrap();
-    let hub = weir::store::hf::HubConfig {
-        cache: hub_dir,
-        offline: true,
+    let sources = weir::store::Sources {
+        hub: weir::store::hf::HubConfig {
+            cache: hub_dir,
+            offline: true,
+        },
+        gcs: weir::store::gcs::GcsConfig::new(None, tmp.path().join("cache")),
     };
     let limits = ManagerLimits {
         engine: test_limits(64, 16),
@@ -268,7 +271,7 @@ async fn hf_sources_resolve_in_the_hub_cache() {
         },
         load_timeout: Duration::from_secs(60),
     };
-    let s = TestServer::start_decls(decls, limits, hub, ServerOptions::default(), false);
+    let s = TestServer::start_decls(decls, limits, sources, ServerOptions::default(), false);
     let (status, want) = complete(&s.url, "direct", "Hello").await;
     assert_eq!(status, 200, "{want}");
     for id in ["from-hub", "by-commit"] {

@@ -17,7 +17,9 @@ pub mod lru;
 use crate::config::EngineLimits;
 use crate::engine::EngineHandle;
 use crate::metrics::Metrics;
-use crate::store::hf::{HfSource, HubConfig};
+use crate::store::gcs::GcsSource;
+use crate::store::hf::HfSource;
+use crate::store::Sources;
 use crate::store::{LocalModel, ModelSpec};
 use crate::text::TextCodec;
 use lru::{Budget, LruIndex, Plan};
@@ -183,7 +185,7 @@ pub struct ManagerLimits {
 struct Inner {
     entries: BTreeMap<String, Entry>,
     limits: ManagerLimits,
-    hub: HubConfig,
+    sources: Sources,
     metrics: Arc<Metrics>,
     lru: Mutex<LruIndex>,
     /// One load at a time: budget decisions and RSS measurements do not interleave.
@@ -217,7 +219,7 @@ impl ModelManager {
     pub fn new(
         models: Vec<ModelDecl>,
         limits: ManagerLimits,
-        hub: HubConfig,
+        sources: Sources,
         metrics: Arc<Metrics>,
     ) -> Result<Self, String> {
         let mut entries = BTreeMap::new();
@@ -226,9 +228,11 @@ impl ModelManager {
             let src = &decl.spec.source;
             if let Some(parsed) = HfSource::parse(src) {
                 parsed.map_err(|e| e.to_string())?;
+            } else if let Some(parsed) = GcsSource::parse(src) {
+                parsed.map_err(|e| e.to_string())?;
             } else if src.contains("://") {
                 return Err(format!(
-                    "model {:?}: source {src:?}: local paths and hf://ORG/NAME[@REV] are supported",
+                    "model {:?}: source {src:?}: local paths, hf://ORG/NAME[@REV] and gs://BUCKET/PREFIX are supported",
                     decl.spec.id
                 ));
             } else if !std::path::Path::new(src).exists() {
@@ -253,7 +257,7 @@ impl ModelManager {
             inner: Arc::new(Inner {
                 entries,
                 limits,
-                hub,
+                sources,
                 metrics,
                 lru: Mutex::new(LruIndex::default()),
                 load_lock: tokio::sync::Mutex::new(()),
@@ -320,9 +324,9 @@ impl ModelManager {
             .await
             .map_err(|_| LoadError::Timeout(id.clone()))?;
         let limits = entry.decl.overrides.apply(self.inner.limits.engine);
-        let (spec, hub) = (entry.decl.spec.clone(), self.inner.hub.clone());
-        // may download (hf://): off the async threads
-        let local = tokio::task::spawn_blocking(move || open_local(&spec, &limits, &hub))
+        let (spec, sources) = (entry.decl.spec.clone(), self.inner.sources.clone());
+        // may download (hf://, gs://): off the async threads
+        let local = tokio::task::spawn_blocking(move || open_local(&spec, &limits, &sources))
             .await
             .map_err(|e| e.to_string())
             .and_then(|r| r)
@@ -500,16 +504,23 @@ pub struct ModelStatus<'a> {
     pub last_error: Option<String>,
 }
 
-/// The local files of a declared model (a Hugging Face source is resolved in, or downloaded
-/// into, the hub cache first).
+/// The local files of a declared model (a Hugging Face or GCS source is resolved in, or
+/// downloaded into, its cache first). Runs on a blocking thread of the runtime.
 fn open_local(
     spec: &ModelSpec,
     limits: &EngineLimits,
-    hub: &HubConfig,
+    sources: &Sources,
 ) -> Result<LocalModel, String> {
     let dummy = limits.load_format == crate::models::weights::LoadFormat::Dummy;
-    if let Some(src) = HfSource::parse(&spec.source) {
-        let dir = src.and_then(|s| s.fetch(hub)).map_err(|e| e.to_string())?;
+    let remote = if let Some(src) = HfSource::parse(&spec.source) {
+        Some(src.and_then(|s| s.fetch(&sources.hub)))
+    } else {
+        GcsSource::parse(&spec.source).map(|src| {
+            src.and_then(|s| tokio::runtime::Handle::current().block_on(s.fetch(&sources.gcs)))
+        })
+    };
+    if let Some(dir) = remote {
+        let dir = dir.map_err(|e| e.to_string())?;
         return if dummy {
             LocalModel::open_config(&dir)
         } else {

