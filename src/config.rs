@@ -83,6 +83,9 @@ pub struct ServeArgs {
     /// A GCS emulator (`host:port` or URL) to fetch gs:// sources from, without credentials.
     #[arg(long, env = "STORAGE_EMULATOR_HOST")]
     pub storage_emulator_host: Option<String>,
+    /// A service-account key file for gs:// sources (else the metadata server's credentials).
+    #[arg(long, env = "GOOGLE_APPLICATION_CREDENTIALS")]
+    pub google_application_credentials: Option<PathBuf>,
     /// Key the /admin API requires (Bearer); without it /admin is open.
     #[arg(long, env = "WEIR_ADMIN_API_KEY", hide_env_values = true)]
     pub admin_api_key: Option<String>,
@@ -522,10 +525,13 @@ impl ServeArgs {
     pub fn sources(&self) -> crate::store::Sources {
         crate::store::Sources {
             hub: self.hub_config(),
-            gcs: crate::store::gcs::GcsConfig::new(
-                self.storage_emulator_host.as_deref(),
-                self.cache_dir(),
-            ),
+            gcs: crate::store::gcs::GcsConfig {
+                credentials: self.google_application_credentials.clone(),
+                ..crate::store::gcs::GcsConfig::new(
+                    self.storage_emulator_host.as_deref(),
+                    self.cache_dir(),
+                )
+            },
         }
     }
 

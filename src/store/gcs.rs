@@ -2,7 +2,9 @@
 //! (`<cache>/gcs/BUCKET/PREFIX/`) through the JSON API.
 //!
 //! - Endpoint: `https://storage.googleapis.com`, or `STORAGE_EMULATOR_HOST` (no credentials
-//!   then). Credentials otherwise: an OAuth token from the metadata server (GCE, GKE, Cloud Run).
+//!   then). Credentials otherwise: a service-account key file (`GOOGLE_APPLICATION_CREDENTIALS`:
+//!   an RS256-signed JWT exchanged at its `token_uri`), else the metadata server (GCE, GKE, Cloud
+//!   Run).
 //! - Each object streams into `<file>.partial`; a transient failure (connection, 408/429/5xx, a
 //!   cut body) is retried with exponential backoff and jitter, resuming with `Range` from the bytes
 //!   already on disk. The whole file is then checked against the object's MD5 (or CRC32C) and
@@ -26,6 +28,8 @@ pub struct GcsConfig {
     pub endpoint: String,
     /// No credentials (an emulator).
     pub anonymous: bool,
+    /// A service-account key file; without one, the metadata server's token.
+    pub credentials: Option<PathBuf>,
     /// The model cache; objects land under `gcs/BUCKET/PREFIX`.
     pub cache_dir: PathBuf,
     /// Attempts per object before giving up.
@@ -43,6 +47,7 @@ impl GcsConfig {
         Self {
             endpoint,
             anonymous,
+            credentials: None,
             cache_dir,
             max_attempts: 8,
         }
@@ -136,10 +141,10 @@ impl Client {
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| fetch_err(&cfg.endpoint, e.to_string()))?;
-        let token = if cfg.anonymous {
-            None
-        } else {
-            Some(metadata_token(&http).await?)
+        let token = match (&cfg.anonymous, &cfg.credentials) {
+            (true, _) => None,
+            (false, Some(path)) => Some(service_account_token(&http, path).await?),
+            (false, None) => Some(metadata_token(&http).await?),
         };
         Ok(Self {
             http,
@@ -370,6 +375,59 @@ where
         what,
         format!("gave up after {} attempts: {last}", cfg.max_attempts),
     ))
+}
+
+#[derive(serde::Deserialize)]
+struct ServiceAccount {
+    client_email: String,
+    private_key: String,
+    token_uri: String,
+}
+
+/// An access token for a service account: a JWT signed with its key, exchanged at `token_uri`.
+async fn service_account_token(http: &reqwest::Client, path: &Path) -> Result<String, StoreError> {
+    let bytes = std::fs::read(path).map_err(|e| StoreError::io(path, e))?;
+    let bad = |reason: String| StoreError::BadSource {
+        path: path.display().to_string(),
+        reason,
+    };
+    let sa: ServiceAccount = serde_json::from_slice(&bytes)
+        .map_err(|e| bad(format!("not a service-account key file: {e}")))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let claims = serde_json::json!({
+        "iss": sa.client_email,
+        "scope": "https://www.googleapis.com/auth/devstorage.read_only",
+        "aud": sa.token_uri,
+        "iat": now,
+        "exp": now + 3600,
+    });
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(sa.private_key.as_bytes())
+        .map_err(|e| bad(format!("private_key: {e}")))?;
+    let jwt = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &claims,
+        &key,
+    )
+    .map_err(|e| bad(format!("signing the token request: {e}")))?;
+    let v: serde_json::Value = http
+        .post(&sa.token_uri)
+        .form(&[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+            ("assertion", jwt.as_str()),
+        ])
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| fetch_err(&sa.token_uri, e.to_string()))?
+        .json()
+        .await
+        .map_err(|e| fetch_err(&sa.token_uri, e.to_string()))?;
+    v["access_token"]
+        .as_str()
+        .map(String::from)
+        .ok_or_else(|| fetch_err(&sa.token_uri, "no access_token in the answer".into()))
 }
 
 /// An access token from the metadata server.
