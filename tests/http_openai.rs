@@ -515,3 +515,45 @@ async fn tokenize_detokenize_and_one_model_card() {
         .unwrap();
     assert_eq!(missing.status(), 404);
 }
+
+#[tokio::test]
+async fn stop_strings_can_be_kept_and_special_tokens_shown() {
+    let (_, v) = post(
+        "/v1/completions",
+        json!({"model": SMOL, "prompt": "The capital of France is", "max_tokens": 20, "temperature": 0,
+               "stop": ["\n\n"], "include_stop_str_in_output": true}),
+    )
+    .await;
+    assert_eq!(v["choices"][0]["text"], " Paris.\n\n");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    // past EOS (ignore_eos) the chat's end token is text only when special tokens are kept
+    let body = |skip: Option<bool>| {
+        let mut b = json!({"model": SMOL, "messages": [{"role": "user", "content": "Say hi"}],
+            "max_tokens": 40, "temperature": 0, "ignore_eos": true});
+        if let Some(skip) = skip {
+            b["skip_special_tokens"] = json!(skip);
+        }
+        b
+    };
+    let (_, shown) = post("/v1/chat/completions", body(Some(false))).await;
+    let shown = shown["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(shown.contains("<|im_end|>"), "{shown:?}");
+    let (_, hidden) = post("/v1/chat/completions", body(None)).await;
+    let hidden = hidden["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!hidden.contains("<|im_end|>"), "{hidden:?}");
+    let (status, e) = post(
+        "/v1/completions",
+        json!({"model": SMOL, "prompt": "Hi", "spaces_between_special_tokens": false}),
+    )
+    .await;
+    assert_eq!(
+        (status, e["error"]["param"].as_str()),
+        (400, Some("spaces_between_special_tokens"))
+    );
+}

@@ -28,6 +28,8 @@ pub struct GenOptions {
     /// `--request-timeout`, set by the handler from the server's options.
     pub timeout: Option<std::time::Duration>,
     pub cache_salt: Option<String>,
+    pub include_stop_str_in_output: bool,
+    pub skip_special_tokens: bool,
     /// `--log-prompts`: the request's log line carries its prompt.
     pub log_prompt: bool,
     /// The API key's token bucket, charged when the request ends.
@@ -119,6 +121,11 @@ impl GenOptions {
                 "cache_salt must be a non-empty string".into(),
             )?;
         }
+        check(
+            f.spaces_between_special_tokens != Some(false),
+            "spaces_between_special_tokens",
+            "spaces_between_special_tokens: only true (the default) is supported".into(),
+        )?;
         let stop_strings = f.stop.clone().map(|s| s.into_vec()).unwrap_or_default();
         check(
             stop_strings.iter().all(|s| !s.is_empty()),
@@ -153,6 +160,8 @@ impl GenOptions {
             log_prompt: false,
             charge: None,
             cache_salt: f.cache_salt.clone(),
+            include_stop_str_in_output: f.include_stop_str_in_output.unwrap_or(false),
+            skip_special_tokens: f.skip_special_tokens.unwrap_or(true),
         })
     }
 }
@@ -258,8 +267,9 @@ impl Generation {
         Ok(Self {
             model: model.clone(),
             stream: Some(stream),
-            detok: IncrementalDetokenizer::new(true),
-            stops: StopStringMatcher::new(opts.stop_strings.clone()),
+            detok: IncrementalDetokenizer::new(opts.skip_special_tokens),
+            stops: StopStringMatcher::new(opts.stop_strings.clone())
+                .including_stop(opts.include_stop_str_in_output),
             prompt_tokens,
             completion_tokens: 0,
             cached_tokens: 0,

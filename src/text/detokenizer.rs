@@ -73,6 +73,8 @@ pub struct StopCheck {
 pub struct StopStringMatcher {
     stops: Vec<String>,
     pending: String,
+    /// Send the matched stop string too (vLLM's `include_stop_str_in_output`).
+    include_stop: bool,
 }
 
 impl StopStringMatcher {
@@ -80,7 +82,14 @@ impl StopStringMatcher {
         Self {
             stops: stops.into_iter().filter(|s| !s.is_empty()).collect(),
             pending: String::new(),
+            include_stop: false,
         }
+    }
+
+    /// The matched stop string ends the text instead of being cut off.
+    pub fn including_stop(mut self, include: bool) -> Self {
+        self.include_stop = include;
+        self
     }
 
     pub fn push(&mut self, text: &str) -> StopCheck {
@@ -99,7 +108,12 @@ impl StopStringMatcher {
             .filter_map(|(i, s)| self.pending.find(s.as_str()).map(|pos| (pos, i)))
             .min();
         if let Some((pos, i)) = hit {
-            let text = self.pending[..pos].to_string();
+            let end = if self.include_stop {
+                pos + self.stops[i].len()
+            } else {
+                pos
+            };
+            let text = self.pending[..end].to_string();
             self.pending.clear();
             return StopCheck {
                 text,

@@ -47,6 +47,12 @@ pub struct GenerationFields {
     pub priority: Option<i64>,
     /// vLLM extension: requests share prefix-cache blocks only with the same salt.
     pub cache_salt: Option<String>,
+    /// vLLM extension: keep the matched stop string in the text.
+    pub include_stop_str_in_output: Option<bool>,
+    /// vLLM extension: drop special tokens from the text (default true).
+    pub skip_special_tokens: Option<bool>,
+    /// vLLM extension: only the default (true) is supported.
+    pub spaces_between_special_tokens: Option<bool>,
     #[serde(default)]
     pub stream: bool,
     pub stream_options: Option<StreamOptions>,
