@@ -121,6 +121,12 @@ impl GenOptions {
                 "cache_salt must be a non-empty string".into(),
             )?;
         }
+        if let Some(name) = f.unsupported.first_set() {
+            return Err(ApiError::invalid(
+                Some(name.to_string()),
+                format!("{name} is not supported yet"),
+            ));
+        }
         check(
             f.spaces_between_special_tokens != Some(false),
             "spaces_between_special_tokens",

@@ -53,9 +53,83 @@ pub struct GenerationFields {
     pub skip_special_tokens: Option<bool>,
     /// vLLM extension: only the default (true) is supported.
     pub spaces_between_special_tokens: Option<bool>,
+    /// Fields that change the output and are not implemented yet: a request that sets one to
+    /// anything but its neutral value is a 400 naming it, never silently served without it.
+    #[serde(flatten)]
+    pub unsupported: UnsupportedFields,
     #[serde(default)]
     pub stream: bool,
     pub stream_options: Option<StreamOptions>,
+}
+
+/// See `GenerationFields::unsupported`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct UnsupportedFields {
+    pub logit_bias: Option<serde_json::Value>,
+    pub logprobs: Option<serde_json::Value>,
+    pub top_logprobs: Option<serde_json::Value>,
+    pub prompt_logprobs: Option<serde_json::Value>,
+    pub response_format: Option<serde_json::Value>,
+    pub tools: Option<serde_json::Value>,
+    pub tool_choice: Option<serde_json::Value>,
+    pub functions: Option<serde_json::Value>,
+    pub min_p: Option<serde_json::Value>,
+    pub repetition_penalty: Option<serde_json::Value>,
+    pub best_of: Option<serde_json::Value>,
+    pub suffix: Option<serde_json::Value>,
+    pub guided_json: Option<serde_json::Value>,
+    pub guided_regex: Option<serde_json::Value>,
+    pub guided_choice: Option<serde_json::Value>,
+    pub guided_grammar: Option<serde_json::Value>,
+}
+
+impl UnsupportedFields {
+    /// The first field set to something other than its neutral value.
+    pub fn first_set(&self) -> Option<&'static str> {
+        use serde_json::Value as V;
+        let neutral = |v: &Option<V>, ok: &dyn Fn(&V) -> bool| {
+            v.as_ref().is_none_or(|v| v.is_null() || ok(v))
+        };
+        let no = |_: &V| false;
+        let empty = |v: &V| {
+            v.as_object().is_some_and(|o| o.is_empty())
+                || v.as_array().is_some_and(|a| a.is_empty())
+        };
+        let checks: [(&'static str, bool); 16] = [
+            ("logit_bias", neutral(&self.logit_bias, &empty)),
+            (
+                "logprobs",
+                neutral(&self.logprobs, &|v| v == &V::Bool(false)),
+            ),
+            (
+                "top_logprobs",
+                neutral(&self.top_logprobs, &|v| v.as_u64() == Some(0)),
+            ),
+            ("prompt_logprobs", neutral(&self.prompt_logprobs, &no)),
+            (
+                "response_format",
+                neutral(&self.response_format, &|v| v["type"] == "text"),
+            ),
+            ("tools", neutral(&self.tools, &empty)),
+            ("tool_choice", neutral(&self.tool_choice, &|v| v == "none")),
+            ("functions", neutral(&self.functions, &empty)),
+            ("min_p", neutral(&self.min_p, &|v| v.as_f64() == Some(0.0))),
+            (
+                "repetition_penalty",
+                neutral(&self.repetition_penalty, &|v| v.as_f64() == Some(1.0)),
+            ),
+            (
+                "best_of",
+                neutral(&self.best_of, &|v| v.as_u64() == Some(1)),
+            ),
+            ("suffix", neutral(&self.suffix, &|v| v.as_str() == Some(""))),
+            ("guided_json", neutral(&self.guided_json, &no)),
+            ("guided_regex", neutral(&self.guided_regex, &no)),
+            ("guided_choice", neutral(&self.guided_choice, &no)),
+            ("guided_grammar", neutral(&self.guided_grammar, &no)),
+        ];
+        checks.iter().find(|(_, ok)| !ok).map(|(name, _)| *name)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
