@@ -292,7 +292,7 @@ impl Metrics {
             model_memory_bytes: register(
                 &r,
                 IntGaugeVec::new(
-                    Opts::new("weir:model_memory_bytes", "Bytes a loaded model holds (weights and KV cache)."),
+                    Opts::new("weir:model_memory_bytes", "Bytes a loaded model holds, measured at load (process RSS growth: weights, KV cache, buffers)."),
                     &["model_name"],
                 )
                 .unwrap(),
@@ -419,17 +419,9 @@ pub struct EngineMetrics {
 }
 
 impl EngineMetrics {
-    /// Series registered nowhere (engines built without a server, in tests and benches).
-    pub fn detached(model: &str) -> Self {
-        Metrics::new().engine(model)
-    }
-
     pub fn finished(&self, reason: FinishedLabel) {
-        self.success[FinishedLabel::ALL
-            .iter()
-            .position(|&r| r == reason)
-            .expect("every label is listed")]
-        .inc();
+        // `ALL` lists the labels in declaration order
+        self.success[reason as usize].inc();
     }
 
     pub fn step(&self, kind: StepKind, tokens: usize, took: Duration) {

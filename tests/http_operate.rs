@@ -240,15 +240,6 @@ async fn api_keys_guard_the_api_and_metrics() {
     assert_eq!(metric(&text, "weir:http_requests_total", &route), 2.0);
 }
 
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_flood_is_answered_200_or_429_and_memory_stays_bounded() {
     let mut limits = test_limits(64, 16);
@@ -261,7 +252,7 @@ async fn a_flood_is_answered_200_or_429_and_memory_stays_bounded() {
         .unwrap();
     let body = json!({"model": "tiny", "prompt": [9, 8, 7, 6, 5], "max_tokens": 24,
         "temperature": 0, "ignore_eos": true});
-    let before = rss_bytes();
+    let before = weir::manager::rss_bytes();
     let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(256));
     let tasks: Vec<_> = (0..2000)
         .map(|_| {
@@ -292,7 +283,7 @@ async fn a_flood_is_answered_200_or_429_and_memory_stays_bounded() {
         }
     }
     assert!(ok > 0 && limited > 0, "ok {ok}, limited {limited}");
-    let grown = rss_bytes().saturating_sub(before);
+    let grown = weir::manager::rss_bytes().saturating_sub(before);
     assert!(grown < 256 << 20, "RSS grew by {} MiB", grown >> 20);
     // still serving, nothing left queued or holding blocks
     let (status, _, _) = complete(&client, &s.url, &body).await;

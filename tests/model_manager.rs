@@ -6,9 +6,9 @@
 use serde_json::{json, Value};
 use std::time::Duration;
 use weir::config::ServerOptions;
-use weir::manager::lru::Budget;
-use weir::manager::ManagerLimits;
-use weir::testing::{default_model_path, test_limits, write_tiny_llama, TestServer};
+use weir::testing::{
+    default_model_path, manager_limits, test_limits, write_tiny_llama, TestServer,
+};
 
 async fn complete(url: &str, model: &str, prompt: &str) -> (u16, Value) {
     let r = reqwest::Client::new()
@@ -65,14 +65,7 @@ async fn models_swap_under_a_one_model_budget_without_losing_a_request() {
     reference.models.shutdown();
     drop(reference);
 
-    let limits = ManagerLimits {
-        engine: test_limits(256, 16),
-        budget: Budget {
-            memory_bytes: None,
-            max_loaded: Some(1),
-        },
-        load_timeout: Duration::from_secs(120),
-    };
+    let limits = manager_limits(test_limits(256, 16), Some(1), 120);
     let s = TestServer::start_managed(&models, limits, ServerOptions::default(), false);
     let (_, list) = admin(&s.url, "GET", "/v1/models").await;
     assert_eq!(
@@ -194,14 +187,7 @@ async fn models_swap_under_a_one_model_budget_without_losing_a_request() {
 async fn bad_model_ids_are_400s_and_unknown_ones_404s() {
     let tmp = tempfile::tempdir().unwrap();
     let a = write_tiny_llama(&tmp.path().join("tiny-a"), 5);
-    let limits = ManagerLimits {
-        engine: test_limits(64, 16),
-        budget: Budget {
-            memory_bytes: None,
-            max_loaded: Some(1),
-        },
-        load_timeout: Duration::from_secs(60),
-    };
+    let limits = manager_limits(test_limits(64, 16), Some(1), 60);
     let s = TestServer::start_managed(&[("tiny-a", &a)], limits, ServerOptions::default(), false);
     for bad in ["../tiny-a", "a/b", ".hidden", "x\u{7}"] {
         let (status, v) = complete(&s.url, bad, "hi").await;
@@ -263,14 +249,7 @@ async fn hf_sources_resolve_in_the_hub_cache() {
         },
         gcs: weir::store::gcs::GcsConfig::new(None, tmp.path().join("cache")),
     };
-    let limits = ManagerLimits {
-        engine: test_limits(64, 16),
-        budget: Budget {
-            memory_bytes: None,
-            max_loaded: None,
-        },
-        load_timeout: Duration::from_secs(60),
-    };
+    let limits = manager_limits(test_limits(64, 16), None, 60);
     let s = TestServer::start_decls(decls, limits, sources, ServerOptions::default(), false);
     let (status, want) = complete(&s.url, "direct", "Hello").await;
     assert_eq!(status, 200, "{want}");

@@ -72,11 +72,7 @@ fn start_prometheus(target: &str, dir: &Path) -> Prometheus {
         .replace("localhost:8000", target)
         .replace("scrape_interval: 5s", "scrape_interval: 1s");
     std::fs::write(dir.join("prometheus.yml"), config).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = weir::testing::free_port();
     let child = Command::new(prometheus_binary())
         .arg(format!(
             "--config.file={}",

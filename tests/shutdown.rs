@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use weir::testing::default_model_path;
+use weir::testing::{default_model_path, free_port};
 
 struct Server {
     child: Child,
@@ -16,14 +16,6 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn start(grace: &str) -> Server {

@@ -13,10 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weir::config::ServerOptions;
-use weir::manager::lru::Budget;
-use weir::manager::{ManagerLimits, ModelDecl};
+use weir::manager::ModelDecl;
 use weir::store::ModelSpec;
-use weir::testing::{test_limits, write_tiny_llama, TestServer};
+use weir::testing::{free_port, manager_limits, test_limits, write_tiny_llama, TestServer};
 
 fn emulator_binary() -> PathBuf {
     let out = Command::new("python3")
@@ -44,14 +43,6 @@ impl Drop for Emulator {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Starts fake-gcs-server serving the buckets under `data` (one folder per bucket).
@@ -230,14 +221,7 @@ fn server_with(root: &Path, gcs: weir::store::gcs::GcsConfig) -> TestServer {
         },
         gcs,
     };
-    let limits = ManagerLimits {
-        engine: test_limits(64, 16),
-        budget: Budget {
-            memory_bytes: None,
-            max_loaded: None,
-        },
-        load_timeout: Duration::from_secs(60),
-    };
+    let limits = manager_limits(test_limits(64, 16), None, 60);
     TestServer::start_decls(decls, limits, sources, ServerOptions::default(), false)
 }
 

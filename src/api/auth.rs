@@ -91,17 +91,22 @@ pub async fn require_api_key(
     }
 }
 
+/// Runs `req` when it carries one of `keys` (or none is required), else 401.
+async fn pass(keys: &Keys, req: Request, next: Next) -> Response {
+    if keys.check(&req).is_some() {
+        next.run(req).await
+    } else {
+        ApiError::unauthorized().into_response()
+    }
+}
+
 /// Middleware of `/metrics`.
 pub async fn require_metrics_key(
     State(state): State<AppState>,
     req: Request,
     next: Next,
 ) -> Response {
-    if state.metrics_key.check(&req).is_some() {
-        next.run(req).await
-    } else {
-        ApiError::unauthorized().into_response()
-    }
+    pass(&state.metrics_key, req, next).await
 }
 
 /// Middleware of `/admin/*`.
@@ -110,11 +115,7 @@ pub async fn require_admin_key(
     req: Request,
     next: Next,
 ) -> Response {
-    if state.admin_key.check(&req).is_some() {
-        next.run(req).await
-    } else {
-        ApiError::unauthorized().into_response()
-    }
+    pass(&state.admin_key, req, next).await
 }
 
 #[cfg(test)]

@@ -49,9 +49,7 @@ impl AppState {
             metrics,
             options: Arc::new(options),
             draining: Arc::default(),
-            started: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            started: openai::unix_now(),
         }
     }
 

