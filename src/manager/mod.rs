@@ -163,6 +163,8 @@ pub struct ModelCounters {
     pub bytes: AtomicU64,
     /// Unix milliseconds of the last request.
     pub last_used_ms: AtomicU64,
+    /// Load attempts that failed.
+    pub load_failures: AtomicU64,
 }
 
 struct Entry {
@@ -172,6 +174,9 @@ struct Entry {
     loading: tokio::sync::Mutex<()>,
     counters: ModelCounters,
     last_error: Mutex<Option<String>>,
+    /// Load attempts finished so far, and how the last one failed (`None` after a success):
+    /// requests that waited on an attempt share its failure instead of starting another.
+    attempts: Mutex<(u64, Option<LoadError>)>,
 }
 
 /// What the manager is allowed to hold.
@@ -248,6 +253,7 @@ impl ModelManager {
                 loading: tokio::sync::Mutex::new(()),
                 counters: ModelCounters::default(),
                 last_error: Mutex::new(None),
+                attempts: Mutex::new((0, None)),
             };
             if entries.insert(id.clone(), entry).is_some() {
                 return Err(format!("model id {id:?} is declared twice"));
@@ -306,6 +312,7 @@ impl ModelManager {
             self.inner.lru.lock().touch(id);
             return Ok(h);
         }
+        let seen = entry.attempts.lock().0;
         let deadline = tokio::time::Instant::now() + self.inner.limits.load_timeout;
         let _single = tokio::time::timeout_at(deadline, entry.loading.lock())
             .await
@@ -314,7 +321,26 @@ impl ModelManager {
             self.inner.lru.lock().touch(id);
             return Ok(h);
         }
-        self.load(entry, deadline).await
+        // an attempt finished while this request waited: its failure is this request's answer
+        // (a later request tries again)
+        if let (done, Some(failed)) = &*entry.attempts.lock() {
+            if *done > seen {
+                return Err(failed.clone());
+            }
+        }
+        let result = self.load(entry, deadline).await;
+        let mut attempts = entry.attempts.lock();
+        attempts.0 += 1;
+        // waiting for a busy model or the load lock depends on each waiter's own deadline
+        attempts.1 = match &result {
+            Err(e @ (LoadError::Failed { .. } | LoadError::TooLarge(_))) => Some(e.clone()),
+            _ => None,
+        };
+        if let Err(e) = &result {
+            entry.counters.load_failures.fetch_add(1, Ordering::Relaxed);
+            *entry.last_error.lock() = Some(e.to_string());
+        }
+        result
     }
 
     /// Loads `entry` (its `loading` lock held by the caller).
@@ -334,12 +360,9 @@ impl ModelManager {
             .await
             .map_err(|e| e.to_string())
             .and_then(|r| r)
-            .map_err(|cause| {
-                *entry.last_error.lock() = Some(cause.clone());
-                LoadError::Failed {
-                    id: id.clone(),
-                    cause,
-                }
+            .map_err(|cause| LoadError::Failed {
+                id: id.clone(),
+                cause,
             })?;
         let need = estimate_bytes(&local, &limits);
         self.make_room(&id, need, deadline).await?;
@@ -356,7 +379,6 @@ impl ModelManager {
             Ok(h) => Arc::new(h),
             Err(cause) => {
                 tracing::error!(model = %id, %cause, "load failed");
-                *entry.last_error.lock() = Some(cause.clone());
                 return Err(LoadError::Failed { id, cause });
             }
         };
