@@ -2,7 +2,8 @@
 # The model manager's swap costs on the CPU: time to first token of SmolLM2 when it is resident,
 # and when it is on disk (unloaded: the request loads it); then throughput of requests that
 # alternate between two models under a one-model budget (every request swaps) against the same
-# requests to one model. The two models are the same GGUF under two ids.
+# requests to one model. The two models are the same GGUF under two ids. A second server adds
+# --host-memory-budget: an evicted model keeps its weights and comes back with a new KV cache.
 #
 #   OUT=bench-results/model-swap scripts/bench-model-swap.sh
 set -euo pipefail
@@ -47,9 +48,26 @@ one=$(echo "2 * $N * 32 / ($t1 - $t0)" | bc -l)
 alt=$(echo "2 * $N * 32 / ($t2 - $t1)" | bc -l)
 stats=$(curl -s "$url/admin/stats")
 echo "$stats" >"$OUT/stats.json"
+# the host tier: b's request evicts a (weights kept), a's request brings it back
+kill $SERVER; wait $SERVER 2>/dev/null || true
+start_weir "$PORT" "$OUT/server-host.log" --model "a=$MODEL" --model "b=$MODEL" \
+  --max-loaded-models 1 --kv-cache-memory 256MiB --host-memory-budget 1GiB
+for _ in $(seq "$N"); do
+  ttft b >/dev/null
+  ttft a; echo
+done | median >"$OUT/ttft_host"
+t3=$(date +%s.%N)
+for _ in $(seq "$N"); do gen a; gen b; done
+t4=$(date +%s.%N)
+alt_host=$(echo "2 * $N * 32 / ($t4 - $t3)" | bc -l)
+host_stats=$(curl -s "$url/admin/stats")
+
 printf '| SmolLM2 Q4_1, CPU | value |\n|---|---|\n'
 printf '| TTFT resident (median of %s) | %.1f ms |\n' "$N" "$(echo "$(cat "$OUT/ttft_resident") * 1000" | bc -l)"
 printf '| TTFT cold, loaded from disk by the request (median of %s) | %.1f ms |\n' "$N" "$(echo "$(cat "$OUT/ttft_cold") * 1000" | bc -l)"
+printf '| TTFT back from the host tier (median of %s) | %.1f ms |\n' "$N" "$(echo "$(cat "$OUT/ttft_host") * 1000" | bc -l)"
 printf '| output tok/s, %s x 2 requests to one model | %.1f |\n' "$N" "$one"
 printf '| output tok/s, %s x 2 requests alternating two models, one-model budget | %.1f |\n' "$N" "$alt"
+printf '| the same, with --host-memory-budget 1GiB | %.1f |\n' "$alt_host"
+echo "host tier loads: $(echo "$host_stats" | python3 -c 'import json,sys; d=json.load(sys.stdin); print({m["id"]: (m["loads"], m["host_loads"]) for m in d["models"]})')"
 echo "loads/evictions: $(echo "$stats" | python3 -c 'import json,sys; d=json.load(sys.stdin); print({m["id"]: (m["loads"], m["evictions"]) for m in d["models"]})')"

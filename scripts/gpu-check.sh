@@ -7,7 +7,7 @@
 #   (SmolLM2 does not fit in one call's 64 MiB: scripts/gpu-assets.sh shows how to send it in
 #   parts first; with it, steps 1 and 2 also check SmolLM2 on CUDA.)
 #
-# Steps (under 8 minutes):
+# Steps (under 9 minutes):
 #   1. gpu_tests --ignored: weir's kernels and the tensor backend against the naive attention
 #      reference (f32/f16/bf16, GQA 1-8, head dims 64/128, contexts to 1,100), tiny-model logits
 #      CUDA vs CPU (f32, bf16), greedy /v1/completions served on CUDA = on CPU, and SmolLM2
@@ -15,6 +15,10 @@
 #   2. `weir serve --load-format dummy` with Llama-3.2-1B's shape (bf16), `weir bench` at
 #      concurrency 1, 32 and 128 (128-token prompts, 128 output tokens), once per attention
 #      backend (tensor: candle ops; cuda: weir's kernels), printed as one table.
+#   3. The model manager on the GPU: two dummy Llama-3.2-1B models under --max-loaded-models 1
+#      with --host-memory-budget: time of a one-token request to a cold model (weights made on
+#      the device), one back from host memory, a resident one; GPU memory used before the first
+#      load and after unloading both.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$(mktemp -d)}
@@ -113,4 +117,50 @@ PY
   grep -E "GPU memory|model loaded" "$OUT/serve-$backend.log" | head -2
 done
 echo "== table"; cat "$OUT/table.txt"
+
+echo "== 3. model swap on the GPU (two dummy Llama-3.2-1B, one loaded at a time, 16 GiB host tier)"
+"$BIN/weir" serve --model a="$CFG/config.json" --model b="$CFG/config.json" --load-format dummy \
+  --device cuda --max-model-len 2048 --gpu-memory-utilization 0.5 --max-loaded-models 1 \
+  --host-memory-budget 16GiB --port 8124 > "$OUT/serve-swap.log" 2>&1 &
+pid=$!
+timeout 240 python3 - <<'PY' || tests_rc=1
+import json, subprocess, time, urllib.request as u
+base = "http://127.0.0.1:8124"
+def gpu_used_mib():
+    out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+                         capture_output=True, text=True).stdout
+    return int(out.split()[0])
+def call(path, body=None):
+    data = json.dumps(body).encode() if body is not None else (b"" if path.startswith("/admin/models/") else None)
+    req = u.Request(base + path, data, {"Content-Type": "application/json"})
+    return json.load(u.urlopen(req, timeout=180))
+for _ in range(120):
+    try:
+        u.urlopen(base + "/health", timeout=2); break
+    except Exception:
+        time.sleep(1)
+time.sleep(1)
+empty = gpu_used_mib()
+rows = []
+for model, what in [("a", "cold"), ("b", "cold (a -> host)"), ("a", "host (b -> host)"),
+                    ("a", "resident"), ("b", "host")]:
+    t = time.perf_counter()
+    call("/v1/completions", {"model": model, "prompt": [1, 2, 3, 4], "max_tokens": 1})
+    rows.append((model, what, (time.perf_counter() - t) * 1e3, gpu_used_mib()))
+for m, what, ms, used in rows:
+    print(f"swap: {m} {what:<18} {ms:8.1f} ms   GPU used {used} MiB")
+stats = call("/admin/stats")
+for m in stats["models"]:
+    print(f"swap: {m['id']}: loads {m['loads']} host_loads {m['host_loads']} evictions {m['evictions']} "
+          f"bytes {m['bytes'] >> 20} MiB host_bytes {m['host_bytes'] >> 20} MiB")
+for m in ("a", "b"):
+    call(f"/admin/models/{m}/unload")
+time.sleep(1)
+after = gpu_used_mib()
+print(f"swap: GPU used {empty} MiB before the first load, {after} MiB after unloading both")
+assert stats["models"][0]["host_loads"] >= 1, stats
+assert after < empty + 1024, (empty, after)
+PY
+kill $pid 2>/dev/null; wait $pid 2>/dev/null
+grep -E "kept in host|evicting|error|ERROR" "$OUT/serve-swap.log" | head -6
 exit $tests_rc

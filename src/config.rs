@@ -65,6 +65,12 @@ pub struct ServeArgs {
     /// load): loading past it evicts the least recently used idle models. A size (8GiB).
     #[arg(long, env = "WEIR_MEMORY_BUDGET", value_parser = parse_bytes)]
     pub memory_budget: Option<u64>,
+    /// Host memory for the weights of evicted models (a size: 32GiB): a model evicted from the
+    /// GPU keeps its weights here and comes back with a copy to the device instead of a read
+    /// and parse of its files (the least recently used copies go first). On the CPU its
+    /// weights stay as they are and only the KV cache and engine are freed.
+    #[arg(long, env = "WEIR_HOST_MEMORY_BUDGET", value_parser = parse_bytes)]
+    pub host_memory_budget: Option<u64>,
     /// Most models loaded at once (the least recently used idle one is evicted).
     #[arg(long, env = "WEIR_MAX_LOADED_MODELS")]
     pub max_loaded_models: Option<usize>,
@@ -576,6 +582,7 @@ impl ServeArgs {
                 max_loaded: self.max_loaded_models,
             },
             load_timeout: std::time::Duration::from_secs_f64(self.load_timeout),
+            host_budget: self.host_memory_budget.filter(|&b| b > 0),
         })
     }
 

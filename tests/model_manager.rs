@@ -290,3 +290,80 @@ async fn hf_sources_resolve_in_the_hub_cache() {
         .unwrap()
         .contains("HF_HUB_OFFLINE"));
 }
+
+fn state(models: &Value, id: &str) -> String {
+    models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == id)
+        .unwrap()["state"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// `--host-memory-budget`: an evicted model keeps its weights in host memory (state `host`)
+/// and comes back from there, with the same outputs; the host tier drops its least recently
+/// used copy when the next one does not fit; an unload by hand frees both tiers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn evicted_models_wait_in_host_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = write_tiny_llama(&tmp.path().join("tiny-a"), 5);
+    let b = write_tiny_llama(&tmp.path().join("tiny-b"), 7);
+    let c = write_tiny_llama(&tmp.path().join("tiny-c"), 9);
+    let models = [
+        ("tiny-a", a.as_path()),
+        ("tiny-b", b.as_path()),
+        ("tiny-c", c.as_path()),
+    ];
+    let mut limits = manager_limits(test_limits(64, 16), Some(1), 60);
+    // the tiny model's weights: room for one copy, not two
+    let one = weir::testing::tiny_llama_weights(5)
+        .values()
+        .map(|t| (t.elem_count() * t.dtype().size_in_bytes()) as u64)
+        .sum::<u64>();
+    limits.host_budget = Some(one * 3 / 2);
+    let s = TestServer::start_managed(&models, limits, ServerOptions::default(), false);
+    let (status, first) = complete(&s.url, "tiny-a", "Once upon a time").await;
+    assert_eq!(status, 200, "{first}");
+    let (status, v) = complete(&s.url, "tiny-b", "Once upon a time").await;
+    assert_eq!(status, 200, "{v}");
+    let (_, m) = admin(&s.url, "GET", "/admin/models").await;
+    assert_eq!(state(&m, "tiny-a"), "host", "{m}");
+    assert_eq!(state(&m, "tiny-b"), "loaded", "{m}");
+    // back from host memory, same text
+    let (status, again) = complete(&s.url, "tiny-a", "Once upon a time").await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["choices"][0]["text"], first["choices"][0]["text"]);
+    let (_, stats) = admin(&s.url, "GET", "/admin/stats").await;
+    let ma = model(&stats, "tiny-a");
+    assert_eq!(
+        (ma["loads"].as_u64(), ma["host_loads"].as_u64()),
+        (Some(2), Some(1)),
+        "{ma}"
+    );
+    assert_eq!(ma["host_bytes"], 0, "the copy left the host tier: {ma}");
+    assert!(model(&stats, "tiny-b")["host_bytes"].as_u64().unwrap() > 0);
+    // a third model: tiny-a goes to host memory, tiny-b's older copy makes room for it
+    let (status, _) = complete(&s.url, "tiny-c", "Once upon a time").await;
+    assert_eq!(status, 200);
+    let (_, m) = admin(&s.url, "GET", "/admin/models").await;
+    assert_eq!(
+        [
+            state(&m, "tiny-a"),
+            state(&m, "tiny-b"),
+            state(&m, "tiny-c")
+        ],
+        ["host", "unloaded", "loaded"],
+        "{m}"
+    );
+    // an unload by hand frees the host copy too
+    let (status, v) = admin(&s.url, "POST", "/admin/models/tiny-a/unload").await;
+    assert_eq!(
+        (status, v["state"].as_str()),
+        (200, Some("unloaded")),
+        "{v}"
+    );
+    assert_eq!(v["unloaded"], true);
+}

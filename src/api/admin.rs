@@ -1,8 +1,8 @@
 //! The admin API (`--admin-api-key` when set): the manager's models and their counters, and
 //! loading / unloading by hand.
 //!
-//! - `GET /admin/models`: every declared model: id, source, state (loaded, loading, unloaded),
-//!   bytes, last use, requests in flight, pinned, last load error.
+//! - `GET /admin/models`: every declared model: id, source, state (loaded, loading, host,
+//!   unloaded), bytes, last use, requests in flight, pinned, last load error, host-tier bytes.
 //! - `POST /admin/models/{id}/load`, `POST /admin/models/{id}/unload` (waits for the model's
 //!   requests to finish, bounded by the load timeout).
 //! - `GET /admin/stats`: per model requests, tokens, loads, failed loads, evictions, load seconds;
@@ -34,6 +34,8 @@ fn model_json(s: &ModelStatus) -> Value {
         "evictions": c.evictions.load(Relaxed),
         "load_seconds": c.load_millis.load(Relaxed) as f64 / 1e3,
         "load_failures": c.load_failures.load(Relaxed),
+        "host_loads": c.host_loads.load(Relaxed),
+        "host_bytes": c.host_bytes.load(Relaxed),
         "last_error": s.last_error,
     })
 }

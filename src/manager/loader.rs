@@ -19,6 +19,7 @@ use crate::runner::ModelRunner;
 use crate::store::{LocalModel, StoreError};
 use crate::text::{TextCodec, TextError};
 use candle_core::{DType, Device};
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManagerError {
@@ -154,7 +155,7 @@ fn kv_budget_bytes(
 }
 
 /// (free, total) bytes of a CUDA device; `None` elsewhere.
-fn gpu_memory_info(device: &Device) -> Result<Option<(u64, u64)>, ManagerError> {
+pub(crate) fn gpu_memory_info(device: &Device) -> Result<Option<(u64, u64)>, ManagerError> {
     match device {
         #[cfg(feature = "cuda")]
         Device::Cuda(d) => {
@@ -240,8 +241,25 @@ pub fn load_model(
 ) -> Result<ModelHandle, ManagerError> {
     let started = std::time::Instant::now();
     let (model, codec) = load_weights(local, limits)?;
+    tracing::info!(
+        model = id,
+        load_s = started.elapsed().as_secs_f32(),
+        "weights read"
+    );
+    start_model(id, Arc::new(model), Arc::new(codec), limits, metrics)
+}
+
+/// Starts an engine thread over `model` (read from disk, or back from the host tier) with a
+/// new KV cache.
+pub fn start_model(
+    id: &str,
+    model: Arc<Llama>,
+    codec: Arc<TextCodec>,
+    limits: &EngineLimits,
+    metrics: &Metrics,
+) -> Result<ModelHandle, ManagerError> {
     let (kv, sched) = engine_shape(model.config(), limits, model.device(), model.dtype())?;
-    let runner = ModelRunner::new(Box::new(model), kv, limits.attention_backend)?;
+    let runner = ModelRunner::new(Box::new(model.clone()), kv, limits.attention_backend)?;
     tracing::info!(
         model = id,
         attention = runner.backend_name(),
@@ -250,7 +268,6 @@ pub fn load_model(
         kv_mib = (kv.num_blocks * kv.bytes_per_block()) >> 20,
         max_model_len = sched.max_model_len,
         full_length_seqs = kv.num_slots() / sched.max_model_len.max(1),
-        load_s = started.elapsed().as_secs_f32(),
         "model loaded"
     );
     let core = EngineCore::new(Scheduler::new(sched), runner);
@@ -259,7 +276,7 @@ pub fn load_model(
         max_prompt_tokens: limits.max_queued_prompt_tokens,
     };
     let (engine, join) = spawn_engine(id, core, metrics.engine(id), queue)?;
-    Ok(ModelHandle::new(id.to_string(), engine, codec, join))
+    Ok(ModelHandle::new(id.to_string(), engine, model, codec, join))
 }
 
 /// Bytes of a model's weight files on disk (0 for dummy weights).

@@ -17,6 +17,7 @@ pub mod lru;
 use crate::config::EngineLimits;
 use crate::engine::EngineHandle;
 use crate::metrics::Metrics;
+use crate::models::{CausalLm, Llama};
 use crate::store::gcs::GcsSource;
 use crate::store::hf::HfSource;
 use crate::store::Sources;
@@ -35,6 +36,8 @@ pub use loader::{load_model, ManagerError};
 pub struct ModelHandle {
     pub id: String,
     pub engine: EngineHandle,
+    /// The weights the engine runs (kept for the host tier when the model is evicted).
+    pub model: Arc<Llama>,
     pub codec: Arc<TextCodec>,
     /// Unix seconds when the model was loaded.
     pub created: u64,
@@ -52,13 +55,15 @@ impl ModelHandle {
     pub fn new(
         id: String,
         engine: EngineHandle,
-        codec: TextCodec,
+        model: Arc<Llama>,
+        codec: Arc<TextCodec>,
         join: std::thread::JoinHandle<()>,
     ) -> Self {
         Self {
             id,
             engine,
-            codec: Arc::new(codec),
+            model,
+            codec,
             created: unix_secs(),
             join: Mutex::new(Some(join)),
         }
@@ -141,6 +146,8 @@ pub enum ModelState {
     Unloaded,
     Loading,
     Loaded,
+    /// Evicted, its weights kept in host memory (`--host-memory-budget`).
+    Host,
 }
 
 impl ModelState {
@@ -149,6 +156,7 @@ impl ModelState {
             Self::Unloaded => "unloaded",
             Self::Loading => "loading",
             Self::Loaded => "loaded",
+            Self::Host => "host",
         }
     }
 }
@@ -165,6 +173,10 @@ pub struct ModelCounters {
     pub last_used_ms: AtomicU64,
     /// Load attempts that failed.
     pub load_failures: AtomicU64,
+    /// Loads served from the host tier (a copy to the device, no file read).
+    pub host_loads: AtomicU64,
+    /// Bytes of the copy in the host tier (0 when there is none).
+    pub host_bytes: AtomicU64,
 }
 
 struct Entry {
@@ -177,6 +189,14 @@ struct Entry {
     /// Load attempts finished so far, and how the last one failed (`None` after a success):
     /// requests that waited on an attempt share its failure instead of starting another.
     attempts: Mutex<(u64, Option<LoadError>)>,
+    /// The weights of this model, evicted to host memory.
+    host: Mutex<Option<HostCopy>>,
+}
+
+/// An evicted model's weights in host memory, with its tokenizer.
+struct HostCopy {
+    model: Arc<Llama>,
+    codec: Arc<TextCodec>,
 }
 
 /// What the manager is allowed to hold.
@@ -185,6 +205,9 @@ pub struct ManagerLimits {
     pub engine: EngineLimits,
     pub budget: Budget,
     pub load_timeout: Duration,
+    /// Host memory for evicted models' weights (`--host-memory-budget`); `None`: evicted
+    /// models go back to disk.
+    pub host_budget: Option<u64>,
 }
 
 struct Inner {
@@ -193,6 +216,10 @@ struct Inner {
     sources: Sources,
     metrics: Arc<Metrics>,
     lru: Mutex<LruIndex>,
+    /// The host tier's models, by bytes of weights.
+    host_lru: Mutex<LruIndex>,
+    /// The device models load on, opened once to measure its memory.
+    device: std::sync::OnceLock<Option<candle_core::Device>>,
     /// One load at a time: budget decisions and RSS measurements do not interleave.
     load_lock: tokio::sync::Mutex<()>,
 }
@@ -254,6 +281,7 @@ impl ModelManager {
                 counters: ModelCounters::default(),
                 last_error: Mutex::new(None),
                 attempts: Mutex::new((0, None)),
+                host: Mutex::new(None),
             };
             if entries.insert(id.clone(), entry).is_some() {
                 return Err(format!("model id {id:?} is declared twice"));
@@ -266,6 +294,8 @@ impl ModelManager {
                 sources,
                 metrics,
                 lru: Mutex::new(LruIndex::default()),
+                host_lru: Mutex::new(LruIndex::default()),
+                device: std::sync::OnceLock::new(),
                 load_lock: tokio::sync::Mutex::new(()),
             }),
         })
@@ -354,27 +384,51 @@ impl ModelManager {
             .await
             .map_err(|_| LoadError::Timeout(id.clone()))?;
         let limits = entry.decl.overrides.apply(self.inner.limits.engine);
-        let (spec, sources) = (entry.decl.spec.clone(), self.inner.sources.clone());
-        // may download (hf://, gs://): off the async threads
-        let local = tokio::task::spawn_blocking(move || open_local(&spec, &limits, &sources))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r)
-            .map_err(|cause| LoadError::Failed {
-                id: id.clone(),
-                cause,
-            })?;
-        let need = estimate_bytes(&local, &limits);
-        self.make_room(&id, need, deadline).await?;
-        let started = Instant::now();
-        let before = rss_bytes();
+        let host = entry
+            .host
+            .lock()
+            .as_ref()
+            .map(|h| (h.model.clone(), h.codec.clone()));
         let metrics = self.inner.metrics.clone();
         let lid = id.clone();
-        let result =
-            tokio::task::spawn_blocking(move || load_model(&lid, &local, &limits, &metrics))
+        let (need, from_host, started, before, result);
+        if let Some((model, codec)) = host {
+            // back from host memory: a copy to the device and a new KV cache
+            need = model.weight_bytes() + kv_estimate(&limits);
+            self.make_room(&id, need, deadline).await?;
+            (from_host, started, before) = (true, Instant::now(), self.used_bytes());
+            result = tokio::task::spawn_blocking(move || {
+                let device = limits.device.open()?;
+                let model = if model.device().same_device(&device) {
+                    model
+                } else {
+                    Arc::new(model.to_device(&device)?)
+                };
+                loader::start_model(&lid, model, codec, &limits, &metrics)
+            })
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        } else {
+            let (spec, sources) = (entry.decl.spec.clone(), self.inner.sources.clone());
+            // may download (hf://, gs://): off the async threads
+            let local = tokio::task::spawn_blocking(move || open_local(&spec, &limits, &sources))
                 .await
                 .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()));
+                .and_then(|r| r)
+                .map_err(|cause| LoadError::Failed {
+                    id: id.clone(),
+                    cause,
+                })?;
+            need = loader::weight_file_bytes(&local) + kv_estimate(&limits);
+            self.make_room(&id, need, deadline).await?;
+            (from_host, started, before) = (false, Instant::now(), self.used_bytes());
+            result =
+                tokio::task::spawn_blocking(move || load_model(&lid, &local, &limits, &metrics))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()));
+        }
         let handle = match result {
             Ok(h) => Arc::new(h),
             Err(cause) => {
@@ -382,10 +436,15 @@ impl ModelManager {
                 return Err(LoadError::Failed { id, cause });
             }
         };
-        // measured: what the process grew by (at least the estimate: pages not yet touched)
-        let bytes = rss_bytes().saturating_sub(before).max(need);
+        // measured: what the device's memory grew by (at least the estimate: pages not yet
+        // touched)
+        let bytes = self.used_bytes().saturating_sub(before).max(need);
         let c = &entry.counters;
         c.loads.fetch_add(1, Ordering::Relaxed);
+        if from_host {
+            c.host_loads.fetch_add(1, Ordering::Relaxed);
+            self.drop_host_copy(&id);
+        }
         c.load_millis
             .fetch_add(started.elapsed().as_millis() as u64, Ordering::Relaxed);
         c.bytes.store(bytes, Ordering::Relaxed);
@@ -452,9 +511,93 @@ impl ModelManager {
         }
         let h = handle.clone();
         let _ = tokio::task::spawn_blocking(move || h.shutdown()).await;
+        if evicted {
+            self.keep_in_host(id, &handle).await;
+        }
         drop(handle);
         trim_heap();
         self.inner.metrics.model_unloaded(id, evicted);
+    }
+
+    /// Keeps the weights of the evicted model `id` in host memory when they fit the host
+    /// budget (evicting the host tier's least recently used copies first). On the CPU the
+    /// weights already are in host memory and stay as they are; elsewhere they are copied.
+    async fn keep_in_host(&self, id: &str, handle: &ModelHandle) {
+        let Some(budget) = self.inner.limits.host_budget else {
+            return;
+        };
+        let model = handle.model.clone();
+        let bytes = model.weight_bytes();
+        let budget = Budget {
+            memory_bytes: Some(budget),
+            max_loaded: None,
+        };
+        loop {
+            let plan = self.inner.host_lru.lock().plan(bytes, budget, |_| false);
+            match plan {
+                Plan::Fits => break,
+                Plan::Evict(victim) => self.drop_host_copy(&victim),
+                Plan::TooLarge | Plan::Wait => {
+                    tracing::info!(
+                        model = id,
+                        bytes,
+                        "weights do not fit the host memory budget"
+                    );
+                    return;
+                }
+            }
+        }
+        let copy = tokio::task::spawn_blocking(move || {
+            if model.device().is_cpu() {
+                Ok(model)
+            } else {
+                model.to_device(&candle_core::Device::Cpu).map(Arc::new)
+            }
+        })
+        .await;
+        match copy {
+            Ok(Ok(model)) => {
+                let Some(entry) = self.inner.entries.get(id) else {
+                    return;
+                };
+                self.inner.host_lru.lock().insert(id, bytes, false);
+                entry.counters.host_bytes.store(bytes, Ordering::Relaxed);
+                *entry.host.lock() = Some(HostCopy {
+                    model,
+                    codec: handle.codec.clone(),
+                });
+                tracing::info!(model = id, bytes, "weights kept in host memory");
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(model = id, error = %e, "cannot keep weights in host memory")
+            }
+            Err(e) => tracing::warn!(model = id, error = %e, "cannot keep weights in host memory"),
+        }
+    }
+
+    /// Drops `id`'s weights from the host tier.
+    fn drop_host_copy(&self, id: &str) {
+        self.inner.host_lru.lock().remove(id);
+        if let Some(e) = self.inner.entries.get(id) {
+            e.counters.host_bytes.store(0, Ordering::Relaxed);
+            e.host.lock().take();
+        }
+    }
+
+    /// Memory in use on the device models load on: the GPU's used bytes on CUDA, else this
+    /// process's RSS.
+    fn used_bytes(&self) -> u64 {
+        let device =
+            self.inner
+                .device
+                .get_or_init(|| match self.inner.limits.engine.device.open() {
+                    Ok(d) if !d.is_cpu() => Some(d),
+                    _ => None,
+                });
+        match device.as_ref().map(loader::gpu_memory_info) {
+            Some(Ok(Some((free, total)))) => total - free,
+            _ => rss_bytes(),
+        }
     }
 
     /// Unloads `id` once its requests have finished (bounded by the load timeout): true when it
@@ -462,8 +605,11 @@ impl ModelManager {
     pub async fn unload(&self, id: &str) -> Result<bool, LoadError> {
         let entry = self.entry(id)?;
         let _single = entry.loading.lock().await;
+        let in_host = entry.host.lock().is_some();
+        self.drop_host_copy(id);
         if entry.loaded.read().is_none() {
-            return Ok(false);
+            trim_heap();
+            return Ok(in_host);
         }
         let deadline = Instant::now() + self.inner.limits.load_timeout;
         while self.is_busy(id) {
@@ -483,6 +629,7 @@ impl ModelManager {
         let state = match (&handle, e.loading.try_lock()) {
             (Some(_), _) => ModelState::Loaded,
             (None, Err(_)) => ModelState::Loading,
+            (None, Ok(_)) if e.host.lock().is_some() => ModelState::Host,
             (None, Ok(_)) => ModelState::Unloaded,
         };
         Some(ModelStatus {
@@ -560,14 +707,13 @@ fn open_local(
     .map_err(|e| e.to_string())
 }
 
-/// Bytes a load will take at least: the weight files and a KV cache of a fixed size.
-fn estimate_bytes(local: &LocalModel, limits: &EngineLimits) -> u64 {
+/// Bytes of a KV cache of a fixed size (0 when it is sized from what is free at load).
+fn kv_estimate(limits: &EngineLimits) -> u64 {
     let kv = match limits.kv_cache_memory {
         crate::config::KvMemory::Bytes(b) => b,
         crate::config::KvMemory::FractionOfAvailable(_) => 0,
     };
-    let kv = limits.num_kv_blocks.map_or(kv, |_| 0);
-    loader::weight_file_bytes(local) + kv
+    limits.num_kv_blocks.map_or(kv, |_| 0)
 }
 
 /// Resident set size of this process (Linux; 0 elsewhere).

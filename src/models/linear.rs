@@ -9,7 +9,7 @@
 
 use super::qgemm::{matmul_glu, matmul_many, PackedWeight, QuantKind};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{DType, Module, Result, Tensor};
+use candle_core::{DType, Device, Module, Result, Tensor};
 use std::borrow::Cow;
 
 /// Which form quantized GGUF weights take on the CPU.
@@ -87,6 +87,34 @@ impl Linear {
         Ok(Self { weight, bias })
     }
 
+    /// This projection on `device`: dense weights are copied there (or shared when they are
+    /// already on it); weights in weir's CPU panels or GGML blocks only stay on the CPU.
+    pub fn to_device(&self, device: &Device) -> Result<Self> {
+        let weight = match &self.weight {
+            Weight::Dense(w) => Weight::Dense(w.to_device(device)?),
+            other if device.is_cpu() => other.clone(),
+            _ => candle_core::bail!("weights packed for the CPU kernels cannot move to {device:?}"),
+        };
+        let bias = self
+            .bias
+            .as_ref()
+            .map(|b| b.to_device(device))
+            .transpose()?;
+        Ok(Self { weight, bias })
+    }
+
+    /// Bytes the weight and bias hold.
+    pub fn bytes(&self) -> u64 {
+        let weight = match &self.weight {
+            Weight::Packed(p) => p.bytes(),
+            Weight::Ggml(QMatMul::QTensor(q)) => q.storage_size_in_bytes() as u64,
+            Weight::Ggml(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) | Weight::Dense(t) => {
+                tensor_bytes(t)
+            }
+        };
+        weight + self.bias.as_ref().map_or(0, tensor_bytes)
+    }
+
     /// The same input through several projections (q/k/v, gate/up): on weir's kernels the rows
     /// are quantized once and all projections share one parallel pass. Each output equals its
     /// own `forward` bit for bit.
@@ -146,6 +174,11 @@ impl Linear {
         };
         self.add_bias(y)
     }
+}
+
+/// Bytes of a tensor's elements.
+pub fn tensor_bytes(t: &Tensor) -> u64 {
+    (t.elem_count() * t.dtype().size_in_bytes()) as u64
 }
 
 /// x: [rows, in] through weir's kernels for each weight (one quantization of the rows, one

@@ -11,6 +11,7 @@ use super::CausalLm;
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::ops::rms_norm;
 
+#[derive(Clone)]
 struct Layer {
     attn_norm: Tensor,
     q: Linear,
@@ -86,6 +87,60 @@ impl Llama {
 
     pub fn config(&self) -> &LlamaConfig {
         &self.cfg
+    }
+
+    /// This model on `device`: its dense weights copied there (shared where they already are).
+    /// The model manager's host tier keeps an evicted GPU model this way on the CPU, and
+    /// copies it back instead of reading and parsing its files again.
+    pub fn to_device(&self, device: &Device) -> Result<Self> {
+        let t = |x: &Tensor| x.to_device(device);
+        let l = |x: &Linear| x.to_device(device);
+        let layers = self
+            .layers
+            .iter()
+            .map(|y| {
+                Ok(Layer {
+                    attn_norm: t(&y.attn_norm)?,
+                    q: l(&y.q)?,
+                    k: l(&y.k)?,
+                    v: l(&y.v)?,
+                    o: l(&y.o)?,
+                    mlp_norm: t(&y.mlp_norm)?,
+                    gate: l(&y.gate)?,
+                    up: l(&y.up)?,
+                    down: l(&y.down)?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            cfg: self.cfg.clone(),
+            embed: t(&self.embed)?,
+            layers,
+            norm: t(&self.norm)?,
+            lm_head: l(&self.lm_head)?,
+            rope: self.rope.clone(),
+            device: device.clone(),
+            dtype: self.dtype,
+            span: self.span.clone(),
+        })
+    }
+
+    /// Bytes of every weight.
+    pub fn weight_bytes(&self) -> u64 {
+        let tb = super::linear::tensor_bytes;
+        let layers: u64 = self
+            .layers
+            .iter()
+            .map(|y| {
+                tb(&y.attn_norm)
+                    + tb(&y.mlp_norm)
+                    + [&y.q, &y.k, &y.v, &y.o, &y.gate, &y.up, &y.down]
+                        .iter()
+                        .map(|x| x.bytes())
+                        .sum::<u64>()
+            })
+            .sum();
+        tb(&self.embed) + layers + tb(&self.norm) + self.lm_head.bytes()
     }
 
     /// Self-attention of layer `i` over the paged cache. x: [T, hidden] (normed).

@@ -32,3 +32,28 @@ pub trait CausalLm: Send {
     fn max_context_len(&self) -> usize;
     fn vocab_size(&self) -> usize;
 }
+
+/// A model shared with its manager (which keeps it for the host tier after the engine stops).
+impl<M: CausalLm + Sync> CausalLm for std::sync::Arc<M> {
+    fn forward(&self, batch: &ForwardBatch, attn: &mut Attention) -> Result<Tensor> {
+        (**self).forward(batch, attn)
+    }
+    fn num_layers(&self) -> usize {
+        (**self).num_layers()
+    }
+    fn attention_shape(&self) -> AttentionShape {
+        (**self).attention_shape()
+    }
+    fn device(&self) -> &Device {
+        (**self).device()
+    }
+    fn dtype(&self) -> DType {
+        (**self).dtype()
+    }
+    fn max_context_len(&self) -> usize {
+        (**self).max_context_len()
+    }
+    fn vocab_size(&self) -> usize {
+        (**self).vocab_size()
+    }
+}

@@ -257,6 +257,7 @@ pub fn manager_limits(
             max_loaded,
         },
         load_timeout: std::time::Duration::from_secs(load_timeout_s),
+        host_budget: None,
     }
 }
 

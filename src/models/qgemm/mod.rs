@@ -119,6 +119,14 @@ impl PackedWeight {
         }
     }
 
+    /// Bytes the panels hold.
+    pub fn bytes(&self) -> u64 {
+        match &self.panels {
+            Panels::Quant(_, b) => b.len() as u64,
+            Panels::F32(v) => (v.len() * 4) as u64,
+        }
+    }
+
     pub fn out_dim(&self) -> usize {
         self.out_dim
     }
