@@ -568,15 +568,11 @@ async fn fields_weir_cannot_honour_yet_are_400s_not_ignored() {
         b
     };
     for (field, value) in [
-        ("logit_bias", json!({"42": 10})),
-        ("logprobs", json!(true)),
         ("response_format", json!({"type": "json_object"})),
         (
             "tools",
             json!([{"type": "function", "function": {"name": "f"}}]),
         ),
-        ("min_p", json!(0.1)),
-        ("repetition_penalty", json!(1.2)),
         ("guided_json", json!({"type": "object"})),
     ] {
         let (status, v) = post("/v1/chat/completions", chat(json!({field: value}))).await;
@@ -601,12 +597,12 @@ async fn fields_weir_cannot_honour_yet_are_400s_not_ignored() {
     }
     let (status, v) = post(
         "/v1/completions",
-        json!({"model": SMOL, "prompt": "Hi", "max_tokens": 2, "logprobs": 2}),
+        json!({"model": SMOL, "prompt": "Hi", "max_tokens": 2, "suffix": "!"}),
     )
     .await;
     assert_eq!(
         (status, v["error"]["param"].as_str()),
-        (400, Some("logprobs")),
+        (400, Some("suffix")),
         "{v}"
     );
 }

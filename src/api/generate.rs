@@ -30,6 +30,8 @@ pub struct GenOptions {
     pub cache_salt: Option<String>,
     pub include_stop_str_in_output: bool,
     pub skip_special_tokens: bool,
+    /// Logprobs name tokens `token_id:ID`.
+    pub tokens_as_ids: bool,
     /// `--log-prompts`: the request's log line carries its prompt.
     pub log_prompt: bool,
     /// The API key's token bucket, charged when the request ends.
@@ -44,8 +46,78 @@ fn check(ok: bool, param: &str, msg: String) -> Result<(), ApiError> {
     }
 }
 
+/// Which endpoint's fields these are (`logprobs` differs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Chat,
+    Completions,
+}
+
+/// Most alternatives per token a request may ask for (vLLM's default `max_logprobs`).
+pub const MAX_LOGPROBS: i64 = 20;
+
+/// `logprobs` / `top_logprobs` of either endpoint → alternatives per token to report.
+fn logprobs_of(f: &GenerationFields, endpoint: Endpoint) -> Result<Option<usize>, ApiError> {
+    let bad = |param: &str, msg: String| Err(ApiError::invalid(Some(param.to_string()), msg));
+    let v = f.logprobs.as_ref().filter(|v| !v.is_null());
+    match endpoint {
+        Endpoint::Chat => {
+            let on = match v {
+                None => false,
+                Some(serde_json::Value::Bool(b)) => *b,
+                Some(v) => return bad("logprobs", format!("logprobs must be a boolean, got {v}")),
+            };
+            let top = f.top_logprobs.unwrap_or(0);
+            if !(0..=MAX_LOGPROBS).contains(&top) {
+                return bad(
+                    "top_logprobs",
+                    format!("top_logprobs must be in [0, {MAX_LOGPROBS}], got {top}"),
+                );
+            }
+            if top > 0 && !on {
+                return bad(
+                    "top_logprobs",
+                    "top_logprobs needs logprobs: true".to_string(),
+                );
+            }
+            Ok(on.then_some(top as usize))
+        }
+        Endpoint::Completions => match v {
+            None => Ok(None),
+            Some(v) => match v.as_i64() {
+                Some(n) if (0..=MAX_LOGPROBS).contains(&n) => Ok(Some(n as usize)),
+                _ => bad(
+                    "logprobs",
+                    format!("logprobs must be an integer in [0, {MAX_LOGPROBS}], got {v}"),
+                ),
+            },
+        },
+    }
+}
+
+/// `logit_bias`: token ids (as strings) → bias in [-100, 100], sorted by id.
+fn logit_bias_of(f: &GenerationFields) -> Result<Arc<[(u32, f32)]>, ApiError> {
+    let mut out = Vec::new();
+    for (k, &v) in f.logit_bias.iter().flatten() {
+        let Ok(id) = k.trim().parse::<u32>() else {
+            return Err(ApiError::invalid(
+                Some("logit_bias".into()),
+                format!("logit_bias keys must be token ids, got {k:?}"),
+            ));
+        };
+        check(
+            (-100.0..=100.0).contains(&v),
+            "logit_bias",
+            format!("logit_bias values must be in [-100, 100], got {v} for token {id}"),
+        )?;
+        out.push((id, v));
+    }
+    out.sort_unstable_by_key(|e| e.0);
+    Ok(out.into())
+}
+
 impl GenOptions {
-    pub fn from_fields(f: &GenerationFields) -> Result<Self, ApiError> {
+    pub fn from_fields(f: &GenerationFields, endpoint: Endpoint) -> Result<Self, ApiError> {
         let temperature = f.temperature.unwrap_or(1.0);
         check(
             (0.0..=2.0).contains(&temperature),
@@ -108,12 +180,21 @@ impl GenOptions {
                 name,
                 format!("{name} must be in [-2, 2], got {v}"),
             )?;
-            check(
-                v == 0.0,
-                name,
-                format!("{name} is not supported yet; send 0"),
-            )?;
         }
+        let repetition_penalty = f.repetition_penalty.unwrap_or(1.0);
+        check(
+            repetition_penalty > 0.0 && repetition_penalty <= 2.0,
+            "repetition_penalty",
+            format!("repetition_penalty must be in (0, 2], got {repetition_penalty}"),
+        )?;
+        let min_p = f.min_p.unwrap_or(0.0);
+        check(
+            (0.0..=1.0).contains(&min_p),
+            "min_p",
+            format!("min_p must be in [0, 1], got {min_p}"),
+        )?;
+        let logit_bias = logit_bias_of(f)?;
+        let logprobs = logprobs_of(f, endpoint)?;
         if let Some(salt) = &f.cache_salt {
             check(
                 !salt.is_empty(),
@@ -144,6 +225,12 @@ impl GenOptions {
                 top_p,
                 top_k,
                 seed: f.seed,
+                presence_penalty: f.presence_penalty.unwrap_or(0.0),
+                frequency_penalty: f.frequency_penalty.unwrap_or(0.0),
+                repetition_penalty,
+                min_p,
+                logit_bias,
+                logprobs,
             },
             max_tokens: max.map(|m| m as usize),
             min_tokens: min_tokens as usize,
@@ -168,15 +255,33 @@ impl GenOptions {
             cache_salt: f.cache_salt.clone(),
             include_stop_str_in_output: f.include_stop_str_in_output.unwrap_or(false),
             skip_special_tokens: f.skip_special_tokens.unwrap_or(true),
+            tokens_as_ids: f.return_tokens_as_token_ids.unwrap_or(false),
         })
     }
+}
+
+/// One output token's logprobs, its text and its alternatives' rendered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    pub token: String,
+    pub logprob: f32,
+    /// The most likely tokens, most likely first.
+    pub top: Vec<(String, f32)>,
 }
 
 /// One step of a generation, as the response writers see it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum GenEvent {
-    Text(String),
-    Finished { reason: FinishReason, usage: Usage },
+    /// New text, and the logprobs of the tokens it came from (when asked for; a token whose
+    /// text is held back still reports here).
+    Text {
+        text: String,
+        logprobs: Vec<TokenLogprob>,
+    },
+    Finished {
+        reason: FinishReason,
+        usage: Usage,
+    },
 }
 
 /// A running generation: engine deltas in, text out.
@@ -194,6 +299,7 @@ pub struct Generation {
     /// What the request's log line reports.
     log: RequestLog,
     charge: Option<(std::sync::Arc<crate::api::ratelimit::RateLimiter>, usize)>,
+    tokens_as_ids: bool,
 }
 
 /// The per-request log line's facts.
@@ -236,6 +342,18 @@ impl Generation {
                 code: Some("context_length_exceeded"),
                 retry_after: None,
             });
+        }
+        let vocab = model.codec.vocab_size();
+        if let Some(&(id, _)) = opts
+            .sampling
+            .logit_bias
+            .iter()
+            .find(|(id, _)| *id as usize >= vocab)
+        {
+            return Err(ApiError::invalid(
+                Some("logit_bias".into()),
+                format!("logit_bias: token id {id} is not below the vocabulary size {vocab}"),
+            ));
         }
         if opts.priority != 0 && model.engine.scheduling_policy() != SchedulingPolicy::Priority {
             return Err(ApiError::invalid(
@@ -283,6 +401,7 @@ impl Generation {
             deadline: opts.timeout.map(|t| (tokio::time::Instant::now() + t, t)),
             log,
             charge: opts.charge.clone(),
+            tokens_as_ids: opts.tokens_as_ids,
         })
     }
 
@@ -379,42 +498,94 @@ impl Generation {
             }
             text.push_str(&self.detok.flush(&codec).unwrap_or_default());
         }
+        let logprobs: Vec<TokenLogprob> = delta
+            .logprobs
+            .iter()
+            .map(|lp| render_logprobs(&codec, lp, self.tokens_as_ids))
+            .collect();
         let check = self.stops.push(&text);
         let mut events = Vec::new();
         let mut out = check.text;
+        let text_event = |text: String, logprobs: Vec<TokenLogprob>| {
+            (!text.is_empty() || !logprobs.is_empty()).then_some(GenEvent::Text { text, logprobs })
+        };
         if let Some(i) = check.stopped {
-            if !out.is_empty() {
-                events.push(GenEvent::Text(out));
-            }
+            events.extend(text_event(out, logprobs));
             events.push(self.finished(FinishReason::StopString(i)));
             return Some(Ok(events));
         }
         if let Some(reason) = delta.finish {
             out.push_str(&self.stops.flush());
-            if !out.is_empty() {
-                events.push(GenEvent::Text(out));
-            }
+            events.extend(text_event(out, logprobs));
             events.push(self.finished(reason));
-        } else if !out.is_empty() {
-            events.push(GenEvent::Text(out));
+        } else {
+            events.extend(text_event(out, logprobs));
         }
         Some(Ok(events))
     }
 
-    /// Runs to the end: (text, finish reason, usage).
-    pub async fn collect(mut self) -> Result<(String, FinishReason, Usage), ApiError> {
-        let mut text = String::new();
+    /// Runs to the end.
+    pub async fn collect(mut self) -> Result<Collected, ApiError> {
+        let (mut text, mut logprobs) = (String::new(), Vec::new());
         while let Some(events) = self.next().await {
             for e in events? {
                 match e {
-                    GenEvent::Text(t) => text.push_str(&t),
-                    GenEvent::Finished { reason, usage } => return Ok((text, reason, usage)),
+                    GenEvent::Text {
+                        text: t,
+                        logprobs: l,
+                    } => {
+                        text.push_str(&t);
+                        logprobs.extend(l);
+                    }
+                    GenEvent::Finished { reason, usage } => {
+                        return Ok(Collected {
+                            text,
+                            reason,
+                            usage,
+                            logprobs,
+                        })
+                    }
                 }
             }
         }
         Err(ApiError::internal(
             "generation ended without a finish reason",
         ))
+    }
+}
+
+/// A whole generation.
+pub struct Collected {
+    pub text: String,
+    pub reason: FinishReason,
+    pub usage: Usage,
+    /// One per output token when the request asked for logprobs.
+    pub logprobs: Vec<TokenLogprob>,
+}
+
+/// How logprobs name a token: its piece decoded alone (special tokens included), or
+/// `token_id:ID` (vLLM's `return_tokens_as_token_ids`).
+fn token_text(codec: &crate::text::TextCodec, id: u32, as_id: bool) -> String {
+    if as_id {
+        format!("token_id:{id}")
+    } else {
+        codec.decode(&[id], false).unwrap_or_default()
+    }
+}
+
+fn render_logprobs(
+    codec: &crate::text::TextCodec,
+    lp: &crate::engine::TokenLogprobs,
+    as_ids: bool,
+) -> TokenLogprob {
+    TokenLogprob {
+        token: token_text(codec, lp.token, as_ids),
+        logprob: lp.logprob,
+        top: lp
+            .top
+            .iter()
+            .map(|&(id, l)| (token_text(codec, id, as_ids), l))
+            .collect(),
     }
 }
 

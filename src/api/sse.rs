@@ -5,7 +5,7 @@
 //! `Generation`, which aborts their sequences in the engine at once.
 
 use super::error::ApiError;
-use super::generate::{GenEvent, Generation};
+use super::generate::{GenEvent, Generation, TokenLogprob};
 use super::openai::types::Usage;
 use crate::engine::FinishReason;
 use axum::http::HeaderValue;
@@ -18,7 +18,13 @@ use std::convert::Infallible;
 pub trait ChunkFormat: Send + 'static {
     /// Chunk sent before any text of choice `index` (chat sends the role), if any.
     fn first(&self, index: usize) -> Option<serde_json::Value>;
-    fn text(&self, index: usize, text: String) -> serde_json::Value;
+    /// New text of choice `index`, with its tokens' logprobs when the request asked for them.
+    fn text(
+        &mut self,
+        index: usize,
+        text: String,
+        logprobs: Vec<TokenLogprob>,
+    ) -> serde_json::Value;
     fn finish(&self, index: usize, reason: &FinishReason) -> serde_json::Value;
     fn usage(&self, usage: Usage) -> serde_json::Value;
 }
@@ -86,7 +92,9 @@ pub fn stream_response<F: ChunkFormat>(
             Some((i, Some(Ok(evs)))) => evs
                 .into_iter()
                 .map(|e| match e {
-                    GenEvent::Text(t) => chunk_event(st.format.text(i, t), st.include_usage),
+                    GenEvent::Text { text, logprobs } => {
+                        chunk_event(st.format.text(i, text, logprobs), st.include_usage)
+                    }
                     GenEvent::Finished { reason, usage } => {
                         st.usage = st.usage.plus(usage);
                         chunk_event(st.format.finish(i, &reason), st.include_usage)

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 pub enum EngineCommand {
     Submit {
-        req: Request,
+        req: Box<Request>,
         tx: mpsc::UnboundedSender<TokenDelta>,
     },
     /// The client went away, matched a stop string or timed out: free the sequence.
@@ -192,7 +192,14 @@ impl EngineHandle {
         self.queue.try_enter(tokens, self.queue_limits)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let id = req.id;
-        if self.tx.send(EngineCommand::Submit { req, tx }).is_err() {
+        if self
+            .tx
+            .send(EngineCommand::Submit {
+                req: Box::new(req),
+                tx,
+            })
+            .is_err()
+        {
             self.queue.leave(tokens);
             return Err(EngineError::Stopped);
         }
@@ -370,7 +377,7 @@ impl EngineLoop {
             EngineCommand::Submit { req, tx } => {
                 let (id, arrival, num_prompt_tokens) =
                     (req.id, req.arrival, req.prompt_token_ids.len());
-                let added = self.core.add(req);
+                let added = self.core.add(*req);
                 if added.is_err() {
                     self.queue.leave(num_prompt_tokens);
                 }
@@ -391,6 +398,7 @@ impl EngineLoop {
                         let _ = tx.send(TokenDelta {
                             request_id: id,
                             new_token_ids: Vec::new(),
+                            logprobs: Vec::new(),
                             finish: Some(FinishReason::Error(e.to_string())),
                             num_cached_tokens: 0,
                         });

@@ -8,6 +8,6 @@ pub mod scheduler;
 pub mod sequence;
 
 pub use handle::{spawn_engine, DeltaStream, EngineError, EngineHandle, EngineStats, QueueLimits};
-pub use output::TokenDelta;
+pub use output::{TokenDelta, TokenLogprobs};
 pub use request::{Request, RequestId, SamplingParams, StopConditions};
 pub use sequence::FinishReason;

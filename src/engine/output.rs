@@ -19,6 +19,10 @@ pub struct ScheduledSeq {
     /// The sequence's whole block table after this step's allocation.
     pub block_ids: Vec<u32>,
     pub sampling: SamplingParams,
+    /// The sequence's tokens (prompt, then output) when it samples this step and its
+    /// penalties need them; else empty.
+    pub history: Vec<u32>,
+    pub num_prompt_tokens: usize,
 }
 
 /// What the scheduler decided for one step.
@@ -44,10 +48,21 @@ impl SchedulerOutput {
     }
 }
 
-/// What the model runner produced: one sampled token per sampling sequence.
+/// What the model runner produced: one sampled token per sampling sequence, with its logprobs
+/// when the request asked for them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ModelRunnerOutput {
     pub sampled: Vec<(RequestId, u32)>,
+    pub logprobs: Vec<(RequestId, TokenLogprobs)>,
+}
+
+/// Log-probabilities (natural log, of the model's raw distribution) of one sampled token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprobs {
+    pub token: u32,
+    pub logprob: f32,
+    /// The most likely tokens, most likely first (as many as the request asked for).
+    pub top: Vec<(u32, f32)>,
 }
 
 /// New tokens of one request, sent from the engine to the request's task.
@@ -55,6 +70,8 @@ pub struct ModelRunnerOutput {
 pub struct TokenDelta {
     pub request_id: RequestId,
     pub new_token_ids: Vec<u32>,
+    /// One per new token when the request asked for logprobs.
+    pub logprobs: Vec<TokenLogprobs>,
     /// Set on the last delta of a request.
     pub finish: Option<FinishReason>,
     /// Prompt tokens served from the prefix cache (usage `cached_tokens`).

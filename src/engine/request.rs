@@ -1,6 +1,7 @@
 //! `Request`: a validated, token-level generation request, as the HTTP layer hands it to the
 //! engine. No text and no wire types: stop strings are matched by the API task on text.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Identifies one request from submission to its last delta.
@@ -8,6 +9,12 @@ use std::time::Instant;
 pub struct RequestId(pub u64);
 
 /// How the next token is chosen. `temperature == 0` means greedy.
+///
+/// The logits of a row go through, in order (vLLM's): `logit_bias`, the repetition penalty
+/// (over prompt and output tokens: a positive logit is divided by it, a negative one multiplied),
+/// the frequency and presence penalties (over output tokens: minus `frequency_penalty` × count,
+/// minus `presence_penalty` once seen); greedy takes the argmax there, sampling goes on with
+/// temperature, `min_p`, top-k, top-p and a draw. Logprobs are of the raw logits.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplingParams {
     pub temperature: f32,
@@ -16,6 +23,16 @@ pub struct SamplingParams {
     pub top_k: Option<usize>,
     /// Seed of the per-request RNG; `None` draws one.
     pub seed: Option<u64>,
+    pub presence_penalty: f32,
+    pub frequency_penalty: f32,
+    /// 1: off.
+    pub repetition_penalty: f32,
+    /// 0: off.
+    pub min_p: f32,
+    /// (token id, bias) sorted by id.
+    pub logit_bias: Arc<[(u32, f32)]>,
+    /// Report the sampled token's logprob and this many top alternatives.
+    pub logprobs: Option<usize>,
 }
 
 impl Default for SamplingParams {
@@ -25,6 +42,12 @@ impl Default for SamplingParams {
             top_p: 1.0,
             top_k: None,
             seed: None,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            repetition_penalty: 1.0,
+            min_p: 0.0,
+            logit_bias: Arc::new([]),
+            logprobs: None,
         }
     }
 }
@@ -39,6 +62,22 @@ impl SamplingParams {
 
     pub fn is_greedy(&self) -> bool {
         self.temperature <= 0.0 || self.top_k == Some(1)
+    }
+
+    /// The penalties read the sequence's tokens.
+    pub fn needs_history(&self) -> bool {
+        self.presence_penalty != 0.0
+            || self.frequency_penalty != 0.0
+            || self.repetition_penalty != 1.0
+    }
+
+    /// Anything beyond greedy / temperature / top-k / top-p / seed: such rows are sampled on
+    /// the host (from the GPU, their logits rows are copied there).
+    pub fn needs_host(&self) -> bool {
+        self.needs_history()
+            || !self.logit_bias.is_empty()
+            || self.min_p > 0.0
+            || self.logprobs.is_some()
     }
 }
 

@@ -14,7 +14,7 @@
 //! blocks; every block a running sequence owns is allocated in `allocator`; when all sequences
 //! have ended, every block is free.
 
-use super::output::{ModelRunnerOutput, ScheduledSeq, SchedulerOutput, TokenDelta};
+use super::output::{ModelRunnerOutput, ScheduledSeq, SchedulerOutput, TokenDelta, TokenLogprobs};
 use super::request::{Request, RequestId};
 use super::sequence::{FinishReason, Sequence, SequenceStatus};
 use crate::kv::{chain_hash, BlockAllocator, BlockHash, BlockId, BlockTable};
@@ -314,14 +314,21 @@ impl Scheduler {
         if n > 1 || start < seq.num_prompt_tokens {
             out.num_prompt_tokens += n;
         }
+        let sample = start + n == seq.num_tokens();
         out.scheduled.push(ScheduledSeq {
             request_id: id,
             num_new_tokens: n,
-            sample: start + n == seq.num_tokens(),
+            sample,
             num_computed_tokens: start,
             token_ids: seq.token_ids[start..start + n].to_vec(),
             block_ids: seq.block_table.blocks().iter().map(|b| b.0).collect(),
             sampling: seq.sampling.clone(),
+            history: if sample && seq.sampling.needs_history() {
+                seq.token_ids.clone()
+            } else {
+                Vec::new()
+            },
+            num_prompt_tokens: seq.num_prompt_tokens,
         });
     }
 
@@ -353,6 +360,8 @@ impl Scheduler {
         runner: &ModelRunnerOutput,
     ) -> Vec<TokenDelta> {
         let sampled: HashMap<RequestId, u32> = runner.sampled.iter().copied().collect();
+        let mut logprobs: HashMap<RequestId, TokenLogprobs> =
+            runner.logprobs.iter().cloned().collect();
         let mut deltas = Vec::with_capacity(runner.sampled.len());
         for s in &out.scheduled {
             let Some(seq) = self.seqs.get_mut(&s.request_id) else {
@@ -375,6 +384,7 @@ impl Scheduler {
             deltas.push(TokenDelta {
                 request_id: s.request_id,
                 new_token_ids: vec![token],
+                logprobs: logprobs.remove(&s.request_id).into_iter().collect(),
                 finish: finish.clone(),
                 num_cached_tokens: seq.num_cached_tokens,
             });
@@ -399,6 +409,7 @@ impl Scheduler {
         Some(TokenDelta {
             request_id: id,
             new_token_ids: Vec::new(),
+            logprobs: Vec::new(),
             finish: Some(reason),
             num_cached_tokens: seq.num_cached_tokens,
         })

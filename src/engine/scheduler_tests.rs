@@ -69,6 +69,7 @@ fn sample_all(out: &SchedulerOutput, token: u32) -> ModelRunnerOutput {
             .filter(|s| s.sample)
             .map(|s| (s.request_id, token))
             .collect(),
+        ..ModelRunnerOutput::default()
     }
 }
 
@@ -268,6 +269,7 @@ fn eos_and_max_tokens_finish_and_free() {
     let out = s.schedule();
     let runner = ModelRunnerOutput {
         sampled: vec![(RequestId(0), EOS), (RequestId(1), 7)],
+        ..ModelRunnerOutput::default()
     };
     let deltas = s.update_from_output(&out, &runner);
     assert_eq!(deltas[0].finish, Some(FinishReason::Eos));

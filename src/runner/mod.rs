@@ -70,11 +70,21 @@ impl ModelRunner {
             .scheduled
             .iter()
             .filter(|s| s.sample)
-            .map(|s| (s.request_id, &s.sampling))
+            .map(|s| sampler::Row {
+                id: s.request_id,
+                params: &s.sampling,
+                history: &s.history,
+                num_prompt_tokens: s.num_prompt_tokens,
+            })
             .collect();
-        let tokens = self.sampler.sample_rows(&logits, &rows)?;
-        let sampled = rows.iter().map(|(id, _)| *id).zip(tokens).collect();
-        Ok(ModelRunnerOutput { sampled })
+        let mut result = ModelRunnerOutput::default();
+        for (row, s) in rows.iter().zip(self.sampler.sample_rows(&logits, &rows)?) {
+            result.sampled.push((row.id, s.token));
+            if let Some(lp) = s.logprobs {
+                result.logprobs.push((row.id, lp));
+            }
+        }
+        Ok(result)
     }
 
     /// Drops per-request state (the sampling RNG) of a request that ended.

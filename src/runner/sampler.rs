@@ -1,13 +1,17 @@
 //! `Sampler`: picks each sequence's next token from its logits row, where the logits are.
 //! - On a GPU (feature `cuda`) every row is sampled by `kernels/sampling.cu` (greedy,
 //!   temperature, top-k, top-p, a Gumbel-max draw seeded from the request's own RNG); only token
-//!   ids cross to the host.
-//! - On the CPU greedy rows take an argmax; other rows apply temperature, then top-k, then
-//!   top-p, then a draw from the request's own RNG.
+//!   ids cross to the host. Rows that need more (penalties, `logit_bias`, `min_p`, logprobs:
+//!   `SamplingParams::needs_host`) are copied to the host and sampled there, always, so a
+//!   request's result never depends on its batch.
+//! - On the CPU greedy rows take an argmax; other rows apply temperature, then `min_p`, top-k,
+//!   top-p, then a draw from the request's own RNG. Penalties and `logit_bias` come first
+//!   (`apply_processors`); logprobs are of the raw row (`token_logprobs`).
 //!
 //! The RNG is seeded from `seed` when given, so a seeded request is reproducible whatever it is
 //! batched with (on one kind of device: the GPU draw is a different, equally exact algorithm).
 
+use crate::engine::output::TokenLogprobs;
 use crate::engine::request::{RequestId, SamplingParams};
 use candle_core::{Tensor, D};
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -16,6 +20,31 @@ use std::collections::HashMap;
 #[derive(Default)]
 pub struct Sampler {
     rngs: HashMap<RequestId, StdRng>,
+}
+
+/// One row of logits to sample, and what it is sampled for.
+pub struct Row<'a> {
+    pub id: RequestId,
+    pub params: &'a SamplingParams,
+    /// Prompt then output tokens (when the penalties need them).
+    pub history: &'a [u32],
+    pub num_prompt_tokens: usize,
+}
+
+/// A sampled token, with its logprobs when the request asked for them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sampled {
+    pub token: u32,
+    pub logprobs: Option<TokenLogprobs>,
+}
+
+impl Sampled {
+    fn plain(token: u32) -> Self {
+        Self {
+            token,
+            logprobs: None,
+        }
+    }
 }
 
 pub fn argmax(logits: &[f32]) -> u32 {
@@ -35,42 +64,93 @@ impl Sampler {
     pub fn sample_rows(
         &mut self,
         logits: &Tensor,
-        rows: &[(RequestId, &SamplingParams)],
-    ) -> candle_core::Result<Vec<u32>> {
+        rows: &[Row],
+    ) -> candle_core::Result<Vec<Sampled>> {
         #[cfg(feature = "cuda")]
         if logits.device().is_cuda() {
-            let params: Vec<_> = rows
-                .iter()
-                .map(|(id, p)| super::cuda_sampler::RowParams {
-                    temperature: if p.is_greedy() { 0.0 } else { p.temperature },
-                    top_k: p.top_k.map_or(0, |k| k.min(u32::MAX as usize) as u32),
-                    top_p: p.top_p,
-                    seed: if p.is_greedy() {
-                        0
-                    } else {
-                        self.rng(*id, p).random()
-                    },
-                })
-                .collect();
-            return super::cuda_sampler::sample(logits, &params);
+            return self.sample_rows_cuda(logits, rows);
         }
-        let greedy = if rows.iter().any(|(_, p)| p.is_greedy()) {
+        let plain_greedy = |p: &SamplingParams| p.is_greedy() && !p.needs_host();
+        let greedy = if rows.iter().any(|r| plain_greedy(r.params)) {
             logits.argmax(D::Minus1)?.to_vec1::<u32>()?
         } else {
             Vec::new()
         };
         rows.iter()
             .enumerate()
-            .map(|(i, (id, params))| {
-                if params.is_greedy() {
-                    return Ok(greedy[i]);
+            .map(|(i, row)| {
+                if plain_greedy(row.params) {
+                    return Ok(Sampled::plain(greedy[i]));
                 }
-                let row = logits.get(i)?.to_vec1::<f32>()?;
-                Ok(self.sample(*id, params, &row))
+                let logits = logits.get(i)?.to_vec1::<f32>()?;
+                Ok(self.sample_host(row, logits))
             })
             .collect()
     }
 
+    /// The kernel samples the rows it can; the others are copied to the host.
+    #[cfg(feature = "cuda")]
+    fn sample_rows_cuda(
+        &mut self,
+        logits: &Tensor,
+        rows: &[Row],
+    ) -> candle_core::Result<Vec<Sampled>> {
+        let (host, kernel): (Vec<usize>, Vec<usize>) =
+            (0..rows.len()).partition(|&i| rows[i].params.needs_host());
+        let mut out = vec![Sampled::plain(0); rows.len()];
+        let pick = |idx: &[usize]| -> candle_core::Result<Tensor> {
+            if idx.len() == rows.len() {
+                return Ok(logits.clone());
+            }
+            let ids: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
+            logits.index_select(&Tensor::new(ids.as_slice(), logits.device())?, 0)
+        };
+        if !kernel.is_empty() {
+            let params: Vec<_> = kernel
+                .iter()
+                .map(|&i| {
+                    let (id, p) = (rows[i].id, rows[i].params);
+                    super::cuda_sampler::RowParams {
+                        temperature: if p.is_greedy() { 0.0 } else { p.temperature },
+                        top_k: p.top_k.map_or(0, |k| k.min(u32::MAX as usize) as u32),
+                        top_p: p.top_p,
+                        seed: if p.is_greedy() {
+                            0
+                        } else {
+                            self.rng(id, p).random()
+                        },
+                    }
+                })
+                .collect();
+            let tokens = super::cuda_sampler::sample(&pick(&kernel)?, &params)?;
+            for (&i, t) in kernel.iter().zip(tokens) {
+                out[i] = Sampled::plain(t);
+            }
+        }
+        if !host.is_empty() {
+            let on_host = pick(&host)?.to_device(&candle_core::Device::Cpu)?;
+            for (j, &i) in host.iter().enumerate() {
+                let row = on_host.get(j)?.to_vec1::<f32>()?;
+                out[i] = self.sample_host(&rows[i], row);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Samples one row on the host: `apply_processors`, then argmax or the filtered draw;
+    /// logprobs of the raw row.
+    fn sample_host(&mut self, row: &Row, mut logits: Vec<f32>) -> Sampled {
+        let p = row.params;
+        let raw = p.logprobs.map(|k| (logits.clone(), k));
+        apply_processors(&mut logits, p, row.history, row.num_prompt_tokens);
+        let token = self.sample(row.id, p, &logits);
+        Sampled {
+            token,
+            logprobs: raw.map(|(raw, k)| token_logprobs(&raw, token, k)),
+        }
+    }
+
+    /// A token from an already processed row.
     pub fn sample(&mut self, id: RequestId, params: &SamplingParams, logits: &[f32]) -> u32 {
         if params.is_greedy() {
             return argmax(logits);
@@ -93,8 +173,72 @@ impl Sampler {
     }
 }
 
-/// Temperature → top-k → top-p, then picks the token where the cumulative probability passes
-/// `u` (uniform in [0, 1)).
+/// `logit_bias`, then the repetition penalty over every token of `history`, then the frequency
+/// and presence penalties over its output tokens (those after `num_prompt_tokens`), in place.
+pub fn apply_processors(
+    logits: &mut [f32],
+    p: &SamplingParams,
+    history: &[u32],
+    num_prompt_tokens: usize,
+) {
+    for &(t, bias) in p.logit_bias.iter() {
+        if let Some(l) = logits.get_mut(t as usize) {
+            *l += bias;
+        }
+    }
+    if p.repetition_penalty != 1.0 {
+        let mut seen = history.to_vec();
+        seen.sort_unstable();
+        seen.dedup();
+        for t in seen {
+            if let Some(l) = logits.get_mut(t as usize) {
+                *l = if *l > 0.0 {
+                    *l / p.repetition_penalty
+                } else {
+                    *l * p.repetition_penalty
+                };
+            }
+        }
+    }
+    if p.frequency_penalty != 0.0 || p.presence_penalty != 0.0 {
+        let mut out = history[num_prompt_tokens.min(history.len())..].to_vec();
+        out.sort_unstable();
+        for run in out.chunk_by(|a, b| a == b) {
+            if let Some(l) = logits.get_mut(run[0] as usize) {
+                *l -= p.frequency_penalty * run.len() as f32 + p.presence_penalty;
+            }
+        }
+    }
+}
+
+/// The logprob of `token` and the `k` most likely tokens (ties: lower id first) under
+/// log-softmax of `raw` (the log-sum-exp summed in f64).
+pub fn token_logprobs(raw: &[f32], token: u32, k: usize) -> TokenLogprobs {
+    let max = raw.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = raw.iter().map(|&l| ((l - max) as f64).exp()).sum();
+    let lse = max as f64 + sum.ln();
+    let lp = |l: f32| (l as f64 - lse) as f32;
+    let mut top: Vec<(u32, f32)> = raw
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| (i as u32, l))
+        .collect();
+    let order = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    let k = k.min(top.len());
+    if k > 0 && k < top.len() {
+        top.select_nth_unstable_by(k - 1, order);
+    }
+    top.truncate(k);
+    top.sort_unstable_by(order);
+    TokenLogprobs {
+        token,
+        logprob: lp(raw[token as usize]),
+        top: top.into_iter().map(|(t, l)| (t, lp(l))).collect(),
+    }
+}
+
+/// Temperature → min-p → top-k → top-p, then picks the token where the cumulative probability
+/// passes `u` (uniform in [0, 1)).
 fn sample_filtered(logits: &[f32], params: &SamplingParams, u: f32) -> u32 {
     let inv_t = 1.0 / params.temperature;
     let mut cand: Vec<(u32, f32)> = logits
@@ -102,6 +246,12 @@ fn sample_filtered(logits: &[f32], params: &SamplingParams, u: f32) -> u32 {
         .enumerate()
         .map(|(i, &l)| (i as u32, l * inv_t))
         .collect();
+    if params.min_p > 0.0 {
+        // p >= min_p * p_max  <=>  l >= l_max + ln(min_p)
+        let max = cand.iter().map(|c| c.1).fold(f32::NEG_INFINITY, f32::max);
+        let floor = max + params.min_p.ln();
+        cand.retain(|c| c.1 >= floor);
+    }
     let by_logit_desc = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1);
     if let Some(k) = params.top_k.filter(|&k| k > 0 && k < cand.len()) {
         cand.select_nth_unstable_by(k - 1, by_logit_desc);
@@ -148,6 +298,7 @@ mod tests {
             top_p,
             top_k,
             seed: Some(seed),
+            ..SamplingParams::default()
         }
     }
 
@@ -207,5 +358,44 @@ mod tests {
             a.iter().any(|&t| t != a[0]),
             "temperature 1.5 varies: {a:?}"
         );
+    }
+
+    #[test]
+    fn processors_change_logits_as_defined() {
+        let p = SamplingParams {
+            logit_bias: vec![(0, 0.5), (3, -1.0)].into(),
+            repetition_penalty: 2.0,
+            frequency_penalty: 0.25,
+            presence_penalty: 0.125,
+            ..SamplingParams::default()
+        };
+        // prompt [1], output [2, 2, 3]
+        let history = [1, 2, 2, 3];
+        let mut l = vec![1.0, 3.0, -2.0, 0.5, 4.0];
+        apply_processors(&mut l, &p, &history, 1);
+        // 0: bias only; 1: prompt token, positive → /2; 2: negative → ×2, then 2 × 0.25 + 0.125;
+        // 3: bias → -0.5, negative → ×2, then 0.25 + 0.125; 4: untouched
+        assert_eq!(l, vec![1.5, 1.5, -4.0 - 0.625, -1.0 - 0.375, 4.0]);
+    }
+
+    #[test]
+    fn min_p_drops_unlikely_tokens() {
+        // softmax([1,3,2,.5]): p_max .6308; min_p .3 keeps p >= .189: tokens 1 and 2
+        let mut p = params(1.0, None, 1.0, 0);
+        p.min_p = 0.3;
+        assert_eq!(sample_filtered(&LOGITS, &p, 0.999), 2);
+        p.min_p = 1.0;
+        assert_eq!(sample_filtered(&LOGITS, &p, 0.999), 1, "min_p 1 is greedy");
+    }
+
+    #[test]
+    fn logprobs_are_log_softmax_with_ordered_alternatives() {
+        let lp = token_logprobs(&LOGITS, 2, 3);
+        let lse = LOGITS.iter().map(|&l| (l as f64).exp()).sum::<f64>().ln();
+        assert!((lp.logprob as f64 - (2.0 - lse)).abs() < 1e-6);
+        let ids: Vec<u32> = lp.top.iter().map(|t| t.0).collect();
+        assert_eq!(ids, vec![1, 2, 0]);
+        assert!((lp.top[0].1 as f64 - (3.0 - lse)).abs() < 1e-6);
+        assert!(token_logprobs(&LOGITS, 2, 0).top.is_empty());
     }
 }

@@ -3,7 +3,7 @@
 use super::types::*;
 use super::{parse_request, response_id, unix_now};
 use crate::api::error::ApiError;
-use crate::api::generate::{GenOptions, Generation};
+use crate::api::generate::{Endpoint, GenOptions, Generation, TokenLogprob};
 use crate::api::sse::{stream_response, ChunkFormat};
 use crate::api::AppState;
 use crate::engine::FinishReason;
@@ -71,6 +71,15 @@ struct ChatChunks {
 
 impl ChatChunks {
     fn chunk(&self, delta: ChatDelta, finish: Option<&'static str>) -> serde_json::Value {
+        self.chunk_with(delta, None, finish)
+    }
+
+    fn chunk_with(
+        &self,
+        delta: ChatDelta,
+        logprobs: Option<ChatLogprobs>,
+        finish: Option<&'static str>,
+    ) -> serde_json::Value {
         json!(ChatCompletionChunk {
             id: self.id.clone(),
             object: "chat.completion.chunk",
@@ -79,7 +88,7 @@ impl ChatChunks {
             choices: vec![ChatChunkChoice {
                 index: 0,
                 delta,
-                logprobs: None,
+                logprobs,
                 finish_reason: finish,
             }],
             usage: None,
@@ -98,12 +107,19 @@ impl ChunkFormat for ChatChunks {
         ))
     }
 
-    fn text(&self, _index: usize, text: String) -> serde_json::Value {
-        self.chunk(
+    fn text(
+        &mut self,
+        _index: usize,
+        text: String,
+        logprobs: Vec<TokenLogprob>,
+    ) -> serde_json::Value {
+        let logprobs = (!logprobs.is_empty()).then(|| ChatLogprobs::of(&logprobs));
+        self.chunk_with(
             ChatDelta {
                 role: None,
                 content: Some(text),
             },
+            logprobs,
             None,
         )
     }
@@ -132,7 +148,7 @@ pub async fn chat_completions(
     let body = body?;
     let req: ChatCompletionRequest = parse_request(&body)?;
     let model = state.models.get_or_load(&req.model).await?;
-    let mut opts = GenOptions::from_fields(&req.gen)?;
+    let mut opts = GenOptions::from_fields(&req.gen, Endpoint::Chat)?;
     opts.timeout = state.options.request_timeout;
     opts.log_prompt = state.options.log_prompts;
     opts.charge = key.map(|k| (state.limiter.clone(), k.0 .0));
@@ -153,7 +169,8 @@ pub async fn chat_completions(
     if opts.stream {
         return Ok(stream_response(vec![gen], meta, opts.include_usage));
     }
-    let (text, reason, usage) = gen.collect().await?;
+    let wants_logprobs = opts.sampling.logprobs.is_some();
+    let done = gen.collect().await?;
     Ok(Json(ChatCompletion {
         id: meta.id,
         object: "chat.completion",
@@ -163,13 +180,13 @@ pub async fn chat_completions(
             index: 0,
             message: ChatMessageOut {
                 role: "assistant",
-                content: text,
+                content: done.text,
                 refusal: None,
             },
-            logprobs: None,
-            finish_reason: Some(finish_reason_str(&reason)),
+            logprobs: wants_logprobs.then(|| ChatLogprobs::of(&done.logprobs)),
+            finish_reason: Some(finish_reason_str(&done.reason)),
         }],
-        usage,
+        usage: done.usage,
     })
     .into_response())
 }

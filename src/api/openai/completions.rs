@@ -4,7 +4,7 @@
 use super::types::*;
 use super::{parse_request, response_id, unix_now};
 use crate::api::error::ApiError;
-use crate::api::generate::{GenOptions, Generation};
+use crate::api::generate::{Endpoint, GenOptions, Generation, TokenLogprob};
 use crate::api::sse::{stream_response, ChunkFormat};
 use crate::api::AppState;
 use crate::engine::FinishReason;
@@ -19,6 +19,8 @@ struct CompletionChunks {
     id: String,
     model: String,
     created: u64,
+    /// Characters of each choice's text so far (`text_offset`).
+    offsets: std::collections::HashMap<usize, usize>,
 }
 
 impl CompletionChunks {
@@ -39,12 +41,19 @@ impl ChunkFormat for CompletionChunks {
         None
     }
 
-    fn text(&self, index: usize, text: String) -> serde_json::Value {
+    fn text(
+        &mut self,
+        index: usize,
+        text: String,
+        logprobs: Vec<TokenLogprob>,
+    ) -> serde_json::Value {
+        let offset = self.offsets.entry(index).or_default();
+        let logprobs = (!logprobs.is_empty()).then(|| CompletionLogprobs::of(&logprobs, offset));
         self.chunk(
             vec![CompletionChoice {
                 index,
                 text,
-                logprobs: None,
+                logprobs,
                 finish_reason: None,
             }],
             None,
@@ -97,7 +106,7 @@ pub async fn completions(
     let body = body?;
     let req: CompletionRequest = parse_request(&body)?;
     let model = state.models.get_or_load(&req.model).await?;
-    let mut opts = GenOptions::from_fields(&req.gen)?;
+    let mut opts = GenOptions::from_fields(&req.gen, Endpoint::Completions)?;
     opts.timeout = state.options.request_timeout;
     opts.log_prompt = state.options.log_prompts;
     opts.charge = key.map(|k| (state.limiter.clone(), k.0 .0));
@@ -139,6 +148,7 @@ pub async fn completions(
         id: response_id("cmpl"),
         model: model.id.clone(),
         created: unix_now(),
+        offsets: Default::default(),
     };
     if opts.stream {
         return Ok(stream_response(gens, meta, opts.include_usage));
@@ -147,13 +157,16 @@ pub async fn completions(
     let mut choices = Vec::with_capacity(results.len());
     let mut usage = Usage::default();
     for (index, r) in results.into_iter().enumerate() {
-        let (text, reason, u) = r?;
-        usage = usage.plus(u);
+        let done = r?;
+        usage = usage.plus(done.usage);
         choices.push(CompletionChoice {
             index,
-            text,
-            logprobs: None,
-            finish_reason: Some(finish_reason_str(&reason)),
+            text: done.text,
+            logprobs: opts
+                .sampling
+                .logprobs
+                .map(|_| CompletionLogprobs::of(&done.logprobs, &mut 0)),
+            finish_reason: Some(finish_reason_str(&done.reason)),
         });
     }
     Ok(Json(Completion {

@@ -42,6 +42,18 @@ pub struct GenerationFields {
     pub min_tokens: Option<i64>,
     pub presence_penalty: Option<f32>,
     pub frequency_penalty: Option<f32>,
+    /// vLLM extension: > 1 discourages tokens of the prompt and output so far.
+    pub repetition_penalty: Option<f32>,
+    /// vLLM extension: drop tokens less likely than `min_p` × the most likely one.
+    pub min_p: Option<f32>,
+    /// Token id (as a string) → bias added to its logit, -100..100.
+    pub logit_bias: Option<std::collections::HashMap<String, f32>>,
+    /// Chat: `true`/`false`; completions: how many alternatives per token (0-20).
+    pub logprobs: Option<serde_json::Value>,
+    /// Chat: alternatives per token (0-20) with `logprobs: true`.
+    pub top_logprobs: Option<i64>,
+    /// vLLM extension: logprobs name tokens `token_id:ID` instead of their text.
+    pub return_tokens_as_token_ids: Option<bool>,
     pub user: Option<String>,
     /// vLLM extension: lower runs first (needs `--scheduling-policy priority`).
     pub priority: Option<i64>,
@@ -65,16 +77,11 @@ pub struct GenerationFields {
 /// See `GenerationFields::unsupported`.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct UnsupportedFields {
-    pub logit_bias: Option<serde_json::Value>,
-    pub logprobs: Option<serde_json::Value>,
-    pub top_logprobs: Option<serde_json::Value>,
     pub prompt_logprobs: Option<serde_json::Value>,
     pub response_format: Option<serde_json::Value>,
     pub tools: Option<serde_json::Value>,
     pub tool_choice: Option<serde_json::Value>,
     pub functions: Option<serde_json::Value>,
-    pub min_p: Option<serde_json::Value>,
-    pub repetition_penalty: Option<serde_json::Value>,
     pub best_of: Option<serde_json::Value>,
     pub suffix: Option<serde_json::Value>,
     pub guided_json: Option<serde_json::Value>,
@@ -95,16 +102,7 @@ impl UnsupportedFields {
             v.as_object().is_some_and(|o| o.is_empty())
                 || v.as_array().is_some_and(|a| a.is_empty())
         };
-        let checks: [(&'static str, bool); 16] = [
-            ("logit_bias", neutral(&self.logit_bias, &empty)),
-            (
-                "logprobs",
-                neutral(&self.logprobs, &|v| v == &V::Bool(false)),
-            ),
-            (
-                "top_logprobs",
-                neutral(&self.top_logprobs, &|v| v.as_u64() == Some(0)),
-            ),
+        let checks: [(&'static str, bool); 11] = [
             ("prompt_logprobs", neutral(&self.prompt_logprobs, &no)),
             (
                 "response_format",
@@ -113,11 +111,6 @@ impl UnsupportedFields {
             ("tools", neutral(&self.tools, &empty)),
             ("tool_choice", neutral(&self.tool_choice, &|v| v == "none")),
             ("functions", neutral(&self.functions, &empty)),
-            ("min_p", neutral(&self.min_p, &|v| v.as_f64() == Some(0.0))),
-            (
-                "repetition_penalty",
-                neutral(&self.repetition_penalty, &|v| v.as_f64() == Some(1.0)),
-            ),
             (
                 "best_of",
                 neutral(&self.best_of, &|v| v.as_u64() == Some(1)),
@@ -237,11 +230,95 @@ pub struct ChatMessageOut {
     pub refusal: Option<String>,
 }
 
+/// One alternative token of a chat logprobs entry.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TopLogprob {
+    pub token: String,
+    pub logprob: f64,
+    /// The token text's UTF-8 bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// One output token of a chat `logprobs.content`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ChatTokenLogprob {
+    pub token: String,
+    pub logprob: f64,
+    pub bytes: Vec<u8>,
+    pub top_logprobs: Vec<TopLogprob>,
+}
+
+/// A chat choice's (or chunk's) `logprobs`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ChatLogprobs {
+    pub content: Vec<ChatTokenLogprob>,
+    /// Always present (null): OpenAI's schema requires the key.
+    pub refusal: Option<Vec<ChatTokenLogprob>>,
+}
+
+/// A completions choice's (or chunk's) `logprobs`: parallel lists, one entry per token.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct CompletionLogprobs {
+    pub tokens: Vec<String>,
+    pub token_logprobs: Vec<f64>,
+    pub top_logprobs: Vec<serde_json::Map<String, serde_json::Value>>,
+    /// Character offset of each token in the choice's text.
+    pub text_offset: Vec<usize>,
+}
+
+/// An f32 as the f64 nearest its shortest decimal form, so that every serializer (the body of
+/// a response, or a stream chunk built as a `serde_json::Value`) writes the same short number.
+fn short(x: f32) -> f64 {
+    x.to_string().parse().unwrap_or(f64::from(x))
+}
+
+impl ChatLogprobs {
+    pub fn of(entries: &[crate::api::generate::TokenLogprob]) -> Self {
+        let top = |t: &str, l: f32| TopLogprob {
+            token: t.to_string(),
+            logprob: short(l),
+            bytes: t.as_bytes().to_vec(),
+        };
+        Self {
+            content: entries
+                .iter()
+                .map(|e| ChatTokenLogprob {
+                    token: e.token.clone(),
+                    logprob: short(e.logprob),
+                    bytes: e.token.as_bytes().to_vec(),
+                    top_logprobs: e.top.iter().map(|(t, l)| top(t, *l)).collect(),
+                })
+                .collect(),
+            refusal: None,
+        }
+    }
+}
+
+impl CompletionLogprobs {
+    /// `entries` continuing a text of `*offset` characters (advanced past them).
+    pub fn of(entries: &[crate::api::generate::TokenLogprob], offset: &mut usize) -> Self {
+        let mut out = Self::default();
+        for e in entries {
+            out.tokens.push(e.token.clone());
+            out.token_logprobs.push(short(e.logprob));
+            out.top_logprobs.push(
+                e.top
+                    .iter()
+                    .map(|(t, l)| (t.clone(), serde_json::json!(short(*l))))
+                    .collect(),
+            );
+            out.text_offset.push(*offset);
+            *offset += e.token.chars().count();
+        }
+        out
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ChatChoice {
     pub index: usize,
     pub message: ChatMessageOut,
-    pub logprobs: Option<()>,
+    pub logprobs: Option<ChatLogprobs>,
     pub finish_reason: Option<&'static str>,
 }
 
@@ -267,7 +344,7 @@ pub struct ChatDelta {
 pub struct ChatChunkChoice {
     pub index: usize,
     pub delta: ChatDelta,
-    pub logprobs: Option<()>,
+    pub logprobs: Option<ChatLogprobs>,
     pub finish_reason: Option<&'static str>,
 }
 
@@ -286,7 +363,7 @@ pub struct ChatCompletionChunk {
 pub struct CompletionChoice {
     pub index: usize,
     pub text: String,
-    pub logprobs: Option<()>,
+    pub logprobs: Option<CompletionLogprobs>,
     pub finish_reason: Option<&'static str>,
 }
 
