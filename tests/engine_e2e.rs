@@ -189,3 +189,55 @@ fn tensor_backend_engine_matches_cpu_backend_and_runs_in_bf16() {
         assert_eq!(core.scheduler().num_blocks_used(), 0);
     }
 }
+
+/// `n` choices of one prompt: the followers wait for the first choice's full prompt blocks and
+/// take them from the prefix cache, so four choices of a 100-token prompt hold 6 shared blocks
+/// plus one block each (not 4 × 7); every greedy choice equals the prompt served alone.
+#[test]
+fn n_choices_share_their_prompt_blocks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = write_tiny_llama(tmp.path(), 3);
+    let prompt: Vec<u32> = (0..100).map(|t| (t * 29 + 3) % 256).collect();
+    let limits = test_limits(256, 16);
+    let mut core = engine_core(&dir, &limits);
+    core.add(greedy_request(0, prompt.clone(), 10)).unwrap();
+    let alone = run_to_completion(&mut core).remove(&RequestId(0)).unwrap();
+
+    let mut core = engine_core(&dir, &limits);
+    core.add(greedy_request(0, prompt.clone(), 10)).unwrap();
+    for i in 1..4 {
+        let mut r = greedy_request(i, prompt.clone(), 10);
+        r.follows = Some(RequestId(0));
+        core.add(r).unwrap();
+    }
+    let mut out: HashMap<RequestId, Vec<u32>> = HashMap::new();
+    let mut most_used = 0;
+    let mut cached = HashMap::new();
+    while core.has_work() {
+        let (deltas, _) = core.step();
+        most_used = most_used.max(core.scheduler().num_blocks_used());
+        for d in deltas {
+            if d.finish.is_some() {
+                cached.insert(d.request_id, d.num_cached_tokens);
+            }
+            out.entry(d.request_id).or_default().extend(d.new_token_ids);
+        }
+    }
+    for i in 0..4 {
+        assert_eq!(out[&RequestId(i)], alone, "choice {i}");
+    }
+    // 100 prompt + 10 output tokens fit 7 blocks of 16; the first 6 are prompt blocks
+    assert_eq!(
+        most_used,
+        6 + 4,
+        "shared prompt blocks, one own block per choice"
+    );
+    for i in 1..4 {
+        assert_eq!(
+            cached[&RequestId(i)],
+            96,
+            "choice {i} took 6 blocks from the cache"
+        );
+    }
+    assert_eq!(core.scheduler().num_blocks_used(), 0);
+}

@@ -152,6 +152,18 @@ async fn out_of_range_parameters_are_400s_naming_them() {
             "{extra}: {v}"
         );
     }
+    for (n, max_tokens) in [(0, 2), (129, 2), (128, 2000)] {
+        let (status, v) = post(
+            "/v1/completions",
+            json!({"model": "tiny", "prompt": "hi", "max_tokens": max_tokens, "n": n}),
+        )
+        .await;
+        assert_eq!(
+            (status, v["error"]["param"].as_str()),
+            (400, Some("n")),
+            "n {n} x {max_tokens}: {v}"
+        );
+    }
     for logprobs in [json!(21), json!(-1), json!(true)] {
         let (status, v) = post(
             "/v1/completions",

@@ -6,7 +6,7 @@ On SmolLM2: chat and completions logprobs in OpenAI's shapes, streamed = not str
 frequency penalty stops a repetition. On the tiny random model, with vLLM's
 `return_tokens_as_token_ids`, the logprobs it reports predict the output exactly: frequency and
 presence penalties, `logit_bias` at the margin, `min_p` 1 = greedy; a seeded request gives the
-same tokens alone and among 31 others.
+same tokens alone and among 31 others. `n` choices equal single requests seeded seed + i.
 """
 import concurrent.futures as cf
 import sys
@@ -87,6 +87,36 @@ base = most_repeated()
 assert base >= 8, base
 assert most_repeated(frequency_penalty=2.0) < base, "frequency_penalty breaks the loop"
 assert most_repeated(presence_penalty=2.0, extra_body={"repetition_penalty": 1.5, "min_p": 0.05}) < base
+
+# ---- n: choices of one prompt, seeds seed + i, the prompt counted once
+def single(seed):
+    return client.chat.completions.create(
+        model=smol, messages=question, temperature=1.0, max_tokens=8, seed=seed
+    )
+many = client.chat.completions.create(
+    model=smol, messages=question, temperature=1.0, max_tokens=8, seed=11, n=3
+)
+assert [c.index for c in many.choices] == [0, 1, 2], many
+alone = [single(11 + i) for i in range(3)]
+for c, a in zip(many.choices, alone):
+    assert c.message.content == a.choices[0].message.content, (c, a)
+assert many.usage.prompt_tokens == alone[0].usage.prompt_tokens, many.usage
+assert many.usage.completion_tokens == sum(a.usage.completion_tokens for a in alone)
+texts = {0: "", 1: "", 2: ""}
+for chunk in client.chat.completions.create(
+    model=smol, messages=question, temperature=1.0, max_tokens=8, seed=11, n=3, stream=True
+):
+    for c in chunk.choices:
+        texts[c.index] += c.delta.content or ""
+assert [texts[i] for i in range(3)] == [c.message.content for c in many.choices], texts
+two = client.completions.create(
+    model=smol, prompt=["The capital of France is", "One, two,"], max_tokens=4, temperature=0, n=2
+)
+assert [c.index for c in two.choices] == [0, 1, 2, 3], two
+assert two.choices[0].text == two.choices[1].text, "greedy choices agree"
+assert two.choices[2].text == client.completions.create(
+    model=smol, prompt="One, two,", max_tokens=4, temperature=0
+).choices[0].text
 
 # ---- tiny model: exact checks from its own logprobs
 prompt = [(i * 37 + 11) % 256 for i in range(23)]

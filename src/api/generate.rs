@@ -5,7 +5,9 @@
 use super::error::ApiError;
 use super::openai::types::{GenerationFields, Usage};
 use crate::engine::scheduler::SchedulingPolicy;
-use crate::engine::{DeltaStream, FinishReason, Request, SamplingParams, StopConditions};
+use crate::engine::{
+    DeltaStream, FinishReason, Request, RequestId, SamplingParams, StopConditions,
+};
 use crate::manager::ModelHandle;
 use crate::metrics::FinishedLabel;
 use crate::text::{IncrementalDetokenizer, StopStringMatcher};
@@ -16,6 +18,8 @@ use std::time::Instant;
 #[derive(Debug, Clone)]
 pub struct GenOptions {
     pub sampling: SamplingParams,
+    /// Choices per prompt.
+    pub n: usize,
     /// `None`: the rest of the context.
     pub max_tokens: Option<usize>,
     pub min_tokens: usize,
@@ -52,6 +56,9 @@ pub enum Endpoint {
     Chat,
     Completions,
 }
+
+/// Most choices per prompt (OpenAI's limit).
+pub const MAX_N: i64 = 128;
 
 /// Most alternatives per token a request may ask for (vLLM's default `max_logprobs`).
 pub const MAX_LOGPROBS: i64 = 20;
@@ -166,9 +173,9 @@ impl GenOptions {
         }
         let n = f.n.unwrap_or(1);
         check(
-            n == 1,
+            (1..=MAX_N).contains(&n),
             "n",
-            format!("n must be 1 (several choices per request are not supported yet), got {n}"),
+            format!("n must be in [1, {MAX_N}], got {n}"),
         )?;
         for (name, v) in [
             ("presence_penalty", f.presence_penalty),
@@ -232,6 +239,7 @@ impl GenOptions {
                 logit_bias,
                 logprobs,
             },
+            n: n as usize,
             max_tokens: max.map(|m| m as usize),
             min_tokens: min_tokens as usize,
             ignore_eos: f.ignore_eos.unwrap_or(false),
@@ -269,6 +277,33 @@ pub struct TokenLogprob {
     pub top: Vec<(String, f32)>,
 }
 
+/// Rejects `n` choices that could never fit the KV cache together: the full prompt blocks once,
+/// then each choice's own blocks to its last token.
+fn check_fits_n(model: &ModelHandle, prompt: usize, opts: &GenOptions) -> Result<(), ApiError> {
+    let stats = model.engine.stats();
+    let total = stats
+        .kv_blocks_total
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let bs = stats.block_size.load(std::sync::atomic::Ordering::Relaxed);
+    if total == 0 || bs == 0 {
+        return Ok(());
+    }
+    let limit = model.engine.max_model_len();
+    let max_tokens = opts.max_tokens.unwrap_or(limit.saturating_sub(prompt));
+    let shared = prompt.saturating_sub(1) / bs;
+    let each = (prompt + max_tokens).div_ceil(bs) - shared;
+    let need = shared + opts.n * each;
+    check(
+        need <= total,
+        "n",
+        format!(
+            "n = {} choices of up to {} tokens need {need} KV blocks of {bs} tokens; the cache holds {total}",
+            opts.n,
+            prompt + max_tokens
+        ),
+    )
+}
+
 /// One step of a generation, as the response writers see it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum GenEvent {
@@ -286,6 +321,9 @@ pub enum GenEvent {
 
 /// A running generation: engine deltas in, text out.
 pub struct Generation {
+    id: RequestId,
+    /// False for the second and later choices of one prompt (usage counts the prompt once).
+    counts_prompt: bool,
     model: Arc<ModelHandle>,
     stream: Option<DeltaStream>,
     detok: IncrementalDetokenizer,
@@ -313,10 +351,37 @@ struct RequestLog {
 
 impl Generation {
     /// Checks the prompt against the context and submits it.
-    pub fn start(
+    /// The `opts.n` choices of one prompt. The first computes the prompt; the others wait for
+    /// its full prompt blocks and share them through the prefix cache (`Request::follows`).
+    /// With a seed, choice i draws from `seed + i` (as vLLM). Usage counts the prompt once.
+    pub fn start_choices(
         model: &Arc<ModelHandle>,
         prompt_ids: Vec<u32>,
         opts: &GenOptions,
+    ) -> Result<Vec<Self>, ApiError> {
+        if opts.n > 1 {
+            check_fits_n(model, prompt_ids.len(), opts)?;
+        }
+        let first = Self::start(model, prompt_ids.clone(), opts, opts.sampling.clone(), None)?;
+        let leader = first.id;
+        let mut gens = vec![first];
+        for i in 1..opts.n {
+            let mut sampling = opts.sampling.clone();
+            sampling.seed = sampling.seed.map(|s| s.wrapping_add(i as u64));
+            let mut g = Self::start(model, prompt_ids.clone(), opts, sampling, Some(leader))?;
+            g.counts_prompt = false;
+            gens.push(g);
+        }
+        Ok(gens)
+    }
+
+    /// Checks the prompt against the context and submits it.
+    fn start(
+        model: &Arc<ModelHandle>,
+        prompt_ids: Vec<u32>,
+        opts: &GenOptions,
+        sampling: SamplingParams,
+        follows: Option<RequestId>,
     ) -> Result<Self, ApiError> {
         let limit = model.engine.max_model_len();
         let prompt_tokens = prompt_ids.len();
@@ -370,7 +435,7 @@ impl Generation {
         let req = Request {
             id: model.engine.next_request_id(),
             prompt_token_ids: prompt_ids,
-            sampling: opts.sampling.clone(),
+            sampling,
             stop: StopConditions {
                 max_tokens,
                 min_tokens: opts.min_tokens.min(max_tokens),
@@ -381,7 +446,9 @@ impl Generation {
             priority: opts.priority,
             arrival: Instant::now(),
             cache_salt: opts.cache_salt.clone(),
+            follows,
         };
+        let id = req.id;
         let stream = model.engine.submit(req)?;
         model
             .engine
@@ -389,6 +456,8 @@ impl Generation {
             .requests_in_flight
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         Ok(Self {
+            id,
+            counts_prompt: true,
             model: model.clone(),
             stream: Some(stream),
             detok: IncrementalDetokenizer::new(opts.skip_special_tokens),
@@ -405,9 +474,14 @@ impl Generation {
         })
     }
 
+    /// This choice's usage (the prompt counted by the first choice only).
     fn usage(&self) -> Usage {
-        Usage::new(self.prompt_tokens, self.completion_tokens)
-            .with_cached_tokens(self.cached_tokens)
+        if self.counts_prompt {
+            Usage::new(self.prompt_tokens, self.completion_tokens)
+                .with_cached_tokens(self.cached_tokens)
+        } else {
+            Usage::new(0, self.completion_tokens)
+        }
     }
 
     fn finished(&mut self, reason: FinishReason) -> GenEvent {
@@ -426,7 +500,7 @@ impl Generation {
             self.model.engine.metrics().finished(label);
             self.log_line(label, status);
             if let Some((limiter, key)) = &self.charge {
-                limiter.charge(*key, self.prompt_tokens + self.completion_tokens);
+                limiter.charge(*key, self.usage().total_tokens);
             }
         }
         self.stream = None;

@@ -107,4 +107,7 @@ pub struct Request {
     pub arrival: Instant,
     /// Keeps this request's prefix-cache blocks apart from other salts' (None: the shared cache).
     pub cache_salt: Option<String>,
+    /// One of several choices of one prompt (`n`): admitted once that request's full prompt
+    /// blocks are computed, so it takes them from the prefix cache instead of computing them.
+    pub follows: Option<RequestId>,
 }

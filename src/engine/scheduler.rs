@@ -223,11 +223,17 @@ impl Scheduler {
 
     fn schedule_waiting(&mut self, out: &mut SchedulerOutput, budget: &mut usize) {
         let bs = self.config.block_size;
+        // choices of `n` wait (in place) for their leader's prompt; others go in queue order
+        let mut at = 0;
         while *budget > 0 && self.running.len() < self.config.max_num_seqs {
-            let Some(&id) = self.waiting.front() else {
+            let Some(&id) = self.waiting.get(at) else {
                 break;
             };
             let seq = &self.seqs[&id];
+            if !self.leader_ready(seq) {
+                at += 1;
+                continue;
+            }
             let hits = self.prefix_hits(seq);
             let hit_tokens = hits.len() * bs;
             let n = (seq.num_tokens() - hit_tokens).min(*budget);
@@ -240,7 +246,7 @@ impl Scheduler {
             if !self.allocator.can_allocate(need + hits_free) {
                 break;
             }
-            self.waiting.pop_front();
+            self.waiting.remove(at);
             self.running.push(id);
             let seq = self.seqs.get_mut(&id).expect("waiting id is known");
             for (hash, _) in &hits {
@@ -259,6 +265,19 @@ impl Scheduler {
             self.grant(id, n, need, out);
             *budget -= n;
         }
+    }
+
+    /// Whether `seq` may be admitted: true unless it follows a request (`n`) whose full prompt
+    /// blocks are not computed yet (with prefix caching on; without it nothing is shared).
+    fn leader_ready(&self, seq: &Sequence) -> bool {
+        let Some(leader) = seq.follows.and_then(|l| self.seqs.get(&l)) else {
+            return true;
+        };
+        let bs = self.config.block_size;
+        !self.config.enable_prefix_caching
+            || seq.num_computed_tokens > 0
+            || (leader.status == SequenceStatus::Running
+                && leader.num_computed_tokens >= (leader.num_prompt_tokens - 1) / bs * bs)
     }
 
     /// Cached blocks holding a prefix of `seq`'s tokens, from the first block on, stopping at the

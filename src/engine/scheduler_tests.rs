@@ -56,6 +56,7 @@ fn make_requests(n: usize, prompt_len: usize, max_tokens: usize) -> Vec<Request>
             priority: 0,
             arrival: Instant::now(),
             cache_salt: None,
+            follows: None,
         })
         .collect()
 }

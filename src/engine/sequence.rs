@@ -52,6 +52,8 @@ pub struct Sequence {
     pub num_cached_tokens: usize,
     /// Requests share cached blocks only with requests of the same salt (vLLM's `cache_salt`).
     pub cache_salt: Option<String>,
+    /// See `Request::follows`.
+    pub follows: Option<RequestId>,
 }
 
 impl Sequence {
@@ -72,6 +74,7 @@ impl Sequence {
             block_hashes: Vec::new(),
             num_cached_tokens: 0,
             cache_salt: req.cache_salt,
+            follows: req.follows,
         }
     }
 

@@ -201,6 +201,7 @@ pub fn greedy_request(id: u64, prompt: Vec<u32>, max_tokens: usize) -> Request {
         priority: 0,
         arrival: Instant::now(),
         cache_salt: None,
+        follows: None,
     }
 }
 

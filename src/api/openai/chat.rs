@@ -70,12 +70,9 @@ struct ChatChunks {
 }
 
 impl ChatChunks {
-    fn chunk(&self, delta: ChatDelta, finish: Option<&'static str>) -> serde_json::Value {
-        self.chunk_with(delta, None, finish)
-    }
-
-    fn chunk_with(
+    fn chunk(
         &self,
+        index: usize,
         delta: ChatDelta,
         logprobs: Option<ChatLogprobs>,
         finish: Option<&'static str>,
@@ -86,7 +83,7 @@ impl ChatChunks {
             created: self.created,
             model: self.model.clone(),
             choices: vec![ChatChunkChoice {
-                index: 0,
+                index,
                 delta,
                 logprobs,
                 finish_reason: finish,
@@ -97,35 +94,31 @@ impl ChatChunks {
 }
 
 impl ChunkFormat for ChatChunks {
-    fn first(&self, _index: usize) -> Option<serde_json::Value> {
-        Some(self.chunk(
-            ChatDelta {
-                role: Some("assistant"),
-                content: Some(String::new()),
-            },
-            None,
-        ))
+    fn first(&self, index: usize) -> Option<serde_json::Value> {
+        let role = ChatDelta {
+            role: Some("assistant"),
+            content: Some(String::new()),
+        };
+        Some(self.chunk(index, role, None, None))
     }
 
     fn text(
         &mut self,
-        _index: usize,
+        index: usize,
         text: String,
         logprobs: Vec<TokenLogprob>,
     ) -> serde_json::Value {
         let logprobs = (!logprobs.is_empty()).then(|| ChatLogprobs::of(&logprobs));
-        self.chunk_with(
-            ChatDelta {
-                role: None,
-                content: Some(text),
-            },
-            logprobs,
-            None,
-        )
+        let delta = ChatDelta {
+            role: None,
+            content: Some(text),
+        };
+        self.chunk(index, delta, logprobs, None)
     }
 
-    fn finish(&self, _index: usize, reason: &FinishReason) -> serde_json::Value {
-        self.chunk(ChatDelta::default(), Some(finish_reason_str(reason)))
+    fn finish(&self, index: usize, reason: &FinishReason) -> serde_json::Value {
+        let reason = Some(finish_reason_str(reason));
+        self.chunk(index, ChatDelta::default(), None, reason)
     }
 
     fn usage(&self, usage: Usage) -> serde_json::Value {
@@ -160,24 +153,24 @@ pub async fn chat_completions(
     })
     .await
     .map_err(|e| ApiError::internal(format!("tokenizer task failed: {e}")))??;
-    let gen = Generation::start(&model, ids, &opts)?;
+    let gens = Generation::start_choices(&model, ids, &opts)?;
     let meta = ChatChunks {
         id: response_id("chatcmpl"),
         model: model.id.clone(),
         created: unix_now(),
     };
     if opts.stream {
-        return Ok(stream_response(vec![gen], meta, opts.include_usage));
+        return Ok(stream_response(gens, meta, opts.include_usage));
     }
     let wants_logprobs = opts.sampling.logprobs.is_some();
-    let done = gen.collect().await?;
-    Ok(Json(ChatCompletion {
-        id: meta.id,
-        object: "chat.completion",
-        created: meta.created,
-        model: meta.model,
-        choices: vec![ChatChoice {
-            index: 0,
+    let results = futures::future::join_all(gens.into_iter().map(Generation::collect)).await;
+    let mut choices = Vec::with_capacity(results.len());
+    let mut usage = Usage::default();
+    for (index, done) in results.into_iter().enumerate() {
+        let done = done?;
+        usage = usage.plus(done.usage);
+        choices.push(ChatChoice {
+            index,
             message: ChatMessageOut {
                 role: "assistant",
                 content: done.text,
@@ -185,8 +178,15 @@ pub async fn chat_completions(
             },
             logprobs: wants_logprobs.then(|| ChatLogprobs::of(&done.logprobs)),
             finish_reason: Some(finish_reason_str(&done.reason)),
-        }],
-        usage: done.usage,
+        });
+    }
+    Ok(Json(ChatCompletion {
+        id: meta.id,
+        object: "chat.completion",
+        created: meta.created,
+        model: meta.model,
+        choices,
+        usage,
     })
     .into_response())
 }

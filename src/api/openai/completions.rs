@@ -140,10 +140,11 @@ pub async fn completions(
             format!("token ids must be below the vocabulary size {vocab}"),
         ));
     }
-    let gens = prompts
-        .into_iter()
-        .map(|ids| Generation::start(&model, ids, &opts))
-        .collect::<Result<Vec<_>, _>>()?;
+    // choice index = prompt index × n + choice
+    let mut gens = Vec::with_capacity(prompts.len() * opts.n);
+    for ids in prompts {
+        gens.extend(Generation::start_choices(&model, ids, &opts)?);
+    }
     let meta = CompletionChunks {
         id: response_id("cmpl"),
         model: model.id.clone(),
