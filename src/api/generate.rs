@@ -10,6 +10,7 @@ use crate::engine::{
 };
 use crate::manager::ModelHandle;
 use crate::metrics::FinishedLabel;
+use crate::text::grammar::{GrammarCompiler, GrammarSpec};
 use crate::text::{IncrementalDetokenizer, StopStringMatcher};
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,6 +19,8 @@ use std::time::Instant;
 #[derive(Debug, Clone)]
 pub struct GenOptions {
     pub sampling: SamplingParams,
+    /// The grammar the output must match, and the field that asked for it.
+    pub grammar: Option<(GrammarSpec, &'static str)>,
     /// Choices per prompt.
     pub n: usize,
     /// `None`: the rest of the context.
@@ -100,6 +103,98 @@ fn logprobs_of(f: &GenerationFields, endpoint: Endpoint) -> Result<Option<usize>
             },
         },
     }
+}
+
+/// `response_format` or one of vLLM's `guided_*` (at most one).
+fn grammar_of(f: &GenerationFields) -> Result<Option<(GrammarSpec, &'static str)>, ApiError> {
+    let bad = |param: &str, msg: String| ApiError::invalid(Some(param.to_string()), msg);
+    let mut found = Vec::new();
+    if let Some(rf) = f.response_format.as_ref().filter(|v| !v.is_null()) {
+        match rf["type"].as_str() {
+            Some("text") => {}
+            Some("json_object") => found.push((
+                GrammarSpec::JsonSchema(serde_json::json!({"type": "object"})),
+                "response_format",
+            )),
+            Some("json_schema") => {
+                let schema = rf["json_schema"]["schema"].clone();
+                if !schema.is_object() {
+                    return Err(bad(
+                        "response_format",
+                        "response_format json_schema needs json_schema.schema, an object".into(),
+                    ));
+                }
+                found.push((GrammarSpec::JsonSchema(schema), "response_format"));
+            }
+            _ => {
+                return Err(bad(
+                    "response_format",
+                    format!(
+                        "response_format type must be text, json_object or json_schema, got {}",
+                        rf["type"]
+                    ),
+                ))
+            }
+        }
+    }
+    if let Some(schema) = f.guided_json.as_ref().filter(|v| !v.is_null()) {
+        // vLLM takes the schema as an object or as its JSON text
+        let schema = match schema.as_str() {
+            Some(text) => serde_json::from_str(text)
+                .map_err(|e| bad("guided_json", format!("guided_json is not JSON: {e}")))?,
+            None => schema.clone(),
+        };
+        found.push((GrammarSpec::JsonSchema(schema), "guided_json"));
+    }
+    if let Some(rx) = &f.guided_regex {
+        found.push((GrammarSpec::Regex(rx.clone()), "guided_regex"));
+    }
+    if let Some(choices) = &f.guided_choice {
+        if choices.is_empty() {
+            return Err(bad(
+                "guided_choice",
+                "guided_choice must not be empty".into(),
+            ));
+        }
+        found.push((GrammarSpec::Choice(choices.clone()), "guided_choice"));
+    }
+    if let Some(g) = &f.guided_grammar {
+        found.push((GrammarSpec::Lark(g.clone()), "guided_grammar"));
+    }
+    if found.len() > 1 {
+        return Err(bad(
+            found[1].1,
+            format!(
+                "only one of response_format and guided_* may be set ({} and {})",
+                found[0].1, found[1].1
+            ),
+        ));
+    }
+    Ok(found.pop())
+}
+
+/// Compiles the request's grammar against `model`'s vocabulary (off the async threads; the
+/// vocabulary's token trie is built on first use).
+pub async fn compile_grammar(
+    model: &Arc<ModelHandle>,
+    opts: &mut GenOptions,
+) -> Result<(), ApiError> {
+    let Some((spec, param)) = opts.grammar.clone() else {
+        return Ok(());
+    };
+    let m = model.clone();
+    let constraint = tokio::task::spawn_blocking(move || {
+        let compiler = m
+            .grammar
+            .get_or_init(|| GrammarCompiler::new(&m.codec).map(Arc::new))
+            .clone()?;
+        compiler.constraint(&spec)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("grammar task failed: {e}")))?
+    .map_err(|e| ApiError::invalid(Some(param.to_string()), format!("{param}: {e}")))?;
+    opts.sampling.constraint = Some(constraint);
+    Ok(())
 }
 
 /// `logit_bias`: token ids (as strings) → bias in [-100, 100], sorted by id.
@@ -202,6 +297,7 @@ impl GenOptions {
         )?;
         let logit_bias = logit_bias_of(f)?;
         let logprobs = logprobs_of(f, endpoint)?;
+        let grammar = grammar_of(f)?;
         if let Some(salt) = &f.cache_salt {
             check(
                 !salt.is_empty(),
@@ -238,8 +334,10 @@ impl GenOptions {
                 min_p,
                 logit_bias,
                 logprobs,
+                constraint: None,
             },
             n: n as usize,
+            grammar,
             max_tokens: max.map(|m| m as usize),
             min_tokens: min_tokens as usize,
             ignore_eos: f.ignore_eos.unwrap_or(false),
@@ -362,12 +460,18 @@ impl Generation {
         if opts.n > 1 {
             check_fits_n(model, prompt_ids.len(), opts)?;
         }
-        let first = Self::start(model, prompt_ids.clone(), opts, opts.sampling.clone(), None)?;
+        // each choice its own grammar state, forked from the compiled (unstarted) one
+        let sampling_for = |i: usize| {
+            let mut s = opts.sampling.clone();
+            s.seed = s.seed.map(|seed| seed.wrapping_add(i as u64));
+            s.constraint = s.constraint.as_ref().map(|c| c.fork());
+            s
+        };
+        let first = Self::start(model, prompt_ids.clone(), opts, sampling_for(0), None)?;
         let leader = first.id;
         let mut gens = vec![first];
         for i in 1..opts.n {
-            let mut sampling = opts.sampling.clone();
-            sampling.seed = sampling.seed.map(|s| s.wrapping_add(i as u64));
+            let sampling = sampling_for(i);
             let mut g = Self::start(model, prompt_ids.clone(), opts, sampling, Some(leader))?;
             g.counts_prompt = false;
             gens.push(g);

@@ -33,6 +33,8 @@ pub struct SamplingParams {
     pub logit_bias: Arc<[(u32, f32)]>,
     /// Report the sampled token's logprob and this many top alternatives.
     pub logprobs: Option<usize>,
+    /// The grammar the output must match (masks every step before everything else).
+    pub constraint: Option<crate::text::grammar::Constraint>,
 }
 
 impl Default for SamplingParams {
@@ -48,6 +50,7 @@ impl Default for SamplingParams {
             min_p: 0.0,
             logit_bias: Arc::new([]),
             logprobs: None,
+            constraint: None,
         }
     }
 }
@@ -78,6 +81,7 @@ impl SamplingParams {
             || !self.logit_bias.is_empty()
             || self.min_p > 0.0
             || self.logprobs.is_some()
+            || self.constraint.is_some()
     }
 }
 

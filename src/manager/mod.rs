@@ -39,6 +39,8 @@ pub struct ModelHandle {
     /// The weights the engine runs (kept for the host tier when the model is evicted).
     pub model: Arc<Llama>,
     pub codec: Arc<TextCodec>,
+    /// The vocabulary compiled for constrained decoding, built on first use.
+    pub grammar: std::sync::OnceLock<Result<Arc<crate::text::grammar::GrammarCompiler>, String>>,
     /// Unix seconds when the model was loaded.
     pub created: u64,
     join: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -64,6 +66,7 @@ impl ModelHandle {
             engine,
             model,
             codec,
+            grammar: std::sync::OnceLock::new(),
             created: unix_secs(),
             join: Mutex::new(Some(join)),
         }

@@ -65,16 +65,40 @@ impl ModelRunner {
             })
             .collect();
         let batch = ForwardBatch::build(&inputs, self.attn.cache().config().block_size);
-        let logits = self.model.forward(&batch, &mut self.attn)?; // [num_sampled, vocab]
+        // constrained rows' token masks, computed on their own thread during the forward pass
+        let constrained: Vec<_> = out
+            .scheduled
+            .iter()
+            .filter(|s| s.sample)
+            .map(|s| s.sampling.constraint.as_ref())
+            .collect();
+        let vocab = self.model.vocab_size();
+        let (logits, masks) = std::thread::scope(|scope| {
+            let masks = constrained.iter().any(Option::is_some).then(|| {
+                scope.spawn(|| {
+                    constrained
+                        .iter()
+                        .map(|c| c.map(|c| c.mask(vocab)))
+                        .collect::<Vec<_>>()
+                })
+            });
+            let logits = self.model.forward(&batch, &mut self.attn); // [num_sampled, vocab]
+            let masks = masks.map(|h| h.join().expect("the mask thread panicked"));
+            (logits, masks)
+        });
+        let logits = logits?;
+        let masks = masks.unwrap_or_default();
         let rows: Vec<_> = out
             .scheduled
             .iter()
             .filter(|s| s.sample)
-            .map(|s| sampler::Row {
+            .enumerate()
+            .map(|(i, s)| sampler::Row {
                 id: s.request_id,
                 params: &s.sampling,
                 history: &s.history,
                 num_prompt_tokens: s.num_prompt_tokens,
+                mask: masks.get(i).and_then(Option::as_ref),
             })
             .collect();
         let mut result = ModelRunnerOutput::default();

@@ -29,6 +29,8 @@ pub struct Row<'a> {
     /// Prompt then output tokens (when the penalties need them).
     pub history: &'a [u32],
     pub num_prompt_tokens: usize,
+    /// The grammar's allowed tokens (constrained rows).
+    pub mask: Option<&'a llguidance::toktrie::SimpleVob>,
 }
 
 /// A sampled token, with its logprobs when the request asked for them.
@@ -142,8 +144,14 @@ impl Sampler {
     fn sample_host(&mut self, row: &Row, mut logits: Vec<f32>) -> Sampled {
         let p = row.params;
         let raw = p.logprobs.map(|k| (logits.clone(), k));
+        if let Some(mask) = row.mask {
+            apply_mask(&mut logits, mask);
+        }
         apply_processors(&mut logits, p, row.history, row.num_prompt_tokens);
         let token = self.sample(row.id, p, &logits);
+        if let Some(c) = &p.constraint {
+            c.consume(token);
+        }
         Sampled {
             token,
             logprobs: raw.map(|(raw, k)| token_logprobs(&raw, token, k)),
@@ -170,6 +178,15 @@ impl Sampler {
     /// Forgets a finished request's RNG.
     pub fn remove(&mut self, id: RequestId) {
         self.rngs.remove(&id);
+    }
+}
+
+/// Tokens the grammar does not allow get -inf (tokens past the mask too).
+pub fn apply_mask(logits: &mut [f32], mask: &llguidance::toktrie::SimpleVob) {
+    for (i, l) in logits.iter_mut().enumerate() {
+        if i >= mask.len() || !mask.is_allowed(i as u32) {
+            *l = f32::NEG_INFINITY;
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod detokenizer;
 pub mod gguf_tokenizer;
+pub mod grammar;
 pub mod template;
 pub mod tokenizer;
 

@@ -172,6 +172,11 @@ impl TextCodec {
         self.vocab_size
     }
 
+    /// The tokenizer in Hugging Face's tokenizer.json form (`None` for ids only).
+    pub fn tokenizer_json(&self) -> Option<String> {
+        self.tokenizer.as_ref()?.to_string(false).ok()
+    }
+
     fn tokenizer(&self) -> Result<&Tokenizer, TextError> {
         self.tokenizer.as_ref().ok_or(TextError::NoTokenizer)
     }

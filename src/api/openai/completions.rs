@@ -4,7 +4,7 @@
 use super::types::*;
 use super::{parse_request, response_id, unix_now};
 use crate::api::error::ApiError;
-use crate::api::generate::{Endpoint, GenOptions, Generation, TokenLogprob};
+use crate::api::generate::{compile_grammar, Endpoint, GenOptions, Generation, TokenLogprob};
 use crate::api::sse::{stream_response, ChunkFormat};
 use crate::api::AppState;
 use crate::engine::FinishReason;
@@ -110,6 +110,7 @@ pub async fn completions(
     opts.timeout = state.options.request_timeout;
     opts.log_prompt = state.options.log_prompts;
     opts.charge = key.map(|k| (state.limiter.clone(), k.0 .0));
+    compile_grammar(&model, &mut opts).await?;
     if req.echo {
         return Err(ApiError::invalid(
             Some("echo".into()),

@@ -52,6 +52,14 @@ pub struct GenerationFields {
     pub logprobs: Option<serde_json::Value>,
     /// Chat: alternatives per token (0-20) with `logprobs: true`.
     pub top_logprobs: Option<i64>,
+    /// `{"type": "text" | "json_object" | "json_schema", "json_schema": {"schema": ...}}`.
+    pub response_format: Option<serde_json::Value>,
+    /// vLLM extensions: the output matches this JSON schema / regex / one of these strings /
+    /// Lark grammar.
+    pub guided_json: Option<serde_json::Value>,
+    pub guided_regex: Option<String>,
+    pub guided_choice: Option<Vec<String>>,
+    pub guided_grammar: Option<String>,
     /// vLLM extension: logprobs name tokens `token_id:ID` instead of their text.
     pub return_tokens_as_token_ids: Option<bool>,
     pub user: Option<String>,
@@ -78,16 +86,11 @@ pub struct GenerationFields {
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct UnsupportedFields {
     pub prompt_logprobs: Option<serde_json::Value>,
-    pub response_format: Option<serde_json::Value>,
     pub tools: Option<serde_json::Value>,
     pub tool_choice: Option<serde_json::Value>,
     pub functions: Option<serde_json::Value>,
     pub best_of: Option<serde_json::Value>,
     pub suffix: Option<serde_json::Value>,
-    pub guided_json: Option<serde_json::Value>,
-    pub guided_regex: Option<serde_json::Value>,
-    pub guided_choice: Option<serde_json::Value>,
-    pub guided_grammar: Option<serde_json::Value>,
 }
 
 impl UnsupportedFields {
@@ -102,12 +105,8 @@ impl UnsupportedFields {
             v.as_object().is_some_and(|o| o.is_empty())
                 || v.as_array().is_some_and(|a| a.is_empty())
         };
-        let checks: [(&'static str, bool); 11] = [
+        let checks: [(&'static str, bool); 6] = [
             ("prompt_logprobs", neutral(&self.prompt_logprobs, &no)),
-            (
-                "response_format",
-                neutral(&self.response_format, &|v| v["type"] == "text"),
-            ),
             ("tools", neutral(&self.tools, &empty)),
             ("tool_choice", neutral(&self.tool_choice, &|v| v == "none")),
             ("functions", neutral(&self.functions, &empty)),
@@ -116,10 +115,6 @@ impl UnsupportedFields {
                 neutral(&self.best_of, &|v| v.as_u64() == Some(1)),
             ),
             ("suffix", neutral(&self.suffix, &|v| v.as_str() == Some(""))),
-            ("guided_json", neutral(&self.guided_json, &no)),
-            ("guided_regex", neutral(&self.guided_regex, &no)),
-            ("guided_choice", neutral(&self.guided_choice, &no)),
-            ("guided_grammar", neutral(&self.guided_grammar, &no)),
         ];
         checks.iter().find(|(_, ok)| !ok).map(|(name, _)| *name)
     }
