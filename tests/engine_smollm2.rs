@@ -47,6 +47,7 @@ fn chat_prompts(n: usize) -> Vec<Vec<u32>> {
                 .apply_chat_template(&[ChatMessage {
                     role: "user".into(),
                     content: q.to_string(),
+                    ..ChatMessage::default()
                 }])
                 .unwrap();
             codec.encode(&text, false).unwrap()

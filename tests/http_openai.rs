@@ -568,10 +568,7 @@ async fn fields_weir_cannot_honour_yet_are_400s_not_ignored() {
         b
     };
     for (field, value) in [
-        (
-            "tools",
-            json!([{"type": "function", "function": {"name": "f"}}]),
-        ),
+        ("functions", json!([{"name": "f"}])),
         ("prompt_logprobs", json!(2)),
     ] {
         let (status, v) = post("/v1/chat/completions", chat(json!({field: value}))).await;

@@ -18,14 +18,16 @@ use std::convert::Infallible;
 pub trait ChunkFormat: Send + 'static {
     /// Chunk sent before any text of choice `index` (chat sends the role), if any.
     fn first(&self, index: usize) -> Option<serde_json::Value>;
-    /// New text of choice `index`, with its tokens' logprobs when the request asked for them.
+    /// Chunks for new text of choice `index`, with its tokens' logprobs when the request asked
+    /// for them (none while the text is held back, e.g. a tool call being written).
     fn text(
         &mut self,
         index: usize,
         text: String,
         logprobs: Vec<TokenLogprob>,
-    ) -> serde_json::Value;
-    fn finish(&self, index: usize, reason: &FinishReason) -> serde_json::Value;
+    ) -> Vec<serde_json::Value>;
+    /// The last chunks of choice `index`.
+    fn finish(&mut self, index: usize, reason: &FinishReason) -> Vec<serde_json::Value>;
     fn usage(&self, usage: Usage) -> serde_json::Value;
 }
 
@@ -89,18 +91,20 @@ pub fn stream_response<F: ChunkFormat>(
         }
         let out = match st.merged.next().await {
             Some((_, None)) => Vec::new(),
-            Some((i, Some(Ok(evs)))) => evs
-                .into_iter()
-                .map(|e| match e {
-                    GenEvent::Text { text, logprobs } => {
-                        chunk_event(st.format.text(i, text, logprobs), st.include_usage)
-                    }
-                    GenEvent::Finished { reason, usage } => {
-                        st.usage = st.usage.plus(usage);
-                        chunk_event(st.format.finish(i, &reason), st.include_usage)
-                    }
-                })
-                .collect(),
+            Some((i, Some(Ok(evs)))) => {
+                let mut out = Vec::new();
+                for e in evs {
+                    let chunks = match e {
+                        GenEvent::Text { text, logprobs } => st.format.text(i, text, logprobs),
+                        GenEvent::Finished { reason, usage } => {
+                            st.usage = st.usage.plus(usage);
+                            st.format.finish(i, &reason)
+                        }
+                    };
+                    out.extend(chunks.into_iter().map(|c| chunk_event(c, st.include_usage)));
+                }
+                out
+            }
             Some((_, Some(Err(e)))) => {
                 st.ended = true;
                 vec![event(&e.body()), Event::default().data("[DONE]")]

@@ -6,6 +6,7 @@ pub mod gguf_tokenizer;
 pub mod grammar;
 pub mod template;
 pub mod tokenizer;
+pub mod tools;
 
 pub use detokenizer::{IncrementalDetokenizer, StopStringMatcher};
 pub use template::{ChatMessage, ChatTemplate};

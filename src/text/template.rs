@@ -8,14 +8,26 @@ use minijinja::{context, Environment, Error, ErrorKind};
 use serde::Serialize;
 
 /// One chat message, as the template sees it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ChatMessage {
     pub role: String,
     pub content: String,
+    /// An assistant message's calls (OpenAI's shape, `function.arguments` as an object).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<serde_json::Value>,
+    /// A tool message's answer to this call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 pub struct ChatTemplate {
     env: Environment<'static>,
+    /// The template renders `tools` itself.
+    renders_tools: bool,
+    /// How this template's model writes tool calls.
+    tool_format: super::tools::ToolFormat,
     bos_token: String,
     eos_token: String,
 }
@@ -102,18 +114,34 @@ impl ChatTemplate {
             .map_err(|e| TextError::Template(format!("invalid chat template: {e}")))?;
         Ok(Self {
             env,
+            renders_tools: source.contains("tools"),
+            tool_format: super::tools::ToolFormat::for_template(Some(source)),
             bos_token,
             eos_token,
         })
     }
 
-    pub fn render(&self, messages: &[ChatMessage]) -> Result<String, TextError> {
+    pub fn renders_tools(&self) -> bool {
+        self.renders_tools
+    }
+
+    pub fn tool_format(&self) -> super::tools::ToolFormat {
+        self.tool_format
+    }
+
+    /// Renders `messages` (and `tools`, OpenAI tool objects, when given).
+    pub fn render(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&[serde_json::Value]>,
+    ) -> Result<String, TextError> {
         let tmpl = self
             .env
             .get_template("chat")
             .expect("template was added in new()");
         tmpl.render(context! {
             messages => messages,
+            tools => tools,
             add_generation_prompt => true,
             bos_token => &self.bos_token,
             eos_token => &self.eos_token,
@@ -132,13 +160,14 @@ mod tests {
         ChatMessage {
             role: role.into(),
             content: content.into(),
+            ..ChatMessage::default()
         }
     }
 
     #[test]
     fn renders_chatml_with_python_methods() {
         let t = ChatTemplate::new(CHATML, "<s>".into(), "</s>".into()).unwrap();
-        let out = t.render(&[msg("user", "  Hi!  ")]).unwrap();
+        let out = t.render(&[msg("user", "  Hi!  ")], None).unwrap();
         assert_eq!(
             out,
             "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n"
@@ -149,7 +178,7 @@ mod tests {
     fn raise_exception_is_an_error() {
         let src = "{% if messages[0]['role'] == 'assistant' %}{{ raise_exception('Conversation must start with user') }}{% endif %}";
         let t = ChatTemplate::new(src, String::new(), String::new()).unwrap();
-        let err = t.render(&[msg("assistant", "x")]).unwrap_err();
+        let err = t.render(&[msg("assistant", "x")], None).unwrap_err();
         assert!(
             err.to_string()
                 .contains("Conversation must start with user"),

@@ -187,10 +187,49 @@ impl TextCodec {
 
     /// Renders the chat template with `add_generation_prompt = true`.
     pub fn apply_chat_template(&self, messages: &[ChatMessage]) -> Result<String, TextError> {
+        self.apply_chat_template_with_tools(messages, None)
+    }
+
+    /// The same, offering `tools` (OpenAI tool objects): through the template when it renders
+    /// them, else as a system message in the Hermes format (`tools::tools_system_prompt`).
+    pub fn apply_chat_template_with_tools(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&[serde_json::Value]>,
+    ) -> Result<String, TextError> {
+        let t = self.template.as_ref().ok_or(TextError::NoTemplate)?;
+        match tools {
+            Some(tools) if !t.renders_tools() => {
+                let prompt = super::tools::tools_system_prompt(tools);
+                let mut with = Vec::with_capacity(messages.len() + 1);
+                match messages.first() {
+                    Some(m) if m.role == "system" => {
+                        with.push(ChatMessage {
+                            content: format!("{}\n\n{prompt}", m.content),
+                            ..m.clone()
+                        });
+                        with.extend_from_slice(&messages[1..]);
+                    }
+                    _ => {
+                        with.push(ChatMessage {
+                            role: "system".into(),
+                            content: prompt,
+                            ..ChatMessage::default()
+                        });
+                        with.extend_from_slice(messages);
+                    }
+                }
+                t.render(&with, None)
+            }
+            _ => t.render(messages, tools),
+        }
+    }
+
+    /// How this model writes tool calls (Hermes unless its template is Llama 3's).
+    pub fn tool_format(&self) -> super::tools::ToolFormat {
         self.template
             .as_ref()
-            .ok_or(TextError::NoTemplate)?
-            .render(messages)
+            .map_or(super::tools::ToolFormat::Hermes, |t| t.tool_format())
     }
 
     /// Encodes text. Special tokens written in the text (`<|im_start|>`) are recognized.

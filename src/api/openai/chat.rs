@@ -7,13 +7,14 @@ use crate::api::generate::{compile_grammar, Endpoint, GenOptions, Generation, To
 use crate::api::sse::{stream_response, ChunkFormat};
 use crate::api::AppState;
 use crate::engine::FinishReason;
+use crate::text::tools::{Parsed, ToolFormat, ToolStream};
 use crate::text::ChatMessage;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use serde_json::{json, Value};
 
 const ROLES: [&str; 5] = ["system", "user", "assistant", "tool", "developer"];
 
@@ -58,15 +59,115 @@ pub(crate) fn to_chat_messages(msgs: &[ChatMessageIn]) -> Result<Vec<ChatMessage
             Ok(ChatMessage {
                 role: m.role.clone(),
                 content,
+                tool_calls: m.tool_calls.as_ref().map(|calls| template_calls(calls)),
+                tool_call_id: m.tool_call_id.clone(),
+                name: m.name.clone(),
             })
         })
         .collect()
+}
+
+/// An assistant message's calls as chat templates expect them: `function.arguments` parsed
+/// into an object when it is JSON text (as vLLM hands them to templates).
+fn template_calls(calls: &[Value]) -> Value {
+    Value::Array(
+        calls
+            .iter()
+            .map(|c| {
+                let mut c = c.clone();
+                if let Some(args) = c["function"]["arguments"].as_str() {
+                    if let Ok(v) = serde_json::from_str::<Value>(args) {
+                        c["function"]["arguments"] = v;
+                    }
+                }
+                c
+            })
+            .collect(),
+    )
+}
+
+/// The request's tools as the template and parser see them: `None` when there are none or
+/// `tool_choice` is "none"; with the tools a call is forced to (all for "required", one named).
+struct ToolPlan {
+    tools: Vec<Value>,
+    forced: Option<Vec<Value>>,
+}
+
+fn tool_plan(tools: Option<Value>, choice: Option<Value>) -> Result<Option<ToolPlan>, ApiError> {
+    let bad = |param: &str, msg: String| ApiError::invalid(Some(param.to_string()), msg);
+    let tools = match tools {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(t)) => t,
+        Some(_) => return Err(bad("tools", "tools must be a list".into())),
+    };
+    for (i, t) in tools.iter().enumerate() {
+        let name = t["function"]["name"].as_str().unwrap_or("");
+        if t["type"] != "function" || name.is_empty() {
+            return Err(bad(
+                &format!("tools[{i}]"),
+                "each tool must be {\"type\": \"function\", \"function\": {\"name\": ...}}".into(),
+            ));
+        }
+        let params = &t["function"]["parameters"];
+        if !(params.is_null() || params.is_object()) {
+            return Err(bad(
+                &format!("tools[{i}].function.parameters"),
+                "parameters must be a JSON schema object".into(),
+            ));
+        }
+    }
+    let choice = choice.filter(|c| !c.is_null());
+    if tools.is_empty() {
+        return match choice {
+            None => Ok(None),
+            Some(c) if c == "none" => Ok(None),
+            Some(_) => Err(bad("tool_choice", "tool_choice needs tools".into())),
+        };
+    }
+    let forced = match &choice {
+        None => None,
+        Some(c) if c == "auto" => None,
+        Some(c) if c == "none" => return Ok(None),
+        Some(c) if c == "required" => Some(tools.clone()),
+        Some(c) if c["type"] == "function" => {
+            let name = c["function"]["name"].as_str().unwrap_or("");
+            let named: Vec<Value> = tools
+                .iter()
+                .filter(|t| t["function"]["name"] == name)
+                .cloned()
+                .collect();
+            if named.is_empty() {
+                return Err(bad(
+                    "tool_choice",
+                    format!("tool_choice names {name:?}, which is not among the tools"),
+                ));
+            }
+            Some(named)
+        }
+        Some(c) => {
+            return Err(bad(
+                "tool_choice",
+                format!("tool_choice must be none, auto, required or a named function, got {c}"),
+            ))
+        }
+    };
+    Ok(Some(ToolPlan { tools, forced }))
+}
+
+/// The finish reason on the wire: `tool_calls` when the answer is calls.
+fn chat_finish(reason: &FinishReason, calls: bool) -> &'static str {
+    match finish_reason_str(reason) {
+        "stop" if calls => "tool_calls",
+        r => r,
+    }
 }
 
 struct ChatChunks {
     id: String,
     model: String,
     created: u64,
+    /// With tools: each choice's splitter of text and calls.
+    tools: Option<(ToolFormat, std::collections::HashMap<usize, ToolStream>)>,
 }
 
 impl ChatChunks {
@@ -98,6 +199,7 @@ impl ChunkFormat for ChatChunks {
         let role = ChatDelta {
             role: Some("assistant"),
             content: Some(String::new()),
+            ..ChatDelta::default()
         };
         Some(self.chunk(index, role, None, None))
     }
@@ -107,18 +209,59 @@ impl ChunkFormat for ChatChunks {
         index: usize,
         text: String,
         logprobs: Vec<TokenLogprob>,
-    ) -> serde_json::Value {
+    ) -> Vec<serde_json::Value> {
+        let text = match &mut self.tools {
+            Some((format, streams)) => streams
+                .entry(index)
+                .or_insert_with(|| ToolStream::new(*format))
+                .push(&text),
+            None => text,
+        };
+        if text.is_empty() && logprobs.is_empty() {
+            return Vec::new();
+        }
         let logprobs = (!logprobs.is_empty()).then(|| ChatLogprobs::of(&logprobs));
         let delta = ChatDelta {
-            role: None,
             content: Some(text),
+            ..ChatDelta::default()
         };
-        self.chunk(index, delta, logprobs, None)
+        vec![self.chunk(index, delta, logprobs, None)]
     }
 
-    fn finish(&self, index: usize, reason: &FinishReason) -> serde_json::Value {
-        let reason = Some(finish_reason_str(reason));
-        self.chunk(index, ChatDelta::default(), None, reason)
+    fn finish(&mut self, index: usize, reason: &FinishReason) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        let mut calls = false;
+        if let Some((format, streams)) = &mut self.tools {
+            let parsed = streams
+                .entry(index)
+                .or_insert_with(|| ToolStream::new(*format))
+                .finish();
+            if let Some(text) = parsed.content.filter(|t| !t.is_empty()) {
+                let delta = ChatDelta {
+                    content: Some(text),
+                    ..ChatDelta::default()
+                };
+                out.push(self.chunk(index, delta, None, None));
+            }
+            if !parsed.calls.is_empty() {
+                calls = true;
+                let delta = ChatDelta {
+                    tool_calls: Some(
+                        parsed
+                            .calls
+                            .iter()
+                            .enumerate()
+                            .map(|(i, c)| ToolCallOut::new(c, Some(i)))
+                            .collect(),
+                    ),
+                    ..ChatDelta::default()
+                };
+                out.push(self.chunk(index, delta, None, None));
+            }
+        }
+        let reason = Some(chat_finish(reason, calls));
+        out.push(self.chunk(index, ChatDelta::default(), None, reason));
+        out
     }
 
     fn usage(&self, usage: Usage) -> serde_json::Value {
@@ -139,17 +282,34 @@ pub async fn chat_completions(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body?;
-    let req: ChatCompletionRequest = parse_request(&body)?;
+    let mut req: ChatCompletionRequest = parse_request(&body)?;
+    let plan = tool_plan(
+        req.gen.unsupported.tools.take(),
+        req.gen.unsupported.tool_choice.take(),
+    )?;
     let model = state.models.get_or_load(&req.model).await?;
     let mut opts = GenOptions::from_fields(&req.gen, Endpoint::Chat)?;
     opts.timeout = state.options.request_timeout;
     opts.log_prompt = state.options.log_prompts;
     opts.charge = key.map(|k| (state.limiter.clone(), k.0 .0));
+    let format = model.codec.tool_format();
+    if let Some(forced) = plan.as_ref().and_then(|p| p.forced.as_ref()) {
+        if opts.grammar.is_some() {
+            return Err(ApiError::invalid(
+                Some("tool_choice".into()),
+                "a forced tool call cannot be combined with response_format or guided_*",
+            ));
+        }
+        let forced: Vec<&Value> = forced.iter().collect();
+        opts.grammar = Some((format.forced_call(&forced), "tool_choice"));
+    }
     compile_grammar(&model, &mut opts).await?;
     let messages = to_chat_messages(&req.messages)?;
     let codec = model.codec.clone();
+    let tools = plan.map(|p| p.tools);
+    let offered = tools.is_some();
     let ids = tokio::task::spawn_blocking(move || {
-        let prompt = codec.apply_chat_template(&messages)?;
+        let prompt = codec.apply_chat_template_with_tools(&messages, tools.as_deref())?;
         codec.encode(&prompt, false)
     })
     .await
@@ -159,6 +319,7 @@ pub async fn chat_completions(
         id: response_id("chatcmpl"),
         model: model.id.clone(),
         created: unix_now(),
+        tools: offered.then(|| (format, Default::default())),
     };
     if opts.stream {
         return Ok(stream_response(gens, meta, opts.include_usage));
@@ -170,15 +331,35 @@ pub async fn chat_completions(
     for (index, done) in results.into_iter().enumerate() {
         let done = done?;
         usage = usage.plus(done.usage);
+        let parsed = if offered {
+            format.parse(&done.text)
+        } else {
+            Parsed {
+                content: Some(done.text),
+                calls: Vec::new(),
+            }
+        };
+        let calls = !parsed.calls.is_empty();
         choices.push(ChatChoice {
             index,
             message: ChatMessageOut {
                 role: "assistant",
-                content: done.text,
+                content: if calls {
+                    parsed.content
+                } else {
+                    Some(parsed.content.unwrap_or_default())
+                },
+                tool_calls: calls.then(|| {
+                    parsed
+                        .calls
+                        .iter()
+                        .map(|c| ToolCallOut::new(c, None))
+                        .collect()
+                }),
                 refusal: None,
             },
             logprobs: wants_logprobs.then(|| ChatLogprobs::of(&done.logprobs)),
-            finish_reason: Some(finish_reason_str(&done.reason)),
+            finish_reason: Some(chat_finish(&done.reason, calls)),
         });
     }
     Ok(Json(ChatCompletion {

@@ -46,10 +46,10 @@ impl ChunkFormat for CompletionChunks {
         index: usize,
         text: String,
         logprobs: Vec<TokenLogprob>,
-    ) -> serde_json::Value {
+    ) -> Vec<serde_json::Value> {
         let offset = self.offsets.entry(index).or_default();
         let logprobs = (!logprobs.is_empty()).then(|| CompletionLogprobs::of(&logprobs, offset));
-        self.chunk(
+        vec![self.chunk(
             vec![CompletionChoice {
                 index,
                 text,
@@ -57,11 +57,11 @@ impl ChunkFormat for CompletionChunks {
                 finish_reason: None,
             }],
             None,
-        )
+        )]
     }
 
-    fn finish(&self, index: usize, reason: &FinishReason) -> serde_json::Value {
-        self.chunk(
+    fn finish(&mut self, index: usize, reason: &FinishReason) -> Vec<serde_json::Value> {
+        vec![self.chunk(
             vec![CompletionChoice {
                 index,
                 text: String::new(),
@@ -69,7 +69,7 @@ impl ChunkFormat for CompletionChunks {
                 finish_reason: Some(finish_reason_str(reason)),
             }],
             None,
-        )
+        )]
     }
 
     fn usage(&self, usage: Usage) -> serde_json::Value {

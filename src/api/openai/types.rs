@@ -139,6 +139,11 @@ pub struct ChatMessageIn {
     pub role: String,
     pub content: Option<MessageContent>,
     pub name: Option<String>,
+    /// An assistant message's calls: `[{"id", "type": "function", "function": {"name",
+    /// "arguments"}}]`.
+    pub tool_calls: Option<Vec<serde_json::Value>>,
+    /// A `tool` message answers this call.
+    pub tool_call_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -217,10 +222,45 @@ pub fn finish_reason_str(r: &FinishReason) -> &'static str {
     }
 }
 
+/// One call in a response message (`index` only in stream deltas).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ToolCallOut {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub function: FunctionCallOut,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FunctionCallOut {
+    pub name: String,
+    /// JSON text.
+    pub arguments: String,
+}
+
+impl ToolCallOut {
+    pub fn new(call: &crate::text::tools::ToolCall, index: Option<usize>) -> Self {
+        Self {
+            index,
+            id: super::response_id("call"),
+            kind: "function",
+            function: FunctionCallOut {
+                name: call.name.clone(),
+                arguments: call.arguments.clone(),
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ChatMessageOut {
     pub role: &'static str,
-    pub content: String,
+    /// `null` when the answer is only tool calls.
+    pub content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallOut>>,
     /// Always present (null): OpenAI's schema requires the key.
     pub refusal: Option<String>,
 }
@@ -333,6 +373,8 @@ pub struct ChatDelta {
     pub role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallOut>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
