@@ -1,6 +1,9 @@
 //! Builds a `tokenizers::Tokenizer` from GGUF metadata (`tokenizer.ggml.*`), as llama.cpp does:
-//! the `gpt2` (byte-level BPE) family, with the pre-tokenizer named by `tokenizer.ggml.pre`.
-//! The tokenizer is assembled as tokenizer.json text so the `tokenizers` crate validates it.
+//! the `gpt2` (byte-level BPE) family, with the pre-tokenizer named by `tokenizer.ggml.pre`, and
+//! the `llama` family (SentencePiece BPE with byte fallback: Llama 2, Mistral, TinyLlama), whose
+//! merges are derived from the pieces' scores: a pair merges in the order of the score of the
+//! piece it makes, which is SentencePiece's own rule. The tokenizer is assembled as
+//! tokenizer.json text so the `tokenizers` crate validates it.
 
 use super::tokenizer::TextError;
 use candle_core::quantized::gguf_file::{Content, Value};
@@ -49,9 +52,12 @@ pub fn tokenizer_json(ct: &Content) -> Result<String, TextError> {
         .and_then(|v| v.to_string().ok())
         .cloned()
         .unwrap_or_default();
+    if model == "llama" {
+        return sentencepiece_json(ct);
+    }
     if model != "gpt2" {
         return Err(TextError::Tokenizer(format!(
-            "GGUF tokenizer model {model:?} is not supported yet (byte-level BPE \"gpt2\" is)"
+            "GGUF tokenizer model {model:?} is not supported yet (byte-level BPE \"gpt2\" and SentencePiece \"llama\" are)"
         )));
     }
     let tokens = strings(ct, "tokenizer.ggml.tokens")?;
@@ -85,6 +91,84 @@ pub fn tokenizer_json(ct: &Content) -> Result<String, TextError> {
         "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
         "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
             "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+            "vocab": vocab, "merges": merges},
+    });
+    Ok(doc.to_string())
+}
+
+fn scores(ct: &Content, n: usize) -> Result<Vec<f32>, TextError> {
+    let err = || TextError::Tokenizer("GGUF metadata lacks tokenizer.ggml.scores".into());
+    let v = ct.metadata.get("tokenizer.ggml.scores").ok_or_else(err)?;
+    let s: Vec<f32> = v
+        .to_vec()
+        .map_err(|_| err())?
+        .iter()
+        .map(|x| x.to_f32().map_err(|_| err()))
+        .collect::<Result<_, _>>()?;
+    if s.len() != n {
+        return Err(err());
+    }
+    Ok(s)
+}
+
+/// SentencePiece BPE (`tokenizer.ggml.model = "llama"`) as tokenizer.json: a leading "▁" and
+/// spaces as "▁", BPE over pieces with byte fallback (`<0xNN>` pieces), merges ranked by the
+/// score of the piece each makes (ties: lower id first).
+fn sentencepiece_json(ct: &Content) -> Result<String, TextError> {
+    let tokens = strings(ct, "tokenizer.ggml.tokens")?;
+    let scores = scores(ct, tokens.len())?;
+    let types = token_types(ct, tokens.len());
+    let unk = gguf_u32(ct, "tokenizer.ggml.unknown_token_id")
+        .and_then(|i| tokens.get(i as usize))
+        .cloned();
+    let ids: std::collections::HashMap<&str, usize> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.as_str(), i))
+        .collect();
+    let mut vocab = Map::new();
+    let mut added = Vec::new();
+    let mut merges: Vec<(f32, usize, usize, &str, &str)> = Vec::new();
+    for (id, tok) in tokens.iter().enumerate() {
+        vocab.insert(tok.clone(), json!(id));
+        // 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte
+        let ty = types.get(id).copied().unwrap_or(1);
+        if ty == 2 || ty == 3 || ty == 4 {
+            added.push(
+                json!({"id": id, "content": tok, "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false, "special": ty != 4}),
+            );
+            continue;
+        }
+        if ty != 1 {
+            continue;
+        }
+        for (k, _) in tok.char_indices().skip(1) {
+            let (l, r) = tok.split_at(k);
+            if let (Some(&li), Some(&_ri)) = (ids.get(l), ids.get(r)) {
+                merges.push((scores[id], id, li, l, r));
+            }
+        }
+    }
+    merges.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+    let merges: Vec<serde_json::Value> = merges.iter().map(|m| json!([m.3, m.4])).collect();
+    let doc = json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": {"type": "Sequence", "normalizers": [
+            {"type": "Prepend", "prepend": "\u{2581}"},
+            {"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"}]},
+        "pre_tokenizer": null,
+        "post_processor": null,
+        "decoder": {"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "},
+            {"type": "ByteFallback"},
+            {"type": "Fuse"},
+            {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+        "model": {"type": "BPE", "dropout": null, "unk_token": unk, "continuing_subword_prefix": null,
+            "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
             "vocab": vocab, "merges": merges},
     });
     Ok(doc.to_string())

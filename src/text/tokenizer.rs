@@ -101,7 +101,9 @@ impl TextCodec {
             })
             .transpose()?;
         Ok(Self {
-            add_bos: gguf_bool(ct, "tokenizer.ggml.add_bos_token").unwrap_or(false)
+            // llama.cpp's default: SentencePiece models add BOS, byte-level BPE ones do not
+            add_bos: gguf_bool(ct, "tokenizer.ggml.add_bos_token")
+                .unwrap_or(gguf_string(ct, "tokenizer.ggml.model").as_deref() == Some("llama"))
                 && bos_id.is_some(),
             vocab_size: tokenizer.get_vocab_size(true),
             tokenizer: Some(tokenizer),
