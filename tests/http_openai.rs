@@ -569,7 +569,7 @@ async fn fields_weir_cannot_honour_yet_are_400s_not_ignored() {
     };
     for (field, value) in [
         ("functions", json!([{"name": "f"}])),
-        ("prompt_logprobs", json!(2)),
+        ("best_of", json!(3)),
     ] {
         let (status, v) = post("/v1/chat/completions", chat(json!({field: value}))).await;
         assert_eq!(

@@ -119,6 +119,44 @@ async fn logprobs_are_the_log_softmax_of_the_logits() {
     }
 }
 
+/// vLLM's `prompt_logprobs`: each prompt token's logprob (from the second) is the log-softmax
+/// of the logits of the prefix before it, and its rank counts the tokens more likely.
+#[tokio::test]
+async fn prompt_logprobs_are_the_log_softmax_of_each_prefix() {
+    let prompt: Vec<u32> = (0..23).map(|i| (i * 41 + 7) % 256).collect();
+    let (status, v) = post(
+        "/v1/completions",
+        json!({"model": "tiny", "prompt": prompt, "max_tokens": 1, "prompt_logprobs": 3}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let pl = v["choices"][0]["prompt_logprobs"].as_array().unwrap();
+    assert_eq!(pl.len(), prompt.len());
+    assert!(pl[0].is_null());
+    for p in [1, 2, 10, 22] {
+        let logits = tiny_logits(&prompt[..p]);
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let lse = max
+            + logits
+                .iter()
+                .map(|&l| (l as f64 - max).exp())
+                .sum::<f64>()
+                .ln();
+        let tok = prompt[p] as usize;
+        let entry = &pl[p][tok.to_string()];
+        let want = logits[tok] as f64 - lse;
+        let got = entry["logprob"].as_f64().unwrap();
+        assert!((got - want).abs() < 1e-5, "position {p}: {got} vs {want}");
+        let rank = 1 + logits.iter().filter(|&&l| l > logits[tok]).count();
+        assert_eq!(entry["rank"], rank, "position {p}");
+        assert!(
+            pl[p].as_object().unwrap().len() >= 3,
+            "top 3 listed: {}",
+            pl[p]
+        );
+    }
+}
+
 #[tokio::test]
 async fn out_of_range_parameters_are_400s_naming_them() {
     let chat = |extra: Value| {
@@ -140,6 +178,7 @@ async fn out_of_range_parameters_are_400s_naming_them() {
         (json!({"frequency_penalty": -3}), "frequency_penalty"),
         (json!({"repetition_penalty": 0}), "repetition_penalty"),
         (json!({"min_p": 1.5}), "min_p"),
+        (json!({"prompt_logprobs": 21}), "prompt_logprobs"),
         (json!({"logit_bias": {"5": 101}}), "logit_bias"),
         (json!({"logit_bias": {"five": 1}}), "logit_bias"),
         (json!({"logit_bias": {"100000": 1}}), "logit_bias"),

@@ -163,6 +163,39 @@ assert forced.tokens == ["token_id:65"] * 8, forced.tokens
 greedy = tiny_run(16).tokens
 assert tiny_run(16, temperature=1.0, seed=3, extra_body={"min_p": 1.0}).tokens == greedy
 
+# echo and prompt logprobs: the prompt's tokens come first, the first without a logprob; vLLM's
+# prompt_logprobs agree with them
+def echo_run(stream):
+    kw = dict(model=tiny, prompt=prompt, max_tokens=4, temperature=0, logprobs=2, echo=True,
+              extra_body={"return_tokens_as_token_ids": True, "prompt_logprobs": 2,
+                          "ignore_eos": True})
+    if not stream:
+        c = client.completions.create(**kw).choices[0]
+        return c.logprobs.tokens, c.logprobs.token_logprobs, c.logprobs.text_offset, c.model_extra["prompt_logprobs"]
+    toks, lps, offs, pl = [], [], [], None
+    for chunk in client.completions.create(stream=True, **kw):
+        for c in chunk.choices:
+            if c.logprobs:
+                toks += c.logprobs.tokens
+                lps += c.logprobs.token_logprobs
+                offs += c.logprobs.text_offset
+            pl = (c.model_extra or {}).get("prompt_logprobs") or pl
+    return toks, lps, offs, pl
+toks, lps, offs, pl = echo_run(False)
+assert toks[:len(prompt)] == [f"token_id:{t}" for t in prompt], toks
+assert len(toks) == len(prompt) + 4 and lps[0] is None and all(v is not None for v in lps[1:])
+assert pl[0] is None and len(pl) == len(prompt), pl
+for p in range(1, len(prompt)):
+    entry = pl[p][str(prompt[p])]
+    assert abs(entry["logprob"] - lps[p]) < EPS, (p, entry, lps[p])
+    assert entry["rank"] >= 1
+    assert len(pl[p]) >= 2  # the prompt token and the top 2 (which may include it)
+assert echo_run(True) == (toks, lps, offs, pl)
+echoed = client.completions.create(model=smol, prompt="The capital of France is", max_tokens=3,
+                                   temperature=0, echo=True)
+assert echoed.choices[0].text.startswith("The capital of France is"), echoed
+assert len(echoed.choices[0].text) > len("The capital of France is")
+
 # seeds: alone and among 31 others
 def seeded(seed):
     return tiny_run(16, temperature=1.0, seed=seed).tokens

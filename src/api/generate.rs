@@ -298,6 +298,16 @@ impl GenOptions {
         let logit_bias = logit_bias_of(f)?;
         let logprobs = logprobs_of(f, endpoint)?;
         let grammar = grammar_of(f)?;
+        let prompt_logprobs = match f.prompt_logprobs {
+            None => None,
+            Some(k) if (0..=MAX_LOGPROBS).contains(&k) => Some(k as usize),
+            Some(k) => {
+                return Err(ApiError::invalid(
+                    Some("prompt_logprobs".into()),
+                    format!("prompt_logprobs must be in [0, {MAX_LOGPROBS}], got {k}"),
+                ))
+            }
+        };
         if let Some(salt) = &f.cache_salt {
             check(
                 !salt.is_empty(),
@@ -334,6 +344,7 @@ impl GenOptions {
                 min_p,
                 logit_bias,
                 logprobs,
+                prompt_logprobs,
                 constraint: None,
             },
             n: n as usize,
@@ -411,6 +422,8 @@ pub enum GenEvent {
         text: String,
         logprobs: Vec<TokenLogprob>,
     },
+    /// The prompt's logprobs (`prompt_logprobs`), before the first text.
+    Prompt(Vec<crate::engine::TokenLogprobs>),
     Finished {
         reason: FinishReason,
         usage: Usage,
@@ -676,13 +689,16 @@ impl Generation {
             }
             text.push_str(&self.detok.flush(&codec).unwrap_or_default());
         }
+        let mut events = Vec::new();
+        if !delta.prompt_logprobs.is_empty() {
+            events.push(GenEvent::Prompt(delta.prompt_logprobs.clone()));
+        }
         let logprobs: Vec<TokenLogprob> = delta
             .logprobs
             .iter()
             .map(|lp| render_logprobs(&codec, lp, self.tokens_as_ids))
             .collect();
         let check = self.stops.push(&text);
-        let mut events = Vec::new();
         let mut out = check.text;
         let text_event = |text: String, logprobs: Vec<TokenLogprob>| {
             (!text.is_empty() || !logprobs.is_empty()).then_some(GenEvent::Text { text, logprobs })
@@ -704,7 +720,7 @@ impl Generation {
 
     /// Runs to the end.
     pub async fn collect(mut self) -> Result<Collected, ApiError> {
-        let (mut text, mut logprobs) = (String::new(), Vec::new());
+        let (mut text, mut logprobs, mut prompt_logprobs) = (String::new(), Vec::new(), Vec::new());
         while let Some(events) = self.next().await {
             for e in events? {
                 match e {
@@ -715,12 +731,14 @@ impl Generation {
                         text.push_str(&t);
                         logprobs.extend(l);
                     }
+                    GenEvent::Prompt(p) => prompt_logprobs = p,
                     GenEvent::Finished { reason, usage } => {
                         return Ok(Collected {
                             text,
                             reason,
                             usage,
                             logprobs,
+                            prompt_logprobs,
                         })
                     }
                 }
@@ -739,11 +757,47 @@ pub struct Collected {
     pub usage: Usage,
     /// One per output token when the request asked for logprobs.
     pub logprobs: Vec<TokenLogprob>,
+    /// One per prompt token from the second, with `prompt_logprobs`.
+    pub prompt_logprobs: Vec<crate::engine::TokenLogprobs>,
+}
+
+/// vLLM's `prompt_logprobs`: `null` for the first prompt token, then per token a map from token
+/// id to `{logprob, rank, decoded_token}` holding the prompt's token and the top alternatives.
+pub fn vllm_prompt_logprobs(
+    codec: &crate::text::TextCodec,
+    lps: &[crate::engine::TokenLogprobs],
+) -> serde_json::Value {
+    let entry = |l: f32, rank: u32, id: u32| {
+        serde_json::json!({"logprob": l, "rank": rank,
+                           "decoded_token": token_text(codec, id, false)})
+    };
+    let mut out = vec![serde_json::Value::Null];
+    for lp in lps {
+        let mut m = serde_json::Map::new();
+        m.insert(lp.token.to_string(), entry(lp.logprob, lp.rank, lp.token));
+        for (i, &(id, l)) in lp.top.iter().enumerate() {
+            m.entry(id.to_string())
+                .or_insert_with(|| entry(l, i as u32 + 1, id));
+        }
+        out.push(serde_json::Value::Object(m));
+    }
+    serde_json::Value::Array(out)
+}
+
+/// Renders engine logprobs as the response writers see them.
+pub fn render_all(
+    codec: &crate::text::TextCodec,
+    lps: &[crate::engine::TokenLogprobs],
+    as_ids: bool,
+) -> Vec<TokenLogprob> {
+    lps.iter()
+        .map(|l| render_logprobs(codec, l, as_ids))
+        .collect()
 }
 
 /// How logprobs name a token: its piece decoded alone (special tokens included), or
 /// `token_id:ID` (vLLM's `return_tokens_as_token_ids`).
-fn token_text(codec: &crate::text::TextCodec, id: u32, as_id: bool) -> String {
+pub fn token_text(codec: &crate::text::TextCodec, id: u32, as_id: bool) -> String {
     if as_id {
         format!("token_id:{id}")
     } else {

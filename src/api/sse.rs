@@ -26,6 +26,14 @@ pub trait ChunkFormat: Send + 'static {
         text: String,
         logprobs: Vec<TokenLogprob>,
     ) -> Vec<serde_json::Value>;
+    /// The prompt's logprobs of choice `index` (before its first text).
+    fn prompt(
+        &mut self,
+        _index: usize,
+        _logprobs: Vec<crate::engine::TokenLogprobs>,
+    ) -> Vec<serde_json::Value> {
+        Vec::new()
+    }
     /// The last chunks of choice `index`.
     fn finish(&mut self, index: usize, reason: &FinishReason) -> Vec<serde_json::Value>;
     fn usage(&self, usage: Usage) -> serde_json::Value;
@@ -96,6 +104,7 @@ pub fn stream_response<F: ChunkFormat>(
                 for e in evs {
                     let chunks = match e {
                         GenEvent::Text { text, logprobs } => st.format.text(i, text, logprobs),
+                        GenEvent::Prompt(p) => st.format.prompt(i, p),
                         GenEvent::Finished { reason, usage } => {
                             st.usage = st.usage.plus(usage);
                             st.format.finish(i, &reason)

@@ -399,6 +399,7 @@ impl EngineLoop {
                             request_id: id,
                             new_token_ids: Vec::new(),
                             logprobs: Vec::new(),
+                            prompt_logprobs: Vec::new(),
                             finish: Some(FinishReason::Error(e.to_string())),
                             num_cached_tokens: 0,
                         });

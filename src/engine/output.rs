@@ -23,6 +23,10 @@ pub struct ScheduledSeq {
     /// penalties need them; else empty.
     pub history: Vec<u32>,
     pub num_prompt_tokens: usize,
+    /// With `prompt_logprobs`: the prompt tokens whose logprobs this step computes (the row of
+    /// position p - 1 scores the token at p), starting at position `prompt_target_start`.
+    pub prompt_targets: Vec<u32>,
+    pub prompt_target_start: usize,
 }
 
 /// What the scheduler decided for one step.
@@ -54,6 +58,8 @@ impl SchedulerOutput {
 pub struct ModelRunnerOutput {
     pub sampled: Vec<(RequestId, u32)>,
     pub logprobs: Vec<(RequestId, TokenLogprobs)>,
+    /// Prompt tokens' logprobs computed this step, in position order.
+    pub prompt_logprobs: Vec<(RequestId, Vec<TokenLogprobs>)>,
 }
 
 /// Log-probabilities (natural log, of the model's raw distribution) of one sampled token.
@@ -61,6 +67,8 @@ pub struct ModelRunnerOutput {
 pub struct TokenLogprobs {
     pub token: u32,
     pub logprob: f32,
+    /// 1 + the number of tokens more likely than `token`.
+    pub rank: u32,
     /// The most likely tokens, most likely first (as many as the request asked for).
     pub top: Vec<(u32, f32)>,
 }
@@ -72,6 +80,8 @@ pub struct TokenDelta {
     pub new_token_ids: Vec<u32>,
     /// One per new token when the request asked for logprobs.
     pub logprobs: Vec<TokenLogprobs>,
+    /// With `prompt_logprobs`, on the first token's delta: one per prompt token from the second.
+    pub prompt_logprobs: Vec<TokenLogprobs>,
     /// Set on the last delta of a request.
     pub finish: Option<FinishReason>,
     /// Prompt tokens served from the prefix cache (usage `cached_tokens`).

@@ -33,6 +33,10 @@ pub struct SamplingParams {
     pub logit_bias: Arc<[(u32, f32)]>,
     /// Report the sampled token's logprob and this many top alternatives.
     pub logprobs: Option<usize>,
+    /// Report each prompt token's logprob (from the second on) and this many alternatives
+    /// (vLLM's `prompt_logprobs`; such a request skips the prefix cache: cached tokens have no
+    /// logits).
+    pub prompt_logprobs: Option<usize>,
     /// The grammar the output must match (masks every step before everything else).
     pub constraint: Option<crate::text::grammar::Constraint>,
 }
@@ -50,6 +54,7 @@ impl Default for SamplingParams {
             min_p: 0.0,
             logit_bias: Arc::new([]),
             logprobs: None,
+            prompt_logprobs: None,
             constraint: None,
         }
     }

@@ -283,7 +283,10 @@ impl Scheduler {
     /// Cached blocks holding a prefix of `seq`'s tokens, from the first block on, stopping at the
     /// first miss. At least one token is always left to compute (its logits are needed).
     fn prefix_hits(&self, seq: &Sequence) -> Vec<(BlockHash, BlockId)> {
-        if !self.config.enable_prefix_caching || seq.num_computed_tokens > 0 {
+        if !self.config.enable_prefix_caching
+            || seq.num_computed_tokens > 0
+            || seq.sampling.prompt_logprobs.is_some()
+        {
             return Vec::new();
         }
         let bs = self.config.block_size;
@@ -334,6 +337,20 @@ impl Scheduler {
             out.num_prompt_tokens += n;
         }
         let sample = start + n == seq.num_tokens();
+        // prompt logprobs not computed yet whose scoring row runs this step
+        let (prompt_target_start, prompt_targets) = match seq.sampling.prompt_logprobs {
+            Some(_) => {
+                let from = (start + 1).max(seq.num_prompt_logprobs + 1);
+                let to = (start + n).min(seq.num_prompt_tokens.saturating_sub(1));
+                let targets = if from <= to {
+                    seq.token_ids[from..=to].to_vec()
+                } else {
+                    Vec::new()
+                };
+                (from, targets)
+            }
+            None => (0, Vec::new()),
+        };
         out.scheduled.push(ScheduledSeq {
             request_id: id,
             num_new_tokens: n,
@@ -348,6 +365,8 @@ impl Scheduler {
                 Vec::new()
             },
             num_prompt_tokens: seq.num_prompt_tokens,
+            prompt_targets,
+            prompt_target_start,
         });
     }
 
@@ -381,6 +400,12 @@ impl Scheduler {
         let sampled: HashMap<RequestId, u32> = runner.sampled.iter().copied().collect();
         let mut logprobs: HashMap<RequestId, TokenLogprobs> =
             runner.logprobs.iter().cloned().collect();
+        for (id, lps) in &runner.prompt_logprobs {
+            if let Some(seq) = self.seqs.get_mut(id) {
+                seq.num_prompt_logprobs += lps.len();
+                seq.prompt_logprobs.extend(lps.iter().cloned());
+            }
+        }
         let mut deltas = Vec::with_capacity(runner.sampled.len());
         for s in &out.scheduled {
             let Some(seq) = self.seqs.get_mut(&s.request_id) else {
@@ -404,6 +429,7 @@ impl Scheduler {
                 request_id: s.request_id,
                 new_token_ids: vec![token],
                 logprobs: logprobs.remove(&s.request_id).into_iter().collect(),
+                prompt_logprobs: std::mem::take(&mut seq.prompt_logprobs),
                 finish: finish.clone(),
                 num_cached_tokens: seq.num_cached_tokens,
             });
@@ -429,6 +455,7 @@ impl Scheduler {
             request_id: id,
             new_token_ids: Vec::new(),
             logprobs: Vec::new(),
+            prompt_logprobs: Vec::new(),
             finish: Some(reason),
             num_cached_tokens: seq.num_cached_tokens,
         })

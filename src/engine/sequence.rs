@@ -50,6 +50,10 @@ pub struct Sequence {
     pub block_hashes: Vec<crate::kv::BlockHash>,
     /// Prompt tokens found in the prefix cache at first admission.
     pub num_cached_tokens: usize,
+    /// Prompt logprobs computed so far (positions 1..), handed out with the first token.
+    pub prompt_logprobs: Vec<super::output::TokenLogprobs>,
+    /// Prompt logprobs computed in all (a recomputed prompt does not report them again).
+    pub num_prompt_logprobs: usize,
     /// Requests share cached blocks only with requests of the same salt (vLLM's `cache_salt`).
     pub cache_salt: Option<String>,
     /// See `Request::follows`.
@@ -73,6 +77,8 @@ impl Sequence {
             num_preemptions: 0,
             block_hashes: Vec::new(),
             num_cached_tokens: 0,
+            prompt_logprobs: Vec::new(),
+            num_prompt_logprobs: 0,
             cache_salt: req.cache_salt,
             follows: req.follows,
         }

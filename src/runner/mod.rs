@@ -64,7 +64,27 @@ impl ModelRunner {
                 sample: s.sample,
             })
             .collect();
-        let batch = ForwardBatch::build(&inputs, self.attn.cache().config().block_size);
+        let mut batch = ForwardBatch::build(&inputs, self.attn.cache().config().block_size);
+        // prompt logprobs: each sequence's scoring rows come before its sampling row
+        let with_prompt = out.scheduled.iter().any(|s| !s.prompt_targets.is_empty());
+        let mut sample_rows = Vec::new();
+        if with_prompt {
+            batch.logits_rows.clear();
+            for (s, b) in out.scheduled.iter().zip(&batch.seqs) {
+                if !s.prompt_targets.is_empty() {
+                    let first = b.query_start + (s.prompt_target_start - 1 - s.num_computed_tokens);
+                    batch
+                        .logits_rows
+                        .extend((first..first + s.prompt_targets.len()).map(|r| r as u32));
+                }
+                if s.sample {
+                    sample_rows.push(batch.logits_rows.len() as u32);
+                    batch
+                        .logits_rows
+                        .push((b.query_start + b.query_len - 1) as u32);
+                }
+            }
+        }
         // constrained rows' token masks, computed on their own thread during the forward pass
         let constrained: Vec<_> = out
             .scheduled
@@ -86,8 +106,35 @@ impl ModelRunner {
             let masks = masks.map(|h| h.join().expect("the mask thread panicked"));
             (logits, masks)
         });
-        let logits = logits?;
+        let mut logits = logits?;
         let masks = masks.unwrap_or_default();
+        let mut prompt_logprobs = Vec::new();
+        if with_prompt {
+            let mut row = 0;
+            for s in &out.scheduled {
+                let n = s.prompt_targets.len();
+                if n > 0 {
+                    let k = s.sampling.prompt_logprobs.unwrap_or(0);
+                    let rows = logits
+                        .narrow(0, row, n)?
+                        .to_device(&candle_core::Device::Cpu)?;
+                    let lps = (0..n)
+                        .map(|j| {
+                            let raw = rows.get(j)?.to_vec1::<f32>()?;
+                            Ok(sampler::token_logprobs(&raw, s.prompt_targets[j], k))
+                        })
+                        .collect::<candle_core::Result<Vec<_>>>()?;
+                    prompt_logprobs.push((s.request_id, lps));
+                }
+                row += n + usize::from(s.sample);
+            }
+            logits = if sample_rows.is_empty() {
+                logits.narrow(0, 0, 0)?
+            } else {
+                let idx = candle_core::Tensor::new(sample_rows.as_slice(), logits.device())?;
+                logits.index_select(&idx, 0)?
+            };
+        }
         let rows: Vec<_> = out
             .scheduled
             .iter()
@@ -101,7 +148,10 @@ impl ModelRunner {
                 mask: masks.get(i).and_then(Option::as_ref),
             })
             .collect();
-        let mut result = ModelRunnerOutput::default();
+        let mut result = ModelRunnerOutput {
+            prompt_logprobs,
+            ..ModelRunnerOutput::default()
+        };
         for (row, s) in rows.iter().zip(self.sampler.sample_rows(&logits, &rows)?) {
             result.sampled.push((row.id, s.token));
             if let Some(lp) = s.logprobs {

@@ -247,9 +247,11 @@ pub fn token_logprobs(raw: &[f32], token: u32, k: usize) -> TokenLogprobs {
     }
     top.truncate(k);
     top.sort_unstable_by(order);
+    let chosen = raw[token as usize];
     TokenLogprobs {
         token,
-        logprob: lp(raw[token as usize]),
+        rank: 1 + raw.iter().filter(|&&l| l > chosen).count() as u32,
+        logprob: lp(chosen),
         top: top.into_iter().map(|(t, l)| (t, lp(l))).collect(),
     }
 }

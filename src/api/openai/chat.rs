@@ -3,7 +3,9 @@
 use super::types::*;
 use super::{parse_request, response_id, unix_now};
 use crate::api::error::ApiError;
-use crate::api::generate::{compile_grammar, Endpoint, GenOptions, Generation, TokenLogprob};
+use crate::api::generate::{
+    compile_grammar, vllm_prompt_logprobs, Endpoint, GenOptions, Generation, TokenLogprob,
+};
 use crate::api::sse::{stream_response, ChunkFormat};
 use crate::api::AppState;
 use crate::engine::FinishReason;
@@ -168,6 +170,7 @@ struct ChatChunks {
     created: u64,
     /// With tools: each choice's splitter of text and calls.
     tools: Option<(ToolFormat, std::collections::HashMap<usize, ToolStream>)>,
+    codec: std::sync::Arc<crate::text::TextCodec>,
 }
 
 impl ChatChunks {
@@ -226,6 +229,21 @@ impl ChunkFormat for ChatChunks {
             ..ChatDelta::default()
         };
         vec![self.chunk(index, delta, logprobs, None)]
+    }
+
+    /// vLLM's `prompt_logprobs`, on a chunk of their own (first choice only: every choice
+    /// has the same prompt).
+    fn prompt(
+        &mut self,
+        index: usize,
+        lps: Vec<crate::engine::TokenLogprobs>,
+    ) -> Vec<serde_json::Value> {
+        if index != 0 {
+            return Vec::new();
+        }
+        let mut c = self.chunk(index, ChatDelta::default(), None, None);
+        c["prompt_logprobs"] = vllm_prompt_logprobs(&self.codec, &lps);
+        vec![c]
     }
 
     fn finish(&mut self, index: usize, reason: &FinishReason) -> Vec<serde_json::Value> {
@@ -320,6 +338,7 @@ pub async fn chat_completions(
         model: model.id.clone(),
         created: unix_now(),
         tools: offered.then(|| (format, Default::default())),
+        codec: model.codec.clone(),
     };
     if opts.stream {
         return Ok(stream_response(gens, meta, opts.include_usage));
@@ -328,8 +347,12 @@ pub async fn chat_completions(
     let results = futures::future::join_all(gens.into_iter().map(Generation::collect)).await;
     let mut choices = Vec::with_capacity(results.len());
     let mut usage = Usage::default();
+    let mut prompt_logprobs = None;
     for (index, done) in results.into_iter().enumerate() {
         let done = done?;
+        if index == 0 && opts.sampling.prompt_logprobs.is_some() {
+            prompt_logprobs = Some(vllm_prompt_logprobs(&model.codec, &done.prompt_logprobs));
+        }
         usage = usage.plus(done.usage);
         let parsed = if offered {
             format.parse(&done.text)
@@ -369,6 +392,7 @@ pub async fn chat_completions(
         model: meta.model,
         choices,
         usage,
+        prompt_logprobs,
     })
     .into_response())
 }

@@ -4,7 +4,10 @@
 use super::types::*;
 use super::{parse_request, response_id, unix_now};
 use crate::api::error::ApiError;
-use crate::api::generate::{compile_grammar, Endpoint, GenOptions, Generation, TokenLogprob};
+use crate::api::generate::{
+    compile_grammar, render_all, token_text, vllm_prompt_logprobs, Endpoint, GenOptions,
+    Generation, TokenLogprob,
+};
 use crate::api::sse::{stream_response, ChunkFormat};
 use crate::api::AppState;
 use crate::engine::FinishReason;
@@ -15,12 +18,31 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+/// What `echo` and `prompt_logprobs` add to each prompt's choices.
+struct Echo {
+    /// The prompt as text, echoed before the completion (`echo`).
+    text: Option<String>,
+    /// The prompt's first token as logprobs name it.
+    first_token: String,
+}
+
 struct CompletionChunks {
     id: String,
     model: String,
     created: u64,
     /// Characters of each choice's text so far (`text_offset`).
     offsets: std::collections::HashMap<usize, usize>,
+    codec: std::sync::Arc<crate::text::TextCodec>,
+    /// Per prompt (choice index / n).
+    echo: Vec<Echo>,
+    n: usize,
+    /// Logprobs asked for (echoed prompts then carry theirs).
+    logprobs: bool,
+    /// vLLM's `prompt_logprobs` field asked for.
+    prompt_field: bool,
+    as_ids: bool,
+    /// Choices whose echo went out.
+    echoed: std::collections::HashSet<usize>,
 }
 
 impl CompletionChunks {
@@ -34,11 +56,63 @@ impl CompletionChunks {
             usage,
         })
     }
+
+    fn choice(index: usize, text: String) -> CompletionChoice {
+        CompletionChoice {
+            index,
+            text,
+            logprobs: None,
+            prompt_logprobs: None,
+            finish_reason: None,
+        }
+    }
+
+    /// The echo of choice `index`'s prompt with its logprobs (once; `lps` empty when the prompt
+    /// has one token or none were computed).
+    fn echo_with_logprobs(
+        &mut self,
+        index: usize,
+        lps: &[crate::engine::TokenLogprobs],
+    ) -> Option<CompletionChoice> {
+        let e = &self.echo[index / self.n];
+        let text = e.text.clone()?;
+        if !self.logprobs || !self.echoed.insert(index) {
+            return None;
+        }
+        let rendered = render_all(&self.codec, lps, self.as_ids);
+        let offset = self.offsets.entry(index).or_default();
+        let mut c = Self::choice(index, text);
+        c.logprobs = Some(CompletionLogprobs::of_prompt(
+            &e.first_token,
+            &rendered,
+            offset,
+        ));
+        Some(c)
+    }
 }
 
 impl ChunkFormat for CompletionChunks {
-    fn first(&self, _index: usize) -> Option<serde_json::Value> {
-        None
+    fn first(&self, index: usize) -> Option<serde_json::Value> {
+        // without logprobs the echo goes first; with them it waits for the prompt's logprobs
+        let text = self.echo[index / self.n].text.clone()?;
+        (!self.logprobs).then(|| self.chunk(vec![Self::choice(index, text)], None))
+    }
+
+    fn prompt(
+        &mut self,
+        index: usize,
+        lps: Vec<crate::engine::TokenLogprobs>,
+    ) -> Vec<serde_json::Value> {
+        let mut c = self
+            .echo_with_logprobs(index, &lps)
+            .unwrap_or_else(|| Self::choice(index, String::new()));
+        if self.prompt_field {
+            c.prompt_logprobs = Some(vllm_prompt_logprobs(&self.codec, &lps));
+        }
+        if c.text.is_empty() && c.logprobs.is_none() && c.prompt_logprobs.is_none() {
+            return Vec::new();
+        }
+        vec![self.chunk(vec![c], None)]
     }
 
     fn text(
@@ -47,29 +121,29 @@ impl ChunkFormat for CompletionChunks {
         text: String,
         logprobs: Vec<TokenLogprob>,
     ) -> Vec<serde_json::Value> {
+        let mut out: Vec<serde_json::Value> = self
+            .echo_with_logprobs(index, &[])
+            .map(|c| self.chunk(vec![c], None))
+            .into_iter()
+            .collect();
         let offset = self.offsets.entry(index).or_default();
         let logprobs = (!logprobs.is_empty()).then(|| CompletionLogprobs::of(&logprobs, offset));
-        vec![self.chunk(
-            vec![CompletionChoice {
-                index,
-                text,
-                logprobs,
-                finish_reason: None,
-            }],
-            None,
-        )]
+        let mut c = Self::choice(index, text);
+        c.logprobs = logprobs;
+        out.push(self.chunk(vec![c], None));
+        out
     }
 
     fn finish(&mut self, index: usize, reason: &FinishReason) -> Vec<serde_json::Value> {
-        vec![self.chunk(
-            vec![CompletionChoice {
-                index,
-                text: String::new(),
-                logprobs: None,
-                finish_reason: Some(finish_reason_str(reason)),
-            }],
-            None,
-        )]
+        let mut out: Vec<serde_json::Value> = self
+            .echo_with_logprobs(index, &[])
+            .map(|c| self.chunk(vec![c], None))
+            .into_iter()
+            .collect();
+        let mut c = Self::choice(index, String::new());
+        c.finish_reason = Some(finish_reason_str(reason));
+        out.push(self.chunk(vec![c], None));
+        out
     }
 
     fn usage(&self, usage: Usage) -> serde_json::Value {
@@ -111,12 +185,17 @@ pub async fn completions(
     opts.log_prompt = state.options.log_prompts;
     opts.charge = key.map(|k| (state.limiter.clone(), k.0 .0));
     compile_grammar(&model, &mut opts).await?;
-    if req.echo {
-        return Err(ApiError::invalid(
-            Some("echo".into()),
-            "echo is not supported yet",
-        ));
+    // echo with logprobs reports the prompt's logprobs too (computed like prompt_logprobs)
+    let prompt_field = opts.sampling.prompt_logprobs.is_some();
+    if let (true, Some(k)) = (req.echo, opts.sampling.logprobs) {
+        opts.sampling.prompt_logprobs = Some(opts.sampling.prompt_logprobs.unwrap_or(0).max(k));
     }
+    let texts: Vec<Option<String>> = match &req.prompt {
+        PromptSpec::Text(t) => vec![Some(t.clone())],
+        PromptSpec::Texts(t) => t.iter().cloned().map(Some).collect(),
+        PromptSpec::Tokens(_) => vec![None],
+        PromptSpec::TokenLists(t) => vec![None; t.len()],
+    };
     let prompts = tokenize(req.prompt, model.codec.clone()).await?;
     if prompts.is_empty() {
         return Err(ApiError::invalid(
@@ -141,16 +220,37 @@ pub async fn completions(
             format!("token ids must be below the vocabulary size {vocab}"),
         ));
     }
+    let codec = model.codec.clone();
+    let echo: Vec<Echo> = prompts
+        .iter()
+        .zip(texts)
+        .map(|(ids, text)| Echo {
+            text: req
+                .echo
+                .then(|| text.unwrap_or_else(|| codec.decode(ids, false).unwrap_or_default())),
+            first_token: ids
+                .first()
+                .map(|&t| token_text(&codec, t, opts.tokens_as_ids))
+                .unwrap_or_default(),
+        })
+        .collect();
     // choice index = prompt index × n + choice
     let mut gens = Vec::with_capacity(prompts.len() * opts.n);
     for ids in prompts {
         gens.extend(Generation::start_choices(&model, ids, &opts)?);
     }
-    let meta = CompletionChunks {
+    let mut meta = CompletionChunks {
         id: response_id("cmpl"),
         model: model.id.clone(),
         created: unix_now(),
         offsets: Default::default(),
+        codec: codec.clone(),
+        echo,
+        n: opts.n,
+        logprobs: opts.sampling.logprobs.is_some(),
+        prompt_field,
+        as_ids: opts.tokens_as_ids,
+        echoed: Default::default(),
     };
     if opts.stream {
         return Ok(stream_response(gens, meta, opts.include_usage));
@@ -161,13 +261,21 @@ pub async fn completions(
     for (index, r) in results.into_iter().enumerate() {
         let done = r?;
         usage = usage.plus(done.usage);
+        let echoed = meta.echo_with_logprobs(index, &done.prompt_logprobs);
+        let mut text = meta.echo[index / meta.n].text.clone().unwrap_or_default();
+        text.push_str(&done.text);
+        let logprobs = opts.sampling.logprobs.map(|_| {
+            let mut offset = meta.offsets.get(&index).copied().unwrap_or(0);
+            let mut lp = echoed.and_then(|c| c.logprobs).unwrap_or_default();
+            lp.extend(CompletionLogprobs::of(&done.logprobs, &mut offset));
+            lp
+        });
         choices.push(CompletionChoice {
             index,
-            text: done.text,
-            logprobs: opts
-                .sampling
-                .logprobs
-                .map(|_| CompletionLogprobs::of(&done.logprobs, &mut 0)),
+            text,
+            logprobs,
+            prompt_logprobs: prompt_field
+                .then(|| vllm_prompt_logprobs(&codec, &done.prompt_logprobs)),
             finish_reason: Some(finish_reason_str(&done.reason)),
         });
     }

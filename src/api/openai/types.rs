@@ -60,6 +60,9 @@ pub struct GenerationFields {
     pub guided_regex: Option<String>,
     pub guided_choice: Option<Vec<String>>,
     pub guided_grammar: Option<String>,
+    /// vLLM extension: each prompt token's logprob (from the second) and this many
+    /// alternatives (0-20), as `prompt_logprobs` in the response.
+    pub prompt_logprobs: Option<i64>,
     /// vLLM extension: logprobs name tokens `token_id:ID` instead of their text.
     pub return_tokens_as_token_ids: Option<bool>,
     pub user: Option<String>,
@@ -85,7 +88,6 @@ pub struct GenerationFields {
 /// See `GenerationFields::unsupported`.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct UnsupportedFields {
-    pub prompt_logprobs: Option<serde_json::Value>,
     pub tools: Option<serde_json::Value>,
     pub tool_choice: Option<serde_json::Value>,
     pub functions: Option<serde_json::Value>,
@@ -100,13 +102,11 @@ impl UnsupportedFields {
         let neutral = |v: &Option<V>, ok: &dyn Fn(&V) -> bool| {
             v.as_ref().is_none_or(|v| v.is_null() || ok(v))
         };
-        let no = |_: &V| false;
         let empty = |v: &V| {
             v.as_object().is_some_and(|o| o.is_empty())
                 || v.as_array().is_some_and(|a| a.is_empty())
         };
-        let checks: [(&'static str, bool); 6] = [
-            ("prompt_logprobs", neutral(&self.prompt_logprobs, &no)),
+        let checks: [(&'static str, bool); 5] = [
             ("tools", neutral(&self.tools, &empty)),
             ("tool_choice", neutral(&self.tool_choice, &|v| v == "none")),
             ("functions", neutral(&self.functions, &empty)),
@@ -295,8 +295,9 @@ pub struct ChatLogprobs {
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct CompletionLogprobs {
     pub tokens: Vec<String>,
-    pub token_logprobs: Vec<f64>,
-    pub top_logprobs: Vec<serde_json::Map<String, serde_json::Value>>,
+    /// `null` for the first token of an echoed prompt.
+    pub token_logprobs: Vec<Option<f64>>,
+    pub top_logprobs: Vec<Option<serde_json::Map<String, serde_json::Value>>>,
     /// Character offset of each token in the choice's text.
     pub text_offset: Vec<usize>,
 }
@@ -330,18 +331,47 @@ impl ChatLogprobs {
 }
 
 impl CompletionLogprobs {
+    /// An echoed prompt: its first token (no logprob), then one entry per later token.
+    pub fn of_prompt(
+        first: &str,
+        entries: &[crate::api::generate::TokenLogprob],
+        offset: &mut usize,
+    ) -> Self {
+        let mut out = Self {
+            tokens: vec![first.to_string()],
+            token_logprobs: vec![None],
+            top_logprobs: vec![None],
+            text_offset: vec![*offset],
+        };
+        *offset += first.chars().count();
+        let rest = Self::of(entries, offset);
+        out.tokens.extend(rest.tokens);
+        out.token_logprobs.extend(rest.token_logprobs);
+        out.top_logprobs.extend(rest.top_logprobs);
+        out.text_offset.extend(rest.text_offset);
+        out
+    }
+
+    /// This followed by `more`.
+    pub fn extend(&mut self, more: Self) {
+        self.tokens.extend(more.tokens);
+        self.token_logprobs.extend(more.token_logprobs);
+        self.top_logprobs.extend(more.top_logprobs);
+        self.text_offset.extend(more.text_offset);
+    }
+
     /// `entries` continuing a text of `*offset` characters (advanced past them).
     pub fn of(entries: &[crate::api::generate::TokenLogprob], offset: &mut usize) -> Self {
         let mut out = Self::default();
         for e in entries {
             out.tokens.push(e.token.clone());
-            out.token_logprobs.push(short(e.logprob));
-            out.top_logprobs.push(
+            out.token_logprobs.push(Some(short(e.logprob)));
+            out.top_logprobs.push(Some(
                 e.top
                     .iter()
                     .map(|(t, l)| (t.clone(), serde_json::json!(short(*l))))
                     .collect(),
-            );
+            ));
             out.text_offset.push(*offset);
             *offset += e.token.chars().count();
         }
@@ -365,6 +395,9 @@ pub struct ChatCompletion {
     pub model: String,
     pub choices: Vec<ChatChoice>,
     pub usage: Usage,
+    /// vLLM's `prompt_logprobs` (when asked for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_logprobs: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -401,6 +434,9 @@ pub struct CompletionChoice {
     pub index: usize,
     pub text: String,
     pub logprobs: Option<CompletionLogprobs>,
+    /// vLLM's `prompt_logprobs` (when asked for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_logprobs: Option<serde_json::Value>,
     pub finish_reason: Option<&'static str>,
 }
 
