@@ -567,10 +567,7 @@ async fn fields_weir_cannot_honour_yet_are_400s_not_ignored() {
         }
         b
     };
-    for (field, value) in [
-        ("functions", json!([{"name": "f"}])),
-        ("best_of", json!(3)),
-    ] {
+    for (field, value) in [("functions", json!([{"name": "f"}])), ("best_of", json!(3))] {
         let (status, v) = post("/v1/chat/completions", chat(json!({field: value}))).await;
         assert_eq!(
             (status, v["error"]["param"].as_str()),
