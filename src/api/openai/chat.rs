@@ -300,11 +300,8 @@ pub async fn chat_completions(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body?;
-    let mut req: ChatCompletionRequest = parse_request(&body)?;
-    let plan = tool_plan(
-        req.gen.unsupported.tools.take(),
-        req.gen.unsupported.tool_choice.take(),
-    )?;
+    let req: ChatCompletionRequest = parse_request(&body)?;
+    let plan = tool_plan(req.tools.clone(), req.tool_choice.clone())?;
     let model = state.models.get_or_load(&req.model).await?;
     let mut opts = GenOptions::from_fields(&req.gen, Endpoint::Chat)?;
     opts.timeout = state.options.request_timeout;

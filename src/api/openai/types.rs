@@ -88,8 +88,6 @@ pub struct GenerationFields {
 /// See `GenerationFields::unsupported`.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct UnsupportedFields {
-    pub tools: Option<serde_json::Value>,
-    pub tool_choice: Option<serde_json::Value>,
     pub functions: Option<serde_json::Value>,
     pub best_of: Option<serde_json::Value>,
     pub suffix: Option<serde_json::Value>,
@@ -106,9 +104,7 @@ impl UnsupportedFields {
             v.as_object().is_some_and(|o| o.is_empty())
                 || v.as_array().is_some_and(|a| a.is_empty())
         };
-        let checks: [(&'static str, bool); 5] = [
-            ("tools", neutral(&self.tools, &empty)),
-            ("tool_choice", neutral(&self.tool_choice, &|v| v == "none")),
+        let checks: [(&'static str, bool); 3] = [
             ("functions", neutral(&self.functions, &empty)),
             (
                 "best_of",
@@ -150,6 +146,10 @@ pub struct ChatMessageIn {
 pub struct ChatCompletionRequest {
     pub model: String,
     pub messages: Vec<ChatMessageIn>,
+    /// `[{"type": "function", "function": {"name", "description", "parameters"}}]`.
+    pub tools: Option<serde_json::Value>,
+    /// "none", "auto", "required" or `{"type": "function", "function": {"name"}}`.
+    pub tool_choice: Option<serde_json::Value>,
     #[serde(flatten)]
     pub gen: GenerationFields,
 }
