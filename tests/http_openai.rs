@@ -370,22 +370,7 @@ async fn context_overflow_states_both_numbers() {
 #[tokio::test]
 async fn official_openai_python_client_works() {
     let url = format!("{}/v1", server().url);
-    let out = tokio::process::Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/openai_client.py"
-        ))
-        .arg(&url)
-        .arg(SMOL)
-        .output()
-        .await
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "openai client script failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    weir::testing::run_python_test("openai_client.py", &[&url, SMOL]).await;
 }
 
 #[tokio::test]

@@ -67,17 +67,21 @@ fn tiny_logits(prompt: &[u32]) -> Vec<f32> {
     logits.get(0).unwrap().to_vec1::<f32>().unwrap()
 }
 
+/// ln Σ exp(l), in f64.
+fn log_sum_exp(logits: &[f32]) -> f64 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    max + logits
+        .iter()
+        .map(|&l| (l as f64 - max).exp())
+        .sum::<f64>()
+        .ln()
+}
+
 #[tokio::test]
 async fn logprobs_are_the_log_softmax_of_the_logits() {
     let prompt: Vec<u32> = (0..23).map(|i| (i * 37 + 11) % 256).collect();
     let logits = tiny_logits(&prompt);
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let lse = max
-        + logits
-            .iter()
-            .map(|&l| (l as f64 - max).exp())
-            .sum::<f64>()
-            .ln();
+    let lse = log_sum_exp(&logits);
     let mut want: Vec<(usize, f64)> = logits
         .iter()
         .enumerate()
@@ -135,13 +139,7 @@ async fn prompt_logprobs_are_the_log_softmax_of_each_prefix() {
     assert!(pl[0].is_null());
     for p in [1, 2, 10, 22] {
         let logits = tiny_logits(&prompt[..p]);
-        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-        let lse = max
-            + logits
-                .iter()
-                .map(|&l| (l as f64 - max).exp())
-                .sum::<f64>()
-                .ln();
+        let lse = log_sum_exp(&logits);
         let tok = prompt[p] as usize;
         let entry = &pl[p][tok.to_string()];
         let want = logits[tok] as f64 - lse;
@@ -231,21 +229,5 @@ async fn out_of_range_parameters_are_400s_naming_them() {
 #[tokio::test]
 async fn official_openai_client_drives_every_sampling_parameter() {
     let url = format!("{}/v1", server().url);
-    let out = tokio::process::Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/openai_sampling.py"
-        ))
-        .arg(&url)
-        .arg(SMOL)
-        .arg("tiny")
-        .output()
-        .await
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "tests/openai_sampling.py failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    weir::testing::run_python_test("openai_sampling.py", &[&url, SMOL, "tiny"]).await;
 }

@@ -8,20 +8,6 @@ use weir::testing::{default_model_path, test_limits, TestServer};
 async fn constrained_outputs_parse_and_validate() {
     let smol = default_model_path();
     let s = TestServer::start(&[("smol", &smol)], test_limits(2048, 16));
-    let out = tokio::process::Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/openai_structured.py"
-        ))
-        .arg(format!("{}/v1", s.url))
-        .arg("smol")
-        .output()
-        .await
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "tests/openai_structured.py failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    weir::testing::run_python_test("openai_structured.py", &[&format!("{}/v1", s.url), "smol"])
+        .await;
 }

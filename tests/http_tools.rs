@@ -33,20 +33,9 @@ async fn tool_calls_round_trip_through_the_openai_client() {
         &[("smol", &smol), ("hermes", &hermes), ("llama3", &llama3)],
         test_limits(2048, 16),
     );
-    let out = tokio::process::Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/openai_tools.py"
-        ))
-        .arg(format!("{}/v1", s.url))
-        .args(["smol", "hermes", "llama3"])
-        .output()
-        .await
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "tests/openai_tools.py failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    weir::testing::run_python_test(
+        "openai_tools.py",
+        &[&format!("{}/v1", s.url), "smol", "hermes", "llama3"],
+    )
+    .await;
 }

@@ -8,17 +8,5 @@ use weir::testing::{default_model_path, test_limits, TestServer};
 async fn responses_match_the_openai_specification() {
     let smol = default_model_path();
     let s = TestServer::start(&[("smol", &smol)], test_limits(1024, 16));
-    let out = tokio::process::Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openai_wire.py"))
-        .arg(&s.url)
-        .arg("smol")
-        .output()
-        .await
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "tests/openai_wire.py failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    weir::testing::run_python_test("openai_wire.py", &[&s.url, "smol"]).await;
 }

@@ -399,3 +399,22 @@ pub fn attention_for(
     .expect("a backend for the model's device");
     crate::models::attention::Attention::new(backend, cfg).expect("allocate the KV cache")
 }
+
+/// Runs `tests/<script>` with `python3` and `args`; panics with its output unless it succeeds.
+pub async fn run_python_test(script: &str, args: &[&str]) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(script);
+    let out = tokio::process::Command::new("python3")
+        .arg(&path)
+        .args(args)
+        .output()
+        .await
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "tests/{script} failed (pip install -r tests/requirements.txt):\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
