@@ -18,7 +18,8 @@
 #   3. The model manager on the GPU: two dummy Llama-3.2-1B models under --max-loaded-models 1
 #      with --host-memory-budget: time of a one-token request to a cold model (weights made on
 #      the device), one back from host memory, a resident one; GPU memory used before the first
-#      load and after unloading both.
+#      load and after unloading both; rows sampled on the host (logit_bias, logprobs,
+#      penalties, prompt logprobs) on the CUDA engine.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$(mktemp -d)}
@@ -149,6 +150,17 @@ for model, what in [("a", "cold"), ("b", "cold (a -> host)"), ("a", "host (b -> 
     rows.append((model, what, (time.perf_counter() - t) * 1e3, gpu_used_mib()))
 for m, what, ms, used in rows:
     print(f"swap: {m} {what:<18} {ms:8.1f} ms   GPU used {used} MiB")
+# rows sampled on the host (logit_bias, logprobs, penalties) beside kernel-sampled ones
+forced = call("/v1/completions", {"model": "a", "prompt": [1, 2, 3], "max_tokens": 4,
+                                  "logprobs": 2, "logit_bias": {"42": 100},
+                                  "return_tokens_as_token_ids": True, "ignore_eos": True})
+lp = forced["choices"][0]["logprobs"]
+print(f"host-sampled rows on CUDA: tokens {lp['tokens']}, logprobs {lp['token_logprobs']}")
+assert lp["tokens"] == ["token_id:42"] * 4, lp
+assert all(v is not None and v <= 0 for v in lp["token_logprobs"]), lp
+call("/v1/completions", {"model": "a", "prompt": [5, 6, 7], "max_tokens": 8, "temperature": 1.0,
+                         "seed": 3, "frequency_penalty": 1.0, "repetition_penalty": 1.3,
+                         "min_p": 0.05, "prompt_logprobs": 1})
 stats = call("/admin/stats")
 for m in stats["models"]:
     print(f"swap: {m['id']}: loads {m['loads']} host_loads {m['host_loads']} evictions {m['evictions']} "
