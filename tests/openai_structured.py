@@ -33,7 +33,7 @@ SCHEMAS = {
     "order": {
         "type": "object",
         "properties": {
-            "id": {"type": "integer"},
+            "id": {"type": "integer", "minimum": 1, "maximum": 99999},
             "items": {
                 "type": "array",
                 "items": {
