@@ -177,6 +177,22 @@ async fn out_of_range_parameters_are_400s_naming_them() {
         (json!({"repetition_penalty": 0}), "repetition_penalty"),
         (json!({"min_p": 1.5}), "min_p"),
         (json!({"prompt_logprobs": 21}), "prompt_logprobs"),
+        (json!({"guided_regex": "(unclosed"}), "guided_regex"),
+        (json!({"guided_grammar": "start: x y("}), "guided_grammar"),
+        (json!({"guided_choice": []}), "guided_choice"),
+        (
+            json!({"guided_regex": "a", "response_format": {"type": "json_object"}}),
+            "guided_regex",
+        ),
+        (
+            json!({"response_format": {"type": "xml"}}),
+            "response_format",
+        ),
+        (
+            json!({"tools": [{"type": "function", "function": {"name": "f",
+                   "parameters": {"type": "objectx"}}}], "tool_choice": "required"}),
+            "tool_choice",
+        ),
         (json!({"logit_bias": {"5": 101}}), "logit_bias"),
         (json!({"logit_bias": {"five": 1}}), "logit_bias"),
         (json!({"logit_bias": {"100000": 1}}), "logit_bias"),
