@@ -15,6 +15,9 @@ use crate::models::batch::{ForwardBatch, SeqInput};
 use crate::models::CausalLm;
 use sampler::Sampler;
 
+/// Threads that compute a step's grammar masks (each takes a run of rows).
+const MASK_THREADS: usize = 4;
+
 pub struct ModelRunner {
     model: Box<dyn CausalLm>,
     attn: Attention,
@@ -94,20 +97,31 @@ impl ModelRunner {
             .collect();
         let vocab = self.model.vocab_size();
         let (logits, masks) = std::thread::scope(|scope| {
-            let masks = constrained.iter().any(Option::is_some).then(|| {
-                scope.spawn(|| {
-                    constrained
-                        .iter()
-                        .map(|c| c.map(|c| c.mask(vocab)))
-                        .collect::<Vec<_>>()
-                })
-            });
+            // up to MASK_THREADS threads, each a contiguous run of rows
+            let n = constrained.iter().filter(|c| c.is_some()).count();
+            let threads = n.min(MASK_THREADS);
+            let handles: Vec<_> = if threads == 0 {
+                Vec::new()
+            } else {
+                constrained
+                    .chunks(constrained.len().div_ceil(threads))
+                    .map(|rows| {
+                        scope.spawn(move || {
+                            rows.iter()
+                                .map(|c| c.map(|c| c.mask(vocab)))
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect()
+            };
             let logits = self.model.forward(&batch, &mut self.attn); // [num_sampled, vocab]
-            let masks = masks.map(|h| h.join().expect("the mask thread panicked"));
+            let masks: Vec<_> = handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("a mask thread panicked"))
+                .collect();
             (logits, masks)
         });
         let mut logits = logits?;
-        let masks = masks.unwrap_or_default();
         let mut prompt_logprobs = Vec::new();
         if with_prompt {
             let mut row = 0;
