@@ -193,17 +193,83 @@ pub fn tools_system_prompt(tools: &[Value]) -> String {
     s
 }
 
-/// Streaming: passes text through until a tool call may have started, then keeps the rest for
-/// `ToolFormat::parse` at the end.
+/// What a streamed output turns into: text, the start of a call (its name), or a piece of a
+/// call's arguments (JSON text; the pieces of one call put together are its arguments).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Piece {
+    Text(String),
+    Call { index: usize, name: String },
+    Args { index: usize, text: String },
+}
+
+/// Characters held back at the end of a streamed Hermes call: they may be the call's closing
+/// brace and `</tool_call>`.
+const HOLD: usize = HERMES_CLOSE.len() + 8;
+
+/// Where a streamed Hermes call is.
+#[derive(Debug)]
+enum InCall {
+    /// Text after `<tool_call>`, until its name and the start of its arguments are known.
+    Head(String),
+    /// Streaming the arguments: the text from their start, and how much of it went out.
+    Args { text: String, sent: usize },
+}
+
+/// Streaming: passes text through until a tool call may have started. Hermes calls then stream
+/// as they are written (name first, arguments in pieces); Llama 3 calls, which start the
+/// output, are parsed at the end.
 #[derive(Debug)]
 pub struct ToolStream {
     format: ToolFormat,
     /// Text not yet passed on (a possible start of a call).
     held: String,
-    /// Everything after the start of the first call.
-    calls: Option<String>,
+    /// Hermes: the call being written.
+    call: Option<InCall>,
+    /// Calls started so far.
+    calls: usize,
+    /// A call just ended: whitespace before the next one is not text.
+    after_call: bool,
+    /// Llama 3: everything from the start of the calls.
+    llama: Option<String>,
     /// Whether any text has been seen (Llama 3 calls start the output).
     started: bool,
+}
+
+/// `{"name": "NAME", "arguments": ` at the start of `s` (after whitespace): the name and where
+/// the arguments begin; `Err(true)` when more text may still make it match, `Err(false)` never.
+fn hermes_head(s: &str) -> Result<(String, usize), bool> {
+    let t = s.trim_start();
+    let skipped = s.len() - t.len();
+    let mut rest = t;
+    for token in ["{", "\"name\"", ":"] {
+        let r = rest.trim_start();
+        if r.len() < token.len() {
+            return Err(token.starts_with(r));
+        }
+        rest = r.strip_prefix(token).ok_or(false)?;
+    }
+    // the name, a JSON string
+    let r = rest.trim_start();
+    let mut de = serde_json::Deserializer::from_str(r).into_iter::<String>();
+    let name = match de.next() {
+        Some(Ok(n)) => n,
+        Some(Err(e)) if e.is_eof() => return Err(true),
+        None => return Err(true),
+        Some(Err(_)) => return Err(false),
+    };
+    rest = &r[de.byte_offset()..];
+    for token in [",", "\"arguments\"", ":"] {
+        let r = rest.trim_start();
+        if r.len() < token.len() {
+            return Err(token.starts_with(r));
+        }
+        rest = r.strip_prefix(token).ok_or(false)?;
+    }
+    let r = rest.trim_start();
+    if r.is_empty() {
+        return Err(true);
+    }
+    Ok((name, skipped + (t.len() - r.len())))
 }
 
 impl ToolStream {
@@ -211,81 +277,219 @@ impl ToolStream {
         Self {
             format,
             held: String::new(),
-            calls: None,
+            call: None,
+            calls: 0,
+            after_call: false,
+            llama: None,
             started: false,
         }
     }
 
-    /// New output text in; the text that is surely not part of a call out.
-    pub fn push(&mut self, text: &str) -> String {
-        if let Some(c) = &mut self.calls {
-            c.push_str(text);
-            return String::new();
-        }
-        self.held.push_str(text);
+    /// New output text in; what can be passed on out.
+    pub fn push(&mut self, text: &str) -> Vec<Piece> {
+        let mut out = Vec::new();
         match self.format {
-            ToolFormat::Hermes => {
-                if let Some(i) = self.held.find(HERMES_OPEN) {
-                    let out = self.held[..i].to_string();
-                    self.calls = Some(self.held[i..].to_string());
-                    self.held.clear();
-                    return out;
-                }
-                // keep a tail that could still become "<tool_call>"
-                let keep = (1..HERMES_OPEN.len())
-                    .rev()
-                    .find(|&k| self.held.ends_with(&HERMES_OPEN[..k]))
-                    .unwrap_or(0);
-                let cut = self.held.len() - keep;
-                let out = self.held[..cut].to_string();
-                self.held.drain(..cut);
-                out
-            }
+            ToolFormat::Hermes => self.push_hermes(text, &mut out),
             ToolFormat::Llama3Json => {
-                let trimmed = self.held.trim_start();
-                if !self.started {
-                    if trimmed.is_empty() {
-                        return String::new();
+                if let Some(c) = &mut self.llama {
+                    c.push_str(text);
+                } else {
+                    let t = self.push_llama(text);
+                    if !t.is_empty() {
+                        out.push(Piece::Text(t));
                     }
-                    if trimmed.starts_with('{')
-                        || trimmed.starts_with(PYTHON_TAG)
-                        || PYTHON_TAG.starts_with(trimmed)
-                    {
-                        if PYTHON_TAG.starts_with(trimmed) && trimmed != PYTHON_TAG {
-                            return String::new(); // may still become the tag
-                        }
-                        self.calls = Some(std::mem::take(&mut self.held));
-                        return String::new();
-                    }
-                    self.started = true;
                 }
-                std::mem::take(&mut self.held)
+            }
+        }
+        out
+    }
+
+    fn push_hermes(&mut self, text: &str, out: &mut Vec<Piece>) {
+        let mut text = text.to_string();
+        loop {
+            match self.call.take() {
+                None => {
+                    if self.after_call {
+                        let t = text.trim_start();
+                        if t.is_empty() {
+                            return;
+                        }
+                        text = t.to_string();
+                        self.after_call = false;
+                    }
+                    self.held.push_str(&text);
+                    if let Some(i) = self.held.find(HERMES_OPEN) {
+                        let before = self.held[..i].to_string();
+                        let after = self.held[i + HERMES_OPEN.len()..].to_string();
+                        self.held.clear();
+                        if !before.is_empty() {
+                            out.push(Piece::Text(before));
+                        }
+                        self.call = Some(InCall::Head(String::new()));
+                        text = after;
+                        continue;
+                    }
+                    // keep a tail that could still become "<tool_call>"
+                    let keep = (1..HERMES_OPEN.len())
+                        .rev()
+                        .find(|&k| self.held.ends_with(&HERMES_OPEN[..k]))
+                        .unwrap_or(0);
+                    let cut = self.held.len() - keep;
+                    if cut > 0 {
+                        out.push(Piece::Text(self.held[..cut].to_string()));
+                        self.held.drain(..cut);
+                    }
+                    return;
+                }
+                Some(InCall::Head(mut head)) => {
+                    head.push_str(&text);
+                    match hermes_head(&head) {
+                        Ok((name, start)) => {
+                            out.push(Piece::Call {
+                                index: self.calls,
+                                name,
+                            });
+                            self.calls += 1;
+                            self.call = Some(InCall::Args {
+                                text: String::new(),
+                                sent: 0,
+                            });
+                            text = head[start..].to_string();
+                            continue;
+                        }
+                        // not a call we can stream: keep it whole, parse it at its end
+                        Err(more) if more || !head.contains(HERMES_CLOSE) => {
+                            self.call = Some(InCall::Head(head));
+                            return;
+                        }
+                        Err(_) => {
+                            let end = head.find(HERMES_CLOSE).expect("checked");
+                            let body = &head[..end];
+                            match call_of(body.trim(), self.format) {
+                                Some(c) => {
+                                    out.push(Piece::Call {
+                                        index: self.calls,
+                                        name: c.name,
+                                    });
+                                    out.push(Piece::Args {
+                                        index: self.calls,
+                                        text: c.arguments,
+                                    });
+                                    self.calls += 1;
+                                }
+                                None => out.push(Piece::Text(format!(
+                                    "{HERMES_OPEN}{body}{HERMES_CLOSE}"
+                                ))),
+                            }
+                            text = head[end + HERMES_CLOSE.len()..].to_string();
+                            self.after_call = true;
+                            continue;
+                        }
+                    }
+                }
+                Some(InCall::Args {
+                    text: mut args,
+                    mut sent,
+                }) => {
+                    args.push_str(&text);
+                    let index = self.calls - 1;
+                    if let Some(end) = args.find(HERMES_CLOSE) {
+                        // the arguments end before the call object's closing brace
+                        let body = args[..end].trim_end();
+                        let body = body.strip_suffix('}').unwrap_or(body).trim_end();
+                        if body.len() > sent {
+                            out.push(Piece::Args {
+                                index,
+                                text: body[sent..].to_string(),
+                            });
+                        }
+                        text = args[end + HERMES_CLOSE.len()..].to_string();
+                        self.after_call = true;
+                        continue;
+                    }
+                    let mut safe = args.len().saturating_sub(HOLD);
+                    // a '}' followed only by what may become the close could be the call's own
+                    if let Some(b) = args.rfind('}') {
+                        let tail = args[b + 1..].trim_start();
+                        if HERMES_CLOSE.starts_with(tail) {
+                            safe = safe.min(b);
+                        }
+                    }
+                    while !args.is_char_boundary(safe) {
+                        safe -= 1;
+                    }
+                    if safe > sent {
+                        out.push(Piece::Args {
+                            index,
+                            text: args[sent..safe].to_string(),
+                        });
+                        sent = safe;
+                    }
+                    self.call = Some(InCall::Args { text: args, sent });
+                    return;
+                }
             }
         }
     }
 
-    /// The end of the output: held text, and the calls (if the held part parses as calls).
-    pub fn finish(&mut self) -> Parsed {
-        match self.calls.take() {
-            Some(text) => {
-                let parsed = self.format.parse(&text);
-                if parsed.calls.is_empty() {
-                    Parsed {
-                        content: Some(std::mem::take(&mut self.held) + &text),
-                        calls: Vec::new(),
-                    }
-                } else {
-                    Parsed {
-                        content: parsed.content,
-                        calls: parsed.calls,
-                    }
+    fn push_llama(&mut self, text: &str) -> String {
+        self.held.push_str(text);
+        let trimmed = self.held.trim_start();
+        if !self.started {
+            if trimmed.is_empty() {
+                return String::new();
+            }
+            if trimmed.starts_with('{')
+                || trimmed.starts_with(PYTHON_TAG)
+                || PYTHON_TAG.starts_with(trimmed)
+            {
+                if PYTHON_TAG.starts_with(trimmed) && trimmed != PYTHON_TAG {
+                    return String::new(); // may still become the tag
+                }
+                self.llama = Some(std::mem::take(&mut self.held));
+                return String::new();
+            }
+            self.started = true;
+        }
+        std::mem::take(&mut self.held)
+    }
+
+    /// The end of the output: what was held back, and whether the output held calls.
+    pub fn finish(&mut self) -> (Vec<Piece>, bool) {
+        let mut out = Vec::new();
+        if let Some(text) = self.llama.take() {
+            let parsed = self.format.parse(&text);
+            if parsed.calls.is_empty() {
+                out.push(Piece::Text(std::mem::take(&mut self.held) + &text));
+            } else {
+                for (index, c) in parsed.calls.into_iter().enumerate() {
+                    out.push(Piece::Call {
+                        index,
+                        name: c.name,
+                    });
+                    out.push(Piece::Args {
+                        index,
+                        text: c.arguments,
+                    });
+                    self.calls += 1;
                 }
             }
-            None => Parsed {
-                content: Some(std::mem::take(&mut self.held)).filter(|t| !t.is_empty()),
-                calls: Vec::new(),
-            },
         }
+        match self.call.take() {
+            // cut off while streaming arguments (`length`): the rest of what was written
+            Some(InCall::Args { text, sent }) if text.len() > sent => out.push(Piece::Args {
+                index: self.calls - 1,
+                text: text[sent..].to_string(),
+            }),
+            Some(InCall::Head(head)) => {
+                out.push(Piece::Text(format!("{HERMES_OPEN}{head}")));
+            }
+            _ => {}
+        }
+        if !self.held.is_empty() {
+            out.push(Piece::Text(std::mem::take(&mut self.held)));
+        }
+        (out, self.calls > 0)
     }
 }
 
@@ -334,33 +538,90 @@ mod tests {
         assert_eq!(ToolFormat::Llama3Json.parse("Hello {").calls, vec![]);
     }
 
-    #[test]
-    fn the_stream_splitter_holds_back_calls_only() {
-        let mut s = ToolStream::new(ToolFormat::Hermes);
-        let mut text = String::new();
-        for piece in [
-            "Sure",
-            ", <tool",
-            "_call>\n{\"name\": \"f\", ",
-            "\"arguments\": {}}\n</tool_call>",
-        ] {
-            text.push_str(&s.push(piece));
+    /// Text and calls of `pieces`, put together as a client would.
+    fn assemble(pieces: &[Piece]) -> (String, Vec<(String, String)>) {
+        let (mut text, mut calls) = (String::new(), Vec::<(String, String)>::new());
+        for p in pieces {
+            match p {
+                Piece::Text(t) => text.push_str(t),
+                Piece::Call { index, name } => {
+                    assert_eq!(*index, calls.len());
+                    calls.push((name.clone(), String::new()));
+                }
+                Piece::Args { index, text } => calls[*index].1.push_str(text),
+            }
         }
-        assert_eq!(text, "Sure, ");
-        let p = s.finish();
-        assert_eq!(p.calls.len(), 1);
-        // a '<' that is not a call comes out
-        let mut s = ToolStream::new(ToolFormat::Hermes);
-        assert_eq!(s.push("a <"), "a ");
-        assert_eq!(s.push("b"), "<b");
-        assert_eq!(s.finish().calls.len(), 0);
+        (text, calls)
+    }
 
-        let mut s = ToolStream::new(ToolFormat::Llama3Json);
-        assert_eq!(s.push(" {\"name\": \"f\","), "");
-        assert_eq!(s.push(" \"parameters\": {}}"), "");
-        assert_eq!(s.finish().calls[0].name, "f");
-        let mut s = ToolStream::new(ToolFormat::Llama3Json);
-        assert_eq!(s.push("Hi {"), "Hi {");
-        assert_eq!(s.finish().calls.len(), 0);
+    fn stream(format: ToolFormat, parts: &[&str]) -> (Vec<Piece>, bool) {
+        let mut s = ToolStream::new(format);
+        let mut out: Vec<Piece> = parts.iter().flat_map(|p| s.push(p)).collect();
+        let (rest, calls) = s.finish();
+        out.extend(rest);
+        (out, calls)
+    }
+
+    #[test]
+    fn hermes_calls_stream_name_first_then_arguments_in_pieces() {
+        let whole = "Sure, <tool_call>\n{\"name\": \"weather\", \"arguments\": {\"city\": \"Paris\", \"days\": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}}\n</tool_call>\n<tool_call>\n{\"name\": \"time\", \"arguments\": {}}\n</tool_call>";
+        // one character at a time: the worst split
+        let chars: Vec<String> = whole.chars().map(String::from).collect();
+        let parts: Vec<&str> = chars.iter().map(String::as_str).collect();
+        let (pieces, calls) = stream(ToolFormat::Hermes, &parts);
+        assert!(calls);
+        let (text, got) = assemble(&pieces);
+        assert_eq!(text, "Sure, ");
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].0, "weather");
+        let args: serde_json::Value = serde_json::from_str(&got[0].1).unwrap();
+        assert_eq!(args["days"][9], 10);
+        assert_eq!(got[1], ("time".to_string(), "{}".to_string()));
+        // much whitespace before the close: the call's own brace is not sent as an argument
+        let spaced = "<tool_call>{\"name\": \"f\", \"arguments\": {\"a\": 1}}                    \n</tool_call>";
+        let chars: Vec<String> = spaced.chars().map(String::from).collect();
+        let parts: Vec<&str> = chars.iter().map(String::as_str).collect();
+        let (pieces, _) = stream(ToolFormat::Hermes, &parts);
+        assert_eq!(
+            assemble(&pieces).1,
+            vec![("f".into(), r#"{"a": 1}"#.into())]
+        );
+        // the arguments arrived in several pieces, before the call ended
+        let arg_pieces = pieces
+            .iter()
+            .filter(|p| matches!(p, Piece::Args { index: 0, .. }))
+            .count();
+        assert!(arg_pieces > 5, "{arg_pieces} pieces");
+    }
+
+    #[test]
+    fn the_stream_passes_plain_text_and_odd_calls() {
+        let (pieces, calls) = stream(ToolFormat::Hermes, &["a <", "b"]);
+        assert!(!calls);
+        assert_eq!(assemble(&pieces).0, "a <b");
+        // arguments before the name: parsed whole at the end of the call
+        let (pieces, calls) = stream(
+            ToolFormat::Hermes,
+            &[
+                "<tool_call>{\"arguments\": {\"x\": 1}, ",
+                "\"name\": \"f\"}</tool_call>",
+            ],
+        );
+        assert!(calls);
+        assert_eq!(assemble(&pieces).1, vec![("f".into(), r#"{"x":1}"#.into())]);
+        // not JSON: text
+        let (pieces, calls) = stream(ToolFormat::Hermes, &["<tool_call>oops</tool_call>"]);
+        assert!(!calls);
+        assert_eq!(assemble(&pieces).0, "<tool_call>oops</tool_call>");
+        // Llama 3: whole at the end
+        let (pieces, calls) = stream(
+            ToolFormat::Llama3Json,
+            &[" {\"name\": \"f\",", " \"parameters\": {}}"],
+        );
+        assert!(calls);
+        assert_eq!(assemble(&pieces).1, vec![("f".into(), "{}".into())]);
+        let (pieces, calls) = stream(ToolFormat::Llama3Json, &["Hi {"]);
+        assert!(!calls);
+        assert_eq!(assemble(&pieces).0, "Hi {");
     }
 }

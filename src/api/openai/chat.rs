@@ -9,7 +9,7 @@ use crate::api::generate::{
 use crate::api::sse::{stream_response, ChunkFormat};
 use crate::api::AppState;
 use crate::engine::FinishReason;
-use crate::text::tools::{Parsed, ToolFormat, ToolStream};
+use crate::text::tools::{Parsed, Piece, ToolFormat, ToolStream};
 use crate::text::ChatMessage;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -197,6 +197,49 @@ impl ChatChunks {
     }
 }
 
+impl ChatChunks {
+    /// One chunk per piece of streamed output (empty text is dropped).
+    fn pieces(&self, index: usize, pieces: Vec<Piece>) -> Vec<serde_json::Value> {
+        pieces
+            .into_iter()
+            .filter_map(|p| {
+                let delta = match p {
+                    Piece::Text(t) if t.is_empty() => return None,
+                    Piece::Text(t) => ChatDelta {
+                        content: Some(t),
+                        ..ChatDelta::default()
+                    },
+                    Piece::Call { index: i, name } => ChatDelta {
+                        tool_calls: Some(vec![ToolCallDelta {
+                            index: i,
+                            id: Some(response_id("call")),
+                            kind: Some("function"),
+                            function: FunctionDelta {
+                                name: Some(name),
+                                arguments: String::new(),
+                            },
+                        }]),
+                        ..ChatDelta::default()
+                    },
+                    Piece::Args { index: i, text } => ChatDelta {
+                        tool_calls: Some(vec![ToolCallDelta {
+                            index: i,
+                            id: None,
+                            kind: None,
+                            function: FunctionDelta {
+                                name: None,
+                                arguments: text,
+                            },
+                        }]),
+                        ..ChatDelta::default()
+                    },
+                };
+                Some(self.chunk(index, delta, None, None))
+            })
+            .collect()
+    }
+}
+
 impl ChunkFormat for ChatChunks {
     fn first(&self, index: usize) -> Option<serde_json::Value> {
         let role = ChatDelta {
@@ -213,22 +256,29 @@ impl ChunkFormat for ChatChunks {
         text: String,
         logprobs: Vec<TokenLogprob>,
     ) -> Vec<serde_json::Value> {
-        let text = match &mut self.tools {
+        let pieces = match &mut self.tools {
             Some((format, streams)) => streams
                 .entry(index)
                 .or_insert_with(|| ToolStream::new(*format))
                 .push(&text),
-            None => text,
+            None => vec![Piece::Text(text)],
         };
-        if text.is_empty() && logprobs.is_empty() {
-            return Vec::new();
+        let mut out = self.pieces(index, pieces);
+        if !logprobs.is_empty() {
+            // the tokens' logprobs ride on the last chunk of their text (or one of their own)
+            let lp = json!(ChatLogprobs::of(&logprobs));
+            match out.last_mut() {
+                Some(c) => c["choices"][0]["logprobs"] = lp,
+                None => {
+                    let delta = ChatDelta {
+                        content: Some(String::new()),
+                        ..ChatDelta::default()
+                    };
+                    out.push(self.chunk(index, delta, Some(ChatLogprobs::of(&logprobs)), None));
+                }
+            }
         }
-        let logprobs = (!logprobs.is_empty()).then(|| ChatLogprobs::of(&logprobs));
-        let delta = ChatDelta {
-            content: Some(text),
-            ..ChatDelta::default()
-        };
-        vec![self.chunk(index, delta, logprobs, None)]
+        out
     }
 
     /// vLLM's `prompt_logprobs`, on a chunk of their own (first choice only: every choice
@@ -250,32 +300,12 @@ impl ChunkFormat for ChatChunks {
         let mut out = Vec::new();
         let mut calls = false;
         if let Some((format, streams)) = &mut self.tools {
-            let parsed = streams
+            let (pieces, any) = streams
                 .entry(index)
                 .or_insert_with(|| ToolStream::new(*format))
                 .finish();
-            if let Some(text) = parsed.content.filter(|t| !t.is_empty()) {
-                let delta = ChatDelta {
-                    content: Some(text),
-                    ..ChatDelta::default()
-                };
-                out.push(self.chunk(index, delta, None, None));
-            }
-            if !parsed.calls.is_empty() {
-                calls = true;
-                let delta = ChatDelta {
-                    tool_calls: Some(
-                        parsed
-                            .calls
-                            .iter()
-                            .enumerate()
-                            .map(|(i, c)| ToolCallOut::new(c, Some(i)))
-                            .collect(),
-                    ),
-                    ..ChatDelta::default()
-                };
-                out.push(self.chunk(index, delta, None, None));
-            }
+            calls = any;
+            out = self.pieces(index, pieces);
         }
         let reason = Some(chat_finish(reason, calls));
         out.push(self.chunk(index, ChatDelta::default(), None, reason));
@@ -369,13 +399,7 @@ pub async fn chat_completions(
                 } else {
                     Some(parsed.content.unwrap_or_default())
                 },
-                tool_calls: calls.then(|| {
-                    parsed
-                        .calls
-                        .iter()
-                        .map(|c| ToolCallOut::new(c, None))
-                        .collect()
-                }),
+                tool_calls: calls.then(|| parsed.calls.iter().map(ToolCallOut::new).collect()),
                 refusal: None,
             },
             logprobs: wants_logprobs.then(|| ChatLogprobs::of(&done.logprobs)),

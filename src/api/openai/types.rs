@@ -222,11 +222,9 @@ pub fn finish_reason_str(r: &FinishReason) -> &'static str {
     }
 }
 
-/// One call in a response message (`index` only in stream deltas).
+/// One call in a response message.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ToolCallOut {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub index: Option<usize>,
     pub id: String,
     #[serde(rename = "type")]
     pub kind: &'static str,
@@ -240,10 +238,28 @@ pub struct FunctionCallOut {
     pub arguments: String,
 }
 
+/// A piece of a streamed call: the first names it (`id`, `type`, `function.name`), the
+/// others carry `function.arguments` text to append.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ToolCallDelta {
+    pub index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
+    pub function: FunctionDelta,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FunctionDelta {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub arguments: String,
+}
+
 impl ToolCallOut {
-    pub fn new(call: &crate::text::tools::ToolCall, index: Option<usize>) -> Self {
+    pub fn new(call: &crate::text::tools::ToolCall) -> Self {
         Self {
-            index,
             id: super::response_id("call"),
             kind: "function",
             function: FunctionCallOut {
@@ -407,7 +423,7 @@ pub struct ChatDelta {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tool_calls: Option<Vec<ToolCallOut>>,
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
