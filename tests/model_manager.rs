@@ -30,8 +30,11 @@ async fn admin(url: &str, method: &str, path: &str) -> (u16, Value) {
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
-fn model<'a>(stats: &'a Value, id: &str) -> &'a Value {
-    stats["models"]
+/// Model `id` in a list answer: `/admin/stats` (`models`), `/admin/models` or `/v1/models`
+/// (`data`).
+fn model<'a>(list: &'a Value, id: &str) -> &'a Value {
+    list.get("models")
+        .unwrap_or(&list["data"])
         .as_array()
         .unwrap()
         .iter()
@@ -259,16 +262,11 @@ async fn hf_sources_resolve_in_the_hub_cache() {
         assert_eq!(v["choices"][0]["text"], want["choices"][0]["text"], "{id}");
     }
     let (_, models) = admin(&s.url, "GET", "/v1/models").await;
-    let len = |id: &str| {
-        models["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["id"] == id)
-            .unwrap()["max_model_len"]
-            .clone()
-    };
-    assert_eq!(len("from-hub"), 100, "the model's own max_model_len");
+    assert_eq!(
+        model(&models, "from-hub")["max_model_len"],
+        100,
+        "the model's own max_model_len"
+    );
     let (status, v) = complete(&s.url, "missing", "Hello").await;
     assert_eq!(status, 503, "{v}");
     assert!(
@@ -279,28 +277,14 @@ async fn hf_sources_resolve_in_the_hub_cache() {
         "{v}"
     );
     let (_, m) = admin(&s.url, "GET", "/admin/models").await;
-    let missing = m["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["id"] == "missing")
-        .unwrap();
-    assert!(missing["last_error"]
+    assert!(model(&m, "missing")["last_error"]
         .as_str()
         .unwrap()
         .contains("HF_HUB_OFFLINE"));
 }
 
 fn state(models: &Value, id: &str) -> String {
-    models["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["id"] == id)
-        .unwrap()["state"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    model(models, id)["state"].as_str().unwrap().to_string()
 }
 
 /// `--host-memory-budget`: an evicted model keeps its weights in host memory (state `host`)
