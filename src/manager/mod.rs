@@ -196,6 +196,13 @@ struct Entry {
     host: Mutex<Option<HostCopy>>,
 }
 
+/// Where a load takes a model from.
+enum LoadFrom {
+    /// The host tier's copy of its weights, with its tokenizer.
+    Host(Arc<Llama>, Arc<TextCodec>),
+    Files(LocalModel),
+}
+
 /// An evicted model's weights in host memory, with its tokenizer.
 struct HostCopy {
     model: Arc<Llama>,
@@ -387,20 +394,39 @@ impl ModelManager {
             .await
             .map_err(|_| LoadError::Timeout(id.clone()))?;
         let limits = entry.decl.overrides.apply(self.inner.limits.engine);
+        // back from host memory (a copy to the device and a new KV cache), or from its files
         let host = entry
             .host
             .lock()
             .as_ref()
             .map(|h| (h.model.clone(), h.codec.clone()));
-        let metrics = self.inner.metrics.clone();
-        let lid = id.clone();
-        let (need, from_host, started, before, result);
-        if let Some((model, codec)) = host {
-            // back from host memory: a copy to the device and a new KV cache
-            need = model.weight_bytes() + kv_estimate(&limits);
-            self.make_room(&id, need, deadline).await?;
-            (from_host, started, before) = (true, Instant::now(), self.used_bytes());
-            result = tokio::task::spawn_blocking(move || {
+        let (from, need) = match host {
+            Some((model, codec)) => {
+                let need = model.weight_bytes() + kv_estimate(&limits);
+                (LoadFrom::Host(model, codec), need)
+            }
+            None => {
+                let (spec, sources) = (entry.decl.spec.clone(), self.inner.sources.clone());
+                // may download (hf://, gs://): off the async threads
+                let local =
+                    tokio::task::spawn_blocking(move || open_local(&spec, &limits, &sources))
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r)
+                        .map_err(|cause| LoadError::Failed {
+                            id: id.clone(),
+                            cause,
+                        })?;
+                let need = loader::weight_file_bytes(&local) + kv_estimate(&limits);
+                (LoadFrom::Files(local), need)
+            }
+        };
+        self.make_room(&id, need, deadline).await?;
+        let from_host = matches!(from, LoadFrom::Host(..));
+        let (started, before) = (Instant::now(), self.used_bytes());
+        let (metrics, lid) = (self.inner.metrics.clone(), id.clone());
+        let result = tokio::task::spawn_blocking(move || match from {
+            LoadFrom::Host(model, codec) => {
                 let device = limits.device.open()?;
                 let model = if model.device().same_device(&device) {
                     model
@@ -408,30 +434,12 @@ impl ModelManager {
                     Arc::new(model.to_device(&device)?)
                 };
                 loader::start_model(&lid, model, codec, &limits, &metrics)
-            })
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()));
-        } else {
-            let (spec, sources) = (entry.decl.spec.clone(), self.inner.sources.clone());
-            // may download (hf://, gs://): off the async threads
-            let local = tokio::task::spawn_blocking(move || open_local(&spec, &limits, &sources))
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r)
-                .map_err(|cause| LoadError::Failed {
-                    id: id.clone(),
-                    cause,
-                })?;
-            need = loader::weight_file_bytes(&local) + kv_estimate(&limits);
-            self.make_room(&id, need, deadline).await?;
-            (from_host, started, before) = (false, Instant::now(), self.used_bytes());
-            result =
-                tokio::task::spawn_blocking(move || load_model(&lid, &local, &limits, &metrics))
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| r.map_err(|e| e.to_string()));
-        }
+            }
+            LoadFrom::Files(local) => load_model(&lid, &local, &limits, &metrics),
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
         let handle = match result {
             Ok(h) => Arc::new(h),
             Err(cause) => {
