@@ -198,6 +198,16 @@ impl ChatChunks {
 }
 
 impl ChatChunks {
+    /// Choice `index`'s splitter of text and tool calls (with tools).
+    fn tool_stream(&mut self, index: usize) -> Option<&mut ToolStream> {
+        let (format, streams) = self.tools.as_mut()?;
+        Some(
+            streams
+                .entry(index)
+                .or_insert_with(|| ToolStream::new(*format)),
+        )
+    }
+
     /// One chunk per piece of streamed output (empty text is dropped).
     fn pieces(&self, index: usize, pieces: Vec<Piece>) -> Vec<serde_json::Value> {
         pieces
@@ -256,11 +266,8 @@ impl ChunkFormat for ChatChunks {
         text: String,
         logprobs: Vec<TokenLogprob>,
     ) -> Vec<serde_json::Value> {
-        let pieces = match &mut self.tools {
-            Some((format, streams)) => streams
-                .entry(index)
-                .or_insert_with(|| ToolStream::new(*format))
-                .push(&text),
+        let pieces = match self.tool_stream(index) {
+            Some(stream) => stream.push(&text),
             None => vec![Piece::Text(text)],
         };
         let mut out = self.pieces(index, pieces);
@@ -299,11 +306,8 @@ impl ChunkFormat for ChatChunks {
     fn finish(&mut self, index: usize, reason: &FinishReason) -> Vec<serde_json::Value> {
         let mut out = Vec::new();
         let mut calls = false;
-        if let Some((format, streams)) = &mut self.tools {
-            let (pieces, any) = streams
-                .entry(index)
-                .or_insert_with(|| ToolStream::new(*format))
-                .finish();
+        if let Some(stream) = self.tool_stream(index) {
+            let (pieces, any) = stream.finish();
             calls = any;
             out = self.pieces(index, pieces);
         }

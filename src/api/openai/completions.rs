@@ -67,6 +67,14 @@ impl CompletionChunks {
         }
     }
 
+    /// The echo of a prompt without prompt logprobs (one token) that has not gone out yet.
+    fn pending_echo(&mut self, index: usize) -> Vec<serde_json::Value> {
+        self.echo_with_logprobs(index, &[])
+            .map(|c| self.chunk(vec![c], None))
+            .into_iter()
+            .collect()
+    }
+
     /// The echo of choice `index`'s prompt with its logprobs (once; `lps` empty when the prompt
     /// has one token or none were computed).
     fn echo_with_logprobs(
@@ -121,11 +129,7 @@ impl ChunkFormat for CompletionChunks {
         text: String,
         logprobs: Vec<TokenLogprob>,
     ) -> Vec<serde_json::Value> {
-        let mut out: Vec<serde_json::Value> = self
-            .echo_with_logprobs(index, &[])
-            .map(|c| self.chunk(vec![c], None))
-            .into_iter()
-            .collect();
+        let mut out = self.pending_echo(index);
         let offset = self.offsets.entry(index).or_default();
         let logprobs = (!logprobs.is_empty()).then(|| CompletionLogprobs::of(&logprobs, offset));
         let mut c = Self::choice(index, text);
@@ -135,11 +139,7 @@ impl ChunkFormat for CompletionChunks {
     }
 
     fn finish(&mut self, index: usize, reason: &FinishReason) -> Vec<serde_json::Value> {
-        let mut out: Vec<serde_json::Value> = self
-            .echo_with_logprobs(index, &[])
-            .map(|c| self.chunk(vec![c], None))
-            .into_iter()
-            .collect();
+        let mut out = self.pending_echo(index);
         let mut c = Self::choice(index, String::new());
         c.finish_reason = Some(finish_reason_str(reason));
         out.push(self.chunk(vec![c], None));
