@@ -44,14 +44,16 @@ fn pre_tokenizer(pre: &str) -> serde_json::Value {
     }
 }
 
+/// A token matched whole, before the model's own splitting (`special`: dropped from decoded
+/// text when special tokens are skipped).
+fn added_token(id: usize, content: &str, special: bool) -> serde_json::Value {
+    json!({"id": id, "content": content, "single_word": false, "lstrip": false,
+           "rstrip": false, "normalized": false, "special": special})
+}
+
 /// tokenizer.json text for the GGUF's vocabulary.
 pub fn tokenizer_json(ct: &Content) -> Result<String, TextError> {
-    let model = ct
-        .metadata
-        .get("tokenizer.ggml.model")
-        .and_then(|v| v.to_string().ok())
-        .cloned()
-        .unwrap_or_default();
+    let model = gguf_string(ct, "tokenizer.ggml.model").unwrap_or_default();
     if model == "llama" {
         return sentencepiece_json(ct);
     }
@@ -74,10 +76,7 @@ pub fn tokenizer_json(ct: &Content) -> Result<String, TextError> {
         // 3 = control (special), 4 = user-defined: both match as whole added tokens.
         let ty = types.get(id).copied().unwrap_or(1);
         if ty == 3 || ty == 4 {
-            added.push(
-                json!({"id": id, "content": tok, "single_word": false, "lstrip": false,
-                "rstrip": false, "normalized": false, "special": ty == 3}),
-            );
+            added.push(added_token(id, tok, ty == 3));
         }
     }
     let doc = json!({
@@ -134,10 +133,7 @@ fn sentencepiece_json(ct: &Content) -> Result<String, TextError> {
         // 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte
         let ty = types.get(id).copied().unwrap_or(1);
         if ty == 2 || ty == 3 || ty == 4 {
-            added.push(
-                json!({"id": id, "content": tok, "single_word": false, "lstrip": false,
-                "rstrip": false, "normalized": false, "special": ty != 4}),
-            );
+            added.push(added_token(id, tok, ty != 4));
             continue;
         }
         if ty != 1 {
@@ -145,7 +141,7 @@ fn sentencepiece_json(ct: &Content) -> Result<String, TextError> {
         }
         for (k, _) in tok.char_indices().skip(1) {
             let (l, r) = tok.split_at(k);
-            if let (Some(&li), Some(&_ri)) = (ids.get(l), ids.get(r)) {
+            if let (Some(&li), true) = (ids.get(l), ids.contains_key(r)) {
                 merges.push((scores[id], id, li, l, r));
             }
         }
