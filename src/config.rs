@@ -95,14 +95,15 @@ pub struct ServeArgs {
     /// Key the /admin API requires (Bearer); without it /admin is open.
     #[arg(long, env = "WEIR_ADMIN_API_KEY", hide_env_values = true)]
     pub admin_api_key: Option<String>,
-    /// Most sequences running in one batch.
-    #[arg(long, env = "WEIR_MAX_NUM_SEQS", default_value_t = 64)]
-    pub max_num_seqs: usize,
+    /// Most sequences running in one batch. Default: 64 on the CPU, 512 on a GPU.
+    #[arg(long, env = "WEIR_MAX_NUM_SEQS")]
+    pub max_num_seqs: Option<usize>,
     /// Token budget of one step (decodes plus prompt chunks); longer prompts are chunked. It
-    /// bounds how long a step that carries a prompt chunk stalls the running streams: 512 keeps
-    /// that near 1.5 s on a 2-core CPU (see BENCHMARKS.md); on a GPU, 2048-8192.
-    #[arg(long, env = "WEIR_MAX_NUM_BATCHED_TOKENS", default_value_t = 512)]
-    pub max_num_batched_tokens: usize,
+    /// bounds how long a step that carries a prompt chunk stalls the running streams. Default:
+    /// 512 on the CPU, which keeps that near 1.5 s on 2 cores (see BENCHMARKS.md); 8192 on a
+    /// GPU.
+    #[arg(long, env = "WEIR_MAX_NUM_BATCHED_TOKENS")]
+    pub max_num_batched_tokens: Option<usize>,
     /// Tokens per KV cache block.
     #[arg(long, env = "WEIR_BLOCK_SIZE", default_value_t = 16)]
     pub block_size: usize,
@@ -142,6 +143,10 @@ pub struct ServeArgs {
     /// the KV write and decode steps, the tensor path for prompt chunks).
     #[arg(long, env = "WEIR_ATTENTION_BACKEND", default_value = "auto")]
     pub attention_backend: BackendKind,
+    /// Run the candle ops instead of weir's fused CUDA kernels (residual add + RMSNorm,
+    /// SiLU-mul, RoPE of the merged QKV projection); for comparisons. CUDA only.
+    #[arg(long, env = "WEIR_NO_FUSED_KERNELS")]
+    pub no_fused_kernels: bool,
     /// Turn automatic prefix caching off (on by default: full KV blocks are shared by requests
     /// whose prompts start with the same tokens).
     #[arg(long, env = "WEIR_NO_PREFIX_CACHING")]
@@ -357,8 +362,10 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 /// Validated engine limits shared by every model.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EngineLimits {
-    pub max_num_seqs: usize,
-    pub max_num_batched_tokens: usize,
+    /// `None`: the device's default (`EngineLimits::batch_limits`).
+    pub max_num_seqs: Option<usize>,
+    /// `None`: the device's default.
+    pub max_num_batched_tokens: Option<usize>,
     pub block_size: usize,
     pub kv_cache_memory: KvMemory,
     pub num_kv_blocks: Option<usize>,
@@ -371,8 +378,35 @@ pub struct EngineLimits {
     pub gpu_memory_utilization: f64,
     pub load_format: LoadFormat,
     pub attention_backend: BackendKind,
+    /// weir's fused CUDA kernels (`--no-fused-kernels` turns them off).
+    pub fused_kernels: bool,
     pub max_queued_requests: usize,
     pub max_queued_prompt_tokens: usize,
+}
+
+/// Defaults of `--max-num-seqs` and `--max-num-batched-tokens` on the CPU: a step of 512
+/// tokens takes about 1.5 s on 2 cores.
+pub const CPU_BATCH_LIMITS: (usize, usize) = (64, 512);
+/// The same on a GPU: enough sequences for a saturating decode batch and a token budget that
+/// keeps prompt chunks large (vLLM's V1 defaults on an H100 are 1024 and 8192).
+pub const GPU_BATCH_LIMITS: (usize, usize) = (512, 8192);
+
+impl EngineLimits {
+    /// (`max_num_seqs`, `max_num_batched_tokens`) on `device`: what was given, else the
+    /// device's default, kept consistent (a step's budget holds one token of every sequence).
+    pub fn batch_limits(&self, device: &candle_core::Device) -> (usize, usize) {
+        let (seqs, tokens) = if device.is_cpu() {
+            CPU_BATCH_LIMITS
+        } else {
+            GPU_BATCH_LIMITS
+        };
+        match (self.max_num_seqs, self.max_num_batched_tokens) {
+            (Some(s), Some(t)) => (s, t),
+            (Some(s), None) => (s, tokens.max(s)),
+            (None, Some(t)) => (seqs.min(t), t),
+            (None, None) => (seqs, tokens),
+        }
+    }
 }
 
 impl ServeArgs {
@@ -402,14 +436,15 @@ impl ServeArgs {
                 self.block_size
             ));
         }
-        if self.max_num_seqs == 0 || self.max_num_batched_tokens == 0 {
+        if self.max_num_seqs == Some(0) || self.max_num_batched_tokens == Some(0) {
             return Err("--max-num-seqs and --max-num-batched-tokens must be positive".into());
         }
-        if self.max_num_batched_tokens < self.max_num_seqs {
-            return Err(format!(
-                "--max-num-batched-tokens ({}) must be at least --max-num-seqs ({})",
-                self.max_num_batched_tokens, self.max_num_seqs
-            ));
+        if let (Some(seqs), Some(tokens)) = (self.max_num_seqs, self.max_num_batched_tokens) {
+            if tokens < seqs {
+                return Err(format!(
+                    "--max-num-batched-tokens ({tokens}) must be at least --max-num-seqs ({seqs})"
+                ));
+            }
         }
         if self.max_queued_requests == 0 || self.max_queued_prompt_tokens == 0 {
             return Err(
@@ -437,6 +472,7 @@ impl ServeArgs {
             gpu_memory_utilization: self.gpu_memory_utilization,
             load_format: self.load_format,
             attention_backend: self.attention_backend,
+            fused_kernels: !self.no_fused_kernels,
             max_queued_requests: self.max_queued_requests,
             max_queued_prompt_tokens: self.max_queued_prompt_tokens,
         })
@@ -599,6 +635,28 @@ impl ServeArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batch_limits_default_by_device_and_stay_consistent() {
+        let limits = |args: &[&str]| ServeArgs::parse_from_args(args).validate().unwrap();
+        let cpu = candle_core::Device::Cpu;
+        assert_eq!(limits(&[]).batch_limits(&cpu), CPU_BATCH_LIMITS);
+        let given = limits(&["--max-num-seqs", "8", "--max-num-batched-tokens", "64"]);
+        assert_eq!(given.batch_limits(&cpu), (8, 64));
+        // one given: the other default bends so that the budget holds every sequence
+        assert_eq!(
+            limits(&["--max-num-seqs", "600"]).batch_limits(&cpu),
+            (600, 600)
+        );
+        let tokens = limits(&["--max-num-batched-tokens", "32"]);
+        assert_eq!(tokens.batch_limits(&cpu), (32, 32));
+        let bad =
+            ServeArgs::parse_from_args(["--max-num-seqs", "8", "--max-num-batched-tokens", "4"]);
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .contains("at least --max-num-seqs"));
+    }
 
     #[test]
     fn parses_sizes() {

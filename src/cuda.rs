@@ -1,25 +1,50 @@
 //! What weir's own CUDA kernels share (feature `cuda`): the PTX that build.rs compiles from
 //! `kernels/*.cu`, and access to the device buffer of a tensor an op reads beside its operands.
 
-use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DeviceRepr};
+use candle_core::cuda_backend::cudarc::driver::CudaSlice;
 use candle_core::cuda_backend::CudaDType;
-use candle_core::{Result, Storage, Tensor};
+use candle_core::{DType, Result, Storage, StorageRef, Tensor};
 
 /// `kernels/paged_attention.cu`: KV write by slot, split-K paged attention of packed rows.
 pub const PAGED_ATTENTION_PTX: &str =
     include_str!(concat!(env!("OUT_DIR"), "/paged_attention.ptx"));
 /// `kernels/sampling.cu`: per-row sampling.
 pub const SAMPLING_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/sampling.ptx"));
+/// `kernels/fused.cu`: residual add + RMSNorm, SiLU-mul, RoPE of packed Q/K.
+pub const FUSED_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fused.ptx"));
 
-/// A copy of the device buffer of `t` (a whole, contiguous tensor on the GPU), for an op that
-/// reads it beside its operands (block tables, sampling parameters).
-pub fn device_slice<T: CudaDType + DeviceRepr>(t: &Tensor) -> Result<CudaSlice<T>> {
-    let (storage, layout) = t.storage_and_layout();
-    if !layout.is_contiguous() || layout.start_offset() != 0 {
-        candle_core::bail!("a kernel argument must be a whole contiguous tensor")
+/// The device buffer of a tensor that an op reads beside its operands (block tables, sampling
+/// parameters), borrowed for one launch: the tensor's storage stays read-locked while this
+/// lives, and nothing is copied (a `CudaSlice` clone would allocate and copy on the device).
+pub struct DeviceArg<'a>(StorageRef<'a>);
+
+impl<'a> DeviceArg<'a> {
+    /// `t` must be a whole, contiguous tensor on the GPU.
+    pub fn new(t: &'a Tensor) -> Result<Self> {
+        let (storage, layout) = t.storage_and_layout();
+        if !layout.is_contiguous() || layout.start_offset() != 0 {
+            candle_core::bail!("a kernel argument must be a whole contiguous tensor")
+        }
+        if !matches!(&*storage, Storage::Cuda(_)) {
+            candle_core::bail!("a kernel argument must be on the GPU")
+        }
+        Ok(Self(storage))
     }
-    match &*storage {
-        Storage::Cuda(s) => Ok(s.as_cuda_slice::<T>()?.clone()),
-        _ => candle_core::bail!("a kernel argument must be on the GPU"),
+
+    pub fn slice<T: CudaDType>(&self) -> Result<&CudaSlice<T>> {
+        match &*self.0 {
+            Storage::Cuda(s) => s.as_cuda_slice::<T>(),
+            _ => unreachable!("checked in DeviceArg::new"),
+        }
+    }
+}
+
+/// The suffix of a kernel's instantiation for `dtype` (`weir_kv_write_bf16`, ...).
+pub fn kernel_suffix(dtype: DType) -> Result<&'static str> {
+    match dtype {
+        DType::F32 => Ok("f32"),
+        DType::F16 => Ok("f16"),
+        DType::BF16 => Ok("bf16"),
+        other => candle_core::bail!("weir's CUDA kernels do not take {other:?}"),
     }
 }

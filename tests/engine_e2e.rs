@@ -52,8 +52,8 @@ fn preemption_and_chunked_prefill_do_not_change_outputs() {
     let alone = run_alone(&dir);
     // 30 blocks of 4 = 120 tokens for 8 requests needing up to 76 tokens each; 16-token budget.
     let mut limits = test_limits(30, 4);
-    limits.max_num_batched_tokens = 16;
-    limits.max_num_seqs = 16;
+    limits.max_num_batched_tokens = Some(16);
+    limits.max_num_seqs = Some(16);
     let mut core = engine_core(&dir, &limits);
     for (i, p) in prompts().into_iter().enumerate() {
         core.add(greedy_request(i as u64, p, 24)).unwrap();
@@ -251,7 +251,7 @@ fn prompt_logprobs_survive_chunked_prefill() {
     let prompt: Vec<u32> = (0..300).map(|t| (t * 29 + 3) % 256).collect();
     let run = |budget: usize| {
         let mut limits = test_limits(256, 16);
-        limits.max_num_batched_tokens = budget;
+        limits.max_num_batched_tokens = Some(budget);
         let mut core = engine_core(&dir, &limits);
         let mut r = greedy_request(0, prompt.clone(), 3);
         r.sampling.prompt_logprobs = Some(2);

@@ -2,7 +2,8 @@
 //! machine by scripts/gpu-check.sh (`gpu_tests --ignored --test-threads 1`).
 //! - weir's CUDA kernels and the tensor backend on CUDA against the naive attention reference
 //!   (the same random paged layouts as tests/attention_backends.rs), in f32, f16 and bf16;
-//! - logits of the tiny random model on CUDA against the CPU, in f32 and bf16;
+//! - logits of the tiny random model on CUDA against the CPU, in f32 and bf16, with weir's fused
+//!   kernels (`kernels/fused.cu`) and with the candle ops they replace;
 //! - SmolLM2 (dequantized to bf16) on CUDA against the CPU, when its GGUF is on the machine
 //!   (WEIR_SMOLLM2_GGUF; at 98 MB it does not travel with the binaries).
 #![cfg(feature = "cuda")]
@@ -90,17 +91,24 @@ fn tiny_model_logits_match_cpu() {
     let text = std::fs::read_to_string(path.join("config.json")).unwrap();
     let cfg: weir::models::HfLlamaConfig = serde_json::from_str(&text).unwrap();
     let cfg = cfg.into_config().unwrap();
-    let load = |dtype, dev: &Device| {
+    let load = |dtype, dev: &Device, fused: bool| {
         let mut w = VarBuilderWeights::from_safetensors(&files, dtype, dev).unwrap();
-        Llama::load(&mut w, cfg.clone()).unwrap()
+        let mut model = Llama::load(&mut w, cfg.clone()).unwrap();
+        model.set_fused_kernels(fused);
+        model
     };
     let prompt: Vec<u32> = (0..9).map(|i| (i * 29 + 5) % 256).collect();
-    let cpu = run_model(&load(DType::F32, &Device::Cpu), &prompt);
+    let cpu = run_model(&load(DType::F32, &Device::Cpu, false), &prompt);
     for (dtype, tol) in [(DType::F32, 1e-3), (DType::BF16, 0.15)] {
-        let gpu = run_model(&load(dtype, &cuda()), &prompt);
-        let d = max_diff(&cpu, &gpu);
-        println!("tiny model logits {dtype:?}: max |cuda - cpu| = {d:.3e}");
-        assert!(d < tol, "{dtype:?}: {d}");
+        let unfused = run_model(&load(dtype, &cuda(), false), &prompt);
+        let fused = run_model(&load(dtype, &cuda(), true), &prompt);
+        let (d, d_unfused) = (max_diff(&cpu, &fused), max_diff(&cpu, &unfused));
+        let between = max_diff(&fused, &unfused);
+        println!(
+            "tiny model logits {dtype:?}: max |cuda - cpu| = {d:.3e} fused, {d_unfused:.3e} \
+             candle ops; fused vs candle ops {between:.3e}"
+        );
+        assert!(d < tol && d_unfused < tol, "{dtype:?}: {d} {d_unfused}");
     }
 }
 

@@ -243,7 +243,7 @@ async fn api_keys_guard_the_api_and_metrics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_flood_is_answered_200_or_429_and_memory_stays_bounded() {
     let mut limits = test_limits(64, 16);
-    limits.max_num_seqs = 2;
+    limits.max_num_seqs = Some(2);
     limits.max_queued_requests = 4;
     let (s, _tmp) = tiny_server(limits, ServerOptions::default());
     let client = reqwest::Client::builder()

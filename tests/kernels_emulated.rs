@@ -7,7 +7,9 @@
 //!   (three partitions);
 //! - `check_sampling.cpp`: greedy and top-k 1 give the argmax, top-k and top-p keep the host
 //!   sampler's candidate sets, rows batched equal rows alone, seeds reproduce, and draws follow
-//!   softmax(logits / temperature).
+//!   softmax(logits / temperature);
+//! - `check_fused.cpp`: the residual add + RMSNorm, SiLU-mul and packed-QKV RoPE kernels of
+//!   `kernels/fused.cu` against double references (interleaved and Hugging Face pairs, GQA).
 //!
 //! What this cannot check (the f16/bf16 instantiations, the Rust launch code, the real device)
 //! tests/gpu.rs does on a GPU.
@@ -43,4 +45,11 @@ fn paged_attention_kernels_match_reference_under_cpu_emulation() {
 fn sampling_kernel_matches_host_rules_under_cpu_emulation() {
     let report = run_check("check_sampling");
     assert!(report.contains("0 failures"), "{report}");
+}
+
+#[test]
+fn fused_kernels_match_reference_under_cpu_emulation() {
+    let report = run_check("check_fused");
+    assert!(report.contains("\n0 failures"), "{report}");
+    assert_eq!(report.lines().count(), 9, "{report}");
 }

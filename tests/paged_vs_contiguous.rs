@@ -2,7 +2,9 @@
 //! own Llama (plain KV cache, masks, repeat_kv) on the same tiny random weights. Logits must agree
 //! within 1e-4 for a prompt, a chunked prompt, and decodes, with blocks scattered in the pool.
 //! Each check runs with both attention backends: the host CPU reference and the tensor backend
-//! (candle ops, the CUDA path), here on the CPU in f32.
+//! (candle ops, the CUDA path), here on the CPU in f32. In bf16 the model takes the GPU's
+//! layout (dense weights, q/k/v and gate/up merged into one GEMM each), checked against the
+//! same f32 reference within bf16's rounding.
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -230,4 +232,58 @@ fn qwen2_with_qkv_bias_matches_reference() {
         let d = max_abs_diff(&ours, &theirs);
         assert!(d < 1e-4, "qwen2 decode at {pos} differs by {d}");
     }
+}
+
+/// Logits of a 13-token prompt then 3 decodes: weir's model in `dtype` on the tensor backend
+/// against the f32 reference, max difference over all of them.
+fn bf16_against_reference(
+    model: &Llama,
+    refm: &reference::Llama,
+    rcache: &mut reference::Cache,
+) -> f32 {
+    let shape = model.attention_shape();
+    let backend = Box::new(TensorBackend::new(shape, DType::BF16, Device::Cpu));
+    let cfg = KvCacheConfig {
+        num_layers: 2,
+        num_kv_heads: 2,
+        head_dim: 16,
+        block_size: BLOCK,
+        num_blocks: 12,
+        dtype_size: 2,
+    };
+    let mut kv = Attention::new(backend, cfg).unwrap();
+    let p = prompt(13);
+    let mut worst = 0f32;
+    let mut pos = 0;
+    for chunk in [&p[..], &[3], &[200], &[17]] {
+        let ours = model.forward(&batch(chunk, pos), &mut kv).unwrap();
+        let input = Tensor::new(chunk, &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let theirs = refm.forward(&input, pos, rcache).unwrap();
+        worst = worst.max(max_abs_diff(&ours, &theirs));
+        pos += chunk.len();
+    }
+    worst
+}
+
+#[test]
+fn bf16_merged_projections_match_reference() {
+    let weights = tiny_llama_weights(1);
+    let vb = VarBuilder::from_tensors(weights, DType::BF16, &Device::Cpu);
+    let cfg: HfLlamaConfig = serde_json::from_value(tiny_llama_config_json()).unwrap();
+    let model = Llama::load(&mut VarBuilderWeights::new(vb), cfg.into_config().unwrap()).unwrap();
+    let (refm, mut rcache) = reference_model();
+    let d = bf16_against_reference(&model, &refm, &mut rcache);
+    println!("bf16 merged projections: max |weir - reference| = {d:.3e}");
+    assert!(
+        model.projections_merged(),
+        "bf16 weights are dense and merged"
+    );
+    assert!(
+        !weir_model().projections_merged(),
+        "f32 CPU weights stay in weir's panels"
+    );
+    assert!(d < 0.15, "bf16 logits differ by {d}");
 }

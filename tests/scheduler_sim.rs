@@ -57,8 +57,8 @@ fn thousand_random_requests_complete_exactly_as_alone() {
 
     // 40 blocks of 4 = 160 tokens: a handful of sequences at once, so preemption happens
     let mut limits = test_limits(40, 4);
-    limits.max_num_batched_tokens = 32;
-    limits.max_num_seqs = 16;
+    limits.max_num_batched_tokens = Some(32);
+    limits.max_num_seqs = Some(16);
     let mut core = engine_core(&dir, &limits);
     let mut out: HashMap<RequestId, Vec<u32>> = HashMap::new();
     let mut finished: HashMap<RequestId, FinishReason> = HashMap::new();

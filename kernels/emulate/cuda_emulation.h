@@ -26,6 +26,7 @@ inline dim3 blockDim, gridDim;
 using std::min;
 inline float __expf(float x) { return std::exp(x); }
 inline float __logf(float x) { return std::log(x); }
+inline float rsqrtf(float x) { return 1.f / std::sqrt(x); }
 inline uint32_t __float_as_uint(float x) {
   uint32_t u;
   std::memcpy(&u, &x, sizeof u);

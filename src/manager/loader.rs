@@ -75,6 +75,15 @@ pub fn load_weights(
     local: &LocalModel,
     limits: &EngineLimits,
 ) -> Result<(Llama, TextCodec), ManagerError> {
+    let (mut model, codec) = read_weights(local, limits)?;
+    model.set_fused_kernels(limits.fused_kernels);
+    Ok((model, codec))
+}
+
+fn read_weights(
+    local: &LocalModel,
+    limits: &EngineLimits,
+) -> Result<(Llama, TextCodec), ManagerError> {
     let device = limits.device.open()?;
     let dtype = limits.dtype.resolve(&device);
     match (limits.load_format, local) {
@@ -124,7 +133,7 @@ fn kv_budget_bytes(
     device: &Device,
 ) -> Result<u64, ManagerError> {
     if let Some((free, total)) = gpu_memory_info(device)? {
-        let reserve = activation_reserve_bytes(cfg, limits);
+        let reserve = activation_reserve_bytes(cfg, limits, device);
         let allowed = (total as f64 * limits.gpu_memory_utilization) as u64;
         let used = total - free;
         let kv = allowed.saturating_sub(used).saturating_sub(reserve);
@@ -174,8 +183,9 @@ pub(crate) fn gpu_memory_info(device: &Device) -> Result<Option<(u64, u64)>, Man
 /// `--max-num-batched-tokens` tokens, the sampled logits, the f32 scores of the longest prompt
 /// chunk over its context (the candle attention path), and 1 GiB for cuBLAS workspaces and the
 /// allocator's slack.
-fn activation_reserve_bytes(cfg: &LlamaConfig, limits: &EngineLimits) -> u64 {
-    let tokens = limits.max_num_batched_tokens as u64;
+fn activation_reserve_bytes(cfg: &LlamaConfig, limits: &EngineLimits, device: &Device) -> u64 {
+    let (seqs, tokens) = limits.batch_limits(device);
+    let (seqs, tokens) = (seqs as u64, tokens as u64);
     let q_dim = (cfg.num_heads * cfg.head_dim) as u64;
     let per_token = 4 * cfg.hidden_size as u64 + 3 * cfg.intermediate_size as u64 + 3 * q_dim;
     let ctx = limits
@@ -183,7 +193,7 @@ fn activation_reserve_bytes(cfg: &LlamaConfig, limits: &EngineLimits) -> u64 {
         .unwrap_or(cfg.max_position_embeddings)
         .min(16_384) as u64;
     let projections = tokens * per_token * 4 * 2;
-    let logits = limits.max_num_seqs as u64 * cfg.vocab_size as u64 * 4 * 3;
+    let logits = seqs * cfg.vocab_size as u64 * 4 * 3;
     let scores = cfg.num_heads as u64 * tokens * ctx * 4 * 2;
     (1 << 30) + projections + logits + scores
 }
@@ -220,9 +230,10 @@ pub fn engine_shape(
         None => cfg.max_position_embeddings,
     }
     .min(capacity);
+    let (max_num_seqs, max_num_batched_tokens) = limits.batch_limits(device);
     let sched = SchedulerConfig {
-        max_num_seqs: limits.max_num_seqs,
-        max_num_batched_tokens: limits.max_num_batched_tokens,
+        max_num_seqs,
+        max_num_batched_tokens,
         block_size: limits.block_size,
         num_blocks: kv.num_blocks,
         max_model_len,
@@ -263,6 +274,7 @@ pub fn start_model(
     tracing::info!(
         model = id,
         attention = runner.backend_name(),
+        merged_projections = model.projections_merged(),
         kv_blocks = kv.num_blocks,
         kv_tokens = kv.num_slots(),
         kv_mib = (kv.num_blocks * kv.bytes_per_block()) >> 20,

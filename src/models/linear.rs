@@ -103,6 +103,44 @@ impl Linear {
         Ok(Self { weight, bias })
     }
 
+    /// One projection computing `parts` side by side (outputs concatenated in order), when all
+    /// are dense weights of one dtype on one device: one GEMM instead of several. `None` for
+    /// weights in weir's CPU panels or GGML blocks (their kernels share one pass anyway).
+    pub fn concat(parts: &[&Linear]) -> Result<Option<Linear>> {
+        let dense: Option<Vec<&Tensor>> = parts
+            .iter()
+            .map(|l| match &l.weight {
+                Weight::Dense(w) => Some(w),
+                _ => None,
+            })
+            .collect();
+        let Some(ws) = dense else { return Ok(None) };
+        if ws.windows(2).any(|p| p[0].dtype() != p[1].dtype()) {
+            return Ok(None);
+        }
+        let weight = Tensor::cat(&ws, 0)?;
+        let bias_dtype = parts
+            .iter()
+            .find_map(|l| l.bias.as_ref().map(Tensor::dtype));
+        let bias = if let Some(dtype) = bias_dtype {
+            let bs = parts
+                .iter()
+                .zip(&ws)
+                .map(|(l, w)| match &l.bias {
+                    Some(b) => Ok(b.clone()),
+                    None => Tensor::zeros(w.dim(0)?, dtype, w.device()),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Some(Tensor::cat(&bs, 0)?)
+        } else {
+            None
+        };
+        Ok(Some(Self {
+            weight: Weight::Dense(weight),
+            bias,
+        }))
+    }
+
     /// Bytes the weight and bias hold.
     pub fn bytes(&self) -> u64 {
         let weight = match &self.weight {

@@ -4,6 +4,7 @@
 use super::attention::{Attention, AttentionMetadata, AttentionShape};
 use super::batch::ForwardBatch;
 use super::config::LlamaConfig;
+use super::fused;
 use super::linear::Linear;
 use super::rope::{Rope, RopeTables};
 use super::weights::WeightSource;
@@ -11,16 +12,53 @@ use super::CausalLm;
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::ops::rms_norm;
 
+/// Projections of one input. Dense weights (the GPU, bf16/f16 on the CPU) are merged into one
+/// weight at load, so one GEMM computes them all; weights in weir's CPU panels or GGML blocks
+/// stay apart (their kernels share one pass over the input anyway).
+#[derive(Clone)]
+enum Projs<const N: usize> {
+    Split([Linear; N]),
+    Merged(Linear),
+}
+
+impl<const N: usize> Projs<N> {
+    fn new(parts: [Linear; N]) -> Result<Self> {
+        Ok(match Linear::concat(&parts.each_ref())? {
+            Some(merged) => Self::Merged(merged),
+            None => Self::Split(parts),
+        })
+    }
+
+    fn to_device(&self, device: &Device) -> Result<Self> {
+        Ok(match self {
+            Self::Split(ls) => Self::Split(
+                ls.iter()
+                    .map(|l| l.to_device(device))
+                    .collect::<Result<Vec<_>>>()?
+                    .try_into()
+                    .unwrap_or_else(|_| unreachable!("N projections in, N out")),
+            ),
+            Self::Merged(l) => Self::Merged(l.to_device(device)?),
+        })
+    }
+
+    fn bytes(&self) -> u64 {
+        match self {
+            Self::Split(ls) => ls.iter().map(Linear::bytes).sum(),
+            Self::Merged(l) => l.bytes(),
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Layer {
     attn_norm: Tensor,
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    /// q, k, v
+    qkv: Projs<3>,
     o: Linear,
     mlp_norm: Tensor,
-    gate: Linear,
-    up: Linear,
+    /// gate, up
+    gate_up: Projs<2>,
     down: Linear,
 }
 
@@ -35,6 +73,9 @@ pub struct Llama {
     device: Device,
     /// Activations and dense weights (f32 on CPU by default, bf16 on CUDA).
     dtype: DType,
+    /// On CUDA: `kernels/fused.cu` for the residual add + RMSNorm, SiLU-mul and RoPE of the
+    /// merged QKV (off: the candle ops they fuse, `--no-fused-kernels`).
+    fused_kernels: bool,
     span: tracing::Span,
 }
 
@@ -53,16 +94,21 @@ impl Llama {
         for i in 0..cfg.num_layers {
             let p = |m: &str| format!("model.layers.{i}.{m}");
             let bias = cfg.attention_bias;
+            let inter = cfg.intermediate_size;
             layers.push(Layer {
                 attn_norm: w.dense(&p("input_layernorm"), &[h])?,
-                q: w.linear(&p("self_attn.q_proj"), nh * d, h, bias)?,
-                k: w.linear(&p("self_attn.k_proj"), nkv * d, h, bias)?,
-                v: w.linear(&p("self_attn.v_proj"), nkv * d, h, bias)?,
+                qkv: Projs::new([
+                    w.linear(&p("self_attn.q_proj"), nh * d, h, bias)?,
+                    w.linear(&p("self_attn.k_proj"), nkv * d, h, bias)?,
+                    w.linear(&p("self_attn.v_proj"), nkv * d, h, bias)?,
+                ])?,
                 o: w.linear(&p("self_attn.o_proj"), h, nh * d, false)?,
                 mlp_norm: w.dense(&p("post_attention_layernorm"), &[h])?,
-                gate: w.linear(&p("mlp.gate_proj"), cfg.intermediate_size, h, false)?,
-                up: w.linear(&p("mlp.up_proj"), cfg.intermediate_size, h, false)?,
-                down: w.linear(&p("mlp.down_proj"), h, cfg.intermediate_size, false)?,
+                gate_up: Projs::new([
+                    w.linear(&p("mlp.gate_proj"), inter, h, false)?,
+                    w.linear(&p("mlp.up_proj"), inter, h, false)?,
+                ])?,
+                down: w.linear(&p("mlp.down_proj"), h, inter, false)?,
             });
         }
         let norm = w.dense("model.norm", &[h])?;
@@ -79,6 +125,7 @@ impl Llama {
             layers,
             norm,
             lm_head,
+            fused_kernels: device.is_cuda(),
             device,
             dtype,
             span: tracing::span!(tracing::Level::TRACE, "llama.forward"),
@@ -87,6 +134,23 @@ impl Llama {
 
     pub fn config(&self) -> &LlamaConfig {
         &self.cfg
+    }
+
+    /// Whether q/k/v and gate/up run as one GEMM each (dense weights).
+    pub fn projections_merged(&self) -> bool {
+        self.layers
+            .iter()
+            .all(|l| matches!((&l.qkv, &l.gate_up), (Projs::Merged(_), Projs::Merged(_))))
+    }
+
+    /// Whether CUDA runs weir's fused kernels (the default) or the candle ops they replace.
+    pub fn set_fused_kernels(&mut self, on: bool) {
+        self.fused_kernels = on;
+    }
+
+    /// The fused kernels run on this step's device.
+    fn kernels(&self) -> bool {
+        self.fused_kernels && self.device.is_cuda()
     }
 
     /// This model on `device`: its dense weights copied there (shared where they already are).
@@ -101,13 +165,10 @@ impl Llama {
             .map(|y| {
                 Ok(Layer {
                     attn_norm: t(&y.attn_norm)?,
-                    q: l(&y.q)?,
-                    k: l(&y.k)?,
-                    v: l(&y.v)?,
+                    qkv: y.qkv.to_device(device)?,
                     o: l(&y.o)?,
                     mlp_norm: t(&y.mlp_norm)?,
-                    gate: l(&y.gate)?,
-                    up: l(&y.up)?,
+                    gate_up: y.gate_up.to_device(device)?,
                     down: l(&y.down)?,
                 })
             })
@@ -121,6 +182,7 @@ impl Llama {
             rope: self.rope.clone(),
             device: device.clone(),
             dtype: self.dtype,
+            fused_kernels: self.fused_kernels,
             span: self.span.clone(),
         })
     }
@@ -134,10 +196,10 @@ impl Llama {
             .map(|y| {
                 tb(&y.attn_norm)
                     + tb(&y.mlp_norm)
-                    + [&y.q, &y.k, &y.v, &y.o, &y.gate, &y.up, &y.down]
-                        .iter()
-                        .map(|x| x.bytes())
-                        .sum::<u64>()
+                    + y.qkv.bytes()
+                    + y.o.bytes()
+                    + y.gate_up.bytes()
+                    + y.down.bytes()
             })
             .sum();
         tb(&self.embed) + layers + tb(&self.norm) + self.lm_head.bytes()
@@ -148,12 +210,31 @@ impl Llama {
         let layer = &self.layers[i];
         let (nh, nkv) = (self.cfg.num_heads, self.cfg.num_kv_heads);
         // [T, H*D], [T, KvH*D], [T, KvH*D]
-        let [q, k, v] = Linear::forward_many([&layer.q, &layer.k, &layer.v], x)?;
-        let q = self.rope.apply(&q, nh, &step.rope)?;
-        let k = self.rope.apply(&k, nkv, &step.rope)?;
+        let (q, k, v) = match &layer.qkv {
+            Projs::Merged(w) => {
+                let qkv = w.forward(x)?;
+                self.rope
+                    .apply_qkv(&qkv, nh, nkv, &step.rope, self.kernels())?
+            }
+            Projs::Split([q, k, v]) => {
+                let [q, k, v] = Linear::forward_many([q, k, v], x)?;
+                let q = self.rope.apply(&q, nh, &step.rope)?;
+                (q, self.rope.apply(&k, nkv, &step.rope)?, v)
+            }
+        };
         attn.write_kv(i, &k, &v, step.batch, &step.meta)?;
         let y = attn.attend(i, &q, step.batch, &step.meta)?;
         layer.o.forward(&y)
+    }
+
+    /// The gated MLP of layer `i`. h: [T, hidden] (normed).
+    fn mlp(&self, i: usize, h: &Tensor) -> Result<Tensor> {
+        let layer = &self.layers[i];
+        let a = match &layer.gate_up {
+            Projs::Merged(w) => fused::silu_mul(&w.forward(h)?, self.kernels())?,
+            Projs::Split([gate, up]) => Linear::forward_glu(gate, up, h)?,
+        };
+        layer.down.forward(&a)
     }
 }
 
@@ -171,20 +252,34 @@ impl CausalLm for Llama {
         let eps = self.cfg.rms_norm_eps as f32;
         let ids = Tensor::from_slice(&batch.token_ids, t, &self.device)?;
         let mut x = self.embed.index_select(&ids, 0)?; // [T, hidden]
+                                                       // the fused RoPE kernel takes f32 tables
+        let rope_dtype = if self.kernels() {
+            DType::F32
+        } else {
+            self.dtype
+        };
         let step = Step {
             batch,
             rope: self
                 .rope
-                .tables(&batch.positions, self.dtype, &self.device)?,
+                .tables(&batch.positions, rope_dtype, &self.device)?,
             meta: attn.prepare(batch)?,
         };
+        let k = self.kernels();
+        // h: the normed input of the next sublayer; each residual add is fused with the norm
+        // that follows it
+        let mut h = match self.layers.first() {
+            Some(first) => rms_norm(&x, &first.attn_norm, eps)?,
+            None => x.clone(),
+        };
         for (i, layer) in self.layers.iter().enumerate() {
-            let h = rms_norm(&x, &layer.attn_norm, eps)?;
             let a = self.attention(i, &h, &step, attn)?;
-            x = (x + a)?;
-            let h = rms_norm(&x, &layer.mlp_norm, eps)?;
-            let a = Linear::forward_glu(&layer.gate, &layer.up, &h)?;
-            x = (x + layer.down.forward(&a)?)?;
+            let (x1, h1) = fused::add_rms_norm(&x, &a, &layer.mlp_norm, eps, k)?;
+            let m = self.mlp(i, &h1)?;
+            match self.layers.get(i + 1) {
+                Some(next) => (x, h) = fused::add_rms_norm(&x1, &m, &next.attn_norm, eps, k)?,
+                None => x = (x1 + m)?,
+            }
         }
         if batch.logits_rows.is_empty() {
             return Tensor::zeros((0, self.cfg.vocab_size), DType::F32, &self.device);

@@ -6,6 +6,7 @@ pub mod attention;
 pub mod batch;
 pub mod config;
 pub mod device;
+pub mod fused;
 pub mod linear;
 pub mod llama;
 pub mod pool;

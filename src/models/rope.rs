@@ -1,6 +1,8 @@
 //! Rotary position embeddings over packed tokens. cos/sin of every token's own position are
 //! computed on the host once per step and uploaded; each layer rotates Q and K with candle's
-//! rope ops, treating every token as its own batch entry so positions may differ per row.
+//! rope ops, treating every token as its own batch entry so positions may differ per row, or,
+//! from a merged QKV projection on CUDA, with one `kernels/fused.cu` launch that also splits
+//! off V (`apply_qkv`, f32 tables).
 //!
 //! ```text
 //! interleaved (GGUF llama): pairs (x0,x1) (x2,x3) ...     neox (HF): pairs (x0,x32) (x1,x33) ...
@@ -51,16 +53,54 @@ impl Rope {
     /// Rotates x: [num_tokens, num_heads * head_dim].
     pub fn apply(&self, x: &Tensor, num_heads: usize, tables: &RopeTables) -> Result<Tensor> {
         let (t, width) = x.dims2()?;
+        let (cos, sin) = (
+            tables.cos.to_dtype(x.dtype())?,
+            tables.sin.to_dtype(x.dtype())?,
+        );
         // [T, H, 1, D]: token t is batch entry t, whose cos/sin row is its own position's
         let x4 = x
             .contiguous()?
             .reshape((t, num_heads, 1, width / num_heads))?;
         let y = if self.interleaved {
-            candle_nn::rotary_emb::rope_i(&x4, &tables.cos, &tables.sin)?
+            candle_nn::rotary_emb::rope_i(&x4, &cos, &sin)?
         } else {
-            candle_nn::rotary_emb::rope(&x4, &tables.cos, &tables.sin)?
+            candle_nn::rotary_emb::rope(&x4, &cos, &sin)?
         };
         y.reshape((t, width))
+    }
+
+    /// (q, k, v), q and k rotated, each contiguous, from one merged projection's rows
+    /// qkv: [num_tokens, (num_heads + 2 * num_kv_heads) * head_dim]. With `kernel` on a CUDA
+    /// device (tables made in f32) one launch of `weir_rope_qkv`; elsewhere narrow + `apply`.
+    pub fn apply_qkv(
+        &self,
+        qkv: &Tensor,
+        num_heads: usize,
+        num_kv_heads: usize,
+        tables: &RopeTables,
+        kernel: bool,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let (t, width) = qkv.dims2()?;
+        let d = width / (num_heads + 2 * num_kv_heads);
+        let (q_w, kv_w) = (num_heads * d, num_kv_heads * d);
+        #[cfg(feature = "cuda")]
+        if kernel && qkv.device().is_cuda() && t > 0 && tables.cos.dtype() == DType::F32 {
+            let op = super::fused::cuda::RopeQkv {
+                cos: tables.cos.clone(),
+                sin: tables.sin.clone(),
+                num_heads,
+                num_kv_heads,
+                interleaved: self.interleaved,
+            };
+            let out = qkv.contiguous()?.apply_op1_no_bwd(&op)?;
+            let part = |start: usize, w: usize| out.narrow(0, start * t, w * t)?.reshape((t, w));
+            return Ok((part(0, q_w)?, part(q_w, kv_w)?, part(q_w + kv_w, kv_w)?));
+        }
+        let _ = (kernel, t);
+        let q = self.apply(&qkv.narrow(1, 0, q_w)?, num_heads, tables)?;
+        let k = self.apply(&qkv.narrow(1, q_w, kv_w)?, num_kv_heads, tables)?;
+        let v = qkv.narrow(1, q_w + kv_w, kv_w)?.contiguous()?;
+        Ok((q, k, v))
     }
 }
 

@@ -2,7 +2,7 @@
 //! logits are (greedy, temperature, top-k, top-p, seeded Gumbel-max), so only token ids cross to
 //! the host. A row's token depends only on its logits and its parameters, never on the batch.
 
-use crate::cuda::{device_slice, SAMPLING_PTX};
+use crate::cuda::{DeviceArg, SAMPLING_PTX};
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::WrapErr;
@@ -50,22 +50,26 @@ impl CustomOp1 for Sample {
         let (rows, vocab) = layout.shape().dims2()?;
         let dev = logits.device().clone();
         let x = logits.as_cuda_slice::<f32>()?.slice(o0..o1);
+        let args = [&self.temperature, &self.top_k, &self.top_p, &self.seeds].map(DeviceArg::new);
+        let [t, k, p, seeds] = args;
+        let (t, k, p, seeds) = (t?, k?, p?, seeds?);
         let (t, k, p, seeds) = (
-            device_slice::<f32>(&self.temperature)?,
-            device_slice::<u32>(&self.top_k)?,
-            device_slice::<f32>(&self.top_p)?,
-            device_slice::<i64>(&self.seeds)?,
+            t.slice::<f32>()?,
+            k.slice::<u32>()?,
+            p.slice::<f32>()?,
+            seeds.slice::<i64>()?,
         );
-        let out = dev.alloc_zeros::<u32>(rows)?;
+        // SAFETY: the kernel writes one token per row.
+        let out = unsafe { dev.alloc::<u32>(rows)? };
         let func = dev.get_or_load_custom_func("weir_sample_f32", "weir_sampling", SAMPLING_PTX)?;
         let vocab = vocab as u32;
         let mut b = func.builder();
         b.arg(&x);
         b.arg(&vocab);
-        b.arg(&t);
-        b.arg(&k);
-        b.arg(&p);
-        b.arg(&seeds);
+        b.arg(t);
+        b.arg(k);
+        b.arg(p);
+        b.arg(seeds);
         b.arg(&out);
         let cfg = LaunchConfig {
             grid_dim: (rows as u32, 1, 1),

@@ -149,8 +149,8 @@ pub fn write_tiny_llama(dir: &Path, seed: u64) -> PathBuf {
 /// Engine limits for tests (dense weights, small pool unless `num_kv_blocks` says otherwise).
 pub fn test_limits(num_kv_blocks: usize, block_size: usize) -> EngineLimits {
     EngineLimits {
-        max_num_seqs: 64,
-        max_num_batched_tokens: 512,
+        max_num_seqs: Some(64),
+        max_num_batched_tokens: Some(512),
         block_size,
         kv_cache_memory: crate::config::KvMemory::Bytes(0),
         num_kv_blocks: Some(num_kv_blocks),
@@ -163,6 +163,7 @@ pub fn test_limits(num_kv_blocks: usize, block_size: usize) -> EngineLimits {
         gpu_memory_utilization: 0.9,
         load_format: crate::models::weights::LoadFormat::Auto,
         attention_backend: crate::models::attention::BackendKind::Auto,
+        fused_kernels: true,
         max_queued_requests: 1024,
         max_queued_prompt_tokens: 1 << 20,
     }

@@ -22,7 +22,7 @@ use candle_core::{
     CpuStorage, CudaStorage, CustomOp3, DType, Device, InplaceOp3, Layout, Result, Shape, Tensor,
 };
 
-use crate::cuda::{device_slice, PAGED_ATTENTION_PTX as PTX};
+use crate::cuda::{kernel_suffix as suffix, DeviceArg, PAGED_ATTENTION_PTX as PTX};
 
 const MODULE: &str = "weir_paged_attention";
 /// Keys per partition of the split-K attention kernel (PARTITION in the .cu file).
@@ -31,15 +31,6 @@ const PARTITION: usize = 512;
 const MAX_GROUP: usize = 8;
 const MAX_HEAD_DIM: usize = 256;
 const THREADS: u32 = 128;
-
-fn suffix(dtype: DType) -> Result<&'static str> {
-    match dtype {
-        DType::F32 => Ok("f32"),
-        DType::F16 => Ok("f16"),
-        DType::BF16 => Ok("bf16"),
-        other => candle_core::bail!("weir's CUDA kernels do not take {other:?}"),
-    }
-}
 
 fn cpu_only(name: &str) -> Result<()> {
     candle_core::bail!("{name} is a CUDA kernel; the CPU runs the other backends")
@@ -170,14 +161,24 @@ impl CustomOp3 for PagedAttention {
         let parts = self.max_context_len.div_ceil(PARTITION).max(1);
         let dev = q.device().clone();
         let sfx = suffix(q.dtype())?;
-        let tables = device_slice::<u32>(&self.block_tables)?;
-        let row_seq = device_slice::<u32>(&self.row_seq)?;
-        let row_ctx = device_slice::<u32>(&self.row_ctx)?;
+        let args = [&self.block_tables, &self.row_seq, &self.row_ctx].map(DeviceArg::new);
+        let [tables, row_seq, row_ctx] = args;
+        let (tables, row_seq, row_ctx) = (tables?, row_seq?, row_ctx?);
+        let (tables, row_seq, row_ctx) = (
+            tables.slice::<u32>()?,
+            row_seq.slice::<u32>()?,
+            row_ctx.slice::<u32>()?,
+        );
         let max_blocks = self.block_tables.dim(1)? as u32;
         let heads = num_rows * s.num_heads;
-        let part_max = dev.alloc_zeros::<f32>(heads * parts)?;
-        let part_sum = dev.alloc_zeros::<f32>(heads * parts)?;
-        let part_out = dev.alloc_zeros::<f32>(heads * parts * s.head_dim)?;
+        // SAFETY: the partial kernel writes every element, empty partitions included.
+        let (part_max, part_sum, part_out) = unsafe {
+            (
+                dev.alloc::<f32>(heads * parts)?,
+                dev.alloc::<f32>(heads * parts)?,
+                dev.alloc::<f32>(heads * parts * s.head_dim)?,
+            )
+        };
         let partial = dev.get_or_load_custom_func(
             &format!("weir_paged_attention_partial_{sfx}"),
             MODULE,
@@ -203,9 +204,9 @@ impl CustomOp3 for PagedAttention {
                 b.arg(&q);
                 b.arg($k);
                 b.arg($v);
-                b.arg(&tables);
-                b.arg(&row_seq);
-                b.arg(&row_ctx);
+                b.arg(tables);
+                b.arg(row_seq);
+                b.arg(row_ctx);
                 b.arg(&part_max);
                 b.arg(&part_sum);
                 b.arg(&part_out);
