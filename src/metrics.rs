@@ -7,8 +7,8 @@
 //! format.
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Counter, CounterVec, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec,
+    IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::time::Duration;
 
@@ -95,6 +95,33 @@ pub enum StepKind {
     Decode,
 }
 
+/// The parts of an engine step, as the `phase` label of `weir:step_phase_seconds_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepPhase {
+    /// `Scheduler::schedule`.
+    Schedule,
+    /// Packing the batch and running the model; on a GPU, the host's time to launch the step's
+    /// kernels (they run asynchronously).
+    Forward,
+    /// Sampling; on a GPU this waits for the step's kernels to finish.
+    Sample,
+    /// `Scheduler::update_from_output`.
+    Update,
+}
+
+impl StepPhase {
+    pub const ALL: [StepPhase; 4] = [Self::Schedule, Self::Forward, Self::Sample, Self::Update];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Schedule => "schedule",
+            Self::Forward => "forward",
+            Self::Sample => "sample",
+            Self::Update => "update",
+        }
+    }
+}
+
 /// The whole process's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -126,6 +153,7 @@ struct EngineFamilies {
     req_generation_tokens: HistogramVec,
     step_tokens: HistogramVec,
     step_duration: HistogramVec,
+    step_phase: CounterVec,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
@@ -238,6 +266,18 @@ impl EngineFamilies {
                 STEP_BUCKETS.to_vec(),
                 &["model_name", "kind"],
             ),
+            step_phase: register(
+                r,
+                CounterVec::new(
+                    Opts::new(
+                        "weir:step_phase_seconds_total",
+                        "Engine time by step phase: schedule, forward (on a GPU the host's \
+                         kernel launches), sample (on a GPU, waiting for the kernels), update.",
+                    ),
+                    &["model_name", "phase"],
+                )
+                .unwrap(),
+            ),
         }
     }
 }
@@ -329,6 +369,8 @@ impl Metrics {
             req_generation_tokens: f.req_generation_tokens.with_label_values(l),
             step_tokens: step(&f.step_tokens),
             step_duration: step(&f.step_duration),
+            step_phase: StepPhase::ALL
+                .map(|p| f.step_phase.with_label_values(&[model, p.as_str()])),
         }
     }
 
@@ -416,6 +458,7 @@ pub struct EngineMetrics {
     pub req_generation_tokens: Histogram,
     step_tokens: [Histogram; 2],
     step_duration: [Histogram; 2],
+    step_phase: [Counter; 4],
 }
 
 impl EngineMetrics {
@@ -428,6 +471,13 @@ impl EngineMetrics {
         let i = kind as usize;
         self.step_tokens[i].observe(tokens as f64);
         self.step_duration[i].observe(took.as_secs_f64());
+    }
+
+    /// Adds one step's time in each phase (in `StepPhase::ALL` order).
+    pub fn step_phases(&self, phases: &[Duration; 4]) {
+        for (c, d) in self.step_phase.iter().zip(phases) {
+            c.inc_by(d.as_secs_f64());
+        }
     }
 }
 

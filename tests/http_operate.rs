@@ -151,6 +151,18 @@ async fn metrics_count_exactly_what_was_served() {
             &[tiny, ("kind", "prompt")]
         ) >= 4.0
     );
+    // the step's phases are parts of its duration
+    let phase = |p: &str| m("weir:step_phase_seconds_total", &[tiny, ("phase", p)]);
+    let phases: f64 = ["schedule", "forward", "sample", "update"]
+        .iter()
+        .map(|p| phase(p))
+        .sum();
+    let step_seconds = m("weir:step_duration_seconds_sum", &[tiny]);
+    assert!(phase("forward") > 0.0 && phase("sample") > 0.0, "{phases}");
+    assert!(
+        phases <= step_seconds * 1.0001 && phases > step_seconds * 0.5,
+        "phases {phases} s within steps {step_seconds} s"
+    );
     let route = [("route", "/v1/completions"), ("status", "200")];
     assert_eq!(m("weir:http_requests_total", &route), 4.0);
     assert_eq!(m("weir:models_loaded", &[]), 1.0);

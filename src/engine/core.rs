@@ -7,6 +7,7 @@ use super::scheduler::{AdmissionError, Scheduler};
 use super::sequence::FinishReason;
 use crate::runner::ModelRunner;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
 
 pub struct EngineCore {
     scheduler: Scheduler,
@@ -23,6 +24,8 @@ pub struct StepStats {
     pub num_preempted: usize,
     /// The requests that ran in this step.
     pub scheduled: Vec<RequestId>,
+    /// Time in schedule, forward, sample and update (`metrics::StepPhase::ALL` order).
+    pub phases: [Duration; 4],
 }
 
 impl EngineCore {
@@ -50,18 +53,22 @@ impl EngineCore {
     /// One step. A failing (or panicking) forward pass ends the scheduled requests with
     /// `FinishReason::Error` and frees their blocks; the engine keeps serving the rest.
     pub fn step(&mut self) -> (Vec<TokenDelta>, StepStats) {
+        let started = Instant::now();
         let out = self.scheduler.schedule();
-        let stats = StepStats {
+        let scheduled = Instant::now();
+        let mut stats = StepStats {
             num_seqs: out.scheduled.len(),
             num_batched_tokens: out.num_batched_tokens,
             num_prompt_tokens: out.num_prompt_tokens,
             num_preempted: out.preempted.len(),
             scheduled: out.scheduled.iter().map(|s| s.request_id).collect(),
+            phases: [scheduled - started, Duration::ZERO, Duration::ZERO, Duration::ZERO],
         };
         if out.is_empty() {
             return (Vec::new(), stats);
         }
         let result = catch_unwind(AssertUnwindSafe(|| self.runner.execute(&out)));
+        let ran = Instant::now();
         let deltas = match result {
             Ok(Ok(runner_out)) => self.scheduler.update_from_output(&out, &runner_out),
             Ok(Err(e)) => {
@@ -78,6 +85,10 @@ impl EngineCore {
         for d in deltas.iter().filter(|d| d.finish.is_some()) {
             self.runner.forget(d.request_id);
         }
+        let forward = self.runner.last_forward_time().min(ran - scheduled);
+        stats.phases[1] = forward;
+        stats.phases[2] = ran - scheduled - forward;
+        stats.phases[3] = ran.elapsed();
         (deltas, stats)
     }
 

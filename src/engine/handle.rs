@@ -463,6 +463,7 @@ impl EngineLoop {
             StepKind::Decode
         };
         m.step(kind, step.num_batched_tokens, started.elapsed());
+        m.step_phases(&step.phases);
         m.preemptions.inc_by(step.num_preempted as u64);
         for id in &step.scheduled {
             if let Some(f) = self.in_flight.get_mut(id).filter(|f| !f.scheduled) {

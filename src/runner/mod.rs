@@ -22,6 +22,9 @@ pub struct ModelRunner {
     model: Box<dyn CausalLm>,
     attn: Attention,
     sampler: Sampler,
+    /// Host time of the last step's packing and forward call (on a GPU: launching its
+    /// kernels); the rest of `execute` is sampling, which waits for the GPU.
+    last_forward: std::time::Duration,
 }
 
 impl ModelRunner {
@@ -48,7 +51,13 @@ impl ModelRunner {
             model,
             attn,
             sampler: Sampler::default(),
+            last_forward: std::time::Duration::ZERO,
         })
+    }
+
+    /// See `last_forward`.
+    pub fn last_forward_time(&self) -> std::time::Duration {
+        self.last_forward
     }
 
     /// The attention backend in use (for logs).
@@ -57,6 +66,8 @@ impl ModelRunner {
     }
 
     pub fn execute(&mut self, out: &SchedulerOutput) -> candle_core::Result<ModelRunnerOutput> {
+        let started = std::time::Instant::now();
+        self.last_forward = std::time::Duration::ZERO;
         let inputs: Vec<SeqInput> = out
             .scheduled
             .iter()
@@ -115,6 +126,7 @@ impl ModelRunner {
                     .collect()
             };
             let logits = self.model.forward(&batch, &mut self.attn); // [num_sampled, vocab]
+            self.last_forward = started.elapsed();
             let masks: Vec<_> = handles
                 .into_iter()
                 .flat_map(|h| h.join().expect("a mask thread panicked"))
