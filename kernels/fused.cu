@@ -5,9 +5,11 @@
 //                  out: [2, rows, width]: out[0] = x', out[1] = h
 //   silu_mul       out[r, i] = silu(gu[r, i]) * gu[r, I + i]  (gate and up from one GEMM)
 //                  gu: [rows, 2 * I], out: [rows, I]
-//   rope_qkv       q, k rotated by their token's cos/sin, v copied, from one QKV GEMM's rows
+//   rope_qkv       q, k rotated by their token's position, v copied, from one QKV GEMM's rows
 //                  qkv: [T, (H + 2 * KvH) * D] -> out: [T * H * D | T * KvH * D | T * KvH * D]
-//                  (three whole row-major blocks: q, k, v each contiguous)
+//                  (three whole row-major blocks: q, k, v each contiguous); the angles
+//                  position * inv_freq[i] are computed here, in f32 as the host tables are, so
+//                  the host does no trigonometry per step
 //
 // Numerics: f32 inside every kernel. add_rms_norm rounds x' to the storage type first and
 // normalises the rounded values (what the unfused add followed by candle's rms_norm computes);
@@ -87,10 +89,10 @@ __device__ void silu_mul(const T *gu, T *out, uint32_t rows, uint32_t inter) {
 }
 
 // grid (num_tokens, num_heads + 2 * num_kv_heads), block up to head_dim / 2 threads (looping).
-// cos, sin: [num_tokens, head_dim / 2] f32. interleaved: pairs (2i, 2i + 1) (GGUF Llama), else
-// (i, i + head_dim / 2) (Hugging Face checkpoints).
+// positions: [num_tokens] u32; inv_freq: [head_dim / 2] f32. interleaved: pairs (2i, 2i + 1)
+// (GGUF Llama), else (i, i + head_dim / 2) (Hugging Face checkpoints).
 template <typename T>
-__device__ void rope_qkv(const T *qkv, T *out, const float *cos, const float *sin,
+__device__ void rope_qkv(const T *qkv, T *out, const uint32_t *positions, const float *inv_freq,
                          uint32_t num_heads, uint32_t num_kv_heads, uint32_t head_dim,
                          uint32_t interleaved) {
   const uint64_t t = blockIdx.x, tokens = gridDim.x;
@@ -109,7 +111,8 @@ __device__ void rope_qkv(const T *qkv, T *out, const float *cos, const float *si
   }
   for (uint32_t i = threadIdx.x; i < half; i += blockDim.x) {
     const uint32_t i0 = interleaved ? 2 * i : i, i1 = interleaved ? 2 * i + 1 : i + half;
-    const float c = cos[t * half + i], s = sin[t * half + i];
+    const float angle = (float)positions[t] * inv_freq[i];
+    const float c = cosf(angle), s = sinf(angle);
     const float x0 = to_f32(src[i0]), x1 = to_f32(src[i1]);
     dst[i0] = from_f32<T>(x0 * c - x1 * s);
     dst[i1] = from_f32<T>(x0 * s + x1 * c);
@@ -127,9 +130,9 @@ __device__ void rope_qkv(const T *qkv, T *out, const float *cos, const float *si
     silu_mul<T>(gu, out, rows, inter);                                                         \
   }                                                                                            \
   extern "C" __global__ void weir_rope_qkv_##SUFFIX(                                           \
-      const T *qkv, T *out, const float *cos, const float *sin, uint32_t num_heads,            \
-      uint32_t num_kv_heads, uint32_t head_dim, uint32_t interleaved) {                        \
-    rope_qkv<T>(qkv, out, cos, sin, num_heads, num_kv_heads, head_dim, interleaved);           \
+      const T *qkv, T *out, const uint32_t *positions, const float *inv_freq,                  \
+      uint32_t num_heads, uint32_t num_kv_heads, uint32_t head_dim, uint32_t interleaved) {     \
+    rope_qkv<T>(qkv, out, positions, inv_freq, num_heads, num_kv_heads, head_dim, interleaved); \
   }
 
 INSTANTIATE(float, f32)

@@ -74,15 +74,7 @@ fi
 
 echo "== 2. throughput: dummy Llama-3.2-1B (bf16), 128-token prompts, 128 output tokens"
 CFG=$(mktemp -d)
-cat > "$CFG/config.json" <<'JSON'
-{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 2048,
- "intermediate_size": 8192, "num_hidden_layers": 16, "num_attention_heads": 32,
- "num_key_value_heads": 8, "head_dim": 64, "vocab_size": 128256, "rms_norm_eps": 1e-05,
- "rope_theta": 500000.0, "max_position_embeddings": 131072, "tie_word_embeddings": true,
- "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
-   "original_max_position_embeddings": 8192, "rope_type": "llama3"},
- "bos_token_id": 128000, "eos_token_id": 128001}
-JSON
+cp benches/shapes/llama-3.2-1b.json "$CFG/config.json"
 printf "%-8s %5s %9s %7s %12s %12s %12s %12s\n" backend conc requests errors "tok/s" "TTFT p50 ms" "ITL p50 ms" "ITL p99 ms" | tee "$OUT/table.txt"
 for backend in tensor cuda; do
   port=8123

@@ -72,19 +72,19 @@ static void check_rope_qkv(uint32_t tokens, uint32_t heads, uint32_t kv_heads, u
                            bool interleaved, std::mt19937 &rng) {
   const uint32_t half = dim / 2, width = (heads + 2 * kv_heads) * dim;
   auto qkv = random_vec((size_t)tokens * width, rng);
-  std::vector<float> cos((size_t)tokens * half), sin((size_t)tokens * half);
+  std::vector<uint32_t> positions(tokens);
+  std::vector<float> inv_freq(half);
+  for (uint32_t i = 0; i < half; ++i) inv_freq[i] = (float)std::pow(10000.0, -2.0 * i / dim);
+  // tokens far apart (a prompt chunk beside a long decode)
+  for (uint32_t t = 0; t < tokens; ++t) positions[t] = 7 * t + 3 + (t == tokens - 1 ? 1000 : 0);
   std::vector<double> angle((size_t)tokens * half);
   for (uint32_t t = 0; t < tokens; ++t)
-    for (uint32_t i = 0; i < half; ++i) {
-      const double pos = 7.0 * t + 3, inv_freq = std::pow(10000.0, -2.0 * i / dim);
-      angle[t * half + i] = pos * inv_freq;
-      cos[t * half + i] = (float)std::cos(pos * inv_freq);
-      sin[t * half + i] = (float)std::sin(pos * inv_freq);
-    }
+    for (uint32_t i = 0; i < half; ++i)
+      angle[t * half + i] = (double)(float)((float)positions[t] * inv_freq[i]);
   std::vector<float> out((size_t)tokens * width, NAN);
   emu_launch({tokens, heads + 2 * kv_heads, 1}, {std::min(half, 32u), 1, 1}, [&] {
-    weir_rope_qkv_f32(qkv.data(), out.data(), cos.data(), sin.data(), heads, kv_heads, dim,
-                      interleaved ? 1 : 0);
+    weir_rope_qkv_f32(qkv.data(), out.data(), positions.data(), inv_freq.data(), heads, kv_heads,
+                      dim, interleaved ? 1 : 0);
   });
   double err = 0;
   const size_t q_block = (size_t)tokens * heads * dim, kv_block = (size_t)tokens * kv_heads * dim;

@@ -62,7 +62,12 @@ impl EngineCore {
             num_prompt_tokens: out.num_prompt_tokens,
             num_preempted: out.preempted.len(),
             scheduled: out.scheduled.iter().map(|s| s.request_id).collect(),
-            phases: [scheduled - started, Duration::ZERO, Duration::ZERO, Duration::ZERO],
+            phases: [
+                scheduled - started,
+                Duration::ZERO,
+                Duration::ZERO,
+                Duration::ZERO,
+            ],
         };
         if out.is_empty() {
             return (Vec::new(), stats);

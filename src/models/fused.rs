@@ -49,8 +49,8 @@ pub(crate) mod cuda {
     use candle_core::backend::BackendStorage;
     use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
     use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
+    use candle_core::Tensor;
     use candle_core::{CpuStorage, CudaStorage, CustomOp1, CustomOp3, Layout, Result, Shape};
-    use candle_core::{Tensor, D};
 
     const MODULE: &str = "weir_fused";
     /// NORM_THREADS in the .cu file.
@@ -200,11 +200,11 @@ pub(crate) mod cuda {
         }
     }
 
-    /// qkv [T, (H + 2 KvH) D] → [T H D | T KvH D | T KvH D] (flat): q and k rotated by the
-    /// f32 tables cos, sin ([T, 1, D/2]), v copied.
+    /// qkv [T, (H + 2 KvH) D] → [T H D | T KvH D | T KvH D] (flat): q and k rotated by
+    /// their token's position ([T] u32) times inv_freq ([D/2] f32), v copied.
     pub struct RopeQkv {
-        pub cos: Tensor,
-        pub sin: Tensor,
+        pub positions: Tensor,
+        pub inv_freq: Tensor,
         pub num_heads: usize,
         pub num_kv_heads: usize,
         pub interleaved: bool,
@@ -224,15 +224,18 @@ pub(crate) mod cuda {
             let (tokens, width) = l.shape().dims2()?;
             let heads = self.num_heads + 2 * self.num_kv_heads;
             let d = width / heads;
-            let half = self.cos.dim(D::Minus1)?;
-            if self.cos.elem_count() != tokens * half || 2 * half != d {
+            let half = self.inv_freq.elem_count();
+            if self.positions.elem_count() != tokens || 2 * half != d {
                 candle_core::bail!(
-                    "weir-rope-qkv: cos/sin {:?} for {tokens} tokens of head dim {d}",
-                    self.cos.shape()
+                    "weir-rope-qkv: {} positions, {half} frequencies for {tokens} tokens of head dim {d}",
+                    self.positions.elem_count()
                 )
             }
-            let (cos, sin) = (DeviceArg::new(&self.cos)?, DeviceArg::new(&self.sin)?);
-            let (cos, sin) = (cos.slice::<f32>()?, sin.slice::<f32>()?);
+            let (pos, inv) = (
+                DeviceArg::new(&self.positions)?,
+                DeviceArg::new(&self.inv_freq)?,
+            );
+            let (pos, inv) = (pos.slice::<u32>()?, inv.slice::<f32>()?);
             let dev = qkv.device().clone();
             let name = format!("weir_rope_qkv_{}", kernel_suffix(qkv.dtype())?);
             let func = dev.get_or_load_custom_func(&name, MODULE, FUSED_PTX)?;
@@ -251,8 +254,8 @@ pub(crate) mod cuda {
                     let mut b = func.builder();
                     b.arg(&x);
                     b.arg(&out);
-                    b.arg(cos);
-                    b.arg(sin);
+                    b.arg(pos);
+                    b.arg(inv);
                     b.arg(&nh);
                     b.arg(&nkv);
                     b.arg(&d_u);

@@ -76,6 +76,8 @@ pub struct Llama {
     /// On CUDA: `kernels/fused.cu` for the residual add + RMSNorm, SiLU-mul and RoPE of the
     /// merged QKV (off: the candle ops they fuse, `--no-fused-kernels`).
     fused_kernels: bool,
+    /// RoPE's inverse frequencies on `device` (the fused kernel computes the angles).
+    rope_inv_freq: Tensor,
     span: tracing::Span,
 }
 
@@ -118,8 +120,10 @@ impl Llama {
             // Tied: the embedding matrix in the source's own format (quantized for GGUF).
             w.linear("model.embed_tokens", cfg.vocab_size, h, false)?
         };
+        let rope = Rope::new(cfg.rope_inv_freq(), cfg.rope_interleaved);
         Ok(Self {
-            rope: Rope::new(cfg.rope_inv_freq(), cfg.rope_interleaved),
+            rope_inv_freq: rope.inv_freq_on(&device)?,
+            rope,
             cfg,
             embed,
             layers,
@@ -180,6 +184,7 @@ impl Llama {
             norm: t(&self.norm)?,
             lm_head: l(&self.lm_head)?,
             rope: self.rope.clone(),
+            rope_inv_freq: t(&self.rope_inv_freq)?,
             device: device.clone(),
             dtype: self.dtype,
             fused_kernels: self.fused_kernels,
@@ -213,8 +218,7 @@ impl Llama {
         let (q, k, v) = match &layer.qkv {
             Projs::Merged(w) => {
                 let qkv = w.forward(x)?;
-                self.rope
-                    .apply_qkv(&qkv, nh, nkv, &step.rope, self.kernels())?
+                self.rope.apply_qkv(&qkv, nh, nkv, &step.rope)?
             }
             Projs::Split([q, k, v]) => {
                 let [q, k, v] = Linear::forward_many([q, k, v], x)?;
@@ -252,17 +256,19 @@ impl CausalLm for Llama {
         let eps = self.cfg.rms_norm_eps as f32;
         let ids = Tensor::from_slice(&batch.token_ids, t, &self.device)?;
         let mut x = self.embed.index_select(&ids, 0)?; // [T, hidden]
-                                                       // the fused RoPE kernel takes f32 tables
-        let rope_dtype = if self.kernels() {
-            DType::F32
+                                                       // the fused RoPE kernel computes its angles from the positions: no host trigonometry
+        let rope = if self.kernels() && self.projections_merged() {
+            RopeTables::Device {
+                positions: Tensor::from_slice(&batch.positions, t, &self.device)?,
+                inv_freq: self.rope_inv_freq.clone(),
+            }
         } else {
-            self.dtype
+            self.rope
+                .tables(&batch.positions, self.dtype, &self.device)?
         };
         let step = Step {
             batch,
-            rope: self
-                .rope
-                .tables(&batch.positions, rope_dtype, &self.device)?,
+            rope,
             meta: attn.prepare(batch)?,
         };
         let k = self.kernels();

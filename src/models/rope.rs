@@ -16,12 +16,13 @@ pub struct Rope {
     interleaved: bool,
 }
 
-/// cos/sin of one step's positions, shared by all layers.
-pub struct RopeTables {
-    /// [num_tokens, 1, head_dim / 2]
-    cos: Tensor,
-    /// [num_tokens, 1, head_dim / 2]
-    sin: Tensor,
+/// What one step's layers rotate with.
+pub enum RopeTables {
+    /// cos/sin of each token's position, computed on the host: [num_tokens, 1, head_dim / 2].
+    Host { cos: Tensor, sin: Tensor },
+    /// For the fused kernel (`apply_qkv` on CUDA), which computes the angles itself:
+    /// positions [num_tokens] u32 and inv_freq [head_dim / 2] f32, on the device.
+    Device { positions: Tensor, inv_freq: Tensor },
 }
 
 impl Rope {
@@ -44,19 +45,25 @@ impl Rope {
             }
         }
         let shape = (positions.len(), 1, half);
-        Ok(RopeTables {
+        Ok(RopeTables::Host {
             cos: Tensor::from_vec(cos, shape, device)?.to_dtype(dtype)?,
             sin: Tensor::from_vec(sin, shape, device)?.to_dtype(dtype)?,
         })
     }
 
+    /// `inv_freq` as a [head_dim / 2] f32 tensor on `device` (kept by the model for
+    /// `RopeTables::Device`).
+    pub fn inv_freq_on(&self, device: &Device) -> Result<Tensor> {
+        Tensor::new(self.inv_freq.as_slice(), device)
+    }
+
     /// Rotates x: [num_tokens, num_heads * head_dim].
     pub fn apply(&self, x: &Tensor, num_heads: usize, tables: &RopeTables) -> Result<Tensor> {
         let (t, width) = x.dims2()?;
-        let (cos, sin) = (
-            tables.cos.to_dtype(x.dtype())?,
-            tables.sin.to_dtype(x.dtype())?,
-        );
+        let RopeTables::Host { cos, sin } = tables else {
+            candle_core::bail!("device RoPE tables serve the fused kernel (apply_qkv) only")
+        };
+        let (cos, sin) = (cos.to_dtype(x.dtype())?, sin.to_dtype(x.dtype())?);
         // [T, H, 1, D]: token t is batch entry t, whose cos/sin row is its own position's
         let x4 = x
             .contiguous()?
@@ -70,24 +77,34 @@ impl Rope {
     }
 
     /// (q, k, v), q and k rotated, each contiguous, from one merged projection's rows
-    /// qkv: [num_tokens, (num_heads + 2 * num_kv_heads) * head_dim]. With `kernel` on a CUDA
-    /// device (tables made in f32) one launch of `weir_rope_qkv`; elsewhere narrow + `apply`.
+    /// qkv: [num_tokens, (num_heads + 2 * num_kv_heads) * head_dim]. With device tables on
+    /// CUDA one launch of `weir_rope_qkv`; with host tables narrow + `apply`.
     pub fn apply_qkv(
         &self,
         qkv: &Tensor,
         num_heads: usize,
         num_kv_heads: usize,
         tables: &RopeTables,
-        kernel: bool,
     ) -> Result<(Tensor, Tensor, Tensor)> {
         let (t, width) = qkv.dims2()?;
         let d = width / (num_heads + 2 * num_kv_heads);
         let (q_w, kv_w) = (num_heads * d, num_kv_heads * d);
         #[cfg(feature = "cuda")]
-        if kernel && qkv.device().is_cuda() && t > 0 && tables.cos.dtype() == DType::F32 {
+        if let RopeTables::Device {
+            positions,
+            inv_freq,
+        } = tables
+        {
+            if t == 0 {
+                return Ok((
+                    qkv.narrow(1, 0, q_w)?,
+                    qkv.narrow(1, q_w, kv_w)?,
+                    qkv.narrow(1, q_w + kv_w, kv_w)?,
+                ));
+            }
             let op = super::fused::cuda::RopeQkv {
-                cos: tables.cos.clone(),
-                sin: tables.sin.clone(),
+                positions: positions.clone(),
+                inv_freq: inv_freq.clone(),
                 num_heads,
                 num_kv_heads,
                 interleaved: self.interleaved,
@@ -96,7 +113,7 @@ impl Rope {
             let part = |start: usize, w: usize| out.narrow(0, start * t, w * t)?.reshape((t, w));
             return Ok((part(0, q_w)?, part(q_w, kv_w)?, part(q_w + kv_w, kv_w)?));
         }
-        let _ = (kernel, t);
+        let _ = t;
         let q = self.apply(&qkv.narrow(1, 0, q_w)?, num_heads, tables)?;
         let k = self.apply(&qkv.narrow(1, q_w, kv_w)?, num_kv_heads, tables)?;
         let v = qkv.narrow(1, q_w + kv_w, kv_w)?.contiguous()?;
