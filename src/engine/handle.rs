@@ -8,12 +8,11 @@
 
 use super::core::{EngineCore, StepStats};
 use super::output::TokenDelta;
-use super::request::{Request, RequestId};
+use super::request::{IdMap, Request, RequestId};
 use super::scheduler::{AdmissionError, SchedulingPolicy};
 use super::sequence::FinishReason;
 use crate::metrics::{EngineMetrics, StepKind};
 use crossbeam_channel::{Receiver, Sender};
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -251,7 +250,7 @@ pub fn spawn_engine(
             EngineLoop {
                 core,
                 rx,
-                in_flight: HashMap::new(),
+                in_flight: IdMap::default(),
                 stats: thread_stats,
                 metrics,
                 queue: loop_queue,
@@ -276,7 +275,7 @@ pub fn spawn_engine(
 struct EngineLoop {
     core: EngineCore,
     rx: Receiver<EngineCommand>,
-    in_flight: HashMap<RequestId, InFlight>,
+    in_flight: IdMap<InFlight>,
     stats: Arc<EngineStats>,
     metrics: EngineMetrics,
     queue: Arc<Queue>,

@@ -8,6 +8,34 @@ use std::time::Instant;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RequestId(pub u64);
 
+/// A map keyed by request id, hashed by one multiplication instead of SipHash: the engine
+/// thread looks every running sequence up several times per step, and ids come from a counter,
+/// not from clients.
+pub type IdMap<V> = std::collections::HashMap<RequestId, V, BuildIdHasher>;
+
+/// `IdMap`'s hasher: Fibonacci hashing of the id (the high bits, which the table's control
+/// bytes use, depend on every bit of the id).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+pub type BuildIdHasher = std::hash::BuildHasherDefault<IdHasher>;
+
 /// How the next token is chosen. `temperature == 0` means greedy.
 ///
 /// The logits of a row go through, in order (vLLM's): `logit_bias`, the repetition penalty

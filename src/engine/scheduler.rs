@@ -14,11 +14,11 @@
 //! blocks; every block a running sequence owns is allocated in `allocator`; when all sequences
 //! have ended, every block is free.
 
-use super::output::{ModelRunnerOutput, ScheduledSeq, SchedulerOutput, TokenDelta, TokenLogprobs};
-use super::request::{Request, RequestId};
+use super::output::{ModelRunnerOutput, ScheduledSeq, SchedulerOutput, TokenDelta};
+use super::request::{IdMap, Request, RequestId};
 use super::sequence::{FinishReason, Sequence, SequenceStatus};
 use crate::kv::{chain_hash, BlockAllocator, BlockHash, BlockId, BlockTable};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 /// Order of the waiting queue and choice of preemption victims.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -62,7 +62,7 @@ pub enum AdmissionError {
 pub struct Scheduler {
     config: SchedulerConfig,
     allocator: BlockAllocator,
-    seqs: HashMap<RequestId, Sequence>,
+    seqs: IdMap<Sequence>,
     waiting: VecDeque<RequestId>,
     /// In admission order: the last one is the newest (the first to be preempted).
     running: Vec<RequestId>,
@@ -75,7 +75,7 @@ impl Scheduler {
         Self {
             allocator: BlockAllocator::new(config.num_blocks),
             config,
-            seqs: HashMap::new(),
+            seqs: IdMap::default(),
             waiting: VecDeque::new(),
             running: Vec::new(),
             num_preemptions: 0,
@@ -397,9 +397,9 @@ impl Scheduler {
         out: &SchedulerOutput,
         runner: &ModelRunnerOutput,
     ) -> Vec<TokenDelta> {
-        let sampled: HashMap<RequestId, u32> = runner.sampled.iter().copied().collect();
-        let mut logprobs: HashMap<RequestId, TokenLogprobs> =
-            runner.logprobs.iter().cloned().collect();
+        // the runner answers in batch order: walk its lists alongside, no lookups
+        let mut sampled = OrderedAnswers::new(&runner.sampled);
+        let mut logprobs = OrderedAnswers::new(&runner.logprobs);
         for (id, lps) in &runner.prompt_logprobs {
             if let Some(seq) = self.seqs.get_mut(id) {
                 seq.num_prompt_logprobs += lps.len();
@@ -418,7 +418,7 @@ impl Scheduler {
                 continue;
             }
             let token = *sampled
-                .get(&s.request_id)
+                .take(s.request_id)
                 .expect("runner samples every sampling sequence. This is a bug.");
             seq.token_ids.push(token);
             let mut finish = seq.check_stop(token);
@@ -428,7 +428,7 @@ impl Scheduler {
             deltas.push(TokenDelta {
                 request_id: s.request_id,
                 new_token_ids: vec![token],
-                logprobs: logprobs.remove(&s.request_id).into_iter().collect(),
+                logprobs: logprobs.take(s.request_id).cloned().into_iter().collect(),
                 prompt_logprobs: std::mem::take(&mut seq.prompt_logprobs),
                 finish: finish.clone(),
                 num_cached_tokens: seq.num_cached_tokens,
@@ -482,3 +482,25 @@ impl Scheduler {
 #[cfg(test)]
 #[path = "scheduler_tests.rs"]
 mod tests;
+
+/// The runner's per-request answers (in the batch order of the scheduled sequences that
+/// sample; some may be missing, as logprobs are), taken in that order with a cursor; an answer
+/// out of order is still found by a search.
+struct OrderedAnswers<'a, T> {
+    items: &'a [(RequestId, T)],
+    next: usize,
+}
+
+impl<'a, T> OrderedAnswers<'a, T> {
+    fn new(items: &'a [(RequestId, T)]) -> Self {
+        Self { items, next: 0 }
+    }
+
+    fn take(&mut self, id: RequestId) -> Option<&'a T> {
+        if let Some((_, v)) = self.items.get(self.next).filter(|(i, _)| *i == id) {
+            self.next += 1;
+            return Some(v);
+        }
+        self.items.iter().find(|(i, _)| *i == id).map(|(_, v)| v)
+    }
+}

@@ -501,3 +501,26 @@ fn priority_policy_preempts_the_lowest_priority_running_sequence() {
     run_all(&mut s);
     assert_eq!(s.num_blocks_used(), 0);
 }
+
+#[test]
+fn runner_answers_out_of_batch_order_reach_their_sequences() {
+    let mut s = test_scheduler(TestConfig::default());
+    for r in make_requests(3, 3, 5) {
+        s.add(r).unwrap();
+    }
+    let out = s.schedule();
+    // the runner answers in batch order; answers in another order still find their request
+    let runner = ModelRunnerOutput {
+        sampled: vec![(RequestId(2), 12), (RequestId(0), 10), (RequestId(1), 11)],
+        ..ModelRunnerOutput::default()
+    };
+    let deltas = s.update_from_output(&out, &runner);
+    let got: Vec<(RequestId, Vec<u32>)> = deltas
+        .iter()
+        .map(|d| (d.request_id, d.new_token_ids.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [(RequestId(0), vec![10]), (RequestId(1), vec![11]), (RequestId(2), vec![12])]
+    );
+}

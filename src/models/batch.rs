@@ -44,8 +44,9 @@ pub struct BatchSeq {
     pub query_len: usize,
     /// Tokens in the cache once this step's K/V are written.
     pub context_len: usize,
-    /// Block ids, in position order.
-    pub block_table: Vec<u32>,
+    /// This sequence's block ids (in position order, the blocks its context covers) in
+    /// `ForwardBatch::block_ids`: `ForwardBatch::block_table`.
+    pub blocks: std::ops::Range<usize>,
     /// Whether the last row's logits are sampled.
     pub sample: bool,
 }
@@ -62,13 +63,20 @@ pub struct ForwardBatch {
     pub seqs: Vec<BatchSeq>,
     /// [num_sampled] rows whose logits the model returns, in batch order
     pub logits_rows: Vec<u32>,
+    /// Every sequence's block table, one after the other (`BatchSeq::blocks`).
+    pub block_ids: Vec<u32>,
     pub block_size: usize,
 }
 
 impl ForwardBatch {
     /// Packs `seqs` in order.
     pub fn build(seqs: &[SeqInput<'_>], block_size: usize) -> Self {
+        let tokens: usize = seqs.iter().map(|s| s.token_ids.len()).sum();
         let mut b = ForwardBatch {
+            token_ids: Vec::with_capacity(tokens),
+            positions: Vec::with_capacity(tokens),
+            slot_mapping: Vec::with_capacity(tokens),
+            seqs: Vec::with_capacity(seqs.len()),
             block_size,
             ..Default::default()
         };
@@ -83,15 +91,23 @@ impl ForwardBatch {
             if s.sample {
                 b.logits_rows.push((b.token_ids.len() - 1) as u32);
             }
+            let first_block = b.block_ids.len();
+            b.block_ids
+                .extend_from_slice(&s.block_table[..end.div_ceil(block_size)]);
             b.seqs.push(BatchSeq {
                 query_start,
                 query_len: s.token_ids.len(),
                 context_len: end,
-                block_table: s.block_table[..end.div_ceil(block_size)].to_vec(),
+                blocks: first_block..b.block_ids.len(),
                 sample: s.sample,
             });
         }
         b
+    }
+
+    /// Block ids of sequence `i` (the blocks its context covers), in position order.
+    pub fn block_table(&self, i: usize) -> &[u32] {
+        &self.block_ids[self.seqs[i].blocks.clone()]
     }
 
     pub fn num_tokens(&self) -> usize {
@@ -109,11 +125,7 @@ impl ForwardBatch {
 
     /// Longest block table of the batch (the padded width of `[num_seqs, max_blocks]`).
     pub fn max_blocks(&self) -> usize {
-        self.seqs
-            .iter()
-            .map(|s| s.block_table.len())
-            .max()
-            .unwrap_or(0)
+        self.seqs.iter().map(|s| s.blocks.len()).max().unwrap_or(0)
     }
 
     /// Block tables padded with 0 to `[num_seqs, max_blocks]`, row-major.
@@ -121,7 +133,7 @@ impl ForwardBatch {
         let width = self.max_blocks();
         let mut v = vec![0u32; self.seqs.len() * width];
         for (row, s) in v.chunks_exact_mut(width.max(1)).zip(&self.seqs) {
-            row[..s.block_table.len()].copy_from_slice(&s.block_table);
+            row[..s.blocks.len()].copy_from_slice(&self.block_ids[s.blocks.clone()]);
         }
         v
     }
@@ -183,8 +195,8 @@ mod tests {
         assert_eq!(b.seqs[1].query_start, 1);
         assert_eq!(b.seqs[1].context_len, 7);
         assert_eq!(
-            b.seqs[1].block_table,
-            vec![1, 2],
+            b.block_table(1),
+            [1, 2],
             "only the blocks the context covers"
         );
         assert_eq!(b.token_seq_index(), vec![0, 1, 1, 1]);

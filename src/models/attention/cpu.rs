@@ -336,10 +336,9 @@ pub fn paged_attention(
     pool.run(tasks.len(), &|t| {
         let mut out_row = tasks[t].lock();
         {
-            let seq = &batch.seqs[token_seq[t] as usize];
             let ctx = batch.positions[t] as usize + 1;
             // the blocks holding the visible keys; key j is slot `blocks[j / bs] * bs + j % bs`
-            let blocks = &seq.block_table[..ctx.div_ceil(bs)];
+            let blocks = &batch.block_table(token_seq[t] as usize)[..ctx.div_ceil(bs)];
             // [group][ctx]: the query heads that share one KV head read each K/V row once
             let mut scores = vec![0f32; group * ctx];
             let mut lanes = vec![0f32; group * bs];

@@ -100,7 +100,7 @@ impl TensorBackend {
                 .iter_mut()
                 .enumerate()
             {
-                *slot = crate::models::batch::slot(&s.block_table, j, bs);
+                *slot = crate::models::batch::slot(batch.block_table(i), j, bs);
             }
             let first_pos = s.context_len - query_len;
             // mask row r is (query head h within the group, query i) with i = r % query_len
