@@ -521,6 +521,10 @@ fn runner_answers_out_of_batch_order_reach_their_sequences() {
         .collect();
     assert_eq!(
         got,
-        [(RequestId(0), vec![10]), (RequestId(1), vec![11]), (RequestId(2), vec![12])]
+        [
+            (RequestId(0), vec![10]),
+            (RequestId(1), vec![11]),
+            (RequestId(2), vec![12])
+        ]
     );
 }

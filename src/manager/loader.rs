@@ -9,6 +9,7 @@ use crate::engine::scheduler::{Scheduler, SchedulerConfig};
 use crate::engine::{spawn_engine, QueueLimits};
 use crate::kv::KvCacheConfig;
 use crate::metrics::Metrics;
+use crate::models::attention::BackendKind;
 use crate::models::config::ConfigError;
 use crate::models::device::DeviceError;
 use crate::models::weights::{
@@ -180,9 +181,11 @@ pub(crate) fn gpu_memory_info(device: &Device) -> Result<Option<(u64, u64)>, Man
 }
 
 /// A bound on one step's activations on the GPU: the projections of
-/// `--max-num-batched-tokens` tokens, the sampled logits, the f32 scores of the longest prompt
-/// chunk over its context (the candle attention path), and 1 GiB for cuBLAS workspaces and the
-/// allocator's slack.
+/// `--max-num-batched-tokens` tokens, the sampled logits, the attention's scratch for the
+/// longest context, and 1 GiB for cuBLAS workspaces and the allocator's slack. The scratch is
+/// the f32 scores of a prompt chunk over its context on the candle-op path (`tensor`), and the
+/// split-K partials (512-key partitions: max, sum and a head-dim vector each) with weir's
+/// kernels (`cuda`).
 fn activation_reserve_bytes(cfg: &LlamaConfig, limits: &EngineLimits, device: &Device) -> u64 {
     let (seqs, tokens) = limits.batch_limits(device);
     let (seqs, tokens) = (seqs as u64, tokens as u64);
@@ -194,8 +197,12 @@ fn activation_reserve_bytes(cfg: &LlamaConfig, limits: &EngineLimits, device: &D
         .min(16_384) as u64;
     let projections = tokens * per_token * 4 * 2;
     let logits = seqs * cfg.vocab_size as u64 * 4 * 3;
-    let scores = cfg.num_heads as u64 * tokens * ctx * 4 * 2;
-    (1 << 30) + projections + logits + scores
+    let heads = cfg.num_heads as u64;
+    let scratch = match limits.attention_backend {
+        BackendKind::Cuda => heads * tokens * ctx.div_ceil(512) * (cfg.head_dim as u64 + 2) * 4,
+        _ => heads * tokens * ctx * 4 * 2,
+    };
+    (1 << 30) + projections + logits + scratch
 }
 
 /// Sizes the KV cache and the scheduler for `cfg` under `limits`, for a model whose
@@ -298,5 +305,48 @@ pub(crate) fn weight_file_bytes(local: &LocalModel) -> u64 {
         LocalModel::Gguf(p) => size(p),
         LocalModel::HfDir { safetensors, .. } => safetensors.iter().map(|p| size(p)).sum(),
         LocalModel::ConfigOnly { .. } => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attention_scratch_reserve_follows_the_backend() {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let cfg = read_hf_config(std::path::Path::new(&format!(
+            "{root}/benches/shapes/llama-3.1-8b.json"
+        )))
+        .unwrap();
+        let limits = |backend: &str| {
+            crate::config::ServeArgs::parse_from_args([
+                "--max-num-seqs",
+                "256",
+                "--max-num-batched-tokens",
+                "8192",
+                "--max-model-len",
+                "16384",
+                "--attention-backend",
+                backend,
+            ])
+            .validate()
+            .unwrap()
+        };
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        let tensor = activation_reserve_bytes(&cfg, &limits("tensor"), &Device::Cpu);
+        let cuda = activation_reserve_bytes(&cfg, &limits("cuda"), &Device::Cpu);
+        // scores: 32 heads x 8192 tokens x 16384 keys x 8 bytes = 32 GiB; partials: 32 x 8192
+        // x 32 partitions x 130 x 4 bytes = 4.06 GiB
+        assert!(
+            (gib(tensor - cuda) - (32.0 - 4.0625)).abs() < 1e-6,
+            "{tensor} {cuda}"
+        );
+        assert!(
+            gib(cuda) < gib(tensor) / 3.0,
+            "{} {}",
+            gib(cuda),
+            gib(tensor)
+        );
     }
 }
