@@ -271,6 +271,20 @@ impl CausalLm for Llama {
             rope,
             meta: attn.prepare(batch)?,
         };
+        // The rows that return logits, uploaded before any layer is launched: on a GPU a copy
+        // from pageable host memory waits for the stream, so a late one would stall the host
+        // until every layer ran. When every row samples (a decode step) there is nothing to
+        // pick.
+        let every_row = batch.logits_rows.len() == t
+            && (0..t)
+                .zip(&batch.logits_rows)
+                .all(|(i, &r)| r as usize == i);
+        let rows = if every_row || batch.logits_rows.is_empty() {
+            None
+        } else {
+            let n = batch.logits_rows.len();
+            Some(Tensor::from_slice(&batch.logits_rows, n, &self.device)?)
+        };
         let k = self.kernels();
         // h: the normed input of the next sublayer; each residual add is fused with the norm
         // that follows it
@@ -290,8 +304,11 @@ impl CausalLm for Llama {
         if batch.logits_rows.is_empty() {
             return Tensor::zeros((0, self.cfg.vocab_size), DType::F32, &self.device);
         }
-        let rows = Tensor::from_slice(&batch.logits_rows, batch.logits_rows.len(), &self.device)?;
-        let x = rms_norm(&x.index_select(&rows, 0)?, &self.norm, eps)?;
+        let x = match rows {
+            Some(rows) => x.index_select(&rows, 0)?,
+            None => x,
+        };
+        let x = rms_norm(&x, &self.norm, eps)?;
         self.lm_head.forward(&x)?.to_dtype(DType::F32) // [num_sampled, vocab]
     }
 
