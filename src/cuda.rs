@@ -1,7 +1,7 @@
 //! What weir's own CUDA kernels share (feature `cuda`): the PTX that build.rs compiles from
 //! `kernels/*.cu`, and access to the device buffer of a tensor an op reads beside its operands.
 
-use candle_core::cuda_backend::cudarc::driver::CudaSlice;
+use candle_core::cuda_backend::cudarc::driver::CudaView;
 use candle_core::cuda_backend::CudaDType;
 use candle_core::{DType, Result, Storage, StorageRef, Tensor};
 
@@ -16,24 +16,31 @@ pub const FUSED_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fused.ptx"))
 /// The device buffer of a tensor that an op reads beside its operands (block tables, sampling
 /// parameters), borrowed for one launch: the tensor's storage stays read-locked while this
 /// lives, and nothing is copied (a `CudaSlice` clone would allocate and copy on the device).
-pub struct DeviceArg<'a>(StorageRef<'a>);
+/// The tensor may be a contiguous view into a larger buffer (one upload of several arrays).
+pub struct DeviceArg<'a> {
+    storage: StorageRef<'a>,
+    range: std::ops::Range<usize>,
+}
 
 impl<'a> DeviceArg<'a> {
-    /// `t` must be a whole, contiguous tensor on the GPU.
+    /// `t` must be contiguous and on the GPU.
     pub fn new(t: &'a Tensor) -> Result<Self> {
         let (storage, layout) = t.storage_and_layout();
-        if !layout.is_contiguous() || layout.start_offset() != 0 {
-            candle_core::bail!("a kernel argument must be a whole contiguous tensor")
-        }
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("a kernel argument must be a contiguous tensor")
+        };
         if !matches!(&*storage, Storage::Cuda(_)) {
             candle_core::bail!("a kernel argument must be on the GPU")
         }
-        Ok(Self(storage))
+        Ok(Self {
+            storage,
+            range: start..end,
+        })
     }
 
-    pub fn slice<T: CudaDType>(&self) -> Result<&CudaSlice<T>> {
-        match &*self.0 {
-            Storage::Cuda(s) => s.as_cuda_slice::<T>(),
+    pub fn slice<T: CudaDType>(&self) -> Result<CudaView<'_, T>> {
+        match &*self.storage {
+            Storage::Cuda(s) => Ok(s.as_cuda_slice::<T>()?.slice(self.range.clone())),
             _ => unreachable!("checked in DeviceArg::new"),
         }
     }

@@ -254,8 +254,8 @@ pub(crate) mod cuda {
                     let mut b = func.builder();
                     b.arg(&x);
                     b.arg(&out);
-                    b.arg(pos);
-                    b.arg(inv);
+                    b.arg(&pos);
+                    b.arg(&inv);
                     b.arg(&nh);
                     b.arg(&nkv);
                     b.arg(&d_u);

@@ -254,36 +254,48 @@ impl CausalLm for Llama {
         let _enter = self.span.enter();
         let t = batch.num_tokens();
         let eps = self.cfg.rms_norm_eps as f32;
-        let ids = Tensor::from_slice(&batch.token_ids, t, &self.device)?;
-        let mut x = self.embed.index_select(&ids, 0)?; // [T, hidden]
-                                                       // the fused RoPE kernel computes its angles from the positions: no host trigonometry
-        let rope = if self.kernels() && self.projections_merged() {
+        let device_rope = self.kernels() && self.projections_merged();
+        // The logits rows are needed only when some row does not sample (prompt chunks); in a
+        // decode step every row samples and there is nothing to pick.
+        let every_row = batch.logits_rows.len() == t
+            && (0..t)
+                .zip(&batch.logits_rows)
+                .all(|(i, &r)| r as usize == i);
+        let pick_rows = !every_row && !batch.logits_rows.is_empty();
+        // One upload of [token ids | positions (fused RoPE) | logits rows], before any layer is
+        // launched: on a GPU a copy from pageable host memory waits for the stream, so a late
+        // one would stall the host until every layer ran.
+        let mut host = Vec::with_capacity(2 * t + batch.logits_rows.len());
+        host.extend_from_slice(&batch.token_ids);
+        if device_rope {
+            host.extend_from_slice(&batch.positions);
+        }
+        if pick_rows {
+            host.extend_from_slice(&batch.logits_rows);
+        }
+        let n = host.len();
+        let inputs = Tensor::from_vec(host, n, &self.device)?;
+        let mut x = self.embed.index_select(&inputs.narrow(0, 0, t)?, 0)?; // [T, hidden]
+                                                                           // the fused RoPE kernel computes its angles from the positions: no host trigonometry
+        let rope = if device_rope {
             RopeTables::Device {
-                positions: Tensor::from_slice(&batch.positions, t, &self.device)?,
+                positions: inputs.narrow(0, t, t)?,
                 inv_freq: self.rope_inv_freq.clone(),
             }
         } else {
             self.rope
                 .tables(&batch.positions, self.dtype, &self.device)?
         };
+        let rows = if pick_rows {
+            let r = batch.logits_rows.len();
+            Some(inputs.narrow(0, n - r, r)?)
+        } else {
+            None
+        };
         let step = Step {
             batch,
             rope,
             meta: attn.prepare(batch)?,
-        };
-        // The rows that return logits, uploaded before any layer is launched: on a GPU a copy
-        // from pageable host memory waits for the stream, so a late one would stall the host
-        // until every layer ran. When every row samples (a decode step) there is nothing to
-        // pick.
-        let every_row = batch.logits_rows.len() == t
-            && (0..t)
-                .zip(&batch.logits_rows)
-                .all(|(i, &r)| r as usize == i);
-        let rows = if every_row || batch.logits_rows.is_empty() {
-            None
-        } else {
-            let n = batch.logits_rows.len();
-            Some(Tensor::from_slice(&batch.logits_rows, n, &self.device)?)
         };
         let k = self.kernels();
         // h: the normed input of the next sublayer; each residual add is fused with the norm

@@ -66,10 +66,10 @@ impl CustomOp1 for Sample {
         let mut b = func.builder();
         b.arg(&x);
         b.arg(&vocab);
-        b.arg(t);
-        b.arg(k);
-        b.arg(p);
-        b.arg(seeds);
+        b.arg(&t);
+        b.arg(&k);
+        b.arg(&p);
+        b.arg(&seeds);
         b.arg(&out);
         let cfg = LaunchConfig {
             grid_dim: (rows as u32, 1, 1),

@@ -204,9 +204,9 @@ impl CustomOp3 for PagedAttention {
                 b.arg(&q);
                 b.arg($k);
                 b.arg($v);
-                b.arg(tables);
-                b.arg(row_seq);
-                b.arg(row_ctx);
+                b.arg(&tables);
+                b.arg(&row_seq);
+                b.arg(&row_ctx);
                 b.arg(&part_max);
                 b.arg(&part_sum);
                 b.arg(&part_out);

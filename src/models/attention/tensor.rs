@@ -19,16 +19,13 @@ use crate::kv::cache::{KvCache, KvCacheConfig, LayerKv};
 use crate::models::batch::ForwardBatch;
 use candle_core::{DType, Device, Result, Tensor, D};
 
-/// Device copies of the step's metadata.
+/// Device copies of the step's metadata: views into one buffer, uploaded at once (each copy
+/// from pageable host memory costs the host a driver call and waits for the stream).
 pub struct DeviceMetadata {
     /// [num_tokens] u32 cache slot of each token
     pub slot_mapping: Tensor,
     /// [num_seqs, max_blocks] u32, padded with 0
     pub block_tables: Tensor,
-    /// [num_seqs] u32
-    pub context_lens: Tensor,
-    /// [num_seqs + 1] u32 first row of each sequence, then num_tokens
-    pub query_start_loc: Tensor,
     /// [num_tokens] u32 each token's sequence (its row of `block_tables`)
     pub token_seq: Tensor,
     /// [num_tokens] u32 keys each token sees: its position + 1
@@ -168,12 +165,15 @@ impl TensorBackend {
         batch: &ForwardBatch,
         with_gather_plan: bool,
     ) -> Result<AttentionMetadata> {
-        let block_tables = Tensor::from_vec(
-            batch.padded_block_tables(),
-            (batch.seqs.len(), batch.max_blocks()),
-            &self.device,
-        )?;
-        let slot_mapping = self.u32s(batch.slot_mapping.clone())?;
+        let (t, s, w) = (batch.num_tokens(), batch.seqs.len(), batch.max_blocks());
+        // [slot_mapping | token_seq | token_context_lens | block_tables]
+        let mut host = Vec::with_capacity(3 * t + s * w);
+        host.extend_from_slice(&batch.slot_mapping);
+        host.extend(batch.token_seq_index());
+        host.extend(batch.positions.iter().map(|p| p + 1));
+        host.extend(batch.padded_block_tables());
+        let all = self.u32s(host)?;
+        let slot_mapping = all.narrow(0, 0, t)?;
         let gather = if with_gather_plan {
             Some(self.gather_plan(batch, &slot_mapping)?)
         } else {
@@ -183,11 +183,9 @@ impl TensorBackend {
             token_seq: Vec::new(),
             device: Some(DeviceMetadata {
                 slot_mapping,
-                block_tables,
-                context_lens: self.u32s(batch.context_lens())?,
-                query_start_loc: self.u32s(batch.query_start_loc())?,
-                token_seq: self.u32s(batch.token_seq_index())?,
-                token_context_lens: self.u32s(batch.positions.iter().map(|p| p + 1).collect())?,
+                token_seq: all.narrow(0, t, t)?,
+                token_context_lens: all.narrow(0, 2 * t, t)?,
+                block_tables: all.narrow(0, 3 * t, s * w)?.reshape((s, w))?,
                 gather,
             }),
         })
