@@ -23,15 +23,12 @@ pub struct RowParams {
 /// SAMPLE_THREADS in the .cu file.
 const THREADS: u32 = 1024;
 
+/// The rows' parameters in one u32 buffer, uploaded at once: [seeds (2 words each, first, so
+/// they stay 8-byte aligned) | temperature (f32 bits) | top_k | top_p (f32 bits)]. The kernel
+/// takes typed pointers into it.
 struct Sample {
-    /// [rows] f32
-    temperature: Tensor,
-    /// [rows] u32
-    top_k: Tensor,
-    /// [rows] f32
-    top_p: Tensor,
-    /// [rows] i64 (the bits of the u64 seeds)
-    seeds: Tensor,
+    /// [5 * rows] u32
+    params: Tensor,
 }
 
 impl CustomOp1 for Sample {
@@ -50,14 +47,16 @@ impl CustomOp1 for Sample {
         let (rows, vocab) = layout.shape().dims2()?;
         let dev = logits.device().clone();
         let x = logits.as_cuda_slice::<f32>()?.slice(o0..o1);
-        let args = [&self.temperature, &self.top_k, &self.top_p, &self.seeds].map(DeviceArg::new);
-        let [t, k, p, seeds] = args;
-        let (t, k, p, seeds) = (t?, k?, p?, seeds?);
-        let (t, k, p, seeds) = (
-            t.slice::<f32>()?,
-            k.slice::<u32>()?,
-            p.slice::<f32>()?,
-            seeds.slice::<i64>()?,
+        let params = DeviceArg::new(&self.params)?;
+        let all = params.slice::<u32>()?;
+        if all.len() != 5 * rows {
+            candle_core::bail!("weir-sample: {} parameter words for {rows} rows", all.len())
+        }
+        let (seeds, t, k, p) = (
+            all.slice(0..2 * rows),
+            all.slice(2 * rows..3 * rows),
+            all.slice(3 * rows..4 * rows),
+            all.slice(4 * rows..5 * rows),
         );
         // SAFETY: the kernel writes one token per row.
         let out = unsafe { dev.alloc::<u32>(rows)? };
@@ -85,20 +84,18 @@ impl CustomOp1 for Sample {
 
 /// One token per row of `logits` ([params.len(), vocab] f32 on a CUDA device).
 pub fn sample(logits: &Tensor, params: &[RowParams]) -> Result<Vec<u32>> {
-    let dev = logits.device();
     let n = params.len();
-    let col = |f: &dyn Fn(&RowParams) -> f32| {
-        Tensor::from_vec(params.iter().map(f).collect::<Vec<_>>(), n, dev)
-    };
+    let mut words = Vec::with_capacity(5 * n);
+    words.extend(
+        params
+            .iter()
+            .flat_map(|p| [p.seed as u32, (p.seed >> 32) as u32]),
+    );
+    words.extend(params.iter().map(|p| p.temperature.to_bits()));
+    words.extend(params.iter().map(|p| p.top_k));
+    words.extend(params.iter().map(|p| p.top_p.to_bits()));
     let op = Sample {
-        temperature: col(&|p| p.temperature)?,
-        top_k: Tensor::from_vec(params.iter().map(|p| p.top_k).collect::<Vec<_>>(), n, dev)?,
-        top_p: col(&|p| p.top_p)?,
-        seeds: Tensor::from_vec(
-            params.iter().map(|p| p.seed as i64).collect::<Vec<_>>(),
-            n,
-            dev,
-        )?,
+        params: Tensor::from_vec(words, 5 * n, logits.device())?,
     };
     logits
         .to_dtype(candle_core::DType::F32)?
