@@ -14,32 +14,10 @@
 // Numerics: f32 inside every kernel. add_rms_norm rounds x' to the storage type first and
 // normalises the rounded values (what the unfused add followed by candle's rms_norm computes);
 // silu_mul and rope_qkv round once, at the end (the unfused chain rounds after each op).
-#ifdef __CUDACC__
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#else
-#include "emulate/cuda_emulation.h"  // CPU check of this file (tests/kernels_emulated.rs)
-#endif
-#include <stdint.h>
+#include "common.cuh"
 
 #define NORM_THREADS 256
 
-__device__ __forceinline__ float to_f32(float x) { return x; }
-template <typename T> __device__ __forceinline__ T from_f32(float x);
-template <> __device__ __forceinline__ float from_f32<float>(float x) { return x; }
-#ifdef __CUDACC__
-__device__ __forceinline__ float to_f32(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
-template <> __device__ __forceinline__ __half from_f32<__half>(float x) { return __float2half(x); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) {
-  return __float2bfloat16(x);
-}
-#endif
-
-__device__ __forceinline__ float warp_sum(float x) {
-  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffff, x, o);
-  return x;
-}
 
 // grid (rows), block NORM_THREADS (a multiple of 32, at most 1024).
 template <typename T>

@@ -17,30 +17,12 @@
 // max, sum of exponentials and unnormalised output in f32. A second kernel combines the
 // partitions. The partition size is fixed, so a row's reduction order never depends on the
 // batch it is in. Accumulation is f32 for every storage type.
-#ifdef __CUDACC__
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#else
-#include "emulate/cuda_emulation.h"  // CPU check of this file (tests/kernels_emulated.rs)
-#endif
-#include <stdint.h>
+#include "common.cuh"
 
 #define PARTITION 512
 #define THREADS 128
 #define MAX_GROUP 8
 #define MAX_HEAD_DIM 256
-
-__device__ __forceinline__ float to_f32(float x) { return x; }
-template <typename T> __device__ __forceinline__ T from_f32(float x);
-template <> __device__ __forceinline__ float from_f32<float>(float x) { return x; }
-#ifdef __CUDACC__
-__device__ __forceinline__ float to_f32(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
-template <> __device__ __forceinline__ __half from_f32<__half>(float x) { return __float2half(x); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) {
-  return __float2bfloat16(x);
-}
-#endif
 
 // pool[slots[t], :] = src[t, :] for every token t. grid (num_tokens), block THREADS.
 template <typename T>
@@ -53,14 +35,6 @@ __device__ void kv_write(T *pool, const T *src, const uint32_t *slots, uint32_t 
   }
 }
 
-__device__ __forceinline__ float warp_max(float x) {
-  for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffff, x, o));
-  return x;
-}
-__device__ __forceinline__ float warp_sum(float x) {
-  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffff, x, o);
-  return x;
-}
 
 template <typename T>
 __device__ void paged_attention_partial(

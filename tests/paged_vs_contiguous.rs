@@ -54,15 +54,20 @@ fn cache(model: &Llama, backend: Backend) -> Attention {
         Backend::Cpu => Box::new(CpuBackend::new(shape)),
         Backend::Tensor => Box::new(TensorBackend::new(shape, DType::F32, Device::Cpu)),
     };
+    pool(b, DType::F32)
+}
+
+/// A 12-block pool of the tiny model's shape in `dtype` behind `backend`.
+fn pool(backend: Box<dyn AttentionBackend>, dtype: DType) -> Attention {
     let cfg = KvCacheConfig {
         num_layers: 2,
         num_kv_heads: 2,
         head_dim: 16,
         block_size: BLOCK,
         num_blocks: 12,
-        dtype_size: 4,
+        dtype_size: dtype.size_in_bytes(),
     };
-    Attention::new(b, cfg).unwrap()
+    Attention::new(backend, cfg).unwrap()
 }
 
 /// Batch of one sequence computing `tokens` at positions `start..`.
@@ -243,15 +248,7 @@ fn bf16_against_reference(
 ) -> f32 {
     let shape = model.attention_shape();
     let backend = Box::new(TensorBackend::new(shape, DType::BF16, Device::Cpu));
-    let cfg = KvCacheConfig {
-        num_layers: 2,
-        num_kv_heads: 2,
-        head_dim: 16,
-        block_size: BLOCK,
-        num_blocks: 12,
-        dtype_size: 2,
-    };
-    let mut kv = Attention::new(backend, cfg).unwrap();
+    let mut kv = pool(backend, DType::BF16);
     let p = prompt(13);
     let mut worst = 0f32;
     let mut pos = 0;
