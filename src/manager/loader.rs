@@ -278,6 +278,9 @@ pub fn start_model(
 ) -> Result<ModelHandle, ManagerError> {
     let (kv, sched) = engine_shape(model.config(), limits, model.device(), model.dtype())?;
     let runner = ModelRunner::new(Box::new(model.clone()), kv, limits.attention_backend)?;
+    // The weights (made or copied here) and the KV pool are complete before the engine thread,
+    // whose GPU stream is its own, reads them (`DeviceSpec::open`: no event tracking).
+    model.device().synchronize()?;
     tracing::info!(
         model = id,
         attention = runner.backend_name(),

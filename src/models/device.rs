@@ -62,7 +62,25 @@ pub enum DeviceError {
 
 impl DeviceSpec {
     /// Opens the device. `Auto` falls back to the CPU when no GPU answers.
+    ///
+    /// A CUDA device is opened without cudarc's event tracking: with it, every kernel launch
+    /// waits on and records two events per buffer argument, and every allocation makes two
+    /// events, a dozen driver calls per op for cross-stream safety weir does not need. A model's
+    /// tensors are made on the thread that loads it and then used by its engine thread alone;
+    /// `manager::loader::start_model` synchronizes the loading thread's stream before the engine
+    /// starts, and an engine's steps end in a synchronizing copy of the sampled tokens.
     pub fn open(self) -> Result<Device, DeviceError> {
+        let device = self.open_tracked()?;
+        #[cfg(feature = "cuda")]
+        if let Device::Cuda(d) = &device {
+            // SAFETY: see above: one stream uses a tensor at a time, handed over after a
+            // synchronize.
+            unsafe { d.disable_event_tracking() };
+        }
+        Ok(device)
+    }
+
+    fn open_tracked(self) -> Result<Device, DeviceError> {
         match self {
             Self::Cpu => Ok(Device::Cpu),
             Self::Cuda(ordinal) if !candle_core::utils::cuda_is_available() => {
