@@ -11,7 +11,8 @@
 #      /v1/completions, 128-token prompts, 128 output tokens, at each concurrency of the shape
 #      (1b: 1, 32, 128, 256; 8b: 1, 64, 256); after each, the engine's time by step phase from
 #      /metrics (forward = the host launching kernels, sample = waiting for them); for 1b also
-#      concurrency 32 with `--no-fused-kernels` (the candle ops);
+#      concurrency 32 with `--no-fused-kernels` (the candle ops), and GPU time by kernel over
+#      ~1,500 launches of concurrency-32 decode steps under ncu (PROFILE=0 skips it);
 #   3. single-stream decode (1 / mean ITL at concurrency 1) against the memory-bandwidth bound
 #      (weight bytes per token over the copy bandwidth of step 1);
 #   4. the same loads through the machine's PyTorch + transformers (scripts/bench-transformers.py:
@@ -153,6 +154,46 @@ fi
 if [ "$SHAPE" = 1b ] && serve 8201 "$OUT/serve-unfused.log" --no-fused-kernels; then
   bench 8201 candle-ops 32
   kill $PID; wait $PID 2>/dev/null
+fi
+
+if [ "$SHAPE" = 1b ] && [ "${PROFILE:-1}" = 1 ] && command -v ncu > /dev/null; then
+  echo "== 2b. GPU time by kernel (ncu, concurrency 32 decode steps)"
+  # one metric, one pass per kernel; the first launches (weights, the prompt step) skipped
+  timeout 150 ncu --target-processes all --clock-control none --metrics gpu__time_duration.sum \
+    --launch-skip 2500 --launch-count 1500 -f -o "$OUT/decode" \
+    "$BIN/weir" serve --model m="$CFG" --load-format dummy --device "$DEVICE" --dtype "$DTYPE" \
+    --attention-backend "$ATTENTION" --max-model-len 2048 --port 8202 > "$OUT/ncu-serve.log" 2>&1 &
+  NCU=$!
+  for _ in $(seq 120); do curl -sf http://127.0.0.1:8202/health > /dev/null && break; sleep 1; done
+  timeout 90 "$BIN/weir" bench --url http://127.0.0.1:8202 --model m --concurrency 32 \
+    --num-requests 32 --prompt-tokens 128 --output-tokens 64 --max-token-id "$MAX_TOKEN_ID" > /dev/null 2>&1
+  pkill -TERM -f "weir serve --model m=.* --port 8202"
+  wait $NCU 2>/dev/null
+  if [ -f "$OUT/decode.ncu-rep" ]; then
+    ncu --import "$OUT/decode.ncu-rep" --csv --page raw --metrics gpu__time_duration.sum > "$OUT/ncu.csv" 2>/dev/null
+    python3 - "$OUT/ncu.csv" <<'PY' | tee -a "$TABLE"
+import csv, sys, collections
+rows = list(csv.reader(open(sys.argv[1])))
+head = rows[0]
+name, dur = head.index("Kernel Name"), head.index("gpu__time_duration.sum")
+unit = rows[1][dur] if len(rows) > 1 else ""
+tot, cnt = collections.Counter(), collections.Counter()
+for r in rows[2:]:
+    try:
+        t = float(r[dur].replace(",", ""))
+    except (ValueError, IndexError):
+        continue
+    k = r[name].split("(")[0][:60]
+    tot[k] += t
+    cnt[k] += 1
+s = sum(tot.values())
+print(f"      {sum(cnt.values())} kernels profiled, {s:.0f} {unit} of GPU time; by kernel:")
+for k, t in tot.most_common(12):
+    print(f"      {100 * t / s:5.1f}%  {cnt[k]:5d} x {t / cnt[k]:9.1f} {unit}  {k}")
+PY
+  else
+    echo "ncu made no report:"; tail -3 "$OUT/ncu-serve.log"
+  fi
 fi
 
 echo "== 3. single stream against the bandwidth bound"
