@@ -8,7 +8,7 @@ use super::fused;
 use super::linear::Linear;
 use super::rope::{Rope, RopeTables};
 use super::weights::WeightSource;
-use super::CausalLm;
+use super::{CausalLm, StepInputs};
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::ops::rms_norm;
 
@@ -226,8 +226,8 @@ impl Llama {
                 (q, self.rope.apply(&k, nkv, &step.rope)?, v)
             }
         };
-        attn.write_kv(i, &k, &v, step.batch, &step.meta)?;
-        let y = attn.attend(i, &q, step.batch, &step.meta)?;
+        attn.write_kv(i, &k, &v, step.batch, step.meta)?;
+        let y = attn.attend(i, &q, step.batch, step.meta)?;
         layer.o.forward(&y)
     }
 
@@ -246,15 +246,13 @@ impl Llama {
 struct Step<'a> {
     batch: &'a ForwardBatch,
     rope: RopeTables,
-    meta: AttentionMetadata,
+    meta: &'a AttentionMetadata,
 }
 
 impl CausalLm for Llama {
-    fn forward(&self, batch: &ForwardBatch, attn: &mut Attention) -> Result<Tensor> {
-        let _enter = self.span.enter();
+    fn upload(&self, batch: &ForwardBatch, attn: &Attention) -> Result<StepInputs> {
         let t = batch.num_tokens();
-        let eps = self.cfg.rms_norm_eps as f32;
-        let device_rope = self.kernels() && self.projections_merged();
+        let device_rope = self.graph_capable();
         // The logits rows are needed only when some row does not sample (prompt chunks); in a
         // decode step every row samples and there is nothing to pick.
         let every_row = batch.logits_rows.len() == t
@@ -274,28 +272,39 @@ impl CausalLm for Llama {
             host.extend_from_slice(&batch.logits_rows);
         }
         let n = host.len();
-        let inputs = Tensor::from_vec(host, n, &self.device)?;
-        let mut x = self.embed.index_select(&inputs.narrow(0, 0, t)?, 0)?; // [T, hidden]
-                                                                           // the fused RoPE kernel computes its angles from the positions: no host trigonometry
-        let rope = if device_rope {
-            RopeTables::Device {
-                positions: inputs.narrow(0, t, t)?,
+        let all = Tensor::from_vec(host, n, &self.device)?;
+        let r = batch.logits_rows.len();
+        Ok(StepInputs {
+            token_ids: all.narrow(0, 0, t)?,
+            positions: device_rope.then(|| all.narrow(0, t, t)).transpose()?,
+            logits_rows: pick_rows.then(|| all.narrow(0, n - r, r)).transpose()?,
+            attention: attn.prepare(batch)?,
+        })
+    }
+
+    fn forward_inputs(
+        &self,
+        batch: &ForwardBatch,
+        inputs: &StepInputs,
+        attn: &mut Attention,
+    ) -> Result<Tensor> {
+        let _enter = self.span.enter();
+        let eps = self.cfg.rms_norm_eps as f32;
+        let mut x = self.embed.index_select(&inputs.token_ids, 0)?; // [T, hidden]
+                                                                    // the fused RoPE kernel computes its angles from the positions: no host trigonometry
+        let rope = match &inputs.positions {
+            Some(positions) => RopeTables::Device {
+                positions: positions.clone(),
                 inv_freq: self.rope_inv_freq.clone(),
-            }
-        } else {
-            self.rope
-                .tables(&batch.positions, self.dtype, &self.device)?
-        };
-        let rows = if pick_rows {
-            let r = batch.logits_rows.len();
-            Some(inputs.narrow(0, n - r, r)?)
-        } else {
-            None
+            },
+            None => self
+                .rope
+                .tables(&batch.positions, self.dtype, &self.device)?,
         };
         let step = Step {
             batch,
             rope,
-            meta: attn.prepare(batch)?,
+            meta: &inputs.attention,
         };
         let k = self.kernels();
         // h: the normed input of the next sublayer; each residual add is fused with the norm
@@ -316,12 +325,16 @@ impl CausalLm for Llama {
         if batch.logits_rows.is_empty() {
             return Tensor::zeros((0, self.cfg.vocab_size), DType::F32, &self.device);
         }
-        let x = match rows {
-            Some(rows) => x.index_select(&rows, 0)?,
+        let x = match &inputs.logits_rows {
+            Some(rows) => x.index_select(rows, 0)?,
             None => x,
         };
         let x = rms_norm(&x, &self.norm, eps)?;
         self.lm_head.forward(&x)?.to_dtype(DType::F32) // [num_sampled, vocab]
+    }
+
+    fn graph_capable(&self) -> bool {
+        self.kernels() && self.projections_merged()
     }
 
     fn num_layers(&self) -> usize {

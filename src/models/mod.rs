@@ -22,9 +22,40 @@ pub use config::{HfLlamaConfig, LlamaConfig};
 pub use linear::WeightFormat;
 pub use llama::Llama;
 
+/// A step's inputs on the model's device: what `CausalLm::upload` makes of a `ForwardBatch`,
+/// or what a CUDA graph keeps at fixed addresses and rewrites before each replay.
+pub struct StepInputs {
+    /// [num_tokens] u32
+    pub token_ids: Tensor,
+    /// [num_tokens] u32 when the model rotates on the device (its fused RoPE kernel), else
+    /// `None` (host tables from the batch's positions).
+    pub positions: Option<Tensor>,
+    /// [num_logits_rows] u32, `None` when every row returns logits (a decode step).
+    pub logits_rows: Option<Tensor>,
+    pub attention: attention::AttentionMetadata,
+}
+
 pub trait CausalLm: Send {
     /// Logits `[batch.logits_rows.len(), vocab]` (f32, on the model's device).
-    fn forward(&self, batch: &ForwardBatch, attn: &mut Attention) -> Result<Tensor>;
+    fn forward(&self, batch: &ForwardBatch, attn: &mut Attention) -> Result<Tensor> {
+        let inputs = self.upload(batch, attn)?;
+        self.forward_inputs(batch, &inputs, attn)
+    }
+    /// `batch`'s device inputs (uploaded before any layer runs).
+    fn upload(&self, batch: &ForwardBatch, attn: &Attention) -> Result<StepInputs>;
+    /// The forward pass over inputs already on the device; `batch` gives the shapes and
+    /// host-side values (positions for host RoPE tables, context lengths).
+    fn forward_inputs(
+        &self,
+        batch: &ForwardBatch,
+        inputs: &StepInputs,
+        attn: &mut Attention,
+    ) -> Result<Tensor>;
+    /// Whether a decode step's inputs are all device tensors (fused RoPE, weir's kernels), so
+    /// that a CUDA graph can replay it.
+    fn graph_capable(&self) -> bool {
+        false
+    }
     fn num_layers(&self) -> usize;
     fn attention_shape(&self) -> AttentionShape;
     fn device(&self) -> &Device;
@@ -38,6 +69,20 @@ pub trait CausalLm: Send {
 impl<M: CausalLm + Sync> CausalLm for std::sync::Arc<M> {
     fn forward(&self, batch: &ForwardBatch, attn: &mut Attention) -> Result<Tensor> {
         (**self).forward(batch, attn)
+    }
+    fn upload(&self, batch: &ForwardBatch, attn: &Attention) -> Result<StepInputs> {
+        (**self).upload(batch, attn)
+    }
+    fn forward_inputs(
+        &self,
+        batch: &ForwardBatch,
+        inputs: &StepInputs,
+        attn: &mut Attention,
+    ) -> Result<Tensor> {
+        (**self).forward_inputs(batch, inputs, attn)
+    }
+    fn graph_capable(&self) -> bool {
+        (**self).graph_capable()
     }
     fn num_layers(&self) -> usize {
         (**self).num_layers()
