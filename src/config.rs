@@ -147,6 +147,11 @@ pub struct ServeArgs {
     /// SiLU-mul, RoPE of the merged QKV projection); for comparisons. CUDA only.
     #[arg(long, env = "WEIR_NO_FUSED_KERNELS")]
     pub no_fused_kernels: bool,
+    /// Replay decode steps from CUDA graphs (captured per batch-size and context bucket on first
+    /// use; needs `--attention-backend cuda` and the fused kernels). Off by default until it
+    /// has been checked on a card.
+    #[arg(long, env = "WEIR_CUDA_GRAPHS")]
+    pub cuda_graphs: bool,
     /// Turn automatic prefix caching off (on by default: full KV blocks are shared by requests
     /// whose prompts start with the same tokens).
     #[arg(long, env = "WEIR_NO_PREFIX_CACHING")]
@@ -380,6 +385,8 @@ pub struct EngineLimits {
     pub attention_backend: BackendKind,
     /// weir's fused CUDA kernels (`--no-fused-kernels` turns them off).
     pub fused_kernels: bool,
+    /// `--cuda-graphs`.
+    pub cuda_graphs: bool,
     pub max_queued_requests: usize,
     pub max_queued_prompt_tokens: usize,
 }
@@ -473,6 +480,7 @@ impl ServeArgs {
             load_format: self.load_format,
             attention_backend: self.attention_backend,
             fused_kernels: !self.no_fused_kernels,
+            cuda_graphs: self.cuda_graphs,
             max_queued_requests: self.max_queued_requests,
             max_queued_prompt_tokens: self.max_queued_prompt_tokens,
         })

@@ -277,7 +277,12 @@ pub fn start_model(
     metrics: &Metrics,
 ) -> Result<ModelHandle, ManagerError> {
     let (kv, sched) = engine_shape(model.config(), limits, model.device(), model.dtype())?;
-    let runner = ModelRunner::new(Box::new(model.clone()), kv, limits.attention_backend)?;
+    let runner = ModelRunner::new(
+        Box::new(model.clone()),
+        kv,
+        limits.attention_backend,
+        limits.cuda_graphs,
+    )?;
     // The weights (made or copied here) and the KV pool are complete before the engine thread,
     // whose GPU stream is its own, reads them (`DeviceSpec::open`: no event tracking).
     model.device().synchronize()?;

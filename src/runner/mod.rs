@@ -4,6 +4,8 @@
 //! and KV pool it owns, and samples one token per sampling sequence where the logits are.
 
 #[cfg(feature = "cuda")]
+pub mod cuda_graph;
+#[cfg(feature = "cuda")]
 pub mod cuda_sampler;
 pub mod sampler;
 
@@ -25,15 +27,21 @@ pub struct ModelRunner {
     /// Host time of the last step's packing and forward call (on a GPU: launching its
     /// kernels); the rest of `execute` is sampling, which waits for the GPU.
     last_forward: std::time::Duration,
+    /// `--cuda-graphs`: decode steps replayed from captured graphs.
+    #[cfg(feature = "cuda")]
+    graphs: Option<cuda_graph::DecodeGraphs>,
 }
 
 impl ModelRunner {
     /// Allocates the KV pool on the model's device in its dtype, with the backend that serves
     /// them (`attention::backend_for`).
+    /// With `cuda_graphs` on a CUDA device the pool gets one block more than `kv_config` says
+    /// (the scheduler's blocks): the scratch block of graph padding rows.
     pub fn new(
         model: Box<dyn CausalLm>,
         kv_config: KvCacheConfig,
         kind: BackendKind,
+        cuda_graphs: bool,
     ) -> candle_core::Result<Self> {
         let shape = model.attention_shape();
         assert_eq!(
@@ -46,13 +54,46 @@ impl ModelRunner {
             "KV cache shape must match the model. This is a bug."
         );
         let backend = backend_for(kind, shape, model.dtype(), model.device())?;
-        let attn = Attention::new(backend, kv_config)?;
+        let graphs = cuda_graphs && model.device().is_cuda();
+        let pool = KvCacheConfig {
+            num_blocks: kv_config.num_blocks + usize::from(graphs),
+            ..kv_config
+        };
+        let attn = Attention::new(backend, pool)?;
         Ok(Self {
+            #[cfg(feature = "cuda")]
+            graphs: graphs.then(|| {
+                cuda_graph::DecodeGraphs::new(
+                    kv_config.num_blocks as u32,
+                    kv_config.block_size,
+                    model.max_context_len(),
+                )
+            }),
             model,
             attn,
             sampler: Sampler::default(),
             last_forward: std::time::Duration::ZERO,
         })
+    }
+
+    /// The step's logits: a CUDA graph replay where one fits, else the model's forward pass.
+    fn forward(
+        &mut self,
+        batch: &ForwardBatch,
+        with_prompt: bool,
+    ) -> candle_core::Result<candle_core::Tensor> {
+        #[cfg(feature = "cuda")]
+        if let Some(graphs) = self.graphs.as_mut() {
+            let fits =
+                !with_prompt && self.model.graph_capable() && self.attn.backend_name() == "cuda";
+            if fits {
+                if let Some(logits) = graphs.run(self.model.as_ref(), &mut self.attn, batch)? {
+                    return Ok(logits);
+                }
+            }
+        }
+        let _ = with_prompt;
+        self.model.forward(batch, &mut self.attn)
     }
 
     /// See `last_forward`.
@@ -125,7 +166,7 @@ impl ModelRunner {
                     })
                     .collect()
             };
-            let logits = self.model.forward(&batch, &mut self.attn); // [num_sampled, vocab]
+            let logits = self.forward(&batch, with_prompt); // [num_sampled, vocab]
             self.last_forward = started.elapsed();
             let masks: Vec<_> = handles
                 .into_iter()

@@ -164,6 +164,7 @@ pub fn test_limits(num_kv_blocks: usize, block_size: usize) -> EngineLimits {
         load_format: crate::models::weights::LoadFormat::Auto,
         attention_backend: crate::models::attention::BackendKind::Auto,
         fused_kernels: true,
+        cuda_graphs: false,
         max_queued_requests: 1024,
         max_queued_prompt_tokens: 1 << 20,
     }
@@ -184,8 +185,13 @@ pub fn engine_core(source: &Path, limits: &EngineLimits) -> EngineCore {
     let (model, _codec) = load_weights(&local, limits).expect("load model");
     let (kv, sched) =
         engine_shape(model.config(), limits, model.device(), model.dtype()).expect("engine shape");
-    let runner = ModelRunner::new(Box::new(model), kv, limits.attention_backend)
-        .expect("allocate the KV cache");
+    let runner = ModelRunner::new(
+        Box::new(model),
+        kv,
+        limits.attention_backend,
+        limits.cuda_graphs,
+    )
+    .expect("allocate the KV cache");
     EngineCore::new(Scheduler::new(sched), runner)
 }
 

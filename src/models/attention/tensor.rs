@@ -34,6 +34,28 @@ pub struct DeviceMetadata {
     gather: Option<GatherPlan>,
 }
 
+impl DeviceMetadata {
+    /// Metadata for weir's kernels (`CudaBackend`) from tensors already on the device: a CUDA
+    /// graph's static buffers, rewritten before each replay.
+    pub fn for_kernels(
+        slot_mapping: Tensor,
+        block_tables: Tensor,
+        token_seq: Tensor,
+        token_context_lens: Tensor,
+    ) -> AttentionMetadata {
+        AttentionMetadata {
+            token_seq: Vec::new(),
+            device: Some(Self {
+                slot_mapping,
+                block_tables,
+                token_seq,
+                token_context_lens,
+                gather: None,
+            }),
+        }
+    }
+}
+
 /// The candle-op path's plan for one step.
 struct GatherPlan {
     /// [num_tokens, kv_dim] u32: `slot_mapping` repeated along each row (the scatter index)
