@@ -284,3 +284,66 @@ fn bf16_merged_projections_match_reference() {
     );
     assert!(d < 0.15, "bf16 logits differ by {d}");
 }
+
+/// A CUDA graph replays decode steps padded to a bucket (`runner::graph_inputs`): the static
+/// buffer of a step, read back as a batch and run here on the CPU, gives the step's rows the
+/// same logits as the step alone, bit for bit, while padding rows compute in the scratch block.
+#[test]
+fn graph_padded_decode_rows_equal_the_step_alone() {
+    use weir::runner::graph_inputs::{bucket, GraphInputs};
+    let model = weir_model();
+    // three sequences with prompts in the pool, then one decode step of all three
+    let prompts = [prompt(3), prompt(9), prompt(6)];
+    let tables: [Vec<u32>; 3] = [vec![7, 2], vec![1, 4, 10], vec![0, 5]];
+    let mut kv = cache(&model, Backend::Cpu);
+    for (p, t) in prompts.iter().zip(&tables) {
+        model
+            .forward(&single_seq_batch(p, 0, t, BLOCK), &mut kv)
+            .unwrap();
+    }
+    let next = [[17u32], [42], [99]];
+    let inputs: Vec<SeqInput> = (0..3)
+        .map(|i| SeqInput {
+            token_ids: &next[i],
+            start: prompts[i].len(),
+            block_table: &tables[i],
+            sample: true,
+        })
+        .collect();
+    let step = ForwardBatch::build(&inputs, BLOCK);
+    let alone = model.forward(&step, &mut kv).unwrap();
+    // the bucket's buffer, read back as a batch of 4 rows (the last one padding)
+    let (rows, cap) = bucket(&step, 64).unwrap();
+    assert_eq!(rows, 4);
+    let layout = GraphInputs {
+        rows,
+        max_blocks: cap.div_ceil(BLOCK),
+        scratch_block: 11,
+        block_size: BLOCK,
+    };
+    let v = layout.fill(Some(&step));
+    let tables: Vec<Vec<u32>> = (0..rows)
+        .map(|i| {
+            let keys = v[4 * rows + i] as usize;
+            let row = &v[5 * rows + i * layout.max_blocks..][..layout.max_blocks];
+            row[..keys.div_ceil(BLOCK)].to_vec()
+        })
+        .collect();
+    let tokens: Vec<[u32; 1]> = (0..rows).map(|i| [v[i]]).collect();
+    let padded: Vec<SeqInput> = (0..rows)
+        .map(|i| SeqInput {
+            token_ids: &tokens[i],
+            start: v[rows + i] as usize,
+            block_table: &tables[i],
+            sample: true,
+        })
+        .collect();
+    let padded = ForwardBatch::build(&padded, BLOCK);
+    assert_eq!(
+        padded.slot_mapping,
+        v[2 * rows..3 * rows],
+        "slots match the tables"
+    );
+    let graph = model.forward(&padded, &mut kv).unwrap();
+    assert_eq!(max_abs_diff(&alone, &graph.narrow(0, 0, 3).unwrap()), 0.0);
+}

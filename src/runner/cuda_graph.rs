@@ -18,6 +18,7 @@
 //! Only steps where every sequence decodes one token and samples it, with weir's attention
 //! kernels, fused RoPE and no prompt logprobs, replay a graph; others run the normal forward.
 
+use super::graph_inputs::{bucket, GraphInputs};
 use crate::models::attention::tensor::DeviceMetadata;
 use crate::models::attention::Attention;
 use crate::models::batch::{BatchSeq, ForwardBatch};
@@ -26,11 +27,6 @@ use candle_core::cuda_backend::cudarc::driver::{sys, CudaGraph};
 use candle_core::cuda_backend::WrapErr;
 use candle_core::{CpuStorage, CudaStorage, Device, InplaceOp1, Layout, Result, Tensor};
 use std::collections::HashMap;
-
-/// Largest decode batch a graph is captured for.
-const MAX_GRAPH_SEQS: usize = 512;
-/// Keys per partition of the attention kernel: the smallest context bucket.
-const PARTITION: usize = 512;
 
 /// A captured graph; launched only by the engine thread that owns the runner.
 struct Graph(CudaGraph);
@@ -69,23 +65,6 @@ impl DecodeGraphs {
         }
     }
 
-    /// The bucket of `batch`, or `None` when it is not a decode step a graph can replay.
-    fn bucket(&self, batch: &ForwardBatch) -> Option<(usize, usize)> {
-        let n = batch.seqs.len();
-        let decode = n > 0 && batch.num_tokens() == n && batch.logits_rows.len() == n;
-        if !decode || n > MAX_GRAPH_SEQS {
-            return None;
-        }
-        let ctx = batch.seqs.iter().map(|s| s.context_len).max()?;
-        if ctx > self.max_context {
-            return None;
-        }
-        Some((
-            n.next_power_of_two(),
-            ctx.next_power_of_two().max(PARTITION),
-        ))
-    }
-
     /// This step's logits `[batch rows, vocab]` from a graph replay (capturing the bucket's
     /// graph first if needed), or `None` when the step does not fit a graph.
     pub fn run(
@@ -97,7 +76,7 @@ impl DecodeGraphs {
         if self.failed {
             return Ok(None);
         }
-        let Some(key) = self.bucket(batch) else {
+        let Some(key) = bucket(batch, self.max_context) else {
             return Ok(None);
         };
         if !self.graphs.contains_key(&key) {
@@ -114,38 +93,19 @@ impl DecodeGraphs {
             }
         }
         let g = &self.graphs[&key];
-        let host = self.host_inputs(key.0, g.max_blocks, Some(batch));
+        let host = self.layout(key.0, g.max_blocks).fill(Some(batch));
         g.inputs.inplace_op1(&Upload(host))?;
         g.graph.0.launch().w()?;
         Ok(Some(g.logits.narrow(0, 0, batch.seqs.len())?))
     }
 
-    /// The static buffer's contents for `b` rows: `batch`'s rows first, padding after.
-    fn host_inputs(&self, b: usize, max_blocks: usize, batch: Option<&ForwardBatch>) -> Vec<u32> {
-        let n = batch.map_or(0, |x| x.seqs.len());
-        let mut v = vec![0u32; 5 * b + b * max_blocks];
-        let (head, tables) = v.split_at_mut(5 * b);
-        let scratch_slot = self.scratch_block * self.block_size as u32;
-        for i in 0..b {
-            let row = &mut tables[i * max_blocks..(i + 1) * max_blocks];
-            head[3 * b + i] = i as u32;
-            match batch.filter(|_| i < n) {
-                Some(x) => {
-                    head[i] = x.token_ids[i];
-                    head[b + i] = x.positions[i];
-                    head[2 * b + i] = x.slot_mapping[i];
-                    head[4 * b + i] = x.positions[i] + 1;
-                    let blocks = x.block_table(i);
-                    row[..blocks.len()].copy_from_slice(blocks);
-                }
-                None => {
-                    head[2 * b + i] = scratch_slot;
-                    head[4 * b + i] = 1;
-                    row[0] = self.scratch_block;
-                }
-            }
+    fn layout(&self, rows: usize, max_blocks: usize) -> GraphInputs {
+        GraphInputs {
+            rows,
+            max_blocks,
+            scratch_block: self.scratch_block,
+            block_size: self.block_size,
         }
-        v
     }
 
     fn capture(
@@ -158,7 +118,7 @@ impl DecodeGraphs {
             candle_core::bail!("CUDA graphs need a CUDA device")
         };
         let max_blocks = cap.div_ceil(self.block_size);
-        let host = self.host_inputs(b, max_blocks, None);
+        let host = self.layout(b, max_blocks).fill(None);
         let len = host.len();
         let inputs = Tensor::from_vec(host, len, model.device())?;
         let step = StepInputs {

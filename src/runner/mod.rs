@@ -7,6 +7,7 @@
 pub mod cuda_graph;
 #[cfg(feature = "cuda")]
 pub mod cuda_sampler;
+pub mod graph_inputs;
 pub mod sampler;
 
 use crate::engine::output::{ModelRunnerOutput, SchedulerOutput};
