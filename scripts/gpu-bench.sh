@@ -11,7 +11,8 @@
 #      /v1/completions, 128-token prompts, 128 output tokens, at each concurrency of the shape
 #      (1b: 1, 32, 128, 256; 8b: 1, 64, 256); after each, the engine's time by step phase from
 #      /metrics (forward = the host launching kernels, sample = waiting for them); for 1b also
-#      concurrency 32 with `--no-fused-kernels` (the candle ops), and GPU time by kernel over
+#      concurrency 32 with `--no-fused-kernels` (the candle ops), concurrency 1 and 32 with
+#      `--cuda-graphs` (decode steps replayed from captured graphs), and GPU time by kernel over
 #      ~1,500 launches of concurrency-32 decode steps under ncu (PROFILE=0 skips it);
 #   3. single-stream decode (1 / mean ITL at concurrency 1) against the memory-bandwidth bound
 #      (weight bytes per token over the copy bandwidth of step 1);
@@ -153,6 +154,12 @@ else
 fi
 if [ "$SHAPE" = 1b ] && serve 8201 "$OUT/serve-unfused.log" --no-fused-kernels; then
   bench 8201 candle-ops 32
+  kill $PID; wait $PID 2>/dev/null
+fi
+if [ "$SHAPE" = 1b ] && [ "$ATTENTION" = cuda ] && serve 8203 "$OUT/serve-graphs.log" --cuda-graphs; then
+  for c in 1 32; do bench 8203 cuda-graphs "$c"; done
+  say "      graphs captured: $(grep -c 'CUDA graph captured' "$OUT/serve-graphs.log")"
+  grep -E "CUDA graph capture failed" "$OUT/serve-graphs.log" | sed 's/\x1b\[[0-9;]*m//g' | head -2 | cut -c1-400 | tee -a "$TABLE"
   kill $PID; wait $PID 2>/dev/null
 fi
 

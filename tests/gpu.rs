@@ -4,6 +4,7 @@
 //!   (the same random paged layouts as tests/attention_backends.rs), in f32, f16 and bf16;
 //! - logits of the tiny random model on CUDA against the CPU, in f32 and bf16, with weir's fused
 //!   kernels (`kernels/fused.cu`) and with the candle ops they replace;
+//! - `--cuda-graphs`: concurrent greedy requests replayed from padded graphs = the CPU's text;
 //! - SmolLM2 (dequantized to bf16) on CUDA against the CPU, when its GGUF is on the machine
 //!   (WEIR_SMOLLM2_GGUF; at 98 MB it does not travel with the binaries).
 #![cfg(feature = "cuda")]
@@ -172,6 +173,59 @@ fn served_on_cuda_greedy_equals_cpu() {
     let cpu = complete(DeviceSpec::Cpu);
     let gpu = complete(DeviceSpec::Cuda(0));
     println!("greedy over HTTP: cpu {cpu:?} cuda {gpu:?}");
+    assert_eq!(cpu, gpu);
+}
+
+/// `--cuda-graphs`: three concurrent greedy requests of different lengths (decode steps of 3
+/// rows, replayed from a graph padded to 4) give each request the CPU's text for it alone.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn cuda_graphs_greedy_equals_cpu() {
+    use weir::models::attention::BackendKind;
+    use weir::models::device::{DTypeSpec, DeviceSpec};
+    use weir::testing::{test_limits, TestServer};
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_tiny_llama(dir.path(), 9);
+    let prompts = [
+        "The capital of France is",
+        "Once",
+        "A B C D E F G H I J K L M N O P",
+    ];
+    let complete = |device, graphs: bool| {
+        let mut limits = test_limits(64, 16);
+        limits.device = device;
+        limits.dtype = DTypeSpec::F32;
+        limits.cuda_graphs = graphs;
+        if graphs {
+            limits.attention_backend = BackendKind::Cuda;
+        }
+        let server = TestServer::start(&[("tiny", &path)], limits);
+        let ask = |prompt: &str| {
+            let body = serde_json::json!({"model": "tiny", "prompt": prompt,
+                "max_tokens": 24, "temperature": 0, "ignore_eos": true});
+            let v: serde_json::Value = reqwest::blocking::Client::new()
+                .post(format!("{}/v1/completions", server.url))
+                .json(&body)
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            v["choices"][0]["text"].as_str().unwrap().to_string()
+        };
+        if graphs {
+            std::thread::scope(|s| {
+                let hs: Vec<_> = prompts.iter().map(|p| s.spawn(move || ask(p))).collect();
+                hs.into_iter()
+                    .map(|h| h.join().unwrap())
+                    .collect::<Vec<_>>()
+            })
+        } else {
+            prompts.iter().map(|p| ask(p)).collect()
+        }
+    };
+    let cpu = complete(DeviceSpec::Cpu, false);
+    let gpu = complete(DeviceSpec::Cuda(0), true);
+    println!("greedy with CUDA graphs: cpu {cpu:?} cuda {gpu:?}");
     assert_eq!(cpu, gpu);
 }
 
