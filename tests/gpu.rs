@@ -234,7 +234,10 @@ fn cuda_graphs_greedy_equals_cpu() {
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn sampling_kernel_on_cuda() {
-    use weir::runner::cuda_sampler::{sample, RowParams};
+    use weir::runner::cuda_sampler::{upload, RowParams};
+    let sample = |logits: &Tensor, params: &[RowParams]| {
+        weir::runner::cuda_sampler::sample(logits, &upload(params, logits.device())?)
+    };
     let dev = cuda();
     let (rows, vocab) = (6, 49_152);
     let logits = Tensor::randn(0f32, 3.0, (rows, vocab), &dev).unwrap();

@@ -82,8 +82,8 @@ impl CustomOp1 for Sample {
     }
 }
 
-/// One token per row of `logits` ([params.len(), vocab] f32 on a CUDA device).
-pub fn sample(logits: &Tensor, params: &[RowParams]) -> Result<Vec<u32>> {
+/// The rows' parameters in `Sample`'s layout, uploaded to `device` (one copy).
+pub fn upload(params: &[RowParams], device: &candle_core::Device) -> Result<Tensor> {
     let n = params.len();
     let mut words = Vec::with_capacity(5 * n);
     words.extend(
@@ -94,8 +94,14 @@ pub fn sample(logits: &Tensor, params: &[RowParams]) -> Result<Vec<u32>> {
     words.extend(params.iter().map(|p| p.temperature.to_bits()));
     words.extend(params.iter().map(|p| p.top_k));
     words.extend(params.iter().map(|p| p.top_p.to_bits()));
+    Tensor::from_vec(words, 5 * n, device)
+}
+
+/// One token per row of `logits` ([rows, vocab] f32 on a CUDA device) with the rows'
+/// parameters from `upload`.
+pub fn sample(logits: &Tensor, params: &Tensor) -> Result<Vec<u32>> {
     let op = Sample {
-        params: Tensor::from_vec(words, 5 * n, logits.device())?,
+        params: params.clone(),
     };
     logits
         .to_dtype(candle_core::DType::F32)?

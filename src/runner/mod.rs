@@ -141,6 +141,14 @@ impl ModelRunner {
                 }
             }
         }
+        #[cfg(feature = "cuda")]
+        if self.model.device().is_cuda() {
+            let rows = out.scheduled.iter().filter(|s| s.sample);
+            self.sampler.prepare_kernel_rows(
+                rows.map(|s| (s.request_id, &s.sampling)),
+                self.model.device(),
+            )?;
+        }
         // constrained rows' token masks, computed on their own thread during the forward pass
         let constrained: Vec<_> = out
             .scheduled

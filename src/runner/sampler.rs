@@ -12,14 +12,18 @@
 //! batched with (on one kind of device: the GPU draw is a different, equally exact algorithm).
 
 use crate::engine::output::TokenLogprobs;
-use crate::engine::request::{RequestId, SamplingParams};
+use crate::engine::request::{IdMap, RequestId, SamplingParams};
 use candle_core::{Tensor, D};
 use rand::{rngs::StdRng, Rng, SeedableRng};
-use std::collections::HashMap;
 
 #[derive(Default)]
 pub struct Sampler {
-    rngs: HashMap<RequestId, StdRng>,
+    rngs: IdMap<StdRng>,
+    /// On a GPU: the kernel rows of the coming step (indices among its sampling rows) and
+    /// their parameters, uploaded before the forward pass (`prepare_kernel_rows`), so that
+    /// sampling launches right after it instead of first waiting for it to copy them.
+    #[cfg(feature = "cuda")]
+    prepared: Option<(Vec<usize>, Tensor)>,
 }
 
 /// One row of logits to sample, and what it is sampled for.
@@ -90,6 +94,49 @@ impl Sampler {
             .collect()
     }
 
+    /// On a GPU, before the forward pass: the parameters of the coming step's kernel rows
+    /// (its sampling rows in order), uploaded now while the stream is idle. Seeds are drawn
+    /// here, one per row and step as at sampling time.
+    #[cfg(feature = "cuda")]
+    pub fn prepare_kernel_rows<'a>(
+        &mut self,
+        rows: impl Iterator<Item = (RequestId, &'a SamplingParams)>,
+        device: &candle_core::Device,
+    ) -> candle_core::Result<()> {
+        let mut idx = Vec::new();
+        let mut params = Vec::new();
+        for (i, (id, p)) in rows.enumerate() {
+            if !p.needs_host() {
+                idx.push(i);
+                params.push(self.kernel_params(id, p));
+            }
+        }
+        self.prepared = if idx.is_empty() {
+            None
+        } else {
+            Some((idx, super::cuda_sampler::upload(&params, device)?))
+        };
+        Ok(())
+    }
+
+    #[cfg(feature = "cuda")]
+    fn kernel_params(
+        &mut self,
+        id: RequestId,
+        p: &SamplingParams,
+    ) -> super::cuda_sampler::RowParams {
+        super::cuda_sampler::RowParams {
+            temperature: if p.is_greedy() { 0.0 } else { p.temperature },
+            top_k: p.top_k.map_or(0, |k| k.min(u32::MAX as usize) as u32),
+            top_p: p.top_p,
+            seed: if p.is_greedy() {
+                0
+            } else {
+                self.rng(id, p).random()
+            },
+        }
+    }
+
     /// The kernel samples the rows it can; the others are copied to the host.
     #[cfg(feature = "cuda")]
     fn sample_rows_cuda(
@@ -108,22 +155,16 @@ impl Sampler {
             logits.index_select(&Tensor::new(ids.as_slice(), logits.device())?, 0)
         };
         if !kernel.is_empty() {
-            let params: Vec<_> = kernel
-                .iter()
-                .map(|&i| {
-                    let (id, p) = (rows[i].id, rows[i].params);
-                    super::cuda_sampler::RowParams {
-                        temperature: if p.is_greedy() { 0.0 } else { p.temperature },
-                        top_k: p.top_k.map_or(0, |k| k.min(u32::MAX as usize) as u32),
-                        top_p: p.top_p,
-                        seed: if p.is_greedy() {
-                            0
-                        } else {
-                            self.rng(id, p).random()
-                        },
-                    }
-                })
-                .collect();
+            let params = match self.prepared.take() {
+                Some((idx, params)) if idx == kernel => params,
+                _ => {
+                    let params: Vec<_> = kernel
+                        .iter()
+                        .map(|&i| self.kernel_params(rows[i].id, rows[i].params))
+                        .collect();
+                    super::cuda_sampler::upload(&params, logits.device())?
+                }
+            };
             let tokens = super::cuda_sampler::sample(&pick(&kernel)?, &params)?;
             for (&i, t) in kernel.iter().zip(tokens) {
                 out[i] = Sampled::plain(t);
