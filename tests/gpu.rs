@@ -146,21 +146,28 @@ fn smollm2_logits_match_cpu() {
     assert!(d < 1.0, "{d}");
 }
 
-/// `/v1/completions` of the tiny model served on CUDA (f32) gives the CPU's greedy text.
-#[test]
-#[ignore = "needs a CUDA GPU"]
-fn served_on_cuda_greedy_equals_cpu() {
-    use weir::models::device::{DTypeSpec, DeviceSpec};
+/// Greedy `/v1/completions` texts of `prompts` from the tiny model at `path` served on `device`
+/// (f32), sent one after the other, or all at once with `--cuda-graphs` and weir's kernels.
+fn served_texts(
+    path: &std::path::Path,
+    device: weir::models::device::DeviceSpec,
+    graphs: bool,
+    prompts: &[&str],
+) -> Vec<String> {
+    use weir::models::attention::BackendKind;
+    use weir::models::device::DTypeSpec;
     use weir::testing::{test_limits, TestServer};
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_tiny_llama(dir.path(), 9);
-    let complete = |device| {
-        let mut limits = test_limits(64, 16);
-        limits.device = device;
-        limits.dtype = DTypeSpec::F32;
-        let server = TestServer::start(&[("tiny", &path)], limits);
-        let body = serde_json::json!({"model": "tiny", "prompt": "The capital of France is",
-            "max_tokens": 16, "temperature": 0, "ignore_eos": true});
+    let mut limits = test_limits(64, 16);
+    limits.device = device;
+    limits.dtype = DTypeSpec::F32;
+    limits.cuda_graphs = graphs;
+    if graphs {
+        limits.attention_backend = BackendKind::Cuda;
+    }
+    let server = TestServer::start(&[("tiny", path)], limits);
+    let ask = |prompt: &str| {
+        let body = serde_json::json!({"model": "tiny", "prompt": prompt,
+            "max_tokens": 24, "temperature": 0, "ignore_eos": true});
         let v: serde_json::Value = reqwest::blocking::Client::new()
             .post(format!("{}/v1/completions", server.url))
             .json(&body)
@@ -170,20 +177,36 @@ fn served_on_cuda_greedy_equals_cpu() {
             .unwrap();
         v["choices"][0]["text"].as_str().unwrap().to_string()
     };
-    let cpu = complete(DeviceSpec::Cpu);
-    let gpu = complete(DeviceSpec::Cuda(0));
+    if graphs {
+        std::thread::scope(|s| {
+            let hs: Vec<_> = prompts.iter().map(|p| s.spawn(move || ask(p))).collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    } else {
+        prompts.iter().map(|p| ask(p)).collect()
+    }
+}
+
+/// `/v1/completions` of the tiny model served on CUDA (f32) gives the CPU's greedy text.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn served_on_cuda_greedy_equals_cpu() {
+    use weir::models::device::DeviceSpec;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_tiny_llama(dir.path(), 9);
+    let prompts = ["The capital of France is"];
+    let cpu = served_texts(&path, DeviceSpec::Cpu, false, &prompts);
+    let gpu = served_texts(&path, DeviceSpec::Cuda(0), false, &prompts);
     println!("greedy over HTTP: cpu {cpu:?} cuda {gpu:?}");
     assert_eq!(cpu, gpu);
 }
 
-/// `--cuda-graphs`: three concurrent greedy requests of different lengths (decode steps of 3
-/// rows, replayed from a graph padded to 4) give each request the CPU's text for it alone.
+/// `--cuda-graphs`: three concurrent greedy requests of different lengths (decode steps of up
+/// to 3 rows, replayed from graphs padded to 4) give each request the CPU's text for it alone.
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn cuda_graphs_greedy_equals_cpu() {
-    use weir::models::attention::BackendKind;
-    use weir::models::device::{DTypeSpec, DeviceSpec};
-    use weir::testing::{test_limits, TestServer};
+    use weir::models::device::DeviceSpec;
     let dir = tempfile::tempdir().unwrap();
     let path = write_tiny_llama(dir.path(), 9);
     let prompts = [
@@ -191,40 +214,8 @@ fn cuda_graphs_greedy_equals_cpu() {
         "Once",
         "A B C D E F G H I J K L M N O P",
     ];
-    let complete = |device, graphs: bool| {
-        let mut limits = test_limits(64, 16);
-        limits.device = device;
-        limits.dtype = DTypeSpec::F32;
-        limits.cuda_graphs = graphs;
-        if graphs {
-            limits.attention_backend = BackendKind::Cuda;
-        }
-        let server = TestServer::start(&[("tiny", &path)], limits);
-        let ask = |prompt: &str| {
-            let body = serde_json::json!({"model": "tiny", "prompt": prompt,
-                "max_tokens": 24, "temperature": 0, "ignore_eos": true});
-            let v: serde_json::Value = reqwest::blocking::Client::new()
-                .post(format!("{}/v1/completions", server.url))
-                .json(&body)
-                .send()
-                .unwrap()
-                .json()
-                .unwrap();
-            v["choices"][0]["text"].as_str().unwrap().to_string()
-        };
-        if graphs {
-            std::thread::scope(|s| {
-                let hs: Vec<_> = prompts.iter().map(|p| s.spawn(move || ask(p))).collect();
-                hs.into_iter()
-                    .map(|h| h.join().unwrap())
-                    .collect::<Vec<_>>()
-            })
-        } else {
-            prompts.iter().map(|p| ask(p)).collect()
-        }
-    };
-    let cpu = complete(DeviceSpec::Cpu, false);
-    let gpu = complete(DeviceSpec::Cuda(0), true);
+    let cpu = served_texts(&path, DeviceSpec::Cpu, false, &prompts);
+    let gpu = served_texts(&path, DeviceSpec::Cuda(0), true, &prompts);
     println!("greedy with CUDA graphs: cpu {cpu:?} cuda {gpu:?}");
     assert_eq!(cpu, gpu);
 }
