@@ -24,14 +24,7 @@ fn server() -> &'static TestServer {
 }
 
 async fn post(path: &str, body: Value) -> (u16, Value) {
-    let resp = reqwest::Client::new()
-        .post(format!("{}{path}", server().url))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap())
+    server().post_json(path, &body).await
 }
 
 async fn post_raw(path: &str, body: &'static str) -> (u16, Value) {

@@ -36,13 +36,7 @@ fn server() -> &'static TestServer {
 }
 
 async fn post(path: &str, body: Value) -> (u16, Value) {
-    let resp = reqwest::Client::new()
-        .post(format!("{}{path}", server().url))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (resp.status().as_u16(), resp.json().await.unwrap())
+    server().post_json(path, &body).await
 }
 
 /// The tiny model's last-position logits for `prompt`, computed in-process.

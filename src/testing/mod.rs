@@ -299,6 +299,22 @@ impl TestServer {
         Self::start_managed(models, manager, options, true)
     }
 
+    /// POSTs `body` as JSON to `path` on this server: (status, the JSON answer).
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let resp = reqwest::Client::new()
+            .post(format!("{}{path}", self.url))
+            .json(body)
+            .send()
+            .await
+            .expect("the test server answers");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.expect("a JSON answer"))
+    }
+
     /// A server whose models the manager loads under `limits` (on first request unless
     /// `preload`).
     pub fn start_managed(
