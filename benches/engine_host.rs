@@ -1,5 +1,5 @@
 //! The engine thread's host work per decode step, without a model: `Scheduler::schedule`, the
-//! runner's `ForwardBatch::build` over the scheduled sequences, and
+//! runner's `pack` of the scheduled sequences, and
 //! `Scheduler::update_from_output` with one sampled token each, for 64 to 512 running
 //! sequences (128-token prompts already computed, then up to 512 decodes; prefix caching on). On a GPU this is the part
 //! of a step the card cannot overlap; it should stay small against a decode step's GPU time
@@ -12,7 +12,6 @@ use std::time::Instant;
 use weir::engine::output::ModelRunnerOutput;
 use weir::engine::request::{Request, RequestId, SamplingParams, StopConditions};
 use weir::engine::scheduler::{Scheduler, SchedulerConfig, SchedulingPolicy};
-use weir::models::batch::{ForwardBatch, SeqInput};
 
 const BLOCK: usize = 16;
 
@@ -51,17 +50,7 @@ fn decoding(n: usize) -> Scheduler {
 /// One step: schedule, pack the batch, take one token per sampling sequence.
 fn step(s: &mut Scheduler, token: u32) -> usize {
     let out = s.schedule();
-    let inputs: Vec<SeqInput> = out
-        .scheduled
-        .iter()
-        .map(|q| SeqInput {
-            token_ids: &q.token_ids,
-            start: q.num_computed_tokens,
-            block_table: &q.block_ids,
-            sample: q.sample,
-        })
-        .collect();
-    let batch = ForwardBatch::build(&inputs, BLOCK);
+    let batch = weir::runner::pack(&out, BLOCK);
     let runner = ModelRunnerOutput {
         sampled: out
             .scheduled

@@ -39,17 +39,8 @@ case "$SHAPE" in
   *.json) CFG=$SHAPE; CONCS="1 4"; HF_BATCHES=1,4; HF_CONT=8 ;;
   *) echo "usage: $0 1b|8b|CONFIG.json"; exit 2 ;;
 esac
-BIN=$(mktemp -d)
-if [ -n "${WEIR_BIN:-}" ]; then cp "$WEIR_BIN" "$BIN/weir"
-elif [ -f target/cuda-dist/weir.xz ]; then xz -dc target/cuda-dist/weir.xz > "$BIN/weir"
-else cp target/cuda-dist/weir "$BIN/weir"; fi
-chmod +x "$BIN/weir"
-for d in /opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13/lib /usr/local/cuda-13.0/targets/x86_64-linux/lib; do
-  if [ -e "$d/libcublas.so.13" ]; then
-    export LD_LIBRARY_PATH="$d:/usr/local/nvidia/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-    break
-  fi
-done
+. scripts/gpu-common.sh
+if [ -n "${WEIR_BIN:-}" ]; then cp "$WEIR_BIN" "$BIN/weir"; else gpu_binaries weir; fi
 TABLE="$OUT/table.txt"
 : > "$TABLE"
 say() { echo "$*" | tee -a "$TABLE"; }

@@ -24,18 +24,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$(mktemp -d)}
-BIN=$(mktemp -d)
-for f in weir gpu_tests; do
-  if [ -f "target/cuda-dist/$f.xz" ]; then xz -dc "target/cuda-dist/$f.xz" > "$BIN/$f"; else cp "target/cuda-dist/$f" "$BIN/$f"; fi
-  chmod +x "$BIN/$f"
-done
-# CUDA 13 user-space libraries of the machine's PyTorch venv (libcuda.so.1 comes from the driver)
-for d in /opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13/lib /usr/local/cuda-13.0/targets/x86_64-linux/lib; do
-  if [ -e "$d/libcublas.so.13" ]; then
-    export LD_LIBRARY_PATH="$d:/usr/local/nvidia/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-    break
-  fi
-done
+. scripts/gpu-common.sh
+gpu_binaries weir gpu_tests
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 SMOL=""
 if ls target/gpu-assets/smollm2.part-* > /dev/null 2>&1; then

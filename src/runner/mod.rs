@@ -18,6 +18,21 @@ use crate::models::batch::{ForwardBatch, SeqInput};
 use crate::models::CausalLm;
 use sampler::Sampler;
 
+/// The step's `ForwardBatch`: every scheduled sequence's tokens, in batch order.
+pub fn pack(out: &SchedulerOutput, block_size: usize) -> ForwardBatch {
+    let inputs: Vec<SeqInput> = out
+        .scheduled
+        .iter()
+        .map(|s| SeqInput {
+            token_ids: &s.token_ids,
+            start: s.num_computed_tokens,
+            block_table: &s.block_ids,
+            sample: s.sample,
+        })
+        .collect();
+    ForwardBatch::build(&inputs, block_size)
+}
+
 /// Threads that compute a step's grammar masks (each takes a run of rows).
 const MASK_THREADS: usize = 4;
 
@@ -110,17 +125,7 @@ impl ModelRunner {
     pub fn execute(&mut self, out: &SchedulerOutput) -> candle_core::Result<ModelRunnerOutput> {
         let started = std::time::Instant::now();
         self.last_forward = std::time::Duration::ZERO;
-        let inputs: Vec<SeqInput> = out
-            .scheduled
-            .iter()
-            .map(|s| SeqInput {
-                token_ids: &s.token_ids,
-                start: s.num_computed_tokens,
-                block_table: &s.block_ids,
-                sample: s.sample,
-            })
-            .collect();
-        let mut batch = ForwardBatch::build(&inputs, self.attn.cache().config().block_size);
+        let mut batch = pack(out, self.attn.cache().config().block_size);
         // prompt logprobs: each sequence's scoring rows come before its sampling row
         let with_prompt = out.scheduled.iter().any(|s| !s.prompt_targets.is_empty());
         let mut sample_rows = Vec::new();
