@@ -9,9 +9,9 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::time::Instant;
-use weir::engine::output::ModelRunnerOutput;
-use weir::engine::request::{Request, RequestId, SamplingParams, StopConditions};
-use weir::engine::scheduler::{Scheduler, SchedulerConfig, SchedulingPolicy};
+use weir::scheduler::{Scheduler, SchedulerConfig};
+use weir::step::{ModelRunnerOutput, Sampled, SchedulingPolicy};
+use weir::step::{Request, RequestId, SamplingParams, StopConditions};
 
 const BLOCK: usize = 16;
 
@@ -40,6 +40,7 @@ fn decoding(n: usize) -> Scheduler {
             arrival: Instant::now(),
             cache_salt: None,
             follows: None,
+            constraint: None,
         })
         .unwrap();
     }
@@ -49,18 +50,18 @@ fn decoding(n: usize) -> Scheduler {
 
 /// One step: schedule, pack the batch, take one token per sampling sequence.
 fn step(s: &mut Scheduler, token: u32) -> usize {
-    let out = s.schedule();
+    let mut out = s.schedule();
     let batch = weir::runner::pack(&out, BLOCK);
     let runner = ModelRunnerOutput {
         sampled: out
             .scheduled
             .iter()
             .filter(|q| q.sample)
-            .map(|q| (q.request_id, 100 + token % 1000))
+            .map(|_| Sampled::plain(100 + token % 1000))
             .collect(),
         ..Default::default()
     };
-    let deltas = s.update_from_output(&out, &runner);
+    let deltas = s.update_from_output(&mut out, runner);
     batch.num_tokens() + deltas.len()
 }
 

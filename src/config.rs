@@ -1,11 +1,13 @@
 //! Command line and environment: every flag is also a `WEIR_*` variable. This is the only module
 //! that reads the environment; the rest of weir gets validated values passed down.
 
-use crate::engine::scheduler::SchedulingPolicy;
+use crate::api::ServerOptions;
+use crate::manager::limits::{EngineLimits, KvMemory};
 use crate::models::attention::BackendKind;
 use crate::models::device::{DTypeSpec, DeviceSpec};
 use crate::models::weights::LoadFormat;
 use crate::models::WeightFormat;
+use crate::step::SchedulingPolicy;
 use crate::store::pypi::DEFAULT_INDEX_URL;
 use crate::store::ModelSpec;
 use clap::{Args, Parser, Subcommand};
@@ -209,8 +211,8 @@ pub struct ServeArgs {
     #[arg(long, env = "WEIR_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
     /// Log format: text or json (one object per line).
-    #[arg(long, env = "WEIR_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
-    pub log_format: String,
+    #[arg(long, env = "WEIR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// Seconds in-flight requests may take to finish after SIGTERM/SIGINT (new ones get 503);
     /// the rest then end with an error event.
     #[arg(long, env = "WEIR_SHUTDOWN_GRACE", default_value_t = 30.0)]
@@ -220,36 +222,21 @@ pub struct ServeArgs {
     pub log_prompts: bool,
 }
 
-/// Validated HTTP-side options (`Default`: the flags' defaults, no keys).
-#[derive(Debug, Clone)]
-pub struct ServerOptions {
-    pub admin_api_key: Option<String>,
-    pub max_prompts_per_request: usize,
-    pub rate_limits: crate::api::ratelimit::RateLimits,
-    pub shutdown_grace: std::time::Duration,
-    pub allowed_origins: Vec<String>,
-    pub log_prompts: bool,
-    pub api_keys: Vec<String>,
-    pub metrics_api_key: Option<String>,
-    pub request_timeout: Option<std::time::Duration>,
-    pub max_body_bytes: usize,
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
-impl Default for ServerOptions {
-    fn default() -> Self {
-        Self {
-            admin_api_key: None,
-            max_prompts_per_request: 64,
-            rate_limits: Default::default(),
-            shutdown_grace: std::time::Duration::from_secs(30),
-            allowed_origins: Vec::new(),
-            log_prompts: false,
-            api_keys: Vec::new(),
-            metrics_api_key: None,
-            request_timeout: None,
-            max_body_bytes: 32 << 20,
-        }
-    }
+/// Which models load at start (`--preload`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Preload {
+    /// Every declared model (`all`, or the default model when no `--model` is given).
+    All,
+    /// These, in order.
+    Models(Vec<String>),
 }
 
 fn parse_policy(s: &str) -> Result<SchedulingPolicy, String> {
@@ -266,14 +253,6 @@ fn parse_weight_format(s: &str) -> Result<WeightFormat, String> {
         "dense" => Ok(WeightFormat::Dense),
         _ => Err(format!("expected auto, dense or quantized, got {s:?}")),
     }
-}
-
-/// How much memory the KV cache of a model may take.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum KvMemory {
-    Bytes(u64),
-    /// Share (0, 1] of the memory available after the weights are loaded.
-    FractionOfAvailable(f64),
 }
 
 /// "50%" or "0.5" (a share of available memory), else a size for `parse_bytes`.
@@ -362,58 +341,6 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         u => return Err(format!("unknown size unit {u:?} in {s:?}")),
     };
     Ok((n * mult) as u64)
-}
-
-/// Validated engine limits shared by every model.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct EngineLimits {
-    /// `None`: the device's default (`EngineLimits::batch_limits`).
-    pub max_num_seqs: Option<usize>,
-    /// `None`: the device's default.
-    pub max_num_batched_tokens: Option<usize>,
-    pub block_size: usize,
-    pub kv_cache_memory: KvMemory,
-    pub num_kv_blocks: Option<usize>,
-    pub max_model_len: Option<usize>,
-    pub weight_format: WeightFormat,
-    pub enable_prefix_caching: bool,
-    pub scheduling_policy: SchedulingPolicy,
-    pub device: DeviceSpec,
-    pub dtype: DTypeSpec,
-    pub gpu_memory_utilization: f64,
-    pub load_format: LoadFormat,
-    pub attention_backend: BackendKind,
-    /// weir's fused CUDA kernels (`--no-fused-kernels` turns them off).
-    pub fused_kernels: bool,
-    /// `--cuda-graphs`.
-    pub cuda_graphs: bool,
-    pub max_queued_requests: usize,
-    pub max_queued_prompt_tokens: usize,
-}
-
-/// Defaults of `--max-num-seqs` and `--max-num-batched-tokens` on the CPU: a step of 512
-/// tokens takes about 1.5 s on 2 cores.
-pub const CPU_BATCH_LIMITS: (usize, usize) = (64, 512);
-/// The same on a GPU: enough sequences for a saturating decode batch and a token budget that
-/// keeps prompt chunks large (vLLM's V1 defaults on an H100 are 1024 and 8192).
-pub const GPU_BATCH_LIMITS: (usize, usize) = (512, 8192);
-
-impl EngineLimits {
-    /// (`max_num_seqs`, `max_num_batched_tokens`) on `device`: what was given, else the
-    /// device's default, kept consistent (a step's budget holds one token of every sequence).
-    pub fn batch_limits(&self, device: &candle_core::Device) -> (usize, usize) {
-        let (seqs, tokens) = if device.is_cpu() {
-            CPU_BATCH_LIMITS
-        } else {
-            GPU_BATCH_LIMITS
-        };
-        match (self.max_num_seqs, self.max_num_batched_tokens) {
-            (Some(s), Some(t)) => (s, t),
-            (Some(s), None) => (s, tokens.max(s)),
-            (None, Some(t)) => (seqs.min(t), t),
-            (None, None) => (seqs, tokens),
-        }
-    }
 }
 
 impl ServeArgs {
@@ -630,6 +557,15 @@ impl ServeArgs {
         })
     }
 
+    /// The models to load at start; `default_only`: only the default model is declared.
+    pub fn preload_plan(&self, default_only: bool) -> Preload {
+        if default_only || self.preload.iter().any(|p| p == "all") {
+            Preload::All
+        } else {
+            Preload::Models(self.preload.clone())
+        }
+    }
+
     pub fn cache_dir(&self) -> PathBuf {
         self.cache_dir.clone().unwrap_or_else(|| {
             let home = std::env::var_os("HOME")
@@ -643,6 +579,7 @@ impl ServeArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manager::limits::CPU_BATCH_LIMITS;
 
     #[test]
     fn batch_limits_default_by_device_and_stay_consistent() {

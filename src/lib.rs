@@ -11,6 +11,8 @@ pub mod manager;
 pub mod metrics;
 pub mod models;
 pub mod runner;
+pub mod scheduler;
+pub mod step;
 pub mod store;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;

@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::Parser;
 use std::future::IntoFuture;
 use weir::api::{router, AppState};
-use weir::config::{Cli, Command, ServeArgs};
+use weir::config::{Cli, Command, LogFormat, Preload, ServeArgs};
 use weir::manager::{ModelDecl, ModelManager};
 use weir::store::pypi::DEFAULT_MODEL;
 
@@ -63,14 +63,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             source: path.display().to_string(),
         }));
     }
-    let preload_all = default_only || args.preload.iter().any(|p| p == "all");
+    let preload_plan = args.preload_plan(default_only);
     let manager_limits = args.manager_limits(limits).map_err(anyhow::Error::msg)?;
     let models = ModelManager::new(decls, manager_limits, args.sources(), metrics.clone())
         .map_err(anyhow::Error::msg)?;
-    let preload: Vec<String> = if preload_all {
-        models.ids().map(String::from).collect()
-    } else {
-        args.preload.clone()
+    let preload: Vec<String> = match preload_plan {
+        Preload::All => models.ids().map(String::from).collect(),
+        Preload::Models(ids) => ids,
     };
     for id in preload {
         models
@@ -123,8 +122,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let json_logs = match &cli.command {
-        Some(Command::Serve(a)) => a.log_format == "json",
-        _ => cli.serve.log_format == "json",
+        Some(Command::Serve(a)) => a.log_format == LogFormat::Json,
+        _ => cli.serve.log_format == LogFormat::Json,
     };
     init_tracing(json_logs);
     weir::models::pool::init_cpu_threads();

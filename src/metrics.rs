@@ -64,8 +64,8 @@ pub enum FinishedLabel {
 
 impl FinishedLabel {
     /// The label of an engine finish reason (EOS, stop tokens and stop strings are "stop").
-    pub fn of(reason: &crate::engine::FinishReason) -> Self {
-        use crate::engine::FinishReason as R;
+    pub fn of(reason: &crate::step::FinishReason) -> Self {
+        use crate::step::FinishReason as R;
         match reason {
             R::Eos | R::StopToken(_) | R::StopString(_) => Self::Stop,
             R::Length => Self::Length,

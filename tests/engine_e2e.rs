@@ -2,7 +2,7 @@
 //! preemption, and aborting mid-decode returns every block.
 
 use std::collections::HashMap;
-use weir::engine::RequestId;
+use weir::step::RequestId;
 use weir::testing::{
     engine_core, greedy_request, run_to_completion, test_limits, write_tiny_llama,
 };
@@ -96,10 +96,7 @@ fn failed_step_errors_its_requests_and_the_engine_keeps_serving() {
     let (deltas, _) = core.step();
     assert_eq!(deltas.len(), 1);
     assert!(
-        matches!(
-            &deltas[0].finish,
-            Some(weir::engine::FinishReason::Error(_))
-        ),
+        matches!(&deltas[0].finish, Some(weir::step::FinishReason::Error(_))),
         "{deltas:?}"
     );
     assert_eq!(core.scheduler().num_blocks_used(), 0);

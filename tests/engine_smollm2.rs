@@ -9,9 +9,9 @@
 use candle_core::Device;
 use std::collections::HashMap;
 use weir::engine::core::EngineCore;
-use weir::engine::{Request, RequestId, SamplingParams};
 use weir::models::weights::GgufWeights;
 use weir::models::WeightFormat;
+use weir::step::{Request, RequestId, SamplingParams};
 use weir::testing::{
     default_model_path, engine_core, greedy_request, run_to_completion, test_limits,
 };

@@ -24,7 +24,7 @@ fn sentencepiece_gguf_tokenizes_like_sentencepiece() {
         .success();
     assert!(
         ok,
-        "sentencepiece fixture (pip install -r tests/requirements.txt)"
+        "sentencepiece fixture (run the tests through scripts/test.sh, which installs tests/requirements.txt)"
     );
     let fx: Json = serde_json::from_str(&std::fs::read_to_string(&fixture).unwrap()).unwrap();
     let pieces = fx["pieces"].as_array().unwrap();

@@ -14,7 +14,7 @@ use weir::models::attention::cuda::CudaBackend;
 use weir::models::attention::tensor::TensorBackend;
 use weir::models::attention::{AttentionBackend, AttentionShape};
 use weir::models::weights::{GgufWeights, VarBuilderWeights, WeightSource};
-use weir::models::{CausalLm, Llama, LlamaConfig, WeightFormat};
+use weir::models::{CausalLm, Llama, LlamaConfig, Model, WeightFormat};
 use weir::testing::attention::{attention_cases, max_error};
 use weir::testing::{attention_for, single_seq_batch, write_tiny_llama};
 

@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::Duration;
-use weir::config::ServerOptions;
+use weir::api::ServerOptions;
 use weir::testing::{default_model_path, test_limits, write_tiny_llama, TestServer};
 
 /// Value of the sample `name` whose labels include `labels` (0 when absent).
@@ -60,7 +60,7 @@ async fn complete(client: &reqwest::Client, url: &str, body: &Value) -> (u16, Va
 }
 
 fn tiny_server(
-    limits: weir::config::EngineLimits,
+    limits: weir::manager::EngineLimits,
     options: ServerOptions,
 ) -> (TestServer, tempfile::TempDir) {
     let tmp = tempfile::tempdir().unwrap();

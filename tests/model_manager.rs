@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 use std::time::Duration;
-use weir::config::ServerOptions;
+use weir::api::ServerOptions;
 use weir::testing::{
     default_model_path, manager_limits, test_limits, write_tiny_llama, TestServer,
 };

@@ -15,7 +15,7 @@ use weir::models::attention::tensor::TensorBackend;
 use weir::models::attention::{Attention, AttentionBackend};
 use weir::models::batch::{ForwardBatch, SeqInput};
 use weir::models::weights::VarBuilderWeights;
-use weir::models::{CausalLm, HfLlamaConfig, Llama};
+use weir::models::{CausalLm, HfLlamaConfig, Llama, Model};
 use weir::testing::{single_seq_batch, tiny_llama_config_json, tiny_llama_weights};
 
 const BLOCK: usize = 4;

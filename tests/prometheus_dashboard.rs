@@ -34,7 +34,7 @@ fn prometheus_binary() -> PathBuf {
             .current_dir(&dir)
             .status()
             .is_ok_and(|s| s.success());
-        assert!(ok, "no prometheus: install Debian's `prometheus` package (.ci/run does) or set WEIR_PROMETHEUS");
+        assert!(ok, "no prometheus: install Debian's `prometheus` package (scripts/test.sh does as root) or set WEIR_PROMETHEUS");
         let deb = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().path())

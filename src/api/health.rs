@@ -22,13 +22,13 @@ pub async fn health(State(state): State<AppState>) -> Response {
             json!({
                 "id": m.id,
                 "status": if alive { "ok" } else { "stopped" },
-                "kv_blocks_total": s.kv_blocks_total.load(Relaxed),
+                "kv_blocks_total": m.engine.num_kv_blocks(),
                 "kv_blocks_used": s.kv_blocks_used.load(Relaxed),
-                "block_size": s.block_size.load(Relaxed),
+                "block_size": m.engine.block_size(),
                 "sequences_running": s.sequences_running.load(Relaxed),
                 "sequences_waiting": s.sequences_waiting.load(Relaxed),
                 "preemptions_total": s.preemptions_total.load(Relaxed),
-                "requests_in_flight": s.requests_in_flight.load(Relaxed),
+                "requests_in_flight": m.num_in_flight(),
                 "max_model_len": m.engine.max_model_len(),
             })
         })

@@ -4,13 +4,15 @@
 pub mod admin;
 pub mod auth;
 pub mod error;
-pub mod generate;
+pub mod generation;
 pub mod health;
+pub mod logprobs;
 pub mod openai;
+pub mod options;
 pub mod ratelimit;
 pub mod sse;
+pub mod validate;
 
-use crate::config::ServerOptions;
 use crate::manager::ModelManager;
 use crate::metrics::Metrics;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -18,6 +20,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
+pub use options::ServerOptions;
 use std::sync::Arc;
 
 #[derive(Clone)]
@@ -63,7 +66,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/chat/completions", post(openai::chat::chat_completions))
         .route("/v1/completions", post(openai::completions::completions))
         .route("/v1/models", get(openai::models::list_models))
-        .route("/v1/models/{id}", get(openai::tokenize::model))
+        .route("/v1/models/{id}", get(openai::models::model))
         .route("/tokenize", post(openai::tokenize::tokenize))
         .route("/detokenize", post(openai::tokenize::detokenize))
         .route_layer(middleware::from_fn_with_state(

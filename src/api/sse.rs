@@ -5,72 +5,55 @@
 //! `Generation`, which aborts their sequences in the engine at once.
 
 use super::error::ApiError;
-use super::generate::{GenEvent, Generation, TokenLogprob};
+use super::generation::{GenEvent, Generation};
+use super::logprobs::TokenLogprob;
 use super::openai::types::Usage;
-use crate::engine::FinishReason;
+use crate::step::FinishReason;
 use axum::http::HeaderValue;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::stream::{self, BoxStream, StreamExt};
 use std::convert::Infallible;
 
-/// How one endpoint writes its chunk objects.
+/// How one endpoint writes its chunk objects (which know whether the stream reports usage).
 pub trait ChunkFormat: Send + 'static {
+    type Chunk: serde::Serialize;
     /// Chunk sent before any text of choice `index` (chat sends the role), if any.
-    fn first(&self, index: usize) -> Option<serde_json::Value>;
+    fn first(&self, index: usize) -> Option<Self::Chunk>;
     /// Chunks for new text of choice `index`, with its tokens' logprobs when the request asked
     /// for them (none while the text is held back, e.g. a tool call being written).
-    fn text(
-        &mut self,
-        index: usize,
-        text: String,
-        logprobs: Vec<TokenLogprob>,
-    ) -> Vec<serde_json::Value>;
+    fn text(&mut self, index: usize, text: String, logprobs: Vec<TokenLogprob>)
+        -> Vec<Self::Chunk>;
     /// The prompt's logprobs of choice `index` (before its first text).
     fn prompt(
         &mut self,
         _index: usize,
-        _logprobs: Vec<crate::engine::TokenLogprobs>,
-    ) -> Vec<serde_json::Value> {
+        _logprobs: Vec<crate::step::TokenLogprobs>,
+    ) -> Vec<Self::Chunk> {
         Vec::new()
     }
     /// The last chunks of choice `index`.
-    fn finish(&mut self, index: usize, reason: &FinishReason) -> Vec<serde_json::Value>;
-    fn usage(&self, usage: Usage) -> serde_json::Value;
+    fn finish(&mut self, index: usize, reason: &FinishReason) -> Vec<Self::Chunk>;
+    /// The usage chunk that ends the stream, when the request asked for one.
+    fn usage(&self, usage: Usage) -> Option<Self::Chunk>;
 }
 
 type Item = (usize, Option<Result<Vec<GenEvent>, ApiError>>);
 
-fn event(v: &serde_json::Value) -> Event {
-    Event::default().data(v.to_string())
-}
-
-/// A content chunk; with `include_usage`, OpenAI sends `"usage": null` on every chunk but the
-/// last.
-fn chunk_event(mut v: serde_json::Value, include_usage: bool) -> Event {
-    if include_usage {
-        if let Some(o) = v.as_object_mut() {
-            o.entry("usage").or_insert(serde_json::Value::Null);
-        }
-    }
-    event(&v)
+fn event(v: &impl serde::Serialize) -> Event {
+    Event::default().data(serde_json::to_string(v).expect("chunks serialize. This is a bug."))
 }
 
 struct StreamState<F> {
     merged: BoxStream<'static, Item>,
     format: F,
     usage: Usage,
-    include_usage: bool,
     pending_first: Vec<usize>,
     ended: bool,
 }
 
 /// Streams `gens` as SSE in `format`.
-pub fn stream_response<F: ChunkFormat>(
-    gens: Vec<Generation>,
-    format: F,
-    include_usage: bool,
-) -> Response {
+pub fn stream_response<F: ChunkFormat>(gens: Vec<Generation>, format: F) -> Response {
     let n = gens.len();
     let per_gen = gens.into_iter().enumerate().map(|(i, g)| {
         stream::unfold(Some(g), move |g| async move {
@@ -85,7 +68,6 @@ pub fn stream_response<F: ChunkFormat>(
         merged: stream::select_all(per_gen).boxed(),
         format,
         usage: Usage::default(),
-        include_usage,
         pending_first: (0..n).rev().collect(),
         ended: false,
     };
@@ -94,7 +76,7 @@ pub fn stream_response<F: ChunkFormat>(
             return None;
         }
         if let Some(i) = st.pending_first.pop() {
-            let first = st.format.first(i).map(|v| chunk_event(v, st.include_usage));
+            let first = st.format.first(i).map(|c| event(&c));
             return Some((first.into_iter().collect::<Vec<_>>(), st));
         }
         let out = match st.merged.next().await {
@@ -110,7 +92,7 @@ pub fn stream_response<F: ChunkFormat>(
                             st.format.finish(i, &reason)
                         }
                     };
-                    out.extend(chunks.into_iter().map(|c| chunk_event(c, st.include_usage)));
+                    out.extend(chunks.iter().map(event));
                 }
                 out
             }
@@ -120,10 +102,7 @@ pub fn stream_response<F: ChunkFormat>(
             }
             None => {
                 st.ended = true;
-                let mut v = Vec::new();
-                if st.include_usage {
-                    v.push(event(&st.format.usage(st.usage)));
-                }
+                let mut v: Vec<Event> = st.format.usage(st.usage).iter().map(event).collect();
                 v.push(Event::default().data("[DONE]"));
                 v
             }

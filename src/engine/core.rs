@@ -1,11 +1,9 @@
 //! `EngineCore`: scheduler + model runner. `step()` is one iteration of continuous batching:
 //! schedule, run one batched forward pass, sample, apply. Synchronous so tests can drive it.
 
-use super::output::TokenDelta;
-use super::request::{Request, RequestId};
-use super::scheduler::{AdmissionError, Scheduler};
-use super::sequence::FinishReason;
 use crate::runner::ModelRunner;
+use crate::scheduler::Scheduler;
+use crate::step::{AdmissionError, FinishReason, Request, RequestId, TokenDelta};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
@@ -42,7 +40,6 @@ impl EngineCore {
     }
 
     pub fn abort(&mut self, id: RequestId) -> bool {
-        self.runner.forget(id);
         self.scheduler.abort(id)
     }
 
@@ -54,7 +51,7 @@ impl EngineCore {
     /// `FinishReason::Error` and frees their blocks; the engine keeps serving the rest.
     pub fn step(&mut self) -> (Vec<TokenDelta>, StepStats) {
         let started = Instant::now();
-        let out = self.scheduler.schedule();
+        let mut out = self.scheduler.schedule();
         let scheduled = Instant::now();
         let mut stats = StepStats {
             num_seqs: out.scheduled.len(),
@@ -72,10 +69,14 @@ impl EngineCore {
         if out.is_empty() {
             return (Vec::new(), stats);
         }
-        let result = catch_unwind(AssertUnwindSafe(|| self.runner.execute(&out)));
+        let result = catch_unwind(AssertUnwindSafe(|| self.runner.execute(&mut out)));
         let ran = Instant::now();
+        let mut forward = Duration::ZERO;
         let deltas = match result {
-            Ok(Ok(runner_out)) => self.scheduler.update_from_output(&out, &runner_out),
+            Ok(Ok(runner_out)) => {
+                forward = runner_out.forward_time.min(ran - scheduled);
+                self.scheduler.update_from_output(&mut out, runner_out)
+            }
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "forward pass failed");
                 self.scheduler
@@ -87,10 +88,6 @@ impl EngineCore {
                     .fail_scheduled(&out, "model execution panicked")
             }
         };
-        for d in deltas.iter().filter(|d| d.finish.is_some()) {
-            self.runner.forget(d.request_id);
-        }
-        let forward = self.runner.last_forward_time().min(ran - scheduled);
         stats.phases[1] = forward;
         stats.phases[2] = ran - scheduled - forward;
         stats.phases[3] = ran.elapsed();
@@ -99,7 +96,6 @@ impl EngineCore {
 
     /// Ends a request with `reason` (for example a client that went away).
     pub fn finish(&mut self, id: RequestId, reason: FinishReason) -> Option<TokenDelta> {
-        self.runner.forget(id);
         self.scheduler.finish(id, reason)
     }
 }

@@ -7,11 +7,10 @@
 //! channel is also noticed before every step. Either way the sequence's blocks are freed at once.
 
 use super::core::{EngineCore, StepStats};
-use super::output::TokenDelta;
-use super::request::{IdMap, Request, RequestId};
-use super::scheduler::{AdmissionError, SchedulingPolicy};
-use super::sequence::FinishReason;
 use crate::metrics::{EngineMetrics, StepKind};
+use crate::step::{
+    AdmissionError, FinishReason, IdMap, Request, RequestId, SchedulingPolicy, TokenDelta,
+};
 use crossbeam_channel::{Receiver, Sender};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -86,19 +85,16 @@ impl Queue {
     }
 }
 
-/// Live numbers the engine publishes after every turn (for /health and metrics).
+/// Live numbers the engine publishes after every turn (for /health). What never changes after
+/// load (block size, pool size, context length) is on `EngineHandle` instead.
 #[derive(Debug, Default)]
 pub struct EngineStats {
-    pub kv_blocks_total: AtomicUsize,
     pub kv_blocks_used: AtomicUsize,
-    pub block_size: AtomicUsize,
     pub sequences_running: AtomicUsize,
     pub sequences_waiting: AtomicUsize,
     pub preemptions_total: AtomicU64,
     pub steps_total: AtomicU64,
     pub alive: AtomicBool,
-    /// Requests the HTTP layer is serving on this model (counted by the API tasks).
-    pub requests_in_flight: AtomicUsize,
 }
 
 /// Cloneable way in to one model's engine.
@@ -109,6 +105,8 @@ pub struct EngineHandle {
     next_id: Arc<AtomicU64>,
     /// Most tokens (prompt + output) one request may hold.
     max_model_len: usize,
+    block_size: usize,
+    num_kv_blocks: usize,
     policy: SchedulingPolicy,
     queue: Arc<Queue>,
     queue_limits: QueueLimits,
@@ -124,10 +122,6 @@ pub struct DeltaStream {
 }
 
 impl DeltaStream {
-    pub fn request_id(&self) -> RequestId {
-        self.id
-    }
-
     pub async fn recv(&mut self) -> Option<TokenDelta> {
         if self.done {
             return None;
@@ -162,6 +156,16 @@ impl EngineHandle {
 
     pub fn max_model_len(&self) -> usize {
         self.max_model_len
+    }
+
+    /// Tokens per KV block.
+    pub fn block_size(&self) -> usize {
+        self.block_size
+    }
+
+    /// Blocks in the model's KV pool.
+    pub fn num_kv_blocks(&self) -> usize {
+        self.num_kv_blocks
     }
 
     pub fn scheduling_policy(&self) -> SchedulingPolicy {
@@ -210,10 +214,6 @@ impl EngineHandle {
         })
     }
 
-    pub fn abort(&self, id: RequestId) {
-        let _ = self.tx.send(EngineCommand::Abort(id));
-    }
-
     pub fn shutdown(&self) {
         let _ = self.tx.send(EngineCommand::Shutdown);
     }
@@ -233,7 +233,11 @@ pub fn spawn_engine(
     let stats = Arc::new(EngineStats::default());
     let s = core.scheduler();
     let max_model_len = s.config().max_model_len.min(s.capacity_tokens());
-    let policy = s.config().policy;
+    let (policy, block_size, num_kv_blocks) = (
+        s.config().policy,
+        s.config().block_size,
+        s.num_blocks_total(),
+    );
     stats.alive.store(true, Ordering::Release);
     let thread_stats = stats.clone();
     let join = std::thread::Builder::new()
@@ -263,6 +267,8 @@ pub fn spawn_engine(
             stats,
             next_id: Arc::new(AtomicU64::new(1)),
             max_model_len,
+            block_size,
+            num_kv_blocks,
             policy,
             queue,
             queue_limits,
@@ -495,12 +501,8 @@ impl EngineLoop {
     fn publish(&self) {
         let s = self.core.scheduler();
         let st = &self.stats;
-        st.kv_blocks_total
-            .store(s.num_blocks_total(), Ordering::Relaxed);
         st.kv_blocks_used
             .store(s.num_blocks_used(), Ordering::Relaxed);
-        st.block_size
-            .store(s.config().block_size, Ordering::Relaxed);
         st.sequences_running
             .store(s.num_running(), Ordering::Relaxed);
         st.sequences_waiting

@@ -134,7 +134,8 @@ impl BlockAllocator {
         }
     }
 
-    pub fn ref_count(&self, block: BlockId) -> u32 {
+    #[cfg(test)]
+    fn ref_count(&self, block: BlockId) -> u32 {
         self.ref_counts[block.0 as usize]
     }
 

@@ -2,21 +2,23 @@
 //! codec, KV cache sized from the memory budget (host memory, or the GPU's free memory after
 //! the weights load), scheduler, engine thread.
 
+use super::limits::{EngineLimits, KvMemory};
 use super::ModelHandle;
-use crate::config::{EngineLimits, KvMemory};
 use crate::engine::core::EngineCore;
-use crate::engine::scheduler::{Scheduler, SchedulerConfig};
 use crate::engine::{spawn_engine, QueueLimits};
 use crate::kv::KvCacheConfig;
 use crate::metrics::Metrics;
 use crate::models::attention::BackendKind;
+use crate::models::config::gguf_architecture;
 use crate::models::config::ConfigError;
 use crate::models::device::DeviceError;
+use crate::models::family::{self, Family};
 use crate::models::weights::{
     DummyWeights, GgufWeights, LoadFormat, VarBuilderWeights, WeightSource,
 };
-use crate::models::{CausalLm, HfLlamaConfig, Llama, LlamaConfig};
+use crate::models::{HfLlamaConfig, LlamaConfig, Model};
 use crate::runner::ModelRunner;
+use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::store::{LocalModel, StoreError};
 use crate::text::{TextCodec, TextError};
 use candle_core::{DType, Device};
@@ -48,11 +50,13 @@ fn available_memory_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
-fn read_hf_config(path: &std::path::Path) -> Result<LlamaConfig, ManagerError> {
+/// A `config.json`'s family (from the registry) and validated config.
+fn read_hf_config(path: &std::path::Path) -> Result<(&'static Family, LlamaConfig), ManagerError> {
     let text = std::fs::read_to_string(path).map_err(|e| StoreError::io(path, e))?;
     let hf: HfLlamaConfig = serde_json::from_str(&text)
         .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?;
-    Ok(hf.into_config()?)
+    let family = family::for_hf(hf.model_type())?;
+    Ok((family, hf.into_config()?))
 }
 
 /// The tokenizer of a dummy model: its directory's tokenizer.json when there is one, else ids
@@ -75,7 +79,7 @@ fn dummy_codec(config: &std::path::Path, cfg: &LlamaConfig) -> Result<TextCodec,
 pub fn load_weights(
     local: &LocalModel,
     limits: &EngineLimits,
-) -> Result<(Llama, TextCodec), ManagerError> {
+) -> Result<(Box<dyn Model>, TextCodec), ManagerError> {
     let (mut model, codec) = read_weights(local, limits)?;
     model.set_fused_kernels(limits.fused_kernels);
     Ok((model, codec))
@@ -84,7 +88,7 @@ pub fn load_weights(
 fn read_weights(
     local: &LocalModel,
     limits: &EngineLimits,
-) -> Result<(Llama, TextCodec), ManagerError> {
+) -> Result<(Box<dyn Model>, TextCodec), ManagerError> {
     let device = limits.device.open()?;
     let dtype = limits.dtype.resolve(&device);
     match (limits.load_format, local) {
@@ -95,10 +99,10 @@ fn read_weights(
             } else {
                 path.clone()
             };
-            let cfg = read_hf_config(&config)?;
+            let (family, cfg) = read_hf_config(&config)?;
             let codec = dummy_codec(&config, &cfg)?;
             let mut w = DummyWeights::new(&device, dtype, cfg.tie_word_embeddings);
-            Ok((Llama::load(&mut w, cfg)?, codec))
+            Ok(((family.load)(&mut w, cfg)?, codec))
         }
         (LoadFormat::Dummy, LocalModel::Gguf(_)) => Err(ManagerError::Limits(
             "--load-format dummy takes a config.json, not a GGUF file".into(),
@@ -111,16 +115,17 @@ fn read_weights(
         }
         (LoadFormat::Auto, LocalModel::Gguf(path)) => {
             let mut w = GgufWeights::open_as(path, &device, dtype, limits.weight_format)?;
+            let family = family::for_gguf(&gguf_architecture(w.content()))?;
             let cfg = LlamaConfig::from_gguf(w.content())?;
             let codec = TextCodec::from_gguf(w.content())?;
-            let model = Llama::load(&mut w as &mut dyn WeightSource, cfg)?;
+            let model = (family.load)(&mut w as &mut dyn WeightSource, cfg)?;
             Ok((model, codec))
         }
         (LoadFormat::Auto, LocalModel::HfDir { dir, safetensors }) => {
-            let cfg = read_hf_config(&dir.join("config.json"))?;
+            let (family, cfg) = read_hf_config(&dir.join("config.json"))?;
             let codec = TextCodec::from_hf_dir(dir)?;
             let mut w = VarBuilderWeights::from_safetensors(safetensors, dtype, &device)?;
-            let model = Llama::load(&mut w, cfg)?;
+            let model = (family.load)(&mut w, cfg)?;
             Ok((model, codec))
         }
     }
@@ -264,14 +269,14 @@ pub fn load_model(
         load_s = started.elapsed().as_secs_f32(),
         "weights read"
     );
-    start_model(id, Arc::new(model), Arc::new(codec), limits, metrics)
+    start_model(id, Arc::from(model), Arc::new(codec), limits, metrics)
 }
 
 /// Starts an engine thread over `model` (read from disk, or back from the host tier) with a
 /// new KV cache.
 pub fn start_model(
     id: &str,
-    model: Arc<Llama>,
+    model: Arc<dyn Model>,
     codec: Arc<TextCodec>,
     limits: &EngineLimits,
     metrics: &Metrics,
@@ -288,7 +293,7 @@ pub fn start_model(
     model.device().synchronize()?;
     tracing::info!(
         model = id,
-        attention = runner.backend_name(),
+        attention = runner.backend_kind().name(),
         merged_projections = model.projections_merged(),
         kv_blocks = kv.num_blocks,
         kv_tokens = kv.num_slots(),
@@ -323,23 +328,16 @@ mod tests {
     #[test]
     fn attention_scratch_reserve_follows_the_backend() {
         let root = env!("CARGO_MANIFEST_DIR");
-        let cfg = read_hf_config(std::path::Path::new(&format!(
+        let (_, cfg) = read_hf_config(std::path::Path::new(&format!(
             "{root}/benches/shapes/llama-3.1-8b.json"
         )))
         .unwrap();
-        let limits = |backend: &str| {
-            crate::config::ServeArgs::parse_from_args([
-                "--max-num-seqs",
-                "256",
-                "--max-num-batched-tokens",
-                "8192",
-                "--max-model-len",
-                "16384",
-                "--attention-backend",
-                backend,
-            ])
-            .validate()
-            .unwrap()
+        let limits = |backend: &str| EngineLimits {
+            max_num_seqs: Some(256),
+            max_num_batched_tokens: Some(8192),
+            max_model_len: Some(16384),
+            attention_backend: backend.parse().unwrap(),
+            ..crate::testing::test_limits(0, 16)
         };
         let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
         let tensor = activation_reserve_bytes(&cfg, &limits("tensor"), &Device::Cpu);

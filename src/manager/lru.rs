@@ -64,10 +64,6 @@ impl LruIndex {
         }
     }
 
-    pub fn num_loaded(&self) -> usize {
-        self.loaded.len()
-    }
-
     pub fn bytes_loaded(&self) -> u64 {
         self.loaded.values().map(|r| r.bytes).sum()
     }

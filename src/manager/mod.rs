@@ -8,21 +8,22 @@
 //! and frees its memory. A failed load answers its waiters with the cause and is retried on a
 //! later request.
 //!
-//! A request holds an `Arc<ModelHandle>` from lookup to its last byte; a model is busy while
-//! anything besides the manager holds its handle.
+//! A request holds a `ModelLease` from lookup to its last byte (its `n` choices share it); a
+//! model is busy while a lease is held. The lease count is the one count of requests in flight.
 
+pub mod limits;
 pub mod loader;
 pub mod lru;
 
-use crate::config::EngineLimits;
 use crate::engine::EngineHandle;
 use crate::metrics::Metrics;
-use crate::models::{CausalLm, Llama};
+use crate::models::{CausalLm, Model};
 use crate::store::gcs::GcsSource;
 use crate::store::hf::HfSource;
 use crate::store::Sources;
 use crate::store::{LocalModel, ModelSpec};
 use crate::text::TextCodec;
+pub use limits::{EngineLimits, KvMemory};
 use lru::{Budget, LruIndex, Plan};
 use parking_lot::{Mutex, RwLock};
 use std::collections::BTreeMap;
@@ -37,13 +38,43 @@ pub struct ModelHandle {
     pub id: String,
     pub engine: EngineHandle,
     /// The weights the engine runs (kept for the host tier when the model is evicted).
-    pub model: Arc<Llama>,
+    pub model: Arc<dyn Model>,
     pub codec: Arc<TextCodec>,
     /// The vocabulary compiled for constrained decoding, built on first use.
     pub grammar: std::sync::OnceLock<Result<Arc<crate::text::grammar::GrammarCompiler>, String>>,
     /// Unix seconds when the model was loaded.
     pub created: u64,
     join: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Requests holding a `ModelLease` on this model.
+    in_flight: std::sync::atomic::AtomicUsize,
+}
+
+/// A request's hold on a loaded model, from lookup to its last byte: while one is held the model
+/// is never evicted. Clones (a request's `n` choices) share one hold.
+#[derive(Clone)]
+pub struct ModelLease(Arc<LeaseInner>);
+
+struct LeaseInner(Arc<ModelHandle>);
+
+impl ModelLease {
+    fn new(handle: &Arc<ModelHandle>) -> Self {
+        handle.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::new(LeaseInner(handle.clone())))
+    }
+}
+
+impl Drop for LeaseInner {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl std::ops::Deref for ModelLease {
+    type Target = ModelHandle;
+
+    fn deref(&self) -> &ModelHandle {
+        &self.0 .0
+    }
 }
 
 fn unix_secs() -> u64 {
@@ -57,7 +88,7 @@ impl ModelHandle {
     pub fn new(
         id: String,
         engine: EngineHandle,
-        model: Arc<Llama>,
+        model: Arc<dyn Model>,
         codec: Arc<TextCodec>,
         join: std::thread::JoinHandle<()>,
     ) -> Self {
@@ -69,7 +100,13 @@ impl ModelHandle {
             grammar: std::sync::OnceLock::new(),
             created: unix_secs(),
             join: Mutex::new(Some(join)),
+            in_flight: Default::default(),
         }
+    }
+
+    /// Requests holding a lease on this model.
+    pub fn num_in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
     }
 
     /// Stops the engine thread and waits for it.
@@ -123,7 +160,7 @@ impl ModelDecl {
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct EngineOverrides {
     pub max_model_len: Option<usize>,
-    pub kv_cache_memory: Option<crate::config::KvMemory>,
+    pub kv_cache_memory: Option<crate::manager::KvMemory>,
     pub dtype: Option<crate::models::device::DTypeSpec>,
 }
 
@@ -199,13 +236,13 @@ struct Entry {
 /// Where a load takes a model from.
 enum LoadFrom {
     /// The host tier's copy of its weights, with its tokenizer.
-    Host(Arc<Llama>, Arc<TextCodec>),
+    Host(Arc<dyn Model>, Arc<TextCodec>),
     Files(LocalModel),
 }
 
 /// An evicted model's weights in host memory, with its tokenizer.
 struct HostCopy {
-    model: Arc<Llama>,
+    model: Arc<dyn Model>,
     codec: Arc<TextCodec>,
 }
 
@@ -339,8 +376,8 @@ impl ModelManager {
             .ok_or_else(|| LoadError::NotFound(id.to_string()))
     }
 
-    /// The model `id`, loading it first if needed.
-    pub async fn get_or_load(&self, id: &str) -> Result<Arc<ModelHandle>, LoadError> {
+    /// A lease on the model `id`, loading it first if needed.
+    pub async fn get_or_load(&self, id: &str) -> Result<ModelLease, LoadError> {
         let entry = self.entry(id)?;
         entry.counters.last_used_ms.store(
             std::time::SystemTime::now()
@@ -348,18 +385,22 @@ impl ModelManager {
                 .map_or(0, |d| d.as_millis() as u64),
             Ordering::Relaxed,
         );
-        if let Some(h) = entry.loaded.read().clone() {
+        // NOTE: the lease is taken under the read lock, so eviction (which takes the write
+        // lock after checking `is_busy`) never stops a model a request just looked up.
+        if let Some(lease) = entry.loaded.read().as_ref().map(ModelLease::new) {
             self.inner.lru.lock().touch(id);
-            return Ok(h);
+            return Ok(lease);
         }
         let seen = entry.attempts.lock().0;
         let deadline = tokio::time::Instant::now() + self.inner.limits.load_timeout;
         let _single = tokio::time::timeout_at(deadline, entry.loading.lock())
             .await
             .map_err(|_| LoadError::Timeout(id.to_string()))?;
-        if let Some(h) = entry.loaded.read().clone() {
+        // NOTE: the lease is taken under the read lock, so eviction (which takes the write
+        // lock after checking `is_busy`) never stops a model a request just looked up.
+        if let Some(lease) = entry.loaded.read().as_ref().map(ModelLease::new) {
             self.inner.lru.lock().touch(id);
-            return Ok(h);
+            return Ok(lease);
         }
         // an attempt finished while this request waited: its failure is this request's answer
         // (a later request tries again)
@@ -368,7 +409,10 @@ impl ModelManager {
                 return Err(failed.clone());
             }
         }
-        let result = self.load(entry, deadline).await;
+        let result = self
+            .load(entry, deadline)
+            .await
+            .map(|h| ModelLease::new(&h));
         let mut attempts = entry.attempts.lock();
         attempts.0 += 1;
         // waiting for a busy model or the load lock depends on each waiter's own deadline
@@ -431,7 +475,7 @@ impl ModelManager {
                 let model = if model.device().same_device(&device) {
                     model
                 } else {
-                    Arc::new(model.to_device(&device)?)
+                    model.to_device(&device)?
                 };
                 loader::start_model(&lid, model, codec, &limits, &metrics)
             }
@@ -504,7 +548,7 @@ impl ModelManager {
         self.inner
             .entries
             .get(id)
-            .and_then(|e| e.loaded.read().as_ref().map(|h| Arc::strong_count(h) > 1))
+            .and_then(|e| e.loaded.read().as_ref().map(|h| h.num_in_flight() > 0))
             .unwrap_or(false)
     }
 
@@ -562,7 +606,7 @@ impl ModelManager {
             if model.device().is_cpu() {
                 Ok(model)
             } else {
-                model.to_device(&candle_core::Device::Cpu).map(Arc::new)
+                model.to_device(&candle_core::Device::Cpu)
             }
         })
         .await;
@@ -648,10 +692,7 @@ impl ModelManager {
             source: &e.decl.spec.source,
             pinned: e.decl.pinned,
             state,
-            // the manager's own reference and this one
-            in_flight: handle
-                .as_ref()
-                .map_or(0, |h| Arc::strong_count(h).saturating_sub(2)),
+            in_flight: handle.as_ref().map_or(0, |h| h.num_in_flight()),
             counters: &e.counters,
             last_error: e.last_error.lock().clone(),
         })
@@ -659,10 +700,7 @@ impl ModelManager {
 
     /// Requests being served on any model.
     pub fn requests_in_flight(&self) -> usize {
-        self.loaded()
-            .iter()
-            .map(|m| m.engine.stats().requests_in_flight.load(Ordering::Acquire))
-            .sum()
+        self.loaded().iter().map(|m| m.num_in_flight()).sum()
     }
 
     /// Stops every engine (blocking).
@@ -721,8 +759,8 @@ fn open_local(
 /// Bytes of a KV cache of a fixed size (0 when it is sized from what is free at load).
 fn kv_estimate(limits: &EngineLimits) -> u64 {
     let kv = match limits.kv_cache_memory {
-        crate::config::KvMemory::Bytes(b) => b,
-        crate::config::KvMemory::FractionOfAvailable(_) => 0,
+        crate::manager::KvMemory::Bytes(b) => b,
+        crate::manager::KvMemory::FractionOfAvailable(_) => 0,
     };
     limits.num_kv_blocks.map_or(kv, |_| 0)
 }

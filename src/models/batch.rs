@@ -137,18 +137,6 @@ impl ForwardBatch {
         }
         v
     }
-
-    /// `[num_seqs + 1]`: where each sequence's rows start in the packed arrays, then the total.
-    pub fn query_start_loc(&self) -> Vec<u32> {
-        let mut v: Vec<u32> = self.seqs.iter().map(|s| s.query_start as u32).collect();
-        v.push(self.num_tokens() as u32);
-        v
-    }
-
-    /// `[num_seqs]` tokens in the cache of each sequence after this step.
-    pub fn context_lens(&self) -> Vec<u32> {
-        self.seqs.iter().map(|s| s.context_len as u32).collect()
-    }
 }
 
 #[cfg(test)]
@@ -215,8 +203,10 @@ mod tests {
         // [num_seqs, max_blocks] = [3, 3], padded with 0
         assert_eq!(b.max_blocks(), 3);
         assert_eq!(b.padded_block_tables(), vec![0, 5, 0, 4, 0, 0, 6, 7, 3]);
-        assert_eq!(b.query_start_loc(), vec![0, 1, 4, 5]);
-        assert_eq!(b.context_lens(), vec![7, 3, 9]);
+        let starts: Vec<usize> = b.seqs.iter().map(|s| s.query_start).collect();
+        assert_eq!(starts, vec![0, 1, 4]);
+        let context_lens: Vec<usize> = b.seqs.iter().map(|s| s.context_len).collect();
+        assert_eq!(context_lens, vec![7, 3, 9]);
         assert_eq!(b.logits_rows, vec![0, 3, 4]);
     }
 }

@@ -88,23 +88,25 @@ fn default_max_pos() -> usize {
 }
 
 impl HfLlamaConfig {
+    /// `model_type` (absent: `llama`).
+    pub fn model_type(&self) -> &str {
+        self.model_type.as_deref().unwrap_or("llama")
+    }
+
     pub fn into_config(self) -> Result<LlamaConfig, ConfigError> {
-        let model_type = self.model_type.clone().unwrap_or_else(|| "llama".into());
+        let model_type = self.model_type();
         let is_qwen2 = model_type == "qwen2";
-        match model_type.as_str() {
-            "llama" | "qwen2" => {}
-            "mistral" => {
-                let window_used = self.use_sliding_window.unwrap_or(true);
-                if let (Some(w), true) = (self.sliding_window, window_used) {
-                    if w < self.max_position_embeddings {
-                        return Err(ConfigError::Unsupported(format!(
-                            "mistral with sliding window {w} (< context {})",
-                            self.max_position_embeddings
-                        )));
-                    }
+        // NOTE: which model types run at all is the family registry's (`family::for_hf`)
+        if model_type == "mistral" {
+            let window_used = self.use_sliding_window.unwrap_or(true);
+            if let (Some(w), true) = (self.sliding_window, window_used) {
+                if w < self.max_position_embeddings {
+                    return Err(ConfigError::Unsupported(format!(
+                        "mistral with sliding window {w} (< context {})",
+                        self.max_position_embeddings
+                    )));
                 }
             }
-            other => return Err(ConfigError::Unsupported(format!("model_type {other:?}"))),
         }
         let rope_scaling = match self.rope_scaling {
             None => None,
@@ -148,20 +150,20 @@ impl HfLlamaConfig {
     }
 }
 
+/// A GGUF file's `general.architecture` (absent: `llama`).
+pub fn gguf_architecture(ct: &gguf_file::Content) -> String {
+    ct.metadata
+        .get("general.architecture")
+        .and_then(|v| v.to_string().ok())
+        .cloned()
+        .unwrap_or_else(|| "llama".into())
+}
+
 impl LlamaConfig {
-    /// Reads the `llama.*` (or `qwen2.*`) hyper-parameters of a GGUF file.
+    /// Reads the `{arch}.*` hyper-parameters of a GGUF file (which architectures run at all is
+    /// the family registry's: `family::for_gguf`).
     pub fn from_gguf(ct: &gguf_file::Content) -> Result<Self, ConfigError> {
-        let arch = ct
-            .metadata
-            .get("general.architecture")
-            .and_then(|v| v.to_string().ok())
-            .cloned()
-            .unwrap_or_else(|| "llama".into());
-        if arch != "llama" && arch != "qwen2" {
-            return Err(ConfigError::Unsupported(format!(
-                "GGUF architecture {arch:?}"
-            )));
-        }
+        let arch = gguf_architecture(ct);
         let get = |k: &str| -> Result<&gguf_file::Value, ConfigError> {
             ct.metadata
                 .get(&format!("{arch}.{k}"))

@@ -1,10 +1,12 @@
 //! Llama-family decoder (Llama 2/3, SmolLM2, Mistral without sliding window, Qwen2) over the
 //! paged KV cache. The model borrows the cache for each forward and owns no per-request state.
 
-use super::attention::{Attention, AttentionMetadata, AttentionShape};
+use super::attention::{Attention, AttentionShape};
 use super::batch::ForwardBatch;
 use super::config::LlamaConfig;
+use super::family::{Family, Model};
 use super::fused;
+use super::layers::{Activation, GatedMlp, SelfAttention, StepContext};
 use super::linear::Linear;
 use super::rope::{Rope, RopeTables};
 use super::weights::WeightSource;
@@ -12,54 +14,22 @@ use super::{CausalLm, StepInputs};
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::ops::rms_norm;
 
-/// Projections of one input. Dense weights (the GPU, bf16/f16 on the CPU) are merged into one
-/// weight at load, so one GEMM computes them all; weights in weir's CPU panels or GGML blocks
-/// stay apart (their kernels share one pass over the input anyway).
-#[derive(Clone)]
-enum Projs<const N: usize> {
-    Split([Linear; N]),
-    Merged(Linear),
-}
+/// The Llama family's registry entry: Llama 2/3, SmolLM2, Mistral (no sliding window) and
+/// Qwen2 (attention biases) share this decoder.
+pub const FAMILY: Family = Family {
+    name: "llama",
+    gguf_archs: &["llama", "qwen2"],
+    hf_model_types: &["llama", "mistral", "qwen2"],
+    load: |w, cfg| Ok(Box::new(Llama::load(w, cfg)?)),
+};
 
-impl<const N: usize> Projs<N> {
-    fn new(parts: [Linear; N]) -> Result<Self> {
-        Ok(match Linear::concat(&parts.each_ref())? {
-            Some(merged) => Self::Merged(merged),
-            None => Self::Split(parts),
-        })
-    }
-
-    fn to_device(&self, device: &Device) -> Result<Self> {
-        Ok(match self {
-            Self::Split(ls) => Self::Split(
-                ls.iter()
-                    .map(|l| l.to_device(device))
-                    .collect::<Result<Vec<_>>>()?
-                    .try_into()
-                    .unwrap_or_else(|_| unreachable!("N projections in, N out")),
-            ),
-            Self::Merged(l) => Self::Merged(l.to_device(device)?),
-        })
-    }
-
-    fn bytes(&self) -> u64 {
-        match self {
-            Self::Split(ls) => ls.iter().map(Linear::bytes).sum(),
-            Self::Merged(l) => l.bytes(),
-        }
-    }
-}
-
+/// One decoder layer: pre-norm self-attention, then a pre-norm gated MLP.
 #[derive(Clone)]
 struct Layer {
     attn_norm: Tensor,
-    /// q, k, v
-    qkv: Projs<3>,
-    o: Linear,
+    attn: SelfAttention,
     mlp_norm: Tensor,
-    /// gate, up
-    gate_up: Projs<2>,
-    down: Linear,
+    mlp: GatedMlp,
 }
 
 pub struct Llama {
@@ -85,32 +55,17 @@ impl Llama {
     /// Loads every weight from `w`, which places them on its device in its dtype.
     pub fn load(w: &mut dyn WeightSource, cfg: LlamaConfig) -> Result<Self> {
         let (device, dtype) = (w.device().clone(), w.dtype());
-        let (h, nh, nkv, d) = (
-            cfg.hidden_size,
-            cfg.num_heads,
-            cfg.num_kv_heads,
-            cfg.head_dim,
-        );
+        let h = cfg.hidden_size;
+        let shape = attention_shape(&cfg);
         let embed = w.dense("model.embed_tokens", &[cfg.vocab_size, h])?;
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for i in 0..cfg.num_layers {
             let p = |m: &str| format!("model.layers.{i}.{m}");
-            let bias = cfg.attention_bias;
-            let inter = cfg.intermediate_size;
             layers.push(Layer {
                 attn_norm: w.dense(&p("input_layernorm"), &[h])?,
-                qkv: Projs::new([
-                    w.linear(&p("self_attn.q_proj"), nh * d, h, bias)?,
-                    w.linear(&p("self_attn.k_proj"), nkv * d, h, bias)?,
-                    w.linear(&p("self_attn.v_proj"), nkv * d, h, bias)?,
-                ])?,
-                o: w.linear(&p("self_attn.o_proj"), h, nh * d, false)?,
+                attn: SelfAttention::load(w, &p("self_attn"), shape, h, cfg.attention_bias)?,
                 mlp_norm: w.dense(&p("post_attention_layernorm"), &[h])?,
-                gate_up: Projs::new([
-                    w.linear(&p("mlp.gate_proj"), inter, h, false)?,
-                    w.linear(&p("mlp.up_proj"), inter, h, false)?,
-                ])?,
-                down: w.linear(&p("mlp.down_proj"), h, inter, false)?,
+                mlp: GatedMlp::load(w, &p("mlp"), h, cfg.intermediate_size, Activation::Silu)?,
             });
         }
         let norm = w.dense("model.norm", &[h])?;
@@ -136,31 +91,33 @@ impl Llama {
         })
     }
 
-    pub fn config(&self) -> &LlamaConfig {
+    /// The fused kernels run on this step's device.
+    fn kernels(&self) -> bool {
+        self.fused_kernels && self.device.is_cuda()
+    }
+}
+
+impl Model for Llama {
+    fn config(&self) -> &LlamaConfig {
         &self.cfg
     }
 
     /// Whether q/k/v and gate/up run as one GEMM each (dense weights).
-    pub fn projections_merged(&self) -> bool {
+    fn projections_merged(&self) -> bool {
         self.layers
             .iter()
-            .all(|l| matches!((&l.qkv, &l.gate_up), (Projs::Merged(_), Projs::Merged(_))))
+            .all(|l| l.attn.is_merged() && l.mlp.is_merged())
     }
 
     /// Whether CUDA runs weir's fused kernels (the default) or the candle ops they replace.
-    pub fn set_fused_kernels(&mut self, on: bool) {
+    fn set_fused_kernels(&mut self, on: bool) {
         self.fused_kernels = on;
-    }
-
-    /// The fused kernels run on this step's device.
-    fn kernels(&self) -> bool {
-        self.fused_kernels && self.device.is_cuda()
     }
 
     /// This model on `device`: its dense weights copied there (shared where they already are).
     /// The model manager's host tier keeps an evicted GPU model this way on the CPU, and
     /// copies it back instead of reading and parsing its files again.
-    pub fn to_device(&self, device: &Device) -> Result<Self> {
+    fn to_device(&self, device: &Device) -> Result<std::sync::Arc<dyn Model>> {
         let t = |x: &Tensor| x.to_device(device);
         let l = |x: &Linear| x.to_device(device);
         let layers = self
@@ -169,15 +126,13 @@ impl Llama {
             .map(|y| {
                 Ok(Layer {
                     attn_norm: t(&y.attn_norm)?,
-                    qkv: y.qkv.to_device(device)?,
-                    o: l(&y.o)?,
+                    attn: y.attn.to_device(device)?,
                     mlp_norm: t(&y.mlp_norm)?,
-                    gate_up: y.gate_up.to_device(device)?,
-                    down: l(&y.down)?,
+                    mlp: y.mlp.to_device(device)?,
                 })
             })
             .collect::<Result<_>>()?;
-        Ok(Self {
+        Ok(std::sync::Arc::new(Self {
             cfg: self.cfg.clone(),
             embed: t(&self.embed)?,
             layers,
@@ -189,64 +144,28 @@ impl Llama {
             dtype: self.dtype,
             fused_kernels: self.fused_kernels,
             span: self.span.clone(),
-        })
+        }))
     }
 
     /// Bytes of every weight.
-    pub fn weight_bytes(&self) -> u64 {
+    fn weight_bytes(&self) -> u64 {
         let tb = super::linear::tensor_bytes;
         let layers: u64 = self
             .layers
             .iter()
-            .map(|y| {
-                tb(&y.attn_norm)
-                    + tb(&y.mlp_norm)
-                    + y.qkv.bytes()
-                    + y.o.bytes()
-                    + y.gate_up.bytes()
-                    + y.down.bytes()
-            })
+            .map(|y| tb(&y.attn_norm) + tb(&y.mlp_norm) + y.attn.bytes() + y.mlp.bytes())
             .sum();
         tb(&self.embed) + layers + tb(&self.norm) + self.lm_head.bytes()
     }
-
-    /// Self-attention of layer `i` over the paged cache. x: [T, hidden] (normed).
-    fn attention(&self, i: usize, x: &Tensor, step: &Step, attn: &mut Attention) -> Result<Tensor> {
-        let layer = &self.layers[i];
-        let (nh, nkv) = (self.cfg.num_heads, self.cfg.num_kv_heads);
-        // [T, H*D], [T, KvH*D], [T, KvH*D]
-        let (q, k, v) = match &layer.qkv {
-            Projs::Merged(w) => {
-                let qkv = w.forward(x)?;
-                self.rope.apply_qkv(&qkv, nh, nkv, &step.rope)?
-            }
-            Projs::Split([q, k, v]) => {
-                let [q, k, v] = Linear::forward_many([q, k, v], x)?;
-                let q = self.rope.apply(&q, nh, &step.rope)?;
-                (q, self.rope.apply(&k, nkv, &step.rope)?, v)
-            }
-        };
-        attn.write_kv(i, &k, &v, step.batch, step.meta)?;
-        let y = attn.attend(i, &q, step.batch, step.meta)?;
-        layer.o.forward(&y)
-    }
-
-    /// The gated MLP of layer `i`. h: [T, hidden] (normed).
-    fn mlp(&self, i: usize, h: &Tensor) -> Result<Tensor> {
-        let layer = &self.layers[i];
-        let a = match &layer.gate_up {
-            Projs::Merged(w) => fused::silu_mul(&w.forward(h)?, self.kernels())?,
-            Projs::Split([gate, up]) => Linear::forward_glu(gate, up, h)?,
-        };
-        layer.down.forward(&a)
-    }
 }
 
-/// What every layer of one step shares.
-struct Step<'a> {
-    batch: &'a ForwardBatch,
-    rope: RopeTables,
-    meta: &'a AttentionMetadata,
+/// The attention shape `cfg` describes.
+fn attention_shape(cfg: &LlamaConfig) -> AttentionShape {
+    AttentionShape {
+        num_heads: cfg.num_heads,
+        num_kv_heads: cfg.num_kv_heads,
+        head_dim: cfg.head_dim,
+    }
 }
 
 impl CausalLm for Llama {
@@ -301,7 +220,7 @@ impl CausalLm for Llama {
                 .rope
                 .tables(&batch.positions, self.dtype, &self.device)?,
         };
-        let step = Step {
+        let step = StepContext {
             batch,
             rope,
             meta: &inputs.attention,
@@ -314,9 +233,9 @@ impl CausalLm for Llama {
             None => x.clone(),
         };
         for (i, layer) in self.layers.iter().enumerate() {
-            let a = self.attention(i, &h, &step, attn)?;
+            let a = layer.attn.forward(i, &h, &self.rope, &step, attn)?;
             let (x1, h1) = fused::add_rms_norm(&x, &a, &layer.mlp_norm, eps, k)?;
-            let m = self.mlp(i, &h1)?;
+            let m = layer.mlp.forward(&h1, k)?;
             match self.layers.get(i + 1) {
                 Some(next) => (x, h) = fused::add_rms_norm(&x1, &m, &next.attn_norm, eps, k)?,
                 None => x = (x1 + m)?,
@@ -342,11 +261,7 @@ impl CausalLm for Llama {
     }
 
     fn attention_shape(&self) -> AttentionShape {
-        AttentionShape {
-            num_heads: self.cfg.num_heads,
-            num_kv_heads: self.cfg.num_kv_heads,
-            head_dim: self.cfg.head_dim,
-        }
+        attention_shape(&self.cfg)
     }
 
     fn device(&self) -> &Device {

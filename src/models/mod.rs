@@ -6,7 +6,9 @@ pub mod attention;
 pub mod batch;
 pub mod config;
 pub mod device;
+pub mod family;
 pub mod fused;
+pub mod layers;
 pub mod linear;
 pub mod llama;
 pub mod pool;
@@ -19,6 +21,7 @@ use batch::ForwardBatch;
 use candle_core::{DType, Device, Result, Tensor};
 
 pub use config::{HfLlamaConfig, LlamaConfig};
+pub use family::Model;
 pub use linear::WeightFormat;
 pub use llama::Llama;
 
@@ -66,7 +69,7 @@ pub trait CausalLm: Send {
 }
 
 /// A model shared with its manager (which keeps it for the host tier after the engine stops).
-impl<M: CausalLm + Sync> CausalLm for std::sync::Arc<M> {
+impl<M: CausalLm + Sync + ?Sized> CausalLm for std::sync::Arc<M> {
     fn forward(&self, batch: &ForwardBatch, attn: &mut Attention) -> Result<Tensor> {
         (**self).forward(batch, attn)
     }

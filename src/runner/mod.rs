@@ -10,12 +10,11 @@ pub mod cuda_sampler;
 pub mod graph_inputs;
 pub mod sampler;
 
-use crate::engine::output::{ModelRunnerOutput, SchedulerOutput};
-use crate::engine::request::RequestId;
 use crate::kv::KvCacheConfig;
 use crate::models::attention::{backend_for, Attention, BackendKind};
 use crate::models::batch::{ForwardBatch, SeqInput};
 use crate::models::CausalLm;
+use crate::step::{ModelRunnerOutput, SchedulerOutput};
 use sampler::Sampler;
 
 /// The step's `ForwardBatch`: every scheduled sequence's tokens, in batch order.
@@ -40,9 +39,6 @@ pub struct ModelRunner {
     model: Box<dyn CausalLm>,
     attn: Attention,
     sampler: Sampler,
-    /// Host time of the last step's packing and forward call (on a GPU: launching its
-    /// kernels); the rest of `execute` is sampling, which waits for the GPU.
-    last_forward: std::time::Duration,
     /// `--cuda-graphs`: decode steps replayed from captured graphs.
     #[cfg(feature = "cuda")]
     graphs: Option<cuda_graph::DecodeGraphs>,
@@ -88,7 +84,6 @@ impl ModelRunner {
             model,
             attn,
             sampler: Sampler::default(),
-            last_forward: std::time::Duration::ZERO,
         })
     }
 
@@ -100,8 +95,9 @@ impl ModelRunner {
     ) -> candle_core::Result<candle_core::Tensor> {
         #[cfg(feature = "cuda")]
         if let Some(graphs) = self.graphs.as_mut() {
-            let fits =
-                !with_prompt && self.model.graph_capable() && self.attn.backend_name() == "cuda";
+            let fits = !with_prompt
+                && self.model.graph_capable()
+                && self.attn.backend_kind() == BackendKind::Cuda;
             if fits {
                 if let Some(logits) = graphs.run(self.model.as_ref(), &mut self.attn, batch)? {
                     return Ok(logits);
@@ -112,103 +108,54 @@ impl ModelRunner {
         self.model.forward(batch, &mut self.attn)
     }
 
-    /// See `last_forward`.
-    pub fn last_forward_time(&self) -> std::time::Duration {
-        self.last_forward
+    /// The attention backend in use.
+    pub fn backend_kind(&self) -> BackendKind {
+        self.attn.backend_kind()
     }
 
-    /// The attention backend in use (for logs).
-    pub fn backend_name(&self) -> &'static str {
-        self.attn.backend_name()
-    }
-
-    pub fn execute(&mut self, out: &SchedulerOutput) -> candle_core::Result<ModelRunnerOutput> {
+    /// Runs one step: packs the batch, runs the model and samples one token per sampling
+    /// sequence, advancing each one's `SamplingState` (lent in `out`) as it goes. Answers by
+    /// position, in batch order.
+    pub fn execute(&mut self, out: &mut SchedulerOutput) -> candle_core::Result<ModelRunnerOutput> {
         let started = std::time::Instant::now();
-        self.last_forward = std::time::Duration::ZERO;
         let mut batch = pack(out, self.attn.cache().config().block_size);
         // prompt logprobs: each sequence's scoring rows come before its sampling row
         let with_prompt = out.scheduled.iter().any(|s| !s.prompt_targets.is_empty());
-        let mut sample_rows = Vec::new();
-        if with_prompt {
-            batch.logits_rows.clear();
-            for (s, b) in out.scheduled.iter().zip(&batch.seqs) {
-                if !s.prompt_targets.is_empty() {
-                    let first = b.query_start + (s.prompt_target_start - 1 - s.num_computed_tokens);
-                    batch
-                        .logits_rows
-                        .extend((first..first + s.prompt_targets.len()).map(|r| r as u32));
-                }
-                if s.sample {
-                    sample_rows.push(batch.logits_rows.len() as u32);
-                    batch
-                        .logits_rows
-                        .push((b.query_start + b.query_len - 1) as u32);
-                }
-            }
-        }
+        let sample_rows = if with_prompt {
+            prompt_rows_first(out, &mut batch)
+        } else {
+            Vec::new()
+        };
         #[cfg(feature = "cuda")]
         if self.model.device().is_cuda() {
-            let rows = out.scheduled.iter().filter(|s| s.sample);
+            let rows = out.scheduled.iter_mut().filter(|s| s.sample);
             self.sampler.prepare_kernel_rows(
-                rows.map(|s| (s.request_id, &s.sampling)),
+                rows.map(|s| (&s.sampling, &mut s.state)),
                 self.model.device(),
             )?;
         }
-        // constrained rows' token masks, computed on their own thread during the forward pass
-        let constrained: Vec<_> = out
-            .scheduled
-            .iter()
-            .filter(|s| s.sample)
-            .map(|s| s.sampling.constraint.as_ref())
-            .collect();
         let vocab = self.model.vocab_size();
+        let mut constraints: Vec<_> = out
+            .scheduled
+            .iter_mut()
+            .filter(|s| s.sample)
+            .map(|s| s.state.constraint.as_mut())
+            .collect();
+        // constrained rows' token masks, computed on their own threads during the forward pass
         let (logits, masks) = std::thread::scope(|scope| {
-            // up to MASK_THREADS threads, each a contiguous run of rows
-            let n = constrained.iter().filter(|c| c.is_some()).count();
-            let threads = n.min(MASK_THREADS);
-            let handles: Vec<_> = if threads == 0 {
-                Vec::new()
-            } else {
-                constrained
-                    .chunks(constrained.len().div_ceil(threads))
-                    .map(|rows| {
-                        scope.spawn(move || {
-                            rows.iter()
-                                .map(|c| c.map(|c| c.mask(vocab)))
-                                .collect::<Vec<_>>()
-                        })
-                    })
-                    .collect()
-            };
-            let logits = self.forward(&batch, with_prompt); // [num_sampled, vocab]
-            self.last_forward = started.elapsed();
-            let masks: Vec<_> = handles
+            let masking = spawn_masks(scope, &mut constraints, vocab);
+            let logits = self.forward(&batch, with_prompt); // [rows, vocab]
+            let forward_time = started.elapsed();
+            let masks: Vec<_> = masking
                 .into_iter()
                 .flat_map(|h| h.join().expect("a mask thread panicked"))
                 .collect();
-            (logits, masks)
+            (logits.map(|l| (l, forward_time)), masks)
         });
-        let mut logits = logits?;
+        let (mut logits, forward_time) = logits?;
         let mut prompt_logprobs = Vec::new();
         if with_prompt {
-            let mut row = 0;
-            for s in &out.scheduled {
-                let n = s.prompt_targets.len();
-                if n > 0 {
-                    let k = s.sampling.prompt_logprobs.unwrap_or(0);
-                    let rows = logits
-                        .narrow(0, row, n)?
-                        .to_device(&candle_core::Device::Cpu)?;
-                    let lps = (0..n)
-                        .map(|j| {
-                            let raw = rows.get(j)?.to_vec1::<f32>()?;
-                            Ok(sampler::token_logprobs(&raw, s.prompt_targets[j], k))
-                        })
-                        .collect::<candle_core::Result<Vec<_>>>()?;
-                    prompt_logprobs.push((s.request_id, lps));
-                }
-                row += n + usize::from(s.sample);
-            }
+            prompt_logprobs = score_prompts(out, &logits)?;
             logits = if sample_rows.is_empty() {
                 logits.narrow(0, 0, 0)?
             } else {
@@ -216,34 +163,97 @@ impl ModelRunner {
                 logits.index_select(&idx, 0)?
             };
         }
-        let rows: Vec<_> = out
+        let mut masks = masks.into_iter();
+        let mut rows: Vec<_> = out
             .scheduled
-            .iter()
+            .iter_mut()
             .filter(|s| s.sample)
-            .enumerate()
-            .map(|(i, s)| sampler::Row {
-                id: s.request_id,
+            .map(|s| sampler::Row {
                 params: &s.sampling,
+                state: &mut s.state,
                 history: &s.history,
                 num_prompt_tokens: s.num_prompt_tokens,
-                mask: masks.get(i).and_then(Option::as_ref),
+                mask: masks.next().flatten(),
             })
             .collect();
-        let mut result = ModelRunnerOutput {
+        Ok(ModelRunnerOutput {
+            sampled: self.sampler.sample_rows(&logits, &mut rows)?,
             prompt_logprobs,
-            ..ModelRunnerOutput::default()
-        };
-        for (row, s) in rows.iter().zip(self.sampler.sample_rows(&logits, &rows)?) {
-            result.sampled.push((row.id, s.token));
-            if let Some(lp) = s.logprobs {
-                result.logprobs.push((row.id, lp));
+            forward_time,
+        })
+    }
+}
+
+/// Puts each sequence's prompt-scoring rows ahead of its sampling row in `batch.logits_rows`;
+/// returns the sampling rows' indices among them.
+fn prompt_rows_first(out: &SchedulerOutput, batch: &mut ForwardBatch) -> Vec<u32> {
+    let mut sample_rows = Vec::new();
+    batch.logits_rows.clear();
+    for (s, b) in out.scheduled.iter().zip(&batch.seqs) {
+        if !s.prompt_targets.is_empty() {
+            let first = b.query_start + (s.prompt_target_start - 1 - s.num_computed_tokens);
+            batch
+                .logits_rows
+                .extend((first..first + s.prompt_targets.len()).map(|r| r as u32));
+        }
+        if s.sample {
+            sample_rows.push(batch.logits_rows.len() as u32);
+            batch
+                .logits_rows
+                .push((b.query_start + b.query_len - 1) as u32);
+        }
+    }
+    sample_rows
+}
+
+/// Each scheduled sequence's prompt logprobs from its scoring rows of `logits` (laid out by
+/// `prompt_rows_first`), in batch order.
+fn score_prompts(
+    out: &SchedulerOutput,
+    logits: &candle_core::Tensor,
+) -> candle_core::Result<Vec<Vec<crate::step::TokenLogprobs>>> {
+    let mut row = 0;
+    let mut all = Vec::with_capacity(out.scheduled.len());
+    for s in &out.scheduled {
+        let n = s.prompt_targets.len();
+        let mut lps = Vec::with_capacity(n);
+        if n > 0 {
+            let k = s.sampling.prompt_logprobs.unwrap_or(0);
+            let rows = logits
+                .narrow(0, row, n)?
+                .to_device(&candle_core::Device::Cpu)?;
+            for (j, &target) in s.prompt_targets.iter().enumerate() {
+                let raw = rows.get(j)?.to_vec1::<f32>()?;
+                lps.push(sampler::token_logprobs(&raw, target, k));
             }
         }
-        Ok(result)
+        all.push(lps);
+        row += n + usize::from(s.sample);
     }
+    Ok(all)
+}
 
-    /// Drops per-request state (the sampling RNG) of a request that ended.
-    pub fn forget(&mut self, id: RequestId) {
-        self.sampler.remove(id);
+/// Starts the mask threads of a step's constrained rows (up to `MASK_THREADS`, each a run of
+/// rows); joined, they give one entry per row, in order (`None`: unconstrained).
+fn spawn_masks<'scope, 'env>(
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    constraints: &'env mut [Option<&mut crate::text::grammar::Constraint>],
+    vocab: usize,
+) -> Vec<std::thread::ScopedJoinHandle<'scope, Vec<Option<llguidance::toktrie::SimpleVob>>>> {
+    let n = constraints.iter().filter(|c| c.is_some()).count();
+    let threads = n.min(MASK_THREADS);
+    if threads == 0 {
+        return Vec::new();
     }
+    let per_thread = constraints.len().div_ceil(threads);
+    constraints
+        .chunks_mut(per_thread)
+        .map(|rows| {
+            scope.spawn(move || {
+                rows.iter_mut()
+                    .map(|c| c.as_mut().map(|c| c.mask(vocab)))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect()
 }

@@ -8,17 +8,16 @@
 //!   top-p, then a draw from the request's own RNG. Penalties and `logit_bias` come first
 //!   (`apply_processors`); logprobs are of the raw row (`token_logprobs`).
 //!
-//! The RNG is seeded from `seed` when given, so a seeded request is reproducible whatever it is
-//! batched with (on one kind of device: the GPU draw is a different, equally exact algorithm).
+//! Each row draws from its sequence's own RNG (`SamplingState`, seeded from `seed` when given),
+//! so a seeded request is reproducible whatever it is batched with (on one kind of device: the
+//! GPU draw is a different, equally exact algorithm). The sampler keeps no per-request state.
 
-use crate::engine::output::TokenLogprobs;
-use crate::engine::request::{IdMap, RequestId, SamplingParams};
+use crate::step::{Sampled, SamplingParams, SamplingState, TokenLogprobs};
 use candle_core::{Tensor, D};
-use rand::{rngs::StdRng, Rng, SeedableRng};
+use rand::Rng;
 
 #[derive(Default)]
 pub struct Sampler {
-    rngs: IdMap<StdRng>,
     /// On a GPU: the kernel rows of the coming step (indices among its sampling rows) and
     /// their parameters, uploaded before the forward pass (`prepare_kernel_rows`), so that
     /// sampling launches right after it instead of first waiting for it to copy them.
@@ -28,28 +27,20 @@ pub struct Sampler {
 
 /// One row of logits to sample, and what it is sampled for.
 pub struct Row<'a> {
-    pub id: RequestId,
     pub params: &'a SamplingParams,
+    /// The sequence's RNG and grammar (advanced past the sampled token).
+    pub state: &'a mut SamplingState,
     /// Prompt then output tokens (when the penalties need them).
     pub history: &'a [u32],
     pub num_prompt_tokens: usize,
     /// The grammar's allowed tokens (constrained rows).
-    pub mask: Option<&'a llguidance::toktrie::SimpleVob>,
+    pub mask: Option<llguidance::toktrie::SimpleVob>,
 }
 
-/// A sampled token, with its logprobs when the request asked for them.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sampled {
-    pub token: u32,
-    pub logprobs: Option<TokenLogprobs>,
-}
-
-impl Sampled {
-    fn plain(token: u32) -> Self {
-        Self {
-            token,
-            logprobs: None,
-        }
+impl Row<'_> {
+    /// Sampled on the host (from a GPU, the row is copied there).
+    fn on_host(&self) -> bool {
+        self.params.needs_host() || self.state.constraint.is_some()
     }
 }
 
@@ -70,26 +61,26 @@ impl Sampler {
     pub fn sample_rows(
         &mut self,
         logits: &Tensor,
-        rows: &[Row],
+        rows: &mut [Row],
     ) -> candle_core::Result<Vec<Sampled>> {
         #[cfg(feature = "cuda")]
         if logits.device().is_cuda() {
             return self.sample_rows_cuda(logits, rows);
         }
-        let plain_greedy = |p: &SamplingParams| p.is_greedy() && !p.needs_host();
-        let greedy = if rows.iter().any(|r| plain_greedy(r.params)) {
+        let plain_greedy = |r: &Row| r.params.is_greedy() && !r.on_host();
+        let greedy = if rows.iter().any(plain_greedy) {
             logits.argmax(D::Minus1)?.to_vec1::<u32>()?
         } else {
             Vec::new()
         };
-        rows.iter()
+        rows.iter_mut()
             .enumerate()
             .map(|(i, row)| {
-                if plain_greedy(row.params) {
+                if plain_greedy(row) {
                     return Ok(Sampled::plain(greedy[i]));
                 }
                 let logits = logits.get(i)?.to_vec1::<f32>()?;
-                Ok(self.sample_host(row, logits))
+                Ok(sample_host(row, logits))
             })
             .collect()
     }
@@ -100,15 +91,15 @@ impl Sampler {
     #[cfg(feature = "cuda")]
     pub fn prepare_kernel_rows<'a>(
         &mut self,
-        rows: impl Iterator<Item = (RequestId, &'a SamplingParams)>,
+        rows: impl Iterator<Item = (&'a SamplingParams, &'a mut SamplingState)>,
         device: &candle_core::Device,
     ) -> candle_core::Result<()> {
         let mut idx = Vec::new();
         let mut params = Vec::new();
-        for (i, (id, p)) in rows.enumerate() {
-            if !p.needs_host() {
+        for (i, (p, state)) in rows.enumerate() {
+            if !p.needs_host() && state.constraint.is_none() {
                 idx.push(i);
-                params.push(self.kernel_params(id, p));
+                params.push(kernel_params(p, state));
             }
         }
         self.prepared = if idx.is_empty() {
@@ -119,33 +110,15 @@ impl Sampler {
         Ok(())
     }
 
-    #[cfg(feature = "cuda")]
-    fn kernel_params(
-        &mut self,
-        id: RequestId,
-        p: &SamplingParams,
-    ) -> super::cuda_sampler::RowParams {
-        super::cuda_sampler::RowParams {
-            temperature: if p.is_greedy() { 0.0 } else { p.temperature },
-            top_k: p.top_k.map_or(0, |k| k.min(u32::MAX as usize) as u32),
-            top_p: p.top_p,
-            seed: if p.is_greedy() {
-                0
-            } else {
-                self.rng(id, p).random()
-            },
-        }
-    }
-
     /// The kernel samples the rows it can; the others are copied to the host.
     #[cfg(feature = "cuda")]
     fn sample_rows_cuda(
         &mut self,
         logits: &Tensor,
-        rows: &[Row],
+        rows: &mut [Row],
     ) -> candle_core::Result<Vec<Sampled>> {
         let (host, kernel): (Vec<usize>, Vec<usize>) =
-            (0..rows.len()).partition(|&i| rows[i].params.needs_host());
+            (0..rows.len()).partition(|&i| rows[i].on_host());
         let mut out = vec![Sampled::plain(0); rows.len()];
         let pick = |idx: &[usize]| -> candle_core::Result<Tensor> {
             if idx.len() == rows.len() {
@@ -160,7 +133,7 @@ impl Sampler {
                 _ => {
                     let params: Vec<_> = kernel
                         .iter()
-                        .map(|&i| self.kernel_params(rows[i].id, rows[i].params))
+                        .map(|&i| kernel_params(rows[i].params, rows[i].state))
                         .collect();
                     super::cuda_sampler::upload(&params, logits.device())?
                 }
@@ -174,52 +147,55 @@ impl Sampler {
             let on_host = pick(&host)?.to_device(&candle_core::Device::Cpu)?;
             for (j, &i) in host.iter().enumerate() {
                 let row = on_host.get(j)?.to_vec1::<f32>()?;
-                out[i] = self.sample_host(&rows[i], row);
+                out[i] = sample_host(&mut rows[i], row);
             }
         }
         Ok(out)
     }
+}
 
-    /// Samples one row on the host: `apply_processors`, then argmax or the filtered draw;
-    /// logprobs of the raw row.
-    fn sample_host(&mut self, row: &Row, mut logits: Vec<f32>) -> Sampled {
-        let p = row.params;
-        let raw = p.logprobs.map(|k| (logits.clone(), k));
-        if let Some(mask) = row.mask {
-            apply_mask(&mut logits, mask);
-        }
-        apply_processors(&mut logits, p, row.history, row.num_prompt_tokens);
-        let token = self.sample(row.id, p, &logits);
-        if let Some(c) = &p.constraint {
-            c.consume(token);
-        }
-        Sampled {
-            token,
-            logprobs: raw.map(|(raw, k)| token_logprobs(&raw, token, k)),
-        }
+/// One row's kernel parameters; a sampled row draws its kernel seed from its own RNG (one draw
+/// per step, as on the host).
+#[cfg(feature = "cuda")]
+fn kernel_params(p: &SamplingParams, state: &mut SamplingState) -> super::cuda_sampler::RowParams {
+    super::cuda_sampler::RowParams {
+        temperature: if p.is_greedy() { 0.0 } else { p.temperature },
+        top_k: p.top_k.map_or(0, |k| k.min(u32::MAX as usize) as u32),
+        top_p: p.top_p,
+        seed: if p.is_greedy() {
+            0
+        } else {
+            state.rng(p.seed).random()
+        },
     }
+}
 
-    /// A token from an already processed row.
-    pub fn sample(&mut self, id: RequestId, params: &SamplingParams, logits: &[f32]) -> u32 {
-        if params.is_greedy() {
-            return argmax(logits);
-        }
-        let u = self.rng(id, params).random::<f32>();
-        sample_filtered(logits, params, u)
+/// Samples one row on the host: the grammar's mask, `apply_processors`, then argmax or the
+/// filtered draw; logprobs of the raw row. Advances the row's grammar past the token.
+fn sample_host(row: &mut Row, mut logits: Vec<f32>) -> Sampled {
+    let p = row.params;
+    let raw = p.logprobs.map(|k| (logits.clone(), k));
+    if let Some(mask) = &row.mask {
+        apply_mask(&mut logits, mask);
     }
+    apply_processors(&mut logits, p, row.history, row.num_prompt_tokens);
+    let token = sample(p, row.state, &logits);
+    if let Some(c) = row.state.constraint.as_mut() {
+        c.consume(token);
+    }
+    Sampled {
+        token,
+        logprobs: raw.map(|(raw, k)| token_logprobs(&raw, token, k)),
+    }
+}
 
-    /// The request's RNG, seeded from `seed` on first use.
-    fn rng(&mut self, id: RequestId, params: &SamplingParams) -> &mut StdRng {
-        self.rngs.entry(id).or_insert_with(|| match params.seed {
-            Some(seed) => StdRng::seed_from_u64(seed),
-            None => StdRng::from_os_rng(),
-        })
+/// A token from an already processed row.
+pub fn sample(params: &SamplingParams, state: &mut SamplingState, logits: &[f32]) -> u32 {
+    if params.is_greedy() {
+        return argmax(logits);
     }
-
-    /// Forgets a finished request's RNG.
-    pub fn remove(&mut self, id: RequestId) {
-        self.rngs.remove(&id);
-    }
+    let u = state.rng(params.seed).random::<f32>();
+    sample_filtered(logits, params, u)
 }
 
 /// Tokens the grammar does not allow get -inf (tokens past the mask too).
@@ -366,15 +342,9 @@ mod tests {
 
     #[test]
     fn greedy_is_argmax() {
-        let mut s = Sampler::default();
-        assert_eq!(
-            s.sample(RequestId(0), &SamplingParams::greedy(), &LOGITS),
-            1
-        );
-        assert_eq!(
-            s.sample(RequestId(0), &params(0.7, Some(1), 1.0, 0), &LOGITS),
-            1
-        );
+        let mut s = SamplingState::default();
+        assert_eq!(sample(&SamplingParams::greedy(), &mut s, &LOGITS), 1);
+        assert_eq!(sample(&params(0.7, Some(1), 1.0, 0), &mut s, &LOGITS), 1);
     }
 
     #[test]
@@ -402,18 +372,14 @@ mod tests {
     #[test]
     fn seeded_draws_are_reproducible() {
         let p = params(1.5, None, 1.0, 1234);
-        let draw = |id| {
-            let mut s = Sampler::default();
+        let draw = || {
+            let mut s = SamplingState::default();
             (0..32)
-                .map(|_| s.sample(RequestId(id), &p, &LOGITS))
+                .map(|_| sample(&p, &mut s, &LOGITS))
                 .collect::<Vec<_>>()
         };
-        let a = draw(1);
-        assert_eq!(
-            a,
-            draw(2),
-            "same seed, same tokens, whatever the request id"
-        );
+        let a = draw();
+        assert_eq!(a, draw(), "same seed, same tokens");
         assert!(
             a.iter().any(|&t| t != a[0]),
             "temperature 1.5 varies: {a:?}"

@@ -5,15 +5,16 @@
 
 pub mod attention;
 
-use crate::config::{EngineLimits, ServeArgs};
+use crate::config::ServeArgs;
 use crate::engine::core::EngineCore;
-use crate::engine::request::{Request, RequestId, SamplingParams, StopConditions};
-use crate::engine::scheduler::Scheduler;
 use crate::manager::loader::{engine_shape, load_weights};
+use crate::manager::EngineLimits;
 use crate::models::batch::{ForwardBatch, SeqInput};
 use crate::models::weights::LoadFormat;
 use crate::models::{CausalLm, WeightFormat};
 use crate::runner::ModelRunner;
+use crate::scheduler::Scheduler;
+use crate::step::{Request, RequestId, SamplingParams, StopConditions};
 use crate::store::pypi::DEFAULT_MODEL;
 use crate::store::LocalModel;
 use candle_core::{Device, Tensor};
@@ -152,12 +153,12 @@ pub fn test_limits(num_kv_blocks: usize, block_size: usize) -> EngineLimits {
         max_num_seqs: Some(64),
         max_num_batched_tokens: Some(512),
         block_size,
-        kv_cache_memory: crate::config::KvMemory::Bytes(0),
+        kv_cache_memory: crate::manager::KvMemory::Bytes(0),
         num_kv_blocks: Some(num_kv_blocks),
         max_model_len: None,
         weight_format: WeightFormat::Quantized,
         enable_prefix_caching: true,
-        scheduling_policy: crate::engine::scheduler::SchedulingPolicy::Fcfs,
+        scheduling_policy: crate::step::SchedulingPolicy::Fcfs,
         device: crate::models::device::DeviceSpec::Cpu,
         dtype: crate::models::device::DTypeSpec::Auto,
         gpu_memory_utilization: 0.9,
@@ -185,13 +186,8 @@ pub fn engine_core(source: &Path, limits: &EngineLimits) -> EngineCore {
     let (model, _codec) = load_weights(&local, limits).expect("load model");
     let (kv, sched) =
         engine_shape(model.config(), limits, model.device(), model.dtype()).expect("engine shape");
-    let runner = ModelRunner::new(
-        Box::new(model),
-        kv,
-        limits.attention_backend,
-        limits.cuda_graphs,
-    )
-    .expect("allocate the KV cache");
+    let runner = ModelRunner::new(model, kv, limits.attention_backend, limits.cuda_graphs)
+        .expect("allocate the KV cache");
     EngineCore::new(Scheduler::new(sched), runner)
 }
 
@@ -209,6 +205,7 @@ pub fn greedy_request(id: u64, prompt: Vec<u32>, max_tokens: usize) -> Request {
         arrival: Instant::now(),
         cache_salt: None,
         follows: None,
+        constraint: None,
     }
 }
 
@@ -220,7 +217,7 @@ pub fn run_to_completion(core: &mut EngineCore) -> HashMap<RequestId, Vec<u32>> 
         let (deltas, _) = core.step();
         for d in deltas {
             assert!(
-                !matches!(d.finish, Some(crate::engine::FinishReason::Error(_))),
+                !matches!(d.finish, Some(crate::step::FinishReason::Error(_))),
                 "step failed: {d:?}"
             );
             out.entry(d.request_id).or_default().extend(d.new_token_ids);
@@ -286,14 +283,14 @@ pub struct TestServer {
 impl TestServer {
     /// Serves `models` (id, source path) with `limits`.
     pub fn start(models: &[(&str, &Path)], limits: EngineLimits) -> Self {
-        Self::start_with(models, limits, crate::config::ServerOptions::default())
+        Self::start_with(models, limits, crate::api::ServerOptions::default())
     }
 
     /// `start` with HTTP-side options (keys, timeouts); every model preloaded.
     pub fn start_with(
         models: &[(&str, &Path)],
         limits: EngineLimits,
-        options: crate::config::ServerOptions,
+        options: crate::api::ServerOptions,
     ) -> Self {
         let manager = manager_limits(limits, None, 300);
         Self::start_managed(models, manager, options, true)
@@ -320,7 +317,7 @@ impl TestServer {
     pub fn start_managed(
         models: &[(&str, &Path)],
         limits: crate::manager::ManagerLimits,
-        options: crate::config::ServerOptions,
+        options: crate::api::ServerOptions,
         preload: bool,
     ) -> Self {
         let decls = models
@@ -341,7 +338,7 @@ impl TestServer {
         decls: Vec<crate::manager::ModelDecl>,
         limits: crate::manager::ManagerLimits,
         sources: crate::store::Sources,
-        options: crate::config::ServerOptions,
+        options: crate::api::ServerOptions,
         preload: bool,
     ) -> Self {
         let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
@@ -436,7 +433,7 @@ pub async fn run_python_test(script: &str, args: &[&str]) {
         .expect("python3 runs");
     assert!(
         out.status.success(),
-        "tests/{script} failed (pip install -r tests/requirements.txt):\n{}\n{}",
+        "tests/{script} failed (run the tests through scripts/test.sh, which installs tests/requirements.txt):\n{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );

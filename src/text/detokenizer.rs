@@ -8,7 +8,8 @@
 //! `StopStringMatcher` holds back only the longest tail that could still start a stop string;
 //! on a match it returns the text before the stop string, which itself is never emitted.
 
-use super::tokenizer::{TextCodec, TextError};
+use super::error::TextError;
+use super::tokenizer::TextCodec;
 
 #[derive(Debug, Default)]
 pub struct IncrementalDetokenizer {

@@ -5,7 +5,7 @@
 //! piece it makes, which is SentencePiece's own rule. The tokenizer is assembled as
 //! tokenizer.json text so the `tokenizers` crate validates it.
 
-use super::tokenizer::TextError;
+use super::error::TextError;
 use candle_core::quantized::gguf_file::{Content, Value};
 use serde_json::{json, Map};
 

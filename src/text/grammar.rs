@@ -8,7 +8,6 @@ use super::TextCodec;
 use llguidance::api::TopLevelGrammar;
 use llguidance::toktrie::{ApproximateTokEnv, SimpleVob, TokRxInfo, TokTrie};
 use llguidance::{Matcher, ParserFactory};
-use parking_lot::Mutex;
 use std::sync::Arc;
 
 /// What a constrained request's output must match.
@@ -102,32 +101,32 @@ impl GrammarCompiler {
             return Err(e);
         }
         Ok(Constraint {
-            matcher: Arc::new(Mutex::new(matcher)),
+            matcher,
             eos: self.eos,
         })
     }
 }
 
-/// The grammar state of one constrained output, shared between its request's steps.
-#[derive(Clone)]
+/// The grammar state of one constrained output, owned by its sequence's sampling state.
 pub struct Constraint {
-    matcher: Arc<Mutex<Matcher>>,
+    matcher: Matcher,
     eos: u32,
 }
 
-impl Constraint {
-    /// Another output of the same grammar, from the same (unstarted) state.
-    pub fn fork(&self) -> Self {
+/// A copy with its own state (a request's `n` choices each clone the unstarted one).
+impl Clone for Constraint {
+    fn clone(&self) -> Self {
         Self {
-            matcher: Arc::new(Mutex::new(self.matcher.lock().deep_clone())),
+            matcher: self.matcher.deep_clone(),
             eos: self.eos,
         }
     }
+}
 
+impl Constraint {
     /// The tokens allowed next: only EOS once the grammar is complete, or when it failed.
-    pub fn mask(&self, vocab_size: usize) -> SimpleVob {
-        let mut m = self.matcher.lock();
-        match m.compute_mask_or_eos() {
+    pub fn mask(&mut self, vocab_size: usize) -> SimpleVob {
+        match self.matcher.compute_mask_or_eos() {
             Ok(mask) => mask,
             Err(e) => {
                 tracing::warn!(error = %e, "grammar failed; ending the output");
@@ -139,10 +138,9 @@ impl Constraint {
     }
 
     /// Advances past a sampled token (a failure shows in the next mask).
-    pub fn consume(&self, token: u32) {
-        let mut m = self.matcher.lock();
-        if !m.is_stopped() {
-            let _ = m.consume_token(token);
+    pub fn consume(&mut self, token: u32) {
+        if !self.matcher.is_stopped() {
+            let _ = self.matcher.consume_token(token);
         }
     }
 }
@@ -150,11 +148,5 @@ impl Constraint {
 impl std::fmt::Debug for Constraint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Constraint")
-    }
-}
-
-impl PartialEq for Constraint {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.matcher, &other.matcher)
     }
 }

@@ -2,6 +2,7 @@
 //! Lives outside the engine: the engine sees token ids only.
 
 pub mod detokenizer;
+pub mod error;
 pub mod gguf_tokenizer;
 pub mod grammar;
 pub mod template;
@@ -9,5 +10,6 @@ pub mod tokenizer;
 pub mod tools;
 
 pub use detokenizer::{IncrementalDetokenizer, StopStringMatcher};
+pub use error::TextError;
 pub use template::{ChatMessage, ChatTemplate};
-pub use tokenizer::{TextCodec, TextError};
+pub use tokenizer::TextCodec;

@@ -3,7 +3,7 @@
 //! renderer: `trim_blocks`, `lstrip_blocks`, Python string methods (`.strip()`, `.startswith()`),
 //! `raise_exception`, `strftime_now`, and `add_generation_prompt = true`.
 
-use super::tokenizer::TextError;
+use super::error::TextError;
 use minijinja::{context, Environment, Error, ErrorKind};
 use serde::Serialize;
 

@@ -8,17 +8,7 @@ use std::path::Path;
 use std::str::FromStr;
 use tokenizers::Tokenizer;
 
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum TextError {
-    #[error("tokenizer: {0}")]
-    Tokenizer(String),
-    #[error("{0}")]
-    Template(String),
-    #[error("this model has no chat template; use /v1/completions")]
-    NoTemplate,
-    #[error("this model is served without a tokenizer (--load-format dummy); send the prompt as token ids")]
-    NoTokenizer,
-}
+use super::error::TextError;
 
 #[derive(Debug)]
 pub struct TextCodec {
@@ -181,10 +171,6 @@ impl TextCodec {
 
     fn tokenizer(&self) -> Result<&Tokenizer, TextError> {
         self.tokenizer.as_ref().ok_or(TextError::NoTokenizer)
-    }
-
-    pub fn has_chat_template(&self) -> bool {
-        self.template.is_some()
     }
 
     /// Renders the chat template with `add_generation_prompt = true`.

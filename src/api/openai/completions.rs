@@ -2,21 +2,40 @@
 //! list of strings, a token list or a list of token lists (one choice per prompt).
 
 use super::types::*;
-use super::{parse_request, response_id, unix_now};
+use super::{open, response_id, unix_now, GenerationRequest};
 use crate::api::error::ApiError;
-use crate::api::generate::{
-    compile_grammar, render_all, token_text, vllm_prompt_logprobs, Endpoint, GenOptions,
-    Generation, TokenLogprob,
-};
+use crate::api::generation::Generation;
+use crate::api::logprobs::{render_all, token_text, vllm_prompt_logprobs, TokenLogprob};
 use crate::api::sse::{stream_response, ChunkFormat};
+use crate::api::validate::Endpoint;
 use crate::api::AppState;
-use crate::engine::FinishReason;
+use crate::manager::ModelHandle;
+use crate::step::FinishReason;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+
+impl GenerationRequest for CompletionRequest {
+    type Plan = ();
+
+    fn model(&self) -> &str {
+        &self.model
+    }
+
+    fn fields(&self) -> &GenerationFields {
+        &self.gen
+    }
+
+    fn plan(&self) -> Result<(), ApiError> {
+        Ok(())
+    }
+
+    fn endpoint(&self, _: &(), _: &ModelHandle) -> Endpoint {
+        Endpoint::Completions { echo: self.echo }
+    }
+}
 
 /// What `echo` and `prompt_logprobs` add to each prompt's choices.
 struct Echo {
@@ -30,6 +49,8 @@ struct CompletionChunks {
     id: String,
     model: String,
     created: u64,
+    /// Chunks carry `"usage": null`, and a usage chunk ends the stream.
+    include_usage: bool,
     /// Characters of each choice's text so far (`text_offset`).
     offsets: std::collections::HashMap<usize, usize>,
     codec: std::sync::Arc<crate::text::TextCodec>,
@@ -46,15 +67,15 @@ struct CompletionChunks {
 }
 
 impl CompletionChunks {
-    fn chunk(&self, choices: Vec<CompletionChoice>, usage: Option<Usage>) -> serde_json::Value {
-        json!(Completion {
+    fn chunk(&self, choices: Vec<CompletionChoice>) -> Completion {
+        Completion {
             id: self.id.clone(),
             object: "text_completion",
             created: self.created,
             model: self.model.clone(),
             choices,
-            usage,
-        })
+            usage: self.include_usage.then_some(None),
+        }
     }
 
     fn choice(index: usize, text: String) -> CompletionChoice {
@@ -68,9 +89,9 @@ impl CompletionChunks {
     }
 
     /// The echo of a prompt without prompt logprobs (one token) that has not gone out yet.
-    fn pending_echo(&mut self, index: usize) -> Vec<serde_json::Value> {
+    fn pending_echo(&mut self, index: usize) -> Vec<Completion> {
         self.echo_with_logprobs(index, &[])
-            .map(|c| self.chunk(vec![c], None))
+            .map(|c| self.chunk(vec![c]))
             .into_iter()
             .collect()
     }
@@ -80,7 +101,7 @@ impl CompletionChunks {
     fn echo_with_logprobs(
         &mut self,
         index: usize,
-        lps: &[crate::engine::TokenLogprobs],
+        lps: &[crate::step::TokenLogprobs],
     ) -> Option<CompletionChoice> {
         let e = &self.echo[index / self.n];
         let text = e.text.clone()?;
@@ -100,17 +121,15 @@ impl CompletionChunks {
 }
 
 impl ChunkFormat for CompletionChunks {
-    fn first(&self, index: usize) -> Option<serde_json::Value> {
+    type Chunk = Completion;
+
+    fn first(&self, index: usize) -> Option<Completion> {
         // without logprobs the echo goes first; with them it waits for the prompt's logprobs
         let text = self.echo[index / self.n].text.clone()?;
-        (!self.logprobs).then(|| self.chunk(vec![Self::choice(index, text)], None))
+        (!self.logprobs).then(|| self.chunk(vec![Self::choice(index, text)]))
     }
 
-    fn prompt(
-        &mut self,
-        index: usize,
-        lps: Vec<crate::engine::TokenLogprobs>,
-    ) -> Vec<serde_json::Value> {
+    fn prompt(&mut self, index: usize, lps: Vec<crate::step::TokenLogprobs>) -> Vec<Completion> {
         let mut c = self
             .echo_with_logprobs(index, &lps)
             .unwrap_or_else(|| Self::choice(index, String::new()));
@@ -120,34 +139,32 @@ impl ChunkFormat for CompletionChunks {
         if c.text.is_empty() && c.logprobs.is_none() && c.prompt_logprobs.is_none() {
             return Vec::new();
         }
-        vec![self.chunk(vec![c], None)]
+        vec![self.chunk(vec![c])]
     }
 
-    fn text(
-        &mut self,
-        index: usize,
-        text: String,
-        logprobs: Vec<TokenLogprob>,
-    ) -> Vec<serde_json::Value> {
+    fn text(&mut self, index: usize, text: String, logprobs: Vec<TokenLogprob>) -> Vec<Completion> {
         let mut out = self.pending_echo(index);
         let offset = self.offsets.entry(index).or_default();
         let logprobs = (!logprobs.is_empty()).then(|| CompletionLogprobs::of(&logprobs, offset));
         let mut c = Self::choice(index, text);
         c.logprobs = logprobs;
-        out.push(self.chunk(vec![c], None));
+        out.push(self.chunk(vec![c]));
         out
     }
 
-    fn finish(&mut self, index: usize, reason: &FinishReason) -> Vec<serde_json::Value> {
+    fn finish(&mut self, index: usize, reason: &FinishReason) -> Vec<Completion> {
         let mut out = self.pending_echo(index);
         let mut c = Self::choice(index, String::new());
-        c.finish_reason = Some(finish_reason_str(reason));
-        out.push(self.chunk(vec![c], None));
+        c.finish_reason = Some(WireFinishReason::of(reason, false));
+        out.push(self.chunk(vec![c]));
         out
     }
 
-    fn usage(&self, usage: Usage) -> serde_json::Value {
-        self.chunk(Vec::new(), Some(usage))
+    fn usage(&self, usage: Usage) -> Option<Completion> {
+        self.include_usage.then(|| Completion {
+            usage: Some(Some(usage)),
+            ..self.chunk(Vec::new())
+        })
     }
 }
 
@@ -177,19 +194,9 @@ pub async fn completions(
     key: Option<axum::Extension<crate::api::auth::KeyId>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body?;
-    let req: CompletionRequest = parse_request(&body)?;
-    let model = state.models.get_or_load(&req.model).await?;
-    let mut opts = GenOptions::from_fields(&req.gen, Endpoint::Completions)?;
-    opts.timeout = state.options.request_timeout;
-    opts.log_prompt = state.options.log_prompts;
-    opts.charge = key.map(|k| (state.limiter.clone(), k.0 .0));
-    compile_grammar(&model, &mut opts).await?;
-    // echo with logprobs reports the prompt's logprobs too (computed like prompt_logprobs)
-    let prompt_field = opts.sampling.prompt_logprobs.is_some();
-    if let (true, Some(k)) = (req.echo, opts.sampling.logprobs) {
-        opts.sampling.prompt_logprobs = Some(opts.sampling.prompt_logprobs.unwrap_or(0).max(k));
-    }
+    let (req, (), sub) = open::<CompletionRequest>(&state, key, body).await?;
+    let (model, opts) = (&sub.model, &sub.opts);
+    let prompt_field = opts.report_prompt_logprobs;
     let texts: Vec<Option<String>> = match &req.prompt {
         PromptSpec::Text(t) => vec![Some(t.clone())],
         PromptSpec::Texts(t) => t.iter().cloned().map(Some).collect(),
@@ -237,12 +244,13 @@ pub async fn completions(
     // choice index = prompt index × n + choice
     let mut gens = Vec::with_capacity(prompts.len() * opts.n);
     for ids in prompts {
-        gens.extend(Generation::start_choices(&model, ids, &opts)?);
+        gens.extend(Generation::start_choices(&sub, ids)?);
     }
     let mut meta = CompletionChunks {
         id: response_id("cmpl"),
         model: model.id.clone(),
         created: unix_now(),
+        include_usage: opts.include_usage,
         offsets: Default::default(),
         codec: codec.clone(),
         echo,
@@ -253,7 +261,7 @@ pub async fn completions(
         echoed: Default::default(),
     };
     if opts.stream {
-        return Ok(stream_response(gens, meta, opts.include_usage));
+        return Ok(stream_response(gens, meta));
     }
     let results = futures::future::join_all(gens.into_iter().map(Generation::collect)).await;
     let mut choices = Vec::with_capacity(results.len());
@@ -276,7 +284,7 @@ pub async fn completions(
             logprobs,
             prompt_logprobs: prompt_field
                 .then(|| vllm_prompt_logprobs(&codec, &done.prompt_logprobs)),
-            finish_reason: Some(finish_reason_str(&done.reason)),
+            finish_reason: Some(WireFinishReason::of(&done.reason, false)),
         });
     }
     Ok(Json(Completion {
@@ -285,7 +293,7 @@ pub async fn completions(
         created: meta.created,
         model: meta.model,
         choices,
-        usage: Some(usage),
+        usage: Some(Some(usage)),
     })
     .into_response())
 }

@@ -1,27 +1,38 @@
-//! `GET /v1/models`.
+//! `GET /v1/models` and `GET /v1/models/{id}`.
 
 use super::types::{ModelCard, ModelList};
+use crate::api::error::ApiError;
 use crate::api::AppState;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::Json;
+
+/// The card of declared model `id` (its load time and context length once loaded).
+fn card(state: &AppState, id: &str) -> ModelCard {
+    let loaded = state.models.get(id);
+    ModelCard {
+        id: id.to_string(),
+        object: "model",
+        created: loaded.as_ref().map_or(state.started, |m| m.created),
+        owned_by: "weir",
+        max_model_len: loaded.map(|m| m.engine.max_model_len()),
+    }
+}
 
 /// Every declared model, loaded or not.
 pub async fn list_models(State(state): State<AppState>) -> Json<ModelList> {
     Json(ModelList {
         object: "list",
-        data: state
-            .models
-            .ids()
-            .map(|id| {
-                let loaded = state.models.get(id);
-                ModelCard {
-                    id: id.to_string(),
-                    object: "model",
-                    created: loaded.as_ref().map_or(state.started, |m| m.created),
-                    owned_by: "weir",
-                    max_model_len: loaded.map(|m| m.engine.max_model_len()),
-                }
-            })
-            .collect(),
+        data: state.models.ids().map(|id| card(&state, id)).collect(),
     })
+}
+
+/// One declared model, or 404.
+pub async fn model(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ModelCard>, ApiError> {
+    if !state.models.ids().any(|m| m == id) {
+        return Err(ApiError::model_not_found(&id));
+    }
+    Ok(Json(card(&state, &id)))
 }

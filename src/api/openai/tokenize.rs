@@ -1,12 +1,12 @@
 //! vLLM's `POST /tokenize` and `POST /detokenize`, and `GET /v1/models/{id}`.
 
-use super::chat::to_chat_messages;
-use super::types::{ChatMessageIn, ModelCard};
+use super::messages::to_chat_messages;
+use super::types::ChatMessageIn;
 use crate::api::error::{parse_json, ApiError};
 use crate::api::AppState;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -77,22 +77,4 @@ pub async fn detokenize(
     }
     let text = model.codec.decode(&req.tokens, false)?;
     Ok(Json(json!({ "prompt": text })))
-}
-
-/// `GET /v1/models/{id}`: one declared model, or 404.
-pub async fn model(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<ModelCard>, ApiError> {
-    if !state.models.ids().any(|m| m == id) {
-        return Err(ApiError::model_not_found(&id));
-    }
-    let loaded = state.models.get(&id);
-    Ok(Json(ModelCard {
-        object: "model",
-        created: loaded.as_ref().map_or(state.started, |m| m.created),
-        owned_by: "weir",
-        max_model_len: loaded.map(|m| m.engine.max_model_len()),
-        id,
-    }))
 }

@@ -1,7 +1,7 @@
 //! All OpenAI wire types (requests, responses, stream chunks, usage) and the map from
-//! `FinishReason` to `finish_reason` strings. The only serde wire code in weir.
+//! `FinishReason` to `finish_reason` (`WireFinishReason`). The only serde wire code in weir.
 
-use crate::engine::FinishReason;
+use crate::step::FinishReason;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -213,12 +213,33 @@ impl Usage {
 }
 
 /// `finish_reason` on the wire.
-pub fn finish_reason_str(r: &FinishReason) -> &'static str {
-    match r {
-        FinishReason::Eos | FinishReason::StopToken(_) | FinishReason::StopString(_) => "stop",
-        FinishReason::Length => "length",
-        FinishReason::Aborted => "abort",
-        FinishReason::Error(_) => "error",
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WireFinishReason {
+    Stop,
+    Length,
+    /// A chat answer that is tool calls.
+    ToolCalls,
+    Abort,
+    Error,
+}
+
+impl WireFinishReason {
+    /// The wire reason of `r`; `calls`: the chat answer is tool calls (a stop then reads
+    /// `tool_calls`).
+    pub fn of(r: &FinishReason, calls: bool) -> Self {
+        match r {
+            FinishReason::Eos | FinishReason::StopToken(_) | FinishReason::StopString(_) => {
+                if calls {
+                    Self::ToolCalls
+                } else {
+                    Self::Stop
+                }
+            }
+            FinishReason::Length => Self::Length,
+            FinishReason::Aborted => Self::Abort,
+            FinishReason::Error(_) => Self::Error,
+        }
     }
 }
 
@@ -318,89 +339,12 @@ pub struct CompletionLogprobs {
     pub text_offset: Vec<usize>,
 }
 
-/// An f32 as the f64 nearest its shortest decimal form, so that every serializer (the body of
-/// a response, or a stream chunk built as a `serde_json::Value`) writes the same short number.
-fn short(x: f32) -> f64 {
-    x.to_string().parse().unwrap_or(f64::from(x))
-}
-
-impl ChatLogprobs {
-    pub fn of(entries: &[crate::api::generate::TokenLogprob]) -> Self {
-        let top = |t: &str, l: f32| TopLogprob {
-            token: t.to_string(),
-            logprob: short(l),
-            bytes: t.as_bytes().to_vec(),
-        };
-        Self {
-            content: entries
-                .iter()
-                .map(|e| ChatTokenLogprob {
-                    token: e.token.clone(),
-                    logprob: short(e.logprob),
-                    bytes: e.token.as_bytes().to_vec(),
-                    top_logprobs: e.top.iter().map(|(t, l)| top(t, *l)).collect(),
-                })
-                .collect(),
-            refusal: None,
-        }
-    }
-}
-
-impl CompletionLogprobs {
-    /// An echoed prompt: its first token (no logprob), then one entry per later token.
-    pub fn of_prompt(
-        first: &str,
-        entries: &[crate::api::generate::TokenLogprob],
-        offset: &mut usize,
-    ) -> Self {
-        let mut out = Self {
-            tokens: vec![first.to_string()],
-            token_logprobs: vec![None],
-            top_logprobs: vec![None],
-            text_offset: vec![*offset],
-        };
-        *offset += first.chars().count();
-        let rest = Self::of(entries, offset);
-        out.tokens.extend(rest.tokens);
-        out.token_logprobs.extend(rest.token_logprobs);
-        out.top_logprobs.extend(rest.top_logprobs);
-        out.text_offset.extend(rest.text_offset);
-        out
-    }
-
-    /// This followed by `more`.
-    pub fn extend(&mut self, more: Self) {
-        self.tokens.extend(more.tokens);
-        self.token_logprobs.extend(more.token_logprobs);
-        self.top_logprobs.extend(more.top_logprobs);
-        self.text_offset.extend(more.text_offset);
-    }
-
-    /// `entries` continuing a text of `*offset` characters (advanced past them).
-    pub fn of(entries: &[crate::api::generate::TokenLogprob], offset: &mut usize) -> Self {
-        let mut out = Self::default();
-        for e in entries {
-            out.tokens.push(e.token.clone());
-            out.token_logprobs.push(Some(short(e.logprob)));
-            out.top_logprobs.push(Some(
-                e.top
-                    .iter()
-                    .map(|(t, l)| (t.clone(), serde_json::json!(short(*l))))
-                    .collect(),
-            ));
-            out.text_offset.push(*offset);
-            *offset += e.token.chars().count();
-        }
-        out
-    }
-}
-
 #[derive(Debug, Clone, Serialize)]
 pub struct ChatChoice {
     pub index: usize,
     pub message: ChatMessageOut,
     pub logprobs: Option<ChatLogprobs>,
-    pub finish_reason: Option<&'static str>,
+    pub finish_reason: Option<WireFinishReason>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -431,7 +375,7 @@ pub struct ChatChunkChoice {
     pub index: usize,
     pub delta: ChatDelta,
     pub logprobs: Option<ChatLogprobs>,
-    pub finish_reason: Option<&'static str>,
+    pub finish_reason: Option<WireFinishReason>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -441,8 +385,13 @@ pub struct ChatCompletionChunk {
     pub created: u64,
     pub model: String,
     pub choices: Vec<ChatChunkChoice>,
+    /// Absent unless the stream reports usage; then `null` on every chunk but the last
+    /// (`Some(None)`), as OpenAI sends it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub usage: Option<Usage>,
+    pub usage: Option<Option<Usage>>,
+    /// vLLM's `prompt_logprobs`, on a chunk of their own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_logprobs: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -453,7 +402,7 @@ pub struct CompletionChoice {
     /// vLLM's `prompt_logprobs` (when asked for).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prompt_logprobs: Option<serde_json::Value>,
-    pub finish_reason: Option<&'static str>,
+    pub finish_reason: Option<WireFinishReason>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -463,8 +412,9 @@ pub struct Completion {
     pub created: u64,
     pub model: String,
     pub choices: Vec<CompletionChoice>,
+    /// A response's usage; in a stream (chunks of this shape) as `ChatCompletionChunk::usage`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub usage: Option<Usage>,
+    pub usage: Option<Option<Usage>>,
 }
 
 #[derive(Debug, Clone, Serialize)]

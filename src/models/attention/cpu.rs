@@ -39,8 +39,8 @@ fn host_rows(x: &Tensor) -> Result<Vec<f32>> {
 }
 
 impl AttentionBackend for CpuBackend {
-    fn name(&self) -> &'static str {
-        "cpu"
+    fn kind(&self) -> super::BackendKind {
+        super::BackendKind::Cpu
     }
 
     fn allocate(&self, cfg: KvCacheConfig) -> Result<KvCache> {

@@ -285,8 +285,8 @@ impl CudaBackend {
 }
 
 impl AttentionBackend for CudaBackend {
-    fn name(&self) -> &'static str {
-        "cuda"
+    fn kind(&self) -> super::BackendKind {
+        super::BackendKind::Cuda
     }
 
     fn allocate(&self, cfg: KvCacheConfig) -> Result<KvCache> {

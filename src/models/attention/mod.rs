@@ -55,7 +55,8 @@ pub struct AttentionMetadata {
 }
 
 pub trait AttentionBackend: Send {
-    fn name(&self) -> &'static str;
+    /// Which backend this is (never `Auto`).
+    fn kind(&self) -> BackendKind;
     /// Allocates the pool (once) on the backend's device in its dtype.
     fn allocate(&self, cfg: KvCacheConfig) -> Result<KvCache>;
     /// Metadata of one step.
@@ -90,6 +91,18 @@ pub enum BackendKind {
     Tensor,
     /// weir's CUDA kernels (builds with the `cuda` feature).
     Cuda,
+}
+
+impl BackendKind {
+    /// The flag value naming this backend (for logs).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Cpu => "cpu",
+            Self::Tensor => "tensor",
+            Self::Cuda => "cuda",
+        }
+    }
 }
 
 impl std::str::FromStr for BackendKind {
@@ -154,8 +167,8 @@ impl Attention {
         Ok(Self { backend, cache })
     }
 
-    pub fn backend_name(&self) -> &'static str {
-        self.backend.name()
+    pub fn backend_kind(&self) -> BackendKind {
+        self.backend.kind()
     }
 
     pub fn cache(&self) -> &KvCache {

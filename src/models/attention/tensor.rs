@@ -272,8 +272,8 @@ fn gather_plan(meta: &AttentionMetadata) -> Result<&GatherPlan> {
 }
 
 impl AttentionBackend for TensorBackend {
-    fn name(&self) -> &'static str {
-        "tensor"
+    fn kind(&self) -> super::BackendKind {
+        super::BackendKind::Tensor
     }
 
     fn allocate(&self, cfg: KvCacheConfig) -> Result<KvCache> {

@@ -138,25 +138,3 @@ unsafe fn f32_rows<const R: usize>(panel: &[f32], x: &[f32], in_dim: usize, out:
         _mm512_storeu_ps(out.as_mut_ptr().add(t * PANEL), *a);
     }
 }
-
-/// One Q8 block of activations (`activations::quantize_block_portable`'s bits): returns (d, Σq,
-/// Σq over the first 16).
-///
-/// # Safety
-/// The CPU supports AVX-512 F/BW; `x` and `q` hold 32 values.
-#[target_feature(enable = "avx512f,avx512bw")]
-pub unsafe fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, i32, i32) {
-    debug_assert!(x.len() == QK && q.len() == QK);
-    let v0 = _mm512_loadu_ps(x.as_ptr());
-    let v1 = _mm512_loadu_ps(x.as_ptr().add(16));
-    let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
-    let (d, id) = super::super::activations::block_scale(amax);
-    let id = _mm512_set1_ps(id);
-    // `vcvtps2dq` rounds half to even under the default MXCSR, like `round_ties_even`
-    let q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, id));
-    let q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, id));
-    _mm_storeu_si128(q.as_mut_ptr() as *mut _, _mm512_cvtepi32_epi8(q0));
-    _mm_storeu_si128(q.as_mut_ptr().add(16) as *mut _, _mm512_cvtepi32_epi8(q1));
-    let s16 = _mm512_reduce_add_epi32(q0);
-    (d, s16 + _mm512_reduce_add_epi32(q1), s16)
-}

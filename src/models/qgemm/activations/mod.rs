@@ -7,6 +7,9 @@
 //! error of a block at `Σ w·e` instead of `Σ (w − min)·e`: GGML's Q8_1 does the same.) Each row is quantized by itself, so a row's blocks never depend on the
 //! other rows of the batch.
 
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
 use super::super::pool::ComputePool;
 use super::Isa;
 use parking_lot::Mutex;
@@ -130,17 +133,17 @@ fn quantize_block(isa: Isa, x: &[f32], q: &mut [i8]) -> (f32, i32, i32) {
     match isa {
         // SAFETY: `isa` is one this CPU supports (`Isa::available`); blocks are 32 long.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => unsafe { super::x86::avx512::quantize_block(x, q) },
+        Isa::Avx512Vnni => unsafe { x86::quantize_block_avx512(x, q) },
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { super::x86::avx2::quantize_block(x, q) },
+        Isa::Avx2 => unsafe { x86::quantize_block_avx2(x, q) },
         _ => quantize_block_portable(x, q),
     }
 }
 
 /// The block's scale `d = max|x| / 127`, or 0 for an all-zero block.
 #[inline(always)]
-pub(super) fn block_scale(amax: f32) -> (f32, f32) {
+fn block_scale(amax: f32) -> (f32, f32) {
     let d = amax / 127.0;
     (d, if d > 0.0 { 1.0 / d } else { 0.0 })
 }

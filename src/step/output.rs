@@ -1,11 +1,11 @@
 //! Plain data passed between the scheduler, the model runner and the engine loop.
 
-use super::request::{RequestId, SamplingParams};
-use super::sequence::FinishReason;
+use super::request::{RequestId, SamplingParams, SamplingState};
+use std::time::Duration;
 
 /// One sequence's share of a step: everything the model runner needs of it, so the runner never
 /// reads the scheduler.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct ScheduledSeq {
     pub request_id: RequestId,
     /// Tokens computed this step, starting at `num_computed_tokens`.
@@ -19,6 +19,9 @@ pub struct ScheduledSeq {
     /// The sequence's whole block table after this step's allocation.
     pub block_ids: Vec<u32>,
     pub sampling: SamplingParams,
+    /// The sequence's RNG and grammar state, lent for a step in which it samples (else the
+    /// empty default); the runner advances it and `update_from_output` gives it back.
+    pub state: SamplingState,
     /// The sequence's tokens (prompt, then output) when it samples this step and its
     /// penalties need them; else empty.
     pub history: Vec<u32>,
@@ -30,7 +33,7 @@ pub struct ScheduledSeq {
 }
 
 /// What the scheduler decided for one step.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Default)]
 pub struct SchedulerOutput {
     /// In batch order.
     pub scheduled: Vec<ScheduledSeq>,
@@ -45,21 +48,36 @@ impl SchedulerOutput {
     pub fn is_empty(&self) -> bool {
         self.scheduled.is_empty()
     }
-
-    /// Sequences that sample a token this step, in batch order.
-    pub fn num_sampled(&self) -> usize {
-        self.scheduled.iter().filter(|s| s.sample).count()
-    }
 }
 
-/// What the model runner produced: one sampled token per sampling sequence, with its logprobs
-/// when the request asked for them.
+/// What the model runner produced, by position: one answer per sampling sequence and one list
+/// of prompt logprobs per scheduled sequence, both in batch order.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ModelRunnerOutput {
-    pub sampled: Vec<(RequestId, u32)>,
-    pub logprobs: Vec<(RequestId, TokenLogprobs)>,
-    /// Prompt tokens' logprobs computed this step, in position order.
-    pub prompt_logprobs: Vec<(RequestId, Vec<TokenLogprobs>)>,
+    /// [num sampling sequences] the sampled tokens, in batch order.
+    pub sampled: Vec<Sampled>,
+    /// [num scheduled sequences] prompt tokens' logprobs computed this step, in position order
+    /// (empty for a sequence without `prompt_targets`; may be empty altogether when none has).
+    pub prompt_logprobs: Vec<Vec<TokenLogprobs>>,
+    /// Host time of the step's packing and forward call (on a GPU: launching its kernels); the
+    /// rest of the runner's time is sampling, which waits for the GPU.
+    pub forward_time: Duration,
+}
+
+/// A sampled token, with its logprobs when the request asked for them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sampled {
+    pub token: u32,
+    pub logprobs: Option<TokenLogprobs>,
+}
+
+impl Sampled {
+    pub fn plain(token: u32) -> Self {
+        Self {
+            token,
+            logprobs: None,
+        }
+    }
 }
 
 /// Log-probabilities (natural log, of the model's raw distribution) of one sampled token.
@@ -86,4 +104,21 @@ pub struct TokenDelta {
     pub finish: Option<FinishReason>,
     /// Prompt tokens served from the prefix cache (usage `cached_tokens`).
     pub num_cached_tokens: usize,
+}
+
+/// Why a request ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FinishReason {
+    /// The model produced one of its EOS ids.
+    Eos,
+    /// A `stop_token_ids` entry was produced.
+    StopToken(u32),
+    /// The API task matched stop string number `.0` on the text.
+    StopString(usize),
+    /// `max_tokens` or the context length was reached.
+    Length,
+    /// The client went away or asked to stop.
+    Aborted,
+    /// The engine failed on this request.
+    Error(String),
 }

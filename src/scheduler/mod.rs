@@ -14,22 +14,15 @@
 //! blocks; every block a running sequence owns is allocated in `allocator`; when all sequences
 //! have ended, every block is free.
 
-use super::output::{ModelRunnerOutput, ScheduledSeq, SchedulerOutput, TokenDelta};
-use super::request::{IdMap, Request, RequestId};
-use super::sequence::{FinishReason, Sequence, SequenceStatus};
-use crate::kv::{chain_hash, BlockAllocator, BlockHash, BlockId, BlockTable};
-use std::collections::VecDeque;
+pub mod sequence;
 
-/// Order of the waiting queue and choice of preemption victims.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SchedulingPolicy {
-    /// First come, first served; the newest running sequence is preempted first.
-    #[default]
-    Fcfs,
-    /// Lowest `priority` value first, FCFS within a priority; the running sequence with the
-    /// highest value (newest among equals) is preempted first.
-    Priority,
-}
+use crate::kv::{chain_hash, BlockAllocator, BlockHash, BlockId, BlockTable};
+use crate::step::{
+    AdmissionError, FinishReason, IdMap, ModelRunnerOutput, Request, RequestId, SamplingState,
+    ScheduledSeq, SchedulerOutput, SchedulingPolicy, TokenDelta,
+};
+use sequence::{Sequence, SequenceStatus};
+use std::collections::VecDeque;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SchedulerConfig {
@@ -41,21 +34,6 @@ pub struct SchedulerConfig {
     /// Reuse cached full blocks of earlier sequences with the same token prefix.
     pub enable_prefix_caching: bool,
     pub policy: SchedulingPolicy,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AdmissionError {
-    #[error("request needs up to {needed} tokens ({prompt} prompt + {max_tokens} max_tokens) but the model's context length is {limit}")]
-    TooLong {
-        needed: usize,
-        prompt: usize,
-        max_tokens: usize,
-        limit: usize,
-    },
-    #[error("request id {0:?} is already in the engine")]
-    Duplicate(RequestId),
-    #[error("prompt is empty")]
-    EmptyPrompt,
 }
 
 #[derive(Debug)]
@@ -174,10 +152,6 @@ impl Scheduler {
 
     pub fn num_preemptions(&self) -> u64 {
         self.num_preemptions
-    }
-
-    pub fn seq(&self, id: RequestId) -> Option<&Sequence> {
-        self.seqs.get(&id)
     }
 
     /// Decides the next step: which sequences run and how many tokens each computes.
@@ -359,6 +333,11 @@ impl Scheduler {
             token_ids: seq.token_ids[start..start + n].to_vec(),
             block_ids: seq.block_table.blocks().iter().map(|b| b.0).collect(),
             sampling: seq.sampling.clone(),
+            state: if sample {
+                std::mem::take(&mut seq.sampling_state)
+            } else {
+                SamplingState::default()
+            },
             history: if sample && seq.sampling.needs_history() {
                 seq.token_ids.clone()
             } else {
@@ -390,36 +369,40 @@ impl Scheduler {
         self.num_preemptions += 1;
     }
 
-    /// Applies the runner's sampled tokens: advances computed counts, appends tokens, checks
-    /// stop rules and frees finished sequences. Returns one delta per sampled token.
+    /// Applies the runner's answers (by position: the n-th sampled token belongs to the n-th
+    /// sampling sequence of `out`): advances computed counts, gives each sampling sequence its
+    /// `SamplingState` back, appends tokens, checks stop rules and frees finished sequences.
+    /// Returns one delta per sampled token.
     pub fn update_from_output(
         &mut self,
-        out: &SchedulerOutput,
-        runner: &ModelRunnerOutput,
+        out: &mut SchedulerOutput,
+        runner: ModelRunnerOutput,
     ) -> Vec<TokenDelta> {
-        // the runner answers in batch order: walk its lists alongside, no lookups
-        let mut sampled = OrderedAnswers::new(&runner.sampled);
-        let mut logprobs = OrderedAnswers::new(&runner.logprobs);
-        for (id, lps) in &runner.prompt_logprobs {
-            if let Some(seq) = self.seqs.get_mut(id) {
-                seq.num_prompt_logprobs += lps.len();
-                seq.prompt_logprobs.extend(lps.iter().cloned());
-            }
-        }
-        let mut deltas = Vec::with_capacity(runner.sampled.len());
-        for s in &out.scheduled {
+        let num_sampling = out.scheduled.iter().filter(|s| s.sample).count();
+        assert_eq!(
+            runner.sampled.len(),
+            num_sampling,
+            "the runner samples every sampling sequence. This is a bug."
+        );
+        let mut sampled = runner.sampled.into_iter();
+        let mut prompt_logprobs = runner.prompt_logprobs.into_iter();
+        let mut deltas = Vec::with_capacity(num_sampling);
+        for s in out.scheduled.iter_mut() {
+            let lps = prompt_logprobs.next().unwrap_or_default();
+            let answer = if s.sample { sampled.next() } else { None };
             let Some(seq) = self.seqs.get_mut(&s.request_id) else {
                 continue;
             };
+            seq.num_prompt_logprobs += lps.len();
+            seq.prompt_logprobs.extend(lps);
             seq.num_computed_tokens += s.num_new_tokens;
             self.register_full_blocks(s.request_id);
-            let seq = self.seqs.get_mut(&s.request_id).expect("just looked up");
-            if !s.sample {
+            let Some(answer) = answer else {
                 continue;
-            }
-            let token = *sampled
-                .take(s.request_id)
-                .expect("runner samples every sampling sequence. This is a bug.");
+            };
+            let seq = self.seqs.get_mut(&s.request_id).expect("just looked up");
+            seq.sampling_state = std::mem::take(&mut s.state);
+            let token = answer.token;
             seq.token_ids.push(token);
             let mut finish = seq.check_stop(token);
             if finish.is_none() && seq.num_tokens() >= self.config.max_model_len {
@@ -428,7 +411,7 @@ impl Scheduler {
             deltas.push(TokenDelta {
                 request_id: s.request_id,
                 new_token_ids: vec![token],
-                logprobs: logprobs.take(s.request_id).cloned().into_iter().collect(),
+                logprobs: answer.logprobs.into_iter().collect(),
                 prompt_logprobs: std::mem::take(&mut seq.prompt_logprobs),
                 finish: finish.clone(),
                 num_cached_tokens: seq.num_cached_tokens,
@@ -480,27 +463,4 @@ impl Scheduler {
 }
 
 #[cfg(test)]
-#[path = "scheduler_tests.rs"]
 mod tests;
-
-/// The runner's per-request answers (in the batch order of the scheduled sequences that
-/// sample; some may be missing, as logprobs are), taken in that order with a cursor; an answer
-/// out of order is still found by a search.
-struct OrderedAnswers<'a, T> {
-    items: &'a [(RequestId, T)],
-    next: usize,
-}
-
-impl<'a, T> OrderedAnswers<'a, T> {
-    fn new(items: &'a [(RequestId, T)]) -> Self {
-        Self { items, next: 0 }
-    }
-
-    fn take(&mut self, id: RequestId) -> Option<&'a T> {
-        if let Some((_, v)) = self.items.get(self.next).filter(|(i, _)| *i == id) {
-            self.next += 1;
-            return Some(v);
-        }
-        self.items.iter().find(|(i, _)| *i == id).map(|(_, v)| v)
-    }
-}

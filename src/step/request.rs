@@ -65,8 +65,6 @@ pub struct SamplingParams {
     /// (vLLM's `prompt_logprobs`; such a request skips the prefix cache: cached tokens have no
     /// logits).
     pub prompt_logprobs: Option<usize>,
-    /// The grammar the output must match (masks every step before everything else).
-    pub constraint: Option<crate::text::grammar::Constraint>,
 }
 
 impl Default for SamplingParams {
@@ -83,7 +81,6 @@ impl Default for SamplingParams {
             logit_bias: Arc::new([]),
             logprobs: None,
             prompt_logprobs: None,
-            constraint: None,
         }
     }
 }
@@ -108,13 +105,36 @@ impl SamplingParams {
     }
 
     /// Anything beyond greedy / temperature / top-k / top-p / seed: such rows are sampled on
-    /// the host (from the GPU, their logits rows are copied there).
+    /// the host (from the GPU, their logits rows are copied there), as are constrained rows
+    /// (`SamplingState::constraint`).
     pub fn needs_host(&self) -> bool {
         self.needs_history()
             || !self.logit_bias.is_empty()
             || self.min_p > 0.0
             || self.logprobs.is_some()
-            || self.constraint.is_some()
+    }
+}
+
+/// What changes as a sequence samples: its RNG and its grammar's progress. The sequence owns it;
+/// in a step where it samples, the scheduler lends it to the runner inside its `ScheduledSeq`
+/// and `update_from_output` puts it back, so it travels with the step's data and nothing is
+/// kept (or forgotten) elsewhere.
+#[derive(Debug, Default)]
+pub struct SamplingState {
+    /// Seeded from `SamplingParams::seed` (else from the OS) at the first draw.
+    pub rng: Option<rand::rngs::StdRng>,
+    /// The grammar the output must match (it masks the row before everything else).
+    pub constraint: Option<crate::text::grammar::Constraint>,
+}
+
+impl SamplingState {
+    /// The sequence's RNG, seeded from `seed` at its first use.
+    pub fn rng(&mut self, seed: Option<u64>) -> &mut rand::rngs::StdRng {
+        use rand::SeedableRng;
+        self.rng.get_or_insert_with(|| match seed {
+            Some(seed) => rand::rngs::StdRng::seed_from_u64(seed),
+            None => rand::rngs::StdRng::from_os_rng(),
+        })
     }
 }
 
@@ -147,4 +167,32 @@ pub struct Request {
     /// One of several choices of one prompt (`n`): admitted once that request's full prompt
     /// blocks are computed, so it takes them from the prefix cache instead of computing them.
     pub follows: Option<RequestId>,
+    /// The grammar the output must match, unstarted (see `SamplingState::constraint`).
+    pub constraint: Option<crate::text::grammar::Constraint>,
+}
+
+/// Order of the waiting queue and choice of preemption victims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SchedulingPolicy {
+    /// First come, first served; the newest running sequence is preempted first.
+    #[default]
+    Fcfs,
+    /// Lowest `priority` value first, FCFS within a priority; the running sequence with the
+    /// highest value (newest among equals) is preempted first.
+    Priority,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdmissionError {
+    #[error("request needs up to {needed} tokens ({prompt} prompt + {max_tokens} max_tokens) but the model's context length is {limit}")]
+    TooLong {
+        needed: usize,
+        prompt: usize,
+        max_tokens: usize,
+        limit: usize,
+    },
+    #[error("request id {0:?} is already in the engine")]
+    Duplicate(RequestId),
+    #[error("prompt is empty")]
+    EmptyPrompt,
 }

@@ -1,25 +1,11 @@
 //! `Sequence`: what the scheduler knows of one request. Token ids (prompt then output), how many
 //! of them have K/V in the cache, and the blocks holding them. No channels, no text.
 
-use super::request::{Request, RequestId, SamplingParams, StopConditions};
 use crate::kv::BlockTable;
+use crate::step::{
+    FinishReason, Request, RequestId, SamplingParams, SamplingState, StopConditions, TokenLogprobs,
+};
 use std::time::Instant;
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum FinishReason {
-    /// The model produced one of its EOS ids.
-    Eos,
-    /// A `stop_token_ids` entry was produced.
-    StopToken(u32),
-    /// The API task matched stop string number `.0` on the text.
-    StopString(usize),
-    /// `max_tokens` or the context length was reached.
-    Length,
-    /// The client went away or asked to stop.
-    Aborted,
-    /// The engine failed on this request.
-    Error(String),
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SequenceStatus {
@@ -40,6 +26,8 @@ pub struct Sequence {
     pub block_table: BlockTable,
     pub status: SequenceStatus,
     pub sampling: SamplingParams,
+    /// Its RNG and grammar state (lent to the runner in the steps where it samples).
+    pub sampling_state: SamplingState,
     pub stop: StopConditions,
     pub arrival: Instant,
     pub priority: i32,
@@ -51,7 +39,7 @@ pub struct Sequence {
     /// Prompt tokens found in the prefix cache at first admission.
     pub num_cached_tokens: usize,
     /// Prompt logprobs computed so far (positions 1..), handed out with the first token.
-    pub prompt_logprobs: Vec<super::output::TokenLogprobs>,
+    pub prompt_logprobs: Vec<TokenLogprobs>,
     /// Prompt logprobs computed in all (a recomputed prompt does not report them again).
     pub num_prompt_logprobs: usize,
     /// Requests share cached blocks only with requests of the same salt (vLLM's `cache_salt`).
@@ -70,6 +58,10 @@ impl Sequence {
             block_table: BlockTable::default(),
             status: SequenceStatus::Waiting,
             sampling: req.sampling,
+            sampling_state: SamplingState {
+                rng: None,
+                constraint: req.constraint,
+            },
             stop: req.stop,
             arrival: req.arrival,
             priority: req.priority,
@@ -100,11 +92,6 @@ impl Sequence {
     /// Tokens not yet in the cache (a prompt, a prompt's rest, or the last sampled token).
     pub fn num_uncomputed_tokens(&self) -> usize {
         self.num_tokens() - self.num_computed_tokens
-    }
-
-    /// Largest number of tokens this sequence can ever hold.
-    pub fn max_total_tokens(&self) -> usize {
-        self.num_prompt_tokens + self.stop.max_tokens
     }
 
     /// Checks the stop rules after `token` was appended.

@@ -2,8 +2,7 @@
 //! feeds it to `update_from_output()`.
 
 use super::*;
-use crate::engine::request::{SamplingParams, StopConditions};
-use crate::engine::scheduler::SchedulingPolicy;
+use crate::step::{Sampled, SamplingParams, SchedulingPolicy, StopConditions};
 use std::time::Instant;
 
 struct TestConfig {
@@ -57,6 +56,7 @@ fn make_requests(n: usize, prompt_len: usize, max_tokens: usize) -> Vec<Request>
             arrival: Instant::now(),
             cache_salt: None,
             follows: None,
+            constraint: None,
         })
         .collect()
 }
@@ -68,15 +68,16 @@ fn sample_all(out: &SchedulerOutput, token: u32) -> ModelRunnerOutput {
             .scheduled
             .iter()
             .filter(|s| s.sample)
-            .map(|s| (s.request_id, token))
+            .map(|_| Sampled::plain(token))
             .collect(),
         ..ModelRunnerOutput::default()
     }
 }
 
 fn step(s: &mut Scheduler, token: u32) -> (SchedulerOutput, Vec<TokenDelta>) {
-    let out = s.schedule();
-    let deltas = s.update_from_output(&out, &sample_all(&out, token));
+    let mut out = s.schedule();
+    let runner = sample_all(&out, token);
+    let deltas = s.update_from_output(&mut out, runner);
     (out, deltas)
 }
 
@@ -117,7 +118,7 @@ fn long_prompt_is_chunked_under_the_token_budget() {
         })
         .collect();
     assert_eq!(chunks, vec![(8, false), (8, false), (4, true)]);
-    assert_eq!(s.seq(RequestId(0)).unwrap().num_output_tokens(), 1);
+    assert_eq!(s.seqs.get(&RequestId(0)).unwrap().num_output_tokens(), 1);
 }
 
 #[test]
@@ -195,7 +196,7 @@ fn preempts_newest_when_blocks_run_out_and_keeps_its_tokens() {
     assert_eq!(out.preempted, vec![RequestId(1)]);
     assert_eq!(ids(&out), vec![0]);
     assert_eq!(deltas.len(), 1);
-    let seq1 = s.seq(RequestId(1)).unwrap();
+    let seq1 = s.seqs.get(&RequestId(1)).unwrap();
     assert_eq!(seq1.status, SequenceStatus::Preempted);
     assert_eq!(seq1.num_computed_tokens, 0);
     assert_eq!(seq1.num_output_tokens(), 1, "generated token is kept");
@@ -267,12 +268,12 @@ fn eos_and_max_tokens_finish_and_free() {
     for r in make_requests(2, 3, 3) {
         s.add(r).unwrap();
     }
-    let out = s.schedule();
+    let mut out = s.schedule();
     let runner = ModelRunnerOutput {
-        sampled: vec![(RequestId(0), EOS), (RequestId(1), 7)],
+        sampled: vec![Sampled::plain(EOS), Sampled::plain(7)],
         ..ModelRunnerOutput::default()
     };
-    let deltas = s.update_from_output(&out, &runner);
+    let deltas = s.update_from_output(&mut out, runner);
     assert_eq!(deltas[0].finish, Some(FinishReason::Eos));
     assert_eq!(deltas[1].finish, None);
     let (_, d) = step(&mut s, 7);
@@ -500,31 +501,4 @@ fn priority_policy_preempts_the_lowest_priority_running_sequence() {
     assert_eq!(ids(&out), vec![1, 2]);
     run_all(&mut s);
     assert_eq!(s.num_blocks_used(), 0);
-}
-
-#[test]
-fn runner_answers_out_of_batch_order_reach_their_sequences() {
-    let mut s = test_scheduler(TestConfig::default());
-    for r in make_requests(3, 3, 5) {
-        s.add(r).unwrap();
-    }
-    let out = s.schedule();
-    // the runner answers in batch order; answers in another order still find their request
-    let runner = ModelRunnerOutput {
-        sampled: vec![(RequestId(2), 12), (RequestId(0), 10), (RequestId(1), 11)],
-        ..ModelRunnerOutput::default()
-    };
-    let deltas = s.update_from_output(&out, &runner);
-    let got: Vec<(RequestId, Vec<u32>)> = deltas
-        .iter()
-        .map(|d| (d.request_id, d.new_token_ids.clone()))
-        .collect();
-    assert_eq!(
-        got,
-        [
-            (RequestId(0), vec![10]),
-            (RequestId(1), vec![11]),
-            (RequestId(2), vec![12])
-        ]
-    );
 }

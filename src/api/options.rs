@@ -1,0 +1,34 @@
+//! `ServerOptions`: the HTTP side's validated options (keys, limits, timeouts, CORS, logging),
+//! built by `config` from the command line.
+
+/// Validated HTTP-side options (`Default`: the flags' defaults, no keys).
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    pub admin_api_key: Option<String>,
+    pub max_prompts_per_request: usize,
+    pub rate_limits: super::ratelimit::RateLimits,
+    pub shutdown_grace: std::time::Duration,
+    pub allowed_origins: Vec<String>,
+    pub log_prompts: bool,
+    pub api_keys: Vec<String>,
+    pub metrics_api_key: Option<String>,
+    pub request_timeout: Option<std::time::Duration>,
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            admin_api_key: None,
+            max_prompts_per_request: 64,
+            rate_limits: Default::default(),
+            shutdown_grace: std::time::Duration::from_secs(30),
+            allowed_origins: Vec::new(),
+            log_prompts: false,
+            api_keys: Vec::new(),
+            metrics_api_key: None,
+            request_timeout: None,
+            max_body_bytes: 32 << 20,
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! The model families weir runs: the registry that maps a checkpoint's architecture name (GGUF
+//! `general.architecture`, `config.json` `model_type`) to the family that loads it. A family is
+//! one file composing the shared layers (`layers/`, `rope`, `fused`, `attention`) plus one entry
+//! in `FAMILIES`; everything above (`manager`, `runner`) holds it as a `dyn Model`.
+
+use super::config::{ConfigError, LlamaConfig};
+use super::weights::WeightSource;
+use super::CausalLm;
+use candle_core::{Device, Result};
+use std::sync::Arc;
+
+/// A loaded model as the model manager holds it: the forward pass (`CausalLm`) plus what the
+/// manager needs to size its engine and move it between device and host memory.
+pub trait Model: CausalLm + Sync {
+    /// The decoder's shape (KV cache and activation sizing).
+    fn config(&self) -> &LlamaConfig;
+    /// Bytes of every weight.
+    fn weight_bytes(&self) -> u64;
+    /// This model on `device` (weights copied there, shared where they already are).
+    fn to_device(&self, device: &Device) -> Result<Arc<dyn Model>>;
+    /// Whether its projections run as one GEMM each (dense weights).
+    fn projections_merged(&self) -> bool;
+    /// On CUDA: weir's fused kernels (on) or the candle ops they replace.
+    fn set_fused_kernels(&mut self, on: bool);
+}
+
+/// One family of architectures and how it loads.
+pub struct Family {
+    /// Its name in logs and errors.
+    pub name: &'static str,
+    /// GGUF `general.architecture` values it runs.
+    pub gguf_archs: &'static [&'static str],
+    /// `config.json` `model_type` values it runs.
+    pub hf_model_types: &'static [&'static str],
+    /// Builds the model from its weights (names in the Hugging Face layout; GGUF sources map
+    /// theirs) and its validated config.
+    pub load: fn(&mut dyn WeightSource, LlamaConfig) -> Result<Box<dyn Model>>,
+}
+
+/// Every family weir runs.
+pub static FAMILIES: &[Family] = &[super::llama::FAMILY];
+
+/// The family of GGUF architecture `arch`, or an error naming it and what weir runs.
+pub fn for_gguf(arch: &str) -> std::result::Result<&'static Family, ConfigError> {
+    FAMILIES
+        .iter()
+        .find(|f| f.gguf_archs.contains(&arch))
+        .ok_or_else(|| unsupported(&format!("GGUF architecture {arch:?}"), |f| f.gguf_archs))
+}
+
+/// The family of `config.json` `model_type`, or an error naming it and what weir runs.
+pub fn for_hf(model_type: &str) -> std::result::Result<&'static Family, ConfigError> {
+    FAMILIES
+        .iter()
+        .find(|f| f.hf_model_types.contains(&model_type))
+        .ok_or_else(|| unsupported(&format!("model_type {model_type:?}"), |f| f.hf_model_types))
+}
+
+fn unsupported(what: &str, names: fn(&Family) -> &'static [&'static str]) -> ConfigError {
+    let known: Vec<&str> = FAMILIES
+        .iter()
+        .flat_map(|f| names(f).iter().copied())
+        .collect();
+    ConfigError::Unsupported(format!("{what}; weir runs {}", known.join(", ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_architectures_name_themselves_and_the_supported_ones() {
+        let e = for_gguf("gemma3")
+            .err()
+            .expect("gemma3 is not registered yet");
+        assert_eq!(
+            e.to_string(),
+            "unsupported model: GGUF architecture \"gemma3\"; weir runs llama, qwen2"
+        );
+        let e = for_hf("phi3").err().expect("phi3 is not registered yet");
+        assert!(
+            e.to_string()
+                .contains("model_type \"phi3\"; weir runs llama"),
+            "{e}"
+        );
+        assert_eq!(for_gguf("qwen2").unwrap().name, "llama");
+        assert_eq!(for_hf("mistral").unwrap().name, "llama");
+    }
+}

@@ -1,0 +1,69 @@
+//! `GatedMlp`: down(act(gate(x)) * up(x)), the feed-forward block of gated-linear-unit models.
+
+use super::projs::Projs;
+use crate::models::fused;
+use crate::models::linear::Linear;
+use crate::models::weights::WeightSource;
+use candle_core::{Device, Result, Tensor};
+
+/// The gate's activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// SwiGLU (Llama, Qwen, Mistral).
+    Silu,
+}
+
+#[derive(Clone)]
+pub struct GatedMlp {
+    /// gate, up
+    gate_up: Projs<2>,
+    down: Linear,
+    act: Activation,
+}
+
+impl GatedMlp {
+    /// `{prefix}.{gate,up,down}_proj` of a `hidden` → `intermediate` → `hidden` block.
+    pub fn load(
+        w: &mut dyn WeightSource,
+        prefix: &str,
+        hidden: usize,
+        intermediate: usize,
+        act: Activation,
+    ) -> Result<Self> {
+        let p = |m: &str| format!("{prefix}.{m}");
+        Ok(Self {
+            gate_up: Projs::new([
+                w.linear(&p("gate_proj"), intermediate, hidden, false)?,
+                w.linear(&p("up_proj"), intermediate, hidden, false)?,
+            ])?,
+            down: w.linear(&p("down_proj"), hidden, intermediate, false)?,
+            act,
+        })
+    }
+
+    /// h: [T, hidden] (normed). `kernels`: weir's fused CUDA kernel for the activation.
+    pub fn forward(&self, h: &Tensor, kernels: bool) -> Result<Tensor> {
+        let a = match (&self.gate_up, self.act) {
+            (Projs::Merged(w), Activation::Silu) => fused::silu_mul(&w.forward(h)?, kernels)?,
+            (Projs::Split([gate, up]), Activation::Silu) => Linear::forward_glu(gate, up, h)?,
+        };
+        self.down.forward(&a)
+    }
+
+    /// gate/up run as one GEMM.
+    pub fn is_merged(&self) -> bool {
+        self.gate_up.is_merged()
+    }
+
+    pub fn to_device(&self, device: &Device) -> Result<Self> {
+        Ok(Self {
+            gate_up: self.gate_up.to_device(device)?,
+            down: self.down.to_device(device)?,
+            act: self.act,
+        })
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.gate_up.bytes() + self.down.bytes()
+    }
+}
