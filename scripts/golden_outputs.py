@@ -21,11 +21,11 @@ finish_reason, usage), structured output (json_schema, guided_choice), a forced 
 stop strings and max_tokens 1, plus /v1/models and /tokenize + /detokenize.
 
 Normalisation drops id-, time- and fingerprint-like fields (`id`, `created`,
-`system_fingerprint`, tool call ids) everywhere; everything else (choices with text / message /
-tool_calls / logprobs / finish_reason / index, usage, model, object) is kept. The concurrent
-greedy chats also drop usage.prompt_tokens_details (cached_tokens depends on what the prefix
-cache holds when each request is admitted); one extra line records whether they equal the
-sequential ones.
+`system_fingerprint`, tool call ids) everywhere (the model ids of /v1/models stay); everything
+else (choices with text / message / tool_calls / logprobs / finish_reason / index, usage, model,
+object) is kept. The concurrent greedy chats also drop usage.prompt_tokens_details
+(cached_tokens depends on what the prefix cache holds when each request is admitted); one extra
+line records whether they equal the sequential ones.
 
 A non-200 answer is recorded as {"status": code, "error": body}, so it shows up in the diff; a
 connection failure (or timeout) exits non-zero.
@@ -40,7 +40,8 @@ import urllib.request
 
 TIMEOUT_S = 600
 
-# Keys dropped at any depth: they change from run to run without the output changing.
+# Keys dropped at any depth: they change from run to run without the output changing. `id` is
+# kept only in the /v1/models record, where it is the model's name.
 VOLATILE_KEYS = {"id", "created", "system_fingerprint"}
 
 
@@ -48,11 +49,12 @@ class ConnectionFailed(Exception):
     pass
 
 
-def normalise(v):
+def normalise(v, keep_ids=False):
+    drop = VOLATILE_KEYS - {"id"} if keep_ids else VOLATILE_KEYS
     if isinstance(v, dict):
-        return {k: normalise(x) for k, x in v.items() if k not in VOLATILE_KEYS}
+        return {k: normalise(x, keep_ids) for k, x in v.items() if k not in drop}
     if isinstance(v, list):
-        return [normalise(x) for x in v]
+        return [normalise(x, keep_ids) for x in v]
     return v
 
 
@@ -182,7 +184,7 @@ def main():
     def complete(prompt, **fields):
         return recorded(*request(comp_url, "POST", dict(model=model, prompt=prompt, **fields)))
 
-    record("models", normalise(models))
+    record("models", normalise(models, keep_ids=True))
 
     # 1. greedy chat: one at a time, then the same prompts concurrently (8 threads)
     greedy_chat = dict(temperature=0, max_tokens=48)
@@ -221,6 +223,7 @@ def main():
     record("completion_seeded_penalties",
            complete("My favourite foods are", temperature=0.7, seed=9, max_tokens=32,
                     presence_penalty=0.5, frequency_penalty=0.3, repetition_penalty=1.1))
+    # 253 is " a" (banned), 314 " is" (favoured): the text differs from the unbiased one
     record("completion_seeded_logit_bias_min_p",
            complete("The weather today is", temperature=0.9, seed=11, max_tokens=32,
                     min_p=0.1, logit_bias={"253": -100, "314": 5}))
@@ -275,7 +278,8 @@ def main():
            chat("Explain in two sentences why the sky is blue.", temperature=0, max_tokens=48,
                 stop=["."]))
     record("completion_stop",
-           complete("The three primary colors are", temperature=0, max_tokens=32, stop=["."]))
+           complete("Once upon a time, in a small village by the sea,", temperature=0,
+                    max_tokens=32, stop=["."]))
     record("chat_max_tokens_1",
            chat("What is the capital of France?", temperature=0, max_tokens=1))
 

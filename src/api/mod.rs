@@ -52,7 +52,7 @@ impl AppState {
             metrics,
             options: Arc::new(options),
             draining: Arc::default(),
-            started: openai::unix_now(),
+            started: openai::ids::unix_now(),
         }
     }
 

@@ -12,11 +12,11 @@ use crate::models::attention::BackendKind;
 use crate::models::config::gguf_architecture;
 use crate::models::config::ConfigError;
 use crate::models::device::DeviceError;
-use crate::models::family::{self, Family};
+use crate::models::family;
 use crate::models::weights::{
     DummyWeights, GgufWeights, LoadFormat, VarBuilderWeights, WeightSource,
 };
-use crate::models::{HfLlamaConfig, LlamaConfig, Model};
+use crate::models::{Family, HfLlamaConfig, LlamaConfig, Model};
 use crate::runner::ModelRunner;
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::store::{LocalModel, StoreError};

@@ -1,41 +1,10 @@
-//! The model families weir runs: the registry that maps a checkpoint's architecture name (GGUF
-//! `general.architecture`, `config.json` `model_type`) to the family that loads it. A family is
+//! The registry of model families weir runs: it maps a checkpoint's architecture name (GGUF
+//! `general.architecture`, `config.json` `model_type`) to the `Family` that loads it. A family is
 //! one file composing the shared layers (`layers/`, `rope`, `fused`, `attention`) plus one entry
 //! in `FAMILIES`; everything above (`manager`, `runner`) holds it as a `dyn Model`.
 
-use super::config::{ConfigError, LlamaConfig};
-use super::weights::WeightSource;
-use super::CausalLm;
-use candle_core::{Device, Result};
-use std::sync::Arc;
-
-/// A loaded model as the model manager holds it: the forward pass (`CausalLm`) plus what the
-/// manager needs to size its engine and move it between device and host memory.
-pub trait Model: CausalLm + Sync {
-    /// The decoder's shape (KV cache and activation sizing).
-    fn config(&self) -> &LlamaConfig;
-    /// Bytes of every weight.
-    fn weight_bytes(&self) -> u64;
-    /// This model on `device` (weights copied there, shared where they already are).
-    fn to_device(&self, device: &Device) -> Result<Arc<dyn Model>>;
-    /// Whether its projections run as one GEMM each (dense weights).
-    fn projections_merged(&self) -> bool;
-    /// On CUDA: weir's fused kernels (on) or the candle ops they replace.
-    fn set_fused_kernels(&mut self, on: bool);
-}
-
-/// One family of architectures and how it loads.
-pub struct Family {
-    /// Its name in logs and errors.
-    pub name: &'static str,
-    /// GGUF `general.architecture` values it runs.
-    pub gguf_archs: &'static [&'static str],
-    /// `config.json` `model_type` values it runs.
-    pub hf_model_types: &'static [&'static str],
-    /// Builds the model from its weights (names in the Hugging Face layout; GGUF sources map
-    /// theirs) and its validated config.
-    pub load: fn(&mut dyn WeightSource, LlamaConfig) -> Result<Box<dyn Model>>,
-}
+use super::config::ConfigError;
+use super::Family;
 
 /// Every family weir runs.
 pub static FAMILIES: &[Family] = &[super::llama::FAMILY];

@@ -4,13 +4,13 @@
 use super::attention::{Attention, AttentionShape};
 use super::batch::ForwardBatch;
 use super::config::LlamaConfig;
-use super::family::{Family, Model};
+
 use super::fused;
 use super::layers::{Activation, GatedMlp, SelfAttention, StepContext};
 use super::linear::Linear;
 use super::rope::{Rope, RopeTables};
 use super::weights::WeightSource;
-use super::{CausalLm, StepInputs};
+use super::{CausalLm, Family, Model, StepInputs};
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::ops::rms_norm;
 

@@ -21,7 +21,6 @@ use batch::ForwardBatch;
 use candle_core::{DType, Device, Result, Tensor};
 
 pub use config::{HfLlamaConfig, LlamaConfig};
-pub use family::Model;
 pub use linear::WeightFormat;
 pub use llama::Llama;
 
@@ -66,6 +65,34 @@ pub trait CausalLm: Send {
     fn dtype(&self) -> DType;
     fn max_context_len(&self) -> usize;
     fn vocab_size(&self) -> usize;
+}
+
+/// A loaded model as the model manager holds it: the forward pass (`CausalLm`) plus what the
+/// manager needs to size its engine and move it between device and host memory.
+pub trait Model: CausalLm + Sync {
+    /// The decoder's shape (KV cache and activation sizing).
+    fn config(&self) -> &LlamaConfig;
+    /// Bytes of every weight.
+    fn weight_bytes(&self) -> u64;
+    /// This model on `device` (weights copied there, shared where they already are).
+    fn to_device(&self, device: &Device) -> Result<std::sync::Arc<dyn Model>>;
+    /// Whether its projections run as one GEMM each (dense weights).
+    fn projections_merged(&self) -> bool;
+    /// On CUDA: weir's fused kernels (on) or the candle ops they replace.
+    fn set_fused_kernels(&mut self, on: bool);
+}
+
+/// One family of architectures and how it loads.
+pub struct Family {
+    /// Its name in logs and errors.
+    pub name: &'static str,
+    /// GGUF `general.architecture` values it runs.
+    pub gguf_archs: &'static [&'static str],
+    /// `config.json` `model_type` values it runs.
+    pub hf_model_types: &'static [&'static str],
+    /// Builds the model from its weights (names in the Hugging Face layout; GGUF sources map
+    /// theirs) and its validated config.
+    pub load: fn(&mut dyn weights::WeightSource, LlamaConfig) -> Result<Box<dyn Model>>,
 }
 
 /// A model shared with its manager (which keeps it for the host tier after the engine stops).

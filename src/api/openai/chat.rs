@@ -1,9 +1,10 @@
 //! `POST /v1/chat/completions`: validate → chat template → tokenize → submit → stream or collect.
 
+use super::ids::{response_id, unix_now};
 use super::messages::to_chat_messages;
 use super::tool_choice::{tool_plan, ToolPlan};
 use super::types::*;
-use super::{open, response_id, unix_now, GenerationRequest};
+use super::{open, GenerationRequest};
 use crate::api::error::ApiError;
 use crate::api::generation::Generation;
 use crate::api::logprobs::{vllm_prompt_logprobs, TokenLogprob};

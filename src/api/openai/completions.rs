@@ -1,8 +1,9 @@
 //! `POST /v1/completions`: the chat pipeline without a template; `prompt` may be a string, a
 //! list of strings, a token list or a list of token lists (one choice per prompt).
 
+use super::ids::{response_id, unix_now};
 use super::types::*;
-use super::{open, response_id, unix_now, GenerationRequest};
+use super::{open, GenerationRequest};
 use crate::api::error::ApiError;
 use crate::api::generation::Generation;
 use crate::api::logprobs::{render_all, token_text, vllm_prompt_logprobs, TokenLogprob};

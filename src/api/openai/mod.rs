@@ -2,6 +2,7 @@
 
 pub mod chat;
 pub mod completions;
+pub mod ids;
 pub mod messages;
 pub mod models;
 pub mod tokenize;
@@ -67,17 +68,4 @@ pub fn parse_request<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, A
             _ => e,
         }
     })
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// A response id like `chatcmpl-3f2a…`.
-pub fn response_id(prefix: &str) -> String {
-    format!("{prefix}-{:032x}", rand::random::<u128>())
 }

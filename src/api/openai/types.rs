@@ -281,7 +281,7 @@ pub struct FunctionDelta {
 impl ToolCallOut {
     pub fn new(call: &crate::text::tools::ToolCall) -> Self {
         Self {
-            id: super::response_id("call"),
+            id: super::ids::response_id("call"),
             kind: "function",
             function: FunctionCallOut {
                 name: call.name.clone(),
