@@ -19,15 +19,18 @@ ROUNDS=${ROUNDS:-2}
 OUT=${OUT:-bench-results/before-after}
 sha=$(git rev-parse --short "$BEFORE_REV")
 src="$PWD/target/rev-src/$sha"
-if [ ! -d "$src" ]; then
-  mkdir -p target/rev-src
-  git worktree add --detach "$src" "$sha" >/dev/null
+# the before binary is built once per revision (delete target/weir-SHA to build it again)
+if [ ! -x "target/weir-$sha" ]; then
+  if [ ! -d "$src" ]; then
+    mkdir -p target/rev-src
+    git worktree add --detach "$src" "$sha" >/dev/null
+  fi
+  # own target dir (the first build compiles the dependencies again), and a clean `weir` crate:
+  # builds of two revisions from different worktrees would otherwise share its artifacts
+  (cd "$src" && CARGO_TARGET_DIR="$PWD/../../rev" cargo clean --release -p weir --quiet &&
+    CARGO_TARGET_DIR="$PWD/../../rev" cargo build --release --quiet)
+  cp target/rev/release/weir "target/weir-$sha"
 fi
-# own target dir (the first build compiles the dependencies again), and a clean `weir` crate: builds
-# of two revisions from different worktrees would otherwise share its artifacts
-(cd "$src" && CARGO_TARGET_DIR="$PWD/../../rev" cargo clean --release -p weir --quiet &&
-  CARGO_TARGET_DIR="$PWD/../../rev" cargo build --release --quiet)
-cp target/rev/release/weir "target/weir-$sha"
 IFS=';' read -r -a after_flags <<<"${AFTER_FLAGS:-}"
 [ ${#after_flags[@]} -eq 0 ] && after_flags=("")
 head=$(git rev-parse --short HEAD)

@@ -3,7 +3,7 @@
 # server: WEIR_SERVER_BIN when set, e.g. an older build to compare against, else BIN).
 
 cargo build --release --quiet
-BIN=target/release/weir
+BIN=${CARGO_TARGET_DIR:-target}/release/weir
 SERVER_BIN=${WEIR_SERVER_BIN:-$BIN}
 
 # start_weir PORT LOG [serve flags...]: starts `weir serve` in the background, sets SERVER to its

@@ -223,7 +223,7 @@ async fn hf_sources_resolve_in_the_hub_cache() {
     std::fs::create_dir_all(repo.join("refs")).unwrap();
     std::fs::write(repo.join("refs/main"), commit).unwrap();
     let direct = write_tiny_llama(&tmp.path().join("direct"), 5);
-    let decls = weir::config::parse_models_config(&format!(
+    let decls = weir::config::parse::parse_models_config(&format!(
         r#"
         [[models]]
         id = "from-hub"

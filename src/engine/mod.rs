@@ -3,5 +3,7 @@
 
 pub mod core;
 pub mod handle;
+pub mod thread;
 
-pub use handle::{spawn_engine, DeltaStream, EngineError, EngineHandle, EngineStats, QueueLimits};
+pub use handle::{DeltaStream, EngineError, EngineHandle, EngineStats, QueueLimits};
+pub use thread::spawn_engine;

@@ -11,11 +11,12 @@
 //! A request holds a `ModelLease` from lookup to its last byte (its `n` choices share it); a
 //! model is busy while a lease is held. The lease count is the one count of requests in flight.
 
+pub mod decl;
+pub mod handle;
 pub mod limits;
 pub mod loader;
 pub mod lru;
 
-use crate::engine::EngineHandle;
 use crate::metrics::Metrics;
 use crate::models::{CausalLm, Model};
 use crate::store::gcs::GcsSource;
@@ -31,154 +32,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use decl::{validate_model_id, EngineOverrides, ModelDecl};
+pub use handle::{ModelHandle, ModelLease};
 pub use loader::{load_model, ManagerError};
-
-/// One loaded model. Held (as `Arc`) by every request in flight.
-pub struct ModelHandle {
-    pub id: String,
-    pub engine: EngineHandle,
-    /// The weights the engine runs (kept for the host tier when the model is evicted).
-    pub model: Arc<dyn Model>,
-    pub codec: Arc<TextCodec>,
-    /// The vocabulary compiled for constrained decoding, built on first use.
-    pub grammar: std::sync::OnceLock<Result<Arc<crate::text::grammar::GrammarCompiler>, String>>,
-    /// Unix seconds when the model was loaded.
-    pub created: u64,
-    join: Mutex<Option<std::thread::JoinHandle<()>>>,
-    /// Requests holding a `ModelLease` on this model.
-    in_flight: std::sync::atomic::AtomicUsize,
-}
-
-/// A request's hold on a loaded model, from lookup to its last byte: while one is held the model
-/// is never evicted. Clones (a request's `n` choices) share one hold.
-#[derive(Clone)]
-pub struct ModelLease(Arc<LeaseInner>);
-
-struct LeaseInner(Arc<ModelHandle>);
-
-impl ModelLease {
-    fn new(handle: &Arc<ModelHandle>) -> Self {
-        handle.in_flight.fetch_add(1, Ordering::AcqRel);
-        Self(Arc::new(LeaseInner(handle.clone())))
-    }
-}
-
-impl Drop for LeaseInner {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-impl std::ops::Deref for ModelLease {
-    type Target = ModelHandle;
-
-    fn deref(&self) -> &ModelHandle {
-        &self.0 .0
-    }
-}
-
-fn unix_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-impl ModelHandle {
-    pub fn new(
-        id: String,
-        engine: EngineHandle,
-        model: Arc<dyn Model>,
-        codec: Arc<TextCodec>,
-        join: std::thread::JoinHandle<()>,
-    ) -> Self {
-        Self {
-            id,
-            engine,
-            model,
-            codec,
-            grammar: std::sync::OnceLock::new(),
-            created: unix_secs(),
-            join: Mutex::new(Some(join)),
-            in_flight: Default::default(),
-        }
-    }
-
-    /// Requests holding a lease on this model.
-    pub fn num_in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Acquire)
-    }
-
-    /// Stops the engine thread and waits for it.
-    pub fn shutdown(&self) {
-        self.engine.shutdown();
-        if let Some(j) = self.join.lock().take() {
-            let _ = j.join();
-        }
-    }
-}
-
-/// A model id is a name, never a path: no `/`, `\`, `..`, control characters or leading dot.
-pub fn validate_model_id(id: &str) -> Result<(), String> {
-    let bad = id.is_empty()
-        || id.len() > 128
-        || id.contains(['/', '\\'])
-        || id.contains("..")
-        || id.starts_with('.')
-        || id.chars().any(char::is_control);
-    if bad {
-        Err(format!(
-            "invalid model id {id:?}: 1-128 characters, no '/', '\\', '..', leading '.' or control characters"
-        ))
-    } else {
-        Ok(())
-    }
-}
-
-/// How a model is declared.
-#[derive(Debug, Clone)]
-pub struct ModelDecl {
-    pub spec: ModelSpec,
-    /// Never evicted.
-    pub pinned: bool,
-    /// This model's own engine settings (`--models-config`), over the server's.
-    pub overrides: EngineOverrides,
-}
-
-impl ModelDecl {
-    /// A model with the server's settings.
-    pub fn new(spec: ModelSpec) -> Self {
-        Self {
-            spec,
-            pinned: false,
-            overrides: EngineOverrides::default(),
-        }
-    }
-}
-
-/// Per-model engine settings.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct EngineOverrides {
-    pub max_model_len: Option<usize>,
-    pub kv_cache_memory: Option<crate::manager::KvMemory>,
-    pub dtype: Option<crate::models::device::DTypeSpec>,
-}
-
-impl EngineOverrides {
-    pub fn apply(&self, mut limits: EngineLimits) -> EngineLimits {
-        if let Some(m) = self.max_model_len {
-            limits.max_model_len = Some(m);
-        }
-        if let Some(kv) = self.kv_cache_memory {
-            limits.kv_cache_memory = kv;
-            limits.num_kv_blocks = None;
-        }
-        if let Some(d) = self.dtype {
-            limits.dtype = d;
-        }
-        limits
-    }
-}
 
 /// Load state of one declared model, as `/admin/models` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
