@@ -11,7 +11,9 @@
 #   1. gpu_tests --ignored: weir's kernels and the tensor backend against the naive attention
 #      reference (f32/f16/bf16, GQA 1-8, head dims 64/128, contexts to 1,100), tiny-model logits
 #      CUDA vs CPU (f32, bf16; fused kernels and candle ops), greedy /v1/completions served on
-#      CUDA = on CPU (also with --cuda-graphs and concurrent requests), and SmolLM2 (dequantized
+#      CUDA = on CPU (also with --cuda-graphs and concurrent requests), seeded requests on CUDA
+#      alone = together (kernel-drawn and host-sampled rows; each sequence's RNG travels with
+#      it), and SmolLM2 (dequantized
 #      to bf16) CUDA vs CPU when WEIR_SMOLLM2_GGUF points at its GGUF.
 #   2. `weir serve --load-format dummy` with Llama-3.2-1B's shape (bf16), `weir bench` at
 #      concurrency 1 and 32 (128-token prompts, 128 output tokens), once per attention
@@ -39,7 +41,7 @@ if ls target/gpu-assets/smollm2.part-* > /dev/null 2>&1; then
 fi
 
 echo "== 1. correctness (gpu_tests --ignored)"
-timeout 240 "$BIN/gpu_tests" --ignored --test-threads 1 --nocapture 2>&1 | tee "$OUT/gpu_tests.log" | grep -E "^test |max error|max \||greedy|result|panicked|not set"
+timeout 240 "$BIN/gpu_tests" --ignored --test-threads 1 --nocapture 2>&1 | tee "$OUT/gpu_tests.log" | grep -E "^test |max error|max \||greedy|seeded|result|panicked|not set"
 tests_rc=${PIPESTATUS[0]}
 
 if [ -n "$SMOL" ]; then
