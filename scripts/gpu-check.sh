@@ -12,9 +12,8 @@
 #      reference (f32/f16/bf16, GQA 1-8, head dims 64/128, contexts to 1,100), tiny-model logits
 #      CUDA vs CPU (f32, bf16; fused kernels and candle ops), greedy /v1/completions served on
 #      CUDA = on CPU (also with --cuda-graphs and concurrent requests), seeded requests on CUDA
-#      alone = together (kernel-drawn and host-sampled rows; each sequence's RNG travels with
-#      it), and SmolLM2 (dequantized
-#      to bf16) CUDA vs CPU when WEIR_SMOLLM2_GGUF points at its GGUF.
+#      repeat (kernel-drawn and host-sampled rows; each sequence's RNG travels with it), and
+#      SmolLM2 (dequantized to bf16) CUDA vs CPU when WEIR_SMOLLM2_GGUF points at its GGUF.
 #   2. `weir serve --load-format dummy` with Llama-3.2-1B's shape (bf16), `weir bench` at
 #      concurrency 1 and 32 (128-token prompts, 128 output tokens), once per attention
 #      backend (tensor: candle ops; cuda: weir's kernels), printed as one table.

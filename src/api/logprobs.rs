@@ -64,8 +64,8 @@ pub fn render_logprobs(codec: &TextCodec, lp: &TokenLogprobs, as_ids: bool) -> T
     }
 }
 
-/// An f32 as the f64 nearest its shortest decimal form, so that every serializer (the body of
-/// a response, or a stream chunk built as a `serde_json::Value`) writes the same short number.
+/// An f32 as the f64 nearest its shortest decimal form, so that logprobs read the same short
+/// number whether a response body, a stream chunk or a `serde_json::Value` carries them.
 fn short(x: f32) -> f64 {
     x.to_string().parse().unwrap_or(f64::from(x))
 }

@@ -135,12 +135,8 @@ impl ResponseFormat {
     }
 }
 
-/// `response_format`, one of vLLM's `guided_*`, or the call a chat request's `tool_choice`
-/// forces (at most one).
-fn grammar_of(
-    f: &GenerationFields,
-    forced_call: Option<&GrammarSpec>,
-) -> Result<Option<(GrammarSpec, &'static str)>, ApiError> {
+/// `response_format` or one of vLLM's `guided_*` (at most one).
+fn grammar_of(f: &GenerationFields) -> Result<Option<(GrammarSpec, &'static str)>, ApiError> {
     let bad = |param: &str, msg: String| ApiError::invalid(Some(param.to_string()), msg);
     let mut found = Vec::new();
     match ResponseFormat::parse(f.response_format.as_ref())? {
@@ -185,15 +181,6 @@ fn grammar_of(
                 found[0].1, found[1].1
             ),
         ));
-    }
-    if let Some(call) = forced_call {
-        if !found.is_empty() {
-            return Err(bad(
-                "tool_choice",
-                "a forced tool call cannot be combined with response_format or guided_*".into(),
-            ));
-        }
-        found.push((call.clone(), "tool_choice"));
     }
     Ok(found.pop())
 }
@@ -243,118 +230,23 @@ fn logit_bias_of(f: &GenerationFields) -> Result<Arc<[(u32, f32)]>, ApiError> {
 }
 
 impl GenOptions {
-    /// Validates `f`, sent to `endpoint`; every field out of range is a 400 naming it.
+    /// Validates `f`, sent to `endpoint`; every field out of range is a 400 naming it (the
+    /// first one, in the order below).
     pub fn from_fields(f: &GenerationFields, endpoint: &Endpoint) -> Result<Self, ApiError> {
-        let temperature = f.temperature.unwrap_or(1.0);
-        check(
-            (0.0..=2.0).contains(&temperature),
-            "temperature",
-            format!("temperature must be in [0, 2], got {temperature}"),
-        )?;
-        let top_p = f.top_p.unwrap_or(1.0);
-        check(
-            top_p > 0.0 && top_p <= 1.0,
-            "top_p",
-            format!("top_p must be in (0, 1], got {top_p}"),
-        )?;
-        let top_k = match f.top_k {
-            None | Some(-1) | Some(0) => None,
-            Some(k) if k > 0 => Some(k as usize),
-            Some(k) => {
-                return Err(ApiError::invalid(
-                    Some("top_k".into()),
-                    format!("top_k must be -1 (off) or positive, got {k}"),
-                ))
-            }
-        };
-        let (max_param, max) = match (f.max_completion_tokens, f.max_tokens) {
-            (Some(m), _) => ("max_completion_tokens", Some(m)),
-            (None, m) => ("max_tokens", m),
-        };
-        if let Some(m) = max {
-            check(
-                m >= 1,
-                max_param,
-                format!("{max_param} must be at least 1, got {m}"),
-            )?;
-        }
-        let min_tokens = f.min_tokens.unwrap_or(0);
-        check(
-            min_tokens >= 0,
-            "min_tokens",
-            format!("min_tokens must be non-negative, got {min_tokens}"),
-        )?;
-        if let Some(m) = max {
-            check(
-                min_tokens <= m,
-                "min_tokens",
-                format!("min_tokens ({min_tokens}) must not exceed {max_param} ({m})"),
-            )?;
-        }
+        let (temperature, top_p, top_k) = filters_of(f)?;
+        let (max_tokens, min_tokens) = lengths_of(f)?;
         let n = f.n.unwrap_or(1);
         check(
             (1..=MAX_N).contains(&n),
             "n",
             format!("n must be in [1, {MAX_N}], got {n}"),
         )?;
-        for (name, v) in [
-            ("presence_penalty", f.presence_penalty),
-            ("frequency_penalty", f.frequency_penalty),
-        ] {
-            let v = v.unwrap_or(0.0);
-            check(
-                (-2.0..=2.0).contains(&v),
-                name,
-                format!("{name} must be in [-2, 2], got {v}"),
-            )?;
-        }
-        let repetition_penalty = f.repetition_penalty.unwrap_or(1.0);
-        check(
-            repetition_penalty > 0.0 && repetition_penalty <= 2.0,
-            "repetition_penalty",
-            format!("repetition_penalty must be in (0, 2], got {repetition_penalty}"),
-        )?;
-        let min_p = f.min_p.unwrap_or(0.0);
-        check(
-            (0.0..=1.0).contains(&min_p),
-            "min_p",
-            format!("min_p must be in [0, 1], got {min_p}"),
-        )?;
+        let (presence_penalty, frequency_penalty, repetition_penalty, min_p) = penalties_of(f)?;
         let logit_bias = logit_bias_of(f)?;
         let logprobs = logprobs_of(f, endpoint)?;
-        let forced_call = match endpoint {
-            Endpoint::Chat { forced_call } => forced_call.as_ref(),
-            Endpoint::Completions { .. } => None,
-        };
-        let grammar = grammar_of(f, forced_call)?;
-        let asked_prompt_logprobs = match f.prompt_logprobs {
-            None => None,
-            Some(k) if (0..=MAX_LOGPROBS).contains(&k) => Some(k as usize),
-            Some(k) => {
-                return Err(ApiError::invalid(
-                    Some("prompt_logprobs".into()),
-                    format!("prompt_logprobs must be in [0, {MAX_LOGPROBS}], got {k}"),
-                ))
-            }
-        };
-        if let Some(salt) = &f.cache_salt {
-            check(
-                !salt.is_empty(),
-                "cache_salt",
-                "cache_salt must be a non-empty string".into(),
-            )?;
-        }
-        if let Some(name) = f.unsupported.first_set() {
-            return Err(ApiError::invalid(
-                Some(name.to_string()),
-                format!("{name} is not supported yet"),
-            ));
-        }
-        check(
-            f.spaces_between_special_tokens != Some(false),
-            "spaces_between_special_tokens",
-            "spaces_between_special_tokens: only true (the default) is supported".into(),
-        )?;
+        let grammar = grammar_of(f)?;
+        let asked_prompt_logprobs = prompt_logprobs_of(f)?;
+        check_unsupported(f)?;
         // completions: `echo` with logprobs reports the prompt's logprobs too (computed as
         // `prompt_logprobs` are)
         let prompt_logprobs = match (endpoint, logprobs) {
@@ -369,14 +261,24 @@ impl GenOptions {
             "stop",
             "stop strings must not be empty".into(),
         )?;
+        let priority = match f.priority.map(i32::try_from) {
+            None => 0,
+            Some(Ok(p)) => p,
+            Some(Err(_)) => {
+                return Err(ApiError::invalid(
+                    Some("priority".into()),
+                    "priority must fit in 32 bits",
+                ))
+            }
+        };
         Ok(Self {
             sampling: SamplingParams {
                 temperature,
                 top_p,
                 top_k,
                 seed: f.seed,
-                presence_penalty: f.presence_penalty.unwrap_or(0.0),
-                frequency_penalty: f.frequency_penalty.unwrap_or(0.0),
+                presence_penalty,
+                frequency_penalty,
                 repetition_penalty,
                 min_p,
                 logit_bias,
@@ -384,29 +286,166 @@ impl GenOptions {
                 prompt_logprobs,
             },
             n: n as usize,
-            grammar,
+            grammar: with_forced_call(grammar, endpoint)?,
             report_prompt_logprobs: asked_prompt_logprobs.is_some(),
-            max_tokens: max.map(|m| m as usize),
-            min_tokens: min_tokens as usize,
+            max_tokens,
+            min_tokens,
             ignore_eos: f.ignore_eos.unwrap_or(false),
             stop_strings,
             stop_token_ids: f.stop_token_ids.clone().unwrap_or_default(),
             stream: f.stream,
             include_usage: f.stream_options.as_ref().is_some_and(|o| o.include_usage),
-            priority: match f.priority.map(i32::try_from) {
-                None => 0,
-                Some(Ok(p)) => p,
-                Some(Err(_)) => {
-                    return Err(ApiError::invalid(
-                        Some("priority".into()),
-                        "priority must fit in 32 bits",
-                    ))
-                }
-            },
+            priority,
             cache_salt: f.cache_salt.clone(),
             include_stop_str_in_output: f.include_stop_str_in_output.unwrap_or(false),
             skip_special_tokens: f.skip_special_tokens.unwrap_or(true),
             tokens_as_ids: f.return_tokens_as_token_ids.unwrap_or(false),
         })
     }
+}
+
+/// `temperature`, `top_p`, `top_k` (-1 or 0: off).
+fn filters_of(f: &GenerationFields) -> Result<(f32, f32, Option<usize>), ApiError> {
+    let temperature = f.temperature.unwrap_or(1.0);
+    check(
+        (0.0..=2.0).contains(&temperature),
+        "temperature",
+        format!("temperature must be in [0, 2], got {temperature}"),
+    )?;
+    let top_p = f.top_p.unwrap_or(1.0);
+    check(
+        top_p > 0.0 && top_p <= 1.0,
+        "top_p",
+        format!("top_p must be in (0, 1], got {top_p}"),
+    )?;
+    let top_k = match f.top_k {
+        None | Some(-1) | Some(0) => None,
+        Some(k) if k > 0 => Some(k as usize),
+        Some(k) => {
+            return Err(ApiError::invalid(
+                Some("top_k".into()),
+                format!("top_k must be -1 (off) or positive, got {k}"),
+            ))
+        }
+    };
+    Ok((temperature, top_p, top_k))
+}
+
+/// `max_completion_tokens` (else `max_tokens`; `None`: the rest of the context) and
+/// `min_tokens`.
+fn lengths_of(f: &GenerationFields) -> Result<(Option<usize>, usize), ApiError> {
+    let (max_param, max) = match (f.max_completion_tokens, f.max_tokens) {
+        (Some(m), _) => ("max_completion_tokens", Some(m)),
+        (None, m) => ("max_tokens", m),
+    };
+    if let Some(m) = max {
+        check(
+            m >= 1,
+            max_param,
+            format!("{max_param} must be at least 1, got {m}"),
+        )?;
+    }
+    let min_tokens = f.min_tokens.unwrap_or(0);
+    check(
+        min_tokens >= 0,
+        "min_tokens",
+        format!("min_tokens must be non-negative, got {min_tokens}"),
+    )?;
+    if let Some(m) = max {
+        check(
+            min_tokens <= m,
+            "min_tokens",
+            format!("min_tokens ({min_tokens}) must not exceed {max_param} ({m})"),
+        )?;
+    }
+    Ok((max.map(|m| m as usize), min_tokens as usize))
+}
+
+/// `presence_penalty`, `frequency_penalty`, `repetition_penalty` and `min_p`.
+fn penalties_of(f: &GenerationFields) -> Result<(f32, f32, f32, f32), ApiError> {
+    for (name, v) in [
+        ("presence_penalty", f.presence_penalty),
+        ("frequency_penalty", f.frequency_penalty),
+    ] {
+        let v = v.unwrap_or(0.0);
+        check(
+            (-2.0..=2.0).contains(&v),
+            name,
+            format!("{name} must be in [-2, 2], got {v}"),
+        )?;
+    }
+    let repetition_penalty = f.repetition_penalty.unwrap_or(1.0);
+    check(
+        repetition_penalty > 0.0 && repetition_penalty <= 2.0,
+        "repetition_penalty",
+        format!("repetition_penalty must be in (0, 2], got {repetition_penalty}"),
+    )?;
+    let min_p = f.min_p.unwrap_or(0.0);
+    check(
+        (0.0..=1.0).contains(&min_p),
+        "min_p",
+        format!("min_p must be in [0, 1], got {min_p}"),
+    )?;
+    Ok((
+        f.presence_penalty.unwrap_or(0.0),
+        f.frequency_penalty.unwrap_or(0.0),
+        repetition_penalty,
+        min_p,
+    ))
+}
+
+/// vLLM's `prompt_logprobs` (0-20 alternatives).
+fn prompt_logprobs_of(f: &GenerationFields) -> Result<Option<usize>, ApiError> {
+    match f.prompt_logprobs {
+        None => Ok(None),
+        Some(k) if (0..=MAX_LOGPROBS).contains(&k) => Ok(Some(k as usize)),
+        Some(k) => Err(ApiError::invalid(
+            Some("prompt_logprobs".into()),
+            format!("prompt_logprobs must be in [0, {MAX_LOGPROBS}], got {k}"),
+        )),
+    }
+}
+
+/// Fields weir refuses rather than ignores: an empty `cache_salt`, OpenAI fields not
+/// supported yet, `spaces_between_special_tokens: false`.
+fn check_unsupported(f: &GenerationFields) -> Result<(), ApiError> {
+    if let Some(salt) = &f.cache_salt {
+        check(
+            !salt.is_empty(),
+            "cache_salt",
+            "cache_salt must be a non-empty string".into(),
+        )?;
+    }
+    if let Some(name) = f.unsupported.first_set() {
+        return Err(ApiError::invalid(
+            Some(name.to_string()),
+            format!("{name} is not supported yet"),
+        ));
+    }
+    check(
+        f.spaces_between_special_tokens != Some(false),
+        "spaces_between_special_tokens",
+        "spaces_between_special_tokens: only true (the default) is supported".into(),
+    )
+}
+
+/// The output grammar with the call a chat request's `tool_choice` forces, which excludes
+/// `response_format` and `guided_*`.
+fn with_forced_call(
+    grammar: Option<(GrammarSpec, &'static str)>,
+    endpoint: &Endpoint,
+) -> Result<Option<(GrammarSpec, &'static str)>, ApiError> {
+    let Endpoint::Chat {
+        forced_call: Some(call),
+    } = endpoint
+    else {
+        return Ok(grammar);
+    };
+    if grammar.is_some() {
+        return Err(ApiError::invalid(
+            Some("tool_choice".into()),
+            "a forced tool call cannot be combined with response_format or guided_*",
+        ));
+    }
+    Ok(Some((call.clone(), "tool_choice")))
 }

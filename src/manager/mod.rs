@@ -241,10 +241,7 @@ impl ModelManager {
                 .map_or(0, |d| d.as_millis() as u64),
             Ordering::Relaxed,
         );
-        // NOTE: the lease is taken under the read lock, so eviction (which takes the write
-        // lock after checking `is_busy`) never stops a model a request just looked up.
-        if let Some(lease) = entry.loaded.read().as_ref().map(ModelLease::new) {
-            self.inner.lru.lock().touch(id);
+        if let Some(lease) = self.lease_loaded(entry, id) {
             return Ok(lease);
         }
         let seen = entry.attempts.lock().0;
@@ -252,10 +249,7 @@ impl ModelManager {
         let _single = tokio::time::timeout_at(deadline, entry.loading.lock())
             .await
             .map_err(|_| LoadError::Timeout(id.to_string()))?;
-        // NOTE: the lease is taken under the read lock, so eviction (which takes the write
-        // lock after checking `is_busy`) never stops a model a request just looked up.
-        if let Some(lease) = entry.loaded.read().as_ref().map(ModelLease::new) {
-            self.inner.lru.lock().touch(id);
+        if let Some(lease) = self.lease_loaded(entry, id) {
             return Ok(lease);
         }
         // an attempt finished while this request waited: its failure is this request's answer
@@ -265,10 +259,7 @@ impl ModelManager {
                 return Err(failed.clone());
             }
         }
-        let result = self
-            .load(entry, deadline)
-            .await
-            .map(|h| ModelLease::new(&h));
+        let result = self.load(entry, deadline).await;
         let mut attempts = entry.attempts.lock();
         attempts.0 += 1;
         // waiting for a busy model or the load lock depends on each waiter's own deadline
@@ -283,12 +274,23 @@ impl ModelManager {
         result
     }
 
-    /// Loads `entry` (its `loading` lock held by the caller).
+    /// A lease on `entry`'s model when it is loaded (marked used).
+    fn lease_loaded(&self, entry: &Entry, id: &str) -> Option<ModelLease> {
+        // NOTE: leases are taken under the read lock and eviction takes the model under the
+        // write lock only when it has none (`unload_idle`), so a model a request just looked up
+        // is never stopped under it.
+        let lease = entry.loaded.read().as_ref().map(ModelLease::new)?;
+        self.inner.lru.lock().touch(id);
+        Some(lease)
+    }
+
+    /// Loads `entry` (its `loading` lock held by the caller); the lease is taken before the
+    /// model is published, so no eviction can take it back before the request that loaded it.
     async fn load(
         &self,
         entry: &Entry,
         deadline: tokio::time::Instant,
-    ) -> Result<Arc<ModelHandle>, LoadError> {
+    ) -> Result<ModelLease, LoadError> {
         let id = entry.decl.spec.id.clone();
         let _one = tokio::time::timeout_at(deadline, self.inner.load_lock.lock())
             .await
@@ -364,9 +366,10 @@ impl ModelManager {
             .model_loaded(&id, started.elapsed(), bytes);
         *entry.last_error.lock() = None;
         self.inner.lru.lock().insert(&id, bytes, entry.decl.pinned);
-        *entry.loaded.write() = Some(handle.clone());
+        let lease = ModelLease::new(&handle);
+        *entry.loaded.write() = Some(handle);
         tracing::info!(model = %id, bytes, load_s = started.elapsed().as_secs_f32(), "model ready");
-        Ok(handle)
+        Ok(lease)
     }
 
     /// Evicts least recently used idle models until `need` more bytes fit.
@@ -387,7 +390,8 @@ impl ModelManager {
                 Plan::TooLarge => return Err(LoadError::TooLarge(id.to_string())),
                 Plan::Evict(victim) => {
                     tracing::info!(model = %victim, for_model = id, "evicting");
-                    self.unload_now(&victim, true).await;
+                    // a request that took a lease since the plan: plan again
+                    self.unload_idle(&victim, true).await;
                 }
                 Plan::Wait => {
                     if tokio::time::Instant::now() >= deadline {
@@ -408,13 +412,23 @@ impl ModelManager {
             .unwrap_or(false)
     }
 
-    /// Stops and drops a loaded model now (its requests, if any, end with an error).
-    async fn unload_now(&self, id: &str, evicted: bool) {
+    /// Stops and drops the loaded model `id` if no request holds a lease on it; false when one
+    /// does (the model stays).
+    async fn unload_idle(&self, id: &str, evicted: bool) -> bool {
         let Some(entry) = self.inner.entries.get(id) else {
-            return;
+            return true;
         };
-        let Some(handle) = entry.loaded.write().take() else {
-            return;
+        let handle = {
+            let mut loaded = entry.loaded.write();
+            // leases are taken under the read lock: none can appear while this is held
+            let busy = match loaded.as_ref() {
+                None => return true,
+                Some(h) => h.num_in_flight() > 0,
+            };
+            if busy {
+                return false;
+            }
+            loaded.take().expect("checked just above")
         };
         self.inner.lru.lock().remove(id);
         if evicted {
@@ -428,6 +442,7 @@ impl ModelManager {
         drop(handle);
         trim_heap();
         self.inner.metrics.model_unloaded(id, evicted);
+        true
     }
 
     /// Keeps the weights of the evicted model `id` in host memory when they fit the host
@@ -523,13 +538,12 @@ impl ModelManager {
             return Ok(in_host);
         }
         let deadline = Instant::now() + self.inner.limits.load_timeout;
-        while self.is_busy(id) {
+        while !self.unload_idle(id, false).await {
             if Instant::now() >= deadline {
                 return Err(LoadError::Busy(id.to_string()));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        self.unload_now(id, false).await;
         Ok(true)
     }
 

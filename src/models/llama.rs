@@ -4,7 +4,6 @@
 use super::attention::{Attention, AttentionShape};
 use super::batch::ForwardBatch;
 use super::config::LlamaConfig;
-
 use super::fused;
 use super::layers::{Activation, GatedMlp, SelfAttention, StepContext};
 use super::linear::Linear;

@@ -119,9 +119,10 @@ impl Sampler {
     ) -> candle_core::Result<Vec<Sampled>> {
         let (host, kernel): (Vec<usize>, Vec<usize>) =
             (0..rows.len()).partition(|&i| rows[i].on_host());
-        let mut out = vec![Sampled::plain(0); rows.len()];
+        let n = rows.len();
+        let mut out = vec![Sampled::plain(0); n];
         let pick = |idx: &[usize]| -> candle_core::Result<Tensor> {
-            if idx.len() == rows.len() {
+            if idx.len() == n {
                 return Ok(logits.clone());
             }
             let ids: Vec<u32> = idx.iter().map(|&i| i as u32).collect();

@@ -37,7 +37,7 @@ pub struct GcsConfig {
 }
 
 impl GcsConfig {
-    /// From `STORAGE_EMULATOR_HOST` (read by `config.rs`): `host:port` or a URL.
+    /// From `STORAGE_EMULATOR_HOST` (read by `config`): `host:port` or a URL.
     pub fn new(emulator_host: Option<&str>, cache_dir: PathBuf) -> Self {
         let (endpoint, anonymous) = match emulator_host {
             Some(h) if h.starts_with("http") => (h.trim_end_matches('/').to_string(), true),

@@ -1,4 +1,4 @@
-//! vLLM's `POST /tokenize` and `POST /detokenize`, and `GET /v1/models/{id}`.
+//! `POST /tokenize` and `/detokenize` (vLLM's): a model's token ids of a prompt or chat, and back.
 
 use super::messages::to_chat_messages;
 use super::types::ChatMessageIn;

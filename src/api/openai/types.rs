@@ -385,13 +385,13 @@ pub struct ChatCompletionChunk {
     pub created: u64,
     pub model: String,
     pub choices: Vec<ChatChunkChoice>,
+    /// vLLM's `prompt_logprobs`, on a chunk of their own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_logprobs: Option<serde_json::Value>,
     /// Absent unless the stream reports usage; then `null` on every chunk but the last
     /// (`Some(None)`), as OpenAI sends it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Option<Usage>>,
-    /// vLLM's `prompt_logprobs`, on a chunk of their own.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub prompt_logprobs: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize)]
