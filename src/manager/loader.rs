@@ -16,7 +16,7 @@ use crate::models::family;
 use crate::models::weights::{
     DummyWeights, GgufWeights, LoadFormat, VarBuilderWeights, WeightSource,
 };
-use crate::models::{Family, HfLlamaConfig, LlamaConfig, Model};
+use crate::models::{Family, LlamaConfig, Model};
 use crate::runner::ModelRunner;
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::store::{LocalModel, StoreError};
@@ -34,6 +34,8 @@ pub enum ManagerError {
     Text(#[from] TextError),
     #[error("loading weights: {0}")]
     Weights(#[from] candle_core::Error),
+    #[error(transparent)]
+    Model(#[from] crate::models::ModelLoadError),
     #[error("{0}")]
     Limits(String),
     #[error(transparent)]
@@ -50,18 +52,24 @@ fn available_memory_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// A `config.json`'s family (from the registry) and validated config.
-fn read_hf_config(path: &std::path::Path) -> Result<(&'static Family, LlamaConfig), ManagerError> {
+/// A `config.json` and the family its `model_type` names (from the registry), which reads the
+/// rest.
+fn read_hf_config(
+    path: &std::path::Path,
+) -> Result<(&'static Family, serde_json::Value), ManagerError> {
     let text = std::fs::read_to_string(path).map_err(|e| StoreError::io(path, e))?;
-    let hf: HfLlamaConfig = serde_json::from_str(&text)
+    let json: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?;
-    let family = family::for_hf(hf.model_type())?;
-    Ok((family, hf.into_config()?))
+    let model_type = json
+        .get("model_type")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("llama");
+    Ok((family::for_hf(model_type)?, json))
 }
 
 /// The tokenizer of a dummy model: its directory's tokenizer.json when there is one, else ids
 /// only.
-fn dummy_codec(config: &std::path::Path, cfg: &LlamaConfig) -> Result<TextCodec, ManagerError> {
+fn dummy_codec(config: &std::path::Path, vocab_size: usize) -> Result<TextCodec, ManagerError> {
     let dir = config.parent().unwrap_or(std::path::Path::new("."));
     if dir.join("tokenizer.json").is_file() {
         return Ok(TextCodec::from_hf_dir(dir)?);
@@ -71,7 +79,7 @@ fn dummy_codec(config: &std::path::Path, cfg: &LlamaConfig) -> Result<TextCodec,
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or_default();
     let eos = crate::text::tokenizer::id_list(json.get("eos_token_id"));
-    Ok(TextCodec::ids_only(cfg.vocab_size, eos))
+    Ok(TextCodec::ids_only(vocab_size, eos))
 }
 
 /// Reads weights, tokenizer and config of a local model onto the device and dtype `limits`
@@ -99,10 +107,12 @@ fn read_weights(
             } else {
                 path.clone()
             };
-            let (family, cfg) = read_hf_config(&config)?;
-            let codec = dummy_codec(&config, &cfg)?;
-            let mut w = DummyWeights::new(&device, dtype, cfg.tie_word_embeddings);
-            Ok(((family.load)(&mut w, cfg)?, codec))
+            let (family, json) = read_hf_config(&config)?;
+            let tied = json["tie_word_embeddings"].as_bool().unwrap_or(false);
+            let mut w = DummyWeights::new(&device, dtype, tied);
+            let model = (family.load)(&mut w, Some(&json))?;
+            let codec = dummy_codec(&config, model.config().vocab_size)?;
+            Ok((model, codec))
         }
         (LoadFormat::Dummy, LocalModel::Gguf(_)) => Err(ManagerError::Limits(
             "--load-format dummy takes a config.json, not a GGUF file".into(),
@@ -116,16 +126,15 @@ fn read_weights(
         (LoadFormat::Auto, LocalModel::Gguf(path)) => {
             let mut w = GgufWeights::open_as(path, &device, dtype, limits.weight_format)?;
             let family = family::for_gguf(&gguf_architecture(w.content()))?;
-            let cfg = LlamaConfig::from_gguf(w.content())?;
             let codec = TextCodec::from_gguf(w.content())?;
-            let model = (family.load)(&mut w as &mut dyn WeightSource, cfg)?;
+            let model = (family.load)(&mut w as &mut dyn WeightSource, None)?;
             Ok((model, codec))
         }
         (LoadFormat::Auto, LocalModel::HfDir { dir, safetensors }) => {
-            let (family, cfg) = read_hf_config(&dir.join("config.json"))?;
+            let (family, json) = read_hf_config(&dir.join("config.json"))?;
             let codec = TextCodec::from_hf_dir(dir)?;
             let mut w = VarBuilderWeights::from_safetensors(safetensors, dtype, &device)?;
-            let model = (family.load)(&mut w, cfg)?;
+            let model = (family.load)(&mut w, Some(&json))?;
             Ok((model, codec))
         }
     }
@@ -324,14 +333,20 @@ pub(crate) fn weight_file_bytes(local: &LocalModel) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::HfLlamaConfig;
+    use serde::Deserialize;
 
     #[test]
     fn attention_scratch_reserve_follows_the_backend() {
         let root = env!("CARGO_MANIFEST_DIR");
-        let (_, cfg) = read_hf_config(std::path::Path::new(&format!(
+        let (_, json) = read_hf_config(std::path::Path::new(&format!(
             "{root}/benches/shapes/llama-3.1-8b.json"
         )))
         .unwrap();
+        let cfg = HfLlamaConfig::deserialize(&json)
+            .unwrap()
+            .into_config()
+            .unwrap();
         let limits = |backend: &str| EngineLimits {
             max_num_seqs: Some(256),
             max_num_batched_tokens: Some(8192),

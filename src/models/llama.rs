@@ -3,15 +3,16 @@
 
 use super::attention::{Attention, AttentionShape};
 use super::batch::ForwardBatch;
-use super::config::LlamaConfig;
+use super::config::{ConfigError, HfLlamaConfig, LlamaConfig};
 use super::fused;
 use super::layers::{Activation, GatedMlp, SelfAttention, StepContext};
 use super::linear::Linear;
 use super::rope::{Rope, RopeTables};
 use super::weights::WeightSource;
-use super::{CausalLm, Family, Model, StepInputs};
+use super::{CausalLm, Family, Model, ModelLoadError, StepInputs};
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::ops::rms_norm;
+use serde::Deserialize;
 
 /// The Llama family's registry entry: Llama 2/3, SmolLM2, Mistral (no sliding window) and
 /// Qwen2 (attention biases) share this decoder.
@@ -19,8 +20,25 @@ pub const FAMILY: Family = Family {
     name: "llama",
     gguf_archs: &["llama", "qwen2"],
     hf_model_types: &["llama", "mistral", "qwen2"],
-    load: |w, cfg| Ok(Box::new(Llama::load(w, cfg)?)),
+    load: load_family,
 };
+
+/// `FAMILY`'s `load`: the config from `config.json` or the GGUF metadata, then the weights.
+fn load_family(
+    w: &mut dyn WeightSource,
+    config_json: Option<&serde_json::Value>,
+) -> std::result::Result<Box<dyn Model>, ModelLoadError> {
+    let cfg = match (config_json, w.gguf()) {
+        (Some(json), _) => HfLlamaConfig::deserialize(json)
+            .map_err(|e| ConfigError::Invalid(format!("config.json: {e}")))?
+            .into_config()?,
+        (None, Some(ct)) => LlamaConfig::from_gguf(ct)?,
+        (None, None) => {
+            return Err(ConfigError::Invalid("no config.json and no GGUF metadata".into()).into())
+        }
+    };
+    Ok(Box::new(Llama::load(w, cfg)?))
+}
 
 /// One decoder layer: pre-norm self-attention, then a pre-norm gated MLP.
 #[derive(Clone)]

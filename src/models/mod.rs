@@ -90,9 +90,25 @@ pub struct Family {
     pub gguf_archs: &'static [&'static str],
     /// `config.json` `model_type` values it runs.
     pub hf_model_types: &'static [&'static str],
-    /// Builds the model from its weights (names in the Hugging Face layout; GGUF sources map
-    /// theirs) and its validated config.
-    pub load: fn(&mut dyn weights::WeightSource, LlamaConfig) -> Result<Box<dyn Model>>,
+    /// Reads the family's hyper-parameters (from `config_json`, a Hugging Face `config.json`,
+    /// or else from the source's GGUF metadata) and builds the model from its weights (names in
+    /// the Hugging Face layout; GGUF sources map theirs).
+    pub load: LoadFn,
+}
+
+/// A family's loader: weights, and the `config.json` when the checkpoint has one.
+pub type LoadFn = fn(
+    &mut dyn weights::WeightSource,
+    Option<&serde_json::Value>,
+) -> std::result::Result<Box<dyn Model>, ModelLoadError>;
+
+/// Why a family could not build its model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelLoadError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("loading weights: {0}")]
+    Weights(#[from] candle_core::Error),
 }
 
 /// A model shared with its manager (which keeps it for the host tier after the engine stops).

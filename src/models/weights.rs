@@ -43,6 +43,10 @@ pub trait WeightSource {
     fn device(&self) -> &Device;
     /// The dtype of dense weights and activations.
     fn dtype(&self) -> DType;
+    /// A GGUF file's metadata and tensor index (its family reads its hyper-parameters there).
+    fn gguf(&self) -> Option<&gguf_file::Content> {
+        None
+    }
 }
 
 /// llama.cpp's tensor name for a Hugging Face module name.
@@ -169,6 +173,10 @@ impl WeightSource for GgufWeights {
 
     fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    fn gguf(&self) -> Option<&gguf_file::Content> {
+        Some(self.content())
     }
 }
 
