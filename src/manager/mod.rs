@@ -13,16 +13,19 @@
 
 pub mod decl;
 pub mod handle;
+pub mod host;
 pub mod limits;
 pub mod loader;
 pub mod lru;
+mod memory;
+mod open;
 
 use crate::metrics::Metrics;
 use crate::models::{CausalLm, Model};
 use crate::store::gcs::GcsSource;
 use crate::store::hf::HfSource;
+use crate::store::LocalModel;
 use crate::store::Sources;
-use crate::store::{LocalModel, ModelSpec};
 use crate::text::TextCodec;
 pub use limits::{EngineLimits, KvMemory};
 use lru::{Budget, LruIndex, Plan};
@@ -34,7 +37,11 @@ use std::time::{Duration, Instant};
 
 pub use decl::{validate_model_id, EngineOverrides, ModelDecl};
 pub use handle::{ModelHandle, ModelLease};
+use host::HostCopy;
 pub use loader::{load_model, ManagerError};
+pub use memory::rss_bytes;
+use memory::trim_heap;
+use open::{kv_estimate, open_local};
 
 /// Load state of one declared model, as `/admin/models` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,12 +101,6 @@ enum LoadFrom {
     /// The host tier's copy of its weights, with its tokenizer.
     Host(Arc<dyn Model>, Arc<TextCodec>),
     Files(LocalModel),
-}
-
-/// An evicted model's weights in host memory, with its tokenizer.
-struct HostCopy {
-    model: Arc<dyn Model>,
-    codec: Arc<TextCodec>,
 }
 
 /// What the manager is allowed to hold.
@@ -445,87 +446,6 @@ impl ModelManager {
         true
     }
 
-    /// Keeps the weights of the evicted model `id` in host memory when they fit the host
-    /// budget (evicting the host tier's least recently used copies first). On the CPU the
-    /// weights already are in host memory and stay as they are; elsewhere they are copied.
-    async fn keep_in_host(&self, id: &str, handle: &ModelHandle) {
-        let Some(budget) = self.inner.limits.host_budget else {
-            return;
-        };
-        let model = handle.model.clone();
-        let bytes = model.weight_bytes();
-        let budget = Budget {
-            memory_bytes: Some(budget),
-            max_loaded: None,
-        };
-        loop {
-            let plan = self.inner.host_lru.lock().plan(bytes, budget, |_| false);
-            match plan {
-                Plan::Fits => break,
-                Plan::Evict(victim) => self.drop_host_copy(&victim),
-                Plan::TooLarge | Plan::Wait => {
-                    tracing::info!(
-                        model = id,
-                        bytes,
-                        "weights do not fit the host memory budget"
-                    );
-                    return;
-                }
-            }
-        }
-        let copy = tokio::task::spawn_blocking(move || {
-            if model.device().is_cpu() {
-                Ok(model)
-            } else {
-                model.to_device(&candle_core::Device::Cpu)
-            }
-        })
-        .await;
-        match copy {
-            Ok(Ok(model)) => {
-                let Some(entry) = self.inner.entries.get(id) else {
-                    return;
-                };
-                self.inner.host_lru.lock().insert(id, bytes, false);
-                entry.counters.host_bytes.store(bytes, Ordering::Relaxed);
-                *entry.host.lock() = Some(HostCopy {
-                    model,
-                    codec: handle.codec.clone(),
-                });
-                tracing::info!(model = id, bytes, "weights kept in host memory");
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(model = id, error = %e, "cannot keep weights in host memory")
-            }
-            Err(e) => tracing::warn!(model = id, error = %e, "cannot keep weights in host memory"),
-        }
-    }
-
-    /// Drops `id`'s weights from the host tier.
-    fn drop_host_copy(&self, id: &str) {
-        self.inner.host_lru.lock().remove(id);
-        if let Some(e) = self.inner.entries.get(id) {
-            e.counters.host_bytes.store(0, Ordering::Relaxed);
-            e.host.lock().take();
-        }
-    }
-
-    /// Memory in use on the device models load on: the GPU's used bytes on CUDA, else this
-    /// process's RSS.
-    fn used_bytes(&self) -> u64 {
-        let device =
-            self.inner
-                .device
-                .get_or_init(|| match self.inner.limits.engine.device.open() {
-                    Ok(d) if !d.is_cpu() => Some(d),
-                    _ => None,
-                });
-        match device.as_ref().map(loader::gpu_memory_info) {
-            Some(Ok(Some((free, total)))) => total - free,
-            _ => rss_bytes(),
-        }
-    }
-
     /// Unloads `id` once its requests have finished (bounded by the load timeout): true when it
     /// was loaded.
     pub async fn unload(&self, id: &str) -> Result<bool, LoadError> {
@@ -592,66 +512,4 @@ pub struct ModelStatus<'a> {
     pub in_flight: usize,
     pub counters: &'a ModelCounters,
     pub last_error: Option<String>,
-}
-
-/// The local files of a declared model (a Hugging Face or GCS source is resolved in, or
-/// downloaded into, its cache first). Runs on a blocking thread of the runtime.
-fn open_local(
-    spec: &ModelSpec,
-    limits: &EngineLimits,
-    sources: &Sources,
-) -> Result<LocalModel, String> {
-    let dummy = limits.load_format == crate::models::weights::LoadFormat::Dummy;
-    let remote = if let Some(src) = HfSource::parse(&spec.source) {
-        Some(src.and_then(|s| s.fetch(&sources.hub)))
-    } else {
-        GcsSource::parse(&spec.source).map(|src| {
-            src.and_then(|s| tokio::runtime::Handle::current().block_on(s.fetch(&sources.gcs)))
-        })
-    };
-    if let Some(dir) = remote {
-        let dir = dir.map_err(|e| e.to_string())?;
-        return if dummy {
-            LocalModel::open_config(&dir)
-        } else {
-            crate::store::hf::open_snapshot(&dir)
-        }
-        .map_err(|e| e.to_string());
-    }
-    let path = std::path::Path::new(&spec.source);
-    match limits.load_format {
-        crate::models::weights::LoadFormat::Dummy => LocalModel::open_config(path),
-        crate::models::weights::LoadFormat::Auto => LocalModel::open(path),
-    }
-    .map_err(|e| e.to_string())
-}
-
-/// Bytes of a KV cache of a fixed size (0 when it is sized from what is free at load).
-fn kv_estimate(limits: &EngineLimits) -> u64 {
-    let kv = match limits.kv_cache_memory {
-        crate::manager::KvMemory::Bytes(b) => b,
-        crate::manager::KvMemory::FractionOfAvailable(_) => 0,
-    };
-    limits.num_kv_blocks.map_or(kv, |_| 0)
-}
-
-/// Resident set size of this process (Linux; 0 elsewhere).
-pub fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
-/// Gives freed heap pages back to the system (glibc keeps them otherwise).
-fn trim_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks glibc's own arenas.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }

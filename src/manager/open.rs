@@ -1,0 +1,49 @@
+//! A declared model's local files (a Hugging Face or GCS source resolved in, or downloaded
+//! into, its cache first) and the KV bytes its load is budgeted for.
+
+use super::limits::{EngineLimits, KvMemory};
+use crate::models::weights::LoadFormat;
+use crate::store::gcs::GcsSource;
+use crate::store::hf::HfSource;
+use crate::store::{LocalModel, ModelSpec, Sources};
+
+/// The local files of a declared model (a Hugging Face or GCS source is resolved in, or
+/// downloaded into, its cache first). Runs on a blocking thread of the runtime.
+pub(super) fn open_local(
+    spec: &ModelSpec,
+    limits: &EngineLimits,
+    sources: &Sources,
+) -> Result<LocalModel, String> {
+    let dummy = limits.load_format == LoadFormat::Dummy;
+    let remote = if let Some(src) = HfSource::parse(&spec.source) {
+        Some(src.and_then(|s| s.fetch(&sources.hub)))
+    } else {
+        GcsSource::parse(&spec.source).map(|src| {
+            src.and_then(|s| tokio::runtime::Handle::current().block_on(s.fetch(&sources.gcs)))
+        })
+    };
+    if let Some(dir) = remote {
+        let dir = dir.map_err(|e| e.to_string())?;
+        return if dummy {
+            LocalModel::open_config(&dir)
+        } else {
+            crate::store::hf::open_snapshot(&dir)
+        }
+        .map_err(|e| e.to_string());
+    }
+    let path = std::path::Path::new(&spec.source);
+    match limits.load_format {
+        LoadFormat::Dummy => LocalModel::open_config(path),
+        LoadFormat::Auto => LocalModel::open(path),
+    }
+    .map_err(|e| e.to_string())
+}
+
+/// Bytes of a KV cache of a fixed size (0 when it is sized from what is free at load).
+pub(super) fn kv_estimate(limits: &EngineLimits) -> u64 {
+    let kv = match limits.kv_cache_memory {
+        KvMemory::Bytes(b) => b,
+        KvMemory::FractionOfAvailable(_) => 0,
+    };
+    limits.num_kv_blocks.map_or(kv, |_| 0)
+}
