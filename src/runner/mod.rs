@@ -139,7 +139,7 @@ impl ModelRunner {
             .scheduled
             .iter_mut()
             .filter(|s| s.sample)
-            .map(|s| s.state.constraint.as_mut())
+            .map(|s| s.state.constraint.as_deref_mut())
             .collect();
         // constrained rows' token masks, computed on their own threads during the forward pass
         let (logits, masks) = std::thread::scope(|scope| {

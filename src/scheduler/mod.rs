@@ -378,23 +378,23 @@ impl Scheduler {
         out: &mut SchedulerOutput,
         runner: ModelRunnerOutput,
     ) -> Vec<TokenDelta> {
-        let num_sampling = out.scheduled.iter().filter(|s| s.sample).count();
-        assert_eq!(
-            runner.sampled.len(),
-            num_sampling,
-            "the runner samples every sampling sequence. This is a bug."
-        );
+        let mut deltas = Vec::with_capacity(runner.sampled.len());
         let mut sampled = runner.sampled.into_iter();
         let mut prompt_logprobs = runner.prompt_logprobs.into_iter();
-        let mut deltas = Vec::with_capacity(num_sampling);
         for s in out.scheduled.iter_mut() {
             let lps = prompt_logprobs.next().unwrap_or_default();
-            let answer = if s.sample { sampled.next() } else { None };
+            let answer = s.sample.then(|| {
+                sampled
+                    .next()
+                    .expect("the runner samples every sampling sequence. This is a bug.")
+            });
             let Some(seq) = self.seqs.get_mut(&s.request_id) else {
                 continue;
             };
-            seq.num_prompt_logprobs += lps.len();
-            seq.prompt_logprobs.extend(lps);
+            if !lps.is_empty() {
+                seq.num_prompt_logprobs += lps.len();
+                seq.prompt_logprobs.extend(lps);
+            }
             seq.num_computed_tokens += s.num_new_tokens;
             self.register_full_blocks(s.request_id);
             let Some(answer) = answer else {

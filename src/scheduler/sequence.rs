@@ -60,7 +60,7 @@ impl Sequence {
             sampling: req.sampling,
             sampling_state: SamplingState {
                 rng: None,
-                constraint: req.constraint,
+                constraint: req.constraint.map(Box::new),
             },
             stop: req.stop,
             arrival: req.arrival,

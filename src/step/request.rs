@@ -119,21 +119,26 @@ impl SamplingParams {
 /// in a step where it samples, the scheduler lends it to the runner inside its `ScheduledSeq`
 /// and `update_from_output` puts it back, so it travels with the step's data and nothing is
 /// kept (or forgotten) elsewhere.
+///
+/// NOTE: both parts are boxed: the state moves twice per sequence and step, and an RNG
+/// (ChaCha12, ~300 bytes) or a grammar matcher inline would make every move a large copy.
 #[derive(Debug, Default)]
 pub struct SamplingState {
     /// Seeded from `SamplingParams::seed` (else from the OS) at the first draw.
-    pub rng: Option<rand::rngs::StdRng>,
+    pub rng: Option<Box<rand::rngs::StdRng>>,
     /// The grammar the output must match (it masks the row before everything else).
-    pub constraint: Option<crate::text::grammar::Constraint>,
+    pub constraint: Option<Box<crate::text::grammar::Constraint>>,
 }
 
 impl SamplingState {
     /// The sequence's RNG, seeded from `seed` at its first use.
     pub fn rng(&mut self, seed: Option<u64>) -> &mut rand::rngs::StdRng {
         use rand::SeedableRng;
-        self.rng.get_or_insert_with(|| match seed {
-            Some(seed) => rand::rngs::StdRng::seed_from_u64(seed),
-            None => rand::rngs::StdRng::from_os_rng(),
+        self.rng.get_or_insert_with(|| {
+            Box::new(match seed {
+                Some(seed) => rand::rngs::StdRng::seed_from_u64(seed),
+                None => rand::rngs::StdRng::from_os_rng(),
+            })
         })
     }
 }
