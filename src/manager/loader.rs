@@ -9,8 +9,8 @@ use crate::engine::{spawn_engine, QueueLimits};
 use crate::kv::KvCacheConfig;
 use crate::metrics::Metrics;
 use crate::models::attention::BackendKind;
-use crate::models::config::gguf_architecture;
 use crate::models::config::ConfigError;
+use crate::models::config::{gguf_architecture, DEFAULT_MODEL_TYPE};
 use crate::models::device::DeviceError;
 use crate::models::family;
 use crate::models::weights::{
@@ -63,7 +63,7 @@ fn read_hf_config(
     let model_type = json
         .get("model_type")
         .and_then(serde_json::Value::as_str)
-        .unwrap_or("llama");
+        .unwrap_or(DEFAULT_MODEL_TYPE);
     Ok((family::for_hf(model_type)?, json))
 }
 
@@ -108,8 +108,7 @@ fn read_weights(
                 path.clone()
             };
             let (family, json) = read_hf_config(&config)?;
-            let tied = json["tie_word_embeddings"].as_bool().unwrap_or(false);
-            let mut w = DummyWeights::new(&device, dtype, tied);
+            let mut w = DummyWeights::new(&device, dtype);
             let model = (family.load)(&mut w, Some(&json))?;
             let codec = dummy_codec(&config, model.config().vocab_size)?;
             Ok((model, codec))

@@ -41,6 +41,9 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// The `model_type` of a `config.json` that names none.
+pub const DEFAULT_MODEL_TYPE: &str = "llama";
+
 /// `config.json` of a Llama, Mistral, Qwen2 or SmolLM checkpoint.
 #[derive(Debug, Clone, Deserialize)]
 pub struct HfLlamaConfig {
@@ -88,9 +91,9 @@ fn default_max_pos() -> usize {
 }
 
 impl HfLlamaConfig {
-    /// `model_type` (absent: `llama`).
+    /// `model_type` (absent: `DEFAULT_MODEL_TYPE`).
     pub fn model_type(&self) -> &str {
-        self.model_type.as_deref().unwrap_or("llama")
+        self.model_type.as_deref().unwrap_or(DEFAULT_MODEL_TYPE)
     }
 
     pub fn into_config(self) -> Result<LlamaConfig, ConfigError> {

@@ -238,20 +238,18 @@ impl WeightSource for VarBuilderWeights<'_> {
 
 /// `--load-format dummy`: random weights in the shapes a config asks for, made on the device
 /// (N(0, 0.02) for projections and embeddings, ones for norm scales), so throughput can be
-/// measured without downloading weights. Every name exists except a separate `lm_head` when
-/// the config ties embeddings.
+/// measured without downloading weights. Every name exists: whether `lm_head` is its own
+/// weight or the embedding is the family's config's to say (`tie_word_embeddings`).
 pub struct DummyWeights {
     device: Device,
     dtype: DType,
-    tie_word_embeddings: bool,
 }
 
 impl DummyWeights {
-    pub fn new(device: &Device, dtype: DType, tie_word_embeddings: bool) -> Self {
+    pub fn new(device: &Device, dtype: DType) -> Self {
         Self {
             device: device.clone(),
             dtype,
-            tie_word_embeddings,
         }
     }
 
@@ -274,8 +272,8 @@ impl WeightSource for DummyWeights {
         }
     }
 
-    fn contains(&self, name: &str) -> bool {
-        !(name == "lm_head" && self.tie_word_embeddings)
+    fn contains(&self, _name: &str) -> bool {
+        true
     }
 
     fn device(&self) -> &Device {
