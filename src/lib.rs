@@ -3,6 +3,7 @@
 pub mod api;
 pub mod bench;
 pub mod config;
+pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod engine;

@@ -63,6 +63,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             source: path.display().to_string(),
         }));
     }
+    // a config weir cannot serve right refuses to start, in one line naming the model and field
+    for d in &decls {
+        weir::manager::loader::check_local_config(&d.spec.source)
+            .map_err(|e| anyhow::anyhow!("model {}: {e}", d.spec.id))?;
+    }
     let preload_plan = args.preload_plan(default_only);
     let manager_limits = args.manager_limits(limits).map_err(anyhow::Error::msg)?;
     let models = ModelManager::new(decls, manager_limits, args.sources(), metrics.clone())
@@ -75,7 +80,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         models
             .get_or_load(&id)
             .await
-            .with_context(|| format!("preloading model {id}"))?;
+            .map_err(|e| anyhow::anyhow!("preloading model {id}: {e}"))?;
     }
     let grace = options.shutdown_grace;
     let state = AppState::new(models.clone(), metrics, options);
@@ -120,6 +125,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    weir::cpu::require_build_features().map_err(anyhow::Error::msg)?;
     let cli = Cli::parse();
     let json_logs = match &cli.command {
         Some(Command::Serve(a)) => a.log_format == LogFormat::Json,
@@ -127,6 +133,8 @@ async fn main() -> anyhow::Result<()> {
     };
     init_tracing(json_logs);
     weir::models::pool::init_cpu_threads();
+    let cpu = weir::cpu::CpuInfo::detect();
+    tracing::info!(model = %cpu.model, cpus = cpu.logical_cpus, flags = %cpu.flags(), kernels = cpu.kernels(), "cpu");
     match cli.command {
         None => serve(cli.serve).await,
         Some(Command::Serve(args)) => serve(args).await,

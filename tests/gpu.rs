@@ -90,8 +90,7 @@ fn tiny_model_logits_match_cpu() {
     let path = write_tiny_llama(dir.path(), 7);
     let files = vec![path.join("model.safetensors")];
     let text = std::fs::read_to_string(path.join("config.json")).unwrap();
-    let cfg: weir::models::HfLlamaConfig = serde_json::from_str(&text).unwrap();
-    let cfg = cfg.into_config().unwrap();
+    let cfg = weir::models::LlamaConfig::from_hf(&serde_json::from_str(&text).unwrap()).unwrap();
     let load = |dtype, dev: &Device, fused: bool| {
         let mut w = VarBuilderWeights::from_safetensors(&files, dtype, dev).unwrap();
         let mut model = Llama::load(&mut w, cfg.clone()).unwrap();

@@ -12,7 +12,7 @@ use weir::kv::KvCacheConfig;
 use weir::models::attention::cpu::CpuBackend;
 use weir::models::attention::Attention;
 use weir::models::weights::VarBuilderWeights;
-use weir::models::{CausalLm, HfLlamaConfig, Llama};
+use weir::models::{CausalLm, Llama, LlamaConfig};
 use weir::testing::{
     default_model_path, single_seq_batch, test_limits, tiny_llama_config_json, tiny_llama_weights,
     write_tiny_llama, TestServer,
@@ -42,8 +42,8 @@ async fn post(path: &str, body: Value) -> (u16, Value) {
 /// The tiny model's last-position logits for `prompt`, computed in-process.
 fn tiny_logits(prompt: &[u32]) -> Vec<f32> {
     let vb = VarBuilder::from_tensors(tiny_llama_weights(TINY_SEED), DType::F32, &Device::Cpu);
-    let cfg: HfLlamaConfig = serde_json::from_value(tiny_llama_config_json()).unwrap();
-    let model = Llama::load(&mut VarBuilderWeights::new(vb), cfg.into_config().unwrap()).unwrap();
+    let cfg = LlamaConfig::from_hf(&tiny_llama_config_json()).unwrap();
+    let model = Llama::load(&mut VarBuilderWeights::new(vb), cfg).unwrap();
     let block = 16;
     let blocks = prompt.len().div_ceil(block) as u32;
     let kv = KvCacheConfig {

@@ -15,7 +15,7 @@ use weir::models::attention::tensor::TensorBackend;
 use weir::models::attention::{Attention, AttentionBackend};
 use weir::models::batch::{ForwardBatch, SeqInput};
 use weir::models::weights::VarBuilderWeights;
-use weir::models::{CausalLm, HfLlamaConfig, Llama, Model};
+use weir::models::{CausalLm, Llama, LlamaConfig, Model};
 use weir::testing::{single_seq_batch, tiny_llama_config_json, tiny_llama_weights};
 
 const BLOCK: usize = 4;
@@ -25,9 +25,9 @@ const TABLE: [u32; 8] = [5, 2, 9, 0, 7, 3, 11, 1];
 fn weir_model() -> Llama {
     let weights = tiny_llama_weights(1);
     let vb = VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu);
-    let cfg: HfLlamaConfig = serde_json::from_value(tiny_llama_config_json()).unwrap();
+    let cfg = LlamaConfig::from_hf(&tiny_llama_config_json()).unwrap();
     let mut w = VarBuilderWeights::new(vb);
-    Llama::load(&mut w, cfg.into_config().unwrap()).unwrap()
+    Llama::load(&mut w, cfg).unwrap()
 }
 
 fn reference_model() -> (reference::Llama, reference::Cache) {
@@ -209,8 +209,7 @@ fn qwen2_with_qkv_bias_matches_reference() {
     cfg_json["max_window_layers"] = 2.into();
     cfg_json["use_sliding_window"] = false.into();
     cfg_json["hidden_act"] = "silu".into();
-    let cfg: HfLlamaConfig = serde_json::from_value(cfg_json.clone()).unwrap();
-    let cfg = cfg.into_config().unwrap();
+    let cfg = LlamaConfig::from_hf(&cfg_json).unwrap();
     assert!(cfg.attention_bias);
     let vb = VarBuilder::from_tensors(weights.clone(), DType::F32, &Device::Cpu);
     let model = Llama::load(&mut VarBuilderWeights::new(vb), cfg).unwrap();
@@ -269,8 +268,8 @@ fn bf16_against_reference(
 fn bf16_merged_projections_match_reference() {
     let weights = tiny_llama_weights(1);
     let vb = VarBuilder::from_tensors(weights, DType::BF16, &Device::Cpu);
-    let cfg: HfLlamaConfig = serde_json::from_value(tiny_llama_config_json()).unwrap();
-    let model = Llama::load(&mut VarBuilderWeights::new(vb), cfg.into_config().unwrap()).unwrap();
+    let cfg = LlamaConfig::from_hf(&tiny_llama_config_json()).unwrap();
+    let model = Llama::load(&mut VarBuilderWeights::new(vb), cfg).unwrap();
     let (refm, mut rcache) = reference_model();
     let d = bf16_against_reference(&model, &refm, &mut rcache);
     println!("bf16 merged projections: max |weir - reference| = {d:.3e}");

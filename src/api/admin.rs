@@ -2,7 +2,9 @@
 //! loading / unloading by hand.
 //!
 //! - `GET /admin/models`: every declared model: id, source, state (loaded, loading, host,
-//!   unloaded), bytes, last use, requests in flight, pinned, last load error, host-tier bytes.
+//!   unloaded), bytes, last use, requests in flight, pinned, last load error, host-tier bytes,
+//!   compute dtype and generation_config.json defaults of a loaded model; and the server's
+//!   CPU (`cpu`: model, flags, which kernels run).
 //! - `POST /admin/models/{id}/load`, `POST /admin/models/{id}/unload` (waits for the model's
 //!   requests to finish, bounded by the load timeout).
 //! - `GET /admin/stats`: per model requests, tokens, loads, failed loads, evictions, load seconds;
@@ -37,6 +39,8 @@ fn model_json(s: &ModelStatus) -> Value {
         "host_loads": c.host_loads.load(Relaxed),
         "host_bytes": c.host_bytes.load(Relaxed),
         "last_error": s.last_error,
+        "dtype": s.dtype,
+        "generation_defaults": s.generation_defaults,
     })
 }
 
@@ -47,7 +51,7 @@ pub async fn list(State(state): State<AppState>) -> Json<Value> {
         .filter_map(|id| m.status(id))
         .map(|s| model_json(&s))
         .collect();
-    Json(json!({ "object": "list", "data": data }))
+    Json(json!({ "object": "list", "data": data, "cpu": *state.cpu }))
 }
 
 pub async fn load(

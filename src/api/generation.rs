@@ -38,13 +38,24 @@ pub struct Submission {
     pub serving: Serving,
 }
 
+/// `max_tokens` of a request that sets none: the rest of the context, at most the model's
+/// `max_new_tokens` (generation_config.json), as vLLM.
+fn default_max_tokens(model: &ModelLease, prompt: usize) -> usize {
+    let rest = model.engine.max_model_len().saturating_sub(prompt);
+    match model.codec.generation_defaults().max_tokens {
+        Some(m) => rest.min(m.max(0) as usize),
+        None => rest,
+    }
+}
+
 /// Rejects `n` choices that could never fit the KV cache together: the full prompt blocks once,
 /// then each choice's own blocks to its last token (checked arithmetic: any `n` × `max_tokens`
 /// a client sends).
 fn check_fits_n(model: &ModelLease, prompt: usize, opts: &GenOptions) -> Result<(), ApiError> {
     let (total, bs) = (model.engine.num_kv_blocks(), model.engine.block_size());
-    let limit = model.engine.max_model_len();
-    let max_tokens = opts.max_tokens.unwrap_or(limit.saturating_sub(prompt));
+    let max_tokens = opts
+        .max_tokens
+        .unwrap_or_else(|| default_max_tokens(model, prompt));
     let longest = prompt.saturating_add(max_tokens);
     let shared = prompt.saturating_sub(1) / bs;
     let each = longest.div_ceil(bs) - shared;
@@ -151,11 +162,9 @@ impl Generation {
                 "the prompt is empty",
             ));
         }
-        let max_tokens = match opts.max_tokens {
-            Some(m) => m,
-            None if prompt_tokens < limit => limit - prompt_tokens,
-            None => 0,
-        };
+        let max_tokens = opts
+            .max_tokens
+            .unwrap_or_else(|| default_max_tokens(model, prompt_tokens));
         if prompt_tokens + max_tokens > limit || max_tokens == 0 {
             return Err(ApiError {
                 status: axum::http::StatusCode::BAD_REQUEST,

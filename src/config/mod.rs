@@ -15,6 +15,7 @@ use crate::models::WeightFormat;
 use crate::step::SchedulingPolicy;
 use crate::store::pypi::DEFAULT_INDEX_URL;
 use crate::store::ModelSpec;
+use crate::text::GenerationConfigMode;
 use clap::{Args, Parser, Subcommand};
 use parse::{parse_bytes, parse_kv_memory, parse_policy, parse_weight_format};
 use std::path::PathBuf;
@@ -146,6 +147,11 @@ pub struct ServeArgs {
     /// for throughput runs; without tokenizer.json the model takes token-id prompts only).
     #[arg(long, env = "WEIR_LOAD_FORMAT", default_value = "auto")]
     pub load_format: LoadFormat,
+    /// auto (a Hugging Face checkpoint's generation_config.json sets the defaults of
+    /// temperature, top_p, top_k, min_p, repetition_penalty and max_tokens for requests that
+    /// leave them out, as vLLM does) or vllm (the OpenAI defaults only).
+    #[arg(long, env = "WEIR_GENERATION_CONFIG", default_value = "auto")]
+    pub generation_config: GenerationConfigMode,
     /// Paged attention implementation: auto (cpu for f32 on the CPU, tensor elsewhere), cpu (the
     /// host reference), tensor (candle ops on any device) or cuda (weir's own CUDA kernels for
     /// the KV write and decode steps, the tensor path for prompt chunks).

@@ -6,6 +6,7 @@ use crate::models::device::{DTypeSpec, DeviceSpec};
 use crate::models::weights::LoadFormat;
 use crate::models::WeightFormat;
 use crate::step::SchedulingPolicy;
+use crate::text::GenerationConfigMode;
 
 /// How much memory the KV cache of a model may take.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -33,6 +34,8 @@ pub struct EngineLimits {
     pub dtype: DTypeSpec,
     pub gpu_memory_utilization: f64,
     pub load_format: LoadFormat,
+    /// `--generation-config`.
+    pub generation_config: GenerationConfigMode,
     pub attention_backend: BackendKind,
     /// weir's fused CUDA kernels (`--no-fused-kernels` turns them off).
     pub fused_kernels: bool,

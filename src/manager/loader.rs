@@ -10,7 +10,7 @@ use crate::kv::KvCacheConfig;
 use crate::metrics::Metrics;
 use crate::models::attention::BackendKind;
 use crate::models::config::ConfigError;
-use crate::models::config::{gguf_architecture, DEFAULT_MODEL_TYPE};
+use crate::models::config::{gguf_architecture, hf_model_type};
 use crate::models::device::DeviceError;
 use crate::models::family;
 use crate::models::weights::{
@@ -20,7 +20,7 @@ use crate::models::{Family, LlamaConfig, Model};
 use crate::runner::ModelRunner;
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::store::{LocalModel, StoreError};
-use crate::text::{TextCodec, TextError};
+use crate::text::{GenerationConfigMode, TextCodec, TextError};
 use candle_core::{DType, Device};
 use std::sync::Arc;
 
@@ -60,11 +60,25 @@ fn read_hf_config(
     let text = std::fs::read_to_string(path).map_err(|e| StoreError::io(path, e))?;
     let json: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?;
-    let model_type = json
-        .get("model_type")
-        .and_then(serde_json::Value::as_str)
-        .unwrap_or(DEFAULT_MODEL_TYPE);
-    Ok((family::for_hf(model_type)?, json))
+    Ok((family::for_hf(hf_model_type(&json))?, json))
+}
+
+/// Reads the `config.json` of a model served from a local folder (or a config.json itself)
+/// as its family will, so that a config weir cannot serve right stops the server at start
+/// rather than failing the model's first request. Other sources are checked when they load.
+pub fn check_local_config(source: &str) -> Result<(), ManagerError> {
+    let path = std::path::Path::new(source);
+    let config = if path.is_dir() {
+        path.join("config.json")
+    } else {
+        path.to_path_buf()
+    };
+    if config.extension().is_none_or(|e| e != "json") || !config.is_file() {
+        return Ok(());
+    }
+    let (family, json) = read_hf_config(&config)?;
+    (family.check)(&json)?;
+    Ok(())
 }
 
 /// The tokenizer of a dummy model: its directory's tokenizer.json when there is one, else ids
@@ -88,8 +102,16 @@ pub fn load_weights(
     local: &LocalModel,
     limits: &EngineLimits,
 ) -> Result<(Box<dyn Model>, TextCodec), ManagerError> {
-    let (mut model, codec) = read_weights(local, limits)?;
+    let (mut model, mut codec) = read_weights(local, limits)?;
     model.set_fused_kernels(limits.fused_kernels);
+    match limits.generation_config {
+        GenerationConfigMode::Vllm => codec.clear_generation_defaults(),
+        GenerationConfigMode::Auto if !codec.generation_defaults().is_empty() => tracing::info!(
+            defaults = %serde_json::to_string(codec.generation_defaults()).unwrap_or_default(),
+            "generation_config.json sets the sampling defaults (--generation-config vllm: the OpenAI ones)"
+        ),
+        GenerationConfigMode::Auto => {}
+    }
     Ok((model, codec))
 }
 
@@ -99,6 +121,9 @@ fn read_weights(
 ) -> Result<(Box<dyn Model>, TextCodec), ManagerError> {
     let device = limits.device.open()?;
     let dtype = limits.dtype.resolve(&device);
+    if device.is_cpu() && matches!(dtype, DType::BF16 | DType::F16) {
+        warn_cpu_half_precision(dtype);
+    }
     match (limits.load_format, local) {
         (LoadFormat::Dummy, LocalModel::ConfigOnly { config: path })
         | (LoadFormat::Dummy, LocalModel::HfDir { dir: path, .. }) => {
@@ -137,6 +162,22 @@ fn read_weights(
             Ok((model, codec))
         }
     }
+}
+
+/// `--dtype bf16` / `f16` on the CPU: what it costs and the faster default.
+fn warn_cpu_half_precision(dtype: DType) {
+    let cpu = crate::cpu::CpuInfo::detect();
+    let native = if cpu.avx512_bf16 || cpu.amx {
+        "has avx512_bf16/amx, which weir's CPU matmuls do not use yet"
+    } else {
+        "has no native bf16/f16 arithmetic (avx512_bf16, amx)"
+    };
+    tracing::warn!(
+        dtype = dtype.as_str(),
+        cpu = %cpu.model,
+        "--dtype {} on the CPU: this CPU {native}, so every matmul and the KV cache convert in software; decode runs about 6x slower than the default --dtype auto (f32 activations, the weights' own quantized or f32 format; BENCHMARKS.md). Use --dtype auto unless the memory matters more than speed",
+        dtype.as_str()
+    );
 }
 
 /// Bytes the KV cache may take: on CUDA, `--gpu-memory-utilization` of the card minus what the
@@ -332,8 +373,6 @@ pub(crate) fn weight_file_bytes(local: &LocalModel) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::HfLlamaConfig;
-    use serde::Deserialize;
 
     #[test]
     fn attention_scratch_reserve_follows_the_backend() {
@@ -342,10 +381,7 @@ mod tests {
             "{root}/benches/shapes/llama-3.1-8b.json"
         )))
         .unwrap();
-        let cfg = HfLlamaConfig::deserialize(&json)
-            .unwrap()
-            .into_config()
-            .unwrap();
+        let cfg = LlamaConfig::from_hf(&json).unwrap();
         let limits = |backend: &str| EngineLimits {
             max_num_seqs: Some(256),
             max_num_batched_tokens: Some(8192),

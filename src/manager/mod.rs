@@ -485,6 +485,12 @@ impl ModelManager {
             in_flight: handle.as_ref().map_or(0, |h| h.num_in_flight()),
             counters: &e.counters,
             last_error: e.last_error.lock().clone(),
+            dtype: handle
+                .as_ref()
+                .map(|h| h.model.dtype().as_str().to_string()),
+            generation_defaults: handle
+                .as_ref()
+                .map(|h| h.codec.generation_defaults().clone()),
         })
     }
 
@@ -512,4 +518,8 @@ pub struct ModelStatus<'a> {
     pub in_flight: usize,
     pub counters: &'a ModelCounters,
     pub last_error: Option<String>,
+    /// The loaded model's compute dtype (activations and dense weights): "f32", "bf16", ...
+    pub dtype: Option<String>,
+    /// The loaded model's sampling defaults from generation_config.json.
+    pub generation_defaults: Option<crate::text::GenerationDefaults>,
 }

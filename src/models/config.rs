@@ -1,6 +1,8 @@
 //! `LlamaConfig`: the validated shape of a Llama-family model, from a Hugging Face
 //! `config.json` (`HfLlamaConfig`) or from GGUF metadata.
 
+pub use super::error::ConfigError;
+use super::rope_params::RopeParams;
 use candle_core::quantized::gguf_file;
 use serde::Deserialize;
 
@@ -14,8 +16,7 @@ pub struct LlamaConfig {
     pub head_dim: usize,
     pub vocab_size: usize,
     pub rms_norm_eps: f64,
-    pub rope_theta: f32,
-    pub rope_scaling: Option<Llama3RopeScaling>,
+    pub rope: RopeParams,
     /// GGUF stores Q/K for interleaved (GPT-J) pairs; HF checkpoints pair i with i + d/2.
     pub rope_interleaved: bool,
     pub max_position_embeddings: usize,
@@ -24,129 +25,117 @@ pub struct LlamaConfig {
     pub attention_bias: bool,
 }
 
-/// Llama 3.1's `rope_scaling` (`rope_type: "llama3"`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Llama3RopeScaling {
-    pub factor: f32,
-    pub low_freq_factor: f32,
-    pub high_freq_factor: f32,
-    pub original_max_position_embeddings: usize,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("unsupported model: {0}")]
-    Unsupported(String),
-    #[error("invalid model config: {0}")]
-    Invalid(String),
-}
-
 /// The `model_type` of a `config.json` that names none.
 pub const DEFAULT_MODEL_TYPE: &str = "llama";
 
-/// `config.json` of a Llama, Mistral, Qwen2 or SmolLM checkpoint.
+/// `config.json` of a Llama, Mistral, Qwen2 or SmolLM checkpoint (RoPE: `RopeParams::from_hf`).
 #[derive(Debug, Clone, Deserialize)]
-pub struct HfLlamaConfig {
+struct HfLlamaConfig {
     #[serde(default)]
-    pub model_type: Option<String>,
-    pub hidden_size: usize,
-    pub intermediate_size: usize,
-    pub num_hidden_layers: usize,
-    pub num_attention_heads: usize,
-    pub num_key_value_heads: Option<usize>,
-    pub head_dim: Option<usize>,
-    pub vocab_size: usize,
+    model_type: Option<String>,
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    num_key_value_heads: Option<usize>,
+    head_dim: Option<usize>,
+    vocab_size: usize,
     #[serde(default = "default_eps")]
-    pub rms_norm_eps: f64,
-    #[serde(default = "default_theta")]
-    pub rope_theta: f32,
-    pub rope_scaling: Option<HfRopeScaling>,
+    rms_norm_eps: f64,
     #[serde(default = "default_max_pos")]
-    pub max_position_embeddings: usize,
+    max_position_embeddings: usize,
     #[serde(default)]
-    pub tie_word_embeddings: bool,
-    pub attention_bias: Option<bool>,
-    pub sliding_window: Option<usize>,
-    pub use_sliding_window: Option<bool>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct HfRopeScaling {
-    #[serde(alias = "type")]
-    pub rope_type: Option<String>,
-    pub factor: Option<f32>,
-    pub low_freq_factor: Option<f32>,
-    pub high_freq_factor: Option<f32>,
-    pub original_max_position_embeddings: Option<usize>,
+    tie_word_embeddings: bool,
+    attention_bias: Option<bool>,
+    mlp_bias: Option<bool>,
+    hidden_act: Option<String>,
+    sliding_window: Option<usize>,
+    use_sliding_window: Option<bool>,
+    layer_types: Option<Vec<String>>,
+    quantization_config: Option<serde_json::Value>,
 }
 
 fn default_eps() -> f64 {
     1e-5
 }
-fn default_theta() -> f32 {
-    10_000.0
-}
 fn default_max_pos() -> usize {
     4096
 }
 
-impl HfLlamaConfig {
-    /// `model_type` (absent: `DEFAULT_MODEL_TYPE`).
-    pub fn model_type(&self) -> &str {
-        self.model_type.as_deref().unwrap_or(DEFAULT_MODEL_TYPE)
-    }
+/// The `model_type` of a `config.json` (absent: `DEFAULT_MODEL_TYPE`).
+pub fn hf_model_type(json: &serde_json::Value) -> &str {
+    json.get("model_type")
+        .and_then(|v| v.as_str())
+        .unwrap_or(DEFAULT_MODEL_TYPE)
+}
 
-    pub fn into_config(self) -> Result<LlamaConfig, ConfigError> {
-        let model_type = self.model_type();
-        let is_qwen2 = model_type == "qwen2";
-        // NOTE: which model types run at all is the family registry's (`family::for_hf`)
-        if model_type == "mistral" {
-            let window_used = self.use_sliding_window.unwrap_or(true);
-            if let (Some(w), true) = (self.sliding_window, window_used) {
-                if w < self.max_position_embeddings {
-                    return Err(ConfigError::Unsupported(format!(
-                        "mistral with sliding window {w} (< context {})",
-                        self.max_position_embeddings
-                    )));
-                }
+impl HfLlamaConfig {
+    /// Refuses every field weir would otherwise ignore although it changes the math.
+    fn check_implemented(&self) -> Result<(), ConfigError> {
+        let unsupported = |m: String| Err(ConfigError::Unsupported(m));
+        if let Some(q) = &self.quantization_config {
+            let method = q
+                .get("quant_method")
+                .and_then(|m| m.as_str())
+                .unwrap_or("?");
+            return unsupported(format!(
+                "quantization_config (quant_method {method:?}); weir reads unquantized safetensors and GGUF"
+            ));
+        }
+        if let Some(act) = self.hidden_act.as_deref().filter(|a| *a != "silu") {
+            return unsupported(format!("hidden_act {act:?} (this family runs silu)"));
+        }
+        if self.mlp_bias == Some(true) {
+            return unsupported("mlp_bias true".into());
+        }
+        // Mistral windows by default, Qwen2 only with use_sliding_window (transformers' rule)
+        let windowed = self
+            .use_sliding_window
+            .unwrap_or(self.model_type.as_deref() == Some("mistral"));
+        if let (Some(w), true) = (self.sliding_window, windowed) {
+            if w < self.max_position_embeddings {
+                return unsupported(format!(
+                    "sliding_window {w} (< context {}); weir does not window attention yet",
+                    self.max_position_embeddings
+                ));
             }
         }
-        let rope_scaling = match self.rope_scaling {
-            None => None,
-            Some(s) => match s.rope_type.as_deref() {
-                Some("llama3") => Some(Llama3RopeScaling {
-                    factor: s.factor.unwrap_or(8.0),
-                    low_freq_factor: s.low_freq_factor.unwrap_or(1.0),
-                    high_freq_factor: s.high_freq_factor.unwrap_or(4.0),
-                    original_max_position_embeddings: s
-                        .original_max_position_embeddings
-                        .unwrap_or(8192),
-                }),
-                Some("default") | None => None,
-                Some(other) => {
-                    return Err(ConfigError::Unsupported(format!(
-                        "rope_scaling type {other:?}"
-                    )))
-                }
-            },
-        };
+        if let Some(t) = self
+            .layer_types
+            .iter()
+            .flatten()
+            .find(|t| *t != "full_attention")
+        {
+            return unsupported(format!("layer_types entry {t:?}"));
+        }
+        Ok(())
+    }
+}
+
+impl LlamaConfig {
+    /// The validated shape of a Llama-family `config.json`; a field that changes the math and
+    /// that weir does not implement is an error naming it.
+    pub fn from_hf(json: &serde_json::Value) -> Result<Self, ConfigError> {
+        let hf = HfLlamaConfig::deserialize(json)
+            .map_err(|e| ConfigError::Invalid(format!("config.json: {e}")))?;
+        hf.check_implemented()?;
+        let is_qwen2 = hf_model_type(json) == "qwen2";
         let cfg = LlamaConfig {
-            hidden_size: self.hidden_size,
-            intermediate_size: self.intermediate_size,
-            num_layers: self.num_hidden_layers,
-            num_heads: self.num_attention_heads,
-            num_kv_heads: self.num_key_value_heads.unwrap_or(self.num_attention_heads),
-            head_dim: self
+            hidden_size: hf.hidden_size,
+            intermediate_size: hf.intermediate_size,
+            num_layers: hf.num_hidden_layers,
+            num_heads: hf.num_attention_heads,
+            num_kv_heads: hf.num_key_value_heads.unwrap_or(hf.num_attention_heads),
+            head_dim: hf
                 .head_dim
-                .unwrap_or(self.hidden_size / self.num_attention_heads.max(1)),
-            vocab_size: self.vocab_size,
-            rms_norm_eps: self.rms_norm_eps,
-            rope_theta: self.rope_theta,
-            rope_scaling,
+                .unwrap_or(hf.hidden_size / hf.num_attention_heads.max(1)),
+            vocab_size: hf.vocab_size,
+            rms_norm_eps: hf.rms_norm_eps,
+            rope: RopeParams::from_hf(json, None)?,
             rope_interleaved: false,
-            max_position_embeddings: self.max_position_embeddings,
-            tie_word_embeddings: self.tie_word_embeddings,
-            attention_bias: self.attention_bias.unwrap_or(is_qwen2),
+            max_position_embeddings: hf.max_position_embeddings,
+            tie_word_embeddings: hf.tie_word_embeddings,
+            attention_bias: hf.attention_bias.unwrap_or(is_qwen2),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -199,10 +188,7 @@ impl LlamaConfig {
             rms_norm_eps: get("attention.layer_norm_rms_epsilon")
                 .and_then(|v| v.to_f32().map_err(|e| ConfigError::Invalid(e.to_string())))?
                 as f64,
-            rope_theta: get("rope.freq_base")
-                .and_then(|v| v.to_f32().map_err(|e| ConfigError::Invalid(e.to_string())))
-                .unwrap_or(10_000.0),
-            rope_scaling: None,
+            rope: RopeParams::from_gguf(ct, &arch)?,
             // NOTE: llama.cpp's converter permutes Llama Q/K rows for interleaved RoPE; Qwen2
             // GGUFs keep the NeoX pairing.
             rope_interleaved: arch == "llama",
@@ -234,32 +220,14 @@ impl LlamaConfig {
         Ok(())
     }
 
-    /// RoPE inverse frequencies, [head_dim / 2], with Llama 3.1 scaling when configured.
-    pub fn rope_inv_freq(&self) -> Vec<f32> {
-        let d = self.head_dim;
-        let base: Vec<f32> = (0..d)
-            .step_by(2)
-            .map(|i| 1.0 / self.rope_theta.powf(i as f32 / d as f32))
-            .collect();
-        let Some(s) = &self.rope_scaling else {
-            return base;
-        };
-        let old = s.original_max_position_embeddings as f32;
-        let low_wavelen = old / s.low_freq_factor;
-        let high_wavelen = old / s.high_freq_factor;
-        base.into_iter()
-            .map(|f| {
-                let wavelen = 2.0 * std::f32::consts::PI / f;
-                if wavelen < high_wavelen {
-                    f
-                } else if wavelen > low_wavelen {
-                    f / s.factor
-                } else {
-                    let smooth = (old / wavelen - s.low_freq_factor)
-                        / (s.high_freq_factor - s.low_freq_factor);
-                    (1.0 - smooth) * f / s.factor + smooth * f
-                }
-            })
-            .collect()
+    /// RoPE inverse frequencies, [head_dim / 2].
+    pub fn rope_inv_freq(&self) -> Result<Vec<f32>, ConfigError> {
+        self.rope.inv_freq(self.head_dim)
+    }
+
+    /// The attention's softmax scale: 1/sqrt(head_dim), times the square of the factor RoPE
+    /// scales q and k by (YaRN).
+    pub fn softmax_scale(&self) -> f32 {
+        self.rope.attention_factor().powi(2) / (self.head_dim as f32).sqrt()
     }
 }

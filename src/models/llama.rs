@@ -3,7 +3,7 @@
 
 use super::attention::{Attention, AttentionShape};
 use super::batch::ForwardBatch;
-use super::config::{ConfigError, HfLlamaConfig, LlamaConfig};
+use super::config::{ConfigError, LlamaConfig};
 use super::fused;
 use super::layers::{Activation, GatedMlp, SelfAttention, StepContext};
 use super::linear::Linear;
@@ -12,7 +12,6 @@ use super::weights::WeightSource;
 use super::{CausalLm, Family, Model, ModelLoadError, StepInputs};
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::ops::rms_norm;
-use serde::Deserialize;
 
 /// The Llama family's registry entry: Llama 2/3, SmolLM2, Mistral (no sliding window) and
 /// Qwen2 (attention biases) share this decoder.
@@ -21,6 +20,7 @@ pub const FAMILY: Family = Family {
     gguf_archs: &["llama", "qwen2"],
     hf_model_types: &["llama", "mistral", "qwen2"],
     load: load_family,
+    check: |json| LlamaConfig::from_hf(json).map(|_| ()),
 };
 
 /// `FAMILY`'s `load`: the config from `config.json` or the GGUF metadata, then the weights.
@@ -29,10 +29,18 @@ fn load_family(
     config_json: Option<&serde_json::Value>,
 ) -> std::result::Result<Box<dyn Model>, ModelLoadError> {
     let cfg = match (config_json, w.gguf()) {
-        (Some(json), _) => HfLlamaConfig::deserialize(json)
-            .map_err(|e| ConfigError::Invalid(format!("config.json: {e}")))?
-            .into_config()?,
-        (None, Some(ct)) => LlamaConfig::from_gguf(ct)?,
+        (Some(json), _) => LlamaConfig::from_hf(json)?,
+        (None, Some(ct)) => {
+            let mut cfg = LlamaConfig::from_gguf(ct)?;
+            // llama.cpp keeps Llama 3.1's RoPE scaling as a tensor of frequency divisors
+            if w.contains("rope_freqs") {
+                let t = w.dense("rope_freqs", &[cfg.head_dim / 2])?;
+                cfg.rope = cfg
+                    .rope
+                    .with_freq_factors(t.to_dtype(DType::F32)?.to_vec1()?)?;
+            }
+            cfg
+        }
         (None, None) => {
             return Err(ConfigError::Invalid("no config.json and no GGUF metadata".into()).into())
         }
@@ -92,7 +100,10 @@ impl Llama {
             // Tied: the embedding matrix in the source's own format (quantized for GGUF).
             w.linear("model.embed_tokens", cfg.vocab_size, h, false)?
         };
-        let rope = Rope::new(cfg.rope_inv_freq(), cfg.rope_interleaved);
+        let inv_freq = cfg
+            .rope_inv_freq()
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let rope = Rope::new(inv_freq, cfg.rope_interleaved);
         Ok(Self {
             rope_inv_freq: rope.inv_freq_on(&device)?,
             rope,
@@ -182,6 +193,7 @@ fn attention_shape(cfg: &LlamaConfig) -> AttentionShape {
         num_heads: cfg.num_heads,
         num_kv_heads: cfg.num_kv_heads,
         head_dim: cfg.head_dim,
+        softmax_scale: cfg.softmax_scale(),
     }
 }
 

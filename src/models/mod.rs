@@ -6,6 +6,7 @@ pub mod attention;
 pub mod batch;
 pub mod config;
 pub mod device;
+pub mod error;
 pub mod family;
 pub mod fused;
 pub mod layers;
@@ -14,13 +15,14 @@ pub mod llama;
 pub mod pool;
 pub mod qgemm;
 pub mod rope;
+pub mod rope_params;
 pub mod weights;
 
 use attention::{Attention, AttentionShape};
 use batch::ForwardBatch;
 use candle_core::{DType, Device, Result, Tensor};
 
-pub use config::{HfLlamaConfig, LlamaConfig};
+pub use config::LlamaConfig;
 pub use linear::WeightFormat;
 pub use llama::Llama;
 
@@ -94,6 +96,9 @@ pub struct Family {
     /// or else from the source's GGUF metadata) and builds the model from its weights (names in
     /// the Hugging Face layout; GGUF sources map theirs).
     pub load: LoadFn,
+    /// Reads a `config.json` as `load` would, without weights: every error `load` would give
+    /// for it (an unknown `rope_type`, a field weir does not implement), at start-up.
+    pub check: fn(&serde_json::Value) -> std::result::Result<(), config::ConfigError>,
 }
 
 /// A family's loader: weights, and the `config.json` when the checkpoint has one.

@@ -46,7 +46,7 @@ fn reference_row(shape: AttentionShape, q: &[f32], seq: &RefSeq, ctx: usize) -> 
                     .zip(k)
                     .map(|(a, b)| *a as f64 * *b as f64)
                     .sum::<f64>()
-                    / (d as f64).sqrt()
+                    * shape.softmax_scale as f64
             })
             .collect();
         let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -187,6 +187,7 @@ pub fn attention_cases() -> Vec<AttentionCase> {
         num_heads,
         num_kv_heads,
         head_dim,
+        softmax_scale: 1.0 / (head_dim as f32).sqrt(),
     };
     vec![
         AttentionCase {

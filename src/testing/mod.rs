@@ -163,6 +163,7 @@ pub fn test_limits(num_kv_blocks: usize, block_size: usize) -> EngineLimits {
         dtype: crate::models::device::DTypeSpec::Auto,
         gpu_memory_utilization: 0.9,
         load_format: crate::models::weights::LoadFormat::Auto,
+        generation_config: crate::text::GenerationConfigMode::Auto,
         attention_backend: crate::models::attention::BackendKind::Auto,
         fused_kernels: true,
         cuda_graphs: false,

@@ -3,6 +3,7 @@
 
 pub mod detokenizer;
 pub mod error;
+pub mod generation_config;
 pub mod gguf_tokenizer;
 pub mod grammar;
 pub mod template;
@@ -11,5 +12,6 @@ pub mod tools;
 
 pub use detokenizer::{IncrementalDetokenizer, StopStringMatcher};
 pub use error::TextError;
+pub use generation_config::{GenerationConfigMode, GenerationDefaults};
 pub use template::{ChatMessage, ChatTemplate};
 pub use tokenizer::TextCodec;

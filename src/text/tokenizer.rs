@@ -9,6 +9,7 @@ use std::str::FromStr;
 use tokenizers::Tokenizer;
 
 use super::error::TextError;
+use super::generation_config::GenerationDefaults;
 
 #[derive(Debug)]
 pub struct TextCodec {
@@ -21,6 +22,8 @@ pub struct TextCodec {
     bos_token_id: Option<u32>,
     /// Prepend BOS when encoding a raw prompt.
     add_bos: bool,
+    /// Sampling defaults from generation_config.json (empty for GGUF and ids-only codecs).
+    generation_defaults: GenerationDefaults,
 }
 
 fn tok_err(e: impl std::fmt::Display) -> TextError {
@@ -66,6 +69,7 @@ impl TextCodec {
             eos_token_ids,
             bos_token_id: None,
             add_bos: false,
+            generation_defaults: GenerationDefaults::default(),
         }
     }
 
@@ -100,6 +104,7 @@ impl TextCodec {
             template,
             eos_token_ids,
             bos_token_id: bos_id,
+            generation_defaults: GenerationDefaults::default(),
         })
     }
 
@@ -110,11 +115,8 @@ impl TextCodec {
         let tcfg = read_json(&dir.join("tokenizer_config.json")).unwrap_or_default();
         let bos = special_token(tcfg.get("bos_token"));
         let eos = special_token(tcfg.get("eos_token"));
-        let mut eos_token_ids = id_list(
-            read_json(&dir.join("generation_config.json"))
-                .as_ref()
-                .and_then(|g| g.get("eos_token_id")),
-        );
+        let gen_cfg = read_json(&dir.join("generation_config.json")).unwrap_or_default();
+        let mut eos_token_ids = id_list(gen_cfg.get("eos_token_id"));
         eos_token_ids.extend(id_list(
             read_json(&dir.join("config.json"))
                 .as_ref()
@@ -125,16 +127,7 @@ impl TextCodec {
         }
         eos_token_ids.sort_unstable();
         eos_token_ids.dedup();
-        let template_src = match tcfg.get("chat_template") {
-            Some(serde_json::Value::String(s)) => Some(s.clone()),
-            // A list of named templates: take "default".
-            Some(serde_json::Value::Array(list)) => list
-                .iter()
-                .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
-                .and_then(|t| t.get("template")?.as_str().map(str::to_string)),
-            _ => None,
-        };
-        let template = template_src
+        let template = hf_chat_template(dir, &tcfg)?
             .map(|src| {
                 ChatTemplate::new(
                     &src,
@@ -153,7 +146,18 @@ impl TextCodec {
             tokenizer: Some(tokenizer),
             template,
             eos_token_ids,
+            generation_defaults: GenerationDefaults::from_json(&gen_cfg),
         })
+    }
+
+    /// The checkpoint's sampling defaults (generation_config.json).
+    pub fn generation_defaults(&self) -> &GenerationDefaults {
+        &self.generation_defaults
+    }
+
+    /// Drops the checkpoint's sampling defaults (`--generation-config vllm`).
+    pub fn clear_generation_defaults(&mut self) {
+        self.generation_defaults = GenerationDefaults::default();
     }
 
     pub fn eos_token_ids(&self) -> &[u32] {
@@ -246,4 +250,32 @@ impl TextCodec {
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.tokenizer.as_ref()?.token_to_id(token)
     }
+}
+
+/// The chat template of a Hugging Face directory, as transformers reads it: `chat_template.jinja`
+/// (transformers >= 4.47 saves it there), else `tokenizer_config.json`'s `chat_template` (a
+/// string, or a list of named templates of which "default" is taken), else the legacy processor
+/// file `chat_template.json` (`{"chat_template": ...}`).
+fn hf_chat_template(
+    dir: &Path,
+    tokenizer_config: &serde_json::Value,
+) -> Result<Option<String>, TextError> {
+    let jinja = dir.join("chat_template.jinja");
+    if jinja.is_file() {
+        return std::fs::read_to_string(&jinja)
+            .map(Some)
+            .map_err(|e| TextError::Template(format!("{}: {e}", jinja.display())));
+    }
+    let named = |v: Option<&serde_json::Value>| match v {
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        Some(serde_json::Value::Array(list)) => list
+            .iter()
+            .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
+            .and_then(|t| t.get("template")?.as_str().map(str::to_string)),
+        _ => None,
+    };
+    if let Some(t) = named(tokenizer_config.get("chat_template")) {
+        return Ok(Some(t));
+    }
+    Ok(read_json(&dir.join("chat_template.json")).and_then(|j| named(j.get("chat_template"))))
 }

@@ -15,6 +15,7 @@ use super::generation::{Serving, Submission};
 use super::validate::{compile_grammar, Endpoint, GenOptions};
 use super::AppState;
 use crate::manager::ModelHandle;
+use crate::text::GenerationDefaults;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use types::GenerationFields;
@@ -43,7 +44,8 @@ pub async fn open<R: GenerationRequest>(
     let req: R = parse_request(&body)?;
     let plan = req.plan()?;
     let model = state.models.get_or_load(req.model()).await?;
-    let opts = GenOptions::from_fields(req.fields(), &req.endpoint(&plan, &model))?;
+    let fields = with_defaults(req.fields(), model.codec.generation_defaults());
+    let opts = GenOptions::from_fields(&fields, &req.endpoint(&plan, &model))?;
     let constraint = compile_grammar(&model, &opts).await?;
     let serving = Serving {
         timeout: state.options.request_timeout,
@@ -57,6 +59,25 @@ pub async fn open<R: GenerationRequest>(
         serving,
     };
     Ok((req, plan, sub))
+}
+
+/// The request's generation fields with the model's sampling defaults (generation_config.json)
+/// in the places the client left empty (its `max_new_tokens`: `default_max_tokens`).
+fn with_defaults<'a>(
+    f: &'a GenerationFields,
+    d: &GenerationDefaults,
+) -> std::borrow::Cow<'a, GenerationFields> {
+    if d.is_empty() {
+        return std::borrow::Cow::Borrowed(f);
+    }
+    std::borrow::Cow::Owned(GenerationFields {
+        temperature: f.temperature.or(d.temperature),
+        top_p: f.top_p.or(d.top_p),
+        top_k: f.top_k.or(d.top_k),
+        min_p: f.min_p.or(d.min_p),
+        repetition_penalty: f.repetition_penalty.or(d.repetition_penalty),
+        ..f.clone()
+    })
 }
 
 /// Parses a request body; errors inside the shared generation fields name their field.

@@ -327,7 +327,7 @@ pub fn paged_attention(
 ) -> Vec<f32> {
     let (d, kv_dim, q_dim) = (shape.head_dim, shape.kv_dim(), shape.q_dim());
     let group = shape.group();
-    let scale = 1.0 / (d as f32).sqrt();
+    let scale = shape.softmax_scale;
     let bs = batch.block_size;
     let mut out = vec![0f32; q.len()];
     let pool = ComputePool::global();

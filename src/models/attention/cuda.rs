@@ -195,7 +195,7 @@ impl CustomOp3 for PagedAttention {
             s.head_dim as u32,
             self.block_size as u32,
         );
-        let scale = 1.0f32 / (s.head_dim as f32).sqrt();
+        let scale = s.softmax_scale;
         let num_parts = parts as u32;
         macro_rules! run {
             ($ty:ty, $q:expr, $k:expr, $v:expr, $wrap:path) => {{

@@ -26,11 +26,14 @@ use super::batch::ForwardBatch;
 use crate::kv::cache::{KvCache, KvCacheConfig, LayerKv};
 use candle_core::{DType, Device, Result, Tensor};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AttentionShape {
     pub num_heads: usize,
     pub num_kv_heads: usize,
     pub head_dim: usize,
+    /// What q·k is multiplied by before the softmax: 1/sqrt(head_dim) unless the model says
+    /// otherwise (YaRN's mscale², Gemma's query_pre_attn_scalar).
+    pub softmax_scale: f32,
 }
 
 impl AttentionShape {

@@ -170,7 +170,7 @@ impl TensorBackend {
                 .contiguous()
         };
         let (k, v) = (gather(k_pool)?, gather(v_pool)?);
-        let scale = 1.0 / (d as f64).sqrt();
+        let scale = self.shape.softmax_scale as f64;
         let scores = (q.matmul(&k.transpose(2, 3)?)? * scale)?.broadcast_add(&g.mask)?;
         let p = candle_nn::ops::softmax_last_dim(&scores)?;
         p.matmul(&v)? // [S, kvh, group * ql, d]

@@ -1,0 +1,190 @@
+"""Writes Hugging Face folders with transformers itself and the answers transformers gives on
+them, for tests/hf_reference.rs to compare weir against.
+
+    python3 tests/hf_reference.py GGUF OUT_DIR
+
+OUT_DIR/<name>/ for each case (config.json in transformers' current shape, i.e. `rope_parameters`),
+OUT_DIR/<name>-old/ (the same weights, config.json in the shape older transformers wrote: top-level
+`rope_theta` and `rope_scaling`, the chat template inside tokenizer_config.json), and
+OUT_DIR/expected.json: for every case and prompt, the prompt's token count and the top-5 first-token
+log-probabilities transformers computes in float32 through the model's own chat template.
+
+Cases: SmolLM2-135M-Instruct dequantized from weir's default GGUF (transformers' own GGUF
+conversion), and tiny random-weight models (seeded) of each model type weir's Llama family reads,
+with every RoPE scaling type weir implements. The tiny models share SmolLM2's tokenizer.
+"""
+
+import json
+import os
+import shutil
+import sys
+
+import torch
+import transformers
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+PROMPTS = [
+    [{"role": "user", "content": "What is the capital of France?"}],
+    [
+        {"role": "system", "content": "You are a terse assistant."},
+        {"role": "user", "content": "Name three primary colors."},
+    ],
+    [
+        {
+            "role": "user",
+            "content": "Summarize in one sentence: "
+            + " ".join(
+                f"Paragraph {i} describes how rivers carve valleys over thousands of years."
+                for i in range(12)
+            ),
+        }
+    ],
+]
+
+TINY = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    max_position_embeddings=1024,
+    initializer_range=0.2,
+    tie_word_embeddings=False,
+)
+
+# (name, model_type, extra config) of the tiny models; short original contexts so that every
+# scaling changes the answer at the prompts' lengths.
+TINY_CASES = [
+    ("llama-default", "llama", {"rope_theta": 100000.0}),
+    ("llama-linear", "llama", {"rope_scaling": {"rope_type": "linear", "factor": 4.0}}),
+    ("llama-dynamic", "llama", {"rope_scaling": {"rope_type": "dynamic", "factor": 4.0}}),
+    (
+        "llama-llama3",
+        "llama",
+        {
+            "rope_theta": 500000.0,
+            "rope_scaling": {
+                "rope_type": "llama3",
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 64,
+            },
+        },
+    ),
+    (
+        "llama-yarn",
+        "llama",
+        {
+            "max_position_embeddings": 256,
+            "rope_scaling": {
+                "rope_type": "yarn",
+                "factor": 4.0,
+                "original_max_position_embeddings": 64,
+            },
+        },
+    ),
+    ("qwen2-default", "qwen2", {"rope_theta": 1000000.0}),
+    (
+        "qwen2-yarn",
+        "qwen2",
+        {
+            "max_position_embeddings": 256,
+            "rope_scaling": {
+                "rope_type": "yarn",
+                "factor": 2.0,
+                "original_max_position_embeddings": 128,
+                "beta_fast": 16.0,
+            },
+        },
+    ),
+    ("mistral-default", "mistral", {"rope_theta": 1000000.0, "sliding_window": None}),
+]
+
+
+def smollm2(gguf):
+    d, f = os.path.split(gguf)
+    tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
+    model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32)
+    # A plain float32 model with the dequantized weights (a GGUF-loaded model does not save).
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing = plain.load_state_dict(model.state_dict(), strict=True)
+    assert not missing.missing_keys and not missing.unexpected_keys, missing
+    return plain.eval(), tok
+
+
+def tiny(model_type, extra, tok, seed):
+    torch.manual_seed(seed)
+    config = AutoConfig.for_model(model_type, vocab_size=len(tok), **{**TINY, **extra})
+    return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+
+
+def expected(model, tok):
+    out = []
+    for messages in PROMPTS:
+        ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+        with torch.no_grad():
+            logits = model(torch.tensor([ids])).logits[0, -1].float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        top = torch.topk(logprobs, 6)
+        out.append(
+            {
+                "messages": messages,
+                "prompt_tokens": len(ids),
+                "top": [[int(i), float(v)] for v, i in zip(top.values, top.indices)],
+            }
+        )
+    return out
+
+
+def old_shape(new_dir, old_dir):
+    """The same folder as transformers 4 wrote it: rope_theta / rope_scaling at the top level of
+    config.json and the chat template inside tokenizer_config.json."""
+    os.makedirs(old_dir, exist_ok=True)
+    for name in os.listdir(new_dir):
+        if name not in ("config.json", "tokenizer_config.json", "chat_template.jinja"):
+            shutil.copy(os.path.join(new_dir, name), os.path.join(old_dir, name))
+    with open(os.path.join(new_dir, "config.json")) as f:
+        config = json.load(f)
+    rope = dict(config.pop("rope_parameters"))
+    config["rope_theta"] = rope.pop("rope_theta")
+    if rope.get("rope_type", "default") != "default":
+        rope["type"] = rope.pop("rope_type")
+        config["rope_scaling"] = rope
+    config["torch_dtype"] = config.pop("dtype", "float32")
+    with open(os.path.join(old_dir, "config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+    with open(os.path.join(new_dir, "tokenizer_config.json")) as f:
+        tcfg = json.load(f)
+    with open(os.path.join(new_dir, "chat_template.jinja")) as f:
+        tcfg["chat_template"] = f.read()
+    with open(os.path.join(old_dir, "tokenizer_config.json"), "w") as f:
+        json.dump(tcfg, f, indent=2)
+
+
+def main():
+    gguf, out = sys.argv[1], sys.argv[2]
+    os.makedirs(out, exist_ok=True)
+    torch.set_num_threads(os.cpu_count() or 1)
+    model, tok = smollm2(gguf)
+    cases = [("smollm2", model)]
+    for seed, (name, model_type, extra) in enumerate(TINY_CASES):
+        cases.append((name, tiny(model_type, extra, tok, seed)))
+    answers = {}
+    for name, model in cases:
+        path = os.path.join(out, name)
+        model.save_pretrained(path)
+        tok.save_pretrained(path)
+        old_shape(path, path + "-old")
+        answers[name] = expected(model, tok)
+    answers["transformers_version"] = transformers.__version__
+    with open(os.path.join(out, "expected.json"), "w") as f:
+        json.dump(answers, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+//! weir against transformers itself on Hugging Face folders that transformers wrote.
+//!
+//! `tests/hf_reference.py` (transformers and torch from tests/requirements.txt, CPU) writes
+//! SmolLM2-135M-Instruct dequantized from weir's default GGUF and tiny random-weight models of
+//! every model type and RoPE scaling weir's Llama family reads, each in transformers' current
+//! config shape (`rope_parameters`, chat_template.jinja) and the older one (`rope_theta` /
+//! `rope_scaling`, the template in tokenizer_config.json), with transformers' float32 top-5
+//! first-token logprobs through each model's chat template. weir serves every folder over HTTP
+//! and must give the same prompt token count and the same logprobs within 2e-3.
+//!
+//! The folders are kept under the target directory (keyed by the script's text), so a rerun
+//! skips transformers.
+
+use std::path::{Path, PathBuf};
+use weir::testing::{default_model_path, test_limits, TestServer};
+
+const TOLERANCE: f64 = 2e-3;
+
+/// The folders and transformers' answers, made once per version of the script.
+fn reference_dir() -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hf_reference.py");
+    let text = std::fs::read(&script).expect("tests/hf_reference.py");
+    let key = text.iter().fold(0xcbf29ce484222325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    });
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("hf-reference-{key:016x}"));
+    if dir.join("expected.json").is_file() {
+        return dir;
+    }
+    let gguf = default_model_path();
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(&gguf)
+        .arg(&dir)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "tests/hf_reference.py failed (run the tests through scripts/test.sh, which installs tests/requirements.txt):\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir
+}
+
+/// weir's top logprobs of the first output token: (token id, logprob).
+fn weir_top(answer: &serde_json::Value) -> Vec<(u32, f64)> {
+    let first = &answer["choices"][0]["logprobs"]["content"][0];
+    first["top_logprobs"]
+        .as_array()
+        .expect("top_logprobs")
+        .iter()
+        .map(|t| {
+            let id = t["token"]
+                .as_str()
+                .and_then(|s| s.strip_prefix("token_id:"))
+                .and_then(|s| s.parse().ok())
+                .expect("token_id:ID");
+            (id, t["logprob"].as_f64().expect("logprob"))
+        })
+        .collect()
+}
+
+/// Every one of transformers' top 5 is in weir's top 5 with its logprob within `TOLERANCE`,
+/// except a token tied (within `TOLERANCE`) with transformers' sixth, which may trade places
+/// with it.
+fn compare(case: &str, want: &serde_json::Value, got: &[(u32, f64)]) -> Result<(), String> {
+    let top: Vec<(u32, f64)> = want["top"]
+        .as_array()
+        .expect("top")
+        .iter()
+        .map(|p| (p[0].as_u64().unwrap() as u32, p[1].as_f64().unwrap()))
+        .collect();
+    let sixth = top[5].1;
+    for &(id, lp) in &top[..5] {
+        match got.iter().find(|(g, _)| *g == id) {
+            Some(&(_, w)) if (w - lp).abs() <= TOLERANCE => {}
+            Some(&(_, w)) => return Err(format!(
+                "{case}: token {id}: weir {w:.5}, transformers {lp:.5} (top {top:?}, weir {got:?})"
+            )),
+            None if lp - sixth <= TOLERANCE => {}
+            None => {
+                return Err(format!(
+                    "{case}: token {id} ({lp:.5}) missing from weir's top 5 {got:?}"
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn folders_written_by_transformers_answer_as_transformers_does() {
+    let dir = reference_dir();
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
+    let names: Vec<String> = expected
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| *k != "transformers_version")
+        .cloned()
+        .collect();
+    let models: Vec<(String, PathBuf)> = names
+        .iter()
+        .flat_map(|n| [n.clone(), format!("{n}-old")])
+        .map(|n| (n.clone(), dir.join(&n)))
+        .collect();
+    let refs: Vec<(&str, &Path)> = models
+        .iter()
+        .map(|(n, p)| (n.as_str(), p.as_path()))
+        .collect();
+    let server = TestServer::start(&refs, test_limits(64, 16));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut failures = Vec::new();
+    for (model, _) in &models {
+        let base = model.trim_end_matches("-old");
+        for (i, want) in expected[base].as_array().unwrap().iter().enumerate() {
+            let (status, answer) = rt.block_on(server.post_json(
+                "/v1/chat/completions",
+                &serde_json::json!({
+                    "model": model,
+                    "messages": want["messages"],
+                    "max_tokens": 1,
+                    "temperature": 0,
+                    "logprobs": true,
+                    "top_logprobs": 5,
+                    "return_tokens_as_token_ids": true,
+                }),
+            ));
+            assert_eq!(status, 200, "{model}: {answer}");
+            let case = format!("{model} prompt {i}");
+            let prompt_tokens = answer["usage"]["prompt_tokens"].as_u64();
+            if prompt_tokens != want["prompt_tokens"].as_u64() {
+                failures.push(format!(
+                    "{case}: {prompt_tokens:?} prompt tokens, transformers {}",
+                    want["prompt_tokens"]
+                ));
+                continue;
+            }
+            if let Err(e) = compare(&case, want, &weir_top(&answer)) {
+                failures.push(e);
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "weir differs from transformers {}:\n{}",
+        expected["transformers_version"],
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn an_unknown_rope_type_stops_the_server_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = weir::testing::write_tiny_llama(dir.path(), 3);
+    let mut config = weir::testing::tiny_llama_config_json();
+    config["rope_parameters"] = serde_json::json!({"rope_type": "su2", "rope_theta": 10000.0});
+    std::fs::write(model.join("config.json"), config.to_string()).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["serve", "--port", "0", "--model"])
+        .arg(format!("bad={}", model.display()))
+        .env("RUST_LOG", "warn")
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // a server that starts despite the config serves until killed: give it 60 s to refuse
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("weir started on a config with an unknown rope_type");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.trim(),
+        "Error: model bad: unsupported model: rope_parameters.rope_type \"su2\"; weir implements default, linear, dynamic, llama3, yarn"
+    );
+}
