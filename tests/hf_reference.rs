@@ -75,9 +75,11 @@ fn compare(case: &str, want: &serde_json::Value, got: &[(u32, f64)]) -> Result<(
     for &(id, lp) in &top[..5] {
         match got.iter().find(|(g, _)| *g == id) {
             Some(&(_, w)) if (w - lp).abs() <= TOLERANCE => {}
-            Some(&(_, w)) => return Err(format!(
+            Some(&(_, w)) => {
+                return Err(format!(
                 "{case}: token {id}: weir {w:.5}, transformers {lp:.5} (top {top:?}, weir {got:?})"
-            )),
+            ))
+            }
             None if lp - sixth <= TOLERANCE => {}
             None => {
                 return Err(format!(
