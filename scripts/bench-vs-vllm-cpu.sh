@@ -54,7 +54,11 @@ peak_rss() {
   done
   echo $((total / 1024))
 }
-stop_server() { kill -- -"$SERVER" 2>/dev/null; wait "$SERVER" 2>/dev/null || true; SERVER=; }
+stop_server() {
+  kill -- -"$SERVER" 2>/dev/null || kill "$SERVER" 2>/dev/null || true
+  wait "$SERVER" 2>/dev/null || true
+  SERVER=
+}
 
 # start NAME: the server NAME in its own process group, waiting until /health answers
 start() {
@@ -63,15 +67,18 @@ start() {
   local vllm=(setsid env VLLM_CPU_OMP_THREADS_BIND=0-$(($(nproc) - 1)) VLLM_CPU_KVCACHE_SPACE=2
     VLLM_USE_AOT_COMPILE=0 "${VLLM_PY:-}" -m vllm.entrypoints.openai.api_server --host 127.0.0.1
     --port "$PORT" --served-model-name smol --max-model-len 2048)
+  local cmd
   case $name in
-    weir-gguf) "${weir[@]}" --model "smol=$GGUF" --preload smol ;;
-    weir-f32) "${weir[@]}" --model smol=target/hf-smollm2-float32 --preload smol ;;
-    weir-bf16) "${weir[@]}" --model smol=target/hf-smollm2-bfloat16 --preload smol ;;
-    weir-bf16-bf16) "${weir[@]}" --model smol=target/hf-smollm2-bfloat16 --preload smol --dtype bf16 ;;
-    vllm-f32) "${vllm[@]}" --model target/hf-smollm2-float32 --dtype float32 ;;
-    vllm-bf16) "${vllm[@]}" --model target/hf-smollm2-bfloat16 ;;
+    weir-gguf) cmd=("${weir[@]}" --model "smol=$GGUF" --preload smol) ;;
+    weir-f32) cmd=("${weir[@]}" --model smol=target/hf-smollm2-float32 --preload smol) ;;
+    weir-bf16) cmd=("${weir[@]}" --model smol=target/hf-smollm2-bfloat16 --preload smol) ;;
+    weir-bf16-bf16) cmd=("${weir[@]}" --model smol=target/hf-smollm2-bfloat16 --preload smol --dtype bf16) ;;
+    vllm-f32) cmd=("${vllm[@]}" --model target/hf-smollm2-float32 --dtype float32) ;;
+    vllm-bf16) cmd=("${vllm[@]}" --model target/hf-smollm2-bfloat16) ;;
     *) echo "unknown server $name" >&2; exit 1 ;;
-  esac >"$log" 2>&1 &
+  esac
+  # setsid: its own process group (vLLM's several processes stop together)
+  "${cmd[@]}" >"$log" 2>&1 &
   SERVER=$!
   # vLLM compiles its graphs at start: minutes on 2 cores
   for _ in $(seq 1 1800); do

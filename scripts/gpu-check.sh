@@ -9,8 +9,9 @@
 #
 # Steps (about 5 minutes; scripts/gpu-bench.sh makes the full throughput table):
 #   1. gpu_tests --ignored: weir's kernels and the tensor backend against the naive attention
-#      reference (f32/f16/bf16, GQA 1-8, head dims 64/128, contexts to 1,100), tiny-model logits
-#      CUDA vs CPU (f32, bf16; fused kernels and candle ops), greedy /v1/completions served on
+#      reference (f32/f16/bf16, GQA 1-8, head dims 64/128, contexts to 1,100, a model's own
+#      softmax scale), tiny-model logits CUDA vs CPU (f32, bf16; fused kernels and candle ops;
+#      plain and YaRN RoPE, whose attention factor reaches the kernels as the softmax scale), greedy /v1/completions served on
 #      CUDA = on CPU (also with --cuda-graphs and concurrent requests), seeded requests on CUDA
 #      repeat (kernel-drawn and host-sampled rows; each sequence's RNG travels with it), and
 #      SmolLM2 (dequantized to bf16) CUDA vs CPU when WEIR_SMOLLM2_GGUF points at its GGUF.

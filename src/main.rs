@@ -43,6 +43,8 @@ async fn shutdown_signal() {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let cpu = weir::cpu::CpuInfo::detect();
+    tracing::info!(model = %cpu.model, cpus = cpu.logical_cpus, flags = %cpu.flags(), kernels = cpu.kernels(), "cpu");
     let limits = args.validate().map_err(anyhow::Error::msg)?;
     let options = args.server_options().map_err(anyhow::Error::msg)?;
     let metrics = std::sync::Arc::new(weir::metrics::Metrics::new());
@@ -133,8 +135,6 @@ async fn main() -> anyhow::Result<()> {
     };
     init_tracing(json_logs);
     weir::models::pool::init_cpu_threads();
-    let cpu = weir::cpu::CpuInfo::detect();
-    tracing::info!(model = %cpu.model, cpus = cpu.logical_cpus, flags = %cpu.flags(), kernels = cpu.kernels(), "cpu");
     match cli.command {
         None => serve(cli.serve).await,
         Some(Command::Serve(args)) => serve(args).await,

@@ -90,25 +90,36 @@ fn tiny_model_logits_match_cpu() {
     let path = write_tiny_llama(dir.path(), 7);
     let files = vec![path.join("model.safetensors")];
     let text = std::fs::read_to_string(path.join("config.json")).unwrap();
-    let cfg = weir::models::LlamaConfig::from_hf(&serde_json::from_str(&text).unwrap()).unwrap();
-    let load = |dtype, dev: &Device, fused: bool| {
-        let mut w = VarBuilderWeights::from_safetensors(&files, dtype, dev).unwrap();
-        let mut model = Llama::load(&mut w, cfg.clone()).unwrap();
-        model.set_fused_kernels(fused);
-        model
-    };
-    let prompt: Vec<u32> = (0..9).map(|i| (i * 29 + 5) % 256).collect();
-    let cpu = run_model(&load(DType::F32, &Device::Cpu, false), &prompt);
-    for (dtype, tol) in [(DType::F32, 1e-3), (DType::BF16, 0.15)] {
-        let unfused = run_model(&load(dtype, &cuda(), false), &prompt);
-        let fused = run_model(&load(dtype, &cuda(), true), &prompt);
-        let (d, d_unfused) = (max_diff(&cpu, &fused), max_diff(&cpu, &unfused));
-        let between = max_diff(&fused, &unfused);
-        println!(
-            "tiny model logits {dtype:?}: max |cuda - cpu| = {d:.3e} fused, {d_unfused:.3e} \
-             candle ops; fused vs candle ops {between:.3e}"
-        );
-        assert!(d < tol && d_unfused < tol, "{dtype:?}: {d} {d_unfused}");
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    // plain RoPE, and YaRN (scaled frequencies and an attention factor: the softmax scale the
+    // CUDA kernels take from the model)
+    let mut yarn = json.clone();
+    yarn["rope_parameters"] = serde_json::json!({"rope_type": "yarn", "rope_theta": 10000.0,
+        "factor": 4.0, "original_max_position_embeddings": 64});
+    for (rope, json) in [("default", json), ("yarn", yarn)] {
+        let cfg = weir::models::LlamaConfig::from_hf(&json).unwrap();
+        let load = |dtype, dev: &Device, fused: bool| {
+            let mut w = VarBuilderWeights::from_safetensors(&files, dtype, dev).unwrap();
+            let mut model = Llama::load(&mut w, cfg.clone()).unwrap();
+            model.set_fused_kernels(fused);
+            model
+        };
+        let prompt: Vec<u32> = (0..9).map(|i| (i * 29 + 5) % 256).collect();
+        let cpu = run_model(&load(DType::F32, &Device::Cpu, false), &prompt);
+        for (dtype, tol) in [(DType::F32, 1e-3), (DType::BF16, 0.15)] {
+            let unfused = run_model(&load(dtype, &cuda(), false), &prompt);
+            let fused = run_model(&load(dtype, &cuda(), true), &prompt);
+            let (d, d_unfused) = (max_diff(&cpu, &fused), max_diff(&cpu, &unfused));
+            let between = max_diff(&fused, &unfused);
+            println!(
+                "tiny model ({rope} RoPE) logits {dtype:?}: max |cuda - cpu| = {d:.3e} fused, \
+                 {d_unfused:.3e} candle ops; fused vs candle ops {between:.3e}"
+            );
+            assert!(
+                d < tol && d_unfused < tol,
+                "{rope} {dtype:?}: {d} {d_unfused}"
+            );
+        }
     }
 }
 

@@ -175,7 +175,7 @@ fn warn_cpu_half_precision(dtype: DType) {
     tracing::warn!(
         dtype = dtype.as_str(),
         cpu = %cpu.model,
-        "--dtype {} on the CPU: this CPU {native}, so every matmul and the KV cache convert in software; decode runs about 6x slower than the default --dtype auto (f32 activations, the weights' own quantized or f32 format; BENCHMARKS.md). Use --dtype auto unless the memory matters more than speed",
+        "--dtype {} on the CPU: this CPU {native}, so every matmul and the KV cache convert in software; decode runs 5-6x slower than the default --dtype auto (f32 activations, the weights' own quantized or f32 format; BENCHMARKS.md). Use --dtype auto unless the memory matters more than speed",
         dtype.as_str()
     );
 }

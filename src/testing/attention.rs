@@ -181,7 +181,8 @@ pub fn max_error(
 }
 
 /// The layouts every backend is checked on: GQA ratios 1, 2, 4 and 8, head dims 64 and 128,
-/// block sizes 1 to 32, contexts from 5 to 1,100 tokens (several decode partitions of 512).
+/// block sizes 1 to 32, contexts from 5 to 1,100 tokens (several decode partitions of 512), and
+/// a softmax scale other than 1/sqrt(head_dim).
 pub fn attention_cases() -> Vec<AttentionCase> {
     let shape = |num_heads, num_kv_heads, head_dim| AttentionShape {
         num_heads,
@@ -209,7 +210,11 @@ pub fn attention_cases() -> Vec<AttentionCase> {
             seed: 3,
         },
         AttentionCase {
-            shape: shape(16, 2, 64),
+            // a model's own softmax scale (YaRN's attention factor squared over sqrt(d))
+            shape: AttentionShape {
+                softmax_scale: 0.2,
+                ..shape(16, 2, 64)
+            },
             block_size: 1,
             context_lens: [12, 6, 20],
             seed: 4,
