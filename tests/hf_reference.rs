@@ -186,3 +186,65 @@ fn an_unknown_rope_type_stops_the_server_with_one_line() {
         "Error: model bad: unsupported model: rope_parameters.rope_type \"su2\"; weir implements default, linear, dynamic, llama3, yarn"
     );
 }
+
+#[test]
+fn generation_config_sets_the_defaults_a_request_leaves_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = weir::testing::write_tiny_llama(&dir.path().join("plain"), 5);
+    let tuned = weir::testing::write_tiny_llama(&dir.path().join("tuned"), 5);
+    // greedy and at most 3 new tokens unless a request says otherwise
+    let gen = serde_json::json!({"temperature": 0.0, "max_new_tokens": 3, "do_sample": false});
+    std::fs::write(tuned.join("generation_config.json"), gen.to_string()).unwrap();
+    let server = TestServer::start(
+        &[("plain", plain.as_path()), ("tuned", tuned.as_path())],
+        test_limits(64, 16),
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ask = |model: &str, extra: serde_json::Value| {
+        let mut body = serde_json::json!({"model": model, "prompt": "hello world", "seed": 1});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let (status, answer) = rt.block_on(server.post_json("/v1/completions", &body));
+        assert_eq!(status, 200, "{answer}");
+        answer
+    };
+    let text = |a: &serde_json::Value| a["choices"][0]["text"].as_str().unwrap().to_string();
+    // no max_tokens: the checkpoint's max_new_tokens, finishing on length
+    let a = ask("tuned", serde_json::json!({}));
+    assert_eq!(a["usage"]["completion_tokens"], 3, "{a}");
+    assert_eq!(a["choices"][0]["finish_reason"], "length");
+    // no temperature: the checkpoint's 0, the same text as an explicit greedy request
+    let greedy = ask(
+        "plain",
+        serde_json::json!({"temperature": 0, "max_tokens": 3}),
+    );
+    assert_eq!(text(&a), text(&greedy));
+    // what the request sets wins
+    let longer = ask(
+        "tuned",
+        serde_json::json!({"max_tokens": 6, "temperature": 0}),
+    );
+    assert_eq!(longer["usage"]["completion_tokens"], 6, "{longer}");
+    // the admin API shows the defaults and the compute dtype
+    let admin: serde_json::Value = rt.block_on(async {
+        reqwest::get(format!("{}/admin/models", server.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    let tuned_status = admin["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "tuned")
+        .unwrap();
+    assert_eq!(tuned_status["dtype"], "f32");
+    assert_eq!(
+        tuned_status["generation_defaults"],
+        serde_json::json!({"temperature": 0.0, "max_new_tokens": 3})
+    );
+    assert!(admin["cpu"]["model"].is_string(), "{admin}");
+}
