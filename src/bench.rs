@@ -252,6 +252,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchSummary> {
         requests_per_s: ok.len() as f64 / duration,
         ttft_ms: percentiles(ok.iter().filter_map(|r| r.ttft.as_ref()).map(ms).collect()),
         itl_ms: percentiles(ok.iter().flat_map(|r| r.itls.iter()).map(ms).collect()),
-        cpu: crate::cpu::CpuInfo::detect(),
+        cpu: crate::cpu::CpuInfo::get().clone(),
     })
 }

@@ -22,7 +22,13 @@ pub struct CpuInfo {
 }
 
 impl CpuInfo {
-    pub fn detect() -> Self {
+    /// This machine's, read once per process.
+    pub fn get() -> &'static Self {
+        static CPU: std::sync::OnceLock<CpuInfo> = std::sync::OnceLock::new();
+        CPU.get_or_init(Self::detect)
+    }
+
+    fn detect() -> Self {
         let model = std::fs::read_to_string("/proc/cpuinfo")
             .ok()
             .and_then(|t| {
@@ -118,7 +124,7 @@ pub fn require_build_features() -> Result<(), String> {
         if !(fma && avx2) {
             return Err(format!(
                 "this weir binary was built for x86-64-v3 (AVX2 + FMA) and this CPU ({}) lacks {}; build one for it with RUSTFLAGS=\"-C target-cpu=native\" cargo build --release",
-                CpuInfo::detect().model,
+                CpuInfo::get().model,
                 if avx2 { "FMA" } else { "AVX2" }
             ));
         }
@@ -133,7 +139,7 @@ mod tests {
     #[test]
     fn the_machine_running_the_tests_meets_the_build_and_names_itself() {
         require_build_features().unwrap();
-        let c = CpuInfo::detect();
+        let c = CpuInfo::get();
         assert!(!c.model.is_empty() && c.logical_cpus >= 1);
         #[cfg(target_arch = "x86_64")]
         assert!(c.avx2 && c.fma, "the default build needs AVX2 + FMA");

@@ -43,7 +43,7 @@ async fn shutdown_signal() {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let cpu = weir::cpu::CpuInfo::detect();
+    let cpu = weir::cpu::CpuInfo::get();
     tracing::info!(model = %cpu.model, cpus = cpu.logical_cpus, flags = %cpu.flags(), kernels = cpu.kernels(), "cpu");
     let limits = args.validate().map_err(anyhow::Error::msg)?;
     let options = args.server_options().map_err(anyhow::Error::msg)?;

@@ -12,34 +12,25 @@
 //! skips transformers.
 
 use std::path::{Path, PathBuf};
-use weir::testing::{default_model_path, test_limits, TestServer};
+use weir::testing::{default_model_path, run_python_test, test_limits, TestServer};
 
 const TOLERANCE: f64 = 2e-3;
 
 /// The folders and transformers' answers, made once per version of the script.
-fn reference_dir() -> PathBuf {
+fn reference_dir(rt: &tokio::runtime::Runtime) -> PathBuf {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hf_reference.py");
     let text = std::fs::read(&script).expect("tests/hf_reference.py");
     let key = text.iter().fold(0xcbf29ce484222325u64, |h, &b| {
         (h ^ b as u64).wrapping_mul(0x100000001b3)
     });
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("hf-reference-{key:016x}"));
-    if dir.join("expected.json").is_file() {
-        return dir;
+    if !dir.join("expected.json").is_file() {
+        let gguf = default_model_path();
+        rt.block_on(run_python_test(
+            "hf_reference.py",
+            &[&gguf.display().to_string(), &dir.display().to_string()],
+        ));
     }
-    let gguf = default_model_path();
-    let out = std::process::Command::new("python3")
-        .arg(&script)
-        .arg(&gguf)
-        .arg(&dir)
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "tests/hf_reference.py failed (run the tests through scripts/test.sh, which installs tests/requirements.txt):\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
     dir
 }
 
@@ -93,7 +84,8 @@ fn compare(case: &str, want: &serde_json::Value, got: &[(u32, f64)]) -> Result<(
 
 #[test]
 fn folders_written_by_transformers_answer_as_transformers_does() {
-    let dir = reference_dir();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = reference_dir(&rt);
     let expected: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
     let names: Vec<String> = expected
@@ -113,7 +105,6 @@ fn folders_written_by_transformers_answer_as_transformers_does() {
         .map(|(n, p)| (n.as_str(), p.as_path()))
         .collect();
     let server = TestServer::start(&refs, test_limits(64, 16));
-    let rt = tokio::runtime::Runtime::new().unwrap();
     let mut failures = Vec::new();
     for (model, _) in &models {
         let base = model.trim_end_matches("-old");

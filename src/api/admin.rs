@@ -51,7 +51,7 @@ pub async fn list(State(state): State<AppState>) -> Json<Value> {
         .filter_map(|id| m.status(id))
         .map(|s| model_json(&s))
         .collect();
-    Json(json!({ "object": "list", "data": data, "cpu": *state.cpu }))
+    Json(json!({ "object": "list", "data": data, "cpu": crate::cpu::CpuInfo::get() }))
 }
 
 pub async fn load(

@@ -36,8 +36,6 @@ pub struct AppState {
     pub limiter: Arc<ratelimit::RateLimiter>,
     /// Unix seconds the server started (`created` of models not loaded yet).
     pub started: u64,
-    /// The CPU serving (read once at start; `/admin/models`).
-    pub cpu: Arc<crate::cpu::CpuInfo>,
 }
 
 impl AppState {
@@ -55,7 +53,6 @@ impl AppState {
             options: Arc::new(options),
             draining: Arc::default(),
             started: openai::ids::unix_now(),
-            cpu: Arc::new(crate::cpu::CpuInfo::detect()),
         }
     }
 

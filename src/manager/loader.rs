@@ -166,7 +166,7 @@ fn read_weights(
 
 /// `--dtype bf16` / `f16` on the CPU: what it costs and the faster default.
 fn warn_cpu_half_precision(dtype: DType) {
-    let cpu = crate::cpu::CpuInfo::detect();
+    let cpu = crate::cpu::CpuInfo::get();
     let native = if cpu.avx512_bf16 || cpu.amx {
         "has avx512_bf16/amx, which weir's CPU matmuls do not use yet"
     } else {

@@ -31,8 +31,6 @@ pub const DEFAULT_MODEL_TYPE: &str = "llama";
 /// `config.json` of a Llama, Mistral, Qwen2 or SmolLM checkpoint (RoPE: `RopeParams::from_hf`).
 #[derive(Debug, Clone, Deserialize)]
 struct HfLlamaConfig {
-    #[serde(default)]
-    model_type: Option<String>,
     hidden_size: usize,
     intermediate_size: usize,
     num_hidden_layers: usize,
@@ -71,7 +69,7 @@ pub fn hf_model_type(json: &serde_json::Value) -> &str {
 
 impl HfLlamaConfig {
     /// Refuses every field weir would otherwise ignore although it changes the math.
-    fn check_implemented(&self) -> Result<(), ConfigError> {
+    fn check_implemented(&self, model_type: &str) -> Result<(), ConfigError> {
         let unsupported = |m: String| Err(ConfigError::Unsupported(m));
         if let Some(q) = &self.quantization_config {
             let method = q
@@ -89,9 +87,7 @@ impl HfLlamaConfig {
             return unsupported("mlp_bias true".into());
         }
         // Mistral windows by default, Qwen2 only with use_sliding_window (transformers' rule)
-        let windowed = self
-            .use_sliding_window
-            .unwrap_or(self.model_type.as_deref() == Some("mistral"));
+        let windowed = self.use_sliding_window.unwrap_or(model_type == "mistral");
         if let (Some(w), true) = (self.sliding_window, windowed) {
             if w < self.max_position_embeddings {
                 return unsupported(format!(
@@ -118,8 +114,8 @@ impl LlamaConfig {
     pub fn from_hf(json: &serde_json::Value) -> Result<Self, ConfigError> {
         let hf = HfLlamaConfig::deserialize(json)
             .map_err(|e| ConfigError::Invalid(format!("config.json: {e}")))?;
-        hf.check_implemented()?;
-        let is_qwen2 = hf_model_type(json) == "qwen2";
+        let model_type = hf_model_type(json);
+        hf.check_implemented(model_type)?;
         let cfg = LlamaConfig {
             hidden_size: hf.hidden_size,
             intermediate_size: hf.intermediate_size,
@@ -135,7 +131,7 @@ impl LlamaConfig {
             rope_interleaved: false,
             max_position_embeddings: hf.max_position_embeddings,
             tie_word_embeddings: hf.tie_word_embeddings,
-            attention_bias: hf.attention_bias.unwrap_or(is_qwen2),
+            attention_bias: hf.attention_bias.unwrap_or(model_type == "qwen2"),
         };
         cfg.validate()?;
         Ok(cfg)
