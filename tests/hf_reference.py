@@ -1,7 +1,7 @@
 """Writes Hugging Face folders with transformers itself and the answers transformers gives on
 them, for tests/hf_reference.rs to compare weir against.
 
-    python3 tests/hf_reference.py GGUF OUT_DIR
+    python3 tests/hf_reference.py SMOLLM2_GGUF GEMMA3_GGUF OUT_DIR
 
 OUT_DIR/<name>/ for each case (config.json in transformers' current shape, i.e. `rope_parameters`),
 OUT_DIR/<name>-old/ (the same weights, config.json in the shape older transformers wrote: top-level
@@ -9,9 +9,10 @@ OUT_DIR/<name>-old/ (the same weights, config.json in the shape older transforme
 OUT_DIR/expected.json: for every case and prompt, the prompt's token count and the top-5 first-token
 log-probabilities transformers computes in float32 through the model's own chat template.
 
-Cases: SmolLM2-135M-Instruct dequantized from weir's default GGUF (transformers' own GGUF
-conversion), and tiny random-weight models (seeded) of each model type weir's Llama family reads,
-with every RoPE scaling type weir implements. The tiny models share SmolLM2's tokenizer.
+Cases: SmolLM2-135M-Instruct and Gemma 3 270M dequantized from their GGUF files (transformers' own
+GGUF conversion), and tiny random-weight models (seeded, norms randomized too) of each model type
+weir reads, with every RoPE scaling type weir implements and sliding windows shorter than the
+longest prompt. The tiny models share SmolLM2's tokenizer.
 """
 
 import json
@@ -100,10 +101,47 @@ TINY_CASES = [
         },
     ),
     ("mistral-default", "mistral", {"rope_theta": 1000000.0, "sliding_window": None}),
+    ("mistral-window", "mistral", {"sliding_window": 16}),
+    ("qwen3-default", "qwen3", {"rope_theta": 1000000.0}),
+    (
+        "qwen3-window",
+        "qwen3",
+        {"use_sliding_window": True, "sliding_window": 16, "max_window_layers": 1},
+    ),
+    (
+        "gemma3-window",
+        "gemma3_text",
+        {
+            "sliding_window": 16,
+            "layer_types": ["sliding_attention", "full_attention"],
+            "query_pre_attn_scalar": 24,
+            "final_logit_softcapping": 30.0,
+            "rope_parameters": {
+                "full_attention": {"rope_type": "linear", "factor": 4.0, "rope_theta": 1000000.0},
+                "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+            },
+        },
+    ),
 ]
 
+# Gemma's turns (its GGUF carries no chat template; weir's built-in one for gemma3 files is this).
+GEMMA_TEMPLATE = (
+    "{{- bos_token -}}"
+    "{%- set ns = namespace(system='') -%}"
+    "{%- for m in messages -%}"
+    "{%- if m['role'] == 'system' -%}"
+    "{%- set ns.system = ns.system + m['content'] | trim + '\\n\\n' -%}"
+    "{%- else -%}"
+    "{%- set role = 'model' if m['role'] == 'assistant' else m['role'] -%}"
+    "{{- '<start_of_turn>' + role + '\\n' + (ns.system if role == 'user' else '') + m['content'] | trim + '<end_of_turn>\\n' -}}"
+    "{%- if role == 'user' -%}{%- set ns.system = '' -%}{%- endif -%}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<start_of_turn>model\\n' -}}{%- endif -%}"
+)
 
-def smollm2(gguf):
+
+def from_gguf(gguf):
     d, f = os.path.split(gguf)
     tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
     model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32)
@@ -120,7 +158,13 @@ def smollm2(gguf):
 def tiny(model_type, extra, tok, seed):
     torch.manual_seed(seed)
     config = AutoConfig.for_model(model_type, vocab_size=len(tok), **{**TINY, **extra})
-    return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    # norms start as ones (or zeros, Gemma's 1 + w): random ones catch a norm read wrongly
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.add_(torch.randn_like(p) * 0.3)
+    return model
 
 
 def expected(model, tok):
@@ -151,6 +195,12 @@ def old_shape(new_dir, old_dir):
     with open(os.path.join(new_dir, "config.json")) as f:
         config = json.load(f)
     rope = dict(config.pop("rope_parameters"))
+    if "full_attention" in rope:  # Gemma 3: one dict per layer type; the sliding ones unscaled
+        config["rope_local_base_freq"] = rope["sliding_attention"]["rope_theta"]
+        rope = dict(rope["full_attention"])
+        if "layer_types" in config and config["layer_types"][: 2] == ["sliding_attention", "full_attention"]:
+            del config["layer_types"]
+            config["sliding_window_pattern"] = 2
     config["rope_theta"] = rope.pop("rope_theta")
     if rope.get("rope_type", "default") != "default":
         rope["type"] = rope.pop("rope_type")
@@ -167,15 +217,18 @@ def old_shape(new_dir, old_dir):
 
 
 def main():
-    gguf, out = sys.argv[1], sys.argv[2]
+    smollm2_gguf, gemma3_gguf, out = sys.argv[1:4]
     os.makedirs(out, exist_ok=True)
     torch.set_num_threads(os.cpu_count() or 1)
-    model, tok = smollm2(gguf)
-    cases = [("smollm2", model)]
+    model, tok = from_gguf(smollm2_gguf)
+    cases = [("smollm2", model, tok)]
     for seed, (name, model_type, extra) in enumerate(TINY_CASES):
-        cases.append((name, tiny(model_type, extra, tok, seed)))
+        cases.append((name, tiny(model_type, extra, tok, seed), tok))
+    gemma, gemma_tok = from_gguf(gemma3_gguf)
+    gemma_tok.chat_template = GEMMA_TEMPLATE
+    cases.append(("gemma3-270m", gemma, gemma_tok))
     answers = {}
-    for name, model in cases:
+    for name, model, tok in cases:
         path = os.path.join(out, name)
         model.save_pretrained(path)
         tok.save_pretrained(path)

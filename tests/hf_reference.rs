@@ -1,8 +1,9 @@
 //! weir against transformers itself on Hugging Face folders that transformers wrote.
 //!
 //! `tests/hf_reference.py` (transformers and torch from tests/requirements.txt, CPU) writes
-//! SmolLM2-135M-Instruct dequantized from weir's default GGUF and tiny random-weight models of
-//! every model type and RoPE scaling weir's Llama family reads, each in transformers' current
+//! SmolLM2-135M-Instruct and Gemma 3 270M dequantized from their GGUF files and tiny
+//! random-weight models of every model type, RoPE scaling and sliding window weir reads (Llama,
+//! Mistral, Qwen2, Qwen3, Gemma 3), each in transformers' current
 //! config shape (`rope_parameters`, chat_template.jinja) and the older one (`rope_theta` /
 //! `rope_scaling`, the template in tokenizer_config.json), with transformers' float32 top-5
 //! first-token logprobs through each model's chat template. weir serves every folder over HTTP
@@ -12,7 +13,9 @@
 //! skips transformers.
 
 use std::path::{Path, PathBuf};
-use weir::testing::{default_model_path, run_python_test, test_limits, TestServer};
+use weir::testing::{
+    default_model_path, gemma3_model_path, run_python_test, test_limits, TestServer,
+};
 
 const TOLERANCE: f64 = 2e-3;
 
@@ -25,10 +28,14 @@ fn reference_dir(rt: &tokio::runtime::Runtime) -> PathBuf {
     });
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("hf-reference-{key:016x}"));
     if !dir.join("expected.json").is_file() {
-        let gguf = default_model_path();
+        let (smollm2, gemma3) = (default_model_path(), gemma3_model_path());
         rt.block_on(run_python_test(
             "hf_reference.py",
-            &[&gguf.display().to_string(), &dir.display().to_string()],
+            &[
+                &smollm2.display().to_string(),
+                &gemma3.display().to_string(),
+                &dir.display().to_string(),
+            ],
         ));
     }
     dir

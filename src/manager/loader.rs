@@ -150,6 +150,7 @@ fn read_weights(
         (LoadFormat::Auto, LocalModel::Gguf(path)) => {
             let mut w = GgufWeights::open_as(path, &device, dtype, limits.weight_format)?;
             let family = family::for_gguf(&gguf_architecture(w.content()))?;
+            w.set_layer_names(family.gguf_names);
             let codec = TextCodec::from_gguf(w.content())?;
             let model = (family.load)(&mut w as &mut dyn WeightSource, None)?;
             Ok((model, codec))

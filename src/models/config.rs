@@ -23,12 +23,20 @@ pub struct LlamaConfig {
     pub tie_word_embeddings: bool,
     /// Qwen2 has a bias on q/k/v.
     pub attention_bias: bool,
+    /// Qwen3 and Gemma 3 RMS-normalize each head of q and k before RoPE.
+    pub qk_norm: bool,
+    /// The window of the sliding-window layers (Mistral, Gemma 2/3, Qwen with
+    /// `use_sliding_window`); `None` when every layer sees the whole context.
+    pub sliding_window: Option<usize>,
+    /// Per layer: whether it attends through `sliding_window` (all false without one).
+    pub sliding_layers: Vec<bool>,
 }
 
 /// The `model_type` of a `config.json` that names none.
 pub const DEFAULT_MODEL_TYPE: &str = "llama";
 
-/// `config.json` of a Llama, Mistral, Qwen2 or SmolLM checkpoint (RoPE: `RopeParams::from_hf`).
+/// `config.json` of a Llama, Mistral, Qwen2, Qwen3 or SmolLM checkpoint (RoPE:
+/// `RopeParams::from_hf`).
 #[derive(Debug, Clone, Deserialize)]
 struct HfLlamaConfig {
     hidden_size: usize,
@@ -49,6 +57,7 @@ struct HfLlamaConfig {
     hidden_act: Option<String>,
     sliding_window: Option<usize>,
     use_sliding_window: Option<bool>,
+    max_window_layers: Option<usize>,
     layer_types: Option<Vec<String>>,
     quantization_config: Option<serde_json::Value>,
 }
@@ -69,7 +78,7 @@ pub fn hf_model_type(json: &serde_json::Value) -> &str {
 
 impl HfLlamaConfig {
     /// Refuses every field weir would otherwise ignore although it changes the math.
-    fn check_implemented(&self, model_type: &str) -> Result<(), ConfigError> {
+    fn check_implemented(&self) -> Result<(), ConfigError> {
         let unsupported = |m: String| Err(ConfigError::Unsupported(m));
         if let Some(q) = &self.quantization_config {
             let method = q
@@ -86,25 +95,53 @@ impl HfLlamaConfig {
         if self.mlp_bias == Some(true) {
             return unsupported("mlp_bias true".into());
         }
-        // Mistral windows by default, Qwen2 only with use_sliding_window (transformers' rule)
-        let windowed = self.use_sliding_window.unwrap_or(model_type == "mistral");
-        if let (Some(w), true) = (self.sliding_window, windowed) {
-            if w < self.max_position_embeddings {
-                return unsupported(format!(
-                    "sliding_window {w} (< context {}); weir does not window attention yet",
-                    self.max_position_embeddings
-                ));
-            }
-        }
-        if let Some(t) = self
-            .layer_types
-            .iter()
-            .flatten()
-            .find(|t| *t != "full_attention")
-        {
-            return unsupported(format!("layer_types entry {t:?}"));
-        }
         Ok(())
+    }
+
+    /// The window and which layers slide, as transformers reads them: `layer_types` when the
+    /// config lists them; else Mistral slides every layer when it has a window, and Qwen2/3
+    /// with `use_sliding_window` the layers from `max_window_layers` on.
+    fn sliding(&self, model_type: &str) -> Result<(Option<usize>, Vec<bool>), ConfigError> {
+        let n = self.num_hidden_layers;
+        let layers = match &self.layer_types {
+            Some(types) => layer_kinds(types, n)?,
+            None if model_type == "mistral" => vec![true; n],
+            None if self.use_sliding_window == Some(true) => {
+                let first = self.max_window_layers.unwrap_or(n);
+                (0..n).map(|i| i >= first).collect()
+            }
+            None => vec![false; n],
+        };
+        Ok(windowed_layers(self.sliding_window, layers))
+    }
+}
+
+/// `layer_types` (`full_attention` / `sliding_attention` per layer) as sliding flags.
+pub fn layer_kinds(types: &[String], num_layers: usize) -> Result<Vec<bool>, ConfigError> {
+    if types.len() != num_layers {
+        return Err(ConfigError::Invalid(format!(
+            "layer_types lists {} layers, the model has {num_layers}",
+            types.len()
+        )));
+    }
+    types
+        .iter()
+        .map(|t| match t.as_str() {
+            "full_attention" => Ok(false),
+            "sliding_attention" => Ok(true),
+            other => Err(ConfigError::Unsupported(format!(
+                "layer_types entry {other:?}; weir implements full_attention, sliding_attention"
+            ))),
+        })
+        .collect()
+}
+
+/// The window and the sliding flags: none slide without a window, and without a sliding
+/// layer there is no window.
+pub fn windowed_layers(window: Option<usize>, layers: Vec<bool>) -> (Option<usize>, Vec<bool>) {
+    match window {
+        Some(w) if w > 0 && layers.iter().any(|&s| s) => (Some(w), layers),
+        _ => (None, vec![false; layers.len()]),
     }
 }
 
@@ -115,7 +152,8 @@ impl LlamaConfig {
         let hf = HfLlamaConfig::deserialize(json)
             .map_err(|e| ConfigError::Invalid(format!("config.json: {e}")))?;
         let model_type = hf_model_type(json);
-        hf.check_implemented(model_type)?;
+        hf.check_implemented()?;
+        let (sliding_window, sliding_layers) = hf.sliding(model_type)?;
         let cfg = LlamaConfig {
             hidden_size: hf.hidden_size,
             intermediate_size: hf.intermediate_size,
@@ -132,6 +170,9 @@ impl LlamaConfig {
             max_position_embeddings: hf.max_position_embeddings,
             tie_word_embeddings: hf.tie_word_embeddings,
             attention_bias: hf.attention_bias.unwrap_or(model_type == "qwen2"),
+            qk_norm: model_type == "qwen3",
+            sliding_window,
+            sliding_layers,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -165,6 +206,7 @@ impl LlamaConfig {
         };
         let hidden_size = u("embedding_length")?;
         let num_heads = u("attention.head_count")?;
+        let num_layers = u("block_count")?;
         let vocab_size = match ct.metadata.get("tokenizer.ggml.tokens") {
             Some(gguf_file::Value::Array(a)) => a.len(),
             _ => ct
@@ -176,21 +218,27 @@ impl LlamaConfig {
         let cfg = LlamaConfig {
             hidden_size,
             intermediate_size: u("feed_forward_length")?,
-            num_layers: u("block_count")?,
+            num_layers,
             num_heads,
             num_kv_heads: u("attention.head_count_kv").unwrap_or(num_heads),
-            head_dim: u("rope.dimension_count").unwrap_or(hidden_size / num_heads),
+            head_dim: u("attention.key_length")
+                .or_else(|_| u("rope.dimension_count"))
+                .unwrap_or(hidden_size / num_heads),
             vocab_size,
             rms_norm_eps: get("attention.layer_norm_rms_epsilon")
                 .and_then(|v| v.to_f32().map_err(|e| ConfigError::Invalid(e.to_string())))?
                 as f64,
             rope: RopeParams::from_gguf(ct, &arch)?,
-            // NOTE: llama.cpp's converter permutes Llama Q/K rows for interleaved RoPE; Qwen2
-            // GGUFs keep the NeoX pairing.
+            // NOTE: llama.cpp's converter permutes Llama Q/K rows for interleaved RoPE; Qwen
+            // and Gemma GGUFs keep the NeoX pairing.
             rope_interleaved: arch == "llama",
             max_position_embeddings: u("context_length").unwrap_or(4096),
             tie_word_embeddings: !ct.tensor_infos.contains_key("output.weight"),
             attention_bias: arch == "qwen2",
+            qk_norm: ct.tensor_infos.contains_key("blk.0.attn_q_norm.weight"),
+            // a family with sliding layers (Gemma) sets them; llama.cpp runs none for these
+            sliding_window: None,
+            sliding_layers: vec![false; num_layers],
         };
         cfg.validate()?;
         Ok(cfg)
@@ -212,6 +260,13 @@ impl LlamaConfig {
         }
         if self.num_layers == 0 || self.vocab_size == 0 || self.hidden_size == 0 {
             return bad("zero-sized model".into());
+        }
+        if self.sliding_layers.len() != self.num_layers {
+            return bad(format!(
+                "{} sliding-layer flags for {} layers",
+                self.sliding_layers.len(),
+                self.num_layers
+            ));
         }
         Ok(())
     }

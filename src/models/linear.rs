@@ -49,6 +49,25 @@ fn quant_kind(dtype: GgmlDType) -> Option<QuantKind> {
     }
 }
 
+/// GGML Q5_0 blocks (f16 scale d, 32 high bits, 16 bytes of low nibbles: value
+/// `d · (q - 16)`, q in 0..32) as Q8_0 blocks (f16 d, 32 i8 `q - 16`): the same numbers.
+fn q5_0_as_q8_0(q5: &[u8]) -> Vec<u8> {
+    const Q5: usize = 22; // 2 + 4 + 16
+    const Q8: usize = 34; // 2 + 32
+    let mut out = Vec::with_capacity(q5.len() / Q5 * Q8);
+    for b in q5.chunks_exact(Q5) {
+        out.extend_from_slice(&b[..2]);
+        let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+        let qs = &b[6..];
+        for j in 0..32 {
+            let low = if j < 16 { qs[j] & 0x0f } else { qs[j - 16] >> 4 };
+            let q = low | (((qh >> j) & 1) as u8) << 4;
+            out.push((q as i8 - 16) as u8);
+        }
+    }
+    out
+}
+
 impl Linear {
     /// A dense weight [out, in]: f32 on the CPU goes to weir's f32 panels.
     pub fn from_dense(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
@@ -72,6 +91,15 @@ impl Linear {
             return Self::from_dense(qt.dequantize(&qt.device())?, bias);
         }
         let (out_dim, in_dim) = qt.shape().dims2()?;
+        if qt.dtype() == GgmlDType::Q5_0 && in_dim.is_multiple_of(32) {
+            // Q5_0's values are Q8_0's, with the same scales: weir's Q8_0 kernel, lossless
+            let blocks = q5_0_as_q8_0(&qt.data()?);
+            let w = PackedWeight::from_ggml(QuantKind::Q8_0, &blocks, out_dim, in_dim);
+            return Ok(Self {
+                weight: Weight::Packed(w),
+                bias,
+            });
+        }
         let weight = match (quant_kind(qt.dtype()), qt.data()?) {
             (Some(kind), Cow::Borrowed(blocks)) if in_dim.is_multiple_of(kind.ggml_block_len()) => {
                 Weight::Packed(PackedWeight::from_ggml(kind, blocks, out_dim, in_dim))
@@ -229,4 +257,33 @@ fn packed_forward(ws: &[&PackedWeight], x: &Tensor) -> Result<Vec<Tensor>> {
         .zip(ws)
         .map(|(y, w)| Tensor::from_vec(y, (rows, w.out_dim()), x.device()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Q8_0 blocks made from Q5_0 hold exactly the numbers Q5_0 dequantizes to.
+    #[test]
+    fn q5_0_converts_to_q8_0_without_loss() {
+        let x: Vec<f32> = (0..4 * 64).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+        let t = Tensor::from_vec(x, (4, 64), &Device::Cpu).unwrap();
+        let qt = QTensor::quantize(&t, GgmlDType::Q5_0).unwrap();
+        let want: Vec<f32> = qt
+            .dequantize(&Device::Cpu)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let q8 = q5_0_as_q8_0(&qt.data().unwrap());
+        let got: Vec<f32> = q8
+            .chunks_exact(34)
+            .flat_map(|b| {
+                let d = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+                b[2..].iter().map(move |&q| d * (q as i8) as f32)
+            })
+            .collect();
+        assert_eq!(got, want);
+    }
 }

@@ -1,11 +1,12 @@
-//! Llama-family decoder (Llama 2/3, SmolLM2, Mistral without sliding window, Qwen2) over the
-//! paged KV cache. The model borrows the cache for each forward and owns no per-request state.
+//! Llama-family decoder (Llama 2/3, SmolLM2, Mistral with its sliding window, Qwen2, Qwen3) over
+//! the paged KV cache. The model borrows the cache for each forward and owns no per-request
+//! state.
 
 use super::attention::{Attention, AttentionShape};
 use super::batch::ForwardBatch;
 use super::config::{ConfigError, LlamaConfig};
 use super::fused;
-use super::layers::{Activation, GatedMlp, SelfAttention, StepContext};
+use super::layers::{Activation, GatedMlp, QkNorm, SelfAttention, StepContext};
 use super::linear::Linear;
 use super::rope::{Rope, RopeTables};
 use super::weights::WeightSource;
@@ -13,12 +14,13 @@ use super::{CausalLm, Family, Model, ModelLoadError, StepInputs};
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::ops::rms_norm;
 
-/// The Llama family's registry entry: Llama 2/3, SmolLM2, Mistral (no sliding window) and
-/// Qwen2 (attention biases) share this decoder.
+/// The Llama family's registry entry: Llama 2/3, SmolLM2, Mistral (sliding window), Qwen2
+/// (attention biases) and Qwen3 (per-head q/k norms) share this decoder.
 pub const FAMILY: Family = Family {
     name: "llama",
-    gguf_archs: &["llama", "qwen2"],
-    hf_model_types: &["llama", "mistral", "qwen2"],
+    gguf_archs: &["llama", "qwen2", "qwen3"],
+    hf_model_types: &["llama", "mistral", "qwen2", "qwen3"],
+    gguf_names: &[],
     load: load_family,
     check: |json| LlamaConfig::from_hf(json).map(|_| ()),
 };
@@ -86,9 +88,18 @@ impl Llama {
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for i in 0..cfg.num_layers {
             let p = |m: &str| format!("model.layers.{i}.{m}");
+            let mut attn = SelfAttention::load(w, &p("self_attn"), shape, h, cfg.attention_bias)?
+                .with_window(cfg.sliding_layers[i]);
+            if cfg.qk_norm {
+                attn = attn.with_qk_norm(QkNorm {
+                    q: w.dense(&p("self_attn.q_norm"), &[cfg.head_dim])?,
+                    k: w.dense(&p("self_attn.k_norm"), &[cfg.head_dim])?,
+                    eps: cfg.rms_norm_eps as f32,
+                });
+            }
             layers.push(Layer {
                 attn_norm: w.dense(&p("input_layernorm"), &[h])?,
-                attn: SelfAttention::load(w, &p("self_attn"), shape, h, cfg.attention_bias)?,
+                attn,
                 mlp_norm: w.dense(&p("post_attention_layernorm"), &[h])?,
                 mlp: GatedMlp::load(w, &p("mlp"), h, cfg.intermediate_size, Activation::Silu)?,
             });
@@ -194,40 +205,13 @@ fn attention_shape(cfg: &LlamaConfig) -> AttentionShape {
         num_kv_heads: cfg.num_kv_heads,
         head_dim: cfg.head_dim,
         softmax_scale: cfg.softmax_scale(),
+        sliding_window: cfg.sliding_window,
     }
 }
 
 impl CausalLm for Llama {
     fn upload(&self, batch: &ForwardBatch, attn: &Attention) -> Result<StepInputs> {
-        let t = batch.num_tokens();
-        let device_rope = self.graph_capable();
-        // The logits rows are needed only when some row does not sample (prompt chunks); in a
-        // decode step every row samples and there is nothing to pick.
-        let every_row = batch.logits_rows.len() == t
-            && (0..t)
-                .zip(&batch.logits_rows)
-                .all(|(i, &r)| r as usize == i);
-        let pick_rows = !every_row && !batch.logits_rows.is_empty();
-        // One upload of [token ids | positions (fused RoPE) | logits rows], before any layer is
-        // launched: on a GPU a copy from pageable host memory waits for the stream, so a late
-        // one would stall the host until every layer ran.
-        let mut host = Vec::with_capacity(2 * t + batch.logits_rows.len());
-        host.extend_from_slice(&batch.token_ids);
-        if device_rope {
-            host.extend_from_slice(&batch.positions);
-        }
-        if pick_rows {
-            host.extend_from_slice(&batch.logits_rows);
-        }
-        let n = host.len();
-        let all = Tensor::from_vec(host, n, &self.device)?;
-        let r = batch.logits_rows.len();
-        Ok(StepInputs {
-            token_ids: all.narrow(0, 0, t)?,
-            positions: device_rope.then(|| all.narrow(0, t, t)).transpose()?,
-            logits_rows: pick_rows.then(|| all.narrow(0, n - r, r)).transpose()?,
-            attention: attn.prepare(batch)?,
-        })
+        super::upload_step(batch, attn, &self.device, self.graph_capable())
     }
 
     fn forward_inputs(
@@ -282,7 +266,7 @@ impl CausalLm for Llama {
     }
 
     fn graph_capable(&self) -> bool {
-        self.kernels() && self.projections_merged()
+        self.kernels() && self.layers.iter().all(|l| l.attn.fused_rope_capable())
     }
 
     fn num_layers(&self) -> usize {

@@ -9,6 +9,7 @@ pub mod device;
 pub mod error;
 pub mod family;
 pub mod fused;
+pub mod gemma3;
 pub mod layers;
 pub mod linear;
 pub mod llama;
@@ -37,6 +38,43 @@ pub struct StepInputs {
     /// [num_logits_rows] u32, `None` when every row returns logits (a decode step).
     pub logits_rows: Option<Tensor>,
     pub attention: attention::AttentionMetadata,
+}
+
+/// `batch`'s device inputs, in one upload of [token ids | positions | logits rows] before any
+/// layer is launched (on a GPU a copy from pageable host memory waits for the stream, so a late
+/// one would stall the host until every layer ran). `device_rope`: the positions go up too, for
+/// a fused RoPE kernel that computes its own angles.
+pub fn upload_step(
+    batch: &ForwardBatch,
+    attn: &Attention,
+    device: &Device,
+    device_rope: bool,
+) -> Result<StepInputs> {
+    let t = batch.num_tokens();
+    // The logits rows are needed only when some row does not sample (prompt chunks); in a
+    // decode step every row samples and there is nothing to pick.
+    let every_row = batch.logits_rows.len() == t
+        && (0..t)
+            .zip(&batch.logits_rows)
+            .all(|(i, &r)| r as usize == i);
+    let pick_rows = !every_row && !batch.logits_rows.is_empty();
+    let mut host = Vec::with_capacity(2 * t + batch.logits_rows.len());
+    host.extend_from_slice(&batch.token_ids);
+    if device_rope {
+        host.extend_from_slice(&batch.positions);
+    }
+    if pick_rows {
+        host.extend_from_slice(&batch.logits_rows);
+    }
+    let n = host.len();
+    let all = Tensor::from_vec(host, n, device)?;
+    let r = batch.logits_rows.len();
+    Ok(StepInputs {
+        token_ids: all.narrow(0, 0, t)?,
+        positions: device_rope.then(|| all.narrow(0, t, t)).transpose()?,
+        logits_rows: pick_rows.then(|| all.narrow(0, n - r, r)).transpose()?,
+        attention: attn.prepare(batch)?,
+    })
 }
 
 pub trait CausalLm: Send {
@@ -92,6 +130,10 @@ pub struct Family {
     pub gguf_archs: &'static [&'static str],
     /// `config.json` `model_type` values it runs.
     pub hf_model_types: &'static [&'static str],
+    /// llama.cpp's names of the layer modules whose name differs from the common map
+    /// (`weights::gguf_name`): (Hugging Face module, GGUF name), e.g. Gemma's
+    /// `post_attention_layernorm` is `post_attention_norm`, not `ffn_norm`.
+    pub gguf_names: &'static [(&'static str, &'static str)],
     /// Reads the family's hyper-parameters (from `config_json`, a Hugging Face `config.json`,
     /// or else from the source's GGUF metadata) and builds the model from its weights (names in
     /// the Hugging Face layout; GGUF sources map theirs).

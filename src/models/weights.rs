@@ -51,12 +51,17 @@ pub trait WeightSource {
 
 /// llama.cpp's tensor name for a Hugging Face module name.
 pub fn gguf_name(hf: &str) -> String {
+    gguf_name_with(hf, &[])
+}
+
+/// `gguf_name` with a family's own names for some layer modules (`Family::gguf_names`) first.
+pub fn gguf_name_with(hf: &str, layer_names: &[(&str, &str)]) -> String {
     const GLOBAL: [(&str, &str); 3] = [
         ("model.embed_tokens", "token_embd"),
         ("model.norm", "output_norm"),
         ("lm_head", "output"),
     ];
-    const LAYER: [(&str, &str); 9] = [
+    const LAYER: [(&str, &str); 13] = [
         ("self_attn.q_proj", "attn_q"),
         ("self_attn.k_proj", "attn_k"),
         ("self_attn.v_proj", "attn_v"),
@@ -66,13 +71,18 @@ pub fn gguf_name(hf: &str) -> String {
         ("mlp.down_proj", "ffn_down"),
         ("input_layernorm", "attn_norm"),
         ("post_attention_layernorm", "ffn_norm"),
+        ("self_attn.q_norm", "attn_q_norm"),
+        ("self_attn.k_norm", "attn_k_norm"),
+        ("pre_feedforward_layernorm", "ffn_norm"),
+        ("post_feedforward_layernorm", "post_ffw_norm"),
     ];
     if let Some((_, g)) = GLOBAL.iter().find(|(h, _)| *h == hf) {
         return g.to_string();
     }
     if let Some(rest) = hf.strip_prefix("model.layers.") {
         if let Some((idx, module)) = rest.split_once('.') {
-            if let Some((_, g)) = LAYER.iter().find(|(h, _)| *h == module) {
+            let mut names = layer_names.iter().chain(&LAYER);
+            if let Some((_, g)) = names.find(|(h, _)| *h == module) {
                 return format!("blk.{idx}.{g}");
             }
         }
@@ -86,6 +96,8 @@ pub struct GgufWeights {
     device: Device,
     dtype: DType,
     format: WeightFormat,
+    /// The family's own names for some layer modules (`Family::gguf_names`).
+    layer_names: &'static [(&'static str, &'static str)],
 }
 
 impl GgufWeights {
@@ -110,7 +122,17 @@ impl GgufWeights {
             device: device.clone(),
             dtype,
             format,
+            layer_names: &[],
         })
+    }
+
+    /// Maps the layer modules in `names` (a family's `gguf_names`) to its own GGUF names.
+    pub fn set_layer_names(&mut self, names: &'static [(&'static str, &'static str)]) {
+        self.layer_names = names;
+    }
+
+    fn name(&self, hf: &str) -> String {
+        gguf_name_with(hf, self.layer_names)
     }
 
     /// Whether weights keep their GGML blocks (CPU, f32 activations).
@@ -140,7 +162,7 @@ impl GgufWeights {
 
 impl WeightSource for GgufWeights {
     fn linear(&mut self, name: &str, out_dim: usize, in_dim: usize, bias: bool) -> Result<Linear> {
-        let g = gguf_name(name);
+        let g = self.name(name);
         let w = self.qtensor(&format!("{g}.weight"), &[out_dim, in_dim])?;
         let b = if bias {
             let qb = self.qtensor(&format!("{g}.bias"), &[out_dim])?;
@@ -156,7 +178,7 @@ impl WeightSource for GgufWeights {
     }
 
     fn dense(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let g = gguf_name(name);
+        let g = self.name(name);
         let qt = self.qtensor(&format!("{g}.weight"), shape)?;
         self.dequantized(&qt)
     }
@@ -164,7 +186,7 @@ impl WeightSource for GgufWeights {
     fn contains(&self, name: &str) -> bool {
         self.content
             .tensor_infos
-            .contains_key(&format!("{}.weight", gguf_name(name)))
+            .contains_key(&format!("{}.weight", self.name(name)))
     }
 
     fn device(&self) -> &Device {

@@ -32,14 +32,16 @@ fn random_rows(rng: &mut StdRng, rows: usize, width: usize) -> Vec<f32> {
         .collect()
 }
 
-/// softmax(q·Kᵀ/√d)·V of one token over `ctx` positions, GQA by index. [q_dim]
+/// softmax(q·Kᵀ/√d)·V of one token over `ctx` positions (the last `shape.sliding_window` of
+/// them when the case slides), GQA by index. [q_dim]
 fn reference_row(shape: AttentionShape, q: &[f32], seq: &RefSeq, ctx: usize) -> Vec<f32> {
     let d = shape.head_dim;
+    let first = shape.first_visible(ctx - 1, true);
     let mut out = vec![0f32; shape.q_dim()];
     for h in 0..shape.num_heads {
         let kv = (h / shape.group()) * d;
         let qh = &q[h * d..(h + 1) * d];
-        let scores: Vec<f64> = (0..ctx)
+        let scores: Vec<f64> = (first..ctx)
             .map(|j| {
                 let k = &seq.k[j][kv..kv + d];
                 qh.iter()
@@ -53,7 +55,9 @@ fn reference_row(shape: AttentionShape, q: &[f32], seq: &RefSeq, ctx: usize) -> 
         let w: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
         let total: f64 = w.iter().sum();
         for (i, o) in out[h * d..(h + 1) * d].iter_mut().enumerate() {
-            let weighted: f64 = (0..ctx).map(|j| w[j] * seq.v[j][kv + i] as f64).sum();
+            let weighted: f64 = (first..ctx)
+                .map(|j| w[j - first] * seq.v[j][kv + i] as f64)
+                .sum();
             *o = (weighted / total) as f32;
         }
     }
@@ -150,7 +154,8 @@ pub fn max_error(
             &batch,
             &meta,
         )?;
-        let y = attn.attend(0, &to_t(&q, shape.q_dim())?, &batch, &meta)?;
+        let windowed = shape.sliding_window.is_some();
+        let y = attn.attend(0, &to_t(&q, shape.q_dim())?, &batch, &meta, windowed)?;
         let y: Vec<f32> = y.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
         // the reference sees the inputs as the backend stored them (rounded to dtype)
         let round = |x: &[f32], w: usize| -> Result<Vec<f32>> {
@@ -182,13 +187,19 @@ pub fn max_error(
 
 /// The layouts every backend is checked on: GQA ratios 1, 2, 4 and 8, head dims 64 and 128,
 /// block sizes 1 to 32, contexts from 5 to 1,100 tokens (several decode partitions of 512), and
-/// a softmax scale other than 1/sqrt(head_dim).
+/// a softmax scale other than 1/sqrt(head_dim), and sliding windows (not a multiple of the block
+/// size; one longer than some contexts and shorter than others).
 pub fn attention_cases() -> Vec<AttentionCase> {
     let shape = |num_heads, num_kv_heads, head_dim| AttentionShape {
         num_heads,
         num_kv_heads,
         head_dim,
         softmax_scale: 1.0 / (head_dim as f32).sqrt(),
+        sliding_window: None,
+    };
+    let windowed = |window, s: AttentionShape| AttentionShape {
+        sliding_window: Some(window),
+        ..s
     };
     vec![
         AttentionCase {
@@ -224,6 +235,18 @@ pub fn attention_cases() -> Vec<AttentionCase> {
             block_size: 16,
             context_lens: [1100, 513, 70],
             seed: 5,
+        },
+        AttentionCase {
+            shape: windowed(7, shape(8, 4, 64)),
+            block_size: 4,
+            context_lens: [33, 7, 64],
+            seed: 6,
+        },
+        AttentionCase {
+            shape: windowed(512, shape(4, 1, 256)),
+            block_size: 16,
+            context_lens: [1100, 513, 70],
+            seed: 7,
         },
     ]
 }

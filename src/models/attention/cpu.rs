@@ -84,9 +84,16 @@ impl AttentionBackend for CpuBackend {
         q: &Tensor,
         batch: &ForwardBatch,
         meta: &AttentionMetadata,
+        windowed: bool,
     ) -> Result<Tensor> {
         let (kc, vc) = host_pools(kv)?;
-        let y = paged_attention(&host_rows(q)?, kc, vc, batch, &meta.token_seq, self.shape);
+        let rows = PagedRows {
+            batch,
+            token_seq: &meta.token_seq,
+            shape: self.shape,
+            windowed,
+        };
+        let y = paged_attention(&host_rows(q)?, kc, vc, &rows);
         Tensor::from_vec(y, (batch.num_tokens(), self.shape.q_dim()), &Device::Cpu)?
             .to_dtype(q.dtype())
     }
@@ -194,26 +201,30 @@ fn softmax(s: &mut [f32]) {
     }
 }
 
-/// The V rows of one KV head of one sequence: key `j` is row `blocks[j / bs] * bs + j % bs` of
-/// the pool, at column `off`.
+/// The V rows of one KV head of one sequence's visible keys: visible key `j` is key
+/// `first + j` of `blocks`, row `blocks[k / bs] * bs + k % bs` of the pool for `k = first + j`,
+/// at column `off`.
 struct Values<'a> {
     pool: &'a [f32],
     blocks: &'a [u32],
+    /// The first visible key within `blocks[0]` (non-zero only in a sliding window).
+    first: usize,
     bs: usize,
     kv_dim: usize,
     off: usize,
 }
 
 impl Values<'_> {
-    /// Calls `f(j, row_start)` for keys `0..ctx` in order (`row_start` indexes `pool`).
+    /// Calls `f(j, row_start)` for visible keys `0..n` in order (`row_start` indexes `pool`).
     #[inline(always)]
-    fn for_keys(&self, ctx: usize, mut f: impl FnMut(usize, usize)) {
+    fn for_keys(&self, n: usize, mut f: impl FnMut(usize, usize)) {
+        let end = self.first + n;
         for (jb, &blk) in self.blocks.iter().enumerate() {
-            for s in 0..self.bs.min(ctx - jb * self.bs) {
-                f(
-                    jb * self.bs + s,
-                    (blk as usize * self.bs + s) * self.kv_dim + self.off,
-                );
+            let lo = (jb * self.bs).max(self.first);
+            let hi = ((jb + 1) * self.bs).min(end);
+            for k in lo..hi {
+                let row = blk as usize * self.bs + k - jb * self.bs;
+                f(k - self.first, row * self.kv_dim + self.off);
             }
         }
     }
@@ -313,18 +324,22 @@ unsafe fn pv16<const G: usize, const V: usize>(
     }
 }
 
+/// What `paged_attention` attends for: the step's rows and the layer's kind.
+pub struct PagedRows<'a> {
+    pub batch: &'a ForwardBatch,
+    /// `batch.token_seq_index()`
+    pub token_seq: &'a [u32],
+    pub shape: AttentionShape,
+    /// A sliding-window layer (`shape.sliding_window`).
+    pub windowed: bool,
+}
+
 /// Causal attention of q ([num_tokens, num_heads * head_dim], already rotated) over the cache.
-/// Token `t` at position `p` attends to positions `0..=p` of its own sequence, so the K/V of
-/// this step must be written first. `token_seq` is `batch.token_seq_index()`.
-/// Returns [num_tokens, num_heads * head_dim].
-pub fn paged_attention(
-    q: &[f32],
-    k_pool: &[f32],
-    v_pool: &[f32],
-    batch: &ForwardBatch,
-    token_seq: &[u32],
-    shape: AttentionShape,
-) -> Vec<f32> {
+/// Token `t` at position `p` attends to positions `first_visible(p)..=p` of its own sequence
+/// (0 unless windowed), so the K/V of this step must be written first. Blocks before the
+/// window are not read. Returns [num_tokens, num_heads * head_dim].
+pub fn paged_attention(q: &[f32], k_pool: &[f32], v_pool: &[f32], rows: &PagedRows) -> Vec<f32> {
+    let (batch, token_seq, shape) = (rows.batch, rows.token_seq, rows.shape);
     let (d, kv_dim, q_dim) = (shape.head_dim, shape.kv_dim(), shape.q_dim());
     let group = shape.group();
     let scale = shape.softmax_scale;
@@ -336,37 +351,44 @@ pub fn paged_attention(
     pool.run(tasks.len(), &|t| {
         let mut out_row = tasks[t].lock();
         {
-            let ctx = batch.positions[t] as usize + 1;
-            // the blocks holding the visible keys; key j is slot `blocks[j / bs] * bs + j % bs`
-            let blocks = &batch.block_table(token_seq[t] as usize)[..ctx.div_ceil(bs)];
-            // [group][ctx]: the query heads that share one KV head read each K/V row once
-            let mut scores = vec![0f32; group * ctx];
+            let pos = batch.positions[t] as usize;
+            let (start, ctx) = (shape.first_visible(pos, rows.windowed), pos + 1);
+            let (b0, n) = (start / bs, ctx - start);
+            // the blocks holding the visible keys `start..ctx`
+            let blocks = &batch.block_table(token_seq[t] as usize)[b0..ctx.div_ceil(bs)];
+            // [group][n]: the query heads that share one KV head read each K/V row once
+            let mut scores = vec![0f32; group * n];
             let mut lanes = vec![0f32; group * bs];
             for g in 0..shape.num_kv_heads {
                 let kv_off = g * d;
                 let qs = &q[t * q_dim + g * group * d..t * q_dim + (g + 1) * group * d];
                 for (jb, &blk) in blocks.iter().enumerate() {
                     let kb = &k_pool[(blk as usize * kv_dim + kv_off) * bs..][..d * bs];
-                    let n = bs.min(ctx - jb * bs);
+                    // this block's visible keys, lanes lo..hi, are scores from `at`
+                    let block_start = (b0 + jb) * bs;
+                    let lo = start.saturating_sub(block_start);
+                    let hi = bs.min(ctx - block_start);
+                    let at = block_start + lo - start;
                     block_scores(qs, d, group, kb, bs, &mut lanes);
                     for (i, l) in lanes.chunks_exact(bs).enumerate() {
-                        for (sc, &v) in scores[i * ctx + jb * bs..][..n].iter_mut().zip(l) {
+                        for (sc, &v) in scores[i * n + at..][..hi - lo].iter_mut().zip(&l[lo..hi]) {
                             *sc = v * scale;
                         }
                     }
                 }
-                for s in scores.chunks_exact_mut(ctx) {
+                for s in scores.chunks_exact_mut(n) {
                     softmax(s);
                 }
                 let out_g = &mut out_row[g * group * d..(g + 1) * group * d];
                 let vs = Values {
                     pool: v_pool,
                     blocks,
+                    first: start - b0 * bs,
                     bs,
                     kv_dim,
                     off: kv_off,
                 };
-                weighted_values(&scores, ctx, &vs, d, group, out_g);
+                weighted_values(&scores, n, &vs, d, group, out_g);
             }
         }
     });
@@ -409,6 +431,7 @@ mod tests {
                     let vs = Values {
                         pool: &pool,
                         blocks: &blocks,
+                        first: 0,
                         bs,
                         kv_dim,
                         off: d,

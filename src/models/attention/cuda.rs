@@ -279,8 +279,12 @@ impl CudaBackend {
     }
 
     /// Whether the attention kernel's shared memory holds this model's shape.
+    /// NOTE: sliding-window models run the tensor backend's attention (its window mask) until
+    /// the kernel learns a first visible key.
     fn kernel_fits(&self) -> bool {
-        self.shape.group() <= MAX_GROUP && self.shape.head_dim <= MAX_HEAD_DIM
+        self.shape.group() <= MAX_GROUP
+            && self.shape.head_dim <= MAX_HEAD_DIM
+            && self.shape.sliding_window.is_none()
     }
 }
 
@@ -317,9 +321,10 @@ impl AttentionBackend for CudaBackend {
         q: &Tensor,
         batch: &ForwardBatch,
         meta: &AttentionMetadata,
+        windowed: bool,
     ) -> Result<Tensor> {
         if !self.kernel_fits() {
-            return self.fallback.attend(kv, q, batch, meta);
+            return self.fallback.attend(kv, q, batch, meta, windowed);
         }
         let (k_pool, v_pool) = device_pools(kv)?;
         let m = device_meta(meta)?;

@@ -34,6 +34,11 @@ pub struct AttentionShape {
     /// What q·k is multiplied by before the softmax: 1/sqrt(head_dim) unless the model says
     /// otherwise (YaRN's mscale², Gemma's query_pre_attn_scalar).
     pub softmax_scale: f32,
+    /// The window of the model's sliding-window layers: a token at position `p` of such a
+    /// layer sees positions `p + 1 - w ..= p` (transformers' `kv_idx > q_idx - w`). `None`:
+    /// every layer sees the whole context. Which layers slide is the model's (`attend`'s
+    /// `windowed`).
+    pub sliding_window: Option<usize>,
 }
 
 impl AttentionShape {
@@ -46,6 +51,14 @@ impl AttentionShape {
     /// Query heads per KV head.
     pub fn group(&self) -> usize {
         self.num_heads / self.num_kv_heads
+    }
+    /// The first position a token at `pos` sees: 0, or the start of its window in a
+    /// sliding-window layer.
+    pub fn first_visible(&self, pos: usize, windowed: bool) -> usize {
+        match (windowed, self.sliding_window) {
+            (true, Some(w)) => (pos + 1).saturating_sub(w),
+            _ => 0,
+        }
     }
 }
 
@@ -74,7 +87,8 @@ pub trait AttentionBackend: Send {
         meta: &AttentionMetadata,
     ) -> Result<()>;
     /// Causal attention of q ([num_tokens, q_dim], rotated) over the pool, after `write_kv`:
-    /// token `t` at position `p` sees positions `0..=p` of its own sequence.
+    /// token `t` at position `p` sees positions `0..=p` of its own sequence, or in a
+    /// `windowed` layer `shape.first_visible(p, true)..=p`.
     /// Returns [num_tokens, q_dim] in q's dtype.
     fn attend(
         &self,
@@ -82,6 +96,7 @@ pub trait AttentionBackend: Send {
         q: &Tensor,
         batch: &ForwardBatch,
         meta: &AttentionMetadata,
+        windowed: bool,
     ) -> Result<Tensor>;
 }
 
@@ -194,13 +209,16 @@ impl Attention {
             .write_kv(self.cache.layer_mut(layer), k, v, batch, meta)
     }
 
+    /// Attention of layer `layer` (`windowed`: one of the model's sliding-window layers).
     pub fn attend(
         &self,
         layer: usize,
         q: &Tensor,
         batch: &ForwardBatch,
         meta: &AttentionMetadata,
+        windowed: bool,
     ) -> Result<Tensor> {
-        self.backend.attend(self.cache.layer(layer), q, batch, meta)
+        self.backend
+            .attend(self.cache.layer(layer), q, batch, meta, windowed)
     }
 }

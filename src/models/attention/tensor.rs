@@ -74,6 +74,9 @@ struct Group {
     slots: Tensor,
     /// [num_seqs, 1, group * query_len, ctx] f32: 0 where visible, -inf elsewhere
     mask: Tensor,
+    /// `mask` for the sliding-window layers (also -inf before each query's window), when the
+    /// model has them.
+    window_mask: Option<Tensor>,
     num_seqs: usize,
     query_len: usize,
     ctx: usize,
@@ -112,6 +115,8 @@ impl TensorBackend {
         let mut rows = Vec::with_capacity(seqs.len() * query_len);
         let mut slots = vec![0u32; seqs.len() * ctx];
         let mut mask = vec![f32::NEG_INFINITY; seqs.len() * rows_per_seq * ctx];
+        let windowed = self.shape.sliding_window.is_some();
+        let mut window_mask = if windowed { mask.clone() } else { Vec::new() };
         for (n, &i) in seqs.iter().enumerate() {
             let s = &batch.seqs[i];
             rows.extend((s.query_start..s.query_start + query_len).map(|r| r as u32));
@@ -123,16 +128,29 @@ impl TensorBackend {
             }
             let first_pos = s.context_len - query_len;
             // mask row r is (query head h within the group, query i) with i = r % query_len
-            let seq_mask = &mut mask[n * rows_per_seq * ctx..(n + 1) * rows_per_seq * ctx];
-            for (r, row) in seq_mask.chunks_exact_mut(ctx).enumerate() {
+            let seq_rows = n * rows_per_seq * ctx..(n + 1) * rows_per_seq * ctx;
+            for (r, row) in mask[seq_rows.clone()].chunks_exact_mut(ctx).enumerate() {
                 let visible = first_pos + r % query_len + 1;
                 row[..visible].fill(0.0);
             }
+            if windowed {
+                let rows = window_mask[seq_rows].chunks_exact_mut(ctx);
+                for (r, row) in rows.enumerate() {
+                    let pos = first_pos + r % query_len;
+                    row[self.shape.first_visible(pos, true)..=pos].fill(0.0);
+                }
+            }
         }
+        let mask_shape = (seqs.len(), 1, rows_per_seq, ctx);
+        let window_mask = match windowed {
+            true => Some(Tensor::from_vec(window_mask, mask_shape, &self.device)?),
+            false => None,
+        };
         Ok(Group {
             rows: self.u32s(rows)?,
             slots: self.u32s(slots)?,
-            mask: Tensor::from_vec(mask, (seqs.len(), 1, rows_per_seq, ctx), &self.device)?,
+            mask: Tensor::from_vec(mask, mask_shape, &self.device)?,
+            window_mask,
             num_seqs: seqs.len(),
             query_len,
             ctx,
@@ -146,6 +164,7 @@ impl TensorBackend {
         v_pool: &Tensor,
         q: &Tensor,
         g: &Group,
+        windowed: bool,
     ) -> Result<Tensor> {
         let AttentionShape {
             num_kv_heads: kvh,
@@ -171,7 +190,11 @@ impl TensorBackend {
         };
         let (k, v) = (gather(k_pool)?, gather(v_pool)?);
         let scale = self.shape.softmax_scale as f64;
-        let scores = (q.matmul(&k.transpose(2, 3)?)? * scale)?.broadcast_add(&g.mask)?;
+        let mask = match (&g.window_mask, windowed) {
+            (Some(w), true) => w,
+            _ => &g.mask,
+        };
+        let scores = (q.matmul(&k.transpose(2, 3)?)? * scale)?.broadcast_add(mask)?;
         let p = candle_nn::ops::softmax_last_dim(&scores)?;
         p.matmul(&v)? // [S, kvh, group * ql, d]
             .reshape((s, kvh, group, ql, d))?
@@ -304,6 +327,7 @@ impl AttentionBackend for TensorBackend {
         q: &Tensor,
         _batch: &ForwardBatch,
         meta: &AttentionMetadata,
+        windowed: bool,
     ) -> Result<Tensor> {
         let (k_pool, v_pool) = device_pools(kv)?;
         let m = gather_plan(meta)?;
@@ -311,7 +335,7 @@ impl AttentionBackend for TensorBackend {
         let outs = m
             .groups
             .iter()
-            .map(|g| self.attend_group(k_pool, v_pool, &qf, g))
+            .map(|g| self.attend_group(k_pool, v_pool, &qf, g, windowed))
             .collect::<Result<Vec<_>>>()?;
         let y = match outs.len() {
             1 => outs.into_iter().next().expect("one group"),

@@ -11,6 +11,8 @@ use candle_core::{Device, Result, Tensor};
 pub enum Activation {
     /// SwiGLU (Llama, Qwen, Mistral).
     Silu,
+    /// GeGLU with the tanh approximation of GELU (Gemma's `gelu_pytorch_tanh`).
+    GeluTanh,
 }
 
 #[derive(Clone)]
@@ -46,6 +48,15 @@ impl GatedMlp {
         let a = match (&self.gate_up, self.act) {
             (Projs::Merged(w), Activation::Silu) => fused::silu_mul(&w.forward(h)?, kernels)?,
             (Projs::Split([gate, up]), Activation::Silu) => Linear::forward_glu(gate, up, h)?,
+            (Projs::Merged(w), Activation::GeluTanh) => {
+                let gu = w.forward(h)?;
+                let i = gu.dim(1)? / 2;
+                (gu.narrow(1, 0, i)?.gelu()? * gu.narrow(1, i, i)?)?
+            }
+            (Projs::Split([gate, up]), Activation::GeluTanh) => {
+                let [g, u] = Linear::forward_many([gate, up], h)?;
+                (g.gelu()? * u)?
+            }
         };
         self.down.forward(&a)
     }

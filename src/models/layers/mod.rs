@@ -10,7 +10,7 @@ pub mod self_attn;
 
 pub use mlp::{Activation, GatedMlp};
 pub use projs::Projs;
-pub use self_attn::SelfAttention;
+pub use self_attn::{QkNorm, SelfAttention};
 
 use super::attention::AttentionMetadata;
 use super::batch::ForwardBatch;

@@ -1,5 +1,7 @@
-//! `SelfAttention`: the q/k/v projections, rotary embedding and output projection around the
-//! paged attention the runner lends (`Attention`: the backend and its KV pool).
+//! `SelfAttention`: the q/k/v projections, the per-head q/k norms some families have (Qwen3,
+//! Gemma 3), rotary embedding and output projection around the paged attention the runner lends
+//! (`Attention`: the backend and its KV pool), through the sliding window in the layers that
+//! have one.
 
 use super::projs::Projs;
 use super::StepContext;
@@ -8,6 +10,32 @@ use crate::models::linear::Linear;
 use crate::models::rope::Rope;
 use crate::models::weights::WeightSource;
 use candle_core::{Device, Result, Tensor};
+use candle_nn::ops::rms_norm;
+
+/// RMSNorm scales of each q and k head ([head_dim] each), applied before RoPE.
+#[derive(Clone)]
+pub struct QkNorm {
+    pub q: Tensor,
+    pub k: Tensor,
+    pub eps: f32,
+}
+
+impl QkNorm {
+    /// x: [T, heads * head_dim], each head normalized with `w` ([head_dim]).
+    fn apply(x: &Tensor, heads: usize, w: &Tensor, eps: f32) -> Result<Tensor> {
+        let (t, width) = x.dims2()?;
+        let heads_rows = x.contiguous()?.reshape((t * heads, width / heads))?;
+        rms_norm(&heads_rows, w, eps)?.reshape((t, width))
+    }
+
+    fn to_device(&self, device: &Device) -> Result<Self> {
+        Ok(Self {
+            q: self.q.to_device(device)?,
+            k: self.k.to_device(device)?,
+            eps: self.eps,
+        })
+    }
+}
 
 #[derive(Clone)]
 pub struct SelfAttention {
@@ -15,6 +43,9 @@ pub struct SelfAttention {
     qkv: Projs<3>,
     o: Linear,
     shape: AttentionShape,
+    qk_norm: Option<QkNorm>,
+    /// Attends through the model's sliding window (`shape.sliding_window`).
+    windowed: bool,
 }
 
 impl SelfAttention {
@@ -35,7 +66,60 @@ impl SelfAttention {
             ])?,
             o: w.linear(&p("o_proj"), hidden, shape.q_dim(), false)?,
             shape,
+            qk_norm: None,
+            windowed: false,
         })
+    }
+
+    /// With per-head q/k norms before RoPE.
+    pub fn with_qk_norm(self, qk_norm: QkNorm) -> Self {
+        Self {
+            qk_norm: Some(qk_norm),
+            ..self
+        }
+    }
+
+    /// A sliding-window layer (when `windowed`).
+    pub fn with_window(self, windowed: bool) -> Self {
+        Self { windowed, ..self }
+    }
+
+    /// The rotated q, k and v of x.
+    fn qkv(&self, x: &Tensor, rope: &Rope, step: &StepContext) -> Result<[Tensor; 3]> {
+        let (nh, nkv) = (self.shape.num_heads, self.shape.num_kv_heads);
+        let Some(n) = &self.qk_norm else {
+            // [T, H*D], [T, KvH*D], [T, KvH*D]
+            return match &self.qkv {
+                Projs::Merged(w) => {
+                    let (q, k, v) = rope.apply_qkv(&w.forward(x)?, nh, nkv, &step.rope)?;
+                    Ok([q, k, v])
+                }
+                Projs::Split([q, k, v]) => {
+                    let [q, k, v] = Linear::forward_many([q, k, v], x)?;
+                    let q = rope.apply(&q, nh, &step.rope)?;
+                    Ok([q, rope.apply(&k, nkv, &step.rope)?, v])
+                }
+            };
+        };
+        let [q, k, v] = match &self.qkv {
+            Projs::Merged(w) => {
+                let qkv = w.forward(x)?;
+                let (qw, kw) = (self.shape.q_dim(), self.shape.kv_dim());
+                [
+                    qkv.narrow(1, 0, qw)?,
+                    qkv.narrow(1, qw, kw)?,
+                    qkv.narrow(1, qw + kw, kw)?.contiguous()?,
+                ]
+            }
+            Projs::Split([q, k, v]) => Linear::forward_many([q, k, v], x)?,
+        };
+        let q = QkNorm::apply(&q, nh, &n.q, n.eps)?;
+        let k = QkNorm::apply(&k, nkv, &n.k, n.eps)?;
+        Ok([
+            rope.apply(&q, nh, &step.rope)?,
+            rope.apply(&k, nkv, &step.rope)?,
+            v,
+        ])
     }
 
     /// Self-attention of layer `layer` over the paged cache. x: [T, hidden] (normed).
@@ -47,21 +131,9 @@ impl SelfAttention {
         step: &StepContext,
         attn: &mut Attention,
     ) -> Result<Tensor> {
-        let (nh, nkv) = (self.shape.num_heads, self.shape.num_kv_heads);
-        // [T, H*D], [T, KvH*D], [T, KvH*D]
-        let (q, k, v) = match &self.qkv {
-            Projs::Merged(w) => {
-                let qkv = w.forward(x)?;
-                rope.apply_qkv(&qkv, nh, nkv, &step.rope)?
-            }
-            Projs::Split([q, k, v]) => {
-                let [q, k, v] = Linear::forward_many([q, k, v], x)?;
-                let q = rope.apply(&q, nh, &step.rope)?;
-                (q, rope.apply(&k, nkv, &step.rope)?, v)
-            }
-        };
+        let [q, k, v] = self.qkv(x, rope, step)?;
         attn.write_kv(layer, &k, &v, step.batch, step.meta)?;
-        let y = attn.attend(layer, &q, step.batch, step.meta)?;
+        let y = attn.attend(layer, &q, step.batch, step.meta, self.windowed)?;
         self.o.forward(&y)
     }
 
@@ -70,15 +142,25 @@ impl SelfAttention {
         self.qkv.is_merged()
     }
 
+    /// Whether q and k rotate in one kernel with the merged projection (no q/k norm between).
+    pub fn fused_rope_capable(&self) -> bool {
+        self.qkv.is_merged() && self.qk_norm.is_none()
+    }
+
     pub fn to_device(&self, device: &Device) -> Result<Self> {
         Ok(Self {
             qkv: self.qkv.to_device(device)?,
             o: self.o.to_device(device)?,
             shape: self.shape,
+            qk_norm: self.qk_norm.as_ref().map(|n| n.to_device(device)).transpose()?,
+            windowed: self.windowed,
         })
     }
 
     pub fn bytes(&self) -> u64 {
-        self.qkv.bytes() + self.o.bytes()
+        let norms = self.qk_norm.as_ref().map_or(0, |n| {
+            crate::models::linear::tensor_bytes(&n.q) + crate::models::linear::tensor_bytes(&n.k)
+        });
+        self.qkv.bytes() + self.o.bytes() + norms
     }
 }

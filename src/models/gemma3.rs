@@ -1,0 +1,461 @@
+//! Gemma 3 (text) over the paged KV cache: the Llama decoder's parts rearranged. Each layer
+//! normalizes before and after attention and before and after its GeGLU MLP; q and k heads are
+//! RMS-normalized before RoPE; the embedding is scaled by sqrt(hidden); the softmax scale is
+//! `query_pre_attn_scalar^-1/2`; five local layers (a sliding window, RoPE base 10000) alternate
+//! with one global layer (the model's own RoPE). Gemma's norms scale by `1 + w`: a Hugging Face
+//! checkpoint stores `w` (weir adds the 1 at load), a GGUF file already `1 + w`.
+
+use super::attention::{Attention, AttentionShape};
+use super::batch::ForwardBatch;
+use super::config::{layer_kinds, windowed_layers, ConfigError, LlamaConfig};
+use super::fused;
+use super::layers::{Activation, GatedMlp, QkNorm, SelfAttention, StepContext};
+use super::linear::Linear;
+use super::rope::Rope;
+use super::rope_params::{RopeParams, RopeScaling};
+use super::weights::WeightSource;
+use super::{CausalLm, Family, Model, ModelLoadError, StepInputs};
+use candle_core::{DType, Device, Result, Tensor};
+use candle_nn::ops::rms_norm;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Gemma 3's registry entry (the text model; `gemma3` checkpoints with a vision tower are not).
+pub const FAMILY: Family = Family {
+    name: "gemma3",
+    gguf_archs: &["gemma3"],
+    hf_model_types: &["gemma3_text"],
+    gguf_names: &[("post_attention_layernorm", "post_attention_norm")],
+    load: load_family,
+    check: |json| Gemma3Config::from_hf(json).map(|_| ()),
+};
+
+/// Every `layer_pattern`-th layer is global, the others slide (Gemma 3: 5 local to 1 global).
+const LAYER_PATTERN: usize = 6;
+/// The local layers' RoPE base when the checkpoint does not name one.
+const LOCAL_ROPE_THETA: f32 = 10_000.0;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gemma3Config {
+    /// The decoder's shape; `rope` is the global layers' RoPE.
+    pub base: LlamaConfig,
+    /// RoPE of the sliding-window layers.
+    pub local_rope: RopeParams,
+    pub query_pre_attn_scalar: f64,
+    /// Logits become `cap · tanh(logits / cap)` (Gemma 2 style; null in Gemma 3).
+    pub final_logit_softcapping: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct HfGemma3Config {
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    num_key_value_heads: Option<usize>,
+    head_dim: Option<usize>,
+    vocab_size: usize,
+    #[serde(default = "default_eps")]
+    rms_norm_eps: f64,
+    #[serde(default = "default_max_pos")]
+    max_position_embeddings: usize,
+    query_pre_attn_scalar: Option<f64>,
+    sliding_window: Option<usize>,
+    sliding_window_pattern: Option<usize>,
+    layer_types: Option<Vec<String>>,
+    rope_local_base_freq: Option<f32>,
+    final_logit_softcapping: Option<f64>,
+    attn_logit_softcapping: Option<f64>,
+    hidden_activation: Option<String>,
+    #[serde(default)]
+    attention_bias: bool,
+    #[serde(default = "yes")]
+    tie_word_embeddings: bool,
+    #[serde(default)]
+    use_bidirectional_attention: bool,
+}
+
+fn default_eps() -> f64 {
+    1e-6
+}
+fn default_max_pos() -> usize {
+    131_072
+}
+fn yes() -> bool {
+    true
+}
+
+/// Layer `i` slides unless it is the last of its group of `pattern`.
+fn pattern_layers(num_layers: usize, pattern: usize) -> Vec<bool> {
+    (0..num_layers)
+        .map(|i| pattern == 0 || (i + 1) % pattern != 0)
+        .collect()
+}
+
+impl Gemma3Config {
+    pub fn from_hf(json: &Value) -> std::result::Result<Self, ConfigError> {
+        let hf = HfGemma3Config::deserialize(json)
+            .map_err(|e| ConfigError::Invalid(format!("config.json: {e}")))?;
+        let unsupported = |m: String| Err(ConfigError::Unsupported(m));
+        if let Some(cap) = hf.attn_logit_softcapping {
+            return unsupported(format!("attn_logit_softcapping {cap}"));
+        }
+        if let Some(act) = hf
+            .hidden_activation
+            .as_deref()
+            .filter(|a| *a != "gelu_pytorch_tanh")
+        {
+            return unsupported(format!("hidden_activation {act:?} (Gemma runs gelu_pytorch_tanh)"));
+        }
+        if hf.use_bidirectional_attention {
+            return unsupported("use_bidirectional_attention (an encoder)".into());
+        }
+        if json.get("quantization_config").is_some() {
+            return unsupported("quantization_config; weir reads unquantized safetensors".into());
+        }
+        let n = hf.num_hidden_layers;
+        let layers = match &hf.layer_types {
+            Some(types) => layer_kinds(types, n)?,
+            None => pattern_layers(n, hf.sliding_window_pattern.unwrap_or(LAYER_PATTERN)),
+        };
+        let (sliding_window, sliding_layers) = windowed_layers(hf.sliding_window, layers);
+        let head_dim = hf.head_dim.unwrap_or(hf.hidden_size / hf.num_attention_heads.max(1));
+        let nested = |lt: &str| {
+            ["rope_parameters", "rope_scaling"]
+                .iter()
+                .any(|k| json.get(k).and_then(|d| d.get(lt)).is_some())
+        };
+        let local_rope = if nested("sliding_attention") {
+            RopeParams::from_hf(json, Some("sliding_attention"))?
+        } else {
+            RopeParams {
+                theta: hf.rope_local_base_freq.unwrap_or(LOCAL_ROPE_THETA),
+                scaling: RopeScaling::None,
+            }
+        };
+        let base = LlamaConfig {
+            hidden_size: hf.hidden_size,
+            intermediate_size: hf.intermediate_size,
+            num_layers: n,
+            num_heads: hf.num_attention_heads,
+            num_kv_heads: hf.num_key_value_heads.unwrap_or(hf.num_attention_heads),
+            head_dim,
+            vocab_size: hf.vocab_size,
+            rms_norm_eps: hf.rms_norm_eps,
+            rope: RopeParams::from_hf(json, Some("full_attention"))?,
+            rope_interleaved: false,
+            max_position_embeddings: hf.max_position_embeddings,
+            tie_word_embeddings: hf.tie_word_embeddings,
+            attention_bias: hf.attention_bias,
+            qk_norm: true,
+            sliding_window,
+            sliding_layers,
+        };
+        base.validate()?;
+        Ok(Self {
+            base,
+            local_rope,
+            query_pre_attn_scalar: hf.query_pre_attn_scalar.unwrap_or(head_dim as f64),
+            final_logit_softcapping: hf.final_logit_softcapping,
+        })
+    }
+
+    /// From GGUF metadata (`gemma3.*`), with llama.cpp's fixed choices: every sixth layer
+    /// global, local RoPE base 10000, and the query scale of the 27B model (62 layers) from
+    /// hidden / heads, of the others from the head size.
+    pub fn from_gguf(
+        ct: &candle_core::quantized::gguf_file::Content,
+    ) -> std::result::Result<Self, ConfigError> {
+        let mut base = LlamaConfig::from_gguf(ct)?;
+        let window = ct
+            .metadata
+            .get("gemma3.attention.sliding_window")
+            .map(|v| v.to_u32().map(|w| w as usize))
+            .transpose()
+            .map_err(|e| ConfigError::Invalid(format!("gemma3.attention.sliding_window: {e}")))?;
+        let layers = pattern_layers(base.num_layers, LAYER_PATTERN);
+        (base.sliding_window, base.sliding_layers) = windowed_layers(window, layers);
+        let query_pre_attn_scalar = match base.num_layers {
+            62 => (base.hidden_size / base.num_heads) as f64,
+            _ => base.head_dim as f64,
+        };
+        base.qk_norm = true;
+        base.validate()?;
+        Ok(Self {
+            base,
+            local_rope: RopeParams {
+                theta: LOCAL_ROPE_THETA,
+                scaling: RopeScaling::None,
+            },
+            query_pre_attn_scalar,
+            final_logit_softcapping: None,
+        })
+    }
+
+    fn attention_shape(&self) -> AttentionShape {
+        let factor = self.base.rope.attention_factor();
+        AttentionShape {
+            num_heads: self.base.num_heads,
+            num_kv_heads: self.base.num_kv_heads,
+            head_dim: self.base.head_dim,
+            softmax_scale: factor * factor / (self.query_pre_attn_scalar as f32).sqrt(),
+            sliding_window: self.base.sliding_window,
+        }
+    }
+}
+
+fn load_family(
+    w: &mut dyn WeightSource,
+    config_json: Option<&Value>,
+) -> std::result::Result<Box<dyn Model>, ModelLoadError> {
+    let cfg = match (config_json, w.gguf()) {
+        (Some(json), _) => Gemma3Config::from_hf(json)?,
+        (None, Some(ct)) => Gemma3Config::from_gguf(ct)?,
+        (None, None) => {
+            return Err(ConfigError::Invalid("no config.json and no GGUF metadata".into()).into())
+        }
+    };
+    Ok(Box::new(Gemma3::load(w, cfg)?))
+}
+
+/// A norm's scale as weir multiplies by it: `1 + w` (GGUF files store it so already).
+fn norm(w: &mut dyn WeightSource, name: &str, dim: usize) -> Result<Tensor> {
+    let t = w.dense(name, &[dim])?;
+    match w.gguf() {
+        Some(_) => Ok(t),
+        None => t.affine(1.0, 1.0),
+    }
+}
+
+#[derive(Clone)]
+struct Layer {
+    input_norm: Tensor,
+    attn: SelfAttention,
+    post_attn_norm: Tensor,
+    pre_mlp_norm: Tensor,
+    mlp: GatedMlp,
+    post_mlp_norm: Tensor,
+}
+
+impl Layer {
+    fn to_device(&self, device: &Device) -> Result<Self> {
+        Ok(Self {
+            input_norm: self.input_norm.to_device(device)?,
+            attn: self.attn.to_device(device)?,
+            post_attn_norm: self.post_attn_norm.to_device(device)?,
+            pre_mlp_norm: self.pre_mlp_norm.to_device(device)?,
+            mlp: self.mlp.to_device(device)?,
+            post_mlp_norm: self.post_mlp_norm.to_device(device)?,
+        })
+    }
+
+    fn bytes(&self) -> u64 {
+        let tb = super::linear::tensor_bytes;
+        tb(&self.input_norm)
+            + tb(&self.post_attn_norm)
+            + tb(&self.pre_mlp_norm)
+            + tb(&self.post_mlp_norm)
+            + self.attn.bytes()
+            + self.mlp.bytes()
+    }
+}
+
+pub struct Gemma3 {
+    cfg: Gemma3Config,
+    /// [vocab, hidden]
+    embed: Tensor,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    lm_head: Linear,
+    global_rope: Rope,
+    local_rope: Rope,
+    device: Device,
+    dtype: DType,
+    fused_kernels: bool,
+    span: tracing::Span,
+}
+
+impl Gemma3 {
+    pub fn load(w: &mut dyn WeightSource, cfg: Gemma3Config) -> Result<Self> {
+        let (device, dtype) = (w.device().clone(), w.dtype());
+        let c = &cfg.base;
+        let (h, d) = (c.hidden_size, c.head_dim);
+        let shape = cfg.attention_shape();
+        let eps = c.rms_norm_eps as f32;
+        let mut layers = Vec::with_capacity(c.num_layers);
+        for i in 0..c.num_layers {
+            let p = |m: &str| format!("model.layers.{i}.{m}");
+            let qk_norm = QkNorm {
+                q: norm(w, &p("self_attn.q_norm"), d)?,
+                k: norm(w, &p("self_attn.k_norm"), d)?,
+                eps,
+            };
+            let attn = SelfAttention::load(w, &p("self_attn"), shape, h, c.attention_bias)?
+                .with_qk_norm(qk_norm)
+                .with_window(c.sliding_layers[i]);
+            layers.push(Layer {
+                input_norm: norm(w, &p("input_layernorm"), h)?,
+                attn,
+                post_attn_norm: norm(w, &p("post_attention_layernorm"), h)?,
+                pre_mlp_norm: norm(w, &p("pre_feedforward_layernorm"), h)?,
+                mlp: GatedMlp::load(w, &p("mlp"), h, c.intermediate_size, Activation::GeluTanh)?,
+                post_mlp_norm: norm(w, &p("post_feedforward_layernorm"), h)?,
+            });
+        }
+        let embed = w.dense("model.embed_tokens", &[c.vocab_size, h])?;
+        let lm_head = if !c.tie_word_embeddings && w.contains("lm_head") {
+            w.linear("lm_head", c.vocab_size, h, false)?
+        } else {
+            w.linear("model.embed_tokens", c.vocab_size, h, false)?
+        };
+        let rope = |p: &RopeParams| -> Result<Rope> {
+            let inv_freq = p
+                .inv_freq(d)
+                .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+            Ok(Rope::new(inv_freq, false))
+        };
+        Ok(Self {
+            global_rope: rope(&c.rope)?,
+            local_rope: rope(&cfg.local_rope)?,
+            norm: norm(w, "model.norm", h)?,
+            embed,
+            layers,
+            lm_head,
+            fused_kernels: device.is_cuda(),
+            device,
+            dtype,
+            cfg,
+            span: tracing::span!(tracing::Level::TRACE, "gemma3.forward"),
+        })
+    }
+
+    fn kernels(&self) -> bool {
+        self.fused_kernels && self.device.is_cuda()
+    }
+}
+
+impl Model for Gemma3 {
+    fn config(&self) -> &LlamaConfig {
+        &self.cfg.base
+    }
+
+    fn weight_bytes(&self) -> u64 {
+        let tb = super::linear::tensor_bytes;
+        let layers: u64 = self.layers.iter().map(Layer::bytes).sum();
+        tb(&self.embed) + layers + tb(&self.norm) + self.lm_head.bytes()
+    }
+
+    fn to_device(&self, device: &Device) -> Result<std::sync::Arc<dyn Model>> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| l.to_device(device))
+            .collect::<Result<_>>()?;
+        Ok(std::sync::Arc::new(Self {
+            cfg: self.cfg.clone(),
+            embed: self.embed.to_device(device)?,
+            layers,
+            norm: self.norm.to_device(device)?,
+            lm_head: self.lm_head.to_device(device)?,
+            global_rope: self.global_rope.clone(),
+            local_rope: self.local_rope.clone(),
+            device: device.clone(),
+            dtype: self.dtype,
+            fused_kernels: self.fused_kernels,
+            span: self.span.clone(),
+        }))
+    }
+
+    fn projections_merged(&self) -> bool {
+        self.layers
+            .iter()
+            .all(|l| l.attn.is_merged() && l.mlp.is_merged())
+    }
+
+    fn set_fused_kernels(&mut self, on: bool) {
+        self.fused_kernels = on;
+    }
+}
+
+impl CausalLm for Gemma3 {
+    fn upload(&self, batch: &ForwardBatch, attn: &Attention) -> Result<StepInputs> {
+        super::upload_step(batch, attn, &self.device, false)
+    }
+
+    fn forward_inputs(
+        &self,
+        batch: &ForwardBatch,
+        inputs: &StepInputs,
+        attn: &mut Attention,
+    ) -> Result<Tensor> {
+        let _enter = self.span.enter();
+        let eps = self.cfg.base.rms_norm_eps as f32;
+        let scale = (self.cfg.base.hidden_size as f64).sqrt();
+        let mut x = (self.embed.index_select(&inputs.token_ids, 0)? * scale)?;
+        let step = |rope: &Rope| -> Result<StepContext> {
+            Ok(StepContext {
+                batch,
+                rope: rope.tables(&batch.positions, self.dtype, &self.device)?,
+                meta: &inputs.attention,
+            })
+        };
+        let (global, local) = (step(&self.global_rope)?, step(&self.local_rope)?);
+        let k = self.kernels();
+        let mut h = match self.layers.first() {
+            Some(first) => rms_norm(&x, &first.input_norm, eps)?,
+            None => x.clone(),
+        };
+        for (i, layer) in self.layers.iter().enumerate() {
+            let (rope, ctx) = match self.cfg.base.sliding_layers[i] {
+                true => (&self.local_rope, &local),
+                false => (&self.global_rope, &global),
+            };
+            let a = layer.attn.forward(i, &h, rope, ctx, attn)?;
+            let a = rms_norm(&a, &layer.post_attn_norm, eps)?;
+            let (x1, h1) = fused::add_rms_norm(&x, &a, &layer.pre_mlp_norm, eps, k)?;
+            let m = layer.mlp.forward(&h1, k)?;
+            let m = rms_norm(&m, &layer.post_mlp_norm, eps)?;
+            match self.layers.get(i + 1) {
+                Some(next) => (x, h) = fused::add_rms_norm(&x1, &m, &next.input_norm, eps, k)?,
+                None => x = (x1 + m)?,
+            }
+        }
+        if batch.logits_rows.is_empty() {
+            return Tensor::zeros((0, self.cfg.base.vocab_size), DType::F32, &self.device);
+        }
+        let x = match &inputs.logits_rows {
+            Some(rows) => x.index_select(rows, 0)?,
+            None => x,
+        };
+        let x = rms_norm(&x, &self.norm, eps)?;
+        let logits = self.lm_head.forward(&x)?.to_dtype(DType::F32)?;
+        match self.cfg.final_logit_softcapping {
+            Some(cap) => (logits / cap)?.tanh()? * cap,
+            None => Ok(logits),
+        }
+    }
+
+    fn num_layers(&self) -> usize {
+        self.cfg.base.num_layers
+    }
+
+    fn attention_shape(&self) -> AttentionShape {
+        self.cfg.attention_shape()
+    }
+
+    fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    fn max_context_len(&self) -> usize {
+        self.cfg.base.max_position_embeddings
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.cfg.base.vocab_size
+    }
+}
