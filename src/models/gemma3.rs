@@ -105,7 +105,9 @@ impl Gemma3Config {
             .as_deref()
             .filter(|a| *a != "gelu_pytorch_tanh")
         {
-            return unsupported(format!("hidden_activation {act:?} (Gemma runs gelu_pytorch_tanh)"));
+            return unsupported(format!(
+                "hidden_activation {act:?} (Gemma runs gelu_pytorch_tanh)"
+            ));
         }
         if hf.use_bidirectional_attention {
             return unsupported("use_bidirectional_attention (an encoder)".into());
@@ -119,7 +121,9 @@ impl Gemma3Config {
             None => pattern_layers(n, hf.sliding_window_pattern.unwrap_or(LAYER_PATTERN)),
         };
         let (sliding_window, sliding_layers) = windowed_layers(hf.sliding_window, layers);
-        let head_dim = hf.head_dim.unwrap_or(hf.hidden_size / hf.num_attention_heads.max(1));
+        let head_dim = hf
+            .head_dim
+            .unwrap_or(hf.hidden_size / hf.num_attention_heads.max(1));
         let nested = |lt: &str| {
             ["rope_parameters", "rope_scaling"]
                 .iter()

@@ -60,7 +60,11 @@ fn q5_0_as_q8_0(q5: &[u8]) -> Vec<u8> {
         let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
         let qs = &b[6..];
         for j in 0..32 {
-            let low = if j < 16 { qs[j] & 0x0f } else { qs[j - 16] >> 4 };
+            let low = if j < 16 {
+                qs[j] & 0x0f
+            } else {
+                qs[j - 16] >> 4
+            };
             let q = low | (((qh >> j) & 1) as u8) << 4;
             out.push((q as i8 - 16) as u8);
         }
@@ -266,7 +270,9 @@ mod tests {
     /// The Q8_0 blocks made from Q5_0 hold exactly the numbers Q5_0 dequantizes to.
     #[test]
     fn q5_0_converts_to_q8_0_without_loss() {
-        let x: Vec<f32> = (0..4 * 64).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+        let x: Vec<f32> = (0..4 * 64)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect();
         let t = Tensor::from_vec(x, (4, 64), &Device::Cpu).unwrap();
         let qt = QTensor::quantize(&t, GgmlDType::Q5_0).unwrap();
         let want: Vec<f32> = qt

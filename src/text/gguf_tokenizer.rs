@@ -110,8 +110,8 @@ fn scores(ct: &Content, n: usize) -> Result<Vec<f32>, TextError> {
     Ok(s)
 }
 
-/// SentencePiece BPE (`tokenizer.ggml.model = "llama"`) as tokenizer.json: a leading "▁" and
-/// spaces as "▁", BPE over pieces with byte fallback (`<0xNN>` pieces), merges ranked by the
+/// SentencePiece BPE (`tokenizer.ggml.model = "llama"`) as tokenizer.json: a leading "▁" (unless
+/// `tokenizer.ggml.add_space_prefix` is false, as in Gemma) and spaces as "▁", BPE over pieces with byte fallback (`<0xNN>` pieces), merges ranked by the
 /// score of the piece each makes (ties: lower id first).
 fn sentencepiece_json(ct: &Content) -> Result<String, TextError> {
     let tokens = strings(ct, "tokenizer.ggml.tokens")?;
@@ -148,21 +148,31 @@ fn sentencepiece_json(ct: &Content) -> Result<String, TextError> {
     }
     merges.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
     let merges: Vec<serde_json::Value> = merges.iter().map(|m| json!([m.3, m.4])).collect();
+    let space = json!({"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"});
+    let prefix = gguf_bool(ct, "tokenizer.ggml.add_space_prefix").unwrap_or(true);
+    let (normalizers, decoders) = if prefix {
+        (
+            vec![json!({"type": "Prepend", "prepend": "\u{2581}"}), space],
+            vec![json!({"type": "Strip", "content": " ", "start": 1, "stop": 0})],
+        )
+    } else {
+        (vec![space], vec![])
+    };
+    let mut decoders_all = vec![
+        json!({"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "}),
+        json!({"type": "ByteFallback"}),
+        json!({"type": "Fuse"}),
+    ];
+    decoders_all.extend(decoders);
     let doc = json!({
         "version": "1.0",
         "truncation": null,
         "padding": null,
         "added_tokens": added,
-        "normalizer": {"type": "Sequence", "normalizers": [
-            {"type": "Prepend", "prepend": "\u{2581}"},
-            {"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"}]},
+        "normalizer": {"type": "Sequence", "normalizers": normalizers},
         "pre_tokenizer": null,
         "post_processor": null,
-        "decoder": {"type": "Sequence", "decoders": [
-            {"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "},
-            {"type": "ByteFallback"},
-            {"type": "Fuse"},
-            {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+        "decoder": {"type": "Sequence", "decoders": decoders_all},
         "model": {"type": "BPE", "dropout": null, "unk_token": unk, "continuing_subword_prefix": null,
             "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
             "vocab": vocab, "merges": merges},

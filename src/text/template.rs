@@ -30,7 +30,6 @@ const GEMMA_TEMPLATE: &str = "{{- bos_token -}}\n\
 {%- endfor -%}\n\
 {%- if add_generation_prompt -%}{{- '<start_of_turn>model\\n' -}}{%- endif -%}";
 
-
 /// One chat message, as the template sees it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ChatMessage {

@@ -152,7 +152,11 @@ impl SelfAttention {
             qkv: self.qkv.to_device(device)?,
             o: self.o.to_device(device)?,
             shape: self.shape,
-            qk_norm: self.qk_norm.as_ref().map(|n| n.to_device(device)).transpose()?,
+            qk_norm: self
+                .qk_norm
+                .as_ref()
+                .map(|n| n.to_device(device))
+                .transpose()?,
             windowed: self.windowed,
         })
     }
