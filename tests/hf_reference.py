@@ -109,6 +109,17 @@ TINY_CASES = [
         {"use_sliding_window": True, "sliding_window": 16, "max_window_layers": 1},
     ),
     (
+        "gemma2-window",
+        "gemma2",
+        {
+            "sliding_window": 16,
+            "layer_types": ["sliding_attention", "full_attention"],
+            "query_pre_attn_scalar": 24,
+            "attn_logit_softcapping": 5.0,
+            "final_logit_softcapping": 3.0,
+        },
+    ),
+    (
         "gemma3-window",
         "gemma3_text",
         {
@@ -158,7 +169,8 @@ def from_gguf(gguf):
 def tiny(model_type, extra, tok, seed):
     torch.manual_seed(seed)
     config = AutoConfig.for_model(model_type, vocab_size=len(tok), **{**TINY, **extra})
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    # eager: the attention implementation that applies every feature (Gemma 2's soft-capping)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="eager").eval()
     # norms start as ones (or zeros, Gemma's 1 + w): random ones catch a norm read wrongly
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -198,8 +210,13 @@ def old_shape(new_dir, old_dir):
     if "full_attention" in rope:  # Gemma 3: one dict per layer type; the sliding ones unscaled
         config["rope_local_base_freq"] = rope["sliding_attention"]["rope_theta"]
         rope = dict(rope["full_attention"])
-        if "layer_types" in config and config["layer_types"][: 2] == ["sliding_attention", "full_attention"]:
-            del config["layer_types"]
+    # Gemma 2 and 3 before layer_types: a pattern (Gemma 2's is fixed at every other layer)
+    if config["model_type"] in ("gemma2", "gemma3_text") and config.get("layer_types") == [
+        "sliding_attention",
+        "full_attention",
+    ]:
+        del config["layer_types"]
+        if config["model_type"] == "gemma3_text":
             config["sliding_window_pattern"] = 2
     config["rope_theta"] = rope.pop("rope_theta")
     if rope.get("rope_type", "default") != "default":

@@ -1,8 +1,8 @@
 //! `Linear`: a projection `y = x Wᵀ (+ b)` with one numeric path per weight type, whatever the
 //! number of rows, so a row's output never depends on the rest of the batch.
 //!
-//! On the CPU, GGML Q4_0 / Q4_1 / Q8_0 / Q4_K / Q6_K weights and dense f32 weights run through
-//! weir's own kernels (`qgemm::PackedWeight`: Q8 activations and integer dot products, or f32
+//! On the CPU, GGML Q4_0 / Q4_1 / Q8_0 / Q4_K / Q6_K weights (and Q5_0, converted losslessly to
+//! Q8_0 at load) and dense f32 weights run through weir's own kernels (`qgemm::PackedWeight`: Q8 activations and integer dot products, or f32
 //! panels). Other GGML types (Q2_K, Q3_K, Q5_K, ...) go through candle's `QMatMul`, whose
 //! result for a row may differ between a 1-row and a many-row call (weir logs a warning at
 //! load). Anything else (a GPU, or bf16/f16 on the CPU) is a dense candle matmul.

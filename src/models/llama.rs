@@ -206,6 +206,7 @@ fn attention_shape(cfg: &LlamaConfig) -> AttentionShape {
         head_dim: cfg.head_dim,
         softmax_scale: cfg.softmax_scale(),
         sliding_window: cfg.sliding_window,
+        logit_softcap: None,
     }
 }
 

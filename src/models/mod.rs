@@ -9,7 +9,7 @@ pub mod device;
 pub mod error;
 pub mod family;
 pub mod fused;
-pub mod gemma3;
+pub mod gemma;
 pub mod layers;
 pub mod linear;
 pub mod llama;

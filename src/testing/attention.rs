@@ -50,6 +50,10 @@ fn reference_row(shape: AttentionShape, q: &[f32], seq: &RefSeq, ctx: usize) -> 
                     .sum::<f64>()
                     * shape.softmax_scale as f64
             })
+            .map(|s| match shape.logit_softcap {
+                Some(c) => c as f64 * (s / c as f64).tanh(),
+                None => s,
+            })
             .collect();
         let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let w: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
@@ -196,6 +200,7 @@ pub fn attention_cases() -> Vec<AttentionCase> {
         head_dim,
         softmax_scale: 1.0 / (head_dim as f32).sqrt(),
         sliding_window: None,
+        logit_softcap: None,
     };
     let windowed = |window, s: AttentionShape| AttentionShape {
         sliding_window: Some(window),
@@ -241,6 +246,16 @@ pub fn attention_cases() -> Vec<AttentionCase> {
             block_size: 4,
             context_lens: [33, 7, 64],
             seed: 6,
+        },
+        AttentionCase {
+            // Gemma 2: a window and soft-capped scores (a cap the scores reach)
+            shape: AttentionShape {
+                logit_softcap: Some(0.5),
+                ..windowed(9, shape(8, 4, 64))
+            },
+            block_size: 16,
+            context_lens: [40, 12, 70],
+            seed: 8,
         },
         AttentionCase {
             shape: windowed(512, shape(4, 1, 256)),

@@ -147,6 +147,44 @@ pub fn write_tiny_llama(dir: &Path, seed: u64) -> PathBuf {
     dir.to_path_buf()
 }
 
+/// Writes a tiny Gemma 3 as a Hugging Face directory under `dir`: the tiny Llama's shapes and
+/// tokenizer, Gemma's extra norms (q/k per head, before and after the MLP), a sliding window of
+/// 4 tokens in layer 0 and a global layer 1.
+pub fn write_tiny_gemma3(dir: &Path, seed: u64) -> PathBuf {
+    write_tiny_llama(dir, seed);
+    let mut config = tiny_llama_config_json();
+    for (k, v) in [
+        ("model_type", serde_json::json!("gemma3_text")),
+        ("head_dim", serde_json::json!(16)),
+        ("sliding_window", serde_json::json!(4)),
+        (
+            "layer_types",
+            serde_json::json!(["sliding_attention", "full_attention"]),
+        ),
+        ("query_pre_attn_scalar", serde_json::json!(16)),
+        ("rope_local_base_freq", serde_json::json!(10000.0)),
+        ("rms_norm_eps", serde_json::json!(1e-6)),
+    ] {
+        config[k] = v;
+    }
+    std::fs::write(dir.join("config.json"), config.to_string()).expect("write config");
+    let mut w = tiny_llama_weights(seed);
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x6e6d);
+    let mut norm = |n: usize| {
+        let v: Vec<f32> = (0..n).map(|_| 0.2 * (rng.random::<f32>() - 0.5)).collect();
+        Tensor::from_vec(v, n, &Device::Cpu).expect("shape matches")
+    };
+    for l in 0..2 {
+        let p = |m: &str| format!("model.layers.{l}.{m}.weight");
+        w.insert(p("self_attn.q_norm"), norm(16));
+        w.insert(p("self_attn.k_norm"), norm(16));
+        w.insert(p("pre_feedforward_layernorm"), norm(64));
+        w.insert(p("post_feedforward_layernorm"), norm(64));
+    }
+    candle_core::safetensors::save(&w, dir.join("model.safetensors")).expect("save weights");
+    dir.to_path_buf()
+}
+
 /// Engine limits for tests (dense weights, small pool unless `num_kv_blocks` says otherwise).
 pub fn test_limits(num_kv_blocks: usize, block_size: usize) -> EngineLimits {
     EngineLimits {

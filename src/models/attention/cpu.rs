@@ -372,7 +372,7 @@ pub fn paged_attention(q: &[f32], k_pool: &[f32], v_pool: &[f32], rows: &PagedRo
                     block_scores(qs, d, group, kb, bs, &mut lanes);
                     for (i, l) in lanes.chunks_exact(bs).enumerate() {
                         for (sc, &v) in scores[i * n + at..][..hi - lo].iter_mut().zip(&l[lo..hi]) {
-                            *sc = v * scale;
+                            *sc = shape.cap(v * scale);
                         }
                     }
                 }

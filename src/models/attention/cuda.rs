@@ -279,12 +279,13 @@ impl CudaBackend {
     }
 
     /// Whether the attention kernel's shared memory holds this model's shape.
-    /// NOTE: sliding-window models run the tensor backend's attention (its window mask) until
-    /// the kernel learns a first visible key.
+    /// NOTE: sliding-window and soft-capped models run the tensor backend's attention (its
+    /// window mask, its tanh) until the kernel learns a first visible key and a cap.
     fn kernel_fits(&self) -> bool {
         self.shape.group() <= MAX_GROUP
             && self.shape.head_dim <= MAX_HEAD_DIM
             && self.shape.sliding_window.is_none()
+            && self.shape.logit_softcap.is_none()
     }
 }
 

@@ -39,6 +39,9 @@ pub struct AttentionShape {
     /// every layer sees the whole context. Which layers slide is the model's (`attend`'s
     /// `windowed`).
     pub sliding_window: Option<usize>,
+    /// Scores (after `softmax_scale`) become `cap · tanh(score / cap)` before the softmax
+    /// (Gemma 2's `attn_logit_softcapping`).
+    pub logit_softcap: Option<f32>,
 }
 
 impl AttentionShape {
@@ -51,6 +54,14 @@ impl AttentionShape {
     /// Query heads per KV head.
     pub fn group(&self) -> usize {
         self.num_heads / self.num_kv_heads
+    }
+    /// A scaled score as the softmax sees it (soft-capped when the model caps).
+    #[inline(always)]
+    pub fn cap(&self, score: f32) -> f32 {
+        match self.logit_softcap {
+            Some(c) => c * (score / c).tanh(),
+            None => score,
+        }
     }
     /// The first position a token at `pos` sees: 0, or the start of its window in a
     /// sliding-window layer.

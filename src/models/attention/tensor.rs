@@ -194,7 +194,12 @@ impl TensorBackend {
             (Some(w), true) => w,
             _ => &g.mask,
         };
-        let scores = (q.matmul(&k.transpose(2, 3)?)? * scale)?.broadcast_add(mask)?;
+        let mut scores = (q.matmul(&k.transpose(2, 3)?)? * scale)?;
+        if let Some(cap) = self.shape.logit_softcap {
+            let cap = cap as f64;
+            scores = ((scores / cap)?.tanh()? * cap)?;
+        }
+        let scores = scores.broadcast_add(mask)?;
         let p = candle_nn::ops::softmax_last_dim(&scores)?;
         p.matmul(&v)? // [S, kvh, group * ql, d]
             .reshape((s, kvh, group, ql, d))?

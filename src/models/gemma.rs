@@ -1,9 +1,17 @@
-//! Gemma 3 (text) over the paged KV cache: the Llama decoder's parts rearranged. Each layer
-//! normalizes before and after attention and before and after its GeGLU MLP; q and k heads are
-//! RMS-normalized before RoPE; the embedding is scaled by sqrt(hidden); the softmax scale is
-//! `query_pre_attn_scalar^-1/2`; five local layers (a sliding window, RoPE base 10000) alternate
-//! with one global layer (the model's own RoPE). Gemma's norms scale by `1 + w`: a Hugging Face
-//! checkpoint stores `w` (weir adds the 1 at load), a GGUF file already `1 + w`.
+//! Gemma 2 and Gemma 3 (text) over the paged KV cache: the Llama decoder's parts rearranged.
+//! Each layer normalizes before and after attention and before and after its GeGLU MLP; the
+//! embedding is scaled by sqrt(hidden); the softmax scale is `query_pre_attn_scalar^-1/2`;
+//! sliding-window (local) layers alternate with global ones.
+//!
+//! | | Gemma 2 | Gemma 3 |
+//! |---|---|---|
+//! | local : global layers | 1 : 1 | 5 : 1 |
+//! | RoPE | one base | local base 10000, global the model's (and its scaling) |
+//! | q / k heads | as projected | RMS-normalized before RoPE |
+//! | soft-capping | attention logits, final logits | none (final when a config sets it) |
+//!
+//! Gemma's norms scale by `1 + w`: a Hugging Face checkpoint stores `w` (weir adds the 1 at
+//! load), a GGUF file already `1 + w`.
 
 use super::attention::{Attention, AttentionShape};
 use super::batch::ForwardBatch;
@@ -20,34 +28,52 @@ use candle_nn::ops::rms_norm;
 use serde::Deserialize;
 use serde_json::Value;
 
-/// Gemma 3's registry entry (the text model; `gemma3` checkpoints with a vision tower are not).
+/// The Gemma family's registry entry: Gemma 2, and Gemma 3's text model (`gemma3`
+/// checkpoints with a vision tower are not).
 pub const FAMILY: Family = Family {
-    name: "gemma3",
-    gguf_archs: &["gemma3"],
-    hf_model_types: &["gemma3_text"],
+    name: "gemma",
+    gguf_archs: &["gemma2", "gemma3"],
+    hf_model_types: &["gemma2", "gemma3_text"],
     gguf_names: &[("post_attention_layernorm", "post_attention_norm")],
     load: load_family,
-    check: |json| Gemma3Config::from_hf(json).map(|_| ()),
+    check: |json| GemmaConfig::from_hf(json).map(|_| ()),
 };
 
-/// Every `layer_pattern`-th layer is global, the others slide (Gemma 3: 5 local to 1 global).
-const LAYER_PATTERN: usize = 6;
-/// The local layers' RoPE base when the checkpoint does not name one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    Gemma2,
+    Gemma3,
+}
+
+impl Version {
+    /// Every `layer_pattern()`-th layer is global, the others slide.
+    fn layer_pattern(self) -> usize {
+        match self {
+            Self::Gemma2 => 2,
+            Self::Gemma3 => 6,
+        }
+    }
+}
+
+/// Gemma 3's local layers' RoPE base when the checkpoint does not name one.
 const LOCAL_ROPE_THETA: f32 = 10_000.0;
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Gemma3Config {
-    /// The decoder's shape; `rope` is the global layers' RoPE.
+pub struct GemmaConfig {
+    pub version: Version,
+    /// The decoder's shape; `rope` is the global layers' RoPE, `qk_norm` Gemma 3's.
     pub base: LlamaConfig,
     /// RoPE of the sliding-window layers.
     pub local_rope: RopeParams,
     pub query_pre_attn_scalar: f64,
-    /// Logits become `cap · tanh(logits / cap)` (Gemma 2 style; null in Gemma 3).
+    /// Attention scores become `cap · tanh(scores / cap)` before the softmax (Gemma 2).
+    pub attn_logit_softcapping: Option<f64>,
+    /// Logits become `cap · tanh(logits / cap)` (Gemma 2; null in Gemma 3).
     pub final_logit_softcapping: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
-struct HfGemma3Config {
+struct HfGemmaConfig {
     hidden_size: usize,
     intermediate_size: usize,
     num_hidden_layers: usize,
@@ -64,15 +90,11 @@ struct HfGemma3Config {
     sliding_window_pattern: Option<usize>,
     layer_types: Option<Vec<String>>,
     rope_local_base_freq: Option<f32>,
-    final_logit_softcapping: Option<f64>,
-    attn_logit_softcapping: Option<f64>,
     hidden_activation: Option<String>,
-    #[serde(default)]
-    attention_bias: bool,
-    #[serde(default = "yes")]
-    tie_word_embeddings: bool,
-    #[serde(default)]
-    use_bidirectional_attention: bool,
+    // null is as absent (transformers writes `use_bidirectional_attention: null`)
+    attention_bias: Option<bool>,
+    tie_word_embeddings: Option<bool>,
+    use_bidirectional_attention: Option<bool>,
 }
 
 fn default_eps() -> f64 {
@@ -81,8 +103,22 @@ fn default_eps() -> f64 {
 fn default_max_pos() -> usize {
     131_072
 }
-fn yes() -> bool {
-    true
+
+/// A soft-capping field: absent from a Gemma 2 config, transformers' defaults (attention 50,
+/// final 30); `null`, none.
+fn softcap(
+    json: &Value,
+    key: &str,
+    version: Version,
+) -> std::result::Result<Option<f64>, ConfigError> {
+    match (json.get(key), version) {
+        (None, Version::Gemma2) if key == "attn_logit_softcapping" => Ok(Some(50.0)),
+        (None, Version::Gemma2) => Ok(Some(30.0)),
+        (None | Some(Value::Null), _) => Ok(None),
+        (Some(v), _) => v.as_f64().filter(|c| *c > 0.0).map(Some).ok_or_else(|| {
+            ConfigError::Invalid(format!("{key} must be a positive number, got {v}"))
+        }),
+    }
 }
 
 /// Layer `i` slides unless it is the last of its group of `pattern`.
@@ -92,14 +128,15 @@ fn pattern_layers(num_layers: usize, pattern: usize) -> Vec<bool> {
         .collect()
 }
 
-impl Gemma3Config {
+impl GemmaConfig {
     pub fn from_hf(json: &Value) -> std::result::Result<Self, ConfigError> {
-        let hf = HfGemma3Config::deserialize(json)
+        let hf = HfGemmaConfig::deserialize(json)
             .map_err(|e| ConfigError::Invalid(format!("config.json: {e}")))?;
+        let version = match super::config::hf_model_type(json) {
+            "gemma2" => Version::Gemma2,
+            _ => Version::Gemma3,
+        };
         let unsupported = |m: String| Err(ConfigError::Unsupported(m));
-        if let Some(cap) = hf.attn_logit_softcapping {
-            return unsupported(format!("attn_logit_softcapping {cap}"));
-        }
         if let Some(act) = hf
             .hidden_activation
             .as_deref()
@@ -109,7 +146,7 @@ impl Gemma3Config {
                 "hidden_activation {act:?} (Gemma runs gelu_pytorch_tanh)"
             ));
         }
-        if hf.use_bidirectional_attention {
+        if hf.use_bidirectional_attention == Some(true) {
             return unsupported("use_bidirectional_attention (an encoder)".into());
         }
         if json.get("quantization_config").is_some() {
@@ -118,7 +155,10 @@ impl Gemma3Config {
         let n = hf.num_hidden_layers;
         let layers = match &hf.layer_types {
             Some(types) => layer_kinds(types, n)?,
-            None => pattern_layers(n, hf.sliding_window_pattern.unwrap_or(LAYER_PATTERN)),
+            None => pattern_layers(
+                n,
+                hf.sliding_window_pattern.unwrap_or(version.layer_pattern()),
+            ),
         };
         let (sliding_window, sliding_layers) = windowed_layers(hf.sliding_window, layers);
         let head_dim = hf
@@ -129,8 +169,11 @@ impl Gemma3Config {
                 .iter()
                 .any(|k| json.get(k).and_then(|d| d.get(lt)).is_some())
         };
+        let rope = RopeParams::from_hf(json, Some("full_attention"))?;
         let local_rope = if nested("sliding_attention") {
             RopeParams::from_hf(json, Some("sliding_attention"))?
+        } else if version == Version::Gemma2 {
+            rope.clone()
         } else {
             RopeParams {
                 theta: hf.rope_local_base_freq.unwrap_or(LOCAL_ROPE_THETA),
@@ -146,53 +189,76 @@ impl Gemma3Config {
             head_dim,
             vocab_size: hf.vocab_size,
             rms_norm_eps: hf.rms_norm_eps,
-            rope: RopeParams::from_hf(json, Some("full_attention"))?,
+            rope,
             rope_interleaved: false,
             max_position_embeddings: hf.max_position_embeddings,
-            tie_word_embeddings: hf.tie_word_embeddings,
-            attention_bias: hf.attention_bias,
-            qk_norm: true,
+            tie_word_embeddings: hf.tie_word_embeddings.unwrap_or(true),
+            attention_bias: hf.attention_bias.unwrap_or(false),
+            qk_norm: version == Version::Gemma3,
             sliding_window,
             sliding_layers,
         };
         base.validate()?;
         Ok(Self {
+            version,
             base,
             local_rope,
             query_pre_attn_scalar: hf.query_pre_attn_scalar.unwrap_or(head_dim as f64),
-            final_logit_softcapping: hf.final_logit_softcapping,
+            attn_logit_softcapping: softcap(json, "attn_logit_softcapping", version)?,
+            final_logit_softcapping: softcap(json, "final_logit_softcapping", version)?,
         })
     }
 
-    /// From GGUF metadata (`gemma3.*`), with llama.cpp's fixed choices: every sixth layer
-    /// global, local RoPE base 10000, and the query scale of the 27B model (62 layers) from
-    /// hidden / heads, of the others from the head size.
+    /// From GGUF metadata (`gemma2.*`, `gemma3.*`), with llama.cpp's fixed choices: every
+    /// second (Gemma 2) or sixth (Gemma 3) layer global, Gemma 3's local RoPE base 10000, and
+    /// the query scale of the 27B models (46 / 62 layers) from hidden / heads, of the others
+    /// from the head size.
     pub fn from_gguf(
         ct: &candle_core::quantized::gguf_file::Content,
     ) -> std::result::Result<Self, ConfigError> {
-        let mut base = LlamaConfig::from_gguf(ct)?;
-        let window = ct
-            .metadata
-            .get("gemma3.attention.sliding_window")
+        let arch = super::config::gguf_architecture(ct);
+        let version = match arch.as_str() {
+            "gemma2" => Version::Gemma2,
+            _ => Version::Gemma3,
+        };
+        let meta = |k: &str| ct.metadata.get(&format!("{arch}.{k}"));
+        let invalid =
+            |k: &str, e: candle_core::Error| ConfigError::Invalid(format!("{arch}.{k}: {e}"));
+        let window = meta("attention.sliding_window")
             .map(|v| v.to_u32().map(|w| w as usize))
             .transpose()
-            .map_err(|e| ConfigError::Invalid(format!("gemma3.attention.sliding_window: {e}")))?;
-        let layers = pattern_layers(base.num_layers, LAYER_PATTERN);
+            .map_err(|e| invalid("attention.sliding_window", e))?;
+        let cap = |k: &str| -> std::result::Result<Option<f64>, ConfigError> {
+            meta(k)
+                .map(|v| v.to_f32().map(f64::from))
+                .transpose()
+                .map_err(|e| invalid(k, e))
+        };
+        let mut base = LlamaConfig::from_gguf(ct)?;
+        let layers = pattern_layers(base.num_layers, version.layer_pattern());
         (base.sliding_window, base.sliding_layers) = windowed_layers(window, layers);
-        let query_pre_attn_scalar = match base.num_layers {
-            62 => (base.hidden_size / base.num_heads) as f64,
+        let query_pre_attn_scalar = match (version, base.num_layers) {
+            (Version::Gemma2, 46) | (Version::Gemma3, 62) => {
+                (base.hidden_size / base.num_heads) as f64
+            }
             _ => base.head_dim as f64,
         };
-        base.qk_norm = true;
+        base.qk_norm = version == Version::Gemma3;
         base.validate()?;
-        Ok(Self {
-            base,
-            local_rope: RopeParams {
+        let local_rope = match version {
+            Version::Gemma2 => base.rope.clone(),
+            Version::Gemma3 => RopeParams {
                 theta: LOCAL_ROPE_THETA,
                 scaling: RopeScaling::None,
             },
+        };
+        Ok(Self {
+            version,
+            base,
+            local_rope,
             query_pre_attn_scalar,
-            final_logit_softcapping: None,
+            attn_logit_softcapping: cap("attn_logit_softcapping")?,
+            final_logit_softcapping: cap("final_logit_softcapping")?,
         })
     }
 
@@ -204,6 +270,7 @@ impl Gemma3Config {
             head_dim: self.base.head_dim,
             softmax_scale: factor * factor / (self.query_pre_attn_scalar as f32).sqrt(),
             sliding_window: self.base.sliding_window,
+            logit_softcap: self.attn_logit_softcapping.map(|c| c as f32),
         }
     }
 }
@@ -213,13 +280,13 @@ fn load_family(
     config_json: Option<&Value>,
 ) -> std::result::Result<Box<dyn Model>, ModelLoadError> {
     let cfg = match (config_json, w.gguf()) {
-        (Some(json), _) => Gemma3Config::from_hf(json)?,
-        (None, Some(ct)) => Gemma3Config::from_gguf(ct)?,
+        (Some(json), _) => GemmaConfig::from_hf(json)?,
+        (None, Some(ct)) => GemmaConfig::from_gguf(ct)?,
         (None, None) => {
             return Err(ConfigError::Invalid("no config.json and no GGUF metadata".into()).into())
         }
     };
-    Ok(Box::new(Gemma3::load(w, cfg)?))
+    Ok(Box::new(Gemma::load(w, cfg)?))
 }
 
 /// A norm's scale as weir multiplies by it: `1 + w` (GGUF files store it so already).
@@ -264,8 +331,8 @@ impl Layer {
     }
 }
 
-pub struct Gemma3 {
-    cfg: Gemma3Config,
+pub struct Gemma {
+    cfg: GemmaConfig,
     /// [vocab, hidden]
     embed: Tensor,
     layers: Vec<Layer>,
@@ -279,8 +346,8 @@ pub struct Gemma3 {
     span: tracing::Span,
 }
 
-impl Gemma3 {
-    pub fn load(w: &mut dyn WeightSource, cfg: Gemma3Config) -> Result<Self> {
+impl Gemma {
+    pub fn load(w: &mut dyn WeightSource, cfg: GemmaConfig) -> Result<Self> {
         let (device, dtype) = (w.device().clone(), w.dtype());
         let c = &cfg.base;
         let (h, d) = (c.hidden_size, c.head_dim);
@@ -289,14 +356,15 @@ impl Gemma3 {
         let mut layers = Vec::with_capacity(c.num_layers);
         for i in 0..c.num_layers {
             let p = |m: &str| format!("model.layers.{i}.{m}");
-            let qk_norm = QkNorm {
-                q: norm(w, &p("self_attn.q_norm"), d)?,
-                k: norm(w, &p("self_attn.k_norm"), d)?,
-                eps,
-            };
-            let attn = SelfAttention::load(w, &p("self_attn"), shape, h, c.attention_bias)?
-                .with_qk_norm(qk_norm)
+            let mut attn = SelfAttention::load(w, &p("self_attn"), shape, h, c.attention_bias)?
                 .with_window(c.sliding_layers[i]);
+            if c.qk_norm {
+                attn = attn.with_qk_norm(QkNorm {
+                    q: norm(w, &p("self_attn.q_norm"), d)?,
+                    k: norm(w, &p("self_attn.k_norm"), d)?,
+                    eps,
+                });
+            }
             layers.push(Layer {
                 input_norm: norm(w, &p("input_layernorm"), h)?,
                 attn,
@@ -329,7 +397,7 @@ impl Gemma3 {
             device,
             dtype,
             cfg,
-            span: tracing::span!(tracing::Level::TRACE, "gemma3.forward"),
+            span: tracing::span!(tracing::Level::TRACE, "gemma.forward"),
         })
     }
 
@@ -338,7 +406,7 @@ impl Gemma3 {
     }
 }
 
-impl Model for Gemma3 {
+impl Model for Gemma {
     fn config(&self) -> &LlamaConfig {
         &self.cfg.base
     }
@@ -381,7 +449,7 @@ impl Model for Gemma3 {
     }
 }
 
-impl CausalLm for Gemma3 {
+impl CausalLm for Gemma {
     fn upload(&self, batch: &ForwardBatch, attn: &Attention) -> Result<StepInputs> {
         super::upload_step(batch, attn, &self.device, false)
     }
