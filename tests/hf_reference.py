@@ -108,6 +108,7 @@ TINY_CASES = [
         "qwen3",
         {"use_sliding_window": True, "sliding_window": 16, "max_window_layers": 1},
     ),
+    ("phi3-window", "phi3", {"sliding_window": 16, "rope_theta": 10000.0}),
     (
         "gemma2-window",
         "gemma2",

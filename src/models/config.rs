@@ -30,12 +30,14 @@ pub struct LlamaConfig {
     pub sliding_window: Option<usize>,
     /// Per layer: whether it attends through `sliding_window` (all false without one).
     pub sliding_layers: Vec<bool>,
+    /// Phi-3 stores q/k/v as one `qkv_proj` and gate/up as one `gate_up_proj`.
+    pub fused_projections: bool,
 }
 
 /// The `model_type` of a `config.json` that names none.
 pub const DEFAULT_MODEL_TYPE: &str = "llama";
 
-/// `config.json` of a Llama, Mistral, Qwen2, Qwen3 or SmolLM checkpoint (RoPE:
+/// `config.json` of a Llama, Mistral, Qwen2, Qwen3, Phi-3 or SmolLM checkpoint (RoPE:
 /// `RopeParams::from_hf`).
 #[derive(Debug, Clone, Deserialize)]
 struct HfLlamaConfig {
@@ -99,13 +101,13 @@ impl HfLlamaConfig {
     }
 
     /// The window and which layers slide, as transformers reads them: `layer_types` when the
-    /// config lists them; else Mistral slides every layer when it has a window, and Qwen2/3
+    /// config lists them; else Mistral and Phi-3 slide every layer when they have a window, and Qwen2/3
     /// with `use_sliding_window` the layers from `max_window_layers` on.
     fn sliding(&self, model_type: &str) -> Result<(Option<usize>, Vec<bool>), ConfigError> {
         let n = self.num_hidden_layers;
         let layers = match &self.layer_types {
             Some(types) => layer_kinds(types, n)?,
-            None if model_type == "mistral" => vec![true; n],
+            None if model_type == "mistral" || model_type == "phi3" => vec![true; n],
             None if self.use_sliding_window == Some(true) => {
                 let first = self.max_window_layers.unwrap_or(n);
                 (0..n).map(|i| i >= first).collect()
@@ -173,6 +175,7 @@ impl LlamaConfig {
             qk_norm: model_type == "qwen3",
             sliding_window,
             sliding_layers,
+            fused_projections: model_type == "phi3",
         };
         cfg.validate()?;
         Ok(cfg)
@@ -239,6 +242,7 @@ impl LlamaConfig {
             // a family with sliding layers (Gemma) sets them; llama.cpp runs none for these
             sliding_window: None,
             sliding_layers: vec![false; num_layers],
+            fused_projections: false,
         };
         cfg.validate()?;
         Ok(cfg)

@@ -197,6 +197,7 @@ impl GemmaConfig {
             qk_norm: version == Version::Gemma3,
             sliding_window,
             sliding_layers,
+            fused_projections: false,
         };
         base.validate()?;
         Ok(Self {

@@ -15,11 +15,12 @@ use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::ops::rms_norm;
 
 /// The Llama family's registry entry: Llama 2/3, SmolLM2, Mistral (sliding window), Qwen2
-/// (attention biases) and Qwen3 (per-head q/k norms) share this decoder.
+/// (attention biases), Qwen3 (per-head q/k norms) and Phi-3 / Phi-4 (fused q/k/v and gate/up
+/// weights, a window) share this decoder.
 pub const FAMILY: Family = Family {
     name: "llama",
     gguf_archs: &["llama", "qwen2", "qwen3"],
-    hf_model_types: &["llama", "mistral", "qwen2", "qwen3"],
+    hf_model_types: &["llama", "mistral", "qwen2", "qwen3", "phi3"],
     gguf_names: &[],
     load: load_family,
     check: |json| LlamaConfig::from_hf(json).map(|_| ()),
@@ -88,8 +89,18 @@ impl Llama {
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for i in 0..cfg.num_layers {
             let p = |m: &str| format!("model.layers.{i}.{m}");
-            let mut attn = SelfAttention::load(w, &p("self_attn"), shape, h, cfg.attention_bias)?
-                .with_window(cfg.sliding_layers[i]);
+            let (attn, mlp) = if cfg.fused_projections {
+                (
+                    SelfAttention::load_fused(w, &p("self_attn"), shape, h)?,
+                    GatedMlp::load_fused(w, &p("mlp"), h, cfg.intermediate_size, Activation::Silu)?,
+                )
+            } else {
+                (
+                    SelfAttention::load(w, &p("self_attn"), shape, h, cfg.attention_bias)?,
+                    GatedMlp::load(w, &p("mlp"), h, cfg.intermediate_size, Activation::Silu)?,
+                )
+            };
+            let mut attn = attn.with_window(cfg.sliding_layers[i]);
             if cfg.qk_norm {
                 attn = attn.with_qk_norm(QkNorm {
                     q: w.dense(&p("self_attn.q_norm"), &[cfg.head_dim])?,
@@ -101,7 +112,7 @@ impl Llama {
                 attn_norm: w.dense(&p("input_layernorm"), &[h])?,
                 attn,
                 mlp_norm: w.dense(&p("post_attention_layernorm"), &[h])?,
-                mlp: GatedMlp::load(w, &p("mlp"), h, cfg.intermediate_size, Activation::Silu)?,
+                mlp,
             });
         }
         let norm = w.dense("model.norm", &[h])?;

@@ -43,6 +43,28 @@ impl GatedMlp {
         })
     }
 
+    /// `{prefix}.gate_up_proj` (gate and up stacked in one weight, as Phi-3 stores them) and
+    /// `{prefix}.down_proj`.
+    pub fn load_fused(
+        w: &mut dyn WeightSource,
+        prefix: &str,
+        hidden: usize,
+        intermediate: usize,
+        act: Activation,
+    ) -> Result<Self> {
+        let p = |m: &str| format!("{prefix}.{m}");
+        Ok(Self {
+            gate_up: Projs::Merged(w.linear(
+                &p("gate_up_proj"),
+                2 * intermediate,
+                hidden,
+                false,
+            )?),
+            down: w.linear(&p("down_proj"), hidden, intermediate, false)?,
+            act,
+        })
+    }
+
     /// h: [T, hidden] (normed). `kernels`: weir's fused CUDA kernel for the activation.
     pub fn forward(&self, h: &Tensor, kernels: bool) -> Result<Tensor> {
         let a = match (&self.gate_up, self.act) {

@@ -71,6 +71,25 @@ impl SelfAttention {
         })
     }
 
+    /// `{prefix}.qkv_proj` (q, k and v stacked in one weight, as Phi-3 stores them) and
+    /// `{prefix}.o_proj`, without biases.
+    pub fn load_fused(
+        w: &mut dyn WeightSource,
+        prefix: &str,
+        shape: AttentionShape,
+        hidden: usize,
+    ) -> Result<Self> {
+        let p = |m: &str| format!("{prefix}.{m}");
+        let qkv_rows = shape.q_dim() + 2 * shape.kv_dim();
+        Ok(Self {
+            qkv: Projs::Merged(w.linear(&p("qkv_proj"), qkv_rows, hidden, false)?),
+            o: w.linear(&p("o_proj"), hidden, shape.q_dim(), false)?,
+            shape,
+            qk_norm: None,
+            windowed: false,
+        })
+    }
+
     /// With per-head q/k norms before RoPE.
     pub fn with_qk_norm(self, qk_norm: QkNorm) -> Self {
         Self {
