@@ -1,7 +1,7 @@
 """Writes Hugging Face folders with transformers itself and the answers transformers gives on
 them, for tests/hf_reference.rs to compare weir against.
 
-    python3 tests/hf_reference.py SMOLLM2_GGUF GEMMA3_GGUF OUT_DIR
+    python3 tests/hf_reference.py SMOLLM2_GGUF GEMMA3_GGUF LLAMA_CPP_DIR OUT_DIR
 
 OUT_DIR/<name>/ for each case (config.json in transformers' current shape, i.e. `rope_parameters`),
 OUT_DIR/<name>-old/ (the same weights, config.json in the shape older transformers wrote: top-level
@@ -12,12 +12,15 @@ log-probabilities transformers computes in float32 through the model's own chat 
 Cases: SmolLM2-135M-Instruct and Gemma 3 270M dequantized from their GGUF files (transformers' own
 GGUF conversion), and tiny random-weight models (seeded, norms randomized too) of each model type
 weir reads, with every RoPE scaling type weir implements and sliding windows shorter than the
-longest prompt. The tiny models share SmolLM2's tokenizer.
+longest prompt. The tiny models share SmolLM2's tokenizer. The tiny models in GGUF_CASES are also
+converted to GGUF (f32) by llama.cpp's own converter (LLAMA_CPP_DIR: scripts/llamacpp-src.sh),
+as OUT_DIR/<name>.gguf, for weir to answer the same from the GGUF file.
 """
 
 import json
 import os
 import shutil
+import subprocess
 import sys
 
 import torch
@@ -124,9 +127,11 @@ TINY_CASES = [
         "gemma3-window",
         "gemma3_text",
         {
+            # Gemma 3's own pattern (5 sliding layers, then a global one), which GGUF implies
+            "num_hidden_layers": 6,
             "sliding_window": 16,
-            "layer_types": ["sliding_attention", "full_attention"],
-            "query_pre_attn_scalar": 24,
+            # the head size: GGUF has no field for another (Gemma 2's case tests one)
+            "query_pre_attn_scalar": 16,
             "final_logit_softcapping": 30.0,
             "rope_parameters": {
                 "full_attention": {"rope_type": "linear", "factor": 4.0, "rope_theta": 1000000.0},
@@ -134,6 +139,19 @@ TINY_CASES = [
             },
         },
     ),
+]
+
+# The tiny models whose GGUF conversion keeps everything that changes their answer (llama.cpp's
+# converter drops Mistral's and Qwen's windows and needs Qwen2's and Gemma 2's own tokenizers).
+GGUF_CASES = [
+    "llama-default",
+    "llama-linear",
+    "llama-dynamic",
+    "llama-llama3",
+    "llama-yarn",
+    "mistral-default",
+    "qwen3-default",
+    "gemma3-window",
 ]
 
 # Gemma's turns (its GGUF carries no chat template; weir's built-in one for gemma3 files is this).
@@ -178,6 +196,20 @@ def tiny(model_type, extra, tok, seed):
             if "norm" in name:
                 p.add_(torch.randn_like(p) * 0.3)
     return model
+
+
+def to_gguf(llama_cpp, folder, out):
+    """llama.cpp's convert_hf_to_gguf.py on `folder`, f32 weights, with its own gguf-py."""
+    env = dict(os.environ, PYTHONPATH=os.path.join(llama_cpp, "gguf-py"))
+    script = os.path.join(llama_cpp, "convert_hf_to_gguf.py")
+    r = subprocess.run(
+        [sys.executable, script, folder, "--outtype", "f32", "--outfile", out],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if r.returncode != 0:
+        raise SystemExit(f"convert_hf_to_gguf.py {folder} failed:\n{r.stderr[-3000:]}")
 
 
 def expected(model, tok):
@@ -235,7 +267,7 @@ def old_shape(new_dir, old_dir):
 
 
 def main():
-    smollm2_gguf, gemma3_gguf, out = sys.argv[1:4]
+    smollm2_gguf, gemma3_gguf, llama_cpp, out = sys.argv[1:5]
     os.makedirs(out, exist_ok=True)
     torch.set_num_threads(os.cpu_count() or 1)
     model, tok = from_gguf(smollm2_gguf)
@@ -252,6 +284,8 @@ def main():
         tok.save_pretrained(path)
         old_shape(path, path + "-old")
         answers[name] = expected(model, tok)
+        if name in GGUF_CASES:
+            to_gguf(llama_cpp, path, path + ".gguf")
     answers["transformers_version"] = transformers.__version__
     with open(os.path.join(out, "expected.json"), "w") as f:
         json.dump(answers, f, indent=1)

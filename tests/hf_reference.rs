@@ -9,6 +9,10 @@
 //! first-token logprobs through each model's chat template. weir serves every folder over HTTP
 //! and must give the same prompt token count and the same logprobs within 2e-3.
 //!
+//! The tiny models llama.cpp's own converter turns into GGUF files without loss (f32; the
+//! script's `GGUF_CASES`) are served from those files too, held to the same 2e-3: GGUF metadata
+//! and tensor names, llama.cpp's Q/K row order, Gemma's stored `1 + w`.
+//!
 //! The folders are kept under the target directory (keyed by the script's text), so a rerun
 //! skips transformers.
 
@@ -39,11 +43,27 @@ fn reference_dir(rt: &tokio::runtime::Runtime) -> PathBuf {
             &[
                 &smollm2.display().to_string(),
                 &gemma3.display().to_string(),
+                &llama_cpp_dir().display().to_string(),
                 &dir.display().to_string(),
             ],
         ));
     }
     dir
+}
+
+/// llama.cpp's sources (its GGUF converter), fetched once by scripts/llamacpp-src.sh.
+fn llama_cpp_dir() -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/llamacpp-src.sh");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "scripts/llamacpp-src.sh failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
 /// weir's top logprobs of the first output token: (token id, logprob).
@@ -154,10 +174,15 @@ fn folders_written_by_transformers_answer_as_transformers_does() {
         .filter(|k| *k != "transformers_version")
         .cloned()
         .collect();
+    // every case's folder in both config shapes, and the GGUF llama.cpp's converter made of it
+    let ggufs = names
+        .iter()
+        .filter(|n| dir.join(format!("{n}.gguf")).is_file());
     let models: Vec<(String, PathBuf)> = names
         .iter()
         .flat_map(|n| [n.clone(), format!("{n}-old")])
         .map(|n| (n.clone(), dir.join(&n)))
+        .chain(ggufs.map(|n| (format!("{n}-gguf"), dir.join(format!("{n}.gguf")))))
         .collect();
     let refs: Vec<(&str, &Path)> = models
         .iter()
@@ -166,7 +191,10 @@ fn folders_written_by_transformers_answer_as_transformers_does() {
     let server = TestServer::start(&refs, test_limits(64, 16));
     let served: Vec<(&str, &str)> = models
         .iter()
-        .map(|(m, _)| (m.as_str(), m.trim_end_matches("-old")))
+        .map(|(m, _)| {
+            let base = m.trim_end_matches("-old").trim_end_matches("-gguf");
+            (m.as_str(), base)
+        })
         .collect();
     let failures = check(&rt, &server, &served, &expected, (5, TOLERANCE));
     assert!(

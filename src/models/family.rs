@@ -44,10 +44,10 @@ mod tests {
             e.to_string(),
             "unsupported model: GGUF architecture \"phi3\"; weir runs llama, qwen2, qwen3, gemma2, gemma3"
         );
-        let e = for_hf("phi3").err().expect("phi3 is not registered yet");
+        let e = for_hf("phi").err().expect("phi (Phi-2) is not registered");
         assert!(
             e.to_string()
-                .contains("model_type \"phi3\"; weir runs llama"),
+                .contains("model_type \"phi\"; weir runs llama"),
             "{e}"
         );
         assert_eq!(for_gguf("qwen2").unwrap().name, "llama");

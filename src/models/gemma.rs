@@ -211,7 +211,8 @@ impl GemmaConfig {
     }
 
     /// From GGUF metadata (`gemma2.*`, `gemma3.*`), with llama.cpp's fixed choices: every
-    /// second (Gemma 2) or sixth (Gemma 3) layer global, Gemma 3's local RoPE base 10000, and
+    /// second (Gemma 2) or sixth (Gemma 3) layer global, Gemma 3's local RoPE base
+    /// `rope.freq_base_swa` or 10000, and
     /// the query scale of the 27B models (46 / 62 layers) from hidden / heads, of the others
     /// from the head size.
     pub fn from_gguf(
@@ -229,6 +230,7 @@ impl GemmaConfig {
             .map(|v| v.to_u32().map(|w| w as usize))
             .transpose()
             .map_err(|e| invalid("attention.sliding_window", e))?;
+        // an optional f32 value
         let cap = |k: &str| -> std::result::Result<Option<f64>, ConfigError> {
             meta(k)
                 .map(|v| v.to_f32().map(f64::from))
@@ -249,7 +251,7 @@ impl GemmaConfig {
         let local_rope = match version {
             Version::Gemma2 => base.rope.clone(),
             Version::Gemma3 => RopeParams {
-                theta: LOCAL_ROPE_THETA,
+                theta: cap("rope.freq_base_swa")?.map_or(LOCAL_ROPE_THETA, |t| t as f32),
                 scaling: RopeScaling::None,
             },
         };
