@@ -142,7 +142,8 @@ TINY_CASES = [
 ]
 
 # The tiny models whose GGUF conversion keeps everything that changes their answer (llama.cpp's
-# converter drops Mistral's and Qwen's windows and needs Qwen2's and Gemma 2's own tokenizers).
+# converter drops Mistral's and Qwen's windows and needs Qwen2's, Phi-3's and Gemma 2's own
+# tokenizers).
 GGUF_CASES = [
     "llama-default",
     "llama-linear",

@@ -210,6 +210,18 @@ impl LlamaConfig {
         let hidden_size = u("embedding_length")?;
         let num_heads = u("attention.head_count")?;
         let num_layers = u("block_count")?;
+        if ct.tensor_infos.contains_key("rope_factors_long.weight") {
+            return Err(ConfigError::Unsupported(
+                "GGUF rope_factors_long / rope_factors_short (LongRoPE)".into(),
+            ));
+        }
+        // Phi-3 windows every layer (as transformers runs it); llama.cpp's Llama, Qwen and
+        // Mistral files carry no window
+        let window = match arch.as_str() {
+            "phi3" => u("attention.sliding_window").ok(),
+            _ => None,
+        };
+        let (sliding_window, sliding_layers) = windowed_layers(window, vec![true; num_layers]);
         let vocab_size = match ct.metadata.get("tokenizer.ggml.tokens") {
             Some(gguf_file::Value::Array(a)) => a.len(),
             _ => ct
@@ -239,10 +251,10 @@ impl LlamaConfig {
             tie_word_embeddings: !ct.tensor_infos.contains_key("output.weight"),
             attention_bias: arch == "qwen2",
             qk_norm: ct.tensor_infos.contains_key("blk.0.attn_q_norm.weight"),
-            // a family with sliding layers (Gemma) sets them; llama.cpp runs none for these
-            sliding_window: None,
-            sliding_layers: vec![false; num_layers],
-            fused_projections: false,
+            // a family with its own pattern of sliding layers (Gemma) sets them
+            sliding_window,
+            sliding_layers,
+            fused_projections: arch == "phi3",
         };
         cfg.validate()?;
         Ok(cfg)

@@ -39,10 +39,10 @@ mod tests {
 
     #[test]
     fn unknown_architectures_name_themselves_and_the_supported_ones() {
-        let e = for_gguf("phi3").err().expect("phi3 is not registered yet");
+        let e = for_gguf("phi2").err().expect("phi2 is not registered");
         assert_eq!(
             e.to_string(),
-            "unsupported model: GGUF architecture \"phi3\"; weir runs llama, qwen2, qwen3, gemma2, gemma3"
+            "unsupported model: GGUF architecture \"phi2\"; weir runs llama, qwen2, qwen3, phi3, gemma2, gemma3"
         );
         let e = for_hf("phi").err().expect("phi (Phi-2) is not registered");
         assert!(

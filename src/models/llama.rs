@@ -19,7 +19,7 @@ use candle_nn::ops::rms_norm;
 /// weights, a window) share this decoder.
 pub const FAMILY: Family = Family {
     name: "llama",
-    gguf_archs: &["llama", "qwen2", "qwen3"],
+    gguf_archs: &["llama", "qwen2", "qwen3", "phi3"],
     hf_model_types: &["llama", "mistral", "qwen2", "qwen3", "phi3"],
     gguf_names: &[],
     load: load_family,

@@ -61,7 +61,7 @@ pub fn gguf_name_with(hf: &str, layer_names: &[(&str, &str)]) -> String {
         ("model.norm", "output_norm"),
         ("lm_head", "output"),
     ];
-    const LAYER: [(&str, &str); 13] = [
+    const LAYER: [(&str, &str); 15] = [
         ("self_attn.q_proj", "attn_q"),
         ("self_attn.k_proj", "attn_k"),
         ("self_attn.v_proj", "attn_v"),
@@ -75,6 +75,9 @@ pub fn gguf_name_with(hf: &str, layer_names: &[(&str, &str)]) -> String {
         ("self_attn.k_norm", "attn_k_norm"),
         ("pre_feedforward_layernorm", "ffn_norm"),
         ("post_feedforward_layernorm", "post_ffw_norm"),
+        // Phi-3's fused projections (its `ffn_up` holds gate and up)
+        ("self_attn.qkv_proj", "attn_qkv"),
+        ("mlp.gate_up_proj", "ffn_up"),
     ];
     if let Some((_, g)) = GLOBAL.iter().find(|(h, _)| *h == hf) {
         return g.to_string();
