@@ -36,8 +36,10 @@ DTYPE=bf16
 case "$SHAPE" in
   1b) CFG=benches/shapes/llama-3.2-1b.json; CONCS="1 32 128 256"; HF_BATCHES=1,32,128; HF_CONT=128 ;;
   8b) CFG=benches/shapes/llama-3.1-8b.json; CONCS="1 64 256"; HF_BATCHES=1,128; HF_CONT=128 ;;
+  qwen3-8b) CFG=benches/shapes/qwen3-8b.json; CONCS="1 64 256"; HF_BATCHES=1,128; HF_CONT=128 ;;
+  gemma3-4b) CFG=benches/shapes/gemma-3-4b.json; CONCS="1 64 256"; HF_BATCHES=1,128; HF_CONT=128 ;;
   *.json) CFG=$SHAPE; CONCS="1 4"; HF_BATCHES=1,4; HF_CONT=8 ;;
-  *) echo "usage: $0 1b|8b|CONFIG.json"; exit 2 ;;
+  *) echo "usage: $0 1b|8b|qwen3-8b|gemma3-4b|CONFIG.json"; exit 2 ;;
 esac
 . scripts/gpu-common.sh
 if [ -n "${WEIR_BIN:-}" ]; then cp "$WEIR_BIN" "$BIN/weir"; else gpu_binaries weir; fi

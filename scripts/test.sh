@@ -44,7 +44,7 @@ make_venv
 install_requirements() {
   if ! cmp -s "$REQS" "$VENV/requirements.txt"; then
     rm -f "$VENV/requirements.txt"
-    "$VENV/bin/python3" -m pip install --quiet --disable-pip-version-check -r "$REQS"
+    "$VENV/bin/python3" -m pip install --quiet --disable-pip-version-check --no-cache-dir -r "$REQS"
     cp "$REQS" "$VENV/requirements.txt" # only after a successful install
   fi
 }

@@ -55,4 +55,17 @@ mod tests {
         assert_eq!(for_gguf("gemma3").unwrap().name, "gemma");
         assert_eq!(for_hf("gemma2").unwrap().name, "gemma");
     }
+
+    /// Every shape the benchmarks serve with `--load-format dummy` is one its family reads.
+    #[test]
+    fn benchmark_shapes_parse() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/shapes");
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let json: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            let family = for_hf(crate::models::config::hf_model_type(&json)).unwrap();
+            (family.check)(&json).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
+    }
 }
