@@ -36,6 +36,9 @@ fn reference_dir(rt: &tokio::runtime::Runtime) -> PathBuf {
         (h ^ b as u64).wrapping_mul(0x100000001b3)
     });
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("hf-reference-{key:016x}"));
+    // the tests of this file run in parallel: one of them writes the folders, the others wait
+    static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = WRITING.lock().unwrap_or_else(|e| e.into_inner());
     if !dir.join("expected.json").is_file() {
         let (smollm2, gemma3) = (default_model_path(), gemma3_model_path());
         rt.block_on(run_python_test(
