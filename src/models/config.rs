@@ -105,11 +105,15 @@ impl HfLlamaConfig {
     /// with `use_sliding_window` the layers from `max_window_layers` on.
     fn sliding(&self, model_type: &str) -> Result<(Option<usize>, Vec<bool>), ConfigError> {
         let n = self.num_hidden_layers;
+        // transformers drops Qwen's window (and with it any sliding layer) unless it is used
+        if self.use_sliding_window == Some(false) {
+            return Ok((None, vec![false; n]));
+        }
         let layers = match &self.layer_types {
             Some(types) => layer_kinds(types, n)?,
             None if model_type == "mistral" || model_type == "phi3" => vec![true; n],
             None if self.use_sliding_window == Some(true) => {
-                let first = self.max_window_layers.unwrap_or(n);
+                let first = self.max_window_layers.unwrap_or(28);
                 (0..n).map(|i| i >= first).collect()
             }
             None => vec![false; n],
@@ -209,6 +213,13 @@ impl LlamaConfig {
         };
         let hidden_size = u("embedding_length")?;
         let num_heads = u("attention.head_count")?;
+        if let (Ok(rotated), Ok(head)) = (u("rope.dimension_count"), u("attention.key_length")) {
+            if rotated != head {
+                return Err(ConfigError::Unsupported(format!(
+                    "GGUF {arch}.rope.dimension_count {rotated} < head size {head} (partial rotary; weir rotates the whole head)"
+                )));
+            }
+        }
         let num_layers = u("block_count")?;
         if ct.tensor_infos.contains_key("rope_factors_long.weight") {
             return Err(ConfigError::Unsupported(

@@ -160,10 +160,14 @@ impl GemmaConfig {
                 hf.sliding_window_pattern.unwrap_or(version.layer_pattern()),
             ),
         };
-        let (sliding_window, sliding_layers) = windowed_layers(hf.sliding_window, layers);
-        let head_dim = hf
-            .head_dim
-            .unwrap_or(hf.hidden_size / hf.num_attention_heads.max(1));
+        // transformers' defaults for Gemma 2 and 3: a 4096-token window (absent, not null),
+        // head_dim and query_pre_attn_scalar 256
+        let window = match json.get("sliding_window") {
+            None => Some(4096),
+            Some(_) => hf.sliding_window,
+        };
+        let (sliding_window, sliding_layers) = windowed_layers(window, layers);
+        let head_dim = hf.head_dim.unwrap_or(256);
         let nested = |lt: &str| {
             ["rope_parameters", "rope_scaling"]
                 .iter()
@@ -204,7 +208,7 @@ impl GemmaConfig {
             version,
             base,
             local_rope,
-            query_pre_attn_scalar: hf.query_pre_attn_scalar.unwrap_or(head_dim as f64),
+            query_pre_attn_scalar: hf.query_pre_attn_scalar.unwrap_or(256.0),
             attn_logit_softcapping: softcap(json, "attn_logit_softcapping", version)?,
             final_logit_softcapping: softcap(json, "final_logit_softcapping", version)?,
         })
@@ -237,6 +241,13 @@ impl GemmaConfig {
                 .transpose()
                 .map_err(|e| invalid(k, e))
         };
+        // llama.cpp's defaults for Gemma 2 files that predate these keys
+        let gemma2 = version == Version::Gemma2;
+        let window = window.or(gemma2.then_some(4096));
+        let (attn_cap, final_cap) = (
+            cap("attn_logit_softcapping")?.or(gemma2.then_some(50.0)),
+            cap("final_logit_softcapping")?.or(gemma2.then_some(30.0)),
+        );
         let mut base = LlamaConfig::from_gguf(ct)?;
         let layers = pattern_layers(base.num_layers, version.layer_pattern());
         (base.sliding_window, base.sliding_layers) = windowed_layers(window, layers);
@@ -260,8 +271,8 @@ impl GemmaConfig {
             base,
             local_rope,
             query_pre_attn_scalar,
-            attn_logit_softcapping: cap("attn_logit_softcapping")?,
-            final_logit_softcapping: cap("final_logit_softcapping")?,
+            attn_logit_softcapping: attn_cap,
+            final_logit_softcapping: final_cap,
         })
     }
 
@@ -297,7 +308,11 @@ fn norm(w: &mut dyn WeightSource, name: &str, dim: usize) -> Result<Tensor> {
     let t = w.dense(name, &[dim])?;
     match w.gguf() {
         Some(_) => Ok(t),
-        None => t.affine(1.0, 1.0),
+        // in f32, as transformers adds it, then the model's dtype
+        None => t
+            .to_dtype(DType::F32)?
+            .affine(1.0, 1.0)?
+            .to_dtype(t.dtype()),
     }
 }
 

@@ -278,7 +278,10 @@ impl CausalLm for Llama {
     }
 
     fn graph_capable(&self) -> bool {
-        self.kernels() && self.layers.iter().all(|l| l.attn.fused_rope_capable())
+        // windowed models attend through the tensor backend, which CUDA graphs do not capture
+        self.kernels()
+            && self.cfg.sliding_window.is_none()
+            && self.layers.iter().all(|l| l.attn.fused_rope_capable())
     }
 
     fn num_layers(&self) -> usize {
