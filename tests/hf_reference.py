@@ -237,7 +237,11 @@ def old_shape(new_dir, old_dir):
     os.makedirs(old_dir, exist_ok=True)
     for name in os.listdir(new_dir):
         if name not in ("config.json", "tokenizer_config.json", "chat_template.jinja"):
-            shutil.copy(os.path.join(new_dir, name), os.path.join(old_dir, name))
+            src, dst = os.path.join(new_dir, name), os.path.join(old_dir, name)
+            try:
+                os.link(src, dst)  # the same weights: no second copy on disk
+            except OSError:
+                shutil.copy(src, dst)
     with open(os.path.join(new_dir, "config.json")) as f:
         config = json.load(f)
     rope = dict(config.pop("rope_parameters"))
