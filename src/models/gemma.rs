@@ -17,8 +17,7 @@ use super::attention::{Attention, AttentionShape};
 use super::batch::ForwardBatch;
 use super::config::{layer_kinds, windowed_layers, ConfigError, LlamaConfig};
 use super::fused;
-use super::layers::{Activation, GatedMlp, QkNorm, SelfAttention, StepContext};
-use super::linear::Linear;
+use super::layers::{Activation, GatedMlp, LmHead, QkNorm, SelfAttention, StepContext};
 use super::rope::Rope;
 use super::rope_params::{RopeParams, RopeScaling};
 use super::weights::WeightSource;
@@ -354,8 +353,8 @@ pub struct Gemma {
     /// [vocab, hidden]
     embed: Tensor,
     layers: Vec<Layer>,
-    norm: Tensor,
-    lm_head: Linear,
+    /// The final norm and the vocabulary projection.
+    head: LmHead,
     global_rope: Rope,
     local_rope: Rope,
     device: Device,
@@ -393,11 +392,8 @@ impl Gemma {
             });
         }
         let embed = w.dense("model.embed_tokens", &[c.vocab_size, h])?;
-        let lm_head = if !c.tie_word_embeddings && w.contains("lm_head") {
-            w.linear("lm_head", c.vocab_size, h, false)?
-        } else {
-            w.linear("model.embed_tokens", c.vocab_size, h, false)?
-        };
+        let final_norm = norm(w, "model.norm", h)?;
+        let head = LmHead::load(w, final_norm, c)?;
         let rope = |p: &RopeParams| -> Result<Rope> {
             let inv_freq = p
                 .inv_freq(d)
@@ -407,10 +403,9 @@ impl Gemma {
         Ok(Self {
             global_rope: rope(&c.rope)?,
             local_rope: rope(&cfg.local_rope)?,
-            norm: norm(w, "model.norm", h)?,
             embed,
             layers,
-            lm_head,
+            head,
             fused_kernels: device.is_cuda(),
             device,
             dtype,
@@ -432,7 +427,7 @@ impl Model for Gemma {
     fn weight_bytes(&self) -> u64 {
         let tb = super::linear::tensor_bytes;
         let layers: u64 = self.layers.iter().map(Layer::bytes).sum();
-        tb(&self.embed) + layers + tb(&self.norm) + self.lm_head.bytes()
+        tb(&self.embed) + layers + self.head.bytes()
     }
 
     fn to_device(&self, device: &Device) -> Result<std::sync::Arc<dyn Model>> {
@@ -445,8 +440,7 @@ impl Model for Gemma {
             cfg: self.cfg.clone(),
             embed: self.embed.to_device(device)?,
             layers,
-            norm: self.norm.to_device(device)?,
-            lm_head: self.lm_head.to_device(device)?,
+            head: self.head.to_device(device)?,
             global_rope: self.global_rope.clone(),
             local_rope: self.local_rope.clone(),
             device: device.clone(),
@@ -510,15 +504,9 @@ impl CausalLm for Gemma {
                 None => x = (x1 + m)?,
             }
         }
-        if batch.logits_rows.is_empty() {
-            return Tensor::zeros((0, self.cfg.base.vocab_size), DType::F32, &self.device);
-        }
-        let x = match &inputs.logits_rows {
-            Some(rows) => x.index_select(rows, 0)?,
-            None => x,
-        };
-        let x = rms_norm(&x, &self.norm, eps)?;
-        let logits = self.lm_head.forward(&x)?.to_dtype(DType::F32)?;
+        let logits = self
+            .head
+            .logits(x, batch, inputs.logits_rows.as_ref(), eps)?;
         match self.cfg.final_logit_softcapping {
             Some(cap) => (logits / cap)?.tanh()? * cap,
             None => Ok(logits),

@@ -6,8 +6,7 @@ use super::attention::{Attention, AttentionShape};
 use super::batch::ForwardBatch;
 use super::config::{ConfigError, LlamaConfig};
 use super::fused;
-use super::layers::{Activation, GatedMlp, QkNorm, SelfAttention, StepContext};
-use super::linear::Linear;
+use super::layers::{Activation, GatedMlp, LmHead, QkNorm, SelfAttention, StepContext};
 use super::rope::{Rope, RopeTables};
 use super::weights::WeightSource;
 use super::{CausalLm, Family, Model, ModelLoadError, StepInputs};
@@ -65,8 +64,8 @@ pub struct Llama {
     /// [vocab, hidden]
     embed: Tensor,
     layers: Vec<Layer>,
-    norm: Tensor,
-    lm_head: Linear,
+    /// The final norm and the vocabulary projection.
+    head: LmHead,
     rope: Rope,
     device: Device,
     /// Activations and dense weights (f32 on CPU by default, bf16 on CUDA).
@@ -115,13 +114,8 @@ impl Llama {
                 mlp,
             });
         }
-        let norm = w.dense("model.norm", &[h])?;
-        let lm_head = if !cfg.tie_word_embeddings && w.contains("lm_head") {
-            w.linear("lm_head", cfg.vocab_size, h, false)?
-        } else {
-            // Tied: the embedding matrix in the source's own format (quantized for GGUF).
-            w.linear("model.embed_tokens", cfg.vocab_size, h, false)?
-        };
+        let final_norm = w.dense("model.norm", &[h])?;
+        let head = LmHead::load(w, final_norm, &cfg)?;
         let inv_freq = cfg
             .rope_inv_freq()
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
@@ -132,8 +126,7 @@ impl Llama {
             cfg,
             embed,
             layers,
-            norm,
-            lm_head,
+            head,
             fused_kernels: device.is_cuda(),
             device,
             dtype,
@@ -169,7 +162,6 @@ impl Model for Llama {
     /// copies it back instead of reading and parsing its files again.
     fn to_device(&self, device: &Device) -> Result<std::sync::Arc<dyn Model>> {
         let t = |x: &Tensor| x.to_device(device);
-        let l = |x: &Linear| x.to_device(device);
         let layers = self
             .layers
             .iter()
@@ -186,8 +178,7 @@ impl Model for Llama {
             cfg: self.cfg.clone(),
             embed: t(&self.embed)?,
             layers,
-            norm: t(&self.norm)?,
-            lm_head: l(&self.lm_head)?,
+            head: self.head.to_device(device)?,
             rope: self.rope.clone(),
             rope_inv_freq: t(&self.rope_inv_freq)?,
             device: device.clone(),
@@ -205,7 +196,7 @@ impl Model for Llama {
             .iter()
             .map(|y| tb(&y.attn_norm) + tb(&y.mlp_norm) + y.attn.bytes() + y.mlp.bytes())
             .sum();
-        tb(&self.embed) + layers + tb(&self.norm) + self.lm_head.bytes()
+        tb(&self.embed) + layers + self.head.bytes()
     }
 }
 
@@ -266,15 +257,7 @@ impl CausalLm for Llama {
                 None => x = (x1 + m)?,
             }
         }
-        if batch.logits_rows.is_empty() {
-            return Tensor::zeros((0, self.cfg.vocab_size), DType::F32, &self.device);
-        }
-        let x = match &inputs.logits_rows {
-            Some(rows) => x.index_select(rows, 0)?,
-            None => x,
-        };
-        let x = rms_norm(&x, &self.norm, eps)?;
-        self.lm_head.forward(&x)?.to_dtype(DType::F32) // [num_sampled, vocab]
+        self.head.logits(x, batch, inputs.logits_rows.as_ref(), eps)
     }
 
     fn graph_capable(&self) -> bool {
