@@ -112,6 +112,31 @@ TINY_CASES = [
         {"use_sliding_window": True, "sliding_window": 16, "max_window_layers": 1},
     ),
     ("phi3-window", "phi3", {"sliding_window": 16, "rope_theta": 10000.0}),
+    # mixtures of experts: 8 experts, 2 per token, each family's routing normalisation
+    ("mixtral-moe", "mixtral", {"num_local_experts": 8, "num_experts_per_tok": 2}),
+    (
+        "qwen2moe-shared",
+        "qwen2_moe",
+        {
+            "num_experts": 8,
+            "num_experts_per_tok": 2,
+            "moe_intermediate_size": 32,
+            "shared_expert_intermediate_size": 48,
+            # the second layer is a dense MLP
+            "mlp_only_layers": [1],
+        },
+    ),
+    (
+        "qwen3moe-norm",
+        "qwen3_moe",
+        {
+            "num_experts": 8,
+            "num_experts_per_tok": 2,
+            "moe_intermediate_size": 32,
+            "norm_topk_prob": True,
+        },
+    ),
+    ("olmoe", "olmoe", {"num_experts": 8, "num_experts_per_tok": 2}),
     (
         "gemma2-window",
         "gemma2",
@@ -153,6 +178,9 @@ GGUF_CASES = [
     "mistral-default",
     "qwen3-default",
     "gemma3-window",
+    "mixtral-moe",
+    "qwen3moe-norm",
+    "olmoe",
 ]
 
 # Gemma's turns (its GGUF carries no chat template; weir's built-in one for gemma3 files is this).

@@ -2,6 +2,7 @@
 //! `config.json` (`HfLlamaConfig`) or from GGUF metadata.
 
 pub use super::error::ConfigError;
+pub use super::moe_config::MoeConfig;
 use super::rope_params::RopeParams;
 use candle_core::quantized::gguf_file;
 use serde::Deserialize;
@@ -23,8 +24,9 @@ pub struct LlamaConfig {
     pub tie_word_embeddings: bool,
     /// Qwen2 has a bias on q/k/v.
     pub attention_bias: bool,
-    /// Qwen3 and Gemma 3 RMS-normalize each head of q and k before RoPE.
-    pub qk_norm: bool,
+    /// Qwen3, Gemma 3 (each head) and OLMoE (the whole projection) RMS-normalize q and k
+    /// before RoPE.
+    pub qk_norm: Option<QkNormScope>,
     /// The window of the sliding-window layers (Mistral, Gemma 2/3, Qwen with
     /// `use_sliding_window`); `None` when every layer sees the whole context.
     pub sliding_window: Option<usize>,
@@ -32,6 +34,17 @@ pub struct LlamaConfig {
     pub sliding_layers: Vec<bool>,
     /// Phi-3 stores q/k/v as one `qkv_proj` and gate/up as one `gate_up_proj`.
     pub fused_projections: bool,
+    /// Routed experts in place of the MLP (Mixtral, Qwen2/3-MoE, OLMoE).
+    pub moe: Option<MoeConfig>,
+}
+
+/// What the q/k RMSNorm of a layer normalizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QkNormScope {
+    /// Each head (Qwen3, Gemma 3): scales of [head_dim].
+    Head,
+    /// The whole q and k projections (OLMoE): scales of [q width] and [kv width].
+    Projection,
 }
 
 /// The `model_type` of a `config.json` that names none.
@@ -62,6 +75,10 @@ struct HfLlamaConfig {
     max_window_layers: Option<usize>,
     layer_types: Option<Vec<String>>,
     quantization_config: Option<serde_json::Value>,
+    /// Qwen2-MoE's name for `attention_bias`.
+    qkv_bias: Option<bool>,
+    /// OLMoE's clamp of q, k and v.
+    clip_qkv: Option<f64>,
 }
 
 fn default_eps() -> f64 {
@@ -97,6 +114,9 @@ impl HfLlamaConfig {
         if self.mlp_bias == Some(true) {
             return unsupported("mlp_bias true".into());
         }
+        if let Some(c) = self.clip_qkv {
+            return unsupported(format!("clip_qkv {c}"));
+        }
         Ok(())
     }
 
@@ -111,7 +131,7 @@ impl HfLlamaConfig {
         }
         let layers = match &self.layer_types {
             Some(types) => layer_kinds(types, n)?,
-            None if model_type == "mistral" || model_type == "phi3" => vec![true; n],
+            None if matches!(model_type, "mistral" | "mixtral" | "phi3") => vec![true; n],
             None if self.use_sliding_window == Some(true) => {
                 let first = self.max_window_layers.unwrap_or(28);
                 (0..n).map(|i| i >= first).collect()
@@ -175,11 +195,19 @@ impl LlamaConfig {
             rope_interleaved: false,
             max_position_embeddings: hf.max_position_embeddings,
             tie_word_embeddings: hf.tie_word_embeddings,
-            attention_bias: hf.attention_bias.unwrap_or(model_type == "qwen2"),
-            qk_norm: model_type == "qwen3",
+            attention_bias: hf
+                .attention_bias
+                .or(hf.qkv_bias)
+                .unwrap_or(matches!(model_type, "qwen2" | "qwen2_moe")),
+            qk_norm: match model_type {
+                "qwen3" | "qwen3_moe" => Some(QkNormScope::Head),
+                "olmoe" => Some(QkNormScope::Projection),
+                _ => None,
+            },
             sliding_window,
             sliding_layers,
             fused_projections: model_type == "phi3",
+            moe: MoeConfig::from_hf(json, model_type, hf.num_hidden_layers, hf.intermediate_size)?,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -241,9 +269,10 @@ impl LlamaConfig {
                 .map(|t| t.shape.dims()[0])
                 .ok_or_else(|| ConfigError::Invalid("no vocabulary".into()))?,
         };
+        let intermediate_size = u("feed_forward_length")?;
         let cfg = LlamaConfig {
             hidden_size,
-            intermediate_size: u("feed_forward_length")?,
+            intermediate_size,
             num_layers,
             num_heads,
             num_kv_heads: u("attention.head_count_kv").unwrap_or(num_heads),
@@ -260,12 +289,19 @@ impl LlamaConfig {
             rope_interleaved: arch == "llama",
             max_position_embeddings: u("context_length").unwrap_or(4096),
             tie_word_embeddings: !ct.tensor_infos.contains_key("output.weight"),
-            attention_bias: arch == "qwen2",
-            qk_norm: ct.tensor_infos.contains_key("blk.0.attn_q_norm.weight"),
+            attention_bias: matches!(arch.as_str(), "qwen2" | "qwen2moe"),
+            qk_norm: match arch.as_str() {
+                "olmoe" => Some(QkNormScope::Projection),
+                _ => ct
+                    .tensor_infos
+                    .contains_key("blk.0.attn_q_norm.weight")
+                    .then_some(QkNormScope::Head),
+            },
             // a family with its own pattern of sliding layers (Gemma) sets them
             sliding_window,
             sliding_layers,
             fused_projections: arch == "phi3",
+            moe: MoeConfig::from_gguf(ct, &arch, num_layers, intermediate_size)?,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -287,6 +323,17 @@ impl LlamaConfig {
         }
         if self.num_layers == 0 || self.vocab_size == 0 || self.hidden_size == 0 {
             return bad("zero-sized model".into());
+        }
+        if let Some(m) = self
+            .moe
+            .as_ref()
+            .filter(|m| m.sparse_layers.len() != self.num_layers)
+        {
+            return bad(format!(
+                "{} sparse-layer flags for {} layers",
+                m.sparse_layers.len(),
+                self.num_layers
+            ));
         }
         if self.sliding_layers.len() != self.num_layers {
             return bad(format!(

@@ -42,7 +42,7 @@ mod tests {
         let e = for_gguf("phi2").err().expect("phi2 is not registered");
         assert_eq!(
             e.to_string(),
-            "unsupported model: GGUF architecture \"phi2\"; weir runs llama, qwen2, qwen3, phi3, gemma2, gemma3"
+            "unsupported model: GGUF architecture \"phi2\"; weir runs llama, qwen2, qwen3, phi3, qwen2moe, qwen3moe, olmoe, gemma2, gemma3"
         );
         let e = for_hf("phi").err().expect("phi (Phi-2) is not registered");
         assert!(
@@ -53,6 +53,8 @@ mod tests {
         assert_eq!(for_gguf("qwen2").unwrap().name, "llama");
         assert_eq!(for_hf("mistral").unwrap().name, "llama");
         assert_eq!(for_gguf("gemma3").unwrap().name, "gemma");
+        assert_eq!(for_gguf("qwen3moe").unwrap().name, "llama");
+        assert_eq!(for_hf("mixtral").unwrap().name, "llama");
         assert_eq!(for_hf("gemma2").unwrap().name, "gemma");
     }
 

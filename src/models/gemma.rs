@@ -15,7 +15,7 @@
 
 use super::attention::{Attention, AttentionShape};
 use super::batch::ForwardBatch;
-use super::config::{layer_kinds, windowed_layers, ConfigError, LlamaConfig};
+use super::config::{layer_kinds, windowed_layers, ConfigError, LlamaConfig, QkNormScope};
 use super::fused;
 use super::layers::{Activation, GatedMlp, LmHead, QkNorm, SelfAttention, StepContext};
 use super::rope::Rope;
@@ -197,10 +197,11 @@ impl GemmaConfig {
             max_position_embeddings: hf.max_position_embeddings,
             tie_word_embeddings: hf.tie_word_embeddings.unwrap_or(true),
             attention_bias: hf.attention_bias.unwrap_or(false),
-            qk_norm: version == Version::Gemma3,
+            qk_norm: (version == Version::Gemma3).then_some(QkNormScope::Head),
             sliding_window,
             sliding_layers,
             fused_projections: false,
+            moe: None,
         };
         base.validate()?;
         Ok(Self {
@@ -256,7 +257,7 @@ impl GemmaConfig {
             }
             _ => base.head_dim as f64,
         };
-        base.qk_norm = version == Version::Gemma3;
+        base.qk_norm = (version == Version::Gemma3).then_some(QkNormScope::Head);
         base.validate()?;
         let local_rope = match version {
             Version::Gemma2 => base.rope.clone(),
@@ -375,7 +376,7 @@ impl Gemma {
             let p = |m: &str| format!("model.layers.{i}.{m}");
             let mut attn = SelfAttention::load(w, &p("self_attn"), shape, h, c.attention_bias)?
                 .with_window(c.sliding_layers[i]);
-            if c.qk_norm {
+            if c.qk_norm.is_some() {
                 attn = attn.with_qk_norm(QkNorm {
                     q: norm(w, &p("self_attn.q_norm"), d)?,
                     k: norm(w, &p("self_attn.k_norm"), d)?,

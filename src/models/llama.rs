@@ -1,12 +1,12 @@
-//! Llama-family decoder (Llama 2/3, SmolLM2, Mistral with its sliding window, Qwen2, Qwen3) over
-//! the paged KV cache. The model borrows the cache for each forward and owns no per-request
+//! Llama-family decoder (Llama 2/3, SmolLM2, Mistral with its sliding window, Qwen2, Qwen3,
+//! Phi-3, and with routed experts Mixtral, Qwen2/3-MoE, OLMoE) over the paged KV cache. The model borrows the cache for each forward and owns no per-request
 //! state.
 
 use super::attention::{Attention, AttentionShape};
 use super::batch::ForwardBatch;
-use super::config::{ConfigError, LlamaConfig};
+use super::config::{ConfigError, LlamaConfig, QkNormScope};
 use super::fused;
-use super::layers::{Activation, GatedMlp, LmHead, QkNorm, SelfAttention, StepContext};
+use super::layers::{Activation, GatedMlp, LmHead, QkNorm, SelfAttention, SparseMoe, StepContext};
 use super::rope::{Rope, RopeTables};
 use super::weights::WeightSource;
 use super::{CausalLm, Family, Model, ModelLoadError, StepInputs};
@@ -14,12 +14,25 @@ use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::ops::rms_norm;
 
 /// The Llama family's registry entry: Llama 2/3, SmolLM2, Mistral (sliding window), Qwen2
-/// (attention biases), Qwen3 (per-head q/k norms) and Phi-3 / Phi-4 (fused q/k/v and gate/up
-/// weights, a window) share this decoder.
+/// (attention biases), Qwen3 (per-head q/k norms), Phi-3 / Phi-4 (fused q/k/v and gate/up
+/// weights, a window) and the mixtures of experts Mixtral, Qwen2-MoE, Qwen3-MoE and OLMoE
+/// (whole-projection q/k norms) share this decoder.
 pub const FAMILY: Family = Family {
     name: "llama",
-    gguf_archs: &["llama", "qwen2", "qwen3", "phi3"],
-    hf_model_types: &["llama", "mistral", "qwen2", "qwen3", "phi3"],
+    gguf_archs: &[
+        "llama", "qwen2", "qwen3", "phi3", "qwen2moe", "qwen3moe", "olmoe",
+    ],
+    hf_model_types: &[
+        "llama",
+        "mistral",
+        "qwen2",
+        "qwen3",
+        "phi3",
+        "mixtral",
+        "qwen2_moe",
+        "qwen3_moe",
+        "olmoe",
+    ],
     gguf_names: &[],
     load: load_family,
     check: |json| LlamaConfig::from_hf(json).map(|_| ()),
@@ -50,13 +63,77 @@ fn load_family(
     Ok(Box::new(Llama::load(w, cfg)?))
 }
 
-/// One decoder layer: pre-norm self-attention, then a pre-norm gated MLP.
+/// One decoder layer: pre-norm self-attention, then a pre-norm gated MLP or mixture of
+/// experts.
 #[derive(Clone)]
 struct Layer {
     attn_norm: Tensor,
     attn: SelfAttention,
     mlp_norm: Tensor,
-    mlp: GatedMlp,
+    mlp: FeedForward,
+}
+
+/// A layer's feed-forward block.
+#[derive(Clone)]
+enum FeedForward {
+    Dense(GatedMlp),
+    Sparse(SparseMoe),
+}
+
+impl FeedForward {
+    /// The block of layer `i`: dense, or routed experts where the config has them.
+    fn load(w: &mut dyn WeightSource, cfg: &LlamaConfig, i: usize) -> Result<Self> {
+        let (h, p) = (cfg.hidden_size, format!("model.layers.{i}"));
+        match cfg.moe.as_ref().filter(|m| m.sparse_layers[i]) {
+            // Mixtral names its block and experts its own way
+            Some(m) if w.contains(&format!("{p}.block_sparse_moe.gate")) => Ok(Self::Sparse(
+                SparseMoe::load_mixtral(w, &format!("{p}.block_sparse_moe"), h, m)?,
+            )),
+            Some(m) => Ok(Self::Sparse(SparseMoe::load(w, &format!("{p}.mlp"), h, m)?)),
+            None if cfg.fused_projections => Ok(Self::Dense(GatedMlp::load_fused(
+                w,
+                &format!("{p}.mlp"),
+                h,
+                cfg.intermediate_size,
+                Activation::Silu,
+            )?)),
+            None => Ok(Self::Dense(GatedMlp::load(
+                w,
+                &format!("{p}.mlp"),
+                h,
+                cfg.intermediate_size,
+                Activation::Silu,
+            )?)),
+        }
+    }
+
+    fn forward(&self, h: &Tensor, kernels: bool) -> Result<Tensor> {
+        match self {
+            Self::Dense(m) => m.forward(h, kernels),
+            Self::Sparse(m) => m.forward(h, kernels),
+        }
+    }
+
+    fn is_merged(&self) -> bool {
+        match self {
+            Self::Dense(m) => m.is_merged(),
+            Self::Sparse(_) => false,
+        }
+    }
+
+    fn to_device(&self, device: &Device) -> Result<Self> {
+        Ok(match self {
+            Self::Dense(m) => Self::Dense(m.to_device(device)?),
+            Self::Sparse(m) => Self::Sparse(m.to_device(device)?),
+        })
+    }
+
+    fn bytes(&self) -> u64 {
+        match self {
+            Self::Dense(m) => m.bytes(),
+            Self::Sparse(m) => m.bytes(),
+        }
+    }
 }
 
 pub struct Llama {
@@ -88,25 +165,24 @@ impl Llama {
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for i in 0..cfg.num_layers {
             let p = |m: &str| format!("model.layers.{i}.{m}");
-            let (attn, mlp) = if cfg.fused_projections {
-                (
-                    SelfAttention::load_fused(w, &p("self_attn"), shape, h)?,
-                    GatedMlp::load_fused(w, &p("mlp"), h, cfg.intermediate_size, Activation::Silu)?,
-                )
+            let attn = if cfg.fused_projections {
+                SelfAttention::load_fused(w, &p("self_attn"), shape, h)?
             } else {
-                (
-                    SelfAttention::load(w, &p("self_attn"), shape, h, cfg.attention_bias)?,
-                    GatedMlp::load(w, &p("mlp"), h, cfg.intermediate_size, Activation::Silu)?,
-                )
+                SelfAttention::load(w, &p("self_attn"), shape, h, cfg.attention_bias)?
             };
             let mut attn = attn.with_window(cfg.sliding_layers[i]);
-            if cfg.qk_norm {
+            if let Some(scope) = cfg.qk_norm {
+                let (q, k) = match scope {
+                    QkNormScope::Head => (cfg.head_dim, cfg.head_dim),
+                    QkNormScope::Projection => (shape.q_dim(), shape.kv_dim()),
+                };
                 attn = attn.with_qk_norm(QkNorm {
-                    q: w.dense(&p("self_attn.q_norm"), &[cfg.head_dim])?,
-                    k: w.dense(&p("self_attn.k_norm"), &[cfg.head_dim])?,
+                    q: w.dense(&p("self_attn.q_norm"), &[q])?,
+                    k: w.dense(&p("self_attn.k_norm"), &[k])?,
                     eps: cfg.rms_norm_eps as f32,
                 });
             }
+            let mlp = FeedForward::load(w, &cfg, i)?;
             layers.push(Layer {
                 attn_norm: w.dense(&p("input_layernorm"), &[h])?,
                 attn,
@@ -261,9 +337,11 @@ impl CausalLm for Llama {
     }
 
     fn graph_capable(&self) -> bool {
-        // windowed models attend through the tensor backend, which CUDA graphs do not capture
+        // windowed models attend through the tensor backend, which CUDA graphs do not capture;
+        // routing reads the router's scores on the host
         self.kernels()
             && self.cfg.sliding_window.is_none()
+            && self.cfg.moe.is_none()
             && self.layers.iter().all(|l| l.attn.fused_rope_capable())
     }
 

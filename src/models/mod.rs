@@ -13,6 +13,7 @@ pub mod gemma;
 pub mod layers;
 pub mod linear;
 pub mod llama;
+pub mod moe_config;
 pub mod pool;
 pub mod qgemm;
 pub mod rope;

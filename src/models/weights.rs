@@ -6,9 +6,10 @@
 //! `DummyWeights` makes random weights of any shape from a config alone (throughput runs).
 
 use super::linear::{Linear, WeightFormat};
-use candle_core::quantized::gguf_file;
+use candle_core::quantized::{gguf_file, GgmlDType, QStorage, QTensor};
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
+use std::borrow::Cow;
 use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
@@ -39,6 +40,20 @@ pub trait WeightSource {
     fn linear(&mut self, name: &str, out_dim: usize, in_dim: usize, bias: bool) -> Result<Linear>;
     /// A dense tensor `name.weight` (norm scales, embeddings) in `dtype()`.
     fn dense(&mut self, name: &str, shape: &[usize]) -> Result<Tensor>;
+    /// The projection `proj` ([out, in]) of each of the `num_experts` experts under `prefix`
+    /// (`{prefix}.{e}.{proj}` in Hugging Face checkpoints; GGUF stacks them in one tensor).
+    fn experts(
+        &mut self,
+        prefix: &str,
+        proj: &str,
+        num_experts: usize,
+        out_dim: usize,
+        in_dim: usize,
+    ) -> Result<Vec<Linear>> {
+        (0..num_experts)
+            .map(|e| self.linear(&format!("{prefix}.{e}.{proj}"), out_dim, in_dim, false))
+            .collect()
+    }
     fn contains(&self, name: &str) -> bool;
     fn device(&self) -> &Device;
     /// The dtype of dense weights and activations.
@@ -61,7 +76,7 @@ pub fn gguf_name_with(hf: &str, layer_names: &[(&str, &str)]) -> String {
         ("model.norm", "output_norm"),
         ("lm_head", "output"),
     ];
-    const LAYER: [(&str, &str); 15] = [
+    const LAYER: [(&str, &str); 27] = [
         ("self_attn.q_proj", "attn_q"),
         ("self_attn.k_proj", "attn_k"),
         ("self_attn.v_proj", "attn_v"),
@@ -78,6 +93,20 @@ pub fn gguf_name_with(hf: &str, layer_names: &[(&str, &str)]) -> String {
         // Phi-3's fused projections (its `ffn_up` holds gate and up)
         ("self_attn.qkv_proj", "attn_qkv"),
         ("mlp.gate_up_proj", "ffn_up"),
+        // mixture of experts: the router, the stacked experts (Qwen, OLMoE; Mixtral's w1/w3/w2),
+        // Qwen2-MoE's shared expert and its gate
+        ("mlp.gate", "ffn_gate_inp"),
+        ("mlp.experts.gate_proj", "ffn_gate_exps"),
+        ("mlp.experts.up_proj", "ffn_up_exps"),
+        ("mlp.experts.down_proj", "ffn_down_exps"),
+        ("block_sparse_moe.gate", "ffn_gate_inp"),
+        ("block_sparse_moe.experts.w1", "ffn_gate_exps"),
+        ("block_sparse_moe.experts.w3", "ffn_up_exps"),
+        ("block_sparse_moe.experts.w2", "ffn_down_exps"),
+        ("mlp.shared_expert.gate_proj", "ffn_gate_shexp"),
+        ("mlp.shared_expert.up_proj", "ffn_up_shexp"),
+        ("mlp.shared_expert.down_proj", "ffn_down_shexp"),
+        ("mlp.shared_expert_gate", "ffn_gate_inp_shexp"),
     ];
     if let Some((_, g)) = GLOBAL.iter().find(|(h, _)| *h == hf) {
         return g.to_string();
@@ -144,7 +173,7 @@ impl GgufWeights {
     }
 
     /// A GGML tensor as a dense tensor on the target device in the target dtype.
-    fn dequantized(&self, qt: &candle_core::quantized::QTensor) -> Result<Tensor> {
+    fn dequantized(&self, qt: &QTensor) -> Result<Tensor> {
         qt.dequantize(&Device::Cpu)?
             .to_dtype(self.dtype)?
             .to_device(&self.device)
@@ -154,8 +183,19 @@ impl GgufWeights {
         &self.content
     }
 
-    fn qtensor(&mut self, name: &str, shape: &[usize]) -> Result<candle_core::quantized::QTensor> {
+    fn qtensor(&mut self, name: &str, shape: &[usize]) -> Result<QTensor> {
         let t = self.content.tensor(&mut self.reader, name, &Device::Cpu)?;
+        // llama.cpp drops leading 1s (Qwen2-MoE's shared-expert gate [1, hidden] is [hidden])
+        let squeezed = |s: &[usize]| {
+            s.iter()
+                .skip_while(|&&d| d == 1)
+                .copied()
+                .collect::<Vec<_>>()
+        };
+        if squeezed(t.shape().dims()) == squeezed(shape) && t.shape().dims() != shape {
+            let dense = t.dequantize(&Device::Cpu)?.reshape(shape)?;
+            return QTensor::quantize(&dense, GgmlDType::F32);
+        }
         if t.shape().dims() != shape {
             candle_core::bail!("{name}: expected shape {shape:?}, file has {:?}", t.shape());
         }
@@ -184,6 +224,36 @@ impl WeightSource for GgufWeights {
         let g = self.name(name);
         let qt = self.qtensor(&format!("{g}.weight"), shape)?;
         self.dequantized(&qt)
+    }
+
+    /// llama.cpp's stacked `ffn_*_exps` tensor [experts, out, in], split into one projection
+    /// per expert (GGML blocks never straddle two experts' rows).
+    fn experts(
+        &mut self,
+        prefix: &str,
+        proj: &str,
+        num_experts: usize,
+        out_dim: usize,
+        in_dim: usize,
+    ) -> Result<Vec<Linear>> {
+        let g = self.name(&format!("{prefix}.{proj}"));
+        let qt = self.qtensor(&format!("{g}.weight"), &[num_experts, out_dim, in_dim])?;
+        if !self.keeps_quantized() {
+            let all = self.dequantized(&qt)?;
+            return (0..num_experts)
+                .map(|e| Linear::from_dense(all.get(e)?, None))
+                .collect();
+        }
+        let data = qt.data()?;
+        let per_expert = data.len() / num_experts;
+        (0..num_experts)
+            .map(|e| {
+                let bytes = &data[e * per_expert..(e + 1) * per_expert];
+                let storage = QStorage::from_data(Cow::Borrowed(bytes), &Device::Cpu, qt.dtype())?;
+                let w = QTensor::new(storage, (out_dim, in_dim))?;
+                Linear::from_qtensor(w, None, self.format)
+            })
+            .collect()
     }
 
     fn contains(&self, name: &str) -> bool {

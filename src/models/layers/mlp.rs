@@ -43,6 +43,15 @@ impl GatedMlp {
         })
     }
 
+    /// From its three projections (a mixture-of-experts expert).
+    pub fn from_parts(gate: Linear, up: Linear, down: Linear, act: Activation) -> Result<Self> {
+        Ok(Self {
+            gate_up: Projs::new([gate, up])?,
+            down,
+            act,
+        })
+    }
+
     /// `{prefix}.gate_up_proj` (gate and up stacked in one weight, as Phi-3 stores them) and
     /// `{prefix}.down_proj`.
     pub fn load_fused(

@@ -1,5 +1,5 @@
-//! `SelfAttention`: the q/k/v projections, the per-head q/k norms some families have (Qwen3,
-//! Gemma 3), rotary embedding and output projection around the paged attention the runner lends
+//! `SelfAttention`: the q/k/v projections, the q/k norms some families have (per head: Qwen3,
+//! Gemma 3; whole projection: OLMoE), rotary embedding and output projection around the paged attention the runner lends
 //! (`Attention`: the backend and its KV pool), through the sliding window in the layers that
 //! have one.
 
@@ -12,7 +12,8 @@ use crate::models::weights::WeightSource;
 use candle_core::{Device, Result, Tensor};
 use candle_nn::ops::rms_norm;
 
-/// RMSNorm scales of each q and k head ([head_dim] each), applied before RoPE.
+/// RMSNorm scales of q and k, applied before RoPE: of each head ([head_dim]: Qwen3, Gemma 3) or
+/// of the whole projection ([heads * head_dim]: OLMoE).
 #[derive(Clone)]
 pub struct QkNorm {
     pub q: Tensor,
@@ -21,11 +22,12 @@ pub struct QkNorm {
 }
 
 impl QkNorm {
-    /// x: [T, heads * head_dim], each head normalized with `w` ([head_dim]).
-    fn apply(x: &Tensor, heads: usize, w: &Tensor, eps: f32) -> Result<Tensor> {
+    /// x: [T, width], normalized in pieces of `w`'s length (a head, or the whole row).
+    fn apply(x: &Tensor, w: &Tensor, eps: f32) -> Result<Tensor> {
         let (t, width) = x.dims2()?;
-        let heads_rows = x.contiguous()?.reshape((t * heads, width / heads))?;
-        rms_norm(&heads_rows, w, eps)?.reshape((t, width))
+        let piece = w.dim(0)?;
+        let rows = x.contiguous()?.reshape((t * width / piece, piece))?;
+        rms_norm(&rows, w, eps)?.reshape((t, width))
     }
 
     fn to_device(&self, device: &Device) -> Result<Self> {
@@ -132,8 +134,8 @@ impl SelfAttention {
             }
             Projs::Split([q, k, v]) => Linear::forward_many([q, k, v], x)?,
         };
-        let q = QkNorm::apply(&q, nh, &n.q, n.eps)?;
-        let k = QkNorm::apply(&k, nkv, &n.k, n.eps)?;
+        let q = QkNorm::apply(&q, &n.q, n.eps)?;
+        let k = QkNorm::apply(&k, &n.k, n.eps)?;
         Ok([
             rope.apply(&q, nh, &step.rope)?,
             rope.apply(&k, nkv, &step.rope)?,
