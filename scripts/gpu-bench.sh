@@ -38,8 +38,12 @@ case "$SHAPE" in
   8b) CFG=benches/shapes/llama-3.1-8b.json; CONCS="1 64 256"; HF_BATCHES=1,128; HF_CONT=128 ;;
   qwen3-8b) CFG=benches/shapes/qwen3-8b.json; CONCS="1 64 256"; HF_BATCHES=1,128; HF_CONT=128 ;;
   gemma3-4b) CFG=benches/shapes/gemma-3-4b.json; CONCS="1 64 256"; HF_BATCHES=1,128; HF_CONT=128 ;;
+  # mixtures of experts (weir's tensor path: index_select, per-expert GEMMs, index_add); the
+  # Qwen3 one fits an H100 (61 GB of bf16 weights), Mixtral needs an H200 (93 GB)
+  qwen3-30b-a3b) CFG=benches/shapes/qwen3-30b-a3b.json; CONCS="1 64"; HF_BATCHES=1,64; HF_CONT=64 ;;
+  mixtral-8x7b) CFG=benches/shapes/mixtral-8x7b.json; CONCS="1 64"; HF_BATCHES=1,64; HF_CONT=64 ;;
   *.json) CFG=$SHAPE; CONCS="1 4"; HF_BATCHES=1,4; HF_CONT=8 ;;
-  *) echo "usage: $0 1b|8b|qwen3-8b|gemma3-4b|CONFIG.json"; exit 2 ;;
+  *) echo "usage: $0 1b|8b|qwen3-8b|gemma3-4b|qwen3-30b-a3b|mixtral-8x7b|CONFIG.json"; exit 2 ;;
 esac
 . scripts/gpu-common.sh
 if [ -n "${WEIR_BIN:-}" ]; then cp "$WEIR_BIN" "$BIN/weir"; else gpu_binaries weir; fi

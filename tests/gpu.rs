@@ -229,6 +229,25 @@ fn gemma3_served_on_cuda_greedy_equals_cpu() {
     assert_eq!(cpu, gpu);
 }
 
+/// A tiny Qwen3-MoE (8 experts, 2 per token: the router's scores read on the host, each
+/// expert's rows gathered, its GEMMs, index_add back) served on CUDA (f32) gives the CPU's
+/// greedy text.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn moe_served_on_cuda_greedy_equals_cpu() {
+    use weir::models::device::DeviceSpec;
+    let dir = tempfile::tempdir().unwrap();
+    let path = weir::testing::moe::write_tiny_moe(dir.path(), 9);
+    let prompts = [
+        "The capital of France is",
+        "A B C D E F G H I J K L M N O P",
+    ];
+    let cpu = served_texts(&path, DeviceSpec::Cpu, false, &prompts);
+    let gpu = served_texts(&path, DeviceSpec::Cuda(0), false, &prompts);
+    println!("moe greedy over HTTP: cpu {cpu:?} cuda {gpu:?}");
+    assert_eq!(cpu, gpu);
+}
+
 /// `--cuda-graphs`: three concurrent greedy requests of different lengths (decode steps of up
 /// to 3 rows, replayed from graphs padded to 4) give each request the CPU's text for it alone.
 #[test]

@@ -1,5 +1,6 @@
 //! Mixtures of experts on the CPU: a token's output does not depend on which other tokens share
-//! its experts. A tiny random Qwen3-MoE (8 experts, 2 per token, a dense layer) and the same
+//! its experts. A tiny random Qwen3-MoE (`weir::testing::moe`: 8 experts, 2 per token, with and
+//! without a dense layer) and the same
 //! model as a GGUF file with quantized stacked experts (llama.cpp's `ffn_*_exps` layout, split
 //! into one projection per expert at load) must give bit-identical logits for a sequence alone,
 //! batched with others, and prefilled in chunks. Agreement with transformers itself (Mixtral,
@@ -9,8 +10,6 @@
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use rand::{rngs::StdRng, Rng, SeedableRng};
-use std::collections::HashMap;
 use weir::kv::KvCacheConfig;
 use weir::models::attention::cpu::CpuBackend;
 use weir::models::attention::Attention;
@@ -18,85 +17,17 @@ use weir::models::batch::{ForwardBatch, SeqInput};
 use weir::models::linear::WeightFormat;
 use weir::models::weights::{GgufWeights, VarBuilderWeights, WeightSource};
 use weir::models::Model;
+use weir::testing::moe::{tiny_moe_config_json, tiny_moe_weights, TINY_EXPERTS, TINY_EXPERT_WIDTH};
+use weir::testing::TINY_VOCAB;
 
 const BLOCK: usize = 4;
-const HIDDEN: usize = 64;
-const EXPERTS: usize = 8;
-/// Each expert's hidden width.
-const WIDTH: usize = 32;
 const LAYERS: usize = 2;
-const VOCAB: usize = 96;
-
-fn config_json() -> serde_json::Value {
-    serde_json::json!({
-        "model_type": "qwen3_moe",
-        "hidden_size": HIDDEN,
-        "intermediate_size": 96,
-        "moe_intermediate_size": WIDTH,
-        "num_hidden_layers": LAYERS,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "head_dim": 16,
-        "vocab_size": VOCAB,
-        "rms_norm_eps": 1e-6,
-        "rope_theta": 10000.0,
-        "max_position_embeddings": 512,
-        "num_experts": EXPERTS,
-        "num_experts_per_tok": 2,
-        "norm_topk_prob": true,
-        "tie_word_embeddings": false,
-    })
-}
-
-/// Random weights by Hugging Face name; experts in layer 0 (layer 1 is dense when `dense_last`).
-fn weights(seed: u64, dense_last: bool) -> HashMap<String, Tensor> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut t = |shape: &[usize], scale: f32, offset: f32| {
-        let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n)
-            .map(|_| offset + scale * (rng.random::<f32>() * 2.0 - 1.0))
-            .collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    };
-    let (h, kv) = (HIDDEN, 32);
-    let mut w = HashMap::new();
-    w.insert("model.embed_tokens.weight".into(), t(&[VOCAB, h], 1.0, 0.0));
-    w.insert("model.norm.weight".into(), t(&[h], 0.1, 1.0));
-    w.insert("lm_head.weight".into(), t(&[VOCAB, h], 0.3, 0.0));
-    for l in 0..LAYERS {
-        let p = |m: &str| format!("model.layers.{l}.{m}.weight");
-        w.insert(p("input_layernorm"), t(&[h], 0.1, 1.0));
-        w.insert(p("post_attention_layernorm"), t(&[h], 0.1, 1.0));
-        w.insert(p("self_attn.q_proj"), t(&[h, h], 0.3, 0.0));
-        w.insert(p("self_attn.k_proj"), t(&[kv, h], 0.3, 0.0));
-        w.insert(p("self_attn.v_proj"), t(&[kv, h], 0.3, 0.0));
-        w.insert(p("self_attn.o_proj"), t(&[h, h], 0.3, 0.0));
-        w.insert(p("self_attn.q_norm"), t(&[16], 0.1, 1.0));
-        w.insert(p("self_attn.k_norm"), t(&[16], 0.1, 1.0));
-        if dense_last && l == LAYERS - 1 {
-            w.insert(p("mlp.gate_proj"), t(&[96, h], 0.3, 0.0));
-            w.insert(p("mlp.up_proj"), t(&[96, h], 0.3, 0.0));
-            w.insert(p("mlp.down_proj"), t(&[h, 96], 0.3, 0.0));
-            continue;
-        }
-        w.insert(p("mlp.gate"), t(&[EXPERTS, h], 1.0, 0.0));
-        for e in 0..EXPERTS {
-            let p = |m: &str| format!("model.layers.{l}.mlp.experts.{e}.{m}.weight");
-            w.insert(p("gate_proj"), t(&[WIDTH, h], 0.3, 0.0));
-            w.insert(p("up_proj"), t(&[WIDTH, h], 0.3, 0.0));
-            w.insert(p("down_proj"), t(&[h, WIDTH], 0.3, 0.0));
-        }
-    }
-    w
-}
+const VOCAB: usize = TINY_VOCAB;
 
 /// The tiny model from safetensors-shaped weights (f32, weir's f32 panels).
 fn folder_model(dense_last: bool) -> Box<dyn Model> {
-    let mut json = config_json();
-    if dense_last {
-        json["mlp_only_layers"] = serde_json::json!([LAYERS - 1]);
-    }
-    let vb = VarBuilder::from_tensors(weights(3, dense_last), DType::F32, &Device::Cpu);
+    let json = tiny_moe_config_json(dense_last);
+    let vb = VarBuilder::from_tensors(tiny_moe_weights(3, dense_last), DType::F32, &Device::Cpu);
     let mut w = VarBuilderWeights::new(vb);
     (weir::models::llama::FAMILY.load)(&mut w, Some(&json)).unwrap()
 }
@@ -104,7 +35,7 @@ fn folder_model(dense_last: bool) -> Box<dyn Model> {
 /// The same weights as a qwen3moe GGUF file: experts stacked per layer and projection in `q`,
 /// everything else f32.
 fn gguf_model(dir: &std::path::Path, q: GgmlDType) -> Box<dyn Model> {
-    let w = weights(3, false);
+    let w = tiny_moe_weights(3, false);
     let mut tensors: Vec<(String, QTensor)> = Vec::new();
     let f32q = |t: &Tensor| QTensor::quantize(t, GgmlDType::F32).unwrap();
     let name = |hf: &str| weir::models::weights::gguf_name(hf);
@@ -123,7 +54,7 @@ fn gguf_model(dir: &std::path::Path, q: GgmlDType) -> Box<dyn Model> {
             ("up_proj", "ffn_up_exps"),
             ("down_proj", "ffn_down_exps"),
         ] {
-            let stack: Vec<Tensor> = (0..EXPERTS)
+            let stack: Vec<Tensor> = (0..TINY_EXPERTS)
                 .map(|e| w[&format!("model.layers.{l}.mlp.experts.{e}.{proj}.weight")].clone())
                 .collect();
             let stacked = Tensor::stack(&stack, 0).unwrap();
@@ -136,9 +67,12 @@ fn gguf_model(dir: &std::path::Path, q: GgmlDType) -> Box<dyn Model> {
     use gguf_file::Value as V;
     let meta: Vec<(&str, V)> = vec![
         ("general.architecture", V::String("qwen3moe".into())),
-        ("qwen3moe.embedding_length", V::U32(HIDDEN as u32)),
-        ("qwen3moe.feed_forward_length", V::U32(96)),
-        ("qwen3moe.expert_feed_forward_length", V::U32(WIDTH as u32)),
+        ("qwen3moe.embedding_length", V::U32(64)),
+        ("qwen3moe.feed_forward_length", V::U32(128)),
+        (
+            "qwen3moe.expert_feed_forward_length",
+            V::U32(TINY_EXPERT_WIDTH as u32),
+        ),
         ("qwen3moe.block_count", V::U32(LAYERS as u32)),
         ("qwen3moe.attention.head_count", V::U32(4)),
         ("qwen3moe.attention.head_count_kv", V::U32(2)),
@@ -146,7 +80,7 @@ fn gguf_model(dir: &std::path::Path, q: GgmlDType) -> Box<dyn Model> {
         ("qwen3moe.attention.layer_norm_rms_epsilon", V::F32(1e-6)),
         ("qwen3moe.rope.freq_base", V::F32(10000.0)),
         ("qwen3moe.context_length", V::U32(512)),
-        ("qwen3moe.expert_count", V::U32(EXPERTS as u32)),
+        ("qwen3moe.expert_count", V::U32(TINY_EXPERTS as u32)),
         ("qwen3moe.expert_used_count", V::U32(2)),
     ];
     let path = dir.join(format!("moe-{q:?}.gguf"));
