@@ -71,6 +71,7 @@ impl ServeArgs {
             gpu_memory_utilization: self.gpu_memory_utilization,
             load_format: self.load_format,
             generation_config: self.generation_config,
+            reasoning_parser: self.reasoning_parser,
             attention_backend: self.attention_backend,
             fused_kernels: !self.no_fused_kernels,
             cuda_graphs: self.cuda_graphs,

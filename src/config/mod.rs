@@ -152,6 +152,12 @@ pub struct ServeArgs {
     /// leave them out, as vLLM does) or vllm (the OpenAI defaults only).
     #[arg(long, env = "WEIR_GENERATION_CONFIG", default_value = "auto")]
     pub generation_config: GenerationConfigMode,
+    /// deepseek_r1 or qwen3 (vLLM's names): chat completions of reasoning models carry the
+    /// `<think>...</think>` text as `message.reasoning_content` (`delta.reasoning_content` when
+    /// streaming) and the rest as `content`. Unset: the text is untouched. A model in
+    /// --models-config may set its own (`reasoning_parser`).
+    #[arg(long, env = "WEIR_REASONING_PARSER")]
+    pub reasoning_parser: Option<crate::text::ReasoningParser>,
     /// Paged attention implementation: auto (cpu for f32 on the CPU, tensor elsewhere), cpu (the
     /// host reference), tensor (candle ops on any device) or cuda (weir's own CUDA kernels for
     /// the KV write and decode steps, the tensor path for prompt chunks).

@@ -59,6 +59,7 @@ struct ModelToml {
     max_model_len: Option<usize>,
     kv_cache_memory: Option<String>,
     dtype: Option<String>,
+    reasoning_parser: Option<String>,
 }
 
 /// The models of a `--models-config` file.
@@ -83,6 +84,12 @@ pub fn parse_models_config(text: &str) -> Result<Vec<crate::manager::ModelDecl>,
                         .transpose()
                         .map_err(at)?,
                     dtype: m.dtype.as_deref().map(str::parse).transpose().map_err(at)?,
+                    reasoning_parser: m
+                        .reasoning_parser
+                        .as_deref()
+                        .map(str::parse)
+                        .transpose()
+                        .map_err(at)?,
                 },
             })
         })

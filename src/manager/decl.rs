@@ -49,6 +49,7 @@ pub struct EngineOverrides {
     pub max_model_len: Option<usize>,
     pub kv_cache_memory: Option<KvMemory>,
     pub dtype: Option<DTypeSpec>,
+    pub reasoning_parser: Option<crate::text::ReasoningParser>,
 }
 
 impl EngineOverrides {
@@ -62,6 +63,9 @@ impl EngineOverrides {
         }
         if let Some(d) = self.dtype {
             limits.dtype = d;
+        }
+        if let Some(p) = self.reasoning_parser {
+            limits.reasoning_parser = Some(p);
         }
         limits
     }

@@ -36,6 +36,8 @@ pub struct EngineLimits {
     pub load_format: LoadFormat,
     /// `--generation-config`.
     pub generation_config: GenerationConfigMode,
+    /// `--reasoning-parser`: chat answers split `<think>...</think>` into `reasoning_content`.
+    pub reasoning_parser: Option<crate::text::ReasoningParser>,
     pub attention_backend: BackendKind,
     /// weir's fused CUDA kernels (`--no-fused-kernels` turns them off).
     pub fused_kernels: bool,

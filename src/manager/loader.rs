@@ -104,6 +104,7 @@ pub fn load_weights(
 ) -> Result<(Box<dyn Model>, TextCodec), ManagerError> {
     let (mut model, mut codec) = read_weights(local, limits)?;
     model.set_fused_kernels(limits.fused_kernels);
+    codec.set_reasoning_parser(limits.reasoning_parser);
     match limits.generation_config {
         GenerationConfigMode::Vllm => codec.clear_generation_defaults(),
         GenerationConfigMode::Auto if !codec.generation_defaults().is_empty() => tracing::info!(

@@ -203,6 +203,7 @@ pub fn test_limits(num_kv_blocks: usize, block_size: usize) -> EngineLimits {
         gpu_memory_utilization: 0.9,
         load_format: crate::models::weights::LoadFormat::Auto,
         generation_config: crate::text::GenerationConfigMode::Auto,
+        reasoning_parser: None,
         attention_backend: crate::models::attention::BackendKind::Auto,
         fused_kernels: true,
         cuda_graphs: false,

@@ -4,7 +4,7 @@
 //! `raise_exception`, `strftime_now`, and `add_generation_prompt = true`.
 
 use super::error::TextError;
-use minijinja::{context, Environment, Error, ErrorKind};
+use minijinja::{Environment, Error, ErrorKind};
 use serde::Serialize;
 
 /// The chat format of a GGUF architecture whose files may carry no `tokenizer.chat_template`
@@ -29,6 +29,9 @@ const GEMMA_TEMPLATE: &str = "{{- bos_token -}}\n\
 {%- endif -%}\n\
 {%- endfor -%}\n\
 {%- if add_generation_prompt -%}{{- '<start_of_turn>model\\n' -}}{%- endif -%}";
+
+/// Variables a request passes to the chat template (vLLM's `chat_template_kwargs`).
+pub type TemplateKwargs = serde_json::Map<String, serde_json::Value>;
 
 /// One chat message, as the template sees it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -152,24 +155,35 @@ impl ChatTemplate {
         self.tool_format
     }
 
-    /// Renders `messages` (and `tools`, OpenAI tool objects, when given).
+    /// Renders `messages` (and `tools`, OpenAI tool objects, when given) with the template's
+    /// variables `kwargs` (vLLM's `chat_template_kwargs`: `enable_thinking`, ...; they may also
+    /// set `add_generation_prompt`, `bos_token` and `eos_token`, never `messages` or `tools`).
     pub fn render(
         &self,
         messages: &[ChatMessage],
         tools: Option<&[serde_json::Value]>,
+        kwargs: &TemplateKwargs,
     ) -> Result<String, TextError> {
         let tmpl = self
             .env
             .get_template("chat")
             .expect("template was added in new()");
-        tmpl.render(context! {
-            messages => messages,
-            tools => tools,
-            add_generation_prompt => true,
-            bos_token => &self.bos_token,
-            eos_token => &self.eos_token,
-        })
-        .map_err(|e| TextError::Template(format!("chat template failed: {e}")))
+        let mut vars = kwargs.clone();
+        let err = |e: serde_json::Error| TextError::Template(e.to_string());
+        vars.insert(
+            "messages".into(),
+            serde_json::to_value(messages).map_err(err)?,
+        );
+        vars.insert("tools".into(), serde_json::to_value(tools).map_err(err)?);
+        for (k, v) in [
+            ("add_generation_prompt", serde_json::Value::Bool(true)),
+            ("bos_token", self.bos_token.clone().into()),
+            ("eos_token", self.eos_token.clone().into()),
+        ] {
+            vars.entry(k).or_insert(v);
+        }
+        tmpl.render(minijinja::Value::from_serialize(&vars))
+            .map_err(|e| TextError::Template(format!("chat template failed: {e}")))
     }
 }
 
@@ -190,7 +204,9 @@ mod tests {
     #[test]
     fn renders_chatml_with_python_methods() {
         let t = ChatTemplate::new(CHATML, "<s>".into(), "</s>".into()).unwrap();
-        let out = t.render(&[msg("user", "  Hi!  ")], None).unwrap();
+        let out = t
+            .render(&[msg("user", "  Hi!  ")], None, &TemplateKwargs::new())
+            .unwrap();
         assert_eq!(
             out,
             "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n"
@@ -201,7 +217,9 @@ mod tests {
     fn raise_exception_is_an_error() {
         let src = "{% if messages[0]['role'] == 'assistant' %}{{ raise_exception('Conversation must start with user') }}{% endif %}";
         let t = ChatTemplate::new(src, String::new(), String::new()).unwrap();
-        let err = t.render(&[msg("assistant", "x")], None).unwrap_err();
+        let err = t
+            .render(&[msg("assistant", "x")], None, &TemplateKwargs::new())
+            .unwrap_err();
         assert!(
             err.to_string()
                 .contains("Conversation must start with user"),

@@ -2,7 +2,7 @@
 //! request tasks of the model.
 
 use super::gguf_tokenizer::{gguf_bool, gguf_string, gguf_u32, tokenizer_json};
-use super::template::{builtin_template, ChatMessage, ChatTemplate};
+use super::template::{builtin_template, ChatMessage, ChatTemplate, TemplateKwargs};
 use candle_core::quantized::gguf_file::Content;
 use std::path::Path;
 use std::str::FromStr;
@@ -24,6 +24,8 @@ pub struct TextCodec {
     add_bos: bool,
     /// Sampling defaults from generation_config.json (empty for GGUF and ids-only codecs).
     generation_defaults: GenerationDefaults,
+    /// `--reasoning-parser`.
+    reasoning_parser: Option<super::ReasoningParser>,
 }
 
 fn tok_err(e: impl std::fmt::Display) -> TextError {
@@ -80,6 +82,7 @@ impl TextCodec {
             bos_token_id: None,
             add_bos: false,
             generation_defaults: GenerationDefaults::default(),
+            reasoning_parser: None,
         }
     }
 
@@ -120,6 +123,7 @@ impl TextCodec {
             eos_token_ids,
             bos_token_id: bos_id,
             generation_defaults: GenerationDefaults::default(),
+            reasoning_parser: None,
         })
     }
 
@@ -162,6 +166,7 @@ impl TextCodec {
             template,
             eos_token_ids,
             generation_defaults: GenerationDefaults::from_json(&gen_cfg),
+            reasoning_parser: None,
         })
     }
 
@@ -171,6 +176,15 @@ impl TextCodec {
     }
 
     /// Drops the checkpoint's sampling defaults (`--generation-config vllm`).
+    /// How chat answers split reasoning from content (`--reasoning-parser`), if at all.
+    pub fn reasoning_parser(&self) -> Option<super::ReasoningParser> {
+        self.reasoning_parser
+    }
+
+    pub fn set_reasoning_parser(&mut self, parser: Option<super::ReasoningParser>) {
+        self.reasoning_parser = parser;
+    }
+
     pub fn clear_generation_defaults(&mut self) {
         self.generation_defaults = GenerationDefaults::default();
     }
@@ -194,15 +208,17 @@ impl TextCodec {
 
     /// Renders the chat template with `add_generation_prompt = true`.
     pub fn apply_chat_template(&self, messages: &[ChatMessage]) -> Result<String, TextError> {
-        self.apply_chat_template_with_tools(messages, None)
+        self.apply_chat_template_with(messages, None, &TemplateKwargs::new())
     }
 
     /// The same, offering `tools` (OpenAI tool objects): through the template when it renders
     /// them, else as a system message in the Hermes format (`tools::tools_system_prompt`).
-    pub fn apply_chat_template_with_tools(
+    /// `kwargs`: the template's own variables (`chat_template_kwargs`).
+    pub fn apply_chat_template_with(
         &self,
         messages: &[ChatMessage],
         tools: Option<&[serde_json::Value]>,
+        kwargs: &TemplateKwargs,
     ) -> Result<String, TextError> {
         let t = self.template.as_ref().ok_or(TextError::NoTemplate)?;
         match tools {
@@ -226,9 +242,9 @@ impl TextCodec {
                         with.extend_from_slice(messages);
                     }
                 }
-                t.render(&with, None)
+                t.render(&with, None, kwargs)
             }
-            _ => t.render(messages, tools),
+            _ => t.render(messages, tools, kwargs),
         }
     }
 

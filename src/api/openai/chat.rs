@@ -13,7 +13,9 @@ use crate::api::validate::Endpoint;
 use crate::api::AppState;
 use crate::manager::ModelHandle;
 use crate::step::FinishReason;
+use crate::text::reasoning::{Part, ReasoningParser, ReasoningStream, Split};
 use crate::text::tools::{Parsed, Piece, ToolFormat, ToolStream};
+use crate::text::TemplateKwargs;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
@@ -55,6 +57,11 @@ struct ChatChunks {
     include_usage: bool,
     /// With tools: each choice's splitter of text and calls.
     tools: Option<(ToolFormat, std::collections::HashMap<usize, ToolStream>)>,
+    /// With `--reasoning-parser`: each choice's splitter of reasoning and answer (before tools).
+    reasoning: Option<(
+        ReasoningParser,
+        std::collections::HashMap<usize, ReasoningStream>,
+    )>,
     codec: std::sync::Arc<crate::text::TextCodec>,
 }
 
@@ -92,6 +99,41 @@ impl ChatChunks {
                 .entry(index)
                 .or_insert_with(|| ToolStream::new(*format)),
         )
+    }
+
+    /// Choice `index`'s splitter of reasoning and answer (with a reasoning parser).
+    fn reasoning_stream(&mut self, index: usize) -> Option<&mut ReasoningStream> {
+        let (parser, streams) = self.reasoning.as_mut()?;
+        Some(
+            streams
+                .entry(index)
+                .or_insert_with(|| ReasoningStream::new(*parser)),
+        )
+    }
+
+    /// The chunks of reasoning and answer `parts`: reasoning as `reasoning_content`, the answer
+    /// through the tool splitter (with tools).
+    fn parts(&mut self, index: usize, parts: Vec<Part>) -> Vec<ChatCompletionChunk> {
+        let mut out = Vec::new();
+        for part in parts {
+            match part {
+                Part::Reasoning(r) => {
+                    let delta = ChatDelta {
+                        reasoning_content: Some(r),
+                        ..ChatDelta::default()
+                    };
+                    out.push(self.chunk(index, delta, None, None));
+                }
+                Part::Content(text) => {
+                    let pieces = match self.tool_stream(index) {
+                        Some(stream) => stream.push(&text),
+                        None => vec![Piece::Text(text)],
+                    };
+                    out.extend(self.pieces(index, pieces));
+                }
+            }
+        }
+        out
     }
 
     /// One chunk per piece of streamed output (empty text is dropped).
@@ -154,11 +196,11 @@ impl ChunkFormat for ChatChunks {
         text: String,
         logprobs: Vec<TokenLogprob>,
     ) -> Vec<ChatCompletionChunk> {
-        let pieces = match self.tool_stream(index) {
+        let parts = match self.reasoning_stream(index) {
             Some(stream) => stream.push(&text),
-            None => vec![Piece::Text(text)],
+            None => vec![Part::Content(text)],
         };
-        let mut out = self.pieces(index, pieces);
+        let mut out = self.parts(index, parts);
         if !logprobs.is_empty() {
             // the tokens' logprobs ride on the last chunk of their text (or one of their own)
             let lp = ChatLogprobs::of(&logprobs);
@@ -192,12 +234,16 @@ impl ChunkFormat for ChatChunks {
     }
 
     fn finish(&mut self, index: usize, reason: &FinishReason) -> Vec<ChatCompletionChunk> {
-        let mut out = Vec::new();
+        let held = self
+            .reasoning_stream(index)
+            .map(ReasoningStream::finish)
+            .unwrap_or_default();
+        let mut out = self.parts(index, held);
         let mut calls = false;
         if let Some(stream) = self.tool_stream(index) {
             let (pieces, any) = stream.finish();
             calls = any;
-            out = self.pieces(index, pieces);
+            out.extend(self.pieces(index, pieces));
         }
         let reason = Some(WireFinishReason::of(reason, calls));
         out.push(self.chunk(index, ChatDelta::default(), None, reason));
@@ -229,8 +275,9 @@ pub async fn chat_completions(
     let codec = model.codec.clone();
     let tools = plan.map(|p| p.tools);
     let offered = tools.is_some();
+    let kwargs = template_kwargs(req.chat_template_kwargs)?;
     let ids = tokio::task::spawn_blocking(move || {
-        let prompt = codec.apply_chat_template_with_tools(&messages, tools.as_deref())?;
+        let prompt = codec.apply_chat_template_with(&messages, tools.as_deref(), &kwargs)?;
         codec.encode(&prompt, false)
     })
     .await
@@ -243,6 +290,10 @@ pub async fn chat_completions(
         created: unix_now(),
         include_usage: opts.include_usage,
         tools: offered.then(|| (format, Default::default())),
+        reasoning: model
+            .codec
+            .reasoning_parser()
+            .map(|p| (p, Default::default())),
         codec: model.codec.clone(),
     };
     if opts.stream {
@@ -259,24 +310,34 @@ pub async fn chat_completions(
             prompt_logprobs = Some(vllm_prompt_logprobs(&model.codec, &done.prompt_logprobs));
         }
         usage = usage.plus(done.usage);
+        let split = match model.codec.reasoning_parser() {
+            Some(p) => p.split(&done.text),
+            None => Split {
+                reasoning: None,
+                content: Some(done.text),
+            },
+        };
+        let answer = split.content.clone().unwrap_or_default();
         let parsed = if offered {
-            format.parse(&done.text)
+            format.parse(&answer)
         } else {
             Parsed {
-                content: Some(done.text),
+                content: split.content,
                 calls: Vec::new(),
             }
         };
         let calls = !parsed.calls.is_empty();
+        let only_reasoning = split.reasoning.is_some() && parsed.content.is_none();
         choices.push(ChatChoice {
             index,
             message: ChatMessageOut {
                 role: "assistant",
-                content: if calls {
+                content: if calls || only_reasoning {
                     parsed.content
                 } else {
                     Some(parsed.content.unwrap_or_default())
                 },
+                reasoning_content: split.reasoning,
                 tool_calls: calls.then(|| parsed.calls.iter().map(ToolCallOut::new).collect()),
                 refusal: None,
             },
@@ -294,4 +355,19 @@ pub async fn chat_completions(
         prompt_logprobs,
     })
     .into_response())
+}
+
+/// `chat_template_kwargs`, which may not replace the messages or tools the request renders.
+pub(super) fn template_kwargs(kwargs: Option<TemplateKwargs>) -> Result<TemplateKwargs, ApiError> {
+    let kwargs = kwargs.unwrap_or_default();
+    if let Some(k) = ["messages", "tools"]
+        .iter()
+        .find(|k| kwargs.contains_key(**k))
+    {
+        return Err(ApiError::invalid(
+            Some("chat_template_kwargs".to_string()),
+            format!("chat_template_kwargs may not set {k:?}: send it as the request's own field"),
+        ));
+    }
+    Ok(kwargs)
 }

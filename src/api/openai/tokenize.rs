@@ -18,6 +18,8 @@ struct TokenizeRequest {
     messages: Option<Vec<ChatMessageIn>>,
     /// BOS and the like for `prompt` (vLLM's default: true); chat templates write their own.
     add_special_tokens: Option<bool>,
+    /// Variables for the chat template, as in chat completions.
+    chat_template_kwargs: Option<crate::text::TemplateKwargs>,
 }
 
 /// `{"model", "prompt"}` or `{"model", "messages"}` → `{"count", "max_model_len", "tokens"}`.
@@ -33,8 +35,9 @@ pub async fn tokenize(
         (Some(p), None) => tokio::task::spawn_blocking(move || codec.encode(&p, add_special)),
         (None, Some(m)) => {
             let messages = to_chat_messages(&m)?;
+            let kwargs = super::chat::template_kwargs(req.chat_template_kwargs)?;
             tokio::task::spawn_blocking(move || {
-                let text = codec.apply_chat_template(&messages)?;
+                let text = codec.apply_chat_template_with(&messages, None, &kwargs)?;
                 codec.encode(&text, false)
             })
         }

@@ -150,6 +150,8 @@ pub struct ChatCompletionRequest {
     pub tools: Option<serde_json::Value>,
     /// "none", "auto", "required" or `{"type": "function", "function": {"name"}}`.
     pub tool_choice: Option<serde_json::Value>,
+    /// vLLM extension: variables for the chat template (`{"enable_thinking": false}`).
+    pub chat_template_kwargs: Option<crate::text::TemplateKwargs>,
     #[serde(flatten)]
     pub gen: GenerationFields,
 }
@@ -294,8 +296,11 @@ impl ToolCallOut {
 #[derive(Debug, Clone, Serialize)]
 pub struct ChatMessageOut {
     pub role: &'static str,
-    /// `null` when the answer is only tool calls.
+    /// `null` when the answer is only tool calls (or only reasoning).
     pub content: Option<String>,
+    /// With `--reasoning-parser`: the model's `<think>` text (vLLM's field).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCallOut>>,
     /// Always present (null): OpenAI's schema requires the key.
@@ -366,6 +371,8 @@ pub struct ChatDelta {
     pub role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCallDelta>>,
 }

@@ -1,0 +1,39 @@
+//! `--reasoning-parser` and `chat_template_kwargs` over real HTTP, through the official `openai`
+//! Python client (tests/openai_reasoning.py): SmolLM2 held by guided_regex to a
+//! `<think>...</think>` answer, split into `reasoning_content` and `content` by the qwen3 and
+//! deepseek_r1 parsers, whole and streamed, and untouched without a parser; a tiny model whose
+//! template reads `enable_thinking`.
+
+use std::path::Path;
+use weir::testing::{default_model_path, test_limits, write_tiny_llama, TestServer};
+use weir::text::ReasoningParser;
+
+/// The tiny model with a template that writes an empty think block when thinking is off.
+fn write_thinker(dir: &Path) {
+    write_tiny_llama(dir, 4);
+    let template = "{% for m in messages %}<|im_start|>{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}\
+        {% if add_generation_prompt %}<|im_start|>assistant: \
+        {% if enable_thinking is defined and not enable_thinking %}<think></think>{% endif %}{% endif %}";
+    let config = serde_json::json!({"eos_token": "<|endoftext|>", "chat_template": template});
+    std::fs::write(dir.join("tokenizer_config.json"), config.to_string()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reasoning_is_split_and_template_kwargs_reach_the_template() {
+    let tmp = tempfile::tempdir().unwrap();
+    let thinker = tmp.path().join("thinker");
+    write_thinker(&thinker);
+    let smol = default_model_path();
+    let models = [("smol", smol.as_path()), ("thinker", thinker.as_path())];
+    let server = |parser: Option<ReasoningParser>| {
+        let mut limits = test_limits(512, 16);
+        limits.reasoning_parser = parser;
+        TestServer::start(&models, limits)
+    };
+    let qwen3 = server(Some(ReasoningParser::Qwen3));
+    let r1 = server(Some(ReasoningParser::DeepSeekR1));
+    let plain = server(None);
+    let v1 = |s: &TestServer| format!("{}/v1", s.url);
+    weir::testing::run_python_test("openai_reasoning.py", &[&v1(&qwen3), &v1(&r1), &v1(&plain)])
+        .await;
+}
