@@ -2,7 +2,7 @@
 //! Qwen3-MoE, OLMoE), from `config.json` as transformers reads it or from GGUF metadata as
 //! llama.cpp reads it.
 
-use super::config::ConfigError;
+use super::error::ConfigError;
 use candle_core::quantized::gguf_file;
 use serde::Deserialize;
 
