@@ -25,6 +25,7 @@ fn decoding(n: usize) -> Scheduler {
         max_model_len: 4096,
         enable_prefix_caching: true,
         policy: SchedulingPolicy::Fcfs,
+        sliding_window: None,
     });
     for i in 0..n {
         s.add(Request {

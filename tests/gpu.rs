@@ -229,6 +229,28 @@ fn gemma3_served_on_cuda_greedy_equals_cpu() {
     assert_eq!(cpu, gpu);
 }
 
+/// The tiny model as a Mistral with a 4-token window on every layer: blocks that fall out of it
+/// are freed while it decodes (the tensor backend reads the sequence's first live block in
+/// their place, masked), and CUDA gives the CPU's greedy text.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn mistral_window_served_on_cuda_greedy_equals_cpu() {
+    use weir::models::device::DeviceSpec;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_tiny_llama(dir.path(), 9);
+    let config = path.join("config.json");
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    json["model_type"] = "mistral".into();
+    json["sliding_window"] = 4.into();
+    std::fs::write(&config, json.to_string()).unwrap();
+    let prompts = ["A B C D E F G H I J K L M N O P Q R S T U V W X Y Z"];
+    let cpu = served_texts(&path, DeviceSpec::Cpu, false, &prompts);
+    let gpu = served_texts(&path, DeviceSpec::Cuda(0), false, &prompts);
+    println!("mistral window greedy over HTTP: cpu {cpu:?} cuda {gpu:?}");
+    assert_eq!(cpu, gpu);
+}
+
 /// A tiny Qwen3-MoE (8 experts, 2 per token: the router's scores read on the host, each
 /// expert's rows gathered, its GEMMs, index_add back) served on CUDA (f32) gives the CPU's
 /// greedy text.

@@ -7,6 +7,10 @@
 //! block:     7  7  7  7 | 2  2  2  2
 //! slot:     28 29 30 31 | 8  9 10 11      slot = block * block_size + position % block_size
 //! ```
+//!
+//! On a model whose every layer attends through a sliding window, the leading blocks that fall
+//! out of the window are released (`release_before`): they keep their place in the table (the
+//! slot math of later positions is unchanged) but belong to the allocator again.
 
 use super::BlockId;
 
@@ -17,6 +21,8 @@ pub struct SlotId(pub u32);
 #[derive(Debug, Clone, Default)]
 pub struct BlockTable {
     blocks: Vec<BlockId>,
+    /// The leading entries released back to the allocator (out of every layer's window).
+    num_released: usize,
 }
 
 impl BlockTable {
@@ -34,8 +40,37 @@ impl BlockTable {
         self.blocks.extend(blocks);
     }
 
+    /// Every entry, released ones included (the prefix cache hashes them by position).
     pub fn blocks(&self) -> &[BlockId] {
         &self.blocks
+    }
+
+    /// The blocks the sequence still owns.
+    pub fn live_blocks(&self) -> &[BlockId] {
+        &self.blocks[self.num_released..]
+    }
+
+    /// Releases the entries before index `first_kept` not released yet; returns their blocks
+    /// (the caller frees them).
+    pub fn release_before(&mut self, first_kept: usize) -> Vec<BlockId> {
+        let end = first_kept.min(self.blocks.len());
+        if end <= self.num_released {
+            return Vec::new();
+        }
+        let freed = self.blocks[self.num_released..end].to_vec();
+        self.num_released = end;
+        freed
+    }
+
+    /// The table as the runner reads it: released entries point at the first live block, so
+    /// a backend that gathers whole tables (and masks what is out of the window) reads only
+    /// this sequence's own K/V.
+    pub fn runner_ids(&self) -> Vec<u32> {
+        let stand_in = self.blocks.get(self.num_released).map_or(0, |b| b.0);
+        let released = std::iter::repeat_n(stand_in, self.num_released);
+        released
+            .chain(self.live_blocks().iter().map(|b| b.0))
+            .collect()
     }
 
     pub fn len(&self) -> usize {
@@ -46,9 +81,12 @@ impl BlockTable {
         self.blocks.is_empty()
     }
 
-    /// Empties the table, handing its blocks to the caller (who frees them).
+    /// Empties the table, handing the blocks it still owns to the caller (who frees them).
     pub fn take(&mut self) -> Vec<BlockId> {
-        std::mem::take(&mut self.blocks)
+        let released = std::mem::take(&mut self.num_released);
+        let mut blocks = std::mem::take(&mut self.blocks);
+        blocks.drain(..released);
+        blocks
     }
 
     pub fn slot(&self, position: usize, block_size: usize) -> SlotId {
@@ -67,6 +105,20 @@ mod tests {
         t.extend(vec![BlockId(7), BlockId(2)]);
         let slots: Vec<u32> = (0..8).map(|p| t.slot(p, 4).0).collect();
         assert_eq!(slots, vec![28, 29, 30, 31, 8, 9, 10, 11]);
+    }
+
+    #[test]
+    fn released_blocks_keep_their_place_and_are_not_taken_again() {
+        let mut t = BlockTable::default();
+        t.extend(vec![BlockId(7), BlockId(2), BlockId(5)]);
+        assert_eq!(t.release_before(2), vec![BlockId(7), BlockId(2)]);
+        assert!(t.release_before(1).is_empty());
+        assert_eq!(t.live_blocks(), &[BlockId(5)]);
+        assert_eq!(t.runner_ids(), vec![5, 5, 5]);
+        assert_eq!(t.slot(9, 4).0, 21);
+        assert_eq!(t.num_missing(13, 4), 1);
+        assert_eq!(t.take(), vec![BlockId(5)]);
+        assert!(t.is_empty() && t.runner_ids().is_empty());
     }
 
     #[test]

@@ -302,6 +302,10 @@ pub fn engine_shape(
         max_model_len,
         enable_prefix_caching: limits.enable_prefix_caching,
         policy: limits.scheduling_policy,
+        // blocks out of the window are freed only when no layer reads further back
+        sliding_window: cfg
+            .sliding_window
+            .filter(|_| cfg.sliding_layers.iter().all(|&s| s)),
     };
     Ok((kv, sched))
 }

@@ -34,6 +34,9 @@ pub struct SchedulerConfig {
     /// Reuse cached full blocks of earlier sequences with the same token prefix.
     pub enable_prefix_caching: bool,
     pub policy: SchedulingPolicy,
+    /// The window of a model whose every layer attends through one (Mistral, Phi-3): blocks
+    /// that fall out of it are released. `None` when any layer sees the whole context.
+    pub sliding_window: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -173,6 +176,7 @@ impl Scheduler {
         let mut i = 0;
         while i < self.running.len() && *budget > 0 {
             let id = self.running[i];
+            self.release_out_of_window(id);
             let seq = &self.seqs[&id];
             let n = seq.num_uncomputed_tokens().min(*budget);
             let need = seq.block_table.num_missing(seq.num_computed_tokens + n, bs);
@@ -298,14 +302,35 @@ impl Scheduler {
         }
     }
 
+    /// Frees the blocks of `id` that no query from its next token on can see: with a window W
+    /// the query at position p reads keys p + 1 - W ..= p. Released blocks stay registered in
+    /// the prefix cache (their K/V is still right) until the allocator hands them out again.
+    fn release_out_of_window(&mut self, id: RequestId) {
+        let Some(w) = self.config.sliding_window else {
+            return;
+        };
+        let seq = self.seqs.get_mut(&id).expect("scheduled id is known");
+        let first_visible = (seq.num_computed_tokens + 1).saturating_sub(w);
+        let freed = seq
+            .block_table
+            .release_before(first_visible / self.config.block_size);
+        self.allocator.free(&freed);
+    }
+
     /// Allocates `need` blocks to `id` and schedules `n` of its tokens.
     fn grant(&mut self, id: RequestId, n: usize, need: usize, out: &mut SchedulerOutput) {
         let blocks = self
             .allocator
             .allocate(need)
             .expect("can_allocate was checked. This is a bug.");
+        self.seqs
+            .get_mut(&id)
+            .expect("scheduled id is known")
+            .block_table
+            .extend(blocks);
+        // a sequence admitted with prefix-cache hits may hold blocks it will never read
+        self.release_out_of_window(id);
         let seq = self.seqs.get_mut(&id).expect("scheduled id is known");
-        seq.block_table.extend(blocks);
         let start = seq.num_computed_tokens;
         if n > 1 || start < seq.num_prompt_tokens {
             out.num_prompt_tokens += n;
@@ -331,7 +356,7 @@ impl Scheduler {
             sample,
             num_computed_tokens: start,
             token_ids: seq.token_ids[start..start + n].to_vec(),
-            block_ids: seq.block_table.blocks().iter().map(|b| b.0).collect(),
+            block_ids: seq.block_table.runner_ids(),
             sampling: seq.sampling.clone(),
             state: if sample {
                 std::mem::take(&mut seq.sampling_state)

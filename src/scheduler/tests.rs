@@ -36,6 +36,7 @@ fn test_scheduler(c: TestConfig) -> Scheduler {
         max_model_len: 1 << 20,
         enable_prefix_caching: c.prefix_caching,
         policy: c.policy,
+        sliding_window: None,
     })
 }
 
