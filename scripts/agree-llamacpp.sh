@@ -6,7 +6,9 @@
 #      tokens agree from the start, and how many prompts agree on all 16;
 #   2. teacher-forced top-1 over ~2,000 positions of README.md: weir's most likely next token at
 #      every position (vLLM's prompt_logprobs) against llama-server's (one token per prefix,
-#      its prompt cache reusing the prefix).
+#      its prompt cache reusing the prefix);
+#   3. where transformers is importable, both against transformers on the GGUF's weights
+#      dequantized to f32, on the same tokens.
 # Quantized activations and summation orders differ, so near-ties may fall either way: the
 # figures say how often.
 #
@@ -35,5 +37,6 @@ start_weir "$PORT" "$OUT/weir.log" --model m="$MODEL" --max-model-len 4096
   --no-webui >"$OUT/llama-server.log" 2>&1 &
 LLAMA=$!
 wait_healthy "$LLAMA_PORT" "$OUT/llama-server.log"
-python3 scripts/agree_llamacpp.py "http://127.0.0.1:$PORT" "http://127.0.0.1:$LLAMA_PORT" README.md \
+# the third opinion (transformers) where the test venv has it: PYTHON=target/test-venv/bin/python3
+${PYTHON:-python3} scripts/agree_llamacpp.py "http://127.0.0.1:$PORT" "http://127.0.0.1:$LLAMA_PORT" README.md "$MODEL" \
   | tee "$OUT/agreement.txt"

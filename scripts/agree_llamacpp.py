@@ -1,13 +1,18 @@
 """The comparison of scripts/agree-llamacpp.sh: weir (model id "m") and llama-server on one
 GGUF, fed the same token ids.
 
-usage: python3 scripts/agree_llamacpp.py WEIR_URL LLAMA_URL TEXT_FILE
+usage: python3 scripts/agree_llamacpp.py WEIR_URL LLAMA_URL TEXT_FILE [GGUF]
+
+With GGUF (and transformers + torch importable), a third opinion: transformers on the GGUF's
+weights dequantized to float32 (no quantized activations, f32 KV), on the same tokens; each
+server's agreement with it says whose numerics the disagreements come from.
 """
 import json
 import sys
 import urllib.request
 
 weir, llama, text_file = sys.argv[1:4]
+gguf = sys.argv[4] if len(sys.argv) > 4 else None
 NEW_TOKENS = 16
 POSITIONS = 2000
 
@@ -79,14 +84,52 @@ def leading_agreement(a, b):
     return n
 
 
-agree = []
+def reference():
+    """transformers on the dequantized GGUF, or None."""
+    if gguf is None:
+        return None
+    try:
+        import os
+        import torch
+        from transformers import AutoModelForCausalLM
+    except ImportError:
+        return None
+    d, f = os.path.split(gguf)
+    model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32).eval()
+    torch.set_num_threads(os.cpu_count() or 1)
+
+    def greedy(ids, n):
+        out = list(ids)
+        with torch.no_grad():
+            for _ in range(n):
+                logits = model(torch.tensor([out])).logits[0, -1]
+                out.append(int(logits.argmax()))
+        return out[len(ids):]
+
+    def top1(ids):
+        with torch.no_grad():
+            return model(torch.tensor([ids])).logits[0].argmax(-1).tolist()
+
+    return greedy, top1
+
+
+ref = reference()
+agree, ref_weir, ref_llama = [], [], []
 for p in PROMPTS:
     ids = weir_tokens(messages=[{"role": "user", "content": p}])
     w, l = weir_greedy(ids), llama_greedy(ids, NEW_TOKENS)
     agree.append(leading_agreement(w, l))
+    if ref:
+        t = ref[0](ids, NEW_TOKENS)
+        ref_weir.append(leading_agreement(w, t))
+        ref_llama.append(leading_agreement(l, t))
 full = sum(a == NEW_TOKENS for a in agree)
 print(f"greedy, {len(PROMPTS)} chat prompts x {NEW_TOKENS} tokens: all {NEW_TOKENS} agree on "
       f"{full}/{len(PROMPTS)}; leading tokens in agreement per prompt: {agree}")
+if ref:
+    for name, a in (("weir", ref_weir), ("llama-server", ref_llama)):
+        print(f"  {name} vs transformers (f32, dequantized): all {NEW_TOKENS} agree on "
+              f"{sum(x == NEW_TOKENS for x in a)}/{len(PROMPTS)}; per prompt: {a}")
 
 text = open(text_file).read()
 ids = weir_tokens(prompt=text)[: POSITIONS + 1]
@@ -97,10 +140,18 @@ r = post(
 weir_top = []
 for entry in r["choices"][0]["prompt_logprobs"][1:]:
     weir_top.append(next(int(t) for t, v in entry.items() if v["rank"] == 1))
-same = 0
-for i in range(1, len(ids)):
-    llama_top = llama_greedy(ids[:i], 1)[0]
-    same += llama_top == weir_top[i - 1]
+llama_top = [llama_greedy(ids[:i], 1)[0] for i in range(1, len(ids))]
 n = len(ids) - 1
-print(f"teacher-forced top-1 over {n} positions of {text_file}: {same}/{n} agree "
-      f"({100 * same / n:.2f}%)")
+
+
+def rate(a, b):
+    same = sum(x == y for x, y in zip(a, b))
+    return f"{same}/{n} agree ({100 * same / n:.2f}%)"
+
+
+print(f"teacher-forced top-1 over {n} positions of {text_file}: weir vs llama-server "
+      f"{rate(weir_top, llama_top)}")
+if ref:
+    ref_top = ref[1](ids)[:-1]
+    print(f"  weir vs transformers (f32, dequantized): {rate(weir_top, ref_top)}")
+    print(f"  llama-server vs transformers: {rate(llama_top, ref_top)}")

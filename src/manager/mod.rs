@@ -171,10 +171,17 @@ impl ModelManager {
                     "model {:?}: source {src:?}: local paths, hf://ORG/NAME[@REV] and gs://BUCKET/PREFIX are supported",
                     decl.spec.id
                 ));
-            } else if !std::path::Path::new(src).exists() {
+            } else if !std::path::Path::new(src).exists()
+                && crate::store::pypi::known_model(src).is_none()
+            {
+                let names: Vec<&str> = crate::store::pypi::KNOWN_MODELS
+                    .iter()
+                    .map(|m| m.id)
+                    .collect();
                 return Err(format!(
-                    "model {:?}: no such file or directory {src:?}",
-                    decl.spec.id
+                    "model {:?}: no such file or directory {src:?} (nor a model weir fetches by name: {})",
+                    decl.spec.id,
+                    names.join(", ")
                 ));
             }
             let id = decl.spec.id.clone();
