@@ -32,7 +32,8 @@ fi
 SERVER=
 LLAMA=
 trap '[[ -n $SERVER ]] && kill $SERVER 2>/dev/null; [[ -n $LLAMA ]] && kill $LLAMA 2>/dev/null; true' EXIT
-start_weir "$PORT" "$OUT/weir.log" --model m="$MODEL" --max-model-len 4096
+# WEIR_FLAGS: more serve flags (`--weight-format dense`: f32 weights, f32 activations)
+start_weir "$PORT" "$OUT/weir.log" --model m="$MODEL" --max-model-len 4096 ${WEIR_FLAGS:-}
 "$LLAMA_SERVER" -m "$MODEL" --host 127.0.0.1 --port "$LLAMA_PORT" -t "$THREADS" -np 1 -c 4096 \
   --no-webui >"$OUT/llama-server.log" 2>&1 &
 LLAMA=$!
