@@ -94,16 +94,19 @@ pub fn tiny_tokenizer_json() -> serde_json::Value {
     })
 }
 
+/// A CPU tensor of `shape` drawn uniformly from `offset ± scale`.
+pub fn uniform(rng: &mut StdRng, shape: &[usize], scale: f32, offset: f32) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n)
+        .map(|_| offset + scale * (rng.random::<f32>() * 2.0 - 1.0))
+        .collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).expect("shape matches")
+}
+
 /// Random tensors for every weight of the tiny model, keyed by Hugging Face name.
 pub fn tiny_llama_weights(seed: u64) -> HashMap<String, Tensor> {
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut t = |shape: &[usize], scale: f32, offset: f32| {
-        let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n)
-            .map(|_| offset + scale * (rng.random::<f32>() * 2.0 - 1.0))
-            .collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).expect("shape matches")
-    };
+    let mut t = |shape: &[usize], scale: f32, offset: f32| uniform(&mut rng, shape, scale, offset);
     let (h, i, v, kv) = (64, 128, TINY_VOCAB, 32);
     let mut w = HashMap::new();
     w.insert("model.embed_tokens.weight".into(), t(&[v, h], 1.0, 0.0));

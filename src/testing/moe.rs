@@ -2,9 +2,9 @@
 //! per token (renormalized), per-head q/k norms; `dense_last` makes its last layer a dense MLP
 //! (`mlp_only_layers`).
 
-use super::{tiny_llama_config_json, tiny_llama_weights, write_tiny_llama};
-use candle_core::{Device, Tensor};
-use rand::{rngs::StdRng, Rng, SeedableRng};
+use super::{tiny_llama_config_json, tiny_llama_weights, uniform, write_tiny_llama};
+use candle_core::Tensor;
+use rand::{rngs::StdRng, SeedableRng};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -40,13 +40,7 @@ pub fn tiny_moe_config_json(dense_last: bool) -> serde_json::Value {
 pub fn tiny_moe_weights(seed: u64, dense_last: bool) -> HashMap<String, Tensor> {
     let mut w = tiny_llama_weights(seed);
     let mut rng = StdRng::seed_from_u64(seed ^ 0x6d6f65);
-    let mut t = |shape: &[usize], scale: f32, offset: f32| {
-        let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n)
-            .map(|_| offset + scale * (rng.random::<f32>() * 2.0 - 1.0))
-            .collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).expect("shape matches")
-    };
+    let mut t = |shape: &[usize], scale: f32, offset: f32| uniform(&mut rng, shape, scale, offset);
     let (h, width) = (64, TINY_EXPERT_WIDTH);
     for l in 0..2 {
         let p = |m: &str| format!("model.layers.{l}.{m}.weight");
