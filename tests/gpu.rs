@@ -251,6 +251,33 @@ fn mistral_window_served_on_cuda_greedy_equals_cpu() {
     assert_eq!(cpu, gpu);
 }
 
+/// The tiny model as a Phi-3-style LongRoPE model whose long factors start at position 8: the
+/// host RoPE tables pick short or long frequencies per position (the fused kernel takes one set
+/// only, so it is bypassed), and CUDA gives the CPU's greedy text.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn longrope_served_on_cuda_greedy_equals_cpu() {
+    use weir::models::device::DeviceSpec;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_tiny_llama(dir.path(), 9);
+    let config = path.join("config.json");
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    json["original_max_position_embeddings"] = 8.into();
+    json["rope_scaling"] = serde_json::json!({"rope_type": "longrope",
+        "short_factor": [1.0, 1.1, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0],
+        "long_factor": [1.0, 2.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0]});
+    std::fs::write(&config, json.to_string()).unwrap();
+    let prompts = [
+        "The capital of France is",
+        "A B C D E F G H I J K L M N O P",
+    ];
+    let cpu = served_texts(&path, DeviceSpec::Cpu, false, &prompts);
+    let gpu = served_texts(&path, DeviceSpec::Cuda(0), false, &prompts);
+    println!("longrope greedy over HTTP: cpu {cpu:?} cuda {gpu:?}");
+    assert_eq!(cpu, gpu);
+}
+
 /// A tiny Qwen3-MoE (8 experts, 2 per token: the router's scores read on the host, each
 /// expert's rows gathered, its GEMMs, index_add back) served on CUDA (f32) gives the CPU's
 /// greedy text.

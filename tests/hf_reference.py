@@ -112,6 +112,35 @@ TINY_CASES = [
         {"use_sliding_window": True, "sliding_window": 16, "max_window_layers": 1},
     ),
     ("phi3-window", "phi3", {"sliding_window": 16, "rope_theta": 10000.0}),
+    # LongRoPE: prompts shorter than the original context rotate by the short factors; with an
+    # original context of 1 every position but 0 (whose angle is 0 either way) by the long ones
+    (
+        "phi3-longrope-short",
+        "phi3",
+        {
+            "sliding_window": None,
+            "original_max_position_embeddings": 512,
+            "rope_scaling": {
+                "rope_type": "longrope",
+                "short_factor": [1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0],
+                "long_factor": [1.0, 2.0, 4.0, 8.0, 12.0, 16.0, 24.0, 32.0],
+            },
+        },
+    ),
+    (
+        "phi3-longrope-long",
+        "phi3",
+        {
+            "sliding_window": None,
+            "original_max_position_embeddings": 1,
+            "rope_scaling": {
+                "rope_type": "longrope",
+                "short_factor": [1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0],
+                "long_factor": [1.0, 2.0, 4.0, 8.0, 12.0, 16.0, 24.0, 32.0],
+                "attention_factor": 1.1,
+            },
+        },
+    ),
     # mixtures of experts: 8 experts, 2 per token, each family's routing normalisation
     ("mixtral-moe", "mixtral", {"num_local_experts": 8, "num_experts_per_tok": 2}),
     (

@@ -256,7 +256,7 @@ fn an_unknown_rope_type_stops_the_server_with_one_line() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         stderr.trim(),
-        "Error: model bad: unsupported model: rope_parameters.rope_type \"su2\"; weir implements default, linear, dynamic, llama3, yarn"
+        "Error: model bad: unsupported model: rope_parameters.rope_type \"su2\"; weir implements default, linear, dynamic, llama3, yarn, longrope"
     );
 }
 

@@ -396,10 +396,9 @@ impl Gemma {
         let final_norm = norm(w, "model.norm", h)?;
         let head = LmHead::load(w, final_norm, c)?;
         let rope = |p: &RopeParams| -> Result<Rope> {
-            let inv_freq = p
-                .inv_freq(d)
-                .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-            Ok(Rope::new(inv_freq, false))
+            let msg = |e: ConfigError| candle_core::Error::Msg(e.to_string());
+            let inv_freq = p.inv_freq(d).map_err(msg)?;
+            Ok(Rope::new(inv_freq, false).with_long(p.long_inv_freq(d).map_err(msg)?))
         };
         Ok(Self {
             global_rope: rope(&c.rope)?,

@@ -192,10 +192,10 @@ impl Llama {
         }
         let final_norm = w.dense("model.norm", &[h])?;
         let head = LmHead::load(w, final_norm, &cfg)?;
-        let inv_freq = cfg
-            .rope_inv_freq()
-            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-        let rope = Rope::new(inv_freq, cfg.rope_interleaved);
+        let msg = |e: ConfigError| candle_core::Error::Msg(e.to_string());
+        let inv_freq = cfg.rope_inv_freq().map_err(msg)?;
+        let long = cfg.rope.long_inv_freq(cfg.head_dim).map_err(msg)?;
+        let rope = Rope::new(inv_freq, cfg.rope_interleaved).with_long(long);
         Ok(Self {
             rope_inv_freq: rope.inv_freq_on(&device)?,
             rope,
@@ -342,6 +342,7 @@ impl CausalLm for Llama {
         self.kernels()
             && self.cfg.sliding_window.is_none()
             && self.cfg.moe.is_none()
+            && self.rope.device_capable()
             && self.layers.iter().all(|l| l.attn.fused_rope_capable())
     }
 

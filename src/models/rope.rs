@@ -14,6 +14,8 @@ use candle_core::{DType, Device, Result, Tensor};
 pub struct Rope {
     inv_freq: Vec<f32>,
     interleaved: bool,
+    /// LongRoPE: other frequencies from a position on (`RopeParams::long_inv_freq`).
+    long: Option<(Vec<f32>, u32)>,
 }
 
 /// What one step's layers rotate with.
@@ -30,7 +32,20 @@ impl Rope {
         Self {
             inv_freq,
             interleaved,
+            long: None,
         }
+    }
+
+    /// LongRoPE: positions from `from` on rotate by `inv_freq` instead. The choice is the
+    /// position's own (as vLLM makes it), so a token's K/V never depends on the batch, the
+    /// chunking or the sequence it is cached for.
+    pub fn with_long(self, long: Option<(Vec<f32>, u32)>) -> Self {
+        Self { long, ..self }
+    }
+
+    /// Whether the fused CUDA kernel can rotate with one `inv_freq` (not with LongRoPE's two).
+    pub fn device_capable(&self) -> bool {
+        self.long.is_none()
     }
 
     pub fn tables(&self, positions: &[u32], dtype: DType, device: &Device) -> Result<RopeTables> {
@@ -38,7 +53,11 @@ impl Rope {
         let mut cos = Vec::with_capacity(positions.len() * half);
         let mut sin = Vec::with_capacity(positions.len() * half);
         for &p in positions {
-            for &f in &self.inv_freq {
+            let inv_freq = match &self.long {
+                Some((long, from)) if p >= *from => long,
+                _ => &self.inv_freq,
+            };
+            for &f in inv_freq {
                 let angle = p as f32 * f;
                 cos.push(angle.cos());
                 sin.push(angle.sin());

@@ -56,10 +56,19 @@ pub enum RopeScaling {
     },
     /// GGUF `rope_freqs`: each frequency divided by its own factor (llama.cpp's form of llama3).
     FreqFactors(Vec<f32>),
+    /// `longrope` (Phi-3 128k, Phi-3.5, Phi-4-mini): each frequency divided by its own factor,
+    /// `short_factor` at positions below `original_max_position_embeddings` and `long_factor`
+    /// from there on (`long_inv_freq`), cos/sin scaled by `attention_factor`.
+    LongRope {
+        short_factor: Vec<f32>,
+        long_factor: Vec<f32>,
+        original_max_position_embeddings: f32,
+        attention_factor: f32,
+    },
 }
 
 /// The `rope_type`s `RopeParams::from_hf` reads.
-const SUPPORTED: &str = "default, linear, dynamic, llama3, yarn";
+const SUPPORTED: &str = "default, linear, dynamic, llama3, yarn, longrope";
 
 fn invalid(m: String) -> ConfigError {
     ConfigError::Invalid(m)
@@ -201,6 +210,34 @@ impl RopeParams {
                     },
                 }
             }
+            "longrope" | "su" => {
+                let original = original_max()?;
+                let factor = key("factor")?
+                    .map(|f| f as f32)
+                    .or(max_pos.map(|m| m as f32 / original))
+                    .unwrap_or(1.0);
+                let attention_factor = match key("attention_factor")? {
+                    Some(a) => a as f32,
+                    None if factor <= 1.0 => 1.0,
+                    None => (1.0 + factor.ln() / original.ln()).sqrt(),
+                };
+                let factors = |k: &str| -> Result<Vec<f32>, ConfigError> {
+                    d.get(k)
+                        .and_then(Value::as_array)
+                        .and_then(|a| a.iter().map(|v| v.as_f64().map(|f| f as f32)).collect())
+                        .ok_or_else(|| {
+                            invalid(format!(
+                                "{field}.{k} must be a list of numbers for longrope"
+                            ))
+                        })
+                };
+                RopeScaling::LongRope {
+                    short_factor: factors("short_factor")?,
+                    long_factor: factors("long_factor")?,
+                    original_max_position_embeddings: original,
+                    attention_factor,
+                }
+            }
             other => {
                 return Err(ConfigError::Unsupported(format!(
                     "{field}.rope_type {other:?}; weir implements {SUPPORTED}"
@@ -339,17 +376,29 @@ impl RopeParams {
                     })
                     .collect()
             }
-            RopeScaling::FreqFactors(factors) => {
-                if factors.len() != base.len() {
-                    return Err(invalid(format!(
-                        "rope_freqs has {} factors for {} frequencies",
-                        factors.len(),
-                        base.len()
-                    )));
-                }
-                base.into_iter().zip(factors).map(|(f, s)| f / s).collect()
+            RopeScaling::FreqFactors(factors) => divided(base, factors, "rope_freqs")?,
+            RopeScaling::LongRope { short_factor, .. } => {
+                divided(base, short_factor, "short_factor")?
             }
         })
+    }
+
+    /// LongRoPE's frequencies from `original_max_position_embeddings` on, and that position.
+    pub fn long_inv_freq(&self, head_dim: usize) -> Result<Option<(Vec<f32>, u32)>, ConfigError> {
+        let RopeScaling::LongRope {
+            long_factor,
+            original_max_position_embeddings,
+            ..
+        } = &self.scaling
+        else {
+            return Ok(None);
+        };
+        let unscaled = Self {
+            theta: self.theta,
+            scaling: RopeScaling::None,
+        };
+        let long = divided(unscaled.inv_freq(head_dim)?, long_factor, "long_factor")?;
+        Ok(Some((long, *original_max_position_embeddings as u32)))
     }
 
     /// The factor transformers multiplies cos and sin with (YaRN's mscale); 1 otherwise. Both q
@@ -358,10 +407,25 @@ impl RopeParams {
         match self.scaling {
             RopeScaling::Yarn {
                 attention_factor, ..
+            }
+            | RopeScaling::LongRope {
+                attention_factor, ..
             } => attention_factor,
             _ => 1.0,
         }
     }
+}
+
+/// Each frequency divided by its own factor (`what` names the factors in an error).
+fn divided(base: Vec<f32>, factors: &[f32], what: &str) -> Result<Vec<f32>, ConfigError> {
+    if factors.len() != base.len() {
+        return Err(invalid(format!(
+            "{what} has {} factors for {} frequencies",
+            factors.len(),
+            base.len()
+        )));
+    }
+    Ok(base.into_iter().zip(factors).map(|(f, s)| f / s).collect())
 }
 
 /// YaRN's `0.1 · mscale · ln(scale) + 1` (1 for scale <= 1).
@@ -380,6 +444,25 @@ mod tests {
 
     fn parse(v: Value) -> Result<RopeParams, ConfigError> {
         RopeParams::from_hf(&v, None)
+    }
+
+    #[test]
+    fn longrope_divides_by_short_then_long_factors() {
+        let p = parse(json!({"max_position_embeddings": 4096, "original_max_position_embeddings": 1024,
+            "rope_scaling": {"type": "longrope", "short_factor": [1.0, 2.0], "long_factor": [4.0, 8.0]}}))
+        .unwrap();
+        let base = RopeParams {
+            theta: 10_000.0,
+            scaling: RopeScaling::None,
+        }
+        .inv_freq(4)
+        .unwrap();
+        assert_eq!(p.inv_freq(4).unwrap(), vec![base[0], base[1] / 2.0]);
+        let (long, from) = p.long_inv_freq(4).unwrap().unwrap();
+        assert_eq!((long, from), (vec![base[0] / 4.0, base[1] / 8.0], 1024));
+        let want = (1.0 + 4f32.ln() / 1024f32.ln()).sqrt();
+        assert!((p.attention_factor() - want).abs() < 1e-6);
+        assert!(p.inv_freq(6).is_err(), "2 factors for 3 frequencies");
     }
 
     #[test]
@@ -404,17 +487,18 @@ mod tests {
 
     #[test]
     fn unknown_rope_types_and_partial_rotation_are_errors_that_name_the_field() {
-        let e =
-            parse(json!({"rope_parameters": {"rope_type": "su", "rope_theta": 1e4}})).unwrap_err();
+        let e = parse(json!({"rope_parameters": {"rope_type": "mrope", "rope_theta": 1e4}}))
+            .unwrap_err();
         assert_eq!(
             e.to_string(),
-            "unsupported model: rope_parameters.rope_type \"su\"; weir implements default, linear, dynamic, llama3, yarn"
+            "unsupported model: rope_parameters.rope_type \"mrope\"; weir implements default, linear, dynamic, llama3, yarn, longrope"
         );
-        let e = parse(json!({"rope_scaling": {"type": "longrope", "short_factor": [1.0]}}))
-            .unwrap_err();
+        let e = parse(json!({"max_position_embeddings": 4096,
+            "rope_scaling": {"type": "longrope", "short_factor": [1.0]}}))
+        .unwrap_err();
         assert!(
             e.to_string()
-                .contains("rope_scaling.rope_type \"longrope\""),
+                .contains("rope_scaling.long_factor must be a list"),
             "{e}"
         );
         let e = parse(json!({"partial_rotary_factor": 0.5})).unwrap_err();
