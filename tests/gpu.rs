@@ -197,18 +197,40 @@ fn served_texts(
     }
 }
 
+/// The model at `path` served on the CPU and on CUDA (f32): the same greedy text for each prompt.
+fn assert_cuda_greedy_equals_cpu(what: &str, path: &std::path::Path, prompts: &[&str]) {
+    use weir::models::device::DeviceSpec;
+    let cpu = served_texts(path, DeviceSpec::Cpu, false, prompts);
+    let gpu = served_texts(path, DeviceSpec::Cuda(0), false, prompts);
+    println!("{what} greedy over HTTP: cpu {cpu:?} cuda {gpu:?}");
+    assert_eq!(cpu, gpu, "{what}");
+}
+
+/// The tiny model in `dir` with `fields` set in its config.json.
+fn tiny_llama_with(dir: &std::path::Path, fields: serde_json::Value) -> std::path::PathBuf {
+    let path = write_tiny_llama(dir, 9);
+    let config = path.join("config.json");
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    for (k, v) in fields.as_object().unwrap() {
+        json[k] = v.clone();
+    }
+    std::fs::write(&config, json.to_string()).unwrap();
+    path
+}
+
+const TWO_PROMPTS: [&str; 2] = [
+    "The capital of France is",
+    "A B C D E F G H I J K L M N O P",
+];
+
 /// `/v1/completions` of the tiny model served on CUDA (f32) gives the CPU's greedy text.
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn served_on_cuda_greedy_equals_cpu() {
-    use weir::models::device::DeviceSpec;
     let dir = tempfile::tempdir().unwrap();
     let path = write_tiny_llama(dir.path(), 9);
-    let prompts = ["The capital of France is"];
-    let cpu = served_texts(&path, DeviceSpec::Cpu, false, &prompts);
-    let gpu = served_texts(&path, DeviceSpec::Cuda(0), false, &prompts);
-    println!("greedy over HTTP: cpu {cpu:?} cuda {gpu:?}");
-    assert_eq!(cpu, gpu);
+    assert_cuda_greedy_equals_cpu("llama", &path, &["The capital of France is"]);
 }
 
 /// A tiny Gemma 3 (per-head q/k norms, GeGLU, a sliding-window layer: the tensor backend's
@@ -216,17 +238,9 @@ fn served_on_cuda_greedy_equals_cpu() {
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn gemma3_served_on_cuda_greedy_equals_cpu() {
-    use weir::models::device::DeviceSpec;
     let dir = tempfile::tempdir().unwrap();
     let path = write_tiny_gemma3(dir.path(), 9);
-    let prompts = [
-        "The capital of France is",
-        "A B C D E F G H I J K L M N O P",
-    ];
-    let cpu = served_texts(&path, DeviceSpec::Cpu, false, &prompts);
-    let gpu = served_texts(&path, DeviceSpec::Cuda(0), false, &prompts);
-    println!("gemma3 greedy over HTTP: cpu {cpu:?} cuda {gpu:?}");
-    assert_eq!(cpu, gpu);
+    assert_cuda_greedy_equals_cpu("gemma3", &path, &TWO_PROMPTS);
 }
 
 /// The tiny model as a Mistral with a 4-token window on every layer: blocks that fall out of it
@@ -235,20 +249,11 @@ fn gemma3_served_on_cuda_greedy_equals_cpu() {
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn mistral_window_served_on_cuda_greedy_equals_cpu() {
-    use weir::models::device::DeviceSpec;
     let dir = tempfile::tempdir().unwrap();
-    let path = write_tiny_llama(dir.path(), 9);
-    let config = path.join("config.json");
-    let mut json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
-    json["model_type"] = "mistral".into();
-    json["sliding_window"] = 4.into();
-    std::fs::write(&config, json.to_string()).unwrap();
+    let fields = serde_json::json!({"model_type": "mistral", "sliding_window": 4});
+    let path = tiny_llama_with(dir.path(), fields);
     let prompts = ["A B C D E F G H I J K L M N O P Q R S T U V W X Y Z"];
-    let cpu = served_texts(&path, DeviceSpec::Cpu, false, &prompts);
-    let gpu = served_texts(&path, DeviceSpec::Cuda(0), false, &prompts);
-    println!("mistral window greedy over HTTP: cpu {cpu:?} cuda {gpu:?}");
-    assert_eq!(cpu, gpu);
+    assert_cuda_greedy_equals_cpu("mistral window", &path, &prompts);
 }
 
 /// The tiny model as a Phi-3-style LongRoPE model whose long factors start at position 8: the
@@ -257,25 +262,13 @@ fn mistral_window_served_on_cuda_greedy_equals_cpu() {
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn longrope_served_on_cuda_greedy_equals_cpu() {
-    use weir::models::device::DeviceSpec;
     let dir = tempfile::tempdir().unwrap();
-    let path = write_tiny_llama(dir.path(), 9);
-    let config = path.join("config.json");
-    let mut json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
-    json["original_max_position_embeddings"] = 8.into();
-    json["rope_scaling"] = serde_json::json!({"rope_type": "longrope",
-        "short_factor": [1.0, 1.1, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0],
-        "long_factor": [1.0, 2.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0]});
-    std::fs::write(&config, json.to_string()).unwrap();
-    let prompts = [
-        "The capital of France is",
-        "A B C D E F G H I J K L M N O P",
-    ];
-    let cpu = served_texts(&path, DeviceSpec::Cpu, false, &prompts);
-    let gpu = served_texts(&path, DeviceSpec::Cuda(0), false, &prompts);
-    println!("longrope greedy over HTTP: cpu {cpu:?} cuda {gpu:?}");
-    assert_eq!(cpu, gpu);
+    let fields = serde_json::json!({"original_max_position_embeddings": 8,
+        "rope_scaling": {"rope_type": "longrope",
+            "short_factor": [1.0, 1.1, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0],
+            "long_factor": [1.0, 2.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0]}});
+    let path = tiny_llama_with(dir.path(), fields);
+    assert_cuda_greedy_equals_cpu("longrope", &path, &TWO_PROMPTS);
 }
 
 /// A tiny Qwen3-MoE (8 experts, 2 per token: the router's scores read on the host, each
@@ -284,17 +277,9 @@ fn longrope_served_on_cuda_greedy_equals_cpu() {
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn moe_served_on_cuda_greedy_equals_cpu() {
-    use weir::models::device::DeviceSpec;
     let dir = tempfile::tempdir().unwrap();
     let path = weir::testing::moe::write_tiny_moe(dir.path(), 9);
-    let prompts = [
-        "The capital of France is",
-        "A B C D E F G H I J K L M N O P",
-    ];
-    let cpu = served_texts(&path, DeviceSpec::Cpu, false, &prompts);
-    let gpu = served_texts(&path, DeviceSpec::Cuda(0), false, &prompts);
-    println!("moe greedy over HTTP: cpu {cpu:?} cuda {gpu:?}");
-    assert_eq!(cpu, gpu);
+    assert_cuda_greedy_equals_cpu("moe", &path, &TWO_PROMPTS);
 }
 
 /// `--cuda-graphs`: three concurrent greedy requests of different lengths (decode steps of up
