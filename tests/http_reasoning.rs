@@ -2,7 +2,8 @@
 //! Python client (tests/openai_reasoning.py): SmolLM2 held by guided_regex to a
 //! `<think>...</think>` answer, split into `reasoning_content` and `content` by the qwen3 and
 //! deepseek_r1 parsers, whole and streamed, and untouched without a parser; a tiny model whose
-//! template reads `enable_thinking`.
+//! template reads `enable_thinking`; and structured output that holds only after the think
+//! block (a tiny model with a `</think>` token).
 
 use std::path::Path;
 use weir::testing::{default_model_path, test_limits, write_tiny_llama, TestServer};
@@ -18,13 +19,37 @@ fn write_thinker(dir: &Path) {
     std::fs::write(dir.join("tokenizer_config.json"), config.to_string()).unwrap();
 }
 
+/// The tiny model whose token 257 is `</think>` (an ordinary added token, as in Qwen3), with a
+/// template that closes the think block in the prompt when thinking is off.
+fn write_closer(dir: &Path) {
+    write_tiny_llama(dir, 4);
+    let mut tok = weir::testing::tiny_tokenizer_json();
+    tok["added_tokens"][1]["content"] = "</think>".into();
+    tok["added_tokens"][1]["special"] = false.into();
+    let vocab = tok["model"]["vocab"].as_object_mut().unwrap();
+    vocab.remove("<|im_start|>");
+    vocab.insert("</think>".into(), 257.into());
+    std::fs::write(dir.join("tokenizer.json"), tok.to_string()).unwrap();
+    let template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}\
+        {% if add_generation_prompt %}assistant: \
+        {% if enable_thinking is defined and not enable_thinking %}</think>{% endif %}{% endif %}";
+    let config = serde_json::json!({"eos_token": "<|endoftext|>", "chat_template": template});
+    std::fs::write(dir.join("tokenizer_config.json"), config.to_string()).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reasoning_is_split_and_template_kwargs_reach_the_template() {
     let tmp = tempfile::tempdir().unwrap();
     let thinker = tmp.path().join("thinker");
     write_thinker(&thinker);
+    let closer = tmp.path().join("closer");
+    write_closer(&closer);
     let smol = default_model_path();
-    let models = [("smol", smol.as_path()), ("thinker", thinker.as_path())];
+    let models = [
+        ("smol", smol.as_path()),
+        ("thinker", thinker.as_path()),
+        ("closer", closer.as_path()),
+    ];
     let server = |parser: Option<ReasoningParser>| {
         let mut limits = test_limits(512, 16);
         limits.reasoning_parser = parser;

@@ -9,7 +9,9 @@ Each URL is a weir server of SmolLM2 ("smol") and a tiny model whose chat templa
 `<think>...</think>` then an answer), so the split is known: `message.reasoning_content` holds
 the think text, `content` the answer, whole and streamed (`delta.reasoning_content`); without a
 parser the text is untouched. `chat_template_kwargs` reach the template (the prompt grows by the
-empty think block `enable_thinking: false` writes) and may not replace `messages`.
+empty think block `enable_thinking: false` writes) and may not replace `messages`. With a parser,
+structured output holds after the think block (a tiny model with a `</think>` token, "closer"):
+from its `</think>` on, or from the start when the prompt closed the block.
 """
 import re
 import sys
@@ -85,4 +87,23 @@ try:
     raise AssertionError("chat_template_kwargs.messages accepted")
 except openai.BadRequestError as e:
     assert e.body["param"] == "chat_template_kwargs", e.body
+
+
+def choice(url, kwargs=None):
+    """The "closer" model held to yes/no, its `</think>` token (257) pushed up by logit_bias."""
+    extra = {"guided_choice": ["yes", "no"], "logit_bias": {"257": 100}}
+    if kwargs:
+        extra["chat_template_kwargs"] = kwargs
+    m = client(url).chat.completions.create(
+        model="closer", messages=MESSAGES, max_tokens=8, temperature=0, extra_body=extra
+    ).choices[0].message
+    return getattr(m, "reasoning_content", None), m.content
+
+
+# the grammar waits for </think>: the model closes its (empty) think block, then answers
+assert choice(r1_url) in ((None, "yes"), (None, "no")), choice(r1_url)
+# the prompt closed the block already (thinking off): the grammar holds from the first token
+assert choice(qwen3_url, {"enable_thinking": False}) in ((None, "yes"), (None, "no"))
+# no parser: the grammar holds from the first token, </think> is never allowed
+assert choice(plain_url)[1] in ("yes", "no"), choice(plain_url)
 print("reasoning parsers and chat_template_kwargs: ok")

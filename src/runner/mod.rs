@@ -251,7 +251,7 @@ fn spawn_masks<'scope, 'env>(
         .map(|rows| {
             scope.spawn(move || {
                 rows.iter_mut()
-                    .map(|c| c.as_mut().map(|c| c.mask(vocab)))
+                    .map(|c| c.as_mut().and_then(|c| c.mask(vocab)))
                     .collect::<Vec<_>>()
             })
         })

@@ -103,6 +103,7 @@ impl GrammarCompiler {
         Ok(Constraint {
             matcher,
             eos: self.eos,
+            waits_for: None,
         })
     }
 }
@@ -111,6 +112,9 @@ impl GrammarCompiler {
 pub struct Constraint {
     matcher: Matcher,
     eos: u32,
+    /// A reasoning model's end-of-thinking token: the grammar holds only after it (vLLM's
+    /// structured output with a reasoning parser); until then the output is free.
+    waits_for: Option<u32>,
 }
 
 /// A copy with its own state (a request's `n` choices each clone the unstarted one).
@@ -119,14 +123,27 @@ impl Clone for Constraint {
         Self {
             matcher: self.matcher.deep_clone(),
             eos: self.eos,
+            waits_for: self.waits_for,
         }
     }
 }
 
 impl Constraint {
-    /// The tokens allowed next: only EOS once the grammar is complete, or when it failed.
-    pub fn mask(&mut self, vocab_size: usize) -> SimpleVob {
-        match self.matcher.compute_mask_or_eos() {
+    /// The grammar starts after `token` is sampled (`None`: at once).
+    pub fn after_token(self, token: Option<u32>) -> Self {
+        Self {
+            waits_for: token,
+            ..self
+        }
+    }
+
+    /// The tokens allowed next: only EOS once the grammar is complete, or when it failed;
+    /// `None` while it waits for its start token.
+    pub fn mask(&mut self, vocab_size: usize) -> Option<SimpleVob> {
+        if self.waits_for.is_some() {
+            return None;
+        }
+        Some(match self.matcher.compute_mask_or_eos() {
             Ok(mask) => mask,
             Err(e) => {
                 tracing::warn!(error = %e, "grammar failed; ending the output");
@@ -134,11 +151,17 @@ impl Constraint {
                 only_eos.allow_token(self.eos);
                 only_eos
             }
-        }
+        })
     }
 
     /// Advances past a sampled token (a failure shows in the next mask).
     pub fn consume(&mut self, token: u32) {
+        if let Some(start) = self.waits_for {
+            if token == start {
+                self.waits_for = None;
+            }
+            return;
+        }
         if !self.matcher.is_stopped() {
             let _ = self.matcher.consume_token(token);
         }

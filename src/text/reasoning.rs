@@ -32,6 +32,22 @@ impl std::str::FromStr for ReasoningParser {
     }
 }
 
+impl ReasoningParser {
+    /// The token a structured output waits for before its grammar holds: the model's
+    /// `</think>` token, unless `prompt` already closed the think block (Qwen3 with thinking
+    /// off) or the vocabulary has no such token (then the grammar holds from the start).
+    pub fn grammar_start(self, codec: &super::TextCodec, prompt: &[u32]) -> Option<u32> {
+        let close = codec.token_to_id(CLOSE)?;
+        let open = codec.token_to_id(OPEN);
+        let last = |t: u32| prompt.iter().rposition(|&x| x == t);
+        match (last(close), open.and_then(last)) {
+            (Some(c), Some(o)) if c > o => None,
+            (Some(_), None) => None,
+            _ => Some(close),
+        }
+    }
+}
+
 /// An output split in two; `None` for a part with no text.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Split {

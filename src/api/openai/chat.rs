@@ -268,7 +268,7 @@ pub async fn chat_completions(
     key: Option<axum::Extension<crate::api::auth::KeyId>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let (req, plan, sub) = open::<ChatCompletionRequest>(&state, key, body).await?;
+    let (req, plan, mut sub) = open::<ChatCompletionRequest>(&state, key, body).await?;
     let model = &sub.model;
     let format = model.codec.tool_format();
     let messages = to_chat_messages(&req.messages)?;
@@ -282,6 +282,12 @@ pub async fn chat_completions(
     })
     .await
     .map_err(|e| ApiError::internal(format!("tokenizer task failed: {e}")))??;
+    // with a reasoning parser, a grammar (structured output, a forced call) holds after the
+    // think block
+    if let Some(p) = sub.model.codec.reasoning_parser() {
+        let start = p.grammar_start(&sub.model.codec, &ids);
+        sub.constraint = sub.constraint.take().map(|c| c.after_token(start));
+    }
     let gens = Generation::start_choices(&sub, ids)?;
     let opts = &sub.opts;
     let meta = ChatChunks {
