@@ -249,11 +249,6 @@ impl LlamaConfig {
             }
         }
         let num_layers = u("block_count")?;
-        if ct.tensor_infos.contains_key("rope_factors_long.weight") {
-            return Err(ConfigError::Unsupported(
-                "GGUF rope_factors_long / rope_factors_short (LongRoPE)".into(),
-            ));
-        }
         // Phi-3 windows every layer (as transformers runs it); llama.cpp's Llama, Qwen and
         // Mistral files carry no window
         let window = match arch.as_str() {

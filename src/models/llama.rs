@@ -8,6 +8,7 @@ use super::config::{ConfigError, LlamaConfig, QkNormScope};
 use super::fused;
 use super::layers::{Activation, GatedMlp, LmHead, QkNorm, SelfAttention, SparseMoe, StepContext};
 use super::rope::{Rope, RopeTables};
+use super::rope_params::RopeParams;
 use super::weights::WeightSource;
 use super::{CausalLm, Family, Model, ModelLoadError, StepInputs};
 use candle_core::{DType, Device, Result, Tensor};
@@ -47,6 +48,20 @@ fn load_family(
         (Some(json), _) => LlamaConfig::from_hf(json)?,
         (None, Some(ct)) => {
             let mut cfg = LlamaConfig::from_gguf(ct)?;
+            // Phi-3's LongRoPE: its two factor sets as tensors
+            if w.contains("rope_factors_long") {
+                let half = cfg.head_dim / 2;
+                let mut factors = |name: &str| -> Result<Vec<f32>> {
+                    w.dense(name, &[half])?.to_dtype(DType::F32)?.to_vec1()
+                };
+                let (short, long) = (
+                    factors("rope_factors_short")?,
+                    factors("rope_factors_long")?,
+                );
+                let ct = w.gguf().expect("a GGUF source");
+                let arch = super::config::gguf_architecture(ct);
+                cfg.rope.scaling = RopeParams::gguf_longrope(ct, &arch, short, long)?;
+            }
             // llama.cpp keeps Llama 3.1's RoPE scaling as a tensor of frequency divisors
             if w.contains("rope_freqs") {
                 let t = w.dense("rope_freqs", &[cfg.head_dim / 2])?;

@@ -251,6 +251,44 @@ impl RopeParams {
     }
 
     /// The settings in GGUF metadata (`{arch}.rope.freq_base`, `{arch}.rope.scaling.*`).
+    /// LongRoPE from a GGUF file (llama.cpp's Phi-3 form): the `rope_factors_short` /
+    /// `rope_factors_long` tensors the caller read, `{arch}.rope.scaling.original_context_length`
+    /// and `.attn_factor` (else computed from `context_length` as transformers does).
+    pub fn gguf_longrope(
+        ct: &gguf_file::Content,
+        arch: &str,
+        short_factor: Vec<f32>,
+        long_factor: Vec<f32>,
+    ) -> Result<RopeScaling, ConfigError> {
+        let get = |k: &str| ct.metadata.get(&format!("{arch}.{k}"));
+        let num = |k: &str| -> Result<Option<f32>, ConfigError> {
+            get(k)
+                .map(|v| {
+                    v.to_f32()
+                        .or_else(|_| v.to_u32().map(|u| u as f32))
+                        .map_err(|e| invalid(format!("{arch}.{k}: {e}")))
+                })
+                .transpose()
+        };
+        let original = num("rope.scaling.original_context_length")?.ok_or_else(|| {
+            invalid(format!(
+                "{arch}.rope.scaling.original_context_length is required with rope_factors_long"
+            ))
+        })?;
+        let factor = num("context_length")?.map_or(1.0, |c| c / original);
+        let attention_factor = match num("rope.scaling.attn_factor")? {
+            Some(a) => a,
+            None if factor <= 1.0 => 1.0,
+            None => (1.0 + factor.ln() / original.ln()).sqrt(),
+        };
+        Ok(RopeScaling::LongRope {
+            short_factor,
+            long_factor,
+            original_max_position_embeddings: original,
+            attention_factor,
+        })
+    }
+
     pub fn from_gguf(ct: &gguf_file::Content, arch: &str) -> Result<Self, ConfigError> {
         let get = |k: &str| ct.metadata.get(&format!("{arch}.{k}"));
         let f32_of = |k: &str| -> Result<Option<f32>, ConfigError> {
