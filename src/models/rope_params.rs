@@ -78,41 +78,9 @@ impl RopeParams {
     /// The settings of `config.json` for layers of `layer_type` (`None`: a model whose layers all
     /// share one; a per-layer-type `rope_parameters` then is an error).
     pub fn from_hf(json: &Value, layer_type: Option<&str>) -> Result<Self, ConfigError> {
-        let (field, dict) = match (json.get("rope_scaling"), json.get("rope_parameters")) {
-            (Some(v), _) if !v.is_null() => ("rope_scaling", Some(v)),
-            (_, Some(v)) if !v.is_null() => ("rope_parameters", Some(v)),
-            _ => ("rope_parameters", None),
-        };
-        let dict = match (dict, layer_type) {
-            (Some(d), Some(lt)) if d.get(lt).is_some_and(Value::is_object) => Some(&d[lt]),
-            (Some(d), _) => {
-                if let Some((k, _)) = d
-                    .as_object()
-                    .and_then(|o| o.iter().find(|(_, v)| v.is_object()))
-                {
-                    return Err(invalid(format!(
-                        "{field} holds a per-layer-type entry {k:?}, which this model's layers do not use"
-                    )));
-                }
-                Some(d)
-            }
-            (None, _) => None,
-        };
         let empty = serde_json::Map::new();
-        let d = match dict {
-            Some(Value::Object(o)) => o,
-            Some(other) => return Err(invalid(format!("{field} must be an object, got {other}"))),
-            None => &empty,
-        };
-        let num = |src: Option<&Value>, name: &str| -> Result<Option<f64>, ConfigError> {
-            match src {
-                None | Some(Value::Null) => Ok(None),
-                Some(v) => v
-                    .as_f64()
-                    .map(Some)
-                    .ok_or_else(|| invalid(format!("{name} must be a number, got {v}"))),
-            }
-        };
+        let dict = RopeDict::find(json, layer_type, &empty)?;
+        let (d, field) = (dict.d, dict.field);
         let theta = num(d.get("rope_theta"), &format!("{field}.rope_theta"))?
             .or(num(json.get("rope_theta"), "rope_theta")?)
             .unwrap_or(10_000.0);
@@ -135,122 +103,12 @@ impl RopeParams {
                 )))
             }
         };
-        let key = |k: &str| num(d.get(k), &format!("{field}.{k}"));
-        let need = |k: &str| -> Result<f32, ConfigError> {
-            key(k)?.map(|v| v as f32).ok_or_else(|| {
-                invalid(format!(
-                    "{field}.{k} is required for rope_type {rope_type:?}"
-                ))
-            })
-        };
-        let max_pos = num(
-            json.get("max_position_embeddings"),
-            "max_position_embeddings",
-        )?;
-        // transformers prefers a top-level original_max_position_embeddings (Phi-3 writes it there)
-        let original_max = || -> Result<f32, ConfigError> {
-            num(
-                json.get("original_max_position_embeddings"),
-                "original_max_position_embeddings",
-            )?
-            .or(key("original_max_position_embeddings")?)
-            .or(max_pos)
-            .map(|v| v as f32)
-            .ok_or_else(|| {
-                invalid(format!(
-                    "{field}.original_max_position_embeddings is required"
-                ))
-            })
-        };
-        let scaling = match rope_type {
-            "default" => RopeScaling::None,
-            "linear" => RopeScaling::Linear {
-                factor: need("factor")?,
-            },
-            "dynamic" => {
-                need("factor")?;
-                RopeScaling::Dynamic
-            }
-            "llama3" => RopeScaling::Llama3 {
-                factor: need("factor")?,
-                low_freq_factor: need("low_freq_factor")?,
-                high_freq_factor: need("high_freq_factor")?,
-                original_max_position_embeddings: original_max()?,
-            },
-            "yarn" => {
-                let original = original_max()?;
-                let factor = match key("factor")? {
-                    Some(f) => f as f32,
-                    None => max_pos.map(|m| m as f32 / original).ok_or_else(|| {
-                        invalid(format!("{field}.factor is required for rope_type \"yarn\""))
-                    })?,
-                };
-                if key("mscale_all_dim")?.is_some_and(|m| m != 0.0) {
-                    return Err(ConfigError::Unsupported(format!(
-                        "{field}.mscale_all_dim (DeepSeek's YaRN softmax scaling)"
-                    )));
-                }
-                let attention_factor = key("attention_factor")?
-                    .map(|a| a as f32)
-                    .unwrap_or_else(|| yarn_mscale(factor, 1.0));
-                RopeScaling::Yarn {
-                    factor,
-                    original_max_position_embeddings: original,
-                    beta_fast: key("beta_fast")?.filter(|&b| b != 0.0).unwrap_or(32.0) as f32,
-                    beta_slow: key("beta_slow")?.filter(|&b| b != 0.0).unwrap_or(1.0) as f32,
-                    attention_factor,
-                    truncate: match d.get("truncate") {
-                        None | Some(Value::Null) => true,
-                        Some(Value::Bool(b)) => *b,
-                        Some(other) => {
-                            return Err(invalid(format!(
-                                "{field}.truncate must be a bool, got {other}"
-                            )))
-                        }
-                    },
-                }
-            }
-            "longrope" | "su" => {
-                let original = original_max()?;
-                let factor = key("factor")?
-                    .map(|f| f as f32)
-                    .or(max_pos.map(|m| m as f32 / original))
-                    .unwrap_or(1.0);
-                let attention_factor = match key("attention_factor")? {
-                    Some(a) => a as f32,
-                    None if factor <= 1.0 => 1.0,
-                    None => (1.0 + factor.ln() / original.ln()).sqrt(),
-                };
-                let factors = |k: &str| -> Result<Vec<f32>, ConfigError> {
-                    d.get(k)
-                        .and_then(Value::as_array)
-                        .and_then(|a| a.iter().map(|v| v.as_f64().map(|f| f as f32)).collect())
-                        .ok_or_else(|| {
-                            invalid(format!(
-                                "{field}.{k} must be a list of numbers for longrope"
-                            ))
-                        })
-                };
-                RopeScaling::LongRope {
-                    short_factor: factors("short_factor")?,
-                    long_factor: factors("long_factor")?,
-                    original_max_position_embeddings: original,
-                    attention_factor,
-                }
-            }
-            other => {
-                return Err(ConfigError::Unsupported(format!(
-                    "{field}.rope_type {other:?}; weir implements {SUPPORTED}"
-                )))
-            }
-        };
         Ok(Self {
             theta: theta as f32,
-            scaling,
+            scaling: dict.scaling(rope_type)?,
         })
     }
 
-    /// The settings in GGUF metadata (`{arch}.rope.freq_base`, `{arch}.rope.scaling.*`).
     /// LongRoPE from a GGUF file (llama.cpp's Phi-3 form): the `rope_factors_short` /
     /// `rope_factors_long` tensors the caller read, `{arch}.rope.scaling.original_context_length`
     /// and `.attn_factor` (else computed from `context_length` as transformers does).
@@ -278,8 +136,7 @@ impl RopeParams {
         let factor = num("context_length")?.map_or(1.0, |c| c / original);
         let attention_factor = match num("rope.scaling.attn_factor")? {
             Some(a) => a,
-            None if factor <= 1.0 => 1.0,
-            None => (1.0 + factor.ln() / original.ln()).sqrt(),
+            None => longrope_attention_factor(factor, original),
         };
         Ok(RopeScaling::LongRope {
             short_factor,
@@ -289,6 +146,7 @@ impl RopeParams {
         })
     }
 
+    /// The settings in GGUF metadata (`{arch}.rope.freq_base`, `{arch}.rope.scaling.*`).
     pub fn from_gguf(ct: &gguf_file::Content, arch: &str) -> Result<Self, ConfigError> {
         let get = |k: &str| ct.metadata.get(&format!("{arch}.{k}"));
         let f32_of = |k: &str| -> Result<Option<f32>, ConfigError> {
@@ -464,6 +322,202 @@ fn divided(base: Vec<f32>, factors: &[f32], what: &str) -> Result<Vec<f32>, Conf
         )));
     }
     Ok(base.into_iter().zip(factors).map(|(f, s)| f / s).collect())
+}
+
+/// A number or null (`name` in the error).
+fn num(src: Option<&Value>, name: &str) -> Result<Option<f64>, ConfigError> {
+    match src {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_f64()
+            .map(Some)
+            .ok_or_else(|| invalid(format!("{name} must be a number, got {v}"))),
+    }
+}
+
+/// LongRoPE's default attention factor (transformers' and llama.cpp's).
+fn longrope_attention_factor(factor: f32, original: f32) -> f32 {
+    if factor <= 1.0 {
+        1.0
+    } else {
+        (1.0 + factor.ln() / original.ln()).sqrt()
+    }
+}
+
+/// The RoPE dict of a `config.json` (`d`, found under `field`) and the config around it.
+struct RopeDict<'a> {
+    json: &'a Value,
+    field: &'static str,
+    d: &'a serde_json::Map<String, Value>,
+}
+
+impl<'a> RopeDict<'a> {
+    /// transformers' choice: `rope_scaling` when set, else `rope_parameters` (for `layer_type`
+    /// when it has one dict per layer type); `empty` when neither is there.
+    fn find(
+        json: &'a Value,
+        layer_type: Option<&str>,
+        empty: &'a serde_json::Map<String, Value>,
+    ) -> Result<Self, ConfigError> {
+        let (field, dict) = match (json.get("rope_scaling"), json.get("rope_parameters")) {
+            (Some(v), _) if !v.is_null() => ("rope_scaling", Some(v)),
+            (_, Some(v)) if !v.is_null() => ("rope_parameters", Some(v)),
+            _ => ("rope_parameters", None),
+        };
+        let dict = match (dict, layer_type) {
+            (Some(d), Some(lt)) if d.get(lt).is_some_and(Value::is_object) => Some(&d[lt]),
+            (Some(d), _) => {
+                if let Some((k, _)) = d
+                    .as_object()
+                    .and_then(|o| o.iter().find(|(_, v)| v.is_object()))
+                {
+                    return Err(invalid(format!(
+                        "{field} holds a per-layer-type entry {k:?}, which this model's layers do not use"
+                    )));
+                }
+                Some(d)
+            }
+            (None, _) => None,
+        };
+        let d = match dict {
+            Some(Value::Object(o)) => o,
+            Some(other) => return Err(invalid(format!("{field} must be an object, got {other}"))),
+            None => empty,
+        };
+        Ok(Self { json, field, d })
+    }
+
+    fn key(&self, k: &str) -> Result<Option<f64>, ConfigError> {
+        num(self.d.get(k), &format!("{}.{k}", self.field))
+    }
+
+    fn need(&self, k: &str, rope_type: &str) -> Result<f32, ConfigError> {
+        self.key(k)?.map(|v| v as f32).ok_or_else(|| {
+            invalid(format!(
+                "{}.{k} is required for rope_type {rope_type:?}",
+                self.field
+            ))
+        })
+    }
+
+    fn max_pos(&self) -> Result<Option<f64>, ConfigError> {
+        num(
+            self.json.get("max_position_embeddings"),
+            "max_position_embeddings",
+        )
+    }
+
+    /// transformers prefers a top-level original_max_position_embeddings (Phi-3 writes it there)
+    fn original_max(&self) -> Result<f32, ConfigError> {
+        num(
+            self.json.get("original_max_position_embeddings"),
+            "original_max_position_embeddings",
+        )?
+        .or(self.key("original_max_position_embeddings")?)
+        .or(self.max_pos()?)
+        .map(|v| v as f32)
+        .ok_or_else(|| {
+            invalid(format!(
+                "{}.original_max_position_embeddings is required",
+                self.field
+            ))
+        })
+    }
+
+    /// `factor`, else `max_position_embeddings` over `original`.
+    fn factor_or_ratio(&self, original: f32) -> Result<Option<f32>, ConfigError> {
+        Ok(self
+            .key("factor")?
+            .map(|f| f as f32)
+            .or(self.max_pos()?.map(|m| m as f32 / original)))
+    }
+
+    fn scaling(&self, rope_type: &str) -> Result<RopeScaling, ConfigError> {
+        Ok(match rope_type {
+            "default" => RopeScaling::None,
+            "linear" => RopeScaling::Linear {
+                factor: self.need("factor", rope_type)?,
+            },
+            "dynamic" => {
+                self.need("factor", rope_type)?;
+                RopeScaling::Dynamic
+            }
+            "llama3" => RopeScaling::Llama3 {
+                factor: self.need("factor", rope_type)?,
+                low_freq_factor: self.need("low_freq_factor", rope_type)?,
+                high_freq_factor: self.need("high_freq_factor", rope_type)?,
+                original_max_position_embeddings: self.original_max()?,
+            },
+            "yarn" => self.yarn()?,
+            "longrope" | "su" => self.longrope()?,
+            other => {
+                return Err(ConfigError::Unsupported(format!(
+                    "{}.rope_type {other:?}; weir implements {SUPPORTED}",
+                    self.field
+                )))
+            }
+        })
+    }
+
+    fn yarn(&self) -> Result<RopeScaling, ConfigError> {
+        let field = self.field;
+        let original = self.original_max()?;
+        let factor = self
+            .factor_or_ratio(original)?
+            .ok_or_else(|| invalid(format!("{field}.factor is required for rope_type \"yarn\"")))?;
+        if self.key("mscale_all_dim")?.is_some_and(|m| m != 0.0) {
+            return Err(ConfigError::Unsupported(format!(
+                "{field}.mscale_all_dim (DeepSeek's YaRN softmax scaling)"
+            )));
+        }
+        let attention_factor = self
+            .key("attention_factor")?
+            .map(|a| a as f32)
+            .unwrap_or_else(|| yarn_mscale(factor, 1.0));
+        Ok(RopeScaling::Yarn {
+            factor,
+            original_max_position_embeddings: original,
+            beta_fast: self.key("beta_fast")?.filter(|&b| b != 0.0).unwrap_or(32.0) as f32,
+            beta_slow: self.key("beta_slow")?.filter(|&b| b != 0.0).unwrap_or(1.0) as f32,
+            attention_factor,
+            truncate: match self.d.get("truncate") {
+                None | Some(Value::Null) => true,
+                Some(Value::Bool(b)) => *b,
+                Some(other) => {
+                    return Err(invalid(format!(
+                        "{field}.truncate must be a bool, got {other}"
+                    )))
+                }
+            },
+        })
+    }
+
+    fn longrope(&self) -> Result<RopeScaling, ConfigError> {
+        let original = self.original_max()?;
+        let factor = self.factor_or_ratio(original)?.unwrap_or(1.0);
+        let attention_factor = match self.key("attention_factor")? {
+            Some(a) => a as f32,
+            None => longrope_attention_factor(factor, original),
+        };
+        let factors = |k: &str| -> Result<Vec<f32>, ConfigError> {
+            self.d
+                .get(k)
+                .and_then(Value::as_array)
+                .and_then(|a| a.iter().map(|v| v.as_f64().map(|f| f as f32)).collect())
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "{}.{k} must be a list of numbers for longrope",
+                        self.field
+                    ))
+                })
+        };
+        Ok(RopeScaling::LongRope {
+            short_factor: factors("short_factor")?,
+            long_factor: factors("long_factor")?,
+            original_max_position_embeddings: original,
+            attention_factor,
+        })
+    }
 }
 
 /// YaRN's `0.1 · mscale · ln(scale) + 1` (1 for scale <= 1).
