@@ -206,3 +206,30 @@ fn gemma3_270m_is_known_by_name() {
     assert!(weir::store::pypi::known_model("SmolLM2-135M-Instruct").is_some());
     assert!(weir::store::pypi::known_model("/models/x.gguf").is_none());
 }
+
+/// `--model gemma3-270m`: the bare name resolves to the cached file (fetched here through the
+/// same store, so no network is needed again) and serves chat; an unknown bare name is refused
+/// naming the models weir knows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_known_name_serves_its_model() {
+    use weir::testing::{gemma3_model_path, test_limits, TestServer};
+    gemma3_model_path();
+    let name = std::path::Path::new("gemma3-270m");
+    let s = TestServer::start(&[("gemma", name)], test_limits(64, 16));
+    let body = serde_json::json!({"model": "gemma", "max_tokens": 4, "temperature": 0,
+        "messages": [{"role": "user", "content": "Say hi."}]});
+    let (status, v) = s.post_json("/v1/chat/completions", &body).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["usage"]["completion_tokens"], 4, "{v}");
+    let decl = weir::manager::ModelDecl::new(weir::store::ModelSpec {
+        id: "x".into(),
+        source: "gemma9-1b".into(),
+    });
+    let limits = weir::testing::manager_limits(test_limits(64, 16), None, 60);
+    let sources = weir::config::ServeArgs::from_env().sources();
+    let metrics = std::sync::Arc::new(weir::metrics::Metrics::new());
+    let err = weir::manager::ModelManager::new(vec![decl], limits, sources, metrics)
+        .err()
+        .unwrap();
+    assert!(err.contains("SmolLM2-135M-Instruct, gemma3-270m"), "{err}");
+}
