@@ -261,3 +261,45 @@ fn gguf_gemma2_answers_as_the_folder() {
     let (a, b) = (logits(folder.as_ref()), logits(gguf.as_ref()));
     assert!(max_diff(&a, &b) < 1e-4, "{}", max_diff(&a, &b));
 }
+
+/// The embedding rows a GGUF model dequantizes per step (`layers::Embedding`, its table kept in
+/// GGML blocks) are the very numbers of the whole table dequantized: SmolLM2 (Q4_1 file) and
+/// Gemma 3 270M (Q4_K_M file, a 262k-row table).
+#[test]
+fn quantized_embedding_rows_equal_the_table_dequantized() {
+    use weir::models::layers::Embedding;
+    use weir::models::weights::WeightSource;
+    for path in [
+        weir::testing::default_model_path(),
+        weir::testing::gemma3_model_path(),
+    ] {
+        let mut w = GgufWeights::open(&path, &Device::Cpu, WeightFormat::Quantized).unwrap();
+        let info = &w.content().tensor_infos["token_embd.weight"];
+        let (vocab, hidden) = info.shape.dims2().unwrap();
+        let e = Embedding::load(&mut w, "model.embed_tokens", vocab, hidden).unwrap();
+        assert!(matches!(e, Embedding::Quantized(_)), "{}", path.display());
+        let dense = w.dense("model.embed_tokens", &[vocab, hidden]).unwrap();
+        let ids: Vec<u32> = (0..64u32).map(|i| (i * 7919) % vocab as u32).collect();
+        let ids = Tensor::new(ids.as_slice(), &Device::Cpu).unwrap();
+        let rows: Vec<f32> = e
+            .forward(&ids)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let want: Vec<f32> = dense
+            .index_select(&ids, 0)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(rows, want, "{}", path.display());
+        assert!(
+            e.bytes() * 3 < (vocab * hidden * 4) as u64,
+            "{} bytes",
+            e.bytes()
+        );
+    }
+}

@@ -17,7 +17,7 @@ use super::attention::{Attention, AttentionShape};
 use super::batch::ForwardBatch;
 use super::config::{layer_kinds, windowed_layers, ConfigError, LlamaConfig, QkNormScope};
 use super::fused;
-use super::layers::{Activation, GatedMlp, LmHead, QkNorm, SelfAttention, StepContext};
+use super::layers::{Activation, Embedding, GatedMlp, LmHead, QkNorm, SelfAttention, StepContext};
 use super::rope::Rope;
 use super::rope_params::{RopeParams, RopeScaling};
 use super::weights::WeightSource;
@@ -352,7 +352,7 @@ impl Layer {
 pub struct Gemma {
     cfg: GemmaConfig,
     /// [vocab, hidden]
-    embed: Tensor,
+    embed: Embedding,
     layers: Vec<Layer>,
     /// The final norm and the vocabulary projection.
     head: LmHead,
@@ -392,7 +392,7 @@ impl Gemma {
                 post_mlp_norm: norm(w, &p("post_feedforward_layernorm"), h)?,
             });
         }
-        let embed = w.dense("model.embed_tokens", &[c.vocab_size, h])?;
+        let embed = Embedding::load(w, "model.embed_tokens", c.vocab_size, h)?;
         let final_norm = norm(w, "model.norm", h)?;
         let head = LmHead::load(w, final_norm, c)?;
         let rope = |p: &RopeParams| -> Result<Rope> {
@@ -425,9 +425,8 @@ impl Model for Gemma {
     }
 
     fn weight_bytes(&self) -> u64 {
-        let tb = super::linear::tensor_bytes;
         let layers: u64 = self.layers.iter().map(Layer::bytes).sum();
-        tb(&self.embed) + layers + self.head.bytes()
+        self.embed.bytes() + layers + self.head.bytes()
     }
 
     fn to_device(&self, device: &Device) -> Result<std::sync::Arc<dyn Model>> {
@@ -475,7 +474,7 @@ impl CausalLm for Gemma {
         let _enter = self.span.enter();
         let eps = self.cfg.base.rms_norm_eps as f32;
         let scale = (self.cfg.base.hidden_size as f64).sqrt();
-        let mut x = (self.embed.index_select(&inputs.token_ids, 0)? * scale)?;
+        let mut x = (self.embed.forward(&inputs.token_ids)? * scale)?;
         let step = |rope: &Rope| -> Result<StepContext> {
             Ok(StepContext {
                 batch,

@@ -6,7 +6,9 @@ use super::attention::{Attention, AttentionShape};
 use super::batch::ForwardBatch;
 use super::config::{ConfigError, LlamaConfig, QkNormScope};
 use super::fused;
-use super::layers::{Activation, GatedMlp, LmHead, QkNorm, SelfAttention, SparseMoe, StepContext};
+use super::layers::{
+    Activation, Embedding, GatedMlp, LmHead, QkNorm, SelfAttention, SparseMoe, StepContext,
+};
 use super::rope::{Rope, RopeTables};
 use super::rope_params::RopeParams;
 use super::weights::WeightSource;
@@ -154,7 +156,7 @@ impl FeedForward {
 pub struct Llama {
     cfg: LlamaConfig,
     /// [vocab, hidden]
-    embed: Tensor,
+    embed: Embedding,
     layers: Vec<Layer>,
     /// The final norm and the vocabulary projection.
     head: LmHead,
@@ -176,7 +178,7 @@ impl Llama {
         let (device, dtype) = (w.device().clone(), w.dtype());
         let h = cfg.hidden_size;
         let shape = attention_shape(&cfg);
-        let embed = w.dense("model.embed_tokens", &[cfg.vocab_size, h])?;
+        let embed = Embedding::load(w, "model.embed_tokens", cfg.vocab_size, h)?;
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for i in 0..cfg.num_layers {
             let p = |m: &str| format!("model.layers.{i}.{m}");
@@ -267,7 +269,7 @@ impl Model for Llama {
             .collect::<Result<_>>()?;
         Ok(std::sync::Arc::new(Self {
             cfg: self.cfg.clone(),
-            embed: t(&self.embed)?,
+            embed: self.embed.to_device(device)?,
             layers,
             head: self.head.to_device(device)?,
             rope: self.rope.clone(),
@@ -287,7 +289,7 @@ impl Model for Llama {
             .iter()
             .map(|y| tb(&y.attn_norm) + tb(&y.mlp_norm) + y.attn.bytes() + y.mlp.bytes())
             .sum();
-        tb(&self.embed) + layers + self.head.bytes()
+        self.embed.bytes() + layers + self.head.bytes()
     }
 }
 
@@ -316,8 +318,8 @@ impl CausalLm for Llama {
     ) -> Result<Tensor> {
         let _enter = self.span.enter();
         let eps = self.cfg.rms_norm_eps as f32;
-        let mut x = self.embed.index_select(&inputs.token_ids, 0)?; // [T, hidden]
-                                                                    // the fused RoPE kernel computes its angles from the positions: no host trigonometry
+        let mut x = self.embed.forward(&inputs.token_ids)?; // [T, hidden]
+                                                            // the fused RoPE kernel computes its angles from the positions: no host trigonometry
         let rope = match &inputs.positions {
             Some(positions) => RopeTables::Device {
                 positions: positions.clone(),

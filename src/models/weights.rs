@@ -40,6 +40,11 @@ pub trait WeightSource {
     fn linear(&mut self, name: &str, out_dim: usize, in_dim: usize, bias: bool) -> Result<Linear>;
     /// A dense tensor `name.weight` (norm scales, embeddings) in `dtype()`.
     fn dense(&mut self, name: &str, shape: &[usize]) -> Result<Tensor>;
+    /// `name.weight` in its GGML blocks, where the source keeps them (GGUF on the CPU, a
+    /// quantized type); `None` otherwise (read it with `dense`).
+    fn quantized(&mut self, _name: &str, _shape: &[usize]) -> Result<Option<QTensor>> {
+        Ok(None)
+    }
     /// The projection `proj` ([out, in]) of each of the `num_experts` experts under `prefix`
     /// (`{prefix}.{e}.{proj}` in Hugging Face checkpoints; GGUF stacks them in one tensor).
     fn experts(
@@ -224,6 +229,22 @@ impl WeightSource for GgufWeights {
         let g = self.name(name);
         let qt = self.qtensor(&format!("{g}.weight"), shape)?;
         self.dequantized(&qt)
+    }
+
+    fn quantized(&mut self, name: &str, shape: &[usize]) -> Result<Option<QTensor>> {
+        if !self.keeps_quantized() || self.format == WeightFormat::Dense {
+            return Ok(None);
+        }
+        let g = self.name(name);
+        let qt = self.qtensor(&format!("{g}.weight"), shape)?;
+        let float = matches!(
+            qt.dtype(),
+            GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16
+        );
+        let blocks_fit = shape
+            .last()
+            .is_some_and(|h| h % qt.dtype().block_size() == 0);
+        Ok((!float && blocks_fit).then_some(qt))
     }
 
     /// llama.cpp's stacked `ffn_*_exps` tensor [experts, out, in], split into one projection

@@ -5,12 +5,14 @@
 //! variants live in `rope`. Each layer loads from a `WeightSource` under a name prefix, runs
 //! `forward`, and moves between devices (`to_device`) for the model manager's host tier.
 
+pub mod embedding;
 pub mod lm_head;
 pub mod mlp;
 pub mod moe;
 pub mod projs;
 pub mod self_attn;
 
+pub use embedding::Embedding;
 pub use lm_head::LmHead;
 pub use mlp::{Activation, GatedMlp};
 pub use moe::SparseMoe;
