@@ -13,14 +13,12 @@ use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use std::collections::HashMap;
-use weir::kv::KvCacheConfig;
-use weir::models::attention::cpu::CpuBackend;
-use weir::models::attention::Attention;
-use weir::models::batch::{ForwardBatch, SeqInput};
 use weir::models::linear::WeightFormat;
 use weir::models::weights::{GgufWeights, VarBuilderWeights};
 use weir::models::Model;
-use weir::testing::{tiny_llama_config_json, tiny_llama_weights, TINY_VOCAB};
+use weir::testing::{
+    attention_for, single_seq_batch, tiny_llama_config_json, tiny_llama_weights, TINY_VOCAB,
+};
 
 const SHORT: [f32; 8] = [1.0, 1.1, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0];
 const LONG: [f32; 8] = [1.0, 2.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0];
@@ -125,30 +123,14 @@ fn phi3_gguf(dir: &std::path::Path, longrope: bool) -> Box<dyn Model> {
 
 /// The last-position logits of a 20-token prompt.
 fn logits(model: &dyn Model) -> Vec<f32> {
-    let shape = model.attention_shape();
-    let cfg = KvCacheConfig {
-        num_layers: 2,
-        num_kv_heads: shape.num_kv_heads,
-        head_dim: shape.head_dim,
-        block_size: 4,
-        num_blocks: 8,
-        dtype_size: 4,
-    };
-    let mut kv = Attention::new(Box::new(CpuBackend::new(shape)), cfg).unwrap();
+    let mut kv = attention_for(model, 4, 8);
     let prompt: Vec<u32> = (0..20u32)
         .map(|i| (i * 37 + 5) % TINY_VOCAB as u32)
         .collect();
     let table: Vec<u32> = (0..8).collect();
-    let b = ForwardBatch::build(
-        &[SeqInput {
-            token_ids: &prompt,
-            start: 0,
-            block_table: &table,
-            sample: true,
-        }],
-        4,
-    );
-    let out = model.forward(&b, &mut kv).unwrap();
+    let out = model
+        .forward(&single_seq_batch(&prompt, 0, &table, 4), &mut kv)
+        .unwrap();
     out.flatten_all().unwrap().to_vec1().unwrap()
 }
 

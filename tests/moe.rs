@@ -10,15 +10,12 @@
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use weir::kv::KvCacheConfig;
-use weir::models::attention::cpu::CpuBackend;
 use weir::models::attention::Attention;
-use weir::models::batch::{ForwardBatch, SeqInput};
 use weir::models::linear::WeightFormat;
 use weir::models::weights::{GgufWeights, VarBuilderWeights, WeightSource};
 use weir::models::Model;
 use weir::testing::moe::{tiny_moe_config_json, tiny_moe_weights, TINY_EXPERTS, TINY_EXPERT_WIDTH};
-use weir::testing::TINY_VOCAB;
+use weir::testing::{attention_for, packed_batch, single_seq_batch, TINY_VOCAB};
 
 const BLOCK: usize = 4;
 const LAYERS: usize = 2;
@@ -94,16 +91,7 @@ fn gguf_model(dir: &std::path::Path, q: GgmlDType) -> Box<dyn Model> {
 }
 
 fn pool(model: &dyn Model) -> Attention {
-    let shape = model.attention_shape();
-    let cfg = KvCacheConfig {
-        num_layers: LAYERS,
-        num_kv_heads: shape.num_kv_heads,
-        head_dim: shape.head_dim,
-        block_size: BLOCK,
-        num_blocks: 16,
-        dtype_size: 4,
-    };
-    Attention::new(Box::new(CpuBackend::new(shape)), cfg).unwrap()
+    attention_for(model, BLOCK, 16)
 }
 
 fn prompt(n: usize, salt: u32) -> Vec<u32> {
@@ -114,17 +102,10 @@ fn prompt(n: usize, salt: u32) -> Vec<u32> {
 
 fn alone(model: &dyn Model, tokens: &[u32]) -> Vec<f32> {
     let table: Vec<u32> = (0..16).collect();
-    let b = ForwardBatch::build(
-        &[SeqInput {
-            token_ids: tokens,
-            start: 0,
-            block_table: &table,
-            sample: true,
-        }],
-        BLOCK,
-    );
     let mut kv = pool(model);
-    let logits = model.forward(&b, &mut kv).unwrap();
+    let logits = model
+        .forward(&single_seq_batch(tokens, 0, &table, BLOCK), &mut kv)
+        .unwrap();
     logits.flatten_all().unwrap().to_vec1().unwrap()
 }
 
@@ -134,20 +115,13 @@ fn assert_batch_invariant(model: &dyn Model, what: &str) {
     let prompts = [prompt(3, 5), prompt(9, 11), prompt(17, 2)];
     let each: Vec<Vec<f32>> = prompts.iter().map(|p| alone(model, p)).collect();
     let tables: [Vec<u32>; 3] = [vec![7], vec![1, 4, 10], vec![0, 2, 3, 5, 6]];
-    let inputs: Vec<SeqInput> = prompts
+    let seqs: Vec<(&[u32], &[u32])> = prompts
         .iter()
         .zip(&tables)
-        .map(|(p, table)| SeqInput {
-            token_ids: p,
-            start: 0,
-            block_table: table,
-            sample: true,
-        })
+        .map(|(p, t)| (p.as_slice(), t.as_slice()))
         .collect();
     let mut kv = pool(model);
-    let batched = model
-        .forward(&ForwardBatch::build(&inputs, BLOCK), &mut kv)
-        .unwrap();
+    let batched = model.forward(&packed_batch(&seqs, BLOCK), &mut kv).unwrap();
     for (i, want) in each.iter().enumerate() {
         let row: Vec<f32> = batched.get(i).unwrap().to_vec1().unwrap();
         assert_eq!(
@@ -160,15 +134,7 @@ fn assert_batch_invariant(model: &dyn Model, what: &str) {
     let mut kv = pool(model);
     let mut last = None;
     for (start, end) in [(0, 5), (5, 12), (12, p.len())] {
-        let b = ForwardBatch::build(
-            &[SeqInput {
-                token_ids: &p[start..end],
-                start,
-                block_table: table,
-                sample: true,
-            }],
-            BLOCK,
-        );
+        let b = single_seq_batch(&p[start..end], start, table, BLOCK);
         last = Some(model.forward(&b, &mut kv).unwrap());
     }
     let chunked: Vec<f32> = last.unwrap().flatten_all().unwrap().to_vec1().unwrap();

@@ -16,7 +16,7 @@ use weir::models::attention::{Attention, AttentionBackend};
 use weir::models::batch::{ForwardBatch, SeqInput};
 use weir::models::weights::VarBuilderWeights;
 use weir::models::{CausalLm, Llama, LlamaConfig, Model};
-use weir::testing::{single_seq_batch, tiny_llama_config_json, tiny_llama_weights};
+use weir::testing::{packed_batch, single_seq_batch, tiny_llama_config_json, tiny_llama_weights};
 
 const BLOCK: usize = 4;
 /// Deliberately out of order: position p lives in block TABLE[p / 4].
@@ -169,17 +169,12 @@ fn three_sequences_batched(backend: Backend) {
     }
     // pack the three in one batch, each in its own blocks
     let tables: [Vec<u32>; 3] = [vec![7], vec![1, 4, 10], vec![0, 2, 3, 5, 6]];
-    let inputs: Vec<SeqInput> = prompts
+    let seqs: Vec<(&[u32], &[u32])> = prompts
         .iter()
         .zip(&tables)
-        .map(|(p, table)| SeqInput {
-            token_ids: p,
-            start: 0,
-            block_table: table,
-            sample: true,
-        })
+        .map(|(p, t)| (p.as_slice(), t.as_slice()))
         .collect();
-    let b = ForwardBatch::build(&inputs, BLOCK);
+    let b = packed_batch(&seqs, BLOCK);
     let mut kv = cache(&model, backend);
     let batched = model.forward(&b, &mut kv).unwrap();
     for (i, a) in alone.iter().enumerate() {

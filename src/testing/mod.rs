@@ -447,6 +447,21 @@ pub fn single_seq_batch(
     )
 }
 
+/// One batch of sequences, each computing its `tokens` from position 0 in the blocks of its
+/// `table`; every sequence's last token samples.
+pub fn packed_batch(seqs: &[(&[u32], &[u32])], block_size: usize) -> ForwardBatch {
+    let inputs: Vec<SeqInput> = seqs
+        .iter()
+        .map(|&(token_ids, block_table)| SeqInput {
+            token_ids,
+            start: 0,
+            block_table,
+            sample: true,
+        })
+        .collect();
+    ForwardBatch::build(&inputs, block_size)
+}
+
 /// The attention backend `model` gets in serving, with a pool of `num_blocks` blocks.
 pub fn attention_for(
     model: &dyn CausalLm,
