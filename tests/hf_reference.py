@@ -57,6 +57,10 @@ TINY = dict(
     tie_word_embeddings=False,
 )
 
+# LongRoPE's two factor sets (one per frequency of the tiny head of 16)
+LONGROPE_SHORT = [1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0]
+LONGROPE_LONG = [1.0, 2.0, 4.0, 8.0, 12.0, 16.0, 24.0, 32.0]
+
 # (name, model_type, extra config) of the tiny models; short original contexts so that every
 # scaling changes the answer at the prompts' lengths.
 TINY_CASES = [
@@ -122,8 +126,8 @@ TINY_CASES = [
             "original_max_position_embeddings": 512,
             "rope_scaling": {
                 "rope_type": "longrope",
-                "short_factor": [1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0],
-                "long_factor": [1.0, 2.0, 4.0, 8.0, 12.0, 16.0, 24.0, 32.0],
+                "short_factor": LONGROPE_SHORT,
+                "long_factor": LONGROPE_LONG,
             },
         },
     ),
@@ -135,8 +139,8 @@ TINY_CASES = [
             "original_max_position_embeddings": 1,
             "rope_scaling": {
                 "rope_type": "longrope",
-                "short_factor": [1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0],
-                "long_factor": [1.0, 2.0, 4.0, 8.0, 12.0, 16.0, 24.0, 32.0],
+                "short_factor": LONGROPE_SHORT,
+                "long_factor": LONGROPE_LONG,
                 "attention_factor": 1.1,
             },
         },
