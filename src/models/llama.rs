@@ -1,6 +1,6 @@
 //! Llama-family decoder (Llama 2/3, SmolLM2, Mistral with its sliding window, Qwen2, Qwen3,
-//! Phi-3, and with routed experts Mixtral, Qwen2/3-MoE, OLMoE) over the paged KV cache. The model borrows the cache for each forward and owns no per-request
-//! state.
+//! Phi-3, and with routed experts Mixtral, Qwen2/3-MoE, OLMoE) over the paged KV cache. The
+//! model borrows the cache for each forward and owns no per-request state.
 
 use super::attention::{Attention, AttentionShape};
 use super::batch::ForwardBatch;
@@ -107,20 +107,21 @@ impl FeedForward {
                 SparseMoe::load_mixtral(w, &format!("{p}.block_sparse_moe"), h, m)?,
             )),
             Some(m) => Ok(Self::Sparse(SparseMoe::load(w, &format!("{p}.mlp"), h, m)?)),
-            None if cfg.fused_projections => Ok(Self::Dense(GatedMlp::load_fused(
-                w,
-                &format!("{p}.mlp"),
-                h,
-                cfg.intermediate_size,
-                Activation::Silu,
-            )?)),
-            None => Ok(Self::Dense(GatedMlp::load(
-                w,
-                &format!("{p}.mlp"),
-                h,
-                cfg.intermediate_size,
-                Activation::Silu,
-            )?)),
+            None => {
+                // Phi-3 stores gate and up as one weight
+                let load = match cfg.fused_projections {
+                    true => GatedMlp::load_fused,
+                    false => GatedMlp::load,
+                };
+                let mlp = load(
+                    w,
+                    &format!("{p}.mlp"),
+                    h,
+                    cfg.intermediate_size,
+                    Activation::Silu,
+                );
+                Ok(Self::Dense(mlp?))
+            }
         }
     }
 

@@ -240,6 +240,8 @@ impl Scheduler {
                 seq.num_cached_tokens = hit_tokens.min(seq.num_prompt_tokens);
             }
             seq.status = SequenceStatus::Running;
+            // its prefix-cache hits may hold blocks it will never read
+            self.release_out_of_window(id);
             self.grant(id, n, need, out);
             *budget -= n;
         }
@@ -323,14 +325,8 @@ impl Scheduler {
             .allocator
             .allocate(need)
             .expect("can_allocate was checked. This is a bug.");
-        self.seqs
-            .get_mut(&id)
-            .expect("scheduled id is known")
-            .block_table
-            .extend(blocks);
-        // a sequence admitted with prefix-cache hits may hold blocks it will never read
-        self.release_out_of_window(id);
         let seq = self.seqs.get_mut(&id).expect("scheduled id is known");
+        seq.block_table.extend(blocks);
         let start = seq.num_computed_tokens;
         if n > 1 || start < seq.num_prompt_tokens {
             out.num_prompt_tokens += n;

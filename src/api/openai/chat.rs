@@ -323,9 +323,8 @@ pub async fn chat_completions(
                 content: Some(done.text),
             },
         };
-        let answer = split.content.clone().unwrap_or_default();
         let parsed = if offered {
-            format.parse(&answer)
+            format.parse(split.content.as_deref().unwrap_or_default())
         } else {
             Parsed {
                 content: split.content,
