@@ -18,7 +18,7 @@
 
 use std::path::{Path, PathBuf};
 use weir::testing::{
-    default_model_path, gemma3_model_path, run_python_test, test_limits, TestServer,
+    default_model_path, gemma3_model_path, llama_cpp_dir, run_python_test, test_limits, TestServer,
 };
 
 const TOLERANCE: f64 = 2e-3;
@@ -52,21 +52,6 @@ fn reference_dir(rt: &tokio::runtime::Runtime) -> PathBuf {
         ));
     }
     dir
-}
-
-/// llama.cpp's sources (its GGUF converter), fetched once by scripts/llamacpp-src.sh.
-fn llama_cpp_dir() -> PathBuf {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/llamacpp-src.sh");
-    let out = std::process::Command::new("bash")
-        .arg(&script)
-        .output()
-        .expect("bash runs");
-    assert!(
-        out.status.success(),
-        "scripts/llamacpp-src.sh failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
 /// weir's top logprobs of the first output token: (token id, logprob).

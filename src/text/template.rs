@@ -4,6 +4,8 @@
 //! `raise_exception`, `strftime_now`, and `add_generation_prompt = true`.
 
 use super::error::TextError;
+use super::pyjson;
+use minijinja::value::{Kwargs, Value};
 use minijinja::{Environment, Error, ErrorKind};
 use serde::Serialize;
 
@@ -69,6 +71,37 @@ fn raise_exception(msg: String) -> Result<String, Error> {
 }
 
 /// Days since 1970-01-01 to (year, month 1-12, day 1-31) (H. Hinnant's civil_from_days).
+/// Hugging Face's `tojson`: Python's `json.dumps(x, ensure_ascii=False, indent=None,
+/// separators=None, sort_keys=False)`, each argument by keyword (or `indent` by position).
+fn tojson(value: Value, indent: Option<Value>, kwargs: Kwargs) -> Result<Value, Error> {
+    let bad = |what: &str| Error::new(ErrorKind::InvalidOperation, format!("tojson: {what}"));
+    let indent = match indent.or(kwargs.get::<Option<Value>>("indent")?) {
+        None => None,
+        Some(v) if v.is_none() => None,
+        Some(v) => match (v.as_i64(), v.as_str()) {
+            (Some(n), _) => Some(" ".repeat(n.max(0) as usize)),
+            (None, Some(s)) => Some(s.to_string()),
+            _ => return Err(bad("indent is an integer or a string")),
+        },
+    };
+    let separators = match kwargs.get::<Option<Vec<String>>>("separators")? {
+        None => None,
+        Some(pair) => match <[String; 2]>::try_from(pair) {
+            Ok([item, key]) => Some((item, key)),
+            Err(_) => return Err(bad("separators is a pair of strings")),
+        },
+    };
+    let options = pyjson::DumpOptions {
+        ensure_ascii: kwargs.get::<Option<bool>>("ensure_ascii")?.unwrap_or(false),
+        indent,
+        separators,
+        sort_keys: kwargs.get::<Option<bool>>("sort_keys")?.unwrap_or(false),
+    };
+    kwargs.assert_all_used()?;
+    let json = serde_json::to_value(&value).map_err(|e| bad(&e.to_string()))?;
+    Ok(Value::from_safe_string(pyjson::dumps(&json, &options)))
+}
+
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
@@ -136,6 +169,7 @@ impl ChatTemplate {
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
+        env.add_filter("tojson", tojson);
         env.add_template_owned("chat", source.to_string())
             .map_err(|e| TextError::Template(format!("invalid chat template: {e}")))?;
         Ok(Self {
@@ -182,7 +216,7 @@ impl ChatTemplate {
         ] {
             vars.entry(k).or_insert(v);
         }
-        tmpl.render(minijinja::Value::from_serialize(&vars))
+        tmpl.render(Value::from_serialize(&vars))
             .map_err(|e| TextError::Template(format!("chat template failed: {e}")))
     }
 }
