@@ -26,6 +26,7 @@ fn decoding(n: usize) -> Scheduler {
         enable_prefix_caching: true,
         policy: SchedulingPolicy::Fcfs,
         sliding_window: None,
+        whole_prompts: false,
     });
     for i in 0..n {
         s.add(Request {
@@ -42,6 +43,7 @@ fn decoding(n: usize) -> Scheduler {
             cache_salt: None,
             follows: None,
             constraint: None,
+            task: weir::step::Task::Generate,
         })
         .unwrap();
     }

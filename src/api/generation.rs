@@ -218,6 +218,7 @@ impl Generation {
             follows,
             // each choice its own grammar state, forked from the compiled (unstarted) one
             constraint: r.constraint.clone(),
+            task: crate::step::Task::Generate,
         };
         let id = req.id;
         let stream = model.engine.submit(req)?;

@@ -67,8 +67,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/completions", post(openai::completions::completions))
         .route("/v1/models", get(openai::models::list_models))
         .route("/v1/models/{id}", get(openai::models::model))
+        .route("/v1/embeddings", post(openai::embeddings::embeddings))
         .route("/tokenize", post(openai::tokenize::tokenize))
         .route("/detokenize", post(openai::tokenize::detokenize))
+        // clients configured with a `.../v1` base URL find them here too
+        .route("/v1/tokenize", post(openai::tokenize::tokenize))
+        .route("/v1/detokenize", post(openai::tokenize::detokenize))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_api_key,

@@ -201,6 +201,7 @@ impl EngineLoop {
                             prompt_logprobs: Vec::new(),
                             finish: Some(FinishReason::Error(e.to_string())),
                             num_cached_tokens: 0,
+                            embedding: None,
                         });
                     }
                 }

@@ -133,7 +133,8 @@ fn read_weights(
             } else {
                 path.clone()
             };
-            let (family, json) = read_hf_config(&config)?;
+            let (family, mut json) = read_hf_config(&config)?;
+            add_encoder_settings(family, &mut json, config.parent().unwrap_or(path))?;
             let mut w = DummyWeights::new(&device, dtype);
             let model = (family.load)(&mut w, Some(&json))?;
             let codec = dummy_codec(&config, model.config().vocab_size)?;
@@ -157,13 +158,30 @@ fn read_weights(
             Ok((model, codec))
         }
         (LoadFormat::Auto, LocalModel::HfDir { dir, safetensors }) => {
-            let (family, json) = read_hf_config(&dir.join("config.json"))?;
+            let (family, mut json) = read_hf_config(&dir.join("config.json"))?;
+            add_encoder_settings(family, &mut json, dir)?;
             let codec = TextCodec::from_hf_dir(dir)?;
             let mut w = VarBuilderWeights::from_safetensors(safetensors, dtype, &device)?;
             let model = (family.load)(&mut w, Some(&json))?;
             Ok((model, codec))
         }
     }
+}
+
+/// An encoder's `config.json` gains its folder's sentence-transformers settings (pooling,
+/// normalization, longest input), which its family reads there.
+fn add_encoder_settings(
+    family: &Family,
+    json: &mut serde_json::Value,
+    dir: &std::path::Path,
+) -> Result<(), ManagerError> {
+    if family.name == crate::models::encoder::FAMILY.name {
+        let st = crate::models::encoder::sentence_transformers_json(dir)?;
+        if let Some(obj) = json.as_object_mut() {
+            obj.insert(crate::models::encoder::SENTENCE_TRANSFORMERS.into(), st);
+        }
+    }
+    Ok(())
 }
 
 /// `--dtype bf16` / `f16` on the CPU: what it costs and the faster default.
@@ -261,14 +279,15 @@ fn activation_reserve_bytes(cfg: &LlamaConfig, limits: &EngineLimits, device: &D
     (1 << 30) + projections + logits + scratch
 }
 
-/// Sizes the KV cache and the scheduler for `cfg` under `limits`, for a model whose
-/// activations are `dtype` on `device`.
+/// Sizes the KV cache and the scheduler of `model`'s engine under `limits`.
 pub fn engine_shape(
-    cfg: &LlamaConfig,
+    model: &dyn Model,
     limits: &EngineLimits,
-    device: &Device,
-    dtype: DType,
 ) -> Result<(KvCacheConfig, SchedulerConfig), ManagerError> {
+    if model.embedding().is_some() {
+        return Ok(embedding_shape(model, limits));
+    }
+    let (cfg, device, dtype) = (model.config(), model.device(), model.dtype());
     let mut kv = KvCacheConfig {
         num_layers: cfg.num_layers,
         num_kv_heads: cfg.num_kv_heads,
@@ -306,8 +325,41 @@ pub fn engine_shape(
         sliding_window: cfg
             .sliding_window
             .filter(|_| cfg.sliding_layers.iter().all(|&s| s)),
+        whole_prompts: false,
     };
     Ok((kv, sched))
+}
+
+/// An embedding model's engine: no KV cache (its blocks only count tokens, enough for every
+/// sequence at full length), each prompt computed whole in one step (a step's budget holds
+/// the longest), nothing shared between prompts.
+fn embedding_shape(model: &dyn Model, limits: &EngineLimits) -> (KvCacheConfig, SchedulerConfig) {
+    let max_model_len = limits
+        .max_model_len
+        .unwrap_or(usize::MAX)
+        .min(model.max_context_len());
+    let (max_num_seqs, budget) = limits.batch_limits(model.device());
+    let blocks_per_seq = max_model_len.div_ceil(limits.block_size);
+    let kv = KvCacheConfig {
+        num_layers: 0,
+        num_kv_heads: model.attention_shape().num_kv_heads,
+        head_dim: model.attention_shape().head_dim,
+        block_size: limits.block_size,
+        num_blocks: max_num_seqs * blocks_per_seq,
+        dtype_size: model.dtype().size_in_bytes(),
+    };
+    let sched = SchedulerConfig {
+        max_num_seqs,
+        max_num_batched_tokens: budget.max(max_model_len),
+        block_size: limits.block_size,
+        num_blocks: kv.num_blocks,
+        max_model_len,
+        enable_prefix_caching: false,
+        policy: limits.scheduling_policy,
+        sliding_window: None,
+        whole_prompts: true,
+    };
+    (kv, sched)
 }
 
 /// Loads `local` and starts its engine thread.
@@ -336,7 +388,7 @@ pub fn start_model(
     limits: &EngineLimits,
     metrics: &Metrics,
 ) -> Result<ModelHandle, ManagerError> {
-    let (kv, sched) = engine_shape(model.config(), limits, model.device(), model.dtype())?;
+    let (kv, sched) = engine_shape(model.as_ref(), limits)?;
     let runner = ModelRunner::new(
         Box::new(model.clone()),
         kv,

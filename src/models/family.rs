@@ -7,7 +7,11 @@ use super::config::ConfigError;
 use super::Family;
 
 /// Every family weir runs.
-pub static FAMILIES: &[Family] = &[super::llama::FAMILY, super::gemma::FAMILY];
+pub static FAMILIES: &[Family] = &[
+    super::llama::FAMILY,
+    super::gemma::FAMILY,
+    super::encoder::FAMILY,
+];
 
 /// The family of GGUF architecture `arch`, or an error naming it and what weir runs.
 pub fn for_gguf(arch: &str) -> std::result::Result<&'static Family, ConfigError> {

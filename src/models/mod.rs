@@ -4,8 +4,10 @@
 
 pub mod attention;
 pub mod batch;
+pub mod bert;
 pub mod config;
 pub mod device;
+pub mod encoder;
 pub mod error;
 pub mod family;
 pub mod fused;
@@ -106,6 +108,29 @@ pub trait CausalLm: Send {
     fn dtype(&self) -> DType;
     fn max_context_len(&self) -> usize;
     fn vocab_size(&self) -> usize;
+    /// An embedding model's vectors: one per sequence of `batch`, each sequence's whole prompt
+    /// in it (`Scheduler`'s `whole_prompts`).
+    fn embed(&self, batch: &ForwardBatch, attn: &mut Attention) -> Result<Vec<Vec<f32>>> {
+        let _ = (batch, attn);
+        candle_core::bail!("this model generates; it has no embeddings")
+    }
+    /// What an embedding model's vectors are; `None` for a model that generates.
+    fn embedding(&self) -> Option<EmbeddingInfo> {
+        None
+    }
+}
+
+/// The vectors an embedding model answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmbeddingInfo {
+    /// Their length.
+    pub dims: usize,
+    /// Whether they are L2-normalized (sentence-transformers' `Normalize` module).
+    pub normalized: bool,
+    /// Whether their leading values are a vector of their own (trained as a Matryoshka
+    /// embedding: `config.json` `is_matryoshka` or `matryoshka_dimensions`), so a request may
+    /// ask for fewer `dimensions`.
+    pub matryoshka: bool,
 }
 
 /// A loaded model as the model manager holds it: the forward pass (`CausalLm`) plus what the
@@ -195,5 +220,11 @@ impl<M: CausalLm + Sync + ?Sized> CausalLm for std::sync::Arc<M> {
     }
     fn vocab_size(&self) -> usize {
         (**self).vocab_size()
+    }
+    fn embed(&self, batch: &ForwardBatch, attn: &mut Attention) -> Result<Vec<Vec<f32>>> {
+        (**self).embed(batch, attn)
+    }
+    fn embedding(&self) -> Option<EmbeddingInfo> {
+        (**self).embedding()
     }
 }

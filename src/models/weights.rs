@@ -63,6 +63,11 @@ pub trait WeightSource {
     fn device(&self) -> &Device;
     /// The dtype of dense weights and activations.
     fn dtype(&self) -> DType;
+    /// The tensors by name as candle's `VarBuilder` reads them (safetensors, dummy weights),
+    /// for a family that loads in candle's idiom (BERT); `None` for GGUF files.
+    fn var_builder(&self) -> Option<VarBuilder<'_>> {
+        None
+    }
     /// A GGUF file's metadata and tensor index (its family reads its hyper-parameters there).
     fn gguf(&self) -> Option<&gguf_file::Content> {
         None
@@ -343,6 +348,10 @@ impl WeightSource for VarBuilderWeights<'_> {
         self.vb.contains_tensor(&format!("{name}.weight"))
     }
 
+    fn var_builder(&self) -> Option<VarBuilder<'_>> {
+        Some(self.vb.clone())
+    }
+
     fn device(&self) -> &Device {
         self.vb.device()
     }
@@ -390,6 +399,11 @@ impl WeightSource for DummyWeights {
 
     fn contains(&self, _name: &str) -> bool {
         true
+    }
+
+    fn var_builder(&self) -> Option<VarBuilder<'_>> {
+        // zeros, not random: shapes only (its LayerNorms make any input the same vector)
+        Some(VarBuilder::zeros(self.dtype, &self.device))
     }
 
     fn device(&self) -> &Device {

@@ -119,6 +119,9 @@ impl ModelRunner {
     pub fn execute(&mut self, out: &mut SchedulerOutput) -> candle_core::Result<ModelRunnerOutput> {
         let started = std::time::Instant::now();
         let mut batch = pack(out, self.attn.cache().config().block_size);
+        if out.scheduled.iter().any(|s| s.pool) {
+            return self.embed(out, &batch, started);
+        }
         // prompt logprobs: each sequence's scoring rows come before its sampling row
         let with_prompt = out.scheduled.iter().any(|s| !s.prompt_targets.is_empty());
         let sample_rows = if with_prompt {
@@ -179,7 +182,29 @@ impl ModelRunner {
         Ok(ModelRunnerOutput {
             sampled: self.sampler.sample_rows(&logits, &mut rows)?,
             prompt_logprobs,
+            pooled: Vec::new(),
             forward_time,
+        })
+    }
+}
+
+impl ModelRunner {
+    /// A step of an embedding model: each pooling sequence's vector (every scheduled sequence
+    /// pools: an embedding model's engine runs embedding requests only, whole prompts).
+    fn embed(
+        &mut self,
+        out: &SchedulerOutput,
+        batch: &ForwardBatch,
+        started: std::time::Instant,
+    ) -> candle_core::Result<ModelRunnerOutput> {
+        if !out.scheduled.iter().all(|s| s.pool) {
+            candle_core::bail!("a step mixes embedding requests with others");
+        }
+        let pooled = self.model.embed(batch, &mut self.attn)?;
+        Ok(ModelRunnerOutput {
+            pooled,
+            forward_time: started.elapsed(),
+            ..ModelRunnerOutput::default()
         })
     }
 }

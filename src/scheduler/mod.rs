@@ -19,7 +19,7 @@ pub mod sequence;
 use crate::kv::{chain_hash, BlockAllocator, BlockHash, BlockId, BlockTable};
 use crate::step::{
     AdmissionError, FinishReason, IdMap, ModelRunnerOutput, Request, RequestId, SamplingState,
-    ScheduledSeq, SchedulerOutput, SchedulingPolicy, TokenDelta,
+    ScheduledSeq, SchedulerOutput, SchedulingPolicy, Task, TokenDelta,
 };
 use sequence::{Sequence, SequenceStatus};
 use std::collections::VecDeque;
@@ -37,6 +37,9 @@ pub struct SchedulerConfig {
     /// The window of a model whose every layer attends through one (Mistral, Phi-3): blocks
     /// that fall out of it are released. `None` when any layer sees the whole context.
     pub sliding_window: Option<usize>,
+    /// Each prompt is computed in one step, never in chunks (a bidirectional encoder, whose
+    /// tokens all see each other): one that does not fit the step's budget waits for the next.
+    pub whole_prompts: bool,
 }
 
 #[derive(Debug)]
@@ -83,7 +86,11 @@ impl Scheduler {
         }
         let prompt = req.prompt_token_ids.len();
         let needed = prompt + req.stop.max_tokens;
-        let limit = self.config.max_model_len.min(self.capacity_tokens());
+        let mut limit = self.config.max_model_len.min(self.capacity_tokens());
+        if self.config.whole_prompts {
+            // a prompt is computed in one step
+            limit = limit.min(self.config.max_num_batched_tokens);
+        }
         if needed > limit {
             return Err(AdmissionError::TooLong {
                 needed,
@@ -215,6 +222,9 @@ impl Scheduler {
             let hits = self.prefix_hits(seq);
             let hit_tokens = hits.len() * bs;
             let n = (seq.num_tokens() - hit_tokens).min(*budget);
+            if self.config.whole_prompts && n < seq.num_tokens() - hit_tokens {
+                break;
+            }
             let need = BlockTable::blocks_needed(hit_tokens + n, bs) - hits.len();
             // a hit on a free cached block takes that block off the free list too
             let hits_free = hits
@@ -331,7 +341,9 @@ impl Scheduler {
         if n > 1 || start < seq.num_prompt_tokens {
             out.num_prompt_tokens += n;
         }
-        let sample = start + n == seq.num_tokens();
+        let done = start + n == seq.num_tokens();
+        let pool = done && seq.task == Task::Embed;
+        let sample = done && !pool;
         // prompt logprobs not computed yet whose scoring row runs this step
         let (prompt_target_start, prompt_targets) = match seq.sampling.prompt_logprobs {
             Some(_) => {
@@ -350,6 +362,7 @@ impl Scheduler {
             request_id: id,
             num_new_tokens: n,
             sample,
+            pool,
             num_computed_tokens: start,
             token_ids: seq.token_ids[start..start + n].to_vec(),
             block_ids: seq.block_table.runner_ids(),
@@ -402,7 +415,15 @@ impl Scheduler {
         let mut deltas = Vec::with_capacity(runner.sampled.len());
         let mut sampled = runner.sampled.into_iter();
         let mut prompt_logprobs = runner.prompt_logprobs.into_iter();
+        let mut pooled = runner.pooled.into_iter();
         for s in out.scheduled.iter_mut() {
+            if s.pool {
+                let embedding = pooled
+                    .next()
+                    .expect("the runner pools every pooling sequence. This is a bug.");
+                deltas.extend(self.finish_pooled(s.request_id, embedding));
+                continue;
+            }
             let lps = prompt_logprobs.next().unwrap_or_default();
             let answer = s.sample.then(|| {
                 sampled
@@ -436,12 +457,20 @@ impl Scheduler {
                 prompt_logprobs: std::mem::take(&mut seq.prompt_logprobs),
                 finish: finish.clone(),
                 num_cached_tokens: seq.num_cached_tokens,
+                embedding: None,
             });
             if finish.is_some() {
                 self.remove(s.request_id);
             }
         }
         deltas
+    }
+
+    /// Ends an embedding request whose prompt was computed: its vector, and its blocks freed.
+    fn finish_pooled(&mut self, id: RequestId, embedding: Vec<f32>) -> Option<TokenDelta> {
+        let mut delta = self.finish(id, FinishReason::Length)?;
+        delta.embedding = Some(embedding);
+        Some(delta)
     }
 
     /// Ends every sequence of a failed step with an error delta and frees its blocks.
@@ -462,6 +491,7 @@ impl Scheduler {
             prompt_logprobs: Vec::new(),
             finish: Some(reason),
             num_cached_tokens: seq.num_cached_tokens,
+            embedding: None,
         })
     }
 

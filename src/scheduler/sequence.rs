@@ -3,7 +3,8 @@
 
 use crate::kv::BlockTable;
 use crate::step::{
-    FinishReason, Request, RequestId, SamplingParams, SamplingState, StopConditions, TokenLogprobs,
+    FinishReason, Request, RequestId, SamplingParams, SamplingState, StopConditions, Task,
+    TokenLogprobs,
 };
 use std::time::Instant;
 
@@ -46,6 +47,7 @@ pub struct Sequence {
     pub cache_salt: Option<String>,
     /// See `Request::follows`.
     pub follows: Option<RequestId>,
+    pub task: Task,
 }
 
 impl Sequence {
@@ -73,6 +75,7 @@ impl Sequence {
             num_prompt_logprobs: 0,
             cache_salt: req.cache_salt,
             follows: req.follows,
+            task: req.task,
         }
     }
 

@@ -37,6 +37,7 @@ fn test_scheduler(c: TestConfig) -> Scheduler {
         enable_prefix_caching: c.prefix_caching,
         policy: c.policy,
         sliding_window: None,
+        whole_prompts: false,
     })
 }
 
@@ -58,6 +59,7 @@ fn make_requests(n: usize, prompt_len: usize, max_tokens: usize) -> Vec<Request>
             cache_salt: None,
             follows: None,
             constraint: None,
+            task: crate::step::Task::Generate,
         })
         .collect()
 }
@@ -502,4 +504,47 @@ fn priority_policy_preempts_the_lowest_priority_running_sequence() {
     assert_eq!(ids(&out), vec![1, 2]);
     run_all(&mut s);
     assert_eq!(s.num_blocks_used(), 0);
+}
+
+#[test]
+fn embedding_requests_run_whole_prompts_and_end_with_their_vector() {
+    let mut s = Scheduler::new(SchedulerConfig {
+        whole_prompts: true,
+        ..test_scheduler(TestConfig {
+            max_batched_tokens: 8,
+            ..TestConfig::default()
+        })
+        .config
+    });
+    for (i, len) in [5, 5, 9].into_iter().enumerate() {
+        let mut r = make_requests(1, len, 0).pop().unwrap();
+        r.id = RequestId(i as u64);
+        r.task = crate::step::Task::Embed;
+        // longer than a step: refused, never left waiting
+        assert_eq!(s.add(r).is_err(), len > 8);
+    }
+    s.add({
+        let mut r = make_requests(1, 5, 0).pop().unwrap();
+        r.id = RequestId(3);
+        r.task = crate::step::Task::Embed;
+        r
+    })
+    .unwrap();
+    for expected in [vec![0], vec![1], vec![3]] {
+        let mut out = s.schedule();
+        // the next prompt does not fit what is left of the budget: it waits, whole
+        assert_eq!(ids(&out), expected);
+        assert!(out.scheduled.iter().all(|x| x.pool && !x.sample));
+        let runner = ModelRunnerOutput {
+            pooled: vec![vec![expected[0] as f32; 3]],
+            ..ModelRunnerOutput::default()
+        };
+        let deltas = s.update_from_output(&mut out, runner);
+        assert_eq!(deltas.len(), 1);
+        assert_eq!(deltas[0].embedding, Some(vec![expected[0] as f32; 3]));
+        assert_eq!(deltas[0].finish, Some(FinishReason::Length));
+        assert!(deltas[0].new_token_ids.is_empty());
+        assert_eq!(s.num_blocks_used(), 0, "an embedding keeps no blocks");
+    }
+    assert!(!s.has_work());
 }

@@ -16,5 +16,5 @@ pub use output::{
 };
 pub use request::{
     AdmissionError, BuildIdHasher, IdHasher, IdMap, Request, RequestId, SamplingParams,
-    SamplingState, SchedulingPolicy, StopConditions,
+    SamplingState, SchedulingPolicy, StopConditions, Task,
 };

@@ -12,6 +12,9 @@ pub struct ScheduledSeq {
     pub num_new_tokens: usize,
     /// True when this step reaches the end of the sequence's tokens, so a token is sampled.
     pub sample: bool,
+    /// True when this step computes the last token of an embedding request's prompt, so the
+    /// runner answers with its pooled vector (and `sample` is false).
+    pub pool: bool,
     /// Tokens already in the cache (the position of `token_ids[0]`).
     pub num_computed_tokens: usize,
     /// [num_new_tokens] the tokens computed this step
@@ -59,6 +62,8 @@ pub struct ModelRunnerOutput {
     /// [num scheduled sequences] prompt tokens' logprobs computed this step, in position order
     /// (empty for a sequence without `prompt_targets`; may be empty altogether when none has).
     pub prompt_logprobs: Vec<Vec<TokenLogprobs>>,
+    /// [num pooling sequences] each one's embedding, in batch order.
+    pub pooled: Vec<Vec<f32>>,
     /// Host time of the step's packing and forward call (on a GPU: launching its kernels); the
     /// rest of the runner's time is sampling, which waits for the GPU.
     pub forward_time: Duration,
@@ -104,6 +109,8 @@ pub struct TokenDelta {
     pub finish: Option<FinishReason>,
     /// Prompt tokens served from the prefix cache (usage `cached_tokens`).
     pub num_cached_tokens: usize,
+    /// An embedding request's vector, on its only delta.
+    pub embedding: Option<Vec<f32>>,
 }
 
 /// Why a request ended.

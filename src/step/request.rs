@@ -174,6 +174,19 @@ pub struct Request {
     pub follows: Option<RequestId>,
     /// The grammar the output must match, unstarted (see `SamplingState::constraint`).
     pub constraint: Option<crate::text::grammar::Constraint>,
+    /// What the request asks of the model: tokens, or its prompt's pooled vector.
+    pub task: Task,
+}
+
+/// What a request asks of the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Task {
+    /// Tokens, sampled one step at a time.
+    #[default]
+    Generate,
+    /// The pooled hidden state of the prompt (an embedding model): the request ends with the
+    /// step that computes its prompt's last token, and samples nothing.
+    Embed,
 }
 
 /// Order of the waiting queue and choice of preemption victims.

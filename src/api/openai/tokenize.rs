@@ -31,7 +31,12 @@ pub async fn tokenize(
     let model = state.models.get_or_load(&req.model).await?;
     let codec = model.codec.clone();
     let add_special = req.add_special_tokens.unwrap_or(true);
+    // an embedding model's prompt as /v1/embeddings reads it (BERT's [CLS] ... [SEP])
+    let embeds = add_special && model.model.embedding().is_some();
     let ids = match (req.prompt, req.messages) {
+        (Some(p), None) if embeds => {
+            tokio::task::spawn_blocking(move || codec.encode_with_special_tokens(&p))
+        }
         (Some(p), None) => tokio::task::spawn_blocking(move || codec.encode(&p, add_special)),
         (None, Some(m)) => {
             let messages = to_chat_messages(&m)?;
