@@ -15,7 +15,8 @@
 #      plain and YaRN RoPE, whose attention factor reaches the kernels as the softmax scale), greedy /v1/completions served on
 #      CUDA = on CPU (also with --cuda-graphs and concurrent requests), seeded requests on CUDA
 #      repeat (kernel-drawn and host-sampled rows; each sequence's RNG travels with it), and
-#      SmolLM2 (dequantized to bf16) CUDA vs CPU when WEIR_SMOLLM2_GGUF points at its GGUF.
+#      SmolLM2 (dequantized to bf16) CUDA vs CPU when WEIR_SMOLLM2_GGUF points at its GGUF,
+#      a tiny BERT encoder's hidden states (embeddings) CUDA vs CPU.
 #   2. `weir serve --load-format dummy` with Llama-3.2-1B's shape (bf16), `weir bench` at
 #      concurrency 1 and 32 (128-token prompts, 128 output tokens), once per attention
 #      backend (tensor: candle ops; cuda: weir's kernels), printed as one table.

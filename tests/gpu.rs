@@ -4,6 +4,7 @@
 //!   (the same random paged layouts as tests/attention_backends.rs), in f32, f16 and bf16;
 //! - logits of the tiny random model on CUDA against the CPU, in f32 and bf16, with weir's fused
 //!   kernels (`kernels/fused.cu`) and with the candle ops they replace;
+//! - the BERT encoder's hidden states on CUDA against the CPU (f32, bf16);
 //! - `--cuda-graphs`: concurrent greedy requests replayed from padded graphs = the CPU's text;
 //! - SmolLM2 (dequantized to bf16) on CUDA against the CPU, when its GGUF is on the machine
 //!   (WEIR_SMOLLM2_GGUF; at 98 MB it does not travel with the binaries).
@@ -280,6 +281,37 @@ fn moe_served_on_cuda_greedy_equals_cpu() {
     let dir = tempfile::tempdir().unwrap();
     let path = weir::testing::moe::write_tiny_moe(dir.path(), 9);
     assert_cuda_greedy_equals_cpu("moe", &path, &TWO_PROMPTS);
+}
+
+/// The BERT encoder (embeddings) on CUDA: each packed sequence's hidden states, in f32 and
+/// bf16, against the CPU's.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn bert_hidden_states_on_cuda_match_cpu() {
+    use weir::models::bert::{Bert, BertConfig};
+    use weir::testing::bert::{tiny_bert_config_json, tiny_bert_weights};
+    let cfg = BertConfig::from_hf(&tiny_bert_config_json("gelu")).unwrap();
+    let load = |dtype: DType, device: &Device| {
+        let vb = candle_nn::VarBuilder::from_tensors(tiny_bert_weights(7), dtype, device);
+        Bert::load(vb, cfg.clone()).unwrap()
+    };
+    let ids: Vec<u32> = (0..40u32).map(|i| (i * 37 + 5) % 100).collect();
+    let seqs = [0..7, 7..30, 30..40];
+    let cpu = load(DType::F32, &Device::Cpu)
+        .hidden_states(&ids, &seqs)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    for (dtype, tol) in [(DType::F32, 1e-4), (DType::BF16, 5e-2)] {
+        let gpu = load(dtype, &cuda())
+            .hidden_states(&ids, &seqs)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let d = max_diff(&cpu, &gpu);
+        println!("bert hidden states {dtype:?}: max |cuda - cpu| {d:e}");
+        assert!(d < tol, "{dtype:?}: {d}");
+    }
 }
 
 /// `--cuda-graphs`: three concurrent greedy requests of different lengths (decode steps of up

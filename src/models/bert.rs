@@ -6,6 +6,7 @@
 //! sequence attends on its own slice of q/k/v, so a sequence's rows are bit-identical alone or
 //! packed with others. `pool` reduces each sequence's rows on the host in order.
 
+use crate::models::attention::bidirectional::bidirectional_attention;
 use crate::models::config::ConfigError;
 use crate::models::linear::{tensor_bytes, Linear};
 use candle_core::{bail, DType, Device, Module, Result, Tensor};
@@ -154,11 +155,16 @@ impl BertLayer {
     fn forward(&self, x: &Tensor, seqs: &[Range<usize>], cfg: &BertConfig) -> Result<Tensor> {
         let [q, k, v] = &self.qkv;
         let [q, k, v] = Linear::forward_many([q, k, v], x)?;
-        let ctx = seqs
-            .iter()
-            .map(|r| attend(&q, &k, &v, r, cfg.num_heads))
-            .collect::<Result<Vec<_>>>()?;
-        let attn = self.attn_out.forward(&Tensor::cat(&ctx, 0)?)?;
+        let ctx = if q.device().is_cpu() && q.dtype() == DType::F32 {
+            attend_on_host(&q, &k, &v, seqs, cfg.num_heads)?
+        } else {
+            let ctx = seqs
+                .iter()
+                .map(|r| attend(&q, &k, &v, r, cfg.num_heads))
+                .collect::<Result<Vec<_>>>()?;
+            Tensor::cat(&ctx, 0)?
+        };
+        let attn = self.attn_out.forward(&ctx)?;
         let x = self.attn_norm.forward(&(attn + x)?)?;
         let up = self.up.forward(&x)?;
         let up = match cfg.act {
@@ -173,6 +179,27 @@ impl BertLayer {
         let projs = [q, k, v, &self.attn_out, &self.up, &self.down].map(Linear::bytes);
         projs.iter().sum::<u64>() + norm_bytes(&self.attn_norm) + norm_bytes(&self.ffn_norm)
     }
+}
+
+/// Every sequence's attention on weir's CPU threads (`bidirectional_attention`): [tokens, hidden].
+fn attend_on_host(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    seqs: &[Range<usize>],
+    heads: usize,
+) -> Result<Tensor> {
+    let host = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+    let d = q.dim(1)? / heads;
+    let out = bidirectional_attention(
+        &host(q)?,
+        &host(k)?,
+        &host(v)?,
+        seqs,
+        heads,
+        (d as f32).powf(-0.5),
+    );
+    Tensor::from_vec(out, q.shape(), q.device())
 }
 
 /// softmax(q kᵀ / √d) v per head over the rows `r` only: [r.len(), hidden].

@@ -4,6 +4,7 @@
 //! code path as `weir serve`.
 
 pub mod attention;
+pub mod bert;
 pub mod moe;
 
 use crate::config::ServeArgs;

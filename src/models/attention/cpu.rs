@@ -179,7 +179,7 @@ unsafe fn scores16<const G: usize>(qs: &[f32], d: usize, kb: &[f32], out: &mut [
 
 /// `s ← softmax(s)`. The sum runs in 16 fixed lanes (then lane by lane), an order that
 /// depends only on `s.len()`.
-fn softmax(s: &mut [f32]) {
+pub(crate) fn softmax(s: &mut [f32]) {
     let max = s.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
     for v in s.iter_mut() {
         *v = exp(*v - max);

@@ -17,6 +17,7 @@
 //! it to the model each step. Metadata is built once per step (`prepare`) and read by every
 //! layer.
 
+pub mod bidirectional;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
