@@ -72,6 +72,7 @@ impl ServeArgs {
             load_format: self.load_format,
             generation_config: self.generation_config,
             reasoning_parser: self.reasoning_parser,
+            task: self.task,
             attention_backend: self.attention_backend,
             fused_kernels: !self.no_fused_kernels,
             cuda_graphs: self.cuda_graphs,

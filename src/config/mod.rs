@@ -158,6 +158,12 @@ pub struct ServeArgs {
     /// --models-config may set its own (`reasoning_parser`).
     #[arg(long, env = "WEIR_REASONING_PARSER")]
     pub reasoning_parser: Option<crate::text::ReasoningParser>,
+    /// What models are served for: auto (embeddings for BERT encoders and folders whose
+    /// sentence-transformers modules.json has a Pooling module, else generation), generate, or
+    /// embed (/v1/embeddings: a decoder pools its last token's final hidden state, normalized
+    /// unless modules.json says otherwise). A model in --models-config may set its own (`task`).
+    #[arg(long, env = "WEIR_TASK", default_value = "auto")]
+    pub task: crate::manager::limits::ModelTask,
     /// Paged attention implementation: auto (cpu for f32 on the CPU, tensor elsewhere), cpu (the
     /// host reference), tensor (candle ops on any device) or cuda (weir's own CUDA kernels for
     /// the KV write and decode steps, the tensor path for prompt chunks).

@@ -60,6 +60,7 @@ struct ModelToml {
     kv_cache_memory: Option<String>,
     dtype: Option<String>,
     reasoning_parser: Option<String>,
+    task: Option<String>,
 }
 
 /// The models of a `--models-config` file.
@@ -90,6 +91,7 @@ pub fn parse_models_config(text: &str) -> Result<Vec<crate::manager::ModelDecl>,
                         .map(str::parse)
                         .transpose()
                         .map_err(at)?,
+                    task: m.task.as_deref().map(str::parse).transpose().map_err(at)?,
                 },
             })
         })

@@ -50,6 +50,7 @@ pub struct EngineOverrides {
     pub kv_cache_memory: Option<KvMemory>,
     pub dtype: Option<DTypeSpec>,
     pub reasoning_parser: Option<crate::text::ReasoningParser>,
+    pub task: Option<super::limits::ModelTask>,
 }
 
 impl EngineOverrides {
@@ -66,6 +67,9 @@ impl EngineOverrides {
         }
         if let Some(p) = self.reasoning_parser {
             limits.reasoning_parser = Some(p);
+        }
+        if let Some(t) = self.task {
+            limits.task = t;
         }
         limits
     }

@@ -16,6 +16,31 @@ pub enum KvMemory {
     FractionOfAvailable(f64),
 }
 
+/// What a model is served for (vLLM's `--task`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ModelTask {
+    /// Embeddings for an encoder (BERT) or a folder whose sentence-transformers `modules.json`
+    /// has a Pooling module; text generation otherwise.
+    #[default]
+    Auto,
+    Generate,
+    /// Embeddings (`/v1/embeddings`): a decoder pools its last token's final hidden state.
+    Embed,
+}
+
+impl std::str::FromStr for ModelTask {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "generate" => Ok(Self::Generate),
+            "embed" | "embedding" => Ok(Self::Embed),
+            _ => Err(format!("expected auto, generate or embed, got {s:?}")),
+        }
+    }
+}
+
 /// Validated engine limits shared by every model.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EngineLimits {
@@ -38,6 +63,8 @@ pub struct EngineLimits {
     pub generation_config: GenerationConfigMode,
     /// `--reasoning-parser`: chat answers split `<think>...</think>` into `reasoning_content`.
     pub reasoning_parser: Option<crate::text::ReasoningParser>,
+    /// `--task`.
+    pub task: ModelTask,
     pub attention_backend: BackendKind,
     /// weir's fused CUDA kernels (`--no-fused-kernels` turns them off).
     pub fused_kernels: bool,

@@ -103,6 +103,7 @@ pub fn load_weights(
     limits: &EngineLimits,
 ) -> Result<(Box<dyn Model>, TextCodec), ManagerError> {
     let (mut model, mut codec) = read_weights(local, limits)?;
+    super::task::apply_task(model.as_mut(), local, limits.task)?;
     model.set_fused_kernels(limits.fused_kernels);
     codec.set_reasoning_parser(limits.reasoning_parser);
     match limits.generation_config {
@@ -284,7 +285,8 @@ pub fn engine_shape(
     model: &dyn Model,
     limits: &EngineLimits,
 ) -> Result<(KvCacheConfig, SchedulerConfig), ManagerError> {
-    if model.embedding().is_some() {
+    // an encoder keeps no KV; a decoder that embeds needs its cache like any decoder
+    if model.embedding().is_some() && model.num_layers() == 0 {
         return Ok(embedding_shape(model, limits));
     }
     let (cfg, device, dtype) = (model.config(), model.device(), model.dtype());

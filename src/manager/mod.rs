@@ -19,6 +19,7 @@ pub mod loader;
 pub mod lru;
 mod memory;
 mod open;
+pub mod task;
 
 use crate::metrics::Metrics;
 use crate::models::{CausalLm, Model};

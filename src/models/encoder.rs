@@ -162,11 +162,8 @@ impl CausalLm for Encoder {
             })
             .collect::<Result<_>>()?;
         let hidden = self.bert.hidden_states(&batch.token_ids, &seqs)?;
-        let mut vectors = super::bert::pool(&hidden, &seqs, self.pooling)?;
-        if self.info.normalized {
-            vectors.iter_mut().for_each(|v| l2_normalize(v));
-        }
-        Ok(vectors)
+        let vectors = super::bert::pool(&hidden, &seqs, self.pooling)?;
+        Ok(super::pooled_rows(vectors, self.info.normalized))
     }
 
     fn embedding(&self) -> Option<EmbeddingInfo> {
@@ -203,14 +200,6 @@ impl CausalLm for Encoder {
     fn vocab_size(&self) -> usize {
         self.shape.vocab_size
     }
-}
-
-/// `v / max(|v|, 1e-12)`, summed in f64 in order (sentence-transformers' `Normalize`).
-fn l2_normalize(v: &mut [f32]) {
-    let norm = v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    let norm = norm.max(1e-12);
-    v.iter_mut()
-        .for_each(|x| *x = (f64::from(*x) / norm) as f32);
 }
 
 impl Model for Encoder {

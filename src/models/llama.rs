@@ -170,6 +170,8 @@ pub struct Llama {
     fused_kernels: bool,
     /// RoPE's inverse frequencies on `device` (the fused kernel computes the angles).
     rope_inv_freq: Tensor,
+    /// Served as an embedding model (`--task embed`): its last token's final hidden state.
+    embedding: Option<super::EmbeddingInfo>,
     span: tracing::Span,
 }
 
@@ -224,94 +226,13 @@ impl Llama {
             fused_kernels: device.is_cuda(),
             device,
             dtype,
+            embedding: None,
             span: tracing::span!(tracing::Level::TRACE, "llama.forward"),
         })
     }
 
-    /// The fused kernels run on this step's device.
-    fn kernels(&self) -> bool {
-        self.fused_kernels && self.device.is_cuda()
-    }
-}
-
-impl Model for Llama {
-    fn config(&self) -> &LlamaConfig {
-        &self.cfg
-    }
-
-    /// Whether q/k/v and gate/up run as one GEMM each (dense weights).
-    fn projections_merged(&self) -> bool {
-        self.layers
-            .iter()
-            .all(|l| l.attn.is_merged() && l.mlp.is_merged())
-    }
-
-    /// Whether CUDA runs weir's fused kernels (the default) or the candle ops they replace.
-    fn set_fused_kernels(&mut self, on: bool) {
-        self.fused_kernels = on;
-    }
-
-    /// This model on `device`: its dense weights copied there (shared where they already are).
-    /// The model manager's host tier keeps an evicted GPU model this way on the CPU, and
-    /// copies it back instead of reading and parsing its files again.
-    fn to_device(&self, device: &Device) -> Result<std::sync::Arc<dyn Model>> {
-        let t = |x: &Tensor| x.to_device(device);
-        let layers = self
-            .layers
-            .iter()
-            .map(|y| {
-                Ok(Layer {
-                    attn_norm: t(&y.attn_norm)?,
-                    attn: y.attn.to_device(device)?,
-                    mlp_norm: t(&y.mlp_norm)?,
-                    mlp: y.mlp.to_device(device)?,
-                })
-            })
-            .collect::<Result<_>>()?;
-        Ok(std::sync::Arc::new(Self {
-            cfg: self.cfg.clone(),
-            embed: self.embed.to_device(device)?,
-            layers,
-            head: self.head.to_device(device)?,
-            rope: self.rope.clone(),
-            rope_inv_freq: t(&self.rope_inv_freq)?,
-            device: device.clone(),
-            dtype: self.dtype,
-            fused_kernels: self.fused_kernels,
-            span: self.span.clone(),
-        }))
-    }
-
-    /// Bytes of every weight.
-    fn weight_bytes(&self) -> u64 {
-        let tb = super::linear::tensor_bytes;
-        let layers: u64 = self
-            .layers
-            .iter()
-            .map(|y| tb(&y.attn_norm) + tb(&y.mlp_norm) + y.attn.bytes() + y.mlp.bytes())
-            .sum();
-        self.embed.bytes() + layers + self.head.bytes()
-    }
-}
-
-/// The attention shape `cfg` describes.
-fn attention_shape(cfg: &LlamaConfig) -> AttentionShape {
-    AttentionShape {
-        num_heads: cfg.num_heads,
-        num_kv_heads: cfg.num_kv_heads,
-        head_dim: cfg.head_dim,
-        softmax_scale: cfg.softmax_scale(),
-        sliding_window: cfg.sliding_window,
-        logit_softcap: None,
-    }
-}
-
-impl CausalLm for Llama {
-    fn upload(&self, batch: &ForwardBatch, attn: &Attention) -> Result<StepInputs> {
-        super::upload_step(batch, attn, &self.device, self.graph_capable())
-    }
-
-    fn forward_inputs(
+    /// The residual stream after the last layer [T, hidden] (before the final norm).
+    fn residual(
         &self,
         batch: &ForwardBatch,
         inputs: &StepInputs,
@@ -351,7 +272,125 @@ impl CausalLm for Llama {
                 None => x = (x1 + m)?,
             }
         }
+        Ok(x)
+    }
+
+    /// The fused kernels run on this step's device.
+    fn kernels(&self) -> bool {
+        self.fused_kernels && self.device.is_cuda()
+    }
+}
+
+impl Model for Llama {
+    fn config(&self) -> &LlamaConfig {
+        &self.cfg
+    }
+
+    /// Whether q/k/v and gate/up run as one GEMM each (dense weights).
+    fn projections_merged(&self) -> bool {
+        self.layers
+            .iter()
+            .all(|l| l.attn.is_merged() && l.mlp.is_merged())
+    }
+
+    /// Whether CUDA runs weir's fused kernels (the default) or the candle ops they replace.
+    fn set_fused_kernels(&mut self, on: bool) {
+        self.fused_kernels = on;
+    }
+
+    fn set_embedding(&mut self, info: super::EmbeddingInfo) -> bool {
+        self.embedding = Some(info);
+        true
+    }
+
+    /// This model on `device`: its dense weights copied there (shared where they already are).
+    /// The model manager's host tier keeps an evicted GPU model this way on the CPU, and
+    /// copies it back instead of reading and parsing its files again.
+    fn to_device(&self, device: &Device) -> Result<std::sync::Arc<dyn Model>> {
+        let t = |x: &Tensor| x.to_device(device);
+        let layers = self
+            .layers
+            .iter()
+            .map(|y| {
+                Ok(Layer {
+                    attn_norm: t(&y.attn_norm)?,
+                    attn: y.attn.to_device(device)?,
+                    mlp_norm: t(&y.mlp_norm)?,
+                    mlp: y.mlp.to_device(device)?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(std::sync::Arc::new(Self {
+            cfg: self.cfg.clone(),
+            embed: self.embed.to_device(device)?,
+            layers,
+            head: self.head.to_device(device)?,
+            rope: self.rope.clone(),
+            rope_inv_freq: t(&self.rope_inv_freq)?,
+            device: device.clone(),
+            dtype: self.dtype,
+            fused_kernels: self.fused_kernels,
+            embedding: self.embedding,
+            span: self.span.clone(),
+        }))
+    }
+
+    /// Bytes of every weight.
+    fn weight_bytes(&self) -> u64 {
+        let tb = super::linear::tensor_bytes;
+        let layers: u64 = self
+            .layers
+            .iter()
+            .map(|y| tb(&y.attn_norm) + tb(&y.mlp_norm) + y.attn.bytes() + y.mlp.bytes())
+            .sum();
+        self.embed.bytes() + layers + self.head.bytes()
+    }
+}
+
+/// The attention shape `cfg` describes.
+fn attention_shape(cfg: &LlamaConfig) -> AttentionShape {
+    AttentionShape {
+        num_heads: cfg.num_heads,
+        num_kv_heads: cfg.num_kv_heads,
+        head_dim: cfg.head_dim,
+        softmax_scale: cfg.softmax_scale(),
+        sliding_window: cfg.sliding_window,
+        logit_softcap: None,
+    }
+}
+
+impl CausalLm for Llama {
+    fn upload(&self, batch: &ForwardBatch, attn: &Attention) -> Result<StepInputs> {
+        super::upload_step(batch, attn, &self.device, self.graph_capable())
+    }
+
+    fn forward_inputs(
+        &self,
+        batch: &ForwardBatch,
+        inputs: &StepInputs,
+        attn: &mut Attention,
+    ) -> Result<Tensor> {
+        let x = self.residual(batch, inputs, attn)?;
+        let eps = self.cfg.rms_norm_eps as f32;
         self.head.logits(x, batch, inputs.logits_rows.as_ref(), eps)
+    }
+
+    fn embed(&self, batch: &ForwardBatch, attn: &mut Attention) -> Result<Vec<Vec<f32>>> {
+        let Some(info) = self.embedding else {
+            candle_core::bail!("this model generates; it has no embeddings")
+        };
+        let inputs = self.upload(batch, attn)?;
+        let x = self.residual(batch, &inputs, attn)?;
+        let eps = self.cfg.rms_norm_eps as f32;
+        let rows = self
+            .head
+            .final_hidden(x, batch, inputs.logits_rows.as_ref(), eps)?;
+        let rows = rows.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        Ok(super::pooled_rows(rows, info.normalized))
+    }
+
+    fn embedding(&self) -> Option<super::EmbeddingInfo> {
+        self.embedding
     }
 
     fn graph_capable(&self) -> bool {

@@ -108,8 +108,10 @@ pub trait CausalLm: Send {
     fn dtype(&self) -> DType;
     fn max_context_len(&self) -> usize;
     fn vocab_size(&self) -> usize;
-    /// An embedding model's vectors: one per sequence of `batch`, each sequence's whole prompt
-    /// in it (`Scheduler`'s `whole_prompts`).
+    /// An embedding model's vectors: one per pooling sequence of `batch` (those whose last row
+    /// is a sampling row, `BatchSeq::sample`), in batch order. An encoder's sequences are whole
+    /// prompts (`Scheduler`'s `whole_prompts`); a decoder's may arrive in chunks, the last of
+    /// which pools.
     fn embed(&self, batch: &ForwardBatch, attn: &mut Attention) -> Result<Vec<Vec<f32>>> {
         let _ = (batch, attn);
         candle_core::bail!("this model generates; it has no embeddings")
@@ -146,6 +148,27 @@ pub trait Model: CausalLm + Sync {
     fn projections_merged(&self) -> bool;
     /// On CUDA: weir's fused kernels (on) or the candle ops they replace.
     fn set_fused_kernels(&mut self, on: bool);
+    /// Serves this model as an embedding model (`--task embed`): `embed` answers with each
+    /// pooling sequence's last final hidden state. False when the family cannot.
+    fn set_embedding(&mut self, info: EmbeddingInfo) -> bool {
+        let _ = info;
+        false
+    }
+}
+
+/// Pooled rows as f32 vectors, each L2-normalized when `normalize` (sentence-transformers'
+/// `Normalize`: `v / max(|v|, 1e-12)`, the norm summed in f64 in order).
+pub fn pooled_rows(rows: Vec<Vec<f32>>, normalize: bool) -> Vec<Vec<f32>> {
+    let mut rows = rows;
+    if normalize {
+        for v in &mut rows {
+            let norm = v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+            let norm = norm.max(1e-12);
+            v.iter_mut()
+                .for_each(|x| *x = (f64::from(*x) / norm) as f32);
+        }
+    }
+    rows
 }
 
 /// One family of architectures and how it loads.

@@ -26,7 +26,8 @@ pub fn pack(out: &SchedulerOutput, block_size: usize) -> ForwardBatch {
             token_ids: &s.token_ids,
             start: s.num_computed_tokens,
             block_table: &s.block_ids,
-            sample: s.sample,
+            // an embedding's last prompt step returns its row too (pooled, not sampled)
+            sample: s.sample || s.pool,
         })
         .collect();
     ForwardBatch::build(&inputs, block_size)
@@ -189,18 +190,22 @@ impl ModelRunner {
 }
 
 impl ModelRunner {
-    /// A step of an embedding model: each pooling sequence's vector (every scheduled sequence
-    /// pools: an embedding model's engine runs embedding requests only, whole prompts).
+    /// A step of an embedding model: each pooling sequence's vector (an embedding model's
+    /// engine runs embedding requests only; a decoder's earlier prompt chunks ride along).
     fn embed(
         &mut self,
         out: &SchedulerOutput,
         batch: &ForwardBatch,
         started: std::time::Instant,
     ) -> candle_core::Result<ModelRunnerOutput> {
-        if !out.scheduled.iter().all(|s| s.pool) {
-            candle_core::bail!("a step mixes embedding requests with others");
+        if out.scheduled.iter().any(|s| s.sample) {
+            candle_core::bail!("a step mixes embedding requests with sampling ones");
         }
         let pooled = self.model.embed(batch, &mut self.attn)?;
+        let expected = out.scheduled.iter().filter(|s| s.pool).count();
+        if pooled.len() != expected {
+            candle_core::bail!("{} vectors for {expected} embeddings", pooled.len());
+        }
         Ok(ModelRunnerOutput {
             pooled,
             forward_time: started.elapsed(),

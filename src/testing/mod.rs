@@ -208,6 +208,7 @@ pub fn test_limits(num_kv_blocks: usize, block_size: usize) -> EngineLimits {
         load_format: crate::models::weights::LoadFormat::Auto,
         generation_config: crate::text::GenerationConfigMode::Auto,
         reasoning_parser: None,
+        task: crate::manager::limits::ModelTask::Auto,
         attention_backend: crate::models::attention::BackendKind::Auto,
         fused_kernels: true,
         cuda_graphs: false,

@@ -44,12 +44,27 @@ impl LmHead {
         if batch.logits_rows.is_empty() {
             return Tensor::zeros((0, self.vocab_size), DType::F32, x.device());
         }
+        let x = self.final_hidden(x, batch, logits_rows, eps)?;
+        self.proj.forward(&x)?.to_dtype(DType::F32)
+    }
+
+    /// The final hidden states (after the final norm) of the step's sampling rows of x, in x's
+    /// dtype: what an embedding model pools.
+    pub fn final_hidden(
+        &self,
+        x: Tensor,
+        batch: &ForwardBatch,
+        logits_rows: Option<&Tensor>,
+        eps: f32,
+    ) -> Result<Tensor> {
+        if batch.logits_rows.is_empty() {
+            return Tensor::zeros((0, x.dim(1)?), x.dtype(), x.device());
+        }
         let x = match logits_rows {
             Some(rows) => x.index_select(rows, 0)?,
             None => x,
         };
-        let x = rms_norm(&x, &self.norm, eps)?;
-        self.proj.forward(&x)?.to_dtype(DType::F32)
+        rms_norm(&x, &self.norm, eps)
     }
 
     pub fn to_device(&self, device: &Device) -> Result<Self> {
