@@ -1,5 +1,6 @@
 """A decoder as an embedding model: a tiny random Qwen3 in the sentence-transformers layout
-(last-token pooling, Normalize), as Qwen3-Embedding ships, against sentence-transformers itself.
+(last-token pooling, Normalize), as Qwen3-Embedding ships, saved as the bare base model (no
+`model.` prefix), against sentence-transformers itself.
 
     embeddings_decoder.py write DIR TOKENIZER_DIR   # the folder (transformers writes the weights)
     embeddings_decoder.py check BASE_URL MODEL DIR  # weir's vectors through the openai client
@@ -36,7 +37,9 @@ def write(out: Path, tokenizer_dir: Path) -> None:
         for name, p in model.named_parameters():
             if "norm" in name:
                 p.uniform_(0.5, 1.5)
-    model.save_pretrained(out)
+    # the base model alone, without the `model.` prefix (Qwen3Model, as embedding checkpoints
+    # such as e5-mistral are saved)
+    model.model.save_pretrained(out)
     for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
         shutil.copy(tokenizer_dir / f, out / f)
     modules = [

@@ -305,11 +305,24 @@ impl WeightSource for GgufWeights {
 /// device.
 pub struct VarBuilderWeights<'a> {
     vb: VarBuilder<'a>,
+    /// The checkpoint holds the base model without its `model.` prefix (saved from
+    /// `MistralModel` / `Qwen3Model`, as embedding models such as e5-mistral are).
+    bare: bool,
 }
 
 impl<'a> VarBuilderWeights<'a> {
     pub fn new(vb: VarBuilder<'a>) -> Self {
-        Self { vb }
+        let bare = !vb.contains_tensor("model.embed_tokens.weight")
+            && vb.contains_tensor("embed_tokens.weight");
+        Self { vb, bare }
+    }
+
+    /// Where `name` (Hugging Face's, under `model.`) is in this checkpoint.
+    fn at(&self, name: &str) -> VarBuilder<'a> {
+        match name.strip_prefix("model.").filter(|_| self.bare) {
+            Some(bare) => self.vb.pp(bare),
+            None => self.vb.pp(name),
+        }
     }
 
     /// Maps the files and converts each tensor to `dtype` on `device` as it is read.
@@ -320,13 +333,13 @@ impl<'a> VarBuilderWeights<'a> {
     ) -> Result<Self> {
         // SAFETY: the files are not modified while mapped (they sit in weir's model directory).
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(files, dtype, device)? };
-        Ok(Self { vb })
+        Ok(Self::new(vb))
     }
 }
 
 impl WeightSource for VarBuilderWeights<'_> {
     fn linear(&mut self, name: &str, out_dim: usize, in_dim: usize, bias: bool) -> Result<Linear> {
-        let vb = self.vb.pp(name);
+        let vb = self.at(name);
         let dtype = self.vb.dtype();
         let w = vb.get((out_dim, in_dim), "weight")?.to_dtype(dtype)?;
         let b = if bias {
@@ -338,14 +351,13 @@ impl WeightSource for VarBuilderWeights<'_> {
     }
 
     fn dense(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        self.vb
-            .pp(name)
+        self.at(name)
             .get(shape, "weight")?
             .to_dtype(self.vb.dtype())
     }
 
     fn contains(&self, name: &str) -> bool {
-        self.vb.contains_tensor(&format!("{name}.weight"))
+        self.at(name).contains_tensor("weight")
     }
 
     fn var_builder(&self) -> Option<VarBuilder<'_>> {
