@@ -83,3 +83,38 @@ async fn a_decoder_folder_with_last_token_pooling_embeds_as_sentence_transformer
     )
     .await;
 }
+
+/// `/score` and `/rerank`: a tiny random BERT cross-encoder (written by tests/score_rerank.py with
+/// transformers) against sentence-transformers' CrossEncoder (1e-5), and all-MiniLM-L6-v2 scoring
+/// by cosine similarity against its sentence-transformers vectors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn score_and_rerank_match_sentence_transformers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cross = tmp.path().join("cross-encoder");
+    let minilm = minilm_model_path();
+    run_python_test(
+        "score_rerank.py",
+        &[
+            "write",
+            &cross.display().to_string(),
+            &minilm.display().to_string(),
+        ],
+    )
+    .await;
+    let server = TestServer::start(
+        &[("cross", cross.as_path()), ("minilm", minilm.as_path())],
+        test_limits(256, 16),
+    );
+    run_python_test(
+        "score_rerank.py",
+        &[
+            "check",
+            &server.url,
+            "cross",
+            &cross.display().to_string(),
+            "minilm",
+            &minilm.display().to_string(),
+        ],
+    )
+    .await;
+}

@@ -68,6 +68,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models", get(openai::models::list_models))
         .route("/v1/models/{id}", get(openai::models::model))
         .route("/v1/embeddings", post(openai::embeddings::embeddings))
+        // vLLM's paths (and Jina's / Cohere's for rerank)
+        .route("/score", post(openai::score::score))
+        .route("/v1/score", post(openai::score::score))
+        .route("/rerank", post(openai::score::rerank))
+        .route("/v1/rerank", post(openai::score::rerank))
+        .route("/v2/rerank", post(openai::score::rerank))
         .route("/tokenize", post(openai::tokenize::tokenize))
         .route("/detokenize", post(openai::tokenize::detokenize))
         // clients configured with a `.../v1` base URL find them here too

@@ -135,7 +135,7 @@ fn read_weights(
                 path.clone()
             };
             let (family, mut json) = read_hf_config(&config)?;
-            add_encoder_settings(family, &mut json, config.parent().unwrap_or(path))?;
+            add_encoder_settings(family, &mut json, config.parent().unwrap_or(path), None)?;
             let mut w = DummyWeights::new(&device, dtype);
             let model = (family.load)(&mut w, Some(&json))?;
             let codec = dummy_codec(&config, model.config().vocab_size)?;
@@ -160,8 +160,8 @@ fn read_weights(
         }
         (LoadFormat::Auto, LocalModel::HfDir { dir, safetensors }) => {
             let (family, mut json) = read_hf_config(&dir.join("config.json"))?;
-            add_encoder_settings(family, &mut json, dir)?;
             let codec = TextCodec::from_hf_dir(dir)?;
+            add_encoder_settings(family, &mut json, dir, Some(&codec))?;
             let mut w = VarBuilderWeights::from_safetensors(safetensors, dtype, &device)?;
             let model = (family.load)(&mut w, Some(&json))?;
             Ok((model, codec))
@@ -170,14 +170,19 @@ fn read_weights(
 }
 
 /// An encoder's `config.json` gains its folder's sentence-transformers settings (pooling,
-/// normalization, longest input), which its family reads there.
+/// normalization, longest input) and its tokenizer's `[SEP]` id, which its family reads there.
 fn add_encoder_settings(
     family: &Family,
     json: &mut serde_json::Value,
     dir: &std::path::Path,
+    codec: Option<&TextCodec>,
 ) -> Result<(), ManagerError> {
     if family.name == crate::models::encoder::FAMILY.name {
-        let st = crate::models::encoder::sentence_transformers_json(dir)?;
+        let mut st = crate::models::encoder::sentence_transformers_json(dir)?;
+        let sep = st["sep_token"].as_str().unwrap_or("[SEP]").to_string();
+        if let Some(id) = codec.and_then(|c| c.token_to_id(&sep)) {
+            st["sep_token_id"] = id.into();
+        }
         if let Some(obj) = json.as_object_mut() {
             obj.insert(crate::models::encoder::SENTENCE_TRANSFORMERS.into(), st);
         }

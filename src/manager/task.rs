@@ -3,8 +3,8 @@
 //! `modules.json`, as Qwen3-Embedding ships).
 
 use super::limits::ModelTask;
-use super::loader::ManagerError;
 use crate::models::bert::{normalizes, Pooling};
+use crate::models::config::ConfigError;
 use crate::models::{EmbeddingInfo, Model};
 use crate::store::LocalModel;
 
@@ -14,7 +14,7 @@ pub fn apply_task(
     model: &mut dyn Model,
     local: &LocalModel,
     task: ModelTask,
-) -> Result<(), ManagerError> {
+) -> Result<(), ConfigError> {
     let dir = match local {
         LocalModel::HfDir { dir, .. } => Some(dir.as_path()),
         _ => None,
@@ -26,8 +26,8 @@ pub fn apply_task(
     let encoder = model.embedding().is_some();
     let embed = match task {
         ModelTask::Generate if encoder => {
-            return Err(ManagerError::Limits(
-                "an encoder (BERT) serves embeddings only; --task generate cannot serve it".into(),
+            return Err(ConfigError::Unsupported(
+                "--task generate for an encoder (BERT), which serves embeddings only".into(),
             ))
         }
         ModelTask::Generate => false,
@@ -38,8 +38,8 @@ pub fn apply_task(
         return Ok(());
     }
     if let Some(p @ (Pooling::Mean | Pooling::Cls)) = pooling {
-        return Err(ManagerError::Limits(format!(
-            "modules.json pools a decoder by {p:?}; weir pools a decoder by its last token (lasttoken)"
+        return Err(ConfigError::Unsupported(format!(
+            "modules.json pooling {p:?} of a decoder (weir pools a decoder by its last token: lasttoken)"
         )));
     }
     let cfg = model.config();
@@ -53,10 +53,11 @@ pub fn apply_task(
         normalized: dir.is_none_or(|d| !d.join("modules.json").is_file() || normalizes(d)),
         matryoshka: json.get("is_matryoshka").and_then(|v| v.as_bool()) == Some(true)
             || json.get("matryoshka_dimensions").is_some(),
+        scores: false,
     };
     if !model.set_embedding(info) {
-        return Err(ManagerError::Limits(
-            "this model's family does not serve embeddings (--task embed)".into(),
+        return Err(ConfigError::Unsupported(
+            "--task embed for this model's family (Gemma generates only)".into(),
         ));
     }
     Ok(())

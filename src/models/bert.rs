@@ -228,6 +228,9 @@ pub struct Bert {
     emb_norm: LayerNorm,
     layers: Vec<BertLayer>,
     device: Device,
+    /// `[SEP]`: a sequence's tokens after its first one are the second segment (token type 1)
+    /// of a text pair (`with_pair_separator`).
+    sep_token_id: Option<u32>,
 }
 
 impl Bert {
@@ -255,8 +258,30 @@ impl Bert {
             emb_norm: norm(&emb, "LayerNorm", &cfg)?,
             layers,
             device: vb.device().clone(),
+            sep_token_id: None,
             cfg,
         })
+    }
+
+    /// Reads a sequence as a text pair: `[CLS] a [SEP] b [SEP]`, the tokens after its first
+    /// `sep` of token type 1 (as the tokenizer's pair encoding types them).
+    pub fn with_pair_separator(mut self, sep: u32) -> Self {
+        self.sep_token_id = Some(sep).filter(|_| self.cfg.type_vocab_size > 1);
+        self
+    }
+
+    /// Each token's type, where some sequence has a second segment.
+    fn token_types(&self, token_ids: &[u32], seqs: &[Range<usize>]) -> Option<Vec<u32>> {
+        let sep = self.sep_token_id?;
+        let types: Vec<u32> = seqs
+            .iter()
+            .flat_map(|r| {
+                let ids = &token_ids[r.clone()];
+                let first = ids.iter().position(|&t| t == sep).unwrap_or(ids.len());
+                (0..ids.len()).map(move |i| u32::from(i > first))
+            })
+            .collect();
+        types.contains(&1).then_some(types)
     }
 
     pub fn config(&self) -> &BertConfig {
@@ -266,7 +291,8 @@ impl Bert {
     /// The last hidden states [num_tokens, hidden] (f32) of packed sequences: `token_ids` holds
     /// every sequence's tokens back to back and `seqs` (in order, non-empty, covering all of
     /// `token_ids`) their ranges. Each token attends to its own sequence only; positions start at
-    /// 0 in each sequence; token types are all 0.
+    /// 0 in each sequence; token types are 0, and 1 after the first `[SEP]` of a text pair
+    /// (`with_pair_separator`).
     pub fn hidden_states(&self, token_ids: &[u32], seqs: &[Range<usize>]) -> Result<Tensor> {
         let positions = self.check_inputs(token_ids, seqs)?;
         if seqs.is_empty() {
@@ -275,7 +301,13 @@ impl Bert {
         let ids = Tensor::new(token_ids, &self.device)?;
         let positions = Tensor::new(positions.as_slice(), &self.device)?;
         let word = self.word.index_select(&ids, 0)?;
-        let x = word.broadcast_add(&self.token_type.narrow(0, 0, 1)?)?;
+        let x = match self.token_types(token_ids, seqs) {
+            Some(types) => {
+                let types = Tensor::new(types.as_slice(), &self.device)?;
+                (word + self.token_type.index_select(&types, 0)?)?
+            }
+            None => word.broadcast_add(&self.token_type.narrow(0, 0, 1)?)?,
+        };
         let x = (x + self.position.index_select(&positions, 0)?)?;
         let mut x = self.emb_norm.forward(&x)?;
         for layer in &self.layers {

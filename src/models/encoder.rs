@@ -30,9 +30,10 @@ pub const FAMILY: Family = Family {
 };
 
 /// A BERT checkpoint's pooling, normalization and longest input: `{"pooling": "mean" | "cls" |
-/// "last", "normalize": bool, "max_seq_length": n | null}` from its `modules.json`,
-/// `1_Pooling/config.json` and `sentence_bert_config.json`; without them vLLM's defaults for a
-/// BERT embedding model (the [CLS] row, normalized).
+/// "last", "normalize": bool, "max_seq_length": n | null, "sep_token": "[SEP]"}` from its
+/// `modules.json`, `1_Pooling/config.json`, `sentence_bert_config.json` and
+/// `tokenizer_config.json`; without them vLLM's defaults for a BERT embedding model (the [CLS]
+/// row, normalized). The loader adds `sep_token_id` (the tokenizer's id of `sep_token`).
 pub fn sentence_transformers_json(
     dir: &Path,
 ) -> std::result::Result<serde_json::Value, ConfigError> {
@@ -46,16 +47,28 @@ pub fn sentence_transformers_json(
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
         .and_then(|c| c.get("max_seq_length").and_then(|v| v.as_u64()));
+    let sep_token = std::fs::read(dir.join("tokenizer_config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|c| {
+            c.get("sep_token")
+                .and_then(|v| v.as_str())
+                .map(String::from)
+        })
+        .unwrap_or_else(|| "[SEP]".into());
     Ok(serde_json::json!({
         "pooling": pooling,
         "normalize": !has_modules || normalizes(dir),
         "max_seq_length": max_seq_length,
+        "sep_token": sep_token,
     }))
 }
 
-/// The engine's view of a BERT embedding model.
+/// The engine's view of a BERT embedding model or cross-encoder.
 struct Encoder {
     bert: Arc<Bert>,
+    /// A cross-encoder's classification head on the [CLS] row (`BertForSequenceClassification`).
+    head: Option<Arc<ClassifierHead>>,
     pooling: Pooling,
     info: EmbeddingInfo,
     max_len: usize,
@@ -95,18 +108,102 @@ fn load(
     let vb = src
         .var_builder()
         .ok_or_else(|| ConfigError::Invalid("a BERT model loads from safetensors".into()))?;
-    let bert = Bert::load(vb, cfg.clone())?;
+    let mut bert = Bert::load(vb.clone(), cfg.clone())?;
+    if let Some(sep) = st.get("sep_token_id").and_then(|v| v.as_u64()) {
+        bert = bert.with_pair_separator(sep as u32);
+    }
+    let head = ClassifierHead::load(&vb, json, &cfg)?;
+    let scores = head.is_some();
     Ok(Box::new(Encoder {
-        bert: Arc::new(bert),
-        pooling,
         info: EmbeddingInfo {
-            dims: cfg.hidden_size,
-            normalized,
+            dims: head.as_ref().map_or(cfg.hidden_size, |h| h.num_labels),
+            normalized: normalized && !scores,
             matryoshka,
+            scores,
         },
+        head: head.map(Arc::new),
+        bert: Arc::new(bert),
+        pooling: if scores { Pooling::Cls } else { pooling },
         max_len,
         shape: engine_config(&cfg),
     }))
+}
+
+/// `BertForSequenceClassification`'s head: `classifier(tanh(pooler(h_cls)))`, then the
+/// activation sentence-transformers' CrossEncoder applies (config.json
+/// `sentence_transformers.activation_fn`; by default a sigmoid for one label, none for more).
+struct ClassifierHead {
+    pooler: super::linear::Linear,
+    classifier: super::linear::Linear,
+    num_labels: usize,
+    sigmoid: bool,
+    /// The hidden width and the weights' dtype (the [CLS] rows arrive as host f32).
+    width: usize,
+    dtype: DType,
+}
+
+impl ClassifierHead {
+    /// The head of a checkpoint whose `architectures` name a sequence classifier; `None` for
+    /// an embedding model.
+    fn load(
+        vb: &candle_nn::VarBuilder,
+        json: &serde_json::Value,
+        cfg: &BertConfig,
+    ) -> std::result::Result<Option<Self>, ModelLoadError> {
+        let classifies = json["architectures"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x == "BertForSequenceClassification"));
+        if !classifies {
+            return Ok(None);
+        }
+        let num_labels = match (json.get("id2label"), json.get("num_labels")) {
+            (Some(serde_json::Value::Object(m)), _) => m.len(),
+            (_, Some(n)) => n.as_u64().unwrap_or(2) as usize,
+            _ => 2, // transformers' default
+        };
+        let activation = json["sentence_transformers"]["activation_fn"].as_str();
+        let sigmoid = match activation {
+            Some(a) if a.ends_with("Sigmoid") => true,
+            Some(a) if a.ends_with("Identity") => false,
+            Some(a) => {
+                return Err(ConfigError::Unsupported(format!(
+                    "sentence_transformers.activation_fn {a:?} (weir applies Sigmoid or Identity)"
+                ))
+                .into())
+            }
+            None => num_labels == 1,
+        };
+        let h = cfg.hidden_size;
+        let linear = |name: &str, out: usize| -> Result<super::linear::Linear> {
+            let vb = vb.pp(name);
+            super::linear::Linear::from_dense(
+                vb.get((out, h), "weight")?,
+                Some(vb.get(out, "bias")?),
+            )
+        };
+        Ok(Some(Self {
+            pooler: linear("bert.pooler.dense", h)?,
+            classifier: linear("classifier", num_labels)?,
+            num_labels,
+            sigmoid,
+            width: h,
+            dtype: vb.dtype(),
+        }))
+    }
+
+    /// Each pair's scores from its [CLS] row.
+    fn scores(&self, cls: Vec<Vec<f32>>, device: &Device) -> Result<Vec<Vec<f32>>> {
+        let n = cls.len();
+        let x = Tensor::from_vec(cls.concat(), (n, self.width), device)?.to_dtype(self.dtype)?;
+        let pooled = self.pooler.forward(&x)?.tanh()?;
+        let logits = self.classifier.forward(&pooled)?.to_dtype(DType::F32)?;
+        let scores = if self.sigmoid {
+            candle_nn::ops::sigmoid(&logits)?
+        } else {
+            logits
+        };
+        scores.to_vec2::<f32>()
+    }
 }
 
 /// The decoder-shaped config the engine sizes an encoder by: its widths, no KV layers.
@@ -163,7 +260,10 @@ impl CausalLm for Encoder {
             .collect::<Result<_>>()?;
         let hidden = self.bert.hidden_states(&batch.token_ids, &seqs)?;
         let vectors = super::bert::pool(&hidden, &seqs, self.pooling)?;
-        Ok(super::pooled_rows(vectors, self.info.normalized))
+        match &self.head {
+            Some(head) => head.scores(vectors, self.bert.device()),
+            None => Ok(super::pooled_rows(vectors, self.info.normalized)),
+        }
     }
 
     fn embedding(&self) -> Option<EmbeddingInfo> {
@@ -217,6 +317,7 @@ impl Model for Encoder {
         }
         Ok(Arc::new(Encoder {
             bert: self.bert.clone(),
+            head: self.head.clone(),
             shape: self.shape.clone(),
             ..*self
         }))

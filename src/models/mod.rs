@@ -133,6 +133,9 @@ pub struct EmbeddingInfo {
     /// embedding: `config.json` `is_matryoshka` or `matryoshka_dimensions`), so a request may
     /// ask for fewer `dimensions`.
     pub matryoshka: bool,
+    /// The vector is a classifier's scores of a text pair (a cross-encoder: `/score`,
+    /// `/rerank`), one per label, not an embedding.
+    pub scores: bool,
 }
 
 /// A loaded model as the model manager holds it: the forward pass (`CausalLm`) plus what the

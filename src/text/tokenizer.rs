@@ -282,6 +282,15 @@ impl TextCodec {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// Encodes a text pair as a cross-encoder reads it (BERT's `[CLS] a [SEP] b [SEP]`).
+    pub fn encode_pair(&self, a: &str, b: &str) -> Result<Vec<u32>, TextError> {
+        let enc = self
+            .tokenizer()?
+            .encode_fast((a, b), true)
+            .map_err(tok_err)?;
+        Ok(enc.get_ids().to_vec())
+    }
+
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String, TextError> {
         match &self.tokenizer {
             Some(t) => t.decode(ids, skip_special).map_err(tok_err),

@@ -51,15 +51,19 @@ pub async fn embeddings(
 ) -> Result<Json<Value>, ApiError> {
     let req: EmbeddingRequest = parse_json(&body?)?;
     let model = state.models.get_or_load(&req.model).await?;
-    let info = model.model.embedding().ok_or_else(|| {
-        ApiError::invalid(
-            Some("model".into()),
-            format!(
-                "model {:?} generates text and has no embeddings; /v1/embeddings needs an embedding model",
-                req.model
-            ),
-        )
-    })?;
+    let info = model
+        .model
+        .embedding()
+        .filter(|i| !i.scores)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                Some("model".into()),
+                format!(
+                    "model {:?} has no embeddings (it generates text, or scores text pairs: /score, /rerank); /v1/embeddings needs an embedding model",
+                    req.model
+                ),
+            )
+        })?;
     let dims = checked_dimensions(req.dimensions, info)?;
     let prompts = tokenize(&model, req.input).await?;
     let prompt_tokens: usize = prompts.iter().map(Vec::len).sum();
@@ -118,43 +122,57 @@ fn checked_dimensions(asked: Option<usize>, info: EmbeddingInfo) -> Result<usize
 /// Each input's token ids (texts with the tokenizer's special tokens), checked: at least one,
 /// none empty, ids in the vocabulary, each within the context.
 async fn tokenize(model: &ModelLease, input: PromptSpec) -> Result<Vec<Vec<u32>>, ApiError> {
-    let bad = |m: String| ApiError::invalid(Some("input".into()), m);
     let prompts = match input {
         PromptSpec::Tokens(ids) => vec![ids],
         PromptSpec::TokenLists(lists) => lists,
         PromptSpec::Text(text) => texts_to_ids(model, vec![text]).await?,
         PromptSpec::Texts(texts) => texts_to_ids(model, texts).await?,
     };
+    check_prompts(model, &prompts, "input")?;
+    Ok(prompts)
+}
+
+/// At least one prompt and at most `MAX_INPUTS`, none empty, ids in the vocabulary, each within
+/// the context; errors name `param`.
+pub(super) fn check_prompts(
+    model: &ModelLease,
+    prompts: &[Vec<u32>],
+    param: &str,
+) -> Result<(), ApiError> {
+    let bad = |m: String| ApiError::invalid(Some(param.into()), m);
     if prompts.is_empty() || prompts.len() > MAX_INPUTS {
         return Err(bad(format!(
-            "input holds {} items; send 1 to {MAX_INPUTS}",
+            "{param} holds {} items; send 1 to {MAX_INPUTS}",
             prompts.len()
         )));
     }
     let (vocab, limit) = (model.codec.vocab_size(), model.engine.max_model_len());
     for (i, p) in prompts.iter().enumerate() {
         if p.is_empty() {
-            return Err(bad(format!("input[{i}] is empty")));
+            return Err(bad(format!("{param}[{i}] is empty")));
         }
         if let Some(id) = p.iter().find(|&&id| id as usize >= vocab) {
             return Err(bad(format!(
-                "input[{i}]: token id {id} is not below the vocabulary size {vocab}"
+                "{param}[{i}]: token id {id} is not below the vocabulary size {vocab}"
             )));
         }
         if p.len() > limit {
             return Err(ApiError {
                 code: Some("context_length_exceeded"),
                 ..bad(format!(
-                    "This model's maximum context length is {limit} tokens, however input[{i}] has {} tokens. Please reduce the length of the input.",
+                    "This model's maximum context length is {limit} tokens, however {param}[{i}] has {} tokens. Please reduce the length of the input.",
                     p.len()
                 ))
             });
         }
     }
-    Ok(prompts)
+    Ok(())
 }
 
-async fn texts_to_ids(model: &ModelLease, texts: Vec<String>) -> Result<Vec<Vec<u32>>, ApiError> {
+pub(super) async fn texts_to_ids(
+    model: &ModelLease,
+    texts: Vec<String>,
+) -> Result<Vec<Vec<u32>>, ApiError> {
     if let Some(i) = texts.iter().position(String::is_empty) {
         return Err(ApiError::invalid(
             Some("input".into()),
@@ -175,7 +193,7 @@ async fn texts_to_ids(model: &ModelLease, texts: Vec<String>) -> Result<Vec<Vec<
 
 /// Submits every prompt as an embedding request and collects the vectors in input order;
 /// past `timeout` the streams are dropped (their sequences freed) and the client gets 408.
-async fn run(
+pub(super) async fn run(
     model: &ModelLease,
     prompts: Vec<Vec<u32>>,
     priority: i32,

@@ -6,6 +6,7 @@ pub mod embeddings;
 pub mod ids;
 pub mod messages;
 pub mod models;
+pub mod score;
 pub mod tokenize;
 pub mod tool_choice;
 pub mod types;
