@@ -36,6 +36,8 @@ pub struct AppState {
     pub limiter: Arc<ratelimit::RateLimiter>,
     /// Unix seconds the server started (`created` of models not loaded yet).
     pub started: u64,
+    /// Stored `/v1/responses` (`store: true`).
+    pub responses: Arc<openai::responses::store::ResponseStore>,
 }
 
 impl AppState {
@@ -48,6 +50,9 @@ impl AppState {
             )),
             metrics_key: Arc::new(auth::Keys::new(options.metrics_api_key.as_slice())),
             admin_key: Arc::new(auth::Keys::new(options.admin_api_key.as_slice())),
+            responses: Arc::new(openai::responses::store::ResponseStore::open(
+                options.response_store.clone(),
+            )),
             models,
             metrics,
             options: Arc::new(options),
@@ -68,6 +73,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models", get(openai::models::list_models))
         .route("/v1/models/{id}", get(openai::models::model))
         .route("/v1/embeddings", post(openai::embeddings::embeddings))
+        .route("/v1/responses", post(openai::responses::create))
+        .route(
+            "/v1/responses/{id}",
+            get(openai::responses::retrieve).delete(openai::responses::delete),
+        )
         // vLLM's paths (and Jina's / Cohere's for rerank)
         .route("/score", post(openai::score::score))
         .route("/v1/score", post(openai::score::score))

@@ -14,6 +14,8 @@ pub struct ServerOptions {
     pub metrics_api_key: Option<String>,
     pub request_timeout: Option<std::time::Duration>,
     pub max_body_bytes: usize,
+    /// Where stored responses (`/v1/responses` with `store: true`) live and how many bytes.
+    pub response_store: super::openai::responses::store::StoreConfig,
 }
 
 impl Default for ServerOptions {
@@ -29,6 +31,10 @@ impl Default for ServerOptions {
             metrics_api_key: None,
             request_timeout: None,
             max_body_bytes: 32 << 20,
+            response_store: super::openai::responses::store::StoreConfig {
+                dir: None,
+                max_bytes: 256 << 20,
+            },
         }
     }
 }

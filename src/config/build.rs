@@ -142,6 +142,10 @@ impl ServeArgs {
             request_timeout: (self.request_timeout > 0.0)
                 .then(|| std::time::Duration::from_secs_f64(self.request_timeout)),
             max_body_bytes: self.max_body_bytes,
+            response_store: crate::api::openai::responses::store::StoreConfig {
+                dir: Some(self.cache_dir().join("responses")),
+                max_bytes: self.response_store_bytes,
+            },
         })
     }
 

@@ -209,6 +209,10 @@ pub struct ServeArgs {
     /// Largest request body in bytes.
     #[arg(long, env = "WEIR_MAX_BODY_BYTES", default_value_t = 32 << 20)]
     pub max_body_bytes: usize,
+    /// Bytes of stored /v1/responses (`store: true`) kept under the cache dir's `responses/`
+    /// (least recently used go first; they survive a restart).
+    #[arg(long, env = "WEIR_RESPONSE_STORE_BYTES", default_value = "256MiB", value_parser = parse_bytes)]
+    pub response_store_bytes: u64,
     /// API key clients must send as `Authorization: Bearer KEY` on /v1/* (repeat for several).
     /// Without any key the API is open.
     #[arg(

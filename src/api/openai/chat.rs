@@ -49,7 +49,7 @@ impl GenerationRequest for ChatCompletionRequest {
     }
 }
 
-struct ChatChunks {
+pub struct ChatChunks {
     id: String,
     model: String,
     created: u64,
@@ -268,7 +268,25 @@ pub async fn chat_completions(
     key: Option<axum::Extension<crate::api::auth::KeyId>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let (req, plan, mut sub) = open::<ChatCompletionRequest>(&state, key, body).await?;
+    let (req, plan, sub) = open::<ChatCompletionRequest>(&state, key, body).await?;
+    Ok(match run_chat(req, plan, sub).await? {
+        ChatRun::Done(completion) => Json(completion).into_response(),
+        ChatRun::Stream(gens, chunks) => stream_response(gens, chunks),
+    })
+}
+
+/// A chat request under way: answered whole, or its generations and their chunk writer.
+pub enum ChatRun {
+    Done(ChatCompletion),
+    Stream(Vec<Generation>, ChatChunks),
+}
+
+/// Renders, tokenizes and starts an opened chat request; collects it unless it streams.
+pub async fn run_chat(
+    req: ChatCompletionRequest,
+    plan: Option<ToolPlan>,
+    mut sub: crate::api::generation::Submission,
+) -> Result<ChatRun, ApiError> {
     let model = &sub.model;
     let format = model.codec.tool_format();
     let messages = to_chat_messages(&req.messages)?;
@@ -303,7 +321,7 @@ pub async fn chat_completions(
         codec: model.codec.clone(),
     };
     if opts.stream {
-        return Ok(stream_response(gens, meta));
+        return Ok(ChatRun::Stream(gens, meta));
     }
     let wants_logprobs = opts.sampling.logprobs.is_some();
     let results = futures::future::join_all(gens.into_iter().map(Generation::collect)).await;
@@ -350,7 +368,7 @@ pub async fn chat_completions(
             finish_reason: Some(WireFinishReason::of(&done.reason, calls)),
         });
     }
-    Ok(Json(ChatCompletion {
+    Ok(ChatRun::Done(ChatCompletion {
         id: meta.id,
         object: "chat.completion",
         created: meta.created,
@@ -358,8 +376,7 @@ pub async fn chat_completions(
         choices,
         usage,
         prompt_logprobs,
-    })
-    .into_response())
+    }))
 }
 
 /// `chat_template_kwargs`, which may not replace the messages or tools the request renders.

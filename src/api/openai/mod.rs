@@ -6,6 +6,7 @@ pub mod embeddings;
 pub mod ids;
 pub mod messages;
 pub mod models;
+pub mod responses;
 pub mod score;
 pub mod tokenize;
 pub mod tool_choice;
@@ -44,6 +45,15 @@ pub async fn open<R: GenerationRequest>(
 ) -> Result<(R, R::Plan, Submission), ApiError> {
     let body = body?;
     let req: R = parse_request(&body)?;
+    open_request(state, key, req).await
+}
+
+/// `open` of a request already parsed (another endpoint's, translated: `/v1/responses`).
+pub async fn open_request<R: GenerationRequest>(
+    state: &AppState,
+    key: Option<axum::Extension<KeyId>>,
+    req: R,
+) -> Result<(R, R::Plan, Submission), ApiError> {
     let plan = req.plan()?;
     let model = state.models.get_or_load(req.model()).await?;
     if model.model.embedding().is_some() {
