@@ -34,7 +34,8 @@ async fn stored_responses_survive_a_restart() {
         assert_eq!(status, 200, "{r}");
         r["id"].as_str().unwrap().to_string()
     };
-    let server = TestServer::start_with(&[("smol", smol.as_path())], test_limits(128, 16), options());
+    let server =
+        TestServer::start_with(&[("smol", smol.as_path())], test_limits(128, 16), options());
     let got: serde_json::Value = reqwest::get(format!("{}/v1/responses/{id}", server.url))
         .await
         .unwrap()

@@ -1,14 +1,18 @@
 """/v1/responses through the official openai client on SmolLM2: plain and streamed (the typed
 event sequence), a forced function call and its output sent back through previous_response_id,
-text.format json_schema, instructions, retrieve and delete, store=false, and the 400s/404s.
+text.format json_schema, instructions, retrieve and delete, store=false, background responses
+(polled, cancelled), and the 400s/404s.
 
     openai_responses.py BASE_URL MODEL
 """
 import json
 import sys
+import time
 
+import httpx
 import jsonschema
 import openai
+from responses_schema import validate_event, validate_response
 
 WEATHER = {
     "type": "function",
@@ -27,6 +31,22 @@ def expect(kind, fn, param=None):
             assert e.body.get("param") == param, (param, e.body)
         return
     raise AssertionError(f"no {kind.__name__}")
+
+
+def raw_wire(base_url, body):
+    """The response as sent, and the events of the same request streamed, both checked against
+    the transcription of OpenAI's schemas (tests/responses_schema.py)."""
+    r = httpx.post(f"{base_url}/responses", json=body, timeout=120)
+    assert r.status_code == 200, r.text
+    validate_response(r.json())
+    events = []
+    with httpx.stream("POST", f"{base_url}/responses", json={**body, "stream": True}, timeout=120) as s:
+        for line in s.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                events.append(json.loads(line[6:]))
+    for e in events:
+        validate_event(e)
+    return r.json(), events
 
 
 def main():
@@ -55,6 +75,24 @@ def main():
         assert k in kinds, (k, kinds)
     deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
     assert deltas == r.output_text == events[-1].response.output_text, (deltas, r.output_text)
+
+    # the wire itself, against OpenAI's published schemas: text, a forced call, structured output
+    for body in [
+        dict(ask),
+        dict(model=model, input="Weather in Oslo?", tools=[WEATHER], tool_choice="required",
+             temperature=0, max_output_tokens=40),
+        dict(model=model, input="Is Paris sunny? JSON.", max_output_tokens=30,
+             text={"format": {"type": "json_schema", "name": "w", "strict": True,
+                              "schema": {"type": "object", "properties": {"sunny": {"type": "boolean"}},
+                                         "required": ["sunny"], "additionalProperties": False}}}),
+    ]:
+        whole, events = raw_wire(base_url, body)
+        # streamed and whole: the same items (greedy), up to their fresh ids and the spacing of
+        # call arguments (streamed as written, whole as parsed)
+        def same(items):
+            return [{k: json.loads(v) if k == "arguments" else v for k, v in i.items()
+                     if k not in ("id", "call_id")} for i in items]
+        assert same(events[-1]["response"]["output"]) == same(whole["output"]), (events[-1], whole)
 
     # retrieve, then delete
     got = client.responses.retrieve(r.id)
@@ -100,7 +138,26 @@ def main():
     n = client.responses.create(**ask, store=False)
     expect(openai.NotFoundError, lambda: client.responses.retrieve(n.id))
 
-    expect(openai.BadRequestError, lambda: client.responses.create(**ask, background=True), "background")
+    # background: answered at once in progress, polled to the same greedy text; cancel
+    b = client.responses.create(**ask, instructions="You are terse.", background=True)
+    assert b.status in ("queued", "in_progress"), b.status
+    for _ in range(600):
+        b = client.responses.retrieve(b.id)
+        if b.status not in ("queued", "in_progress"):
+            break
+        time.sleep(0.05)
+    assert b.output_text == r.output_text and b.status == r.status, (b.output_text, b.status)
+    long = client.responses.create(model=model, input="Write a long story about a dragon.",
+                                   max_output_tokens=2000, background=True)
+    try:
+        cancelled = client.responses.cancel(long.id)
+        assert cancelled.status == "cancelled", cancelled.status
+        assert client.responses.retrieve(long.id).status == "cancelled"
+    except openai.BadRequestError:  # it finished first
+        assert client.responses.retrieve(long.id).status in ("completed", "incomplete")
+    expect(openai.BadRequestError, lambda: client.responses.cancel(b.id), "response_id")
+    expect(openai.BadRequestError, lambda: client.responses.create(**ask, background=True, store=False),
+           "background")
     expect(openai.BadRequestError, lambda: client.responses.create(
         **ask, tools=[{"type": "web_search"}]), "tools[0].type")
     expect(openai.NotFoundError, lambda: client.responses.create(

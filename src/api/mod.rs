@@ -78,6 +78,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/responses/{id}",
             get(openai::responses::retrieve).delete(openai::responses::delete),
         )
+        .route("/v1/responses/{id}/cancel", post(openai::responses::cancel))
         // vLLM's paths (and Jina's / Cohere's for rerank)
         .route("/score", post(openai::score::score))
         .route("/v1/score", post(openai::score::score))

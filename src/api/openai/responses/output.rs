@@ -37,7 +37,7 @@ impl Shell {
                 "temperature": req.temperature.unwrap_or(1.0),
                 "text": {"format": format},
                 "tool_choice": req.tool_choice.clone().unwrap_or(json!("auto")),
-                "tools": req.tools.clone().unwrap_or_default(),
+                "tools": echo_tools(req.tools.as_deref().unwrap_or_default()),
                 "top_p": req.top_p.unwrap_or(1.0),
                 "truncation": "disabled",
                 "user": req.user,
@@ -72,10 +72,29 @@ impl Shell {
     }
 }
 
+/// The request's function tools as the response lists them (`strict` and `parameters` always
+/// present, null when not given).
+fn echo_tools(tools: &[Value]) -> Vec<Value> {
+    tools
+        .iter()
+        .map(|t| {
+            let mut t = t.clone();
+            for k in ["strict", "parameters", "description"] {
+                if t.get(k).is_none() {
+                    t[k] = Value::Null;
+                }
+            }
+            t
+        })
+        .collect()
+}
+
 fn wire_usage(u: &Usage) -> Value {
     json!({
         "input_tokens": u.prompt_tokens,
-        "input_tokens_details": {"cached_tokens": u.prompt_tokens_details.cached_tokens},
+        // the prompt tokens computed now, whose K/V went into the prefix cache
+        "input_tokens_details": {"cached_tokens": u.prompt_tokens_details.cached_tokens,
+            "cache_write_tokens": u.prompt_tokens - u.prompt_tokens_details.cached_tokens},
         "output_tokens": u.completion_tokens,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": u.total_tokens,

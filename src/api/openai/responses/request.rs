@@ -51,10 +51,10 @@ fn bad(param: &str, message: impl Into<String>) -> ApiError {
 impl ResponsesRequest {
     /// Refuses what weir does not do (rather than answering without it).
     pub fn check_supported(&self) -> Result<(), ApiError> {
-        if self.background == Some(true) {
+        if self.background == Some(true) && (self.stream || self.store == Some(false)) {
             return Err(bad(
                 "background",
-                "background responses are not supported yet",
+                "a background response is stored and polled: it needs store true and stream false",
             ));
         }
         if self.truncation.as_deref().is_some_and(|t| t != "disabled") {

@@ -41,6 +41,8 @@ struct Index {
 pub struct ResponseStore {
     config: StoreConfig,
     index: Mutex<Index>,
+    /// Background responses still running, by id.
+    running: Mutex<HashMap<String, tokio::task::AbortHandle>>,
 }
 
 /// Response ids weir makes and accepts: `resp_` and hex digits (never a path).
@@ -55,6 +57,7 @@ impl ResponseStore {
         let store = Self {
             config,
             index: Mutex::new(Index::default()),
+            running: Mutex::new(HashMap::new()),
         };
         let Some(dir) = store.config.dir.clone() else {
             return store;
@@ -87,11 +90,46 @@ impl ResponseStore {
             }
         }
         found.sort_by_key(|f| f.0);
+        let mut interrupted = Vec::new();
         for (_, id, record, bytes) in found {
+            if matches!(
+                record.response["status"].as_str(),
+                Some("queued" | "in_progress")
+            ) {
+                interrupted.push((id.clone(), record.clone()));
+            }
             store.insert(id, Arc::new(record), bytes);
+        }
+        // background responses a previous run did not finish
+        for (id, mut record) in interrupted {
+            record.response["status"] = "failed".into();
+            record.response["error"] = serde_json::json!({"code": "server_error",
+                "message": "the server restarted before this background response finished"});
+            store.put(&id, record);
         }
         store.evict();
         store
+    }
+
+    /// Registers the task computing background response `id` (until `finish_background`).
+    pub fn start_background(&self, id: &str, task: tokio::task::AbortHandle) {
+        self.running.lock().insert(id.to_string(), task);
+    }
+
+    pub fn finish_background(&self, id: &str) {
+        self.running.lock().remove(id);
+    }
+
+    /// Stops background response `id` if it is still running (its sequence is aborted with
+    /// the task); true when it was.
+    pub fn cancel(&self, id: &str) -> bool {
+        match self.running.lock().remove(id) {
+            Some(task) => {
+                task.abort();
+                true
+            }
+            None => false,
+        }
     }
 
     /// Stores `record` under `id` (replacing one there).
