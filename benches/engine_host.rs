@@ -44,6 +44,7 @@ fn decoding(n: usize) -> Scheduler {
             follows: None,
             constraint: None,
             task: weir::step::Task::Generate,
+            background: false,
         })
         .unwrap();
     }

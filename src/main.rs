@@ -86,6 +86,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let grace = options.shutdown_grace;
     let state = AppState::new(models.clone(), metrics, options);
+    state.resume_batches();
     let draining = state.draining.clone();
     let app = router(state);
     let addr = format!("{}:{}", args.host, args.port);

@@ -219,6 +219,7 @@ impl Generation {
             // each choice its own grammar state, forked from the compiled (unstarted) one
             constraint: r.constraint.clone(),
             task: crate::step::Task::Generate,
+            background: crate::api::batch::marker::in_batch(),
         };
         let id = req.id;
         let stream = model.engine.submit(req)?;

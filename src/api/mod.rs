@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod batch;
 pub mod error;
 pub mod generation;
 pub mod health;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub started: u64,
     /// Stored `/v1/responses` (`store: true`).
     pub responses: Arc<openai::responses::store::ResponseStore>,
+    /// Uploaded files and batches (the Batch API).
+    pub batches: Arc<batch::Batches>,
 }
 
 impl AppState {
@@ -53,6 +56,7 @@ impl AppState {
             responses: Arc::new(openai::responses::store::ResponseStore::open(
                 options.response_store.clone(),
             )),
+            batches: Arc::new(open_batches(options.data_dir.clone())),
             models,
             metrics,
             options: Arc::new(options),
@@ -61,9 +65,30 @@ impl AppState {
         }
     }
 
+    /// Starts the runners of the batches an earlier run left unfinished (inside a runtime).
+    pub fn resume_batches(&self) {
+        for id in self.batches.active() {
+            tracing::info!(batch = %id, "resuming batch");
+            batch::spawn(self.clone(), id);
+        }
+    }
+
     pub fn is_draining(&self) -> bool {
         self.draining.load(std::sync::atomic::Ordering::Acquire)
     }
+}
+
+/// The Batch API's store under `dir` (a fresh temporary folder without one).
+fn open_batches(dir: Option<std::path::PathBuf>) -> batch::Batches {
+    let dir = dir.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!(
+            "weir-{}-{:x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ))
+    });
+    batch::Batches::open(dir.clone())
+        .unwrap_or_else(|e| panic!("cannot open the batch store under {}: {e}", dir.display()))
 }
 
 pub fn router(state: AppState) -> Router {
@@ -73,6 +98,23 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models", get(openai::models::list_models))
         .route("/v1/models/{id}", get(openai::models::model))
         .route("/v1/embeddings", post(openai::embeddings::embeddings))
+        .route(
+            "/v1/files",
+            post(batch::handlers::upload)
+                .get(batch::handlers::list_files)
+                .layer(DefaultBodyLimit::max(state.options.max_file_bytes)),
+        )
+        .route(
+            "/v1/files/{id}",
+            get(batch::handlers::get_file).delete(batch::handlers::delete_file),
+        )
+        .route("/v1/files/{id}/content", get(batch::handlers::file_content))
+        .route(
+            "/v1/batches",
+            post(batch::handlers::create).get(batch::handlers::list),
+        )
+        .route("/v1/batches/{id}", get(batch::handlers::get))
+        .route("/v1/batches/{id}/cancel", post(batch::handlers::cancel))
         .route("/v1/responses", post(openai::responses::create))
         .route(
             "/v1/responses/{id}",

@@ -16,6 +16,11 @@ pub struct ServerOptions {
     pub max_body_bytes: usize,
     /// Where stored responses (`/v1/responses` with `store: true`) live and how many bytes.
     pub response_store: super::openai::responses::store::StoreConfig,
+    /// Where uploaded files and batches live (`files/`, `batches/`); `None`: a fresh folder
+    /// under the system's temporary dir.
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Largest file `POST /v1/files` takes.
+    pub max_file_bytes: usize,
 }
 
 impl Default for ServerOptions {
@@ -35,6 +40,8 @@ impl Default for ServerOptions {
                 dir: None,
                 max_bytes: 256 << 20,
             },
+            data_dir: None,
+            max_file_bytes: 128 << 20,
         }
     }
 }

@@ -146,6 +146,8 @@ impl ServeArgs {
                 dir: Some(self.cache_dir().join("responses")),
                 max_bytes: self.response_store_bytes,
             },
+            data_dir: Some(self.cache_dir()),
+            max_file_bytes: self.max_file_bytes as usize,
         })
     }
 

@@ -213,6 +213,9 @@ pub struct ServeArgs {
     /// (least recently used go first; they survive a restart).
     #[arg(long, env = "WEIR_RESPONSE_STORE_BYTES", default_value = "256MiB", value_parser = parse_bytes)]
     pub response_store_bytes: u64,
+    /// Largest file POST /v1/files takes (a batch's input).
+    #[arg(long, env = "WEIR_MAX_FILE_BYTES", default_value = "128MiB", value_parser = parse_bytes)]
+    pub max_file_bytes: u64,
     /// API key clients must send as `Authorization: Bearer KEY` on /v1/* (repeat for several).
     /// Without any key the API is open.
     #[arg(

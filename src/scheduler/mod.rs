@@ -103,8 +103,14 @@ impl Scheduler {
         let mut seq = Sequence::new(req);
         seq.arrival_seq = self.next_arrival_seq;
         self.next_arrival_seq += 1;
+        let background = seq.background;
         self.seqs.insert(id, seq);
         match self.config.policy {
+            // an interactive request goes before the batch lines waiting
+            SchedulingPolicy::Fcfs if !background => {
+                let pos = self.first_background_waiting();
+                self.waiting.insert(pos, id);
+            }
             SchedulingPolicy::Fcfs => self.waiting.push_back(id),
             SchedulingPolicy::Priority => self.insert_by_priority(id),
         }
@@ -122,11 +128,25 @@ impl Scheduler {
         self.waiting.insert(pos, id);
     }
 
-    /// The running sequence to preempt, among those not yet scheduled this step (`from..`).
+    /// Where the batch lines start in the waiting queue (its length when none waits).
+    fn first_background_waiting(&self) -> usize {
+        self.waiting
+            .iter()
+            .position(|w| self.seqs[w].background)
+            .unwrap_or(self.waiting.len())
+    }
+
+    /// The running sequence to preempt, among those not yet scheduled this step (`from..`):
+    /// the newest batch line first, then the newest (FCFS) or the lowest in priority.
     fn victim(&self, from: usize) -> RequestId {
         let candidates = &self.running[from..];
         match self.config.policy {
-            SchedulingPolicy::Fcfs => candidates.last().copied(),
+            SchedulingPolicy::Fcfs => candidates
+                .iter()
+                .rev()
+                .find(|id| self.seqs[id].background)
+                .or(candidates.last())
+                .copied(),
             SchedulingPolicy::Priority => candidates
                 .iter()
                 .max_by_key(|id| self.seqs[id].priority_key())
@@ -397,6 +417,11 @@ impl Scheduler {
         seq.status = SequenceStatus::Preempted;
         seq.num_preemptions += 1;
         match self.config.policy {
+            // back to the head of its class: interactive first, then batch lines
+            SchedulingPolicy::Fcfs if seq.background => {
+                let pos = self.first_background_waiting();
+                self.waiting.insert(pos, id);
+            }
             SchedulingPolicy::Fcfs => self.waiting.push_front(id),
             SchedulingPolicy::Priority => self.insert_by_priority(id),
         }

@@ -48,6 +48,8 @@ pub struct Sequence {
     /// See `Request::follows`.
     pub follows: Option<RequestId>,
     pub task: Task,
+    /// See `Request::background`.
+    pub background: bool,
 }
 
 impl Sequence {
@@ -76,12 +78,14 @@ impl Sequence {
             cache_salt: req.cache_salt,
             follows: req.follows,
             task: req.task,
+            background: req.background,
         }
     }
 
-    /// Scheduling order under the priority policy: smaller first.
-    pub fn priority_key(&self) -> (i32, u64) {
-        (self.priority, self.arrival_seq)
+    /// Scheduling order under the priority policy: smaller first (batch lines after every
+    /// interactive request).
+    pub fn priority_key(&self) -> (bool, i32, u64) {
+        (self.background, self.priority, self.arrival_seq)
     }
 
     pub fn num_tokens(&self) -> usize {

@@ -60,6 +60,7 @@ fn make_requests(n: usize, prompt_len: usize, max_tokens: usize) -> Vec<Request>
             follows: None,
             constraint: None,
             task: crate::step::Task::Generate,
+            background: false,
         })
         .collect()
 }
@@ -547,4 +548,36 @@ fn embedding_requests_run_whole_prompts_and_end_with_their_vector() {
         assert_eq!(s.num_blocks_used(), 0, "an embedding keeps no blocks");
     }
     assert!(!s.has_work());
+}
+
+#[test]
+fn batch_lines_wait_behind_interactive_requests_and_are_preempted_first() {
+    // room for two running sequences of 8 tokens (2 blocks each) and no more
+    let mut s = test_scheduler(TestConfig {
+        num_blocks: 4,
+        max_num_seqs: 2,
+        ..TestConfig::default()
+    });
+    let mut reqs = make_requests(4, 6, 4);
+    for r in &mut reqs[..2] {
+        r.background = true;
+    }
+    let mut reqs = reqs.into_iter();
+    s.add(reqs.next().unwrap()).unwrap(); // batch line 0
+    s.add(reqs.next().unwrap()).unwrap(); // batch line 1
+    s.add(reqs.next().unwrap()).unwrap(); // interactive 2, after them
+    let (out, _) = step(&mut s, 42);
+    // the interactive request went ahead of both batch lines
+    assert_eq!(ids(&out), vec![2, 0]);
+    s.add(reqs.next().unwrap()).unwrap(); // interactive 3
+                                          // sequences grow until blocks run short: the batch line is preempted, not 2
+    let mut preempted = Vec::new();
+    for _ in 0..4 {
+        let (out, _) = step(&mut s, 42);
+        preempted.extend(out.preempted.iter().map(|r| r.0));
+    }
+    assert!(
+        !preempted.is_empty() && preempted.iter().all(|&id| id < 2),
+        "{preempted:?}"
+    );
 }

@@ -176,6 +176,9 @@ pub struct Request {
     pub constraint: Option<crate::text::grammar::Constraint>,
     /// What the request asks of the model: tokens, or its prompt's pooled vector.
     pub task: Task,
+    /// A batch line (the Batch API): waits behind every interactive request and is preempted
+    /// first, whatever the scheduling policy.
+    pub background: bool,
 }
 
 /// What a request asks of the model.

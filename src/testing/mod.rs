@@ -252,6 +252,7 @@ pub fn greedy_request(id: u64, prompt: Vec<u32>, max_tokens: usize) -> Request {
         follows: None,
         constraint: None,
         task: crate::step::Task::Generate,
+        background: false,
     }
 }
 
@@ -422,7 +423,8 @@ impl TestServer {
         let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
         let manager = crate::manager::ModelManager::new(decls, limits, sources, metrics.clone())
             .expect("valid model declarations");
-        let app = crate::api::router(crate::api::AppState::new(manager.clone(), metrics, options));
+        let state = crate::api::AppState::new(manager.clone(), metrics, options);
+        let app = crate::api::router(state.clone());
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
@@ -441,6 +443,7 @@ impl TestServer {
                         m.get_or_load(&id).await.expect("load model");
                     }
                 }
+                state.resume_batches();
                 let _ = ready_tx.send(());
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
                 axum::serve(listener, app).await.expect("serve");

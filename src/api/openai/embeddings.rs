@@ -212,6 +212,7 @@ pub(super) async fn run(
             follows: None,
             constraint: None,
             task: Task::Embed,
+            background: crate::api::batch::marker::in_batch(),
         };
         streams.push(model.engine.submit(req)?);
     }
