@@ -62,3 +62,51 @@ async fn reasoning_is_split_and_template_kwargs_reach_the_template() {
     weir::testing::run_python_test("openai_reasoning.py", &[&v1(&qwen3), &v1(&r1), &v1(&plain)])
         .await;
 }
+
+/// `/v1/responses` with a reasoning parser: SmolLM2 under `deepseek_r1` (whose template opens
+/// the think block, so an answer that never closes it is all reasoning) answers with a
+/// `reasoning` output item, whole and streamed as `response.reasoning_text.delta` events whose
+/// text is the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn responses_carry_reasoning_items() {
+    let smol = default_model_path();
+    let mut limits = test_limits(256, 16);
+    limits.reasoning_parser = Some(ReasoningParser::DeepSeekR1);
+    let server = TestServer::start(&[("smol", smol.as_path())], limits);
+    let body = serde_json::json!({"model": "smol", "input": "Is 7 prime?", "temperature": 0,
+        "max_output_tokens": 12});
+    let (status, whole) = server.post_json("/v1/responses", &body).await;
+    assert_eq!(status, 200, "{whole}");
+    let item = &whole["output"][0];
+    assert_eq!(item["type"], "reasoning", "{whole}");
+    let text = item["content"][0]["text"].as_str().unwrap().to_string();
+    assert!(!text.is_empty(), "{whole}");
+    let mut streamed = body.clone();
+    streamed["stream"] = true.into();
+    let sse = reqwest::Client::new()
+        .post(format!("{}/v1/responses", server.url))
+        .json(&streamed)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let events: Vec<serde_json::Value> = sse
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let deltas: String = events
+        .iter()
+        .filter(|e| e["type"] == "response.reasoning_text.delta")
+        .map(|e| e["delta"].as_str().unwrap())
+        .collect();
+    assert_eq!(deltas, text);
+    let last = events.last().unwrap();
+    assert_eq!(
+        last["response"]["output"][0]["content"][0]["text"],
+        text.as_str()
+    );
+}

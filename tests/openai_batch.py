@@ -1,11 +1,12 @@
 """The Batch API through the official openai client: four batches (chat, completions, embeddings,
-responses; 500 lines, 5% of them bad: not JSON, no custom_id, another url, a repeated custom_id,
+responses; 500 lines, 5% of them bad, while 8 interactive streams run: not JSON, no custom_id, another url, a repeated custom_id,
 a body the endpoint refuses) uploaded with files.create, run with batches.create, polled, and
 their output and error files downloaded: every good line answered once with 200, every bad line
 an error record, request_counts exact.
 
     openai_batch.py BASE_URL CHAT_MODEL EMBED_MODEL
 """
+import concurrent.futures
 import json
 import sys
 import time
@@ -69,6 +70,18 @@ def main():
         b = client.batches.create(input_file_id=f.id, endpoint=url, completion_window="24h",
                                   metadata={"kind": url})
         batches.append((b.id, url, n, good, bad))
+    # 8 interactive streams while the batches run: each streams to its end
+    def interactive(i):
+        stream = client.chat.completions.create(
+            model=chat, stream=True, max_tokens=16, temperature=0,
+            messages=[{"role": "user", "content": f"Say hello {i}."}])
+        return [c.choices[0].finish_reason for c in stream if c.choices][-1]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        finished = list(pool.map(interactive, range(8)))
+    assert all(f in ("stop", "length") for f in finished), finished
+    running = [client.batches.retrieve(bid).status for bid, *_ in batches]
+    print("batches while the interactive streams ended:", running)
     deadline = time.time() + 600
     for bid, url, n, good, bad in batches:
         while True:
