@@ -53,35 +53,27 @@ async fn embeddings_match_sentence_transformers_through_the_openai_client() {
     assert_eq!(tokens["count"], 4, "{tokens}");
 }
 
-/// A decoder as an embedding model: a tiny random Qwen3 folder in the sentence-transformers
-/// layout (last-token pooling, Normalize; written by tests/embeddings_decoder.py with
-/// transformers) serves `/v1/embeddings` under `--task auto`, matching sentence-transformers'
-/// vectors (cosine >= 0.99999), the same bits alone and in a batch, and refuses to complete.
+/// A decoder as an embedding model: tiny random Qwen3 folders in the sentence-transformers
+/// layout (written by tests/embeddings_decoder.py with transformers): one pooling its last token
+/// (Qwen3-Embedding's layout), one the mean of its tokens with Matryoshka dimensions. Each
+/// serves `/v1/embeddings` under `--task auto`, matching sentence-transformers' vectors (cosine
+/// >= 0.99999), the same bits alone and in a batch, and refuses to complete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_decoder_folder_with_last_token_pooling_embeds_as_sentence_transformers() {
+async fn decoder_folders_embed_as_sentence_transformers() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("qwen3-embedding");
     let minilm = minilm_model_path();
-    run_python_test(
-        "embeddings_decoder.py",
-        &[
-            "write",
-            &dir.display().to_string(),
-            &minilm.display().to_string(),
-        ],
-    )
-    .await;
-    let server = TestServer::start(&[("qwen3emb", dir.as_path())], test_limits(256, 16));
-    run_python_test(
-        "embeddings_decoder.py",
-        &[
-            "check",
-            &format!("{}/v1", server.url),
-            "qwen3emb",
-            &dir.display().to_string(),
-        ],
-    )
-    .await;
+    for pooling in ["last", "mean"] {
+        let dir = tmp.path().join(pooling);
+        let dir_s = dir.display().to_string();
+        let mut args = vec!["write", &dir_s, minilm.to_str().unwrap()];
+        args.extend((pooling == "mean").then_some("mean"));
+        run_python_test("embeddings_decoder.py", &args).await;
+        let server = TestServer::start(&[("emb", dir.as_path())], test_limits(256, 16));
+        let url = format!("{}/v1", server.url);
+        let mut args = vec!["check", &url, "emb", &dir_s];
+        args.extend((pooling == "mean").then_some("mean"));
+        run_python_test("embeddings_decoder.py", &args).await;
+    }
 }
 
 /// `/score` and `/rerank`: a tiny random BERT cross-encoder (written by tests/score_rerank.py with

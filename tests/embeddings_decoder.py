@@ -2,8 +2,11 @@
 (last-token pooling, Normalize), as Qwen3-Embedding ships, saved as the bare base model (no
 `model.` prefix), against sentence-transformers itself.
 
-    embeddings_decoder.py write DIR TOKENIZER_DIR   # the folder (transformers writes the weights)
-    embeddings_decoder.py check BASE_URL MODEL DIR  # weir's vectors through the openai client
+    embeddings_decoder.py write DIR TOKENIZER_DIR [mean]   # the folder (transformers writes it)
+    embeddings_decoder.py check BASE_URL MODEL DIR [mean]  # weir's vectors (openai client)
+
+With `mean`, the folder pools by the mean of the tokens and its config.json declares
+`matryoshka_dimensions`: a request for 32 dimensions gets the first 32 values, renormalized.
 """
 import json
 import shutil
@@ -22,7 +25,7 @@ SENTENCES = [
 ]
 
 
-def write(out: Path, tokenizer_dir: Path) -> None:
+def write(out: Path, tokenizer_dir: Path, mean: bool) -> None:
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
@@ -51,12 +54,18 @@ def write(out: Path, tokenizer_dir: Path) -> None:
     (out / "1_Pooling").mkdir(exist_ok=True)
     modes = ["cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens", "weightedmean_tokens"]
     pooling = {f"pooling_mode_{m}": False for m in modes}
-    pooling.update({"word_embedding_dimension": 64, "pooling_mode_lasttoken": True, "include_prompt": True})
+    pooling.update({"word_embedding_dimension": 64, "pooling_mode_lasttoken": not mean,
+                    "include_prompt": True})
+    pooling["pooling_mode_mean_tokens"] = mean
+    if mean:
+        config = json.loads((out / "config.json").read_text())
+        config["matryoshka_dimensions"] = [64, 32]
+        (out / "config.json").write_text(json.dumps(config))
     (out / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
     (out / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 256}))
 
 
-def check(base_url: str, model: str, folder: Path) -> None:
+def check(base_url: str, model: str, folder: Path, mean: bool) -> None:
     import numpy as np
     import openai
     from sentence_transformers import SentenceTransformer
@@ -72,6 +81,11 @@ def check(base_url: str, model: str, folder: Path) -> None:
     for i in (0, 7):
         alone = client.embeddings.create(model=model, input=SENTENCES[i], encoding_format="float")
         assert np.array_equal(np.array(alone.data[0].embedding, dtype=np.float32), vectors[i]), i
+    if mean:  # Matryoshka: the leading 32 values, renormalized
+        short = client.embeddings.create(model=model, input=SENTENCES, dimensions=32, encoding_format="float")
+        for d, r in zip(short.data, reference):
+            want = r[:32] / np.linalg.norm(r[:32])
+            assert len(d.embedding) == 32 and np.abs(np.array(d.embedding) - want).max() < 1e-4
     try:
         client.completions.create(model=model, prompt="hi", max_tokens=2)
         raise AssertionError("an embedding model completed text")
@@ -82,6 +96,6 @@ def check(base_url: str, model: str, folder: Path) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1] == "write":
-        write(Path(sys.argv[2]), Path(sys.argv[3]))
+        write(Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4:] == ["mean"])
     else:
-        check(sys.argv[2], sys.argv[3], Path(sys.argv[4]))
+        check(sys.argv[2], sys.argv[3], Path(sys.argv[4]), sys.argv[5:] == ["mean"])

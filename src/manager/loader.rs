@@ -320,19 +320,25 @@ pub fn engine_shape(
     }
     .min(capacity);
     let (max_num_seqs, max_num_batched_tokens) = limits.batch_limits(device);
+    // a decoder that embeds by the mean needs every row of its prompt in one step
+    let whole_prompts = model.embedding().is_some_and(|e| e.mean);
     let sched = SchedulerConfig {
         max_num_seqs,
-        max_num_batched_tokens,
+        max_num_batched_tokens: if whole_prompts {
+            max_num_batched_tokens.max(max_model_len)
+        } else {
+            max_num_batched_tokens
+        },
         block_size: limits.block_size,
         num_blocks: kv.num_blocks,
         max_model_len,
-        enable_prefix_caching: limits.enable_prefix_caching,
+        enable_prefix_caching: limits.enable_prefix_caching && !whole_prompts,
         policy: limits.scheduling_policy,
         // blocks out of the window are freed only when no layer reads further back
         sliding_window: cfg
             .sliding_window
             .filter(|_| cfg.sliding_layers.iter().all(|&s| s)),
-        whole_prompts: false,
+        whole_prompts,
     };
     Ok((kv, sched))
 }

@@ -37,10 +37,10 @@ pub fn apply_task(
     if !embed || encoder {
         return Ok(());
     }
-    if let Some(p @ (Pooling::Mean | Pooling::Cls)) = pooling {
-        return Err(ConfigError::Unsupported(format!(
-            "modules.json pooling {p:?} of a decoder (weir pools a decoder by its last token: lasttoken)"
-        )));
+    if let Some(Pooling::Cls) = pooling {
+        return Err(ConfigError::Unsupported(
+            "modules.json pooling cls of a decoder (weir pools a decoder by its last token or the mean)".into(),
+        ));
     }
     let cfg = model.config();
     let json = dir.and_then(|d| std::fs::read(d.join("config.json")).ok());
@@ -54,6 +54,7 @@ pub fn apply_task(
         matryoshka: json.get("is_matryoshka").and_then(|v| v.as_bool()) == Some(true)
             || json.get("matryoshka_dimensions").is_some(),
         scores: false,
+        mean: pooling == Some(Pooling::Mean),
     };
     if !model.set_embedding(info) {
         return Err(ConfigError::Unsupported(

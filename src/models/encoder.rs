@@ -120,6 +120,7 @@ fn load(
             normalized: normalized && !scores,
             matryoshka,
             scores,
+            mean: false,
         },
         head: head.map(Arc::new),
         bert: Arc::new(bert),

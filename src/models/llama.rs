@@ -382,11 +382,28 @@ impl CausalLm for Llama {
         let inputs = self.upload(batch, attn)?;
         let x = self.residual(batch, &inputs, attn)?;
         let eps = self.cfg.rms_norm_eps as f32;
-        let rows = self
-            .head
-            .final_hidden(x, batch, inputs.logits_rows.as_ref(), eps)?;
-        let rows = rows.to_dtype(DType::F32)?.to_vec2::<f32>()?;
-        Ok(super::pooled_rows(rows, info.normalized))
+        if !info.mean {
+            let rows = self
+                .head
+                .final_hidden(x, batch, inputs.logits_rows.as_ref(), eps)?;
+            let rows = rows.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+            return Ok(super::pooled_rows(rows, info.normalized));
+        }
+        // the mean of each pooling sequence's rows, its whole prompt in this step
+        let seqs: Vec<_> = batch
+            .seqs
+            .iter()
+            .filter(|s| s.sample)
+            .map(|s| {
+                if s.context_len != s.query_len {
+                    candle_core::bail!("mean pooling needs whole prompts");
+                }
+                Ok(s.query_start..s.query_start + s.query_len)
+            })
+            .collect::<Result<_>>()?;
+        let rows = self.head.final_hidden(x, batch, None, eps)?;
+        let means = super::bert::pool(&rows, &seqs, super::bert::Pooling::Mean)?;
+        Ok(super::pooled_rows(means, info.normalized))
     }
 
     fn embedding(&self) -> Option<super::EmbeddingInfo> {

@@ -136,6 +136,9 @@ pub struct EmbeddingInfo {
     /// The vector is a classifier's scores of a text pair (a cross-encoder: `/score`,
     /// `/rerank`), one per label, not an embedding.
     pub scores: bool,
+    /// A decoder averages its prompt's final hidden states (its prompt computed whole in one
+    /// step) instead of taking the last one.
+    pub mean: bool,
 }
 
 /// A loaded model as the model manager holds it: the forward pass (`CausalLm`) plus what the
