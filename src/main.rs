@@ -78,16 +78,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Preload::All => models.ids().map(String::from).collect(),
         Preload::Models(ids) => ids,
     };
-    for id in preload {
-        models
-            .get_or_load(&id)
-            .await
-            .map_err(|e| anyhow::anyhow!("preloading model {id}: {e}"))?;
-    }
     let grace = options.shutdown_grace;
     let state = AppState::new(models.clone(), metrics, options);
-    state.resume_batches();
-    let draining = state.draining.clone();
+    // HTTP first (`/health` live, `/ready` 503 "loading"), then the preloads
+    state
+        .preloaded
+        .store(false, std::sync::atomic::Ordering::Release);
+    let (draining, preloaded) = (state.draining.clone(), state.preloaded.clone());
+    let batches = state.clone();
     let app = router(state);
     let addr = format!("{}:{}", args.host, args.port);
     let listener = tokio::net::TcpListener::bind(&addr)
@@ -102,6 +100,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             })
             .into_future(),
     );
+    for id in preload {
+        models
+            .get_or_load(&id)
+            .await
+            .map_err(|e| anyhow::anyhow!("preloading model {id}: {e}"))?;
+    }
+    preloaded.store(true, std::sync::atomic::Ordering::Release);
+    tracing::info!("ready");
+    batches.resume_batches();
     shutdown_signal().await;
     // Drain: refuse new requests, let the running ones finish within the grace period.
     draining.store(true, std::sync::atomic::Ordering::Release);

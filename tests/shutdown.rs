@@ -1,5 +1,6 @@
 //! Graceful drain of the real `weir` binary: SIGTERM during 8 streams lets all 8 finish within
-//! the grace period while new requests get 503 and `/health` says draining; past the grace
+//! the grace period while new requests get 503, `/health` (liveness) says draining and `/ready`
+//! answers 503; past the grace
 //! period the rest end with an error event. Either way the process exits 0.
 
 use serde_json::{json, Value};
@@ -31,7 +32,7 @@ async fn start(grace: &str) -> Server {
     let url = format!("http://127.0.0.1:{port}");
     let started = Instant::now();
     loop {
-        if let Ok(r) = reqwest::get(format!("{url}/health")).await {
+        if let Ok(r) = reqwest::get(format!("{url}/ready")).await {
             if r.status() == 200 {
                 break;
             }
@@ -127,9 +128,13 @@ async fn sigterm_lets_running_streams_finish_and_refuses_new_ones() {
     let tasks = streams(&s, 8, 200).await;
     sigterm(&s);
     tokio::time::sleep(Duration::from_millis(100)).await;
+    // liveness holds (the process serves), readiness is withdrawn
     let health = reqwest::get(format!("{}/health", s.url)).await.unwrap();
-    assert_eq!(health.status(), 503);
+    assert_eq!(health.status(), 200);
     assert_eq!(health.json::<Value>().await.unwrap()["status"], "draining");
+    let ready = reqwest::get(format!("{}/ready", s.url)).await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert_eq!(ready.json::<Value>().await.unwrap()["reason"], "draining");
     let refused = reqwest::Client::new()
         .post(format!("{}/v1/completions", s.url))
         .json(&json!({"model": "smol", "prompt": "Hi", "max_tokens": 2}))

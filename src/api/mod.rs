@@ -41,6 +41,8 @@ pub struct AppState {
     pub responses: Arc<openai::responses::store::ResponseStore>,
     /// Uploaded files and batches (the Batch API).
     pub batches: Arc<batch::Batches>,
+    /// The models to preload are loaded (`/ready`); `main` clears it while it loads them.
+    pub preloaded: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AppState {
@@ -57,6 +59,7 @@ impl AppState {
                 options.response_store.clone(),
             )),
             batches: Arc::new(open_batches(options.data_dir.clone())),
+            preloaded: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             models,
             metrics,
             options: Arc::new(options),
@@ -160,6 +163,8 @@ pub fn router(state: AppState) -> Router {
         .merge(metrics)
         .merge(admin)
         .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
+        .route("/load", get(health::load))
         .fallback(|| async {
             error::ApiError {
                 status: axum::http::StatusCode::NOT_FOUND,

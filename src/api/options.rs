@@ -21,6 +21,8 @@ pub struct ServerOptions {
     pub data_dir: Option<std::path::PathBuf>,
     /// Largest file `POST /v1/files` takes.
     pub max_file_bytes: usize,
+    /// An engine with work and no step progress for this long makes `/ready` 503.
+    pub engine_stall_timeout: std::time::Duration,
 }
 
 impl Default for ServerOptions {
@@ -42,6 +44,7 @@ impl Default for ServerOptions {
             },
             data_dir: None,
             max_file_bytes: 128 << 20,
+            engine_stall_timeout: std::time::Duration::from_secs(300),
         }
     }
 }

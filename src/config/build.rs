@@ -148,6 +148,9 @@ impl ServeArgs {
             },
             data_dir: Some(self.cache_dir()),
             max_file_bytes: self.max_file_bytes as usize,
+            engine_stall_timeout: std::time::Duration::from_secs_f64(
+                self.engine_stall_timeout.max(0.001),
+            ),
         })
     }
 

@@ -213,6 +213,10 @@ pub struct ServeArgs {
     /// (least recently used go first; they survive a restart).
     #[arg(long, env = "WEIR_RESPONSE_STORE_BYTES", default_value = "256MiB", value_parser = parse_bytes)]
     pub response_store_bytes: u64,
+    /// Seconds an engine may have work without finishing a step before /ready answers 503 (and
+    /// the stall is logged with the engine's queue).
+    #[arg(long, env = "WEIR_ENGINE_STALL_TIMEOUT", default_value_t = 300.0)]
+    pub engine_stall_timeout: f64,
     /// Largest file POST /v1/files takes (a batch's input).
     #[arg(long, env = "WEIR_MAX_FILE_BYTES", default_value = "128MiB", value_parser = parse_bytes)]
     pub max_file_bytes: u64,

@@ -91,6 +91,27 @@ pub struct EngineStats {
     pub preemptions_total: AtomicU64,
     pub steps_total: AtomicU64,
     pub alive: AtomicBool,
+    /// Unix milliseconds of the engine's last progress: a step that scheduled something, or
+    /// the moment work arrived at an idle engine.
+    pub last_progress_ms: AtomicU64,
+}
+
+/// Unix milliseconds now.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl EngineStats {
+    /// How long the engine has had work without making progress (`None` while it progresses
+    /// or has nothing to do).
+    pub fn stalled_for(&self) -> Option<std::time::Duration> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let work = self.sequences_running.load(Relaxed) + self.sequences_waiting.load(Relaxed);
+        let since = unix_ms().saturating_sub(self.last_progress_ms.load(Relaxed));
+        (work > 0).then(|| std::time::Duration::from_millis(since))
+    }
 }
 
 /// Cloneable way in to one model's engine.

@@ -133,6 +133,10 @@ impl EngineLoop {
             if !self.core.has_work() {
                 match self.rx.recv() {
                     Ok(cmd) => {
+                        // an idle engine that gets work starts its progress clock now
+                        self.stats
+                            .last_progress_ms
+                            .store(super::handle::unix_ms(), Ordering::Relaxed);
                         if !self.handle(cmd) {
                             return;
                         }
@@ -158,6 +162,9 @@ impl EngineLoop {
             self.publish();
             if step.num_seqs > 0 {
                 self.stats.steps_total.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .last_progress_ms
+                    .store(super::handle::unix_ms(), Ordering::Relaxed);
             } else if self.core.has_work() {
                 // NOTE: nothing could be scheduled (should not happen: a lone request always
                 // fits); wait for a command instead of spinning.
