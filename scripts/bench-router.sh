@@ -32,6 +32,6 @@ for policy in round_robin cache_aware; do
   wait_healthy 8170 "$OUT/router-$policy.log"
   "$PYTHON" scripts/bench_router.py "http://127.0.0.1:8170/v1" smol "$policy" "${urls[@]}" \
     | tee -a "$OUT/summary.txt"
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
   PIDS=()
 done
