@@ -222,6 +222,15 @@ async fn hf_sources_resolve_in_the_hub_cache() {
     write_tiny_llama(&repo.join("snapshots").join(commit), 5);
     std::fs::create_dir_all(repo.join("refs")).unwrap();
     std::fs::write(repo.join("refs/main"), commit).unwrap();
+    // a GGUF repository with two quantizations: `hf://.../FILE` names one
+    let ggufs = hub_dir.join("models--test-org--tiny-GGUF");
+    let snap = ggufs.join("snapshots").join(commit);
+    std::fs::create_dir_all(&snap).unwrap();
+    for name in ["tiny-Q4_1.gguf", "tiny-copy.gguf"] {
+        std::os::unix::fs::symlink(weir::testing::default_model_path(), snap.join(name)).unwrap();
+    }
+    std::fs::create_dir_all(ggufs.join("refs")).unwrap();
+    std::fs::write(ggufs.join("refs/main"), commit).unwrap();
     let direct = write_tiny_llama(&tmp.path().join("direct"), 5);
     let decls = weir::config::parse::parse_models_config(&format!(
         r#"
@@ -241,6 +250,10 @@ async fn hf_sources_resolve_in_the_hub_cache() {
         [[models]]
         id = "missing"
         source = "hf://test-org/not-cached"
+
+        [[models]]
+        id = "one-gguf"
+        source = "hf://test-org/tiny-GGUF/tiny-Q4_1.gguf"
         "#,
         direct.display()
     ))
@@ -271,6 +284,8 @@ async fn hf_sources_resolve_in_the_hub_cache() {
         100,
         "the model's own max_model_len"
     );
+    let (status, v) = complete(&s.url, "one-gguf", "Hello").await;
+    assert_eq!(status, 200, "{v}");
     let (status, v) = complete(&s.url, "missing", "Hello").await;
     assert_eq!(status, 503, "{v}");
     assert!(

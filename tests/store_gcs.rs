@@ -612,3 +612,43 @@ async fn while_gcs_is_down_waiters_share_one_failed_load() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(stats().await, (1, 1));
 }
+
+/// `gs://BUCKET/path/model.gguf` names one object, not a prefix: it is fetched as a file (into a
+/// folder of its own under the cache, with its manifest) and served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_single_gguf_object_is_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("gcs-data");
+    let object = data.join("models-bkt").join("smol").join("model.gguf");
+    std::fs::create_dir_all(object.parent().unwrap()).unwrap();
+    std::fs::copy(weir::testing::default_model_path(), &object).unwrap();
+    let emu = start_emulator(&data).await;
+    let cache = tmp.path().join("cache");
+    let decls = vec![ModelDecl::new(ModelSpec {
+        id: "one".into(),
+        source: "gs://models-bkt/smol/model.gguf".into(),
+    })];
+    let sources = weir::store::Sources {
+        hub: weir::store::hf::HubConfig {
+            cache: tmp.path().join("hf"),
+            offline: true,
+        },
+        gcs: weir::store::gcs::GcsConfig::new(
+            Some(&format!("127.0.0.1:{}", emu.port)),
+            cache.clone(),
+        ),
+        pypi: weir::store::pypi::PypiConfig {
+            cache_dir: tmp.path().join("pypi"),
+            index_url: weir::store::pypi::DEFAULT_INDEX_URL.into(),
+        },
+    };
+    let limits = manager_limits(test_limits(64, 16), None, 60);
+    let s = TestServer::start_decls(decls, limits, sources, ServerOptions::default(), false);
+    let (status, got) = complete(&s.url, "one").await;
+    assert_eq!(status, 200, "{got}");
+    let local = cache.join("gcs/models-bkt/smol/model.gguf/model.gguf");
+    assert_eq!(
+        std::fs::metadata(&local).unwrap().len(),
+        std::fs::metadata(&object).unwrap().len()
+    );
+}

@@ -169,7 +169,7 @@ impl ModelManager {
                 parsed.map_err(|e| e.to_string())?;
             } else if src.contains("://") {
                 return Err(format!(
-                    "model {:?}: source {src:?}: local paths, hf://ORG/NAME[@REV] and gs://BUCKET/PREFIX are supported",
+                    "model {:?}: source {src:?}: local paths, hf://ORG/NAME[/FILE][@REV] and gs://BUCKET/PREFIX (or a single object) are supported",
                     decl.spec.id
                 ));
             } else if !std::path::Path::new(src).exists()

@@ -33,6 +33,9 @@ pub(super) fn open_local(
         let dir = dir.map_err(|e| e.to_string())?;
         return if dummy {
             LocalModel::open_config(&dir)
+        } else if dir.is_file() {
+            // a single object or file (`gs://BUCKET/path/model.gguf`)
+            LocalModel::open(&dir)
         } else {
             crate::store::hf::open_snapshot(&dir)
         }

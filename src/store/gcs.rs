@@ -161,14 +161,20 @@ impl Client {
         }
     }
 
-    /// Every object under `prefix/`, with retries.
-    async fn list(&self, src: &GcsSource) -> Result<Vec<Object>, StoreError> {
+    /// Every object under `prefix/` (or, `exact`, the object named `prefix` itself), with
+    /// retries.
+    async fn list(&self, src: &GcsSource, exact: bool) -> Result<Vec<Object>, StoreError> {
         let mut out = Vec::new();
         let mut page: Option<String> = None;
         loop {
             let url = format!("{}/storage/v1/b/{}/o", self.cfg.endpoint, src.bucket);
             let v: serde_json::Value = retry(&self.cfg, &url, || async {
-                let mut q = vec![("prefix", format!("{}/", src.prefix))];
+                let prefix = if exact {
+                    src.prefix.clone()
+                } else {
+                    format!("{}/", src.prefix)
+                };
+                let mut q = vec![("prefix", prefix)];
                 if let Some(p) = &page {
                     q.push(("pageToken", p.clone()));
                 }
@@ -188,8 +194,8 @@ impl Client {
             .await?;
             for item in v["items"].as_array().into_iter().flatten() {
                 let name = item["name"].as_str().unwrap_or_default().to_string();
-                if name.ends_with('/') {
-                    continue; // a folder placeholder
+                if name.ends_with('/') || (exact && name != src.prefix) {
+                    continue; // a folder placeholder, or another object sharing the name's start
                 }
                 out.push(Object {
                     size: item["size"]
@@ -451,22 +457,47 @@ async fn metadata_token(http: &reqwest::Client) -> Result<String, StoreError> {
 }
 
 impl GcsSource {
-    /// The local copy of this prefix, downloading what is missing or changed.
+    /// The local copy of this prefix (a folder), or of the single object it names (a file in a
+    /// folder of its own), downloading what is missing or changed.
     pub async fn fetch(&self, cfg: &GcsConfig) -> Result<PathBuf, StoreError> {
         let dir = self.local_dir(cfg);
         let client = Client::new(cfg).await?;
-        let objects = client.list(self).await?;
+        let mut objects = client.list(self, false).await?;
+        let single = objects.is_empty();
+        if single {
+            objects = client.list(self, true).await?;
+        }
         if objects.is_empty() {
             return Err(StoreError::BadSource {
                 path: format!("gs://{}/{}", self.bucket, self.prefix),
-                reason: "no objects under this prefix".into(),
+                reason: "no object of this name, nor objects under it as a prefix".into(),
             });
         }
+        let copied = self.copy(&client, &dir, &objects, single).await?;
+        Ok(match single {
+            true => copied.join(self.prefix.rsplit('/').next().unwrap_or(&self.prefix)),
+            false => copied,
+        })
+    }
+
+    /// Brings `dir` up to date with `objects` (their names relative to the prefix, or the
+    /// single object's file name); the manifest is written last.
+    async fn copy(
+        &self,
+        client: &Client,
+        dir: &std::path::Path,
+        objects: &[Object],
+        single: bool,
+    ) -> Result<PathBuf, StoreError> {
+        let dir = dir.to_path_buf();
         let manifest: BTreeMap<String, Object> = std::fs::read(dir.join(MANIFEST))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
-        let rel = |o: &Object| o.name[self.prefix.len() + 1..].to_string();
+        let rel = |o: &Object| match single {
+            true => o.name.rsplit('/').next().unwrap_or(&o.name).to_string(),
+            false => o.name[self.prefix.len() + 1..].to_string(),
+        };
         let wanted: Vec<&Object> = objects
             .iter()
             .filter(|o| manifest.get(&rel(o)) != Some(o) || !dir.join(rel(o)).is_file())

@@ -1,9 +1,10 @@
-//! `hf://ORG/NAME[@REV]`: a model in the Hugging Face cache layout
+//! `hf://ORG/NAME[/FILE][@REV]`: a model in the Hugging Face cache layout
 //! (`<hub>/models--ORG--NAME/{refs/REV, snapshots/COMMIT/...}`), the layout `huggingface_hub`,
 //! transformers and vLLM share. A cached snapshot is used as is; otherwise, unless offline
 //! (`HF_HUB_OFFLINE`), the model's files are downloaded into that cache with the `hf-hub` crate.
 //! The snapshot directory then opens like any local model (config.json + safetensors +
-//! tokenizer.json, or a single .gguf).
+//! tokenizer.json, or a single .gguf); with a FILE (one .gguf of a repository holding several
+//! quantizations) only that file is fetched and opened.
 
 use super::{LocalModel, StoreError};
 use std::path::{Path, PathBuf};
@@ -22,6 +23,8 @@ pub struct HubConfig {
 pub struct HfSource {
     pub repo: String,
     pub revision: String,
+    /// One file of the repository (its path in it), instead of the whole model.
+    pub file: Option<String>,
 }
 
 impl HfSource {
@@ -44,9 +47,10 @@ impl HfSource {
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         };
         let parts: Vec<&str> = repo.split('/').collect();
-        if parts.len() != 2 || !parts.iter().all(|p| name_ok(p)) {
-            return Some(Err(bad("expected hf://ORG/NAME[@REVISION]")));
+        if parts.len() < 2 || !parts.iter().all(|p| name_ok(p)) {
+            return Some(Err(bad("expected hf://ORG/NAME[/FILE][@REVISION]")));
         }
+        let file = (parts.len() > 2).then(|| parts[2..].join("/"));
         if revision.is_empty()
             || revision.contains("..")
             || !revision
@@ -56,8 +60,9 @@ impl HfSource {
             return Some(Err(bad("bad revision")));
         }
         Some(Ok(Self {
-            repo: repo.to_string(),
+            repo: parts[..2].join("/"),
             revision: revision.to_string(),
+            file,
         }))
     }
 
@@ -77,10 +82,13 @@ impl HfSource {
         snap.is_dir().then_some(snap)
     }
 
-    /// The snapshot directory, downloading the model's files when it is not cached.
+    /// The snapshot directory (or the one file asked for), downloading what is not cached.
     pub fn fetch(&self, hub: &HubConfig) -> Result<PathBuf, StoreError> {
-        if let Some(s) = self.cached_snapshot(hub) {
-            return Ok(s);
+        let cached = self.cached_snapshot(hub);
+        match (&self.file, cached) {
+            (None, Some(s)) => return Ok(s),
+            (Some(f), Some(s)) if s.join(f).is_file() => return Ok(s.join(f)),
+            _ => {}
         }
         let source = format!("hf://{}@{}", self.repo, self.revision);
         if hub.offline {
@@ -106,6 +114,9 @@ impl HfSource {
             hf_hub::RepoType::Model,
             self.revision.clone(),
         ));
+        if let Some(f) = &self.file {
+            return repo.get(f).map_err(fetch_err);
+        }
         let info = repo.info().map_err(fetch_err)?;
         let wanted = |f: &str| {
             matches!(
@@ -166,9 +177,16 @@ mod tests {
             "main"
         );
         assert!(HfSource::parse("/models/x.gguf").is_none());
+        let f = HfSource::parse("hf://org/m-GGUF/q4/m-Q4_K_M.gguf@v2")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (f.repo.as_str(), f.file.as_deref(), f.revision.as_str()),
+            ("org/m-GGUF", Some("q4/m-Q4_K_M.gguf"), "v2")
+        );
         for bad in [
             "hf://a",
-            "hf://a/b/c",
+            "hf://a/b/../c",
             "hf://../b",
             "hf://a/..",
             "hf://a/b@../x",
