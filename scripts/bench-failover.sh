@@ -29,7 +29,7 @@ for policy in round_robin cache_aware; do
       replicas+=("$SERVER")
       urls+=("http://127.0.0.1:$port")
     done
-    "$ROUTER" --host 127.0.0.1 --port 8180 --policy "$policy" --worker-urls "${urls[@]}" \
+    "$ROUTER" --host 127.0.0.1 --port 8180 --policy "$policy" --prometheus-port 8190 --worker-urls "${urls[@]}" \
       --health-check-endpoint /ready --health-check-interval-secs 1 \
       >"$OUT/router-$policy-$signal.log" 2>&1 &
     PIDS+=($!)

@@ -26,7 +26,7 @@ for policy in round_robin cache_aware; do
     PIDS+=("$SERVER")
     urls+=("http://127.0.0.1:$port")
   done
-  "$ROUTER" --host 127.0.0.1 --port 8170 --policy "$policy" --worker-urls "${urls[@]}" \
+  "$ROUTER" --host 127.0.0.1 --port 8170 --policy "$policy" --prometheus-port 8190 --worker-urls "${urls[@]}" \
     >"$OUT/router-$policy.log" 2>&1 &
   PIDS+=($!)
   wait_healthy 8170 "$OUT/router-$policy.log"

@@ -82,6 +82,7 @@ async fn rolling_restart_behind_the_router_fails_no_request() {
         wait_ready(u).await;
     }
     let router_port = free_port();
+    let log = tempfile::NamedTempFile::new().unwrap();
     let _router = Proc(
         Command::new(router_bin())
             .args(["--host", "127.0.0.1", "--port", &router_port.to_string()])
@@ -91,10 +92,15 @@ async fn rolling_restart_behind_the_router_fails_no_request() {
                 "--health-check-endpoint",
                 "/ready",
             ])
-            .args(["--health-check-interval-secs", "1", "--worker-urls"])
+            .args(["--health-check-interval-secs", "1"])
+            .args([
+                "--prometheus-port",
+                &free_port().to_string(),
+                "--worker-urls",
+            ])
             .args(&urls)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(log.reopen().unwrap())
+            .stderr(log.reopen().unwrap())
             .spawn()
             .expect("vllm-router from tests/requirements.txt"),
     );
@@ -102,8 +108,9 @@ async fn rolling_restart_behind_the_router_fails_no_request() {
     let started = Instant::now();
     while reqwest::get(format!("{router}/health")).await.is_err() {
         assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the router did not start"
+            started.elapsed() < Duration::from_secs(120),
+            "the router did not start:\n{}",
+            std::fs::read_to_string(log.path()).unwrap_or_default()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
