@@ -14,6 +14,8 @@
 # 2. Prometheus for tests/prometheus_dashboard.rs: Debian's `prometheus` package when it is not
 #    on PATH (nor WEIR_PROMETHEUS set) and we are root; otherwise the test uses WEIR_PROMETHEUS
 #    or unpacks that package into ~/.cache/weir itself.
+# 3. kubectl (its built-in kustomize renders deploy/ for tests/deploy.rs): when none is on PATH,
+#    Debian's `kubernetes-client` unpacked into target/kubectl (apt-get download, no root needed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -56,9 +58,27 @@ then
     echo "scripts/test.sh: could not install prometheus; the test will fetch it" >&2
 fi
 
+KUBECTL_DIR=$PWD/target/kubectl
+if ! command -v kubectl >/dev/null 2>&1 && [ ! -x "$KUBECTL_DIR/usr/bin/kubectl" ]; then
+  (
+    tmp=$(mktemp -d) && cd "$tmp" &&
+      {
+        apt-get download kubernetes-client >/dev/null 2>&1 ||
+          { [ "$(id -u)" = 0 ] && apt-get update -qq >/dev/null 2>&1 &&
+            apt-get download kubernetes-client >/dev/null 2>&1; }
+      } &&
+      dpkg -x kubernetes-client_*.deb "$KUBECTL_DIR" && rm -rf "$tmp"
+  ) || echo "scripts/test.sh: could not fetch kubectl (Debian's kubernetes-client)" >&2
+fi
+extra_path=$VENV/bin
+if [ -x "$KUBECTL_DIR/usr/bin/kubectl" ]; then
+  extra_path=$extra_path:$KUBECTL_DIR/usr/bin
+fi
+export PATH="$extra_path:$PATH"
+
 if [ "${SETUP_ONLY:-0}" = 1 ]; then
   install_requirements
-  echo "export PATH=\"$VENV/bin:\$PATH\""
+  echo "export PATH=\"$extra_path:\$PATH\""
   exit 0
 fi
 # pip (mostly download and unpack) beside the test build (mostly compiling): on a fresh machine
