@@ -110,3 +110,42 @@ async fn score_and_rerank_match_sentence_transformers() {
     )
     .await;
 }
+
+/// `--task` refuses what a model cannot serve, at load, in one line naming it: a Gemma as an
+/// embedding model, an encoder for generation, a decoder folder pooling by [CLS].
+#[test]
+fn tasks_a_model_cannot_serve_are_refused_at_load() {
+    use weir::manager::limits::ModelTask;
+    use weir::manager::loader::load_weights;
+    use weir::store::LocalModel;
+    let tmp = tempfile::tempdir().unwrap();
+    let load = |path: &std::path::Path, task: ModelTask| {
+        let mut limits = test_limits(64, 16);
+        limits.task = task;
+        load_weights(&LocalModel::open(path).unwrap(), &limits)
+            .err()
+            .map(|e| e.to_string())
+    };
+    let gemma = weir::testing::write_tiny_gemma3(&tmp.path().join("gemma"), 1);
+    let e = load(&gemma, ModelTask::Embed).expect("Gemma cannot embed");
+    assert!(e.contains("--task embed"), "{e}");
+    assert!(
+        load(&gemma, ModelTask::Auto).is_none(),
+        "Gemma generates under auto"
+    );
+    let e = load(&minilm_model_path(), ModelTask::Generate).expect("BERT cannot generate");
+    assert!(e.contains("--task generate"), "{e}");
+    // a Llama folder whose sentence-transformers modules pool by [CLS]
+    let llama = write_tiny_llama(&tmp.path().join("cls"), 2);
+    let modules = r#"[{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]"#;
+    std::fs::write(llama.join("modules.json"), modules).unwrap();
+    std::fs::create_dir_all(llama.join("1_Pooling")).unwrap();
+    std::fs::write(
+        llama.join("1_Pooling/config.json"),
+        r#"{"pooling_mode_cls_token": true, "pooling_mode_mean_tokens": false}"#,
+    )
+    .unwrap();
+    let e = load(&llama, ModelTask::Auto).expect("a decoder does not pool by [CLS]");
+    assert!(e.contains("cls"), "{e}");
+}
