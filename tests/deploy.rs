@@ -35,7 +35,7 @@ fn run(cmd: &mut Command, what: &str) -> String {
 fn every_overlay_renders_validates_and_passes_checkov() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/overlays");
     let tmp = tempfile::tempdir().unwrap();
-    for overlay in ["cpu", "gpu", "router", "hpa"] {
+    for overlay in ["cpu", "gpu", "router", "hpa", "keda"] {
         // stdout only: newer kustomize warns of deprecated fields on stderr
         let out = Command::new("kubectl")
             .arg("kustomize")
