@@ -7,19 +7,6 @@
 use std::path::Path;
 use std::process::Command;
 
-fn venv_tool(name: &str) -> String {
-    // the test venv's scripts sit beside its python3, which scripts/test.sh puts on PATH
-    let python = Command::new("python3")
-        .args([
-            "-c",
-            "import sys, os; print(os.path.dirname(sys.executable))",
-        ])
-        .output()
-        .expect("python3 runs");
-    let dir = String::from_utf8_lossy(&python.stdout).trim().to_string();
-    format!("{dir}/{name}")
-}
-
 fn run(cmd: &mut Command, what: &str) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
     let text = format!(
@@ -55,13 +42,13 @@ fn every_overlay_renders_validates_and_passes_checkov() {
         let file = tmp.path().join(format!("{overlay}.yaml"));
         std::fs::write(&file, &rendered).unwrap();
         run(
-            Command::new(venv_tool("kubernetes-validate"))
+            Command::new(weir::testing::venv_bin("kubernetes-validate"))
                 .args(["--strict", "--quiet"])
                 .arg(&file),
             &format!("kubernetes-validate {overlay}"),
         );
         let report = run(
-            Command::new(venv_tool("checkov"))
+            Command::new(weir::testing::venv_bin("checkov"))
                 .args([
                     "--framework",
                     "kubernetes",

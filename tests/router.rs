@@ -55,21 +55,6 @@ async fn wait_ready(url: &str) {
     }
 }
 
-/// The vllm-router binary beside the test venv's python3 (scripts/test.sh puts it on PATH).
-fn router_bin() -> String {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import sys, os; print(os.path.dirname(sys.executable))",
-        ])
-        .output()
-        .expect("python3 runs");
-    format!(
-        "{}/vllm-router",
-        String::from_utf8_lossy(&out.stdout).trim()
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rolling_restart_behind_the_router_fails_no_request() {
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
@@ -84,7 +69,7 @@ async fn rolling_restart_behind_the_router_fails_no_request() {
     let router_port = free_port();
     let log = tempfile::NamedTempFile::new().unwrap();
     let _router = Proc(
-        Command::new(router_bin())
+        Command::new(weir::testing::venv_bin("vllm-router"))
             .args(["--host", "127.0.0.1", "--port", &router_port.to_string()])
             .args([
                 "--policy",

@@ -167,14 +167,17 @@ pub trait Model: CausalLm + Sync {
 pub fn pooled_rows(rows: Vec<Vec<f32>>, normalize: bool) -> Vec<Vec<f32>> {
     let mut rows = rows;
     if normalize {
-        for v in &mut rows {
-            let norm = v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-            let norm = norm.max(1e-12);
-            v.iter_mut()
-                .for_each(|x| *x = (f64::from(*x) / norm) as f32);
-        }
+        rows.iter_mut().for_each(|v| l2_normalize(v));
     }
     rows
+}
+
+/// `v / max(|v|, 1e-12)`, the norm summed in f64 in order.
+pub fn l2_normalize(v: &mut [f32]) {
+    let norm = v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    let norm = norm.max(1e-12);
+    v.iter_mut()
+        .for_each(|x| *x = (f64::from(*x) / norm) as f32);
 }
 
 /// One family of architectures and how it loads.

@@ -289,6 +289,19 @@ pub fn gemma3_model_path() -> PathBuf {
         .clone()
 }
 
+/// A program the test venv installed (`vllm-router`, `checkov`, ...): it sits beside the venv's
+/// `python3`, which scripts/test.sh puts first on PATH.
+pub fn venv_bin(name: &str) -> PathBuf {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, os; print(os.path.dirname(sys.executable))",
+        ])
+        .output()
+        .expect("python3 runs");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join(name)
+}
+
 /// llama.cpp's sources (its GGUF converter, its copies of models' chat templates under
 /// `models/templates/`), fetched once by scripts/llamacpp-src.sh.
 pub fn llama_cpp_dir() -> PathBuf {

@@ -73,8 +73,8 @@ pub async fn embeddings(
         Ok(_) => FinishedLabel::Length,
         Err(_) => FinishedLabel::Error,
     });
-    if let (Some(key), Ok(_)) = (key, &vectors) {
-        state.limiter.charge(key.0 .0, prompt_tokens);
+    if vectors.is_ok() {
+        charge(&state, key, prompt_tokens);
     }
     let data: Vec<Value> = vectors?
         .into_iter()
@@ -97,6 +97,17 @@ pub async fn embeddings(
         "model": req.model,
         "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
     })))
+}
+
+/// Charges `tokens` to the request's API key (its rate limit), when it has one.
+pub(super) fn charge(
+    state: &AppState,
+    key: Option<axum::Extension<crate::api::auth::KeyId>>,
+    tokens: usize,
+) {
+    if let Some(key) = key {
+        state.limiter.charge(key.0 .0, tokens);
+    }
 }
 
 /// The vector length a request asks for: the model's own, or fewer where the model was
@@ -248,11 +259,7 @@ fn shorten(mut v: Vec<f32>, dims: usize, normalized: bool) -> Vec<f32> {
     if dims < v.len() {
         v.truncate(dims);
         if normalized {
-            let norm = v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-            if norm > 0.0 {
-                v.iter_mut()
-                    .for_each(|x| *x = (f64::from(*x) / norm) as f32);
-            }
+            crate::models::l2_normalize(&mut v);
         }
     }
     v

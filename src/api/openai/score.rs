@@ -2,7 +2,7 @@
 //! texts match. A cross-encoder (BERT sequence classifier) scores each pair read together; an
 //! embedding model scores the cosine similarity of the two texts' vectors, as vLLM does.
 
-use super::embeddings::{check_prompts, run, texts_to_ids};
+use super::embeddings::{charge, check_prompts, run, texts_to_ids};
 use super::ids::{response_id, unix_now};
 use crate::api::error::{parse_json, ApiError};
 use crate::api::AppState;
@@ -217,10 +217,4 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
         .sum();
     let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
     (dot / (norm(a) * norm(b)).max(1e-12)) as f32
-}
-
-fn charge(state: &AppState, key: Option<axum::Extension<crate::api::auth::KeyId>>, tokens: usize) {
-    if let Some(key) = key {
-        state.limiter.charge(key.0 .0, tokens);
-    }
 }

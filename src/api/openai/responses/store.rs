@@ -136,14 +136,9 @@ impl ResponseStore {
     pub fn put(&self, id: &str, record: StoredResponse) {
         let text = serde_json::to_vec(&record).expect("a stored response serializes");
         if let Some(dir) = &self.config.dir {
-            let (path, tmp) = (
-                dir.join(format!("{id}.json")),
-                dir.join(format!(".{id}.partial")),
-            );
-            let written = std::fs::write(&tmp, &text).and_then(|_| std::fs::rename(&tmp, &path));
-            if let Err(e) = written {
+            let path = dir.join(format!("{id}.json"));
+            if let Err(e) = crate::api::batch::files::write_atomic(&path, &text) {
                 tracing::warn!(id, error = %e, "response store: write failed");
-                let _ = std::fs::remove_file(&tmp);
                 return;
             }
         }
