@@ -121,6 +121,9 @@ def main():
     expect_400("input", lambda: client.embeddings.create(model=model, input=[[10**9]]))
     expect_400("input", lambda: client.embeddings.create(model=model, input="word " * 300))
     expect_400("model", lambda: client.embeddings.create(model=generative, input="x"))
+    # a priority is honoured only under --scheduling-policy priority: a 400 here (FCFS)
+    expect_400("priority", lambda: client.embeddings.create(model=model, input="x",
+                                                            extra_body={"priority": 1}))
     expect_400(
         "model",
         lambda: client.chat.completions.create(

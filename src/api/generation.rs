@@ -38,6 +38,18 @@ pub struct Submission {
     pub serving: Serving,
 }
 
+/// A request's `priority` is honoured only under `--scheduling-policy priority`: elsewhere a
+/// non-zero one is a 400 (vLLM's answer), never silently ignored.
+pub fn check_priority(model: &ModelLease, priority: i32) -> Result<(), ApiError> {
+    if priority != 0 && model.engine.scheduling_policy() != SchedulingPolicy::Priority {
+        return Err(ApiError::invalid(
+            Some("priority".into()),
+            format!("got priority {priority} but the server schedules first come, first served; start it with --scheduling-policy priority"),
+        ));
+    }
+    Ok(())
+}
+
 /// `max_tokens` of a request that sets none: the rest of the context, at most the model's
 /// `max_new_tokens` (generation_config.json), as vLLM.
 fn default_max_tokens(model: &ModelLease, prompt: usize) -> usize {
@@ -189,12 +201,7 @@ impl Generation {
                 format!("logit_bias: token id {id} is not below the vocabulary size {vocab}"),
             ));
         }
-        if opts.priority != 0 && model.engine.scheduling_policy() != SchedulingPolicy::Priority {
-            return Err(ApiError::invalid(
-                Some("priority".into()),
-                format!("got priority {} but the server schedules first come, first served; start it with --scheduling-policy priority", opts.priority),
-            ));
-        }
+        check_priority(model, opts.priority)?;
         let log = RequestLog {
             span: tracing::Span::current(),
             started: Instant::now(),

@@ -210,6 +210,7 @@ pub(super) async fn run(
     priority: i32,
     timeout: Option<std::time::Duration>,
 ) -> Result<Vec<Vec<f32>>, ApiError> {
+    crate::api::generation::check_priority(model, priority)?;
     let mut streams = Vec::with_capacity(prompts.len());
     for prompt in prompts {
         let req = Request {
