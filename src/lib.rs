@@ -8,6 +8,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod engine;
 pub mod kv;
+pub mod kv_events;
 pub mod manager;
 pub mod metrics;
 pub mod models;

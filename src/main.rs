@@ -74,6 +74,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let manager_limits = args.manager_limits(limits).map_err(anyhow::Error::msg)?;
     let models = ModelManager::new(decls, manager_limits, args.sources(), metrics.clone())
         .map_err(anyhow::Error::msg)?;
+    if let Some(cfg) = args.kv_events().map_err(anyhow::Error::msg)? {
+        models.publish_kv_events(weir::kv_events::start(cfg).map_err(anyhow::Error::msg)?);
+    }
     let preload: Vec<String> = match preload_plan {
         Preload::All => models.ids().map(String::from).collect(),
         Preload::Models(ids) => ids,

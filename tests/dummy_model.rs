@@ -70,9 +70,15 @@ fn engine_on_a_device_this_build_lacks_fails_clearly() {
     let mut limits = test_limits(16, 16);
     limits.device = weir::models::device::DeviceSpec::Cuda(0);
     let local = weir::store::LocalModel::open(&path).unwrap();
-    let err = weir::manager::load_model("tiny", &local, &limits, &weir::metrics::Metrics::new())
-        .err()
-        .expect("no CUDA device in this test build");
+    let err = weir::manager::load_model(
+        "tiny",
+        &local,
+        &limits,
+        &weir::metrics::Metrics::new(),
+        None,
+    )
+    .err()
+    .expect("no CUDA device in this test build");
     let msg = err.to_string();
     assert!(msg.contains("cuda"), "{msg}");
 }

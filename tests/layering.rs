@@ -31,6 +31,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("text", 0), ("kv", 0), ("store", 0), ("cuda", 0), ("cpu", 0), // leaves: no crate imports
     ("step", 1),                      // one step's data: requests, scheduler and runner output
     ("bench", 1),                     // the load generator (names the CPU it ran on)
+    ("kv_events", 1),                 // KV cache events published over ZeroMQ
     ("metrics", 2), ("models", 2),    // the metrics registry, the model math
     ("scheduler", 3), ("runner", 3),  // the scheduler and the model runner, independent
     ("engine", 4),                    // the engine core and its thread, above both

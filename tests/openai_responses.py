@@ -81,7 +81,7 @@ def main():
         dict(ask),
         dict(model=model, input="Weather in Oslo?", tools=[WEATHER], tool_choice="required",
              temperature=0, max_output_tokens=40),
-        dict(model=model, input="Is Paris sunny? JSON.", max_output_tokens=30,
+        dict(model=model, input="Is Paris sunny? JSON.", max_output_tokens=30, temperature=0,
              text={"format": {"type": "json_schema", "name": "w", "strict": True,
                               "schema": {"type": "object", "properties": {"sunny": {"type": "boolean"}},
                                          "required": ["sunny"], "additionalProperties": False}}}),
@@ -130,6 +130,7 @@ def main():
     schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20},
               "sunny": {"type": "boolean"}}, "required": ["city", "sunny"], "additionalProperties": False}
     s = client.responses.create(model=model, input="Describe Paris weather as JSON.", max_output_tokens=60,
+                                temperature=0,
                                 text={"format": {"type": "json_schema", "name": "w", "schema": schema}})
     jsonschema.validate(json.loads(s.output_text), schema)
     assert s.text.format.type == "json_schema"

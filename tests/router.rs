@@ -4,55 +4,28 @@
 //! new one on its port, and the next one only once that is ready. Every request gets a 2xx.
 
 use serde_json::json;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use weir::testing::process::{wait_ready, Proc};
 use weir::testing::{default_model_path, free_port};
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn replica(port: u16) -> Proc {
     let model = format!("smol={}", default_model_path().display());
-    Proc(
-        Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args([
-                "--model",
-                &model,
-                "--port",
-                &port.to_string(),
-                "--preload",
-                "smol",
-            ])
-            .args(["--kv-cache-memory", "64MiB", "--shutdown-grace", "20"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
-}
-
-async fn wait_ready(url: &str) {
-    let started = Instant::now();
-    loop {
-        if let Ok(r) = reqwest::get(format!("{url}/ready")).await {
-            if r.status() == 200 {
-                return;
-            }
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "{url} not ready"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let args = [
+        "--model",
+        &model,
+        "--port",
+        &port.to_string(),
+        "--preload",
+        "smol",
+        "--kv-cache-memory",
+        "64MiB",
+        "--shutdown-grace",
+        "20",
+    ];
+    Proc::spawn(env!("CARGO_BIN_EXE_weir"), &args.map(String::from))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

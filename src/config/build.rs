@@ -247,6 +247,20 @@ impl ServeArgs {
         }
     }
 
+    /// `--kv-events-config` / `--kv-events-endpoint`: `None` when KV events are off.
+    pub fn kv_events(&self) -> Result<Option<crate::kv_events::KvEventsConfig>, String> {
+        if let Some(endpoint) = &self.kv_events_endpoint {
+            return Ok(Some(crate::kv_events::KvEventsConfig {
+                endpoint: endpoint.clone(),
+                ..Default::default()
+            }));
+        }
+        match &self.kv_events_config {
+            Some(json) => super::parse::parse_kv_events_config(json),
+            None => Ok(None),
+        }
+    }
+
     pub fn cache_dir(&self) -> PathBuf {
         self.cache_dir.clone().unwrap_or_else(|| {
             let home = std::env::var_os("HOME")

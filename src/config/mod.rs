@@ -217,6 +217,20 @@ pub struct ServeArgs {
     /// the stall is logged with the engine's queue).
     #[arg(long, env = "WEIR_ENGINE_STALL_TIMEOUT", default_value_t = 300.0)]
     pub engine_stall_timeout: f64,
+    /// Publish KV cache events over ZeroMQ for a KV-aware router, as vLLM's flag of the same
+    /// name: JSON with `enable_kv_cache_events`, `publisher` ("zmq" or "null"), `endpoint`
+    /// (default tcp://*:5557), `replay_endpoint`, `buffer_steps`, `hwm`, `max_queue_size`,
+    /// `topic`. Off by default.
+    #[arg(long, env = "WEIR_KV_EVENTS_CONFIG")]
+    pub kv_events_config: Option<String>,
+    /// Shorthand for `--kv-events-config`: publish KV cache events on this ZeroMQ endpoint (e.g.
+    /// tcp://*:5557), with vLLM's other defaults.
+    #[arg(
+        long,
+        env = "WEIR_KV_EVENTS_ENDPOINT",
+        conflicts_with = "kv_events_config"
+    )]
+    pub kv_events_endpoint: Option<String>,
     /// Largest file POST /v1/files takes (a batch's input).
     #[arg(long, env = "WEIR_MAX_FILE_BYTES", default_value = "128MiB", value_parser = parse_bytes)]
     pub max_file_bytes: u64,

@@ -118,3 +118,46 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
     };
     Ok((n * mult) as u64)
 }
+
+/// vLLM's `KVEventsConfig` JSON: `None` when events are off. Unknown fields are errors.
+pub fn parse_kv_events_config(
+    json: &str,
+) -> Result<Option<crate::kv_events::KvEventsConfig>, String> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Wire {
+        #[serde(default)]
+        enable_kv_cache_events: bool,
+        publisher: Option<String>,
+        endpoint: Option<String>,
+        replay_endpoint: Option<String>,
+        buffer_steps: Option<usize>,
+        /// ZeroMQ's high-water mark: zeromq drops for a slow subscriber on its own queue
+        /// bound; accepted for compatibility.
+        #[allow(dead_code)]
+        hwm: Option<u64>,
+        max_queue_size: Option<usize>,
+        topic: Option<String>,
+    }
+    let w: Wire = serde_json::from_str(json).map_err(|e| format!("--kv-events-config: {e}"))?;
+    match w.publisher.as_deref() {
+        None | Some("zmq") => {}
+        Some("null") => return Ok(None),
+        Some(p) => {
+            return Err(format!(
+                "--kv-events-config: publisher {p:?}: expected zmq or null"
+            ))
+        }
+    }
+    if !w.enable_kv_cache_events {
+        return Ok(None);
+    }
+    let d = crate::kv_events::KvEventsConfig::default();
+    Ok(Some(crate::kv_events::KvEventsConfig {
+        endpoint: w.endpoint.unwrap_or(d.endpoint),
+        replay_endpoint: w.replay_endpoint,
+        buffer_steps: w.buffer_steps.unwrap_or(d.buffer_steps),
+        max_queue_size: w.max_queue_size.unwrap_or(d.max_queue_size),
+        topic: w.topic.unwrap_or(d.topic),
+    }))
+}

@@ -100,3 +100,35 @@ fn flags_parse_and_validate() {
         .to_string()
         .contains("cpu, cuda or cuda:N"));
 }
+
+#[test]
+fn kv_events_flags_read_vllms_json() {
+    let off = ServeArgs::parse_from_args(["--model", "a=/x.gguf"]);
+    assert_eq!(off.kv_events().unwrap(), None);
+    let a = ServeArgs::parse_from_args([
+        "--kv-events-config",
+        r#"{"enable_kv_cache_events": true, "publisher": "zmq", "endpoint": "tcp://*:6000",
+            "replay_endpoint": "tcp://*:6001", "topic": "kv", "hwm": 1000}"#,
+    ]);
+    let cfg = a.kv_events().unwrap().unwrap();
+    assert_eq!(
+        (
+            cfg.endpoint.as_str(),
+            cfg.replay_endpoint.as_deref(),
+            cfg.topic.as_str()
+        ),
+        ("tcp://*:6000", Some("tcp://*:6001"), "kv")
+    );
+    assert_eq!(cfg.buffer_steps, 10_000);
+    let disabled = ServeArgs::parse_from_args(["--kv-events-config", r#"{"publisher": "zmq"}"#]);
+    assert_eq!(disabled.kv_events().unwrap(), None);
+    for bad in [
+        r#"{"enable_kv_cache_events": true, "publisher": "kafka"}"#,
+        r#"{"enable_kv_cache_events": true, "endpont": "tcp://*:1"}"#,
+    ] {
+        let a = ServeArgs::parse_from_args(["--kv-events-config", bad]);
+        assert!(a.kv_events().is_err(), "{bad}");
+    }
+    let short = ServeArgs::parse_from_args(["--kv-events-endpoint", "tcp://*:7000"]);
+    assert_eq!(short.kv_events().unwrap().unwrap().endpoint, "tcp://*:7000");
+}

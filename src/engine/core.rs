@@ -43,6 +43,16 @@ impl EngineCore {
         self.scheduler.abort(id)
     }
 
+    /// Logs the prefix cache's stores and evictions (`take_kv_events`).
+    pub fn enable_kv_events(&mut self) {
+        self.scheduler.enable_kv_events();
+    }
+
+    /// The prefix cache's events since the last call.
+    pub fn take_kv_events(&mut self) -> Vec<crate::kv::KvEvent> {
+        self.scheduler.take_kv_events()
+    }
+
     pub fn has_work(&self) -> bool {
         self.scheduler.has_work()
     }

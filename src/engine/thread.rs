@@ -1,10 +1,13 @@
 //! The engine thread: one `std::thread` per model (`engine-{model}`), no async runtime inside.
 //! Each turn it drains `EngineCommand`s, runs `EngineCore::step()`, routes each `TokenDelta` to
 //! its request's channel, records the request's latency metrics and publishes `EngineStats`.
-//! When idle it blocks on the command channel.
+//! When idle it blocks on the command channel. With KV events on, each step's prefix-cache
+//! events go to the `KvEventSink`, and a stopped engine reports its cache cleared.
 
 use super::core::{EngineCore, StepStats};
 use super::handle::{EngineCommand, EngineHandle, EngineStats, Queue, QueueLimits};
+use crate::kv::KvEvent;
+use crate::kv_events::KvEventSink;
 use crate::metrics::{EngineMetrics, StepKind};
 use crate::step::{FinishReason, IdMap, RequestId, TokenDelta};
 use crossbeam_channel::Receiver;
@@ -13,13 +16,17 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
 
-/// Starts the engine thread of `model_id`.
+/// Starts the engine thread of `model_id` (publishing its KV events to `kv_events`, if any).
 pub fn spawn_engine(
     model_id: &str,
-    core: EngineCore,
+    mut core: EngineCore,
     metrics: EngineMetrics,
     queue_limits: QueueLimits,
+    kv_events: Option<KvEventSink>,
 ) -> std::io::Result<(EngineHandle, std::thread::JoinHandle<()>)> {
+    if kv_events.is_some() {
+        core.enable_kv_events();
+    }
     let queue = Arc::new(Queue::default());
     let handle_metrics = metrics.clone();
     let loop_queue = queue.clone();
@@ -52,6 +59,7 @@ pub fn spawn_engine(
                 stats: thread_stats,
                 metrics,
                 queue: loop_queue,
+                kv_events,
             }
             .run();
         })?;
@@ -79,6 +87,7 @@ struct EngineLoop {
     stats: Arc<EngineStats>,
     metrics: EngineMetrics,
     queue: Arc<Queue>,
+    kv_events: Option<KvEventSink>,
 }
 
 /// A request's channel and the timestamps its latency metrics come from.
@@ -128,6 +137,14 @@ impl InFlight {
 
 impl EngineLoop {
     fn run(mut self) {
+        self.serve();
+        // the KV pool goes with the engine
+        if let Some(sink) = &self.kv_events {
+            sink.publish(vec![KvEvent::AllCleared]);
+        }
+    }
+
+    fn serve(&mut self) {
         self.publish();
         loop {
             if !self.core.has_work() {
@@ -153,6 +170,9 @@ impl EngineLoop {
             let started = Instant::now();
             let (deltas, step) = self.core.step();
             self.record_step(&step, started);
+            if let Some(sink) = &self.kv_events {
+                sink.publish(self.core.take_kv_events());
+            }
             // NOTE: publish before routing, so whoever sees a token also sees stats at least as
             // new as the step that made it; again after, for sequences routing aborted.
             self.publish();

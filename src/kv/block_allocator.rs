@@ -15,8 +15,13 @@
 //! - a hash maps to at most one block, and that block carries the hash;
 //! - freeing a block more often than it was taken is a bug and panics.
 //!
+//! With events on (`enable_events`), every eviction of a cached hash is logged, and the
+//! scheduler logs each newly registered block with its tokens (`log_stored`), in one
+//! `KvEventLog` drained each step (`take_events`).
+//!
 //! All operations are O(log n) per block touched. No tensors here.
 
+use super::events::{KvEvent, KvEventLog};
 use std::collections::{BTreeMap, HashMap};
 
 /// Index of a KV block in the pool (the same index in every layer).
@@ -55,6 +60,8 @@ pub struct BlockAllocator {
     /// [num_blocks] hash a block is registered under
     hashes: Vec<Option<BlockHash>>,
     cached: HashMap<BlockHash, BlockId>,
+    /// `Some` when KV events are published.
+    events: Option<KvEventLog>,
 }
 
 impl BlockAllocator {
@@ -67,6 +74,7 @@ impl BlockAllocator {
             ref_counts: vec![0; num_blocks],
             hashes: vec![None; num_blocks],
             cached: HashMap::new(),
+            events: None,
         }
     }
 
@@ -104,6 +112,9 @@ impl BlockAllocator {
             self.ref_counts[b.0 as usize] = 1;
             if let Some(h) = self.hashes[b.0 as usize].take() {
                 self.cached.remove(&h);
+                if let Some(log) = &mut self.events {
+                    log.removed(h);
+                }
             }
             blocks.push(b);
         }
@@ -159,18 +170,39 @@ impl BlockAllocator {
         Some(b)
     }
 
-    /// Registers an allocated, full block under `hash`. A hash already held by another block
-    /// keeps that block (the two have the same content).
-    pub fn register(&mut self, block: BlockId, hash: BlockHash) {
+    /// Registers an allocated, full block under `hash`; false when nothing changed: a hash
+    /// already held by another block keeps that block (the two have the same content).
+    pub fn register(&mut self, block: BlockId, hash: BlockHash) -> bool {
         debug_assert!(
             self.ref_counts[block.0 as usize] > 0,
             "register a free block"
         );
         if self.cached.contains_key(&hash) || self.hashes[block.0 as usize].is_some() {
-            return;
+            return false;
         }
         self.hashes[block.0 as usize] = Some(hash);
         self.cached.insert(hash, block);
+        true
+    }
+
+    /// Starts logging KV events.
+    pub fn enable_events(&mut self) {
+        self.events.get_or_insert_with(KvEventLog::default);
+    }
+
+    /// Logs a newly registered block (see `register`) with its tokens, when events are on.
+    pub fn log_stored(&mut self, hash: BlockHash, parent: Option<BlockHash>, tokens: &[u32]) {
+        if let Some(log) = &mut self.events {
+            log.stored(hash, parent, tokens);
+        }
+    }
+
+    /// The events since the last call (none when events are off).
+    pub fn take_events(&mut self) -> Vec<KvEvent> {
+        self.events
+            .as_mut()
+            .map(KvEventLog::take)
+            .unwrap_or_default()
     }
 }
 

@@ -7,6 +7,7 @@ use super::ModelHandle;
 use crate::engine::core::EngineCore;
 use crate::engine::{spawn_engine, QueueLimits};
 use crate::kv::KvCacheConfig;
+use crate::kv_events::KvEventSink;
 use crate::metrics::Metrics;
 use crate::models::attention::BackendKind;
 use crate::models::config::ConfigError;
@@ -375,12 +376,13 @@ fn embedding_shape(model: &dyn Model, limits: &EngineLimits) -> (KvCacheConfig, 
     (kv, sched)
 }
 
-/// Loads `local` and starts its engine thread.
+/// Loads `local` and starts its engine thread (publishing KV events to `kv_events`, if any).
 pub fn load_model(
     id: &str,
     local: &LocalModel,
     limits: &EngineLimits,
     metrics: &Metrics,
+    kv_events: Option<KvEventSink>,
 ) -> Result<ModelHandle, ManagerError> {
     let started = std::time::Instant::now();
     let (model, codec) = load_weights(local, limits)?;
@@ -389,7 +391,14 @@ pub fn load_model(
         load_s = started.elapsed().as_secs_f32(),
         "weights read"
     );
-    start_model(id, Arc::from(model), Arc::new(codec), limits, metrics)
+    start_model(
+        id,
+        Arc::from(model),
+        Arc::new(codec),
+        limits,
+        metrics,
+        kv_events,
+    )
 }
 
 /// Starts an engine thread over `model` (read from disk, or back from the host tier) with a
@@ -400,6 +409,7 @@ pub fn start_model(
     codec: Arc<TextCodec>,
     limits: &EngineLimits,
     metrics: &Metrics,
+    kv_events: Option<KvEventSink>,
 ) -> Result<ModelHandle, ManagerError> {
     let (kv, sched) = engine_shape(model.as_ref(), limits)?;
     let runner = ModelRunner::new(
@@ -427,7 +437,7 @@ pub fn start_model(
         max_requests: limits.max_queued_requests,
         max_prompt_tokens: limits.max_queued_prompt_tokens,
     };
-    let (engine, join) = spawn_engine(id, core, metrics.engine(id), queue)?;
+    let (engine, join) = spawn_engine(id, core, metrics.engine(id), queue, kv_events)?;
     Ok(ModelHandle::new(id.to_string(), engine, model, codec, join))
 }
 

@@ -127,6 +127,8 @@ struct Inner {
     device: std::sync::OnceLock<Option<candle_core::Device>>,
     /// One load at a time: budget decisions and RSS measurements do not interleave.
     load_lock: tokio::sync::Mutex<()>,
+    /// Where engines started from now on publish their KV events (`--kv-events-config`).
+    kv_events: std::sync::OnceLock<crate::kv_events::KvEventSink>,
 }
 
 #[derive(Clone)]
@@ -209,8 +211,15 @@ impl ModelManager {
                 host_lru: Mutex::new(LruIndex::default()),
                 device: std::sync::OnceLock::new(),
                 load_lock: tokio::sync::Mutex::new(()),
+                kv_events: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// Engines loaded from now on publish their KV cache events to `sink` (set once, before
+    /// the first load).
+    pub fn publish_kv_events(&self, sink: crate::kv_events::KvEventSink) {
+        let _ = self.inner.kv_events.set(sink);
     }
 
     /// Declared model ids, sorted.
@@ -336,6 +345,7 @@ impl ModelManager {
         let from_host = matches!(from, LoadFrom::Host(..));
         let (started, before) = (Instant::now(), self.used_bytes());
         let (metrics, lid) = (self.inner.metrics.clone(), id.clone());
+        let kv_events = self.inner.kv_events.get().cloned();
         let result = tokio::task::spawn_blocking(move || match from {
             LoadFrom::Host(model, codec) => {
                 let device = limits.device.open()?;
@@ -344,9 +354,9 @@ impl ModelManager {
                 } else {
                     model.to_device(&device)?
                 };
-                loader::start_model(&lid, model, codec, &limits, &metrics)
+                loader::start_model(&lid, model, codec, &limits, &metrics, kv_events)
             }
-            LoadFrom::Files(local) => load_model(&lid, &local, &limits, &metrics),
+            LoadFrom::Files(local) => load_model(&lid, &local, &limits, &metrics, kv_events),
         })
         .await
         .map_err(|e| e.to_string())

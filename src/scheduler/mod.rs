@@ -67,6 +67,16 @@ impl Scheduler {
         }
     }
 
+    /// Logs what the prefix cache stores and evicts, for `take_kv_events`.
+    pub fn enable_kv_events(&mut self) {
+        self.allocator.enable_events();
+    }
+
+    /// The prefix cache's events since the last call, oldest first.
+    pub fn take_kv_events(&mut self) -> Vec<crate::kv::KvEvent> {
+        self.allocator.take_events()
+    }
+
     pub fn config(&self) -> &SchedulerConfig {
         &self.config
     }
@@ -328,9 +338,13 @@ impl Scheduler {
                 Some(&h) => h,
                 None => BlockHash::root(seq.cache_salt.as_deref()),
             };
-            let hash = chain_hash(parent, &seq.token_ids[i * bs..(i + 1) * bs]);
+            let tokens = &seq.token_ids[i * bs..(i + 1) * bs];
+            let hash = chain_hash(parent, tokens);
             seq.block_hashes.push(hash);
-            self.allocator.register(seq.block_table.blocks()[i], hash);
+            if self.allocator.register(seq.block_table.blocks()[i], hash) {
+                let parent = (i > 0).then_some(parent);
+                self.allocator.log_stored(hash, parent, tokens);
+            }
         }
     }
 

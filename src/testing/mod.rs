@@ -6,6 +6,7 @@
 pub mod attention;
 pub mod bert;
 pub mod moe;
+pub mod process;
 
 use crate::config::ServeArgs;
 use crate::engine::core::EngineCore;
