@@ -74,9 +74,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let manager_limits = args.manager_limits(limits).map_err(anyhow::Error::msg)?;
     let models = ModelManager::new(decls, manager_limits, args.sources(), metrics.clone())
         .map_err(anyhow::Error::msg)?;
-    if let Some(cfg) = args.kv_events().map_err(anyhow::Error::msg)? {
-        models.publish_kv_events(weir::kv_events::start(cfg).map_err(anyhow::Error::msg)?);
-    }
+    let kv_events = match args.kv_events().map_err(anyhow::Error::msg)? {
+        // a router reads one replica's events as one model's cache
+        Some(_) if models.ids().count() > 1 => {
+            anyhow::bail!("KV cache events describe one model's cache: serve one model per replica with --kv-events-config")
+        }
+        Some(cfg) => {
+            let sink = weir::kv_events::start(cfg).map_err(anyhow::Error::msg)?;
+            models.publish_kv_events(sink.clone());
+            Some(sink)
+        }
+        None => None,
+    };
     let preload: Vec<String> = match preload_plan {
         Preload::All => models.ids().map(String::from).collect(),
         Preload::Models(ids) => ids,
@@ -129,7 +138,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     // Stopping the engines ends what is left with an error event; then the server closes.
-    tokio::task::spawn_blocking(move || models.shutdown()).await?;
+    tokio::task::spawn_blocking(move || {
+        models.shutdown();
+        // the engines' last events (their caches cleared) reach the subscribers
+        if let Some(sink) = kv_events {
+            sink.flush(std::time::Duration::from_secs(1));
+        }
+    })
+    .await?;
     let _ = stop_tx.send(());
     server.await??;
     tracing::info!("stopped");

@@ -76,6 +76,26 @@ class Subscriber:
         return [e for _, _, b in self.batches[since:] for e in b.events]
 
 
+def replay(ctx, endpoint, start, topic):
+    """Every batch from `start` on, through a DEALER (as vllm-router asks): (seq, payload)s,
+    read until the end marker (seq -1, empty topic and payload)."""
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.connect(endpoint)
+    dealer.send_multipart([b"", start.to_bytes(8, "big")])
+    got = []
+    while True:
+        assert dealer.poll(10000), "no replay answer"
+        empty, t, seq, payload = dealer.recv_multipart()
+        assert empty == b""
+        if int.from_bytes(seq, "big", signed=True) == -1:
+            assert payload == b"" and t == b""
+            break
+        assert t == topic.encode()
+        got.append((int.from_bytes(seq, "big"), payload))
+    dealer.close()
+    return got
+
+
 def tokens(base_url, model, prompt):
     import json
     import urllib.request
@@ -101,12 +121,23 @@ def check_chain(stored, block_size):
 
 
 def main():
-    base_url, model, pub, replay, topic, bs = sys.argv[1:]
+    base_url, model, pub, replay_ep, topic, bs = sys.argv[1:]
     bs = int(bs)
     client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0)
     ctx = zmq.Context()
     sub = Subscriber(ctx, pub, topic)
     time.sleep(1.0)  # the SUB connects before the first batch is sent
+
+    def history():
+        """Every batch so far, from the replay socket (the SUB may have joined late), after
+        checking that each batch the SUB got is the same bytes under the same number."""
+        sub.drain()
+        batches = replay(ctx, replay_ep, 0, topic)
+        assert [s for s, _ in batches] == list(range(len(batches))), "seq from 0, no gap"
+        by_seq = dict(batches)
+        for seq, payload, _ in sub.batches:
+            assert by_seq[seq] == payload, seq
+        return [e for _, p in batches for e in DECODER.decode(p).events]
 
     # one prompt of 6 full blocks and a bit: its 6 blocks stored, in order, as one chain
     text = " ".join(f"word{i}" for i in range(60))
@@ -114,56 +145,49 @@ def main():
     assert len(prompt) > 6 * bs, len(prompt)
     prompt = prompt[: 6 * bs + 5]
     client.completions.create(model=model, prompt=prompt, max_tokens=2, temperature=0)
-    sub.drain()
-    stored = [e for e in sub.events() if isinstance(e, BlockStored)]
+    events = history()
+    stored = [e for e in events if isinstance(e, BlockStored)]
     known = check_chain(stored, bs)
     assert stored and stored[0].parent_block_hash is None, stored[:1]
     assert sum((e.token_ids for e in stored), []) == prompt[: 6 * bs], stored
-    assert [s for s, _, _ in sub.batches] == list(range(len(sub.batches))), "seq from 0, no gap"
     print(f"first prompt: {len(stored)} store events, {len(known)} blocks")
 
     # the same prompt again is a prefix hit: nothing new is stored for its blocks
-    n = len(sub.batches)
+    n = len(events)
     client.completions.create(model=model, prompt=prompt, max_tokens=2, temperature=0)
-    sub.drain()
-    again = [h for e in sub.events(n) if isinstance(e, BlockStored) for h in e.block_hashes]
+    again = [h for e in history()[n:] if isinstance(e, BlockStored) for h in e.block_hashes]
     assert not (set(again) & known), "a cached block stored twice"
 
     # other prompts until the pool must evict: removals name blocks stored before
     for i in range(40):
         other = [(i * 7919 + j * 31) % 20000 + 100 for j in range(6 * bs)]
         client.completions.create(model=model, prompt=other, max_tokens=1, temperature=0)
-    sub.drain()
-    all_stored = [e for e in sub.events() if isinstance(e, BlockStored)]
-    known = check_chain(all_stored, bs)
-    removed = [h for e in sub.events() if isinstance(e, BlockRemoved) for h in e.block_hashes]
+    events = history()
+    # what a consumer holds, event by event: a store's parent is held, a removal was stored
+    held, removed = set(), 0
+    for e in events:
+        if isinstance(e, BlockStored):
+            assert e.parent_block_hash is None or e.parent_block_hash in held, e
+            assert len(e.token_ids) == len(e.block_hashes) * bs and e.block_size == bs, e
+            held.update(e.block_hashes)
+        elif isinstance(e, BlockRemoved):
+            assert set(e.block_hashes) <= held, "removed a block not held"
+            held.difference_update(e.block_hashes)
+            removed += len(e.block_hashes)
     assert removed, "no BlockRemoved although the pool was full"
-    assert set(removed) <= known, "removed a block never stored"
-    print(f"after 40 more prompts: {len(known)} blocks stored, {len(removed)} removed")
+    assert len(held) <= 48, "more blocks held than the pool has"
+    print(f"after 40 more prompts: {len(held)} blocks held, {removed} removed")
 
-    # replay from seq 1 through a DEALER (as vllm-router asks): the buffered batches, then -1
-    dealer = ctx.socket(zmq.DEALER)
-    dealer.connect(replay)
-    dealer.send_multipart([b"", (1).to_bytes(8, "big")])
-    got = []
-    while True:
-        assert dealer.poll(10000), "no replay answer"
-        empty, t, seq, payload = dealer.recv_multipart()
-        assert empty == b""
-        if int.from_bytes(seq, "big", signed=True) == -1:
-            assert payload == b"" and t == b""
-            break
-        assert t == topic.encode()
-        got.append((int.from_bytes(seq, "big"), payload))
-    assert got == [(s, p) for s, p, _ in sub.batches[1:]], (len(got), len(sub.batches))
-    print(f"replayed {len(got)} batches")
+    # a replay from a later number starts there
+    later = replay(ctx, replay_ep, 3, topic)
+    assert later and later[0][0] == 3, later[:1]
+    print(f"replayed {len(later)} batches from seq 3")
 
     # unloading the model clears everything it held
     import urllib.request
     urllib.request.urlopen(urllib.request.Request(
         f"{base_url}/admin/models/{model}/unload", method="POST", data=b""), timeout=60).read()
-    sub.drain()
-    assert isinstance(sub.events()[-1], AllBlocksCleared), sub.events()[-1:]
+    assert isinstance(history()[-1], AllBlocksCleared), "unload clears the cache"
     print("ok")
 
 

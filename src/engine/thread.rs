@@ -24,6 +24,17 @@ pub fn spawn_engine(
     queue_limits: QueueLimits,
     kv_events: Option<KvEventSink>,
 ) -> std::io::Result<(EngineHandle, std::thread::JoinHandle<()>)> {
+    // events describe the prefix cache: an engine without one (an encoder) publishes nothing
+    let kv_events = kv_events.filter(|_| {
+        let cached = core.scheduler().config().enable_prefix_caching;
+        if !cached {
+            tracing::warn!(
+                model = model_id,
+                "prefix caching is off: no KV cache events"
+            );
+        }
+        cached
+    });
     if kv_events.is_some() {
         core.enable_kv_events();
     }

@@ -5,6 +5,10 @@
 //! full blocks, with their tokens) and drained once per step. A store that continues the
 //! previous store's chain joins it, so one step's prompt chunk is one `Stored` event, as vLLM
 //! sends one per request and step; consecutive removals likewise share one `Removed`.
+//!
+//! A consumer never sees a store whose parent it was not told about: the scheduler logs a
+//! block only when its parent is still cached (a block whose parent was evicted while its
+//! sequence ran on is unreachable by prefix lookups anyway).
 
 use super::BlockHash;
 
@@ -69,12 +73,6 @@ impl KvEventLog {
         });
     }
 
-    /// Records that every cached block is gone; what came before no longer matters.
-    pub fn all_cleared(&mut self) {
-        self.events.clear();
-        self.events.push(KvEvent::AllCleared);
-    }
-
     /// The events since the last call, oldest first.
     pub fn take(&mut self) -> Vec<KvEvent> {
         std::mem::take(&mut self.events)
@@ -121,8 +119,5 @@ mod tests {
             ]
         );
         assert!(log.take().is_empty());
-        log.stored(a, None, &[1, 2]);
-        log.all_cleared();
-        assert_eq!(log.take(), vec![KvEvent::AllCleared]);
     }
 }

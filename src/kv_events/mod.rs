@@ -11,8 +11,13 @@
 //!
 //! The engine threads hand their step's events to `KvEventSink::publish` (non-blocking: a full
 //! queue drops the batch and counts it, as vLLM's publisher does); one thread with its own small
-//! tokio runtime owns the sockets. An endpoint with `*` (or `::`) or an `ipc://` path is bound,
-//! any other is connected to, as vLLM does.
+//! tokio runtime owns the sockets. `flush` at shutdown sends what is queued (an unloaded
+//! model's `AllBlocksCleared`) before the process exits.
+//!
+//! weir binds both sockets: an endpoint must name a wildcard host (`tcp://*:5557`, `::`), a local
+//! address or an `ipc://` path. vLLM would connect to other addresses (an XSUB proxy); the
+//! `zeromq` crate's PUB socket does not reconnect after its peer restarts, so weir refuses them
+//! rather than lose events silently.
 
 pub mod wire;
 
@@ -48,16 +53,17 @@ impl Default for KvEventsConfig {
     }
 }
 
-/// One engine step's events.
-struct Batch {
-    ts: f64,
-    events: Vec<KvEvent>,
+/// What the socket thread is sent: one engine step's events, or a flush to acknowledge once
+/// everything before it is sent.
+enum Msg {
+    Batch { ts: f64, events: Vec<KvEvent> },
+    Flush(std::sync::mpsc::Sender<()>),
 }
 
 /// Where engine threads send their events; cloned into each engine.
 #[derive(Clone)]
 pub struct KvEventSink {
-    tx: tokio::sync::mpsc::Sender<Batch>,
+    tx: tokio::sync::mpsc::Sender<Msg>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -76,7 +82,7 @@ impl KvEventSink {
         let ts = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
-        if self.tx.try_send(Batch { ts, events }).is_err()
+        if self.tx.try_send(Msg::Batch { ts, events }).is_err()
             && self.dropped.fetch_add(1, Ordering::Relaxed) == 0
         {
             tracing::warn!("KV event queue full (or its thread gone): dropping event batches");
@@ -84,9 +90,27 @@ impl KvEventSink {
     }
 }
 
-/// Binds or connects the sockets of `cfg` and starts the publishing thread. Fails when an
-/// endpoint cannot be bound (the error names it).
+impl KvEventSink {
+    /// Waits (at most `timeout`) until every batch queued before this call is sent.
+    pub fn flush(&self, timeout: std::time::Duration) {
+        let (ack_tx, ack_rx) = std::sync::mpsc::channel();
+        if self.tx.try_send(Msg::Flush(ack_tx)).is_ok() {
+            let _ = ack_rx.recv_timeout(timeout);
+        }
+    }
+}
+
+/// Binds the sockets of `cfg` and starts the publishing thread. Fails when an endpoint cannot
+/// be bound (the error names it).
 pub fn start(cfg: KvEventsConfig) -> Result<KvEventSink, String> {
+    for ep in std::iter::once(&cfg.endpoint).chain(&cfg.replay_endpoint) {
+        if !can_bind(ep) {
+            return Err(format!(
+                "KV events endpoint {ep}: weir binds its sockets; give a wildcard or local address \
+                 (tcp://*:5557, tcp://0.0.0.0:5557, tcp://127.0.0.1:5557) or an ipc:// path"
+            ));
+        }
+    }
     let (tx, rx) = tokio::sync::mpsc::channel(cfg.max_queue_size.max(1));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
@@ -129,25 +153,25 @@ fn local_address(endpoint: &str) -> String {
     endpoint.replacen("://*:", "://0.0.0.0:", 1)
 }
 
-/// vLLM's rule: bind a wildcard or local-transport endpoint, connect to any other.
-fn binds(endpoint: &str) -> bool {
+/// Whether weir can bind `endpoint`: vLLM binds a wildcard or an `ipc://` endpoint; weir also
+/// binds a local address (see the module doc).
+fn can_bind(endpoint: &str) -> bool {
     endpoint.contains('*')
         || endpoint.contains("::")
         || endpoint.starts_with("ipc://")
-        || endpoint.starts_with("inproc://")
+        || endpoint.starts_with("tcp://0.0.0.0:")
+        || endpoint.starts_with("tcp://127.")
+        || endpoint.starts_with("tcp://localhost:")
 }
 
 async fn open(
     cfg: &KvEventsConfig,
 ) -> Result<(zeromq::PubSocket, Option<zeromq::RouterSocket>), String> {
     let mut publisher = zeromq::PubSocket::new();
-    let addr = local_address(&cfg.endpoint);
-    let opened = if binds(&cfg.endpoint) {
-        publisher.bind(&addr).await.map(drop)
-    } else {
-        publisher.connect(&addr).await
-    };
-    opened.map_err(|e| format!("KV events endpoint {}: {e}", cfg.endpoint))?;
+    publisher
+        .bind(&local_address(&cfg.endpoint))
+        .await
+        .map_err(|e| format!("KV events endpoint {}: {e}", cfg.endpoint))?;
     let replay = match &cfg.replay_endpoint {
         Some(ep) => {
             let mut r = zeromq::RouterSocket::new();
@@ -168,7 +192,7 @@ async fn run(
     cfg: KvEventsConfig,
     mut publisher: zeromq::PubSocket,
     replay: Option<zeromq::RouterSocket>,
-    mut rx: tokio::sync::mpsc::Receiver<Batch>,
+    mut rx: tokio::sync::mpsc::Receiver<Msg>,
 ) {
     let topic = Bytes::from(cfg.topic.clone().into_bytes());
     let buffer: Buffer = Arc::default();
@@ -176,17 +200,25 @@ async fn run(
         tokio::spawn(serve_replay(socket, buffer.clone(), topic.clone()));
     }
     let mut seq: u64 = 0;
-    while let Some(batch) = rx.recv().await {
-        let payload = Bytes::from(wire::encode_batch(batch.ts, &batch.events));
+    while let Some(msg) = rx.recv().await {
+        let (ts, events) = match msg {
+            Msg::Batch { ts, events } => (ts, events),
+            Msg::Flush(ack) => {
+                // NOTE: a PUB send only queues; give the writers a moment to put it on the wire
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                let _ = ack.send(());
+                continue;
+            }
+        };
+        let payload = Bytes::from(wire::encode_batch(ts, &events));
         let frames = vec![
             topic.clone(),
             Bytes::copy_from_slice(&seq.to_be_bytes()),
             payload.clone(),
         ];
         let msg = ZmqMessage::try_from(frames).expect("three frames");
-        if let Err(e) = publisher.send(msg).await {
-            tracing::debug!(error = %e, "KV event batch not sent");
-        }
+        // NOTE: a PUB send drops for slow subscribers and never fails
+        let _ = publisher.send(msg).await;
         {
             let mut b = buffer.lock();
             if b.len() == cfg.buffer_steps.max(1) {
@@ -239,7 +271,9 @@ async fn serve_replay(mut socket: zeromq::RouterSocket, buffer: Buffer, topic: B
                 payload,
             ];
             let msg = ZmqMessage::try_from(frames).expect("five frames");
-            if socket.send(msg).await.is_err() {
+            // a client that stops reading does not hold up the others' replays
+            let sent = tokio::time::timeout(std::time::Duration::from_secs(2), socket.send(msg));
+            if !matches!(sent.await, Ok(Ok(()))) {
                 break;
             }
         }
@@ -251,10 +285,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn endpoints_bind_or_connect_as_vllm_does() {
-        assert!(binds("tcp://*:5557"));
-        assert!(binds("ipc:///tmp/kv"));
-        assert!(!binds("tcp://10.0.0.1:5557"));
+    fn wildcard_and_local_endpoints_bind() {
+        assert!(can_bind("tcp://*:5557"));
+        assert!(can_bind("ipc:///tmp/kv"));
+        assert!(can_bind("tcp://127.0.0.1:5557"));
+        assert!(!can_bind("tcp://10.0.0.1:5557"));
+        assert!(start(KvEventsConfig {
+            endpoint: "tcp://10.0.0.1:5557".into(),
+            ..Default::default()
+        })
+        .is_err());
         assert_eq!(local_address("tcp://*:5557"), "tcp://0.0.0.0:5557");
     }
 }

@@ -343,7 +343,9 @@ impl Scheduler {
             seq.block_hashes.push(hash);
             if self.allocator.register(seq.block_table.blocks()[i], hash) {
                 let parent = (i > 0).then_some(parent);
-                self.allocator.log_stored(hash, parent, tokens);
+                if parent.is_none_or(|p| self.allocator.lookup(p).is_some()) {
+                    self.allocator.log_stored(hash, parent, tokens);
+                }
             }
         }
     }
