@@ -45,6 +45,7 @@ fn decoding(n: usize) -> Scheduler {
             constraint: None,
             task: weir::step::Task::Generate,
             background: false,
+            lora: None,
         })
         .unwrap();
     }

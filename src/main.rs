@@ -65,6 +65,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             source: path.display().to_string(),
         }));
     }
+    args.attach_loras(&mut decls).map_err(anyhow::Error::msg)?;
     // a config weir cannot serve right refuses to start, in one line naming the model and field
     for d in &decls {
         weir::manager::loader::check_local_config(&d.spec.source)

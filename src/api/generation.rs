@@ -227,6 +227,7 @@ impl Generation {
             constraint: r.constraint.clone(),
             task: crate::step::Task::Generate,
             background: crate::api::batch::marker::in_batch(),
+            lora: model.lora(),
         };
         let id = req.id;
         let stream = model.engine.submit(req)?;

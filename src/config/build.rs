@@ -175,6 +175,21 @@ impl ServeArgs {
         Ok(decls)
     }
 
+    /// Hands `--lora-modules` to the one declared model (an error with several: each model's
+    /// adapters are then declared in `--models-config`).
+    pub fn attach_loras(&self, decls: &mut [crate::manager::ModelDecl]) -> Result<(), String> {
+        if self.lora_modules.is_empty() {
+            return Ok(());
+        }
+        match decls {
+            [one] => {
+                one.loras.extend(self.lora_modules.iter().cloned());
+                Ok(())
+            }
+            _ => Err("--lora-modules needs exactly one declared model to attach to".into()),
+        }
+    }
+
     /// Where remote sources (hf://, gs://) resolve.
     pub fn sources(&self) -> crate::store::Sources {
         crate::store::Sources {

@@ -59,6 +59,11 @@ pub struct ServeArgs {
     /// any, weir serves SmolLM2-135M-Instruct (Q4_1 GGUF), fetched once into the cache.
     #[arg(long = "model", env = "WEIR_MODEL", value_delimiter = ',')]
     pub models: Vec<ModelSpec>,
+    /// LoRA adapters as vLLM declares them: NAME=PATH to a PEFT folder (adapter_config.json +
+    /// adapter_model.safetensors), served on the one declared model; requests name the adapter
+    /// as their `model`. Several after one flag or the flag repeated.
+    #[arg(long = "lora-modules", env = "WEIR_LORA_MODULES", num_args = 1.., value_delimiter = ',')]
+    pub lora_modules: Vec<ModelSpec>,
     /// A TOML file declaring models: `[[models]]` tables with `id`, `source` and optionally
     /// `pinned`, `max_model_len`, `kv_cache_memory` and `dtype` (this model's own settings).
     #[arg(long, env = "WEIR_MODELS_CONFIG")]

@@ -61,6 +61,17 @@ struct ModelToml {
     dtype: Option<String>,
     reasoning_parser: Option<String>,
     task: Option<String>,
+    /// LoRA adapters served on this model.
+    #[serde(default)]
+    loras: Vec<LoraToml>,
+}
+
+/// `{ name = "NAME", path = "PEFT folder" }`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoraToml {
+    name: String,
+    path: String,
 }
 
 /// The models of a `--models-config` file.
@@ -76,6 +87,14 @@ pub fn parse_models_config(text: &str) -> Result<Vec<crate::manager::ModelDecl>,
                     source: m.source.clone(),
                 },
                 pinned: m.pinned,
+                loras: m
+                    .loras
+                    .iter()
+                    .map(|l| ModelSpec {
+                        id: l.name.clone(),
+                        source: l.path.clone(),
+                    })
+                    .collect(),
                 overrides: crate::manager::EngineOverrides {
                     max_model_len: m.max_model_len,
                     kv_cache_memory: m

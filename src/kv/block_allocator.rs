@@ -37,6 +37,12 @@ impl BlockHash {
     /// Where every chain starts: SHA-256 of a domain tag and the request's `cache_salt`, so
     /// requests with different salts never share a block.
     pub fn root(salt: Option<&str>) -> Self {
+        Self::root_for(salt, None)
+    }
+
+    /// The root of a request with `salt` running on adapter `lora` (a LoRA adapter's K/V
+    /// differs from the base model's for the same tokens).
+    pub fn root_for(salt: Option<&str>, lora: Option<u32>) -> Self {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
         h.update(b"weir prefix cache v1\0");
@@ -44,6 +50,10 @@ impl BlockHash {
             h.update([1u8]);
             h.update((s.len() as u64).to_le_bytes());
             h.update(s.as_bytes());
+        }
+        if let Some(l) = lora {
+            h.update([2u8]);
+            h.update(l.to_le_bytes());
         }
         Self(h.finalize().into())
     }

@@ -30,6 +30,8 @@ pub struct ModelDecl {
     pub pinned: bool,
     /// This model's own engine settings (`--models-config`), over the server's.
     pub overrides: EngineOverrides,
+    /// LoRA adapters served on it (`--lora-modules NAME=PATH`): name and PEFT folder.
+    pub loras: Vec<ModelSpec>,
 }
 
 impl ModelDecl {
@@ -39,6 +41,7 @@ impl ModelDecl {
             spec,
             pinned: false,
             overrides: EngineOverrides::default(),
+            loras: Vec::new(),
         }
     }
 }

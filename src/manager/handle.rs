@@ -28,14 +28,42 @@ pub struct ModelHandle {
 /// A request's hold on a loaded model, from lookup to its last byte: while one is held the model
 /// is never evicted. Clones (a request's `n` choices) share one hold.
 #[derive(Clone)]
-pub struct ModelLease(Arc<LeaseInner>);
+pub struct ModelLease {
+    inner: Arc<LeaseInner>,
+    /// With a request addressed to a LoRA adapter: the adapter and its name.
+    lora: Option<(crate::step::LoraId, Arc<str>)>,
+}
 
 struct LeaseInner(Arc<ModelHandle>);
 
 impl ModelLease {
     pub(super) fn new(handle: &Arc<ModelHandle>) -> Self {
         handle.in_flight.fetch_add(1, Ordering::AcqRel);
-        Self(Arc::new(LeaseInner(handle.clone())))
+        Self {
+            inner: Arc::new(LeaseInner(handle.clone())),
+            lora: None,
+        }
+    }
+
+    /// The same hold, for requests on the model's adapter `lora` named `name`.
+    pub(super) fn with_lora(self, lora: crate::step::LoraId, name: &str) -> Self {
+        Self {
+            lora: Some((lora, Arc::from(name))),
+            ..self
+        }
+    }
+
+    /// The adapter the request runs with (None: the base model).
+    pub fn lora(&self) -> Option<crate::step::LoraId> {
+        self.lora.as_ref().map(|(l, _)| *l)
+    }
+
+    /// The name the request addressed: its adapter's, else the model's.
+    pub fn served_id(&self) -> &str {
+        match &self.lora {
+            Some((_, name)) => name,
+            None => &self.id,
+        }
     }
 }
 
@@ -49,7 +77,7 @@ impl std::ops::Deref for ModelLease {
     type Target = ModelHandle;
 
     fn deref(&self) -> &ModelHandle {
-        &self.0 .0
+        &self.inner.0
     }
 }
 

@@ -376,6 +376,34 @@ fn embedding_shape(model: &dyn Model, limits: &EngineLimits) -> (KvCacheConfig, 
     (kv, sched)
 }
 
+/// Reads `local` with `loras` (name = PEFT folder) as its adapters, in order (`LoraId` i is
+/// `loras[i]`).
+pub fn read_model(
+    local: &LocalModel,
+    limits: &EngineLimits,
+    loras: &[crate::store::ModelSpec],
+) -> Result<(Arc<dyn Model>, Arc<TextCodec>), ManagerError> {
+    let (mut model, codec) = load_weights(local, limits)?;
+    if !loras.is_empty() {
+        let shape = crate::models::lora::LoraShape::of(model.config());
+        let (device, dtype) = (model.device().clone(), model.dtype());
+        let adapters = loras
+            .iter()
+            .map(|l| {
+                let dir = std::path::Path::new(&l.source);
+                crate::models::lora::LoraAdapter::load(&l.id, dir, &shape, &device, dtype)
+                    .map_err(|e| ManagerError::Limits(format!("LoRA adapter {}: {e}", l.id)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if !model.set_loras(adapters) {
+            return Err(ManagerError::Limits(
+                "this model does not serve LoRA adapters (Llama-family models without fused projections or experts do)".into(),
+            ));
+        }
+    }
+    Ok((Arc::from(model), Arc::new(codec)))
+}
+
 /// Loads `local` and starts its engine thread (publishing KV events to `kv_events`, if any).
 pub fn load_model(
     id: &str,

@@ -129,11 +129,44 @@ struct Inner {
     load_lock: tokio::sync::Mutex<()>,
     /// Where engines started from now on publish their KV events (`--kv-events-config`).
     kv_events: std::sync::OnceLock<crate::kv_events::KvEventSink>,
+    /// LoRA adapter name -> (its model, its index among the model's adapters).
+    adapters: BTreeMap<String, (String, u32)>,
 }
 
 #[derive(Clone)]
 pub struct ModelManager {
     inner: Arc<Inner>,
+}
+
+/// Every declared adapter's model and index among its adapters; adapter names are unique
+/// among models and adapters, and each names a local PEFT folder.
+fn adapter_index(
+    entries: &BTreeMap<String, Entry>,
+) -> Result<BTreeMap<String, (String, u32)>, String> {
+    let mut out = BTreeMap::new();
+    for (id, e) in entries {
+        for (i, l) in e.decl.loras.iter().enumerate() {
+            validate_model_id(&l.id)?;
+            if entries.contains_key(&l.id)
+                || out.insert(l.id.clone(), (id.clone(), i as u32)).is_some()
+            {
+                return Err(format!(
+                    "LoRA adapter name {:?} is already a model's or another adapter's",
+                    l.id
+                ));
+            }
+            if !std::path::Path::new(&l.source)
+                .join("adapter_config.json")
+                .exists()
+            {
+                return Err(format!(
+                    "LoRA adapter {:?}: {:?} is not a PEFT folder on local disk (no adapter_config.json)",
+                    l.id, l.source
+                ));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Why a model could not be served.
@@ -201,6 +234,7 @@ impl ModelManager {
                 return Err(format!("model id {id:?} is declared twice"));
             }
         }
+        let adapters = adapter_index(&entries)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 entries,
@@ -212,6 +246,7 @@ impl ModelManager {
                 device: std::sync::OnceLock::new(),
                 load_lock: tokio::sync::Mutex::new(()),
                 kv_events: std::sync::OnceLock::new(),
+                adapters,
             }),
         })
     }
@@ -220,6 +255,14 @@ impl ModelManager {
     /// the first load).
     pub fn publish_kv_events(&self, sink: crate::kv_events::KvEventSink) {
         let _ = self.inner.kv_events.set(sink);
+    }
+
+    /// Declared LoRA adapters, sorted: (name, its model).
+    pub fn adapters(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.inner
+            .adapters
+            .iter()
+            .map(|(name, (base, _))| (name.as_str(), base.as_str()))
     }
 
     /// Declared model ids, sorted.
@@ -252,6 +295,10 @@ impl ModelManager {
 
     /// A lease on the model `id`, loading it first if needed.
     pub async fn get_or_load(&self, id: &str) -> Result<ModelLease, LoadError> {
+        if let Some((base, i)) = self.inner.adapters.get(id) {
+            let lease = Box::pin(self.get_or_load(base)).await?;
+            return Ok(lease.with_lora(crate::step::LoraId(*i), id));
+        }
         let entry = self.entry(id)?;
         entry.counters.last_used_ms.store(
             std::time::SystemTime::now()
@@ -346,6 +393,7 @@ impl ModelManager {
         let (started, before) = (Instant::now(), self.used_bytes());
         let (metrics, lid) = (self.inner.metrics.clone(), id.clone());
         let kv_events = self.inner.kv_events.get().cloned();
+        let loras = entry.decl.loras.clone();
         let result = tokio::task::spawn_blocking(move || match from {
             LoadFrom::Host(model, codec) => {
                 let device = limits.device.open()?;
@@ -356,7 +404,10 @@ impl ModelManager {
                 };
                 loader::start_model(&lid, model, codec, &limits, &metrics, kv_events)
             }
-            LoadFrom::Files(local) => load_model(&lid, &local, &limits, &metrics, kv_events),
+            LoadFrom::Files(local) => {
+                let model = loader::read_model(&local, &limits, &loras)?;
+                loader::start_model(&lid, model.0, model.1, &limits, &metrics, kv_events)
+            }
         })
         .await
         .map_err(|e| e.to_string())

@@ -66,6 +66,9 @@ pub struct ForwardBatch {
     /// Every sequence's block table, one after the other (`BatchSeq::blocks`).
     pub block_ids: Vec<u32>,
     pub block_size: usize,
+    /// The token rows of each LoRA adapter in the step, by adapter index (ascending); rows of
+    /// the base model are in none.
+    pub lora_rows: Vec<(u32, Vec<u32>)>,
 }
 
 impl ForwardBatch {
@@ -103,6 +106,18 @@ impl ForwardBatch {
             });
         }
         b
+    }
+
+    /// Sets `lora_rows` from each sequence's adapter (`adapters[i]` of `seqs[i]`).
+    pub fn set_loras(&mut self, adapters: impl IntoIterator<Item = Option<u32>>) {
+        let mut by_adapter: std::collections::BTreeMap<u32, Vec<u32>> = Default::default();
+        for (s, a) in self.seqs.iter().zip(adapters) {
+            if let Some(a) = a {
+                let rows = s.query_start as u32..(s.query_start + s.query_len) as u32;
+                by_adapter.entry(a).or_default().extend(rows);
+            }
+        }
+        self.lora_rows = by_adapter.into_iter().collect();
     }
 
     /// Block ids of sequence `i` (the blocks its context covers), in position order.

@@ -226,6 +226,21 @@ impl Linear {
         }
     }
 
+    /// `silu(g) ⊙ u` of `forward_many([gate, up], x)`'s outputs (after a change to them, e.g. a
+    /// LoRA delta), as `forward_glu` computes it: bit for bit the same on weir's kernels.
+    pub fn glu_of(gate: &Linear, up: &Linear, g: Tensor, u: Tensor) -> Result<Tensor> {
+        match (&gate.weight, &up.weight, &gate.bias, &up.bias) {
+            (Weight::Packed(_), Weight::Packed(_), None, None) => {
+                let dims = g.dims2()?;
+                let mut gv = g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+                let uv = u.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+                super::qgemm::elementwise::silu_mul(&mut gv, &uv);
+                Tensor::from_vec(gv, dims, g.device())
+            }
+            _ => g.silu()? * u,
+        }
+    }
+
     fn add_bias(&self, y: Tensor) -> Result<Tensor> {
         match &self.bias {
             Some(b) => y.broadcast_add(b),

@@ -9,6 +9,7 @@ use super::fused;
 use super::layers::{
     Activation, Embedding, GatedMlp, LmHead, QkNorm, SelfAttention, SparseMoe, StepContext,
 };
+use super::lora::{LayerLoras, LoraAdapter, LoraStep};
 use super::rope::{Rope, RopeTables};
 use super::rope_params::RopeParams;
 use super::weights::WeightSource;
@@ -125,9 +126,10 @@ impl FeedForward {
         }
     }
 
-    fn forward(&self, h: &Tensor, kernels: bool) -> Result<Tensor> {
+    /// `lora`: the step's adapters at this layer (a sparse MoE layer takes none).
+    fn forward(&self, h: &Tensor, kernels: bool, lora: &LayerLoras) -> Result<Tensor> {
         match self {
-            Self::Dense(m) => m.forward(h, kernels),
+            Self::Dense(m) => m.forward_lora(h, kernels, lora),
             Self::Sparse(m) => m.forward(h, kernels),
         }
     }
@@ -172,6 +174,8 @@ pub struct Llama {
     rope_inv_freq: Tensor,
     /// Served as an embedding model (`--task embed`): its last token's final hidden state.
     embedding: Option<super::EmbeddingInfo>,
+    /// LoRA adapters requests may run with (`LoraId` i is `loras[i]`).
+    loras: Vec<LoraAdapter>,
     span: tracing::Span,
 }
 
@@ -227,6 +231,7 @@ impl Llama {
             device,
             dtype,
             embedding: None,
+            loras: Vec::new(),
             span: tracing::span!(tracing::Level::TRACE, "llama.forward"),
         })
     }
@@ -251,10 +256,12 @@ impl Llama {
                 .rope
                 .tables(&batch.positions, self.dtype, &self.device)?,
         };
+        let loras = LoraStep::new(&self.loras, &batch.lora_rows, &self.device)?;
         let step = StepContext {
             batch,
             rope,
             meta: &inputs.attention,
+            lora: &loras,
         };
         let k = self.kernels();
         // h: the normed input of the next sublayer; each residual add is fused with the norm
@@ -266,7 +273,7 @@ impl Llama {
         for (i, layer) in self.layers.iter().enumerate() {
             let a = layer.attn.forward(i, &h, &self.rope, &step, attn)?;
             let (x1, h1) = fused::add_rms_norm(&x, &a, &layer.mlp_norm, eps, k)?;
-            let m = layer.mlp.forward(&h1, k)?;
+            let m = layer.mlp.forward(&h1, k, &step.lora.layer(i))?;
             match self.layers.get(i + 1) {
                 Some(next) => (x, h) = fused::add_rms_norm(&x1, &m, &next.attn_norm, eps, k)?,
                 None => x = (x1 + m)?,
@@ -331,6 +338,11 @@ impl Model for Llama {
             dtype: self.dtype,
             fused_kernels: self.fused_kernels,
             embedding: self.embedding,
+            loras: self
+                .loras
+                .iter()
+                .map(|a| a.to_device(device))
+                .collect::<Result<_>>()?,
             span: self.span.clone(),
         }))
     }
@@ -343,7 +355,18 @@ impl Model for Llama {
             .iter()
             .map(|y| tb(&y.attn_norm) + tb(&y.mlp_norm) + y.attn.bytes() + y.mlp.bytes())
             .sum();
-        self.embed.bytes() + layers + self.head.bytes()
+        let loras: u64 = self.loras.iter().map(LoraAdapter::bytes).sum();
+        self.embed.bytes() + layers + self.head.bytes() + loras
+    }
+
+    fn set_loras(&mut self, loras: Vec<LoraAdapter>) -> bool {
+        // NOTE: adapters of a fused-projection (Phi-3) or mixture-of-experts model name
+        // modules weir does not adapt
+        if self.cfg.fused_projections || self.cfg.moe.is_some() {
+            return false;
+        }
+        self.loras = loras;
+        true
     }
 }
 

@@ -15,6 +15,7 @@ pub mod gemma;
 pub mod layers;
 pub mod linear;
 pub mod llama;
+pub mod lora;
 pub mod moe_config;
 pub mod pool;
 pub mod qgemm;
@@ -158,6 +159,12 @@ pub trait Model: CausalLm + Sync {
     /// pooling sequence's last final hidden state. False when the family cannot.
     fn set_embedding(&mut self, info: EmbeddingInfo) -> bool {
         let _ = info;
+        false
+    }
+    /// Serves `loras` as adapters requests may name (`LoraId` i is `loras[i]`); false when the
+    /// family does not serve adapters.
+    fn set_loras(&mut self, loras: Vec<lora::LoraAdapter>) -> bool {
+        let _ = loras;
         false
     }
 }

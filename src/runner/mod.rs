@@ -30,7 +30,9 @@ pub fn pack(out: &SchedulerOutput, block_size: usize) -> ForwardBatch {
             sample: s.sample || s.pool,
         })
         .collect();
-    ForwardBatch::build(&inputs, block_size)
+    let mut batch = ForwardBatch::build(&inputs, block_size);
+    batch.set_loras(out.scheduled.iter().map(|s| s.lora.map(|l| l.0)));
+    batch
 }
 
 /// Threads that compute a step's grammar masks (each takes a run of rows).
@@ -97,6 +99,7 @@ impl ModelRunner {
         #[cfg(feature = "cuda")]
         if let Some(graphs) = self.graphs.as_mut() {
             let fits = !with_prompt
+                && batch.lora_rows.is_empty()
                 && self.model.graph_capable()
                 && self.attn.backend_kind() == BackendKind::Cuda;
             if fits {

@@ -312,7 +312,7 @@ impl Scheduler {
         let bs = self.config.block_size;
         let max_blocks = (seq.num_tokens() - 1) / bs;
         let mut hits = Vec::new();
-        let mut parent = BlockHash::root(seq.cache_salt.as_deref());
+        let mut parent = seq.cache_root();
         for chunk in seq.token_ids.chunks_exact(bs).take(max_blocks) {
             let hash = chain_hash(parent, chunk);
             match self.allocator.lookup(hash) {
@@ -336,7 +336,7 @@ impl Scheduler {
             let i = seq.block_hashes.len();
             let parent = match seq.block_hashes.last() {
                 Some(&h) => h,
-                None => BlockHash::root(seq.cache_salt.as_deref()),
+                None => seq.cache_root(),
             };
             let tokens = &seq.token_ids[i * bs..(i + 1) * bs];
             let hash = chain_hash(parent, tokens);
@@ -416,6 +416,7 @@ impl Scheduler {
             num_prompt_tokens: seq.num_prompt_tokens,
             prompt_targets,
             prompt_target_start,
+            lora: seq.lora,
         });
     }
 

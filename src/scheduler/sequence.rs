@@ -50,6 +50,8 @@ pub struct Sequence {
     pub task: Task,
     /// See `Request::background`.
     pub background: bool,
+    /// See `Request::lora`.
+    pub lora: Option<crate::step::LoraId>,
 }
 
 impl Sequence {
@@ -79,7 +81,14 @@ impl Sequence {
             follows: req.follows,
             task: req.task,
             background: req.background,
+            lora: req.lora,
         }
+    }
+
+    /// Where its blocks' hash chain starts: its salt and its adapter, so that requests share
+    /// cached blocks only with the same salt and the same adapter.
+    pub fn cache_root(&self) -> crate::kv::BlockHash {
+        crate::kv::BlockHash::root_for(self.cache_salt.as_deref(), self.lora.map(|l| l.0))
     }
 
     /// Scheduling order under the priority policy: smaller first (batch lines after every

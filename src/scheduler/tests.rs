@@ -61,6 +61,7 @@ fn make_requests(n: usize, prompt_len: usize, max_tokens: usize) -> Vec<Request>
             constraint: None,
             task: crate::step::Task::Generate,
             background: false,
+            lora: None,
         })
         .collect()
 }

@@ -15,6 +15,6 @@ pub use output::{
     TokenLogprobs,
 };
 pub use request::{
-    AdmissionError, BuildIdHasher, IdHasher, IdMap, Request, RequestId, SamplingParams,
+    AdmissionError, BuildIdHasher, IdHasher, IdMap, LoraId, Request, RequestId, SamplingParams,
     SamplingState, SchedulingPolicy, StopConditions, Task,
 };

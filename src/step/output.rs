@@ -33,6 +33,8 @@ pub struct ScheduledSeq {
     /// position p - 1 scores the token at p), starting at position `prompt_target_start`.
     pub prompt_targets: Vec<u32>,
     pub prompt_target_start: usize,
+    /// The adapter its rows run with.
+    pub lora: Option<super::LoraId>,
 }
 
 /// What the scheduler decided for one step.

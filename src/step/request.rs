@@ -158,6 +158,10 @@ pub struct StopConditions {
     pub ignore_eos: bool,
 }
 
+/// An adapter of the model a request runs on: its index in the model's adapter list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LoraId(pub u32);
+
 #[derive(Debug, Clone)]
 pub struct Request {
     pub id: RequestId,
@@ -179,6 +183,8 @@ pub struct Request {
     /// A batch line (the Batch API): waits behind every interactive request and is preempted
     /// first, whatever the scheduling policy.
     pub background: bool,
+    /// The LoRA adapter the request runs with (None: the base model).
+    pub lora: Option<LoraId>,
 }
 
 /// What a request asks of the model.

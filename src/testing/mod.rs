@@ -5,6 +5,7 @@
 
 pub mod attention;
 pub mod bert;
+pub mod lora;
 pub mod moe;
 pub mod process;
 
@@ -148,9 +149,17 @@ pub fn write_tiny_llama(dir: &Path, seed: u64) -> PathBuf {
             "chat_template": "{% for m in messages %}<|im_start|>{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant: {% endif %}",
         }),
     );
-    candle_core::safetensors::save(&tiny_llama_weights(seed), dir.join("model.safetensors"))
-        .expect("save weights");
+    write_tiny_llama_weights(dir, &tiny_llama_weights(seed));
     dir.to_path_buf()
+}
+
+/// Writes `weights` as the tiny model's `model.safetensors` under `dir` (beside the config and
+/// tokenizer `write_tiny_llama` wrote, or writes those too).
+pub fn write_tiny_llama_weights(dir: &Path, weights: &HashMap<String, Tensor>) {
+    if !dir.join("config.json").exists() {
+        write_tiny_llama(dir, 0);
+    }
+    candle_core::safetensors::save(weights, dir.join("model.safetensors")).expect("save weights");
 }
 
 /// Writes a tiny Gemma 3 as a Hugging Face directory under `dir`: the tiny Llama's shapes and
@@ -219,7 +228,7 @@ pub fn test_limits(num_kv_blocks: usize, block_size: usize) -> EngineLimits {
 }
 
 /// The model source at `path` as `limits.load_format` reads it.
-fn open_source(path: &Path, limits: &EngineLimits) -> LocalModel {
+pub(crate) fn open_source(path: &Path, limits: &EngineLimits) -> LocalModel {
     match limits.load_format {
         LoadFormat::Auto => LocalModel::open(path),
         LoadFormat::Dummy => LocalModel::open_config(path),
@@ -254,6 +263,7 @@ pub fn greedy_request(id: u64, prompt: Vec<u32>, max_tokens: usize) -> Request {
         constraint: None,
         task: crate::step::Task::Generate,
         background: false,
+        lora: None,
     }
 }
 

@@ -310,7 +310,7 @@ pub async fn run_chat(
     let opts = &sub.opts;
     let meta = ChatChunks {
         id: response_id("chatcmpl"),
-        model: model.id.clone(),
+        model: model.served_id().to_string(),
         created: unix_now(),
         include_usage: opts.include_usage,
         tools: offered.then(|| (format, Default::default())),

@@ -249,7 +249,7 @@ pub async fn completions(
     }
     let mut meta = CompletionChunks {
         id: response_id("cmpl"),
-        model: model.id.clone(),
+        model: model.served_id().to_string(),
         created: unix_now(),
         include_usage: opts.include_usage,
         offsets: Default::default(),

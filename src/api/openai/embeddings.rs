@@ -225,6 +225,8 @@ pub(super) async fn run(
             constraint: None,
             task: Task::Embed,
             background: crate::api::batch::marker::in_batch(),
+            // an adapter on an embedding decoder changes its vectors too
+            lora: model.lora(),
         };
         streams.push(model.engine.submit(req)?);
     }

@@ -15,6 +15,16 @@ fn card(state: &AppState, id: &str) -> ModelCard {
         created: loaded.as_ref().map_or(state.started, |m| m.created),
         owned_by: "weir",
         max_model_len: loaded.map(|m| m.engine.max_model_len()),
+        parent: None,
+    }
+}
+
+/// The card of adapter `name` on model `base`.
+fn adapter_card(state: &AppState, name: &str, base: &str) -> ModelCard {
+    ModelCard {
+        id: name.to_string(),
+        parent: Some(base.to_string()),
+        ..card(state, base)
     }
 }
 
@@ -22,7 +32,17 @@ fn card(state: &AppState, id: &str) -> ModelCard {
 pub async fn list_models(State(state): State<AppState>) -> Json<ModelList> {
     Json(ModelList {
         object: "list",
-        data: state.models.ids().map(|id| card(&state, id)).collect(),
+        data: state
+            .models
+            .ids()
+            .map(|id| card(&state, id))
+            .chain(
+                state
+                    .models
+                    .adapters()
+                    .map(|(name, base)| adapter_card(&state, name, base)),
+            )
+            .collect(),
     })
 }
 
@@ -31,6 +51,9 @@ pub async fn model(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<ModelCard>, ApiError> {
+    if let Some((name, base)) = state.models.adapters().find(|(name, _)| *name == id) {
+        return Ok(Json(adapter_card(&state, name, base)));
+    }
     if !state.models.ids().any(|m| m == id) {
         return Err(ApiError::model_not_found(&id));
     }

@@ -433,6 +433,9 @@ pub struct ModelCard {
     /// Known once the model is loaded (vLLM's field).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_model_len: Option<usize>,
+    /// A LoRA adapter's model (vLLM's field).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -3,6 +3,7 @@
 use super::projs::Projs;
 use crate::models::fused;
 use crate::models::linear::Linear;
+use crate::models::lora::{LayerLoras, Target};
 use crate::models::weights::WeightSource;
 use candle_core::{Device, Result, Tensor};
 
@@ -90,6 +91,36 @@ impl GatedMlp {
             }
         };
         self.down.forward(&a)
+    }
+
+    /// `forward` with the step's LoRA deltas on gate, up and down (`lora`: this layer's).
+    pub fn forward_lora(&self, h: &Tensor, kernels: bool, lora: &LayerLoras) -> Result<Tensor> {
+        if ![Target::Gate, Target::Up, Target::Down]
+            .into_iter()
+            .any(|t| lora.touches(t))
+        {
+            return self.forward(h, kernels);
+        }
+        let a = match &self.gate_up {
+            Projs::Merged(w) => {
+                let gu = w.forward(h)?;
+                let i = gu.dim(1)? / 2;
+                let gu = lora.add_merged(&[Target::Gate, Target::Up], &[i, i], h, gu)?;
+                match self.act {
+                    Activation::Silu => fused::silu_mul(&gu, kernels)?,
+                    Activation::GeluTanh => (gu.narrow(1, 0, i)?.gelu()? * gu.narrow(1, i, i)?)?,
+                }
+            }
+            Projs::Split([gate, up]) => {
+                let [g, u] = Linear::forward_many([gate, up], h)?;
+                let (g, u) = (lora.add(Target::Gate, h, g)?, lora.add(Target::Up, h, u)?);
+                match self.act {
+                    Activation::Silu => Linear::glu_of(gate, up, g, u)?,
+                    Activation::GeluTanh => (g.gelu()? * u)?,
+                }
+            }
+        };
+        lora.add(Target::Down, &a, self.down.forward(&a)?)
     }
 
     /// gate/up run as one GEMM.

@@ -28,4 +28,6 @@ pub struct StepContext<'a> {
     pub batch: &'a ForwardBatch,
     pub rope: RopeTables,
     pub meta: &'a AttentionMetadata,
+    /// The step's LoRA adapter rows (`LoraStep::NONE` for a model without adapters).
+    pub lora: &'a crate::models::lora::LoraStep<'a>,
 }

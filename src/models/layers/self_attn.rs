@@ -7,6 +7,7 @@ use super::projs::Projs;
 use super::StepContext;
 use crate::models::attention::{Attention, AttentionShape};
 use crate::models::linear::Linear;
+use crate::models::lora::Target;
 use crate::models::rope::Rope;
 use crate::models::weights::WeightSource;
 use candle_core::{Device, Result, Tensor};
@@ -105,18 +106,38 @@ impl SelfAttention {
         Self { windowed, ..self }
     }
 
-    /// The rotated q, k and v of x.
-    fn qkv(&self, x: &Tensor, rope: &Rope, step: &StepContext) -> Result<[Tensor; 3]> {
+    /// The rotated q, k and v of x at layer `layer` (with the step's LoRA deltas, if any).
+    fn qkv(
+        &self,
+        layer: usize,
+        x: &Tensor,
+        rope: &Rope,
+        step: &StepContext,
+    ) -> Result<[Tensor; 3]> {
         let (nh, nkv) = (self.shape.num_heads, self.shape.num_kv_heads);
+        let (qw, kw) = (self.shape.q_dim(), self.shape.kv_dim());
+        let lora = step.lora.layer(layer);
+        let merged = |w: &Linear| {
+            let y = w.forward(x)?;
+            lora.add_merged(&[Target::Q, Target::K, Target::V], &[qw, kw, kw], x, y)
+        };
+        let split = |[q, k, v]: &[Linear; 3]| -> Result<[Tensor; 3]> {
+            let [q, k, v] = Linear::forward_many([q, k, v], x)?;
+            Ok([
+                lora.add(Target::Q, x, q)?,
+                lora.add(Target::K, x, k)?,
+                lora.add(Target::V, x, v)?,
+            ])
+        };
         let Some(n) = &self.qk_norm else {
             // [T, H*D], [T, KvH*D], [T, KvH*D]
             return match &self.qkv {
                 Projs::Merged(w) => {
-                    let (q, k, v) = rope.apply_qkv(&w.forward(x)?, nh, nkv, &step.rope)?;
+                    let (q, k, v) = rope.apply_qkv(&merged(w)?, nh, nkv, &step.rope)?;
                     Ok([q, k, v])
                 }
-                Projs::Split([q, k, v]) => {
-                    let [q, k, v] = Linear::forward_many([q, k, v], x)?;
+                Projs::Split(w) => {
+                    let [q, k, v] = split(w)?;
                     let q = rope.apply(&q, nh, &step.rope)?;
                     Ok([q, rope.apply(&k, nkv, &step.rope)?, v])
                 }
@@ -124,15 +145,14 @@ impl SelfAttention {
         };
         let [q, k, v] = match &self.qkv {
             Projs::Merged(w) => {
-                let qkv = w.forward(x)?;
-                let (qw, kw) = (self.shape.q_dim(), self.shape.kv_dim());
+                let qkv = merged(w)?;
                 [
                     qkv.narrow(1, 0, qw)?,
                     qkv.narrow(1, qw, kw)?,
                     qkv.narrow(1, qw + kw, kw)?.contiguous()?,
                 ]
             }
-            Projs::Split([q, k, v]) => Linear::forward_many([q, k, v], x)?,
+            Projs::Split(w) => split(w)?,
         };
         let q = QkNorm::apply(&q, &n.q, n.eps)?;
         let k = QkNorm::apply(&k, &n.k, n.eps)?;
@@ -152,10 +172,12 @@ impl SelfAttention {
         step: &StepContext,
         attn: &mut Attention,
     ) -> Result<Tensor> {
-        let [q, k, v] = self.qkv(x, rope, step)?;
+        let [q, k, v] = self.qkv(layer, x, rope, step)?;
         attn.write_kv(layer, &k, &v, step.batch, step.meta)?;
         let y = attn.attend(layer, &q, step.batch, step.meta, self.windowed)?;
-        self.o.forward(&y)
+        step.lora
+            .layer(layer)
+            .add(Target::O, &y, self.o.forward(&y)?)
     }
 
     /// q/k/v run as one GEMM.

@@ -1,0 +1,44 @@
+"""LoRA adapters through the official openai client (tests/lora.rs starts the server: model
+"tiny" with adapter "sql").
+
+    python3 tests/openai_lora.py BASE_URL WANT_TOKEN_IDS
+"""
+import sys
+
+import openai
+
+
+def main():
+    base_url, want = sys.argv[1], [int(t) for t in sys.argv[2].split(",")]
+    client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0)
+    cards = {m.id: m for m in client.models.list().data}
+    assert set(cards) == {"tiny", "sql"}, cards
+    assert cards["sql"].model_extra.get("parent") == "tiny", cards["sql"]
+    assert cards["tiny"].model_extra.get("parent") is None, cards["tiny"]
+    assert client.models.retrieve("sql").model_extra.get("parent") == "tiny"
+
+    ask = dict(prompt="Hello", max_tokens=10, temperature=0, logprobs=0,
+               extra_body={"return_tokens_as_token_ids": True})
+    r = client.completions.create(model="sql", **ask)
+    assert r.model == "sql", r.model
+    got = [int(t.removeprefix("token_id:")) for t in r.choices[0].logprobs.tokens]
+    assert got == want, (got, want)
+    b = client.completions.create(model="tiny", **ask)
+    assert b.model == "tiny"
+    assert b.choices[0].text != r.choices[0].text or b.choices[0].logprobs.token_logprobs != \
+        r.choices[0].logprobs.token_logprobs, "the adapter changed nothing"
+    s = client.completions.create(model="sql", stream=True, **ask)
+    assert "".join(c.choices[0].text for c in s if c.choices) == r.choices[0].text
+    c = client.chat.completions.create(model="sql", max_tokens=5, temperature=0,
+                                       messages=[{"role": "user", "content": "hi"}])
+    assert c.model == "sql", c.model
+    try:
+        client.completions.create(model="nosuch", **ask)
+        raise AssertionError("an unknown adapter was served")
+    except openai.NotFoundError:
+        pass
+    print("ok")
+
+
+if __name__ == "__main__":
+    main()
