@@ -15,7 +15,8 @@ pub struct BenchArgs {
     /// Base URL of the server.
     #[arg(long, default_value = "http://127.0.0.1:8000")]
     pub url: String,
-    /// Model id to request.
+    /// Model id to request; a comma-separated list spreads the requests over them in turn
+    /// (e.g. several LoRA adapters).
     #[arg(long, default_value = "SmolLM2-135M-Instruct")]
     pub model: String,
     /// Requests in flight at once.
@@ -106,10 +107,11 @@ pub struct BenchSummary {
 async fn one_request(
     client: &reqwest::Client,
     args: &BenchArgs,
-    prompt: Vec<u32>,
+    (i, prompt): (usize, Vec<u32>),
 ) -> RequestResult {
+    let models: Vec<&str> = args.model.split(',').collect();
     let body = serde_json::json!({
-        "model": args.model,
+        "model": models[i % models.len()],
         "prompt": prompt,
         "max_tokens": args.output_tokens,
         "ignore_eos": true,
@@ -194,13 +196,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchSummary> {
             .collect()
     };
     let prefix = tokens(args.shared_prefix_tokens);
-    let prompts: Vec<Vec<u32>> = (0..num_requests)
-        .map(|_| {
-            prefix
+    let prompts: Vec<(usize, Vec<u32>)> = (0..num_requests)
+        .map(|i| {
+            let prompt = prefix
                 .iter()
                 .copied()
                 .chain(tokens(args.prompt_tokens))
-                .collect()
+                .collect();
+            (i, prompt)
         })
         .collect();
     let queue = Arc::new(parking_lot::Mutex::new(prompts));

@@ -228,3 +228,54 @@ async fn adapters_through_the_openai_client() {
     let s = TestServer::start_decls(vec![decl], limits, sources, ServerOptions::default(), false);
     run_python_test("openai_lora.py", &[&s.url, &want.join(",")]).await;
 }
+
+/// Dense bf16 weights run q/k/v and gate/up as merged projections (as on a GPU): the adapters'
+/// deltas go into the merged outputs side by side. Against the merged model in bf16, at bf16's
+/// tolerance.
+#[test]
+fn adapters_on_merged_projections_match_merged_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = write_tiny_llama(&dir.path().join("base"), SEED);
+    let adapter = dir.path().join("adapter");
+    write_peft_adapter(
+        &adapter,
+        5,
+        8,
+        16.0,
+        false,
+        &[Target::K, Target::Up, Target::Down],
+    );
+    let merged = dir.path().join("merged");
+    write_merged_tiny_llama(&merged, SEED, &adapter);
+    let mut limits = test_limits(256, 16);
+    limits.dtype = weir::models::device::DTypeSpec::Bf16;
+    let mut served = engine_core_with_loras(&base, &limits, &[&adapter]);
+    let mut reference = engine_core(&merged, &limits);
+    let mut plain = engine_core(&base, &limits);
+    let p = &prompts(1, 9)[0];
+    let ask = |lora| {
+        let mut r = request(0, p, lora);
+        r.sampling.prompt_logprobs = Some(1);
+        r
+    };
+    let lp = |core: &mut EngineCore, lora| -> Vec<f32> {
+        run(core, vec![ask(lora)])[&RequestId(0)]
+            .iter()
+            .flat_map(|d| d.prompt_logprobs.iter().map(|l| l.logprob))
+            .collect()
+    };
+    let (g, w, b) = (
+        lp(&mut served, Some(0)),
+        lp(&mut reference, None),
+        lp(&mut plain, None),
+    );
+    let max = |x: &[f32], y: &[f32]| {
+        x.iter()
+            .zip(y)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max)
+    };
+    let (err, moved) = (max(&g, &w), max(&g, &b));
+    println!("bf16 merged projections: |adapter - merged| {err:.2e}, |adapter - base| {moved:.2e}");
+    assert!(err < 0.15 && moved > 4.0 * err, "err {err}, moved {moved}");
+}

@@ -132,3 +132,35 @@ fn kv_events_flags_read_vllms_json() {
     let short = ServeArgs::parse_from_args(["--kv-events-endpoint", "tcp://*:7000"]);
     assert_eq!(short.kv_events().unwrap().unwrap().endpoint, "tcp://*:7000");
 }
+
+#[test]
+fn lora_modules_attach_to_the_one_model() {
+    let a = ServeArgs::parse_from_args([
+        "--model",
+        "base=/m",
+        "--lora-modules",
+        "sql=/a/sql",
+        "chat=/a/chat",
+    ]);
+    let mut decls = a.model_decls().unwrap();
+    a.attach_loras(&mut decls).unwrap();
+    let names: Vec<&str> = decls[0].loras.iter().map(|l| l.id.as_str()).collect();
+    assert_eq!(names, ["sql", "chat"]);
+    let two = ServeArgs::parse_from_args([
+        "--model",
+        "a=/m",
+        "--model",
+        "b=/n",
+        "--lora-modules",
+        "sql=/a/sql",
+    ]);
+    let mut decls = two.model_decls().unwrap();
+    assert!(two.attach_loras(&mut decls).is_err());
+    let toml =
+        "[[models]]\nid = \"x\"\nsource = \"/m\"\nloras = [{ name = \"sql\", path = \"/a\" }]\n";
+    let d = parse_models_config(toml).unwrap();
+    assert_eq!(
+        (d[0].loras[0].id.as_str(), d[0].loras[0].source.as_str()),
+        ("sql", "/a")
+    );
+}
