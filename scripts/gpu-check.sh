@@ -16,7 +16,8 @@
 #      CUDA = on CPU (also with --cuda-graphs and concurrent requests), seeded requests on CUDA
 #      repeat (kernel-drawn and host-sampled rows; each sequence's RNG travels with it), and
 #      SmolLM2 (dequantized to bf16) CUDA vs CPU when WEIR_SMOLLM2_GGUF points at its GGUF,
-#      a tiny BERT encoder's hidden states (embeddings) CUDA vs CPU.
+#      a tiny BERT encoder's hidden states (embeddings) CUDA vs CPU, and LoRA adapters (mixed
+#      adapter and base requests, merged projections with their deltas) greedy CUDA = CPU.
 #   2. `weir serve --load-format dummy` with Llama-3.2-1B's shape (bf16), `weir bench` at
 #      concurrency 1 and 32 (128-token prompts, 128 output tokens), once per attention
 #      backend (tensor: candle ops; cuda: weir's kernels), printed as one table.

@@ -6,6 +6,7 @@
 //!   kernels (`kernels/fused.cu`) and with the candle ops they replace;
 //! - the BERT encoder's hidden states on CUDA against the CPU (f32, bf16);
 //! - `--cuda-graphs`: concurrent greedy requests replayed from padded graphs = the CPU's text;
+//! - LoRA adapters (merged projections with their deltas) = the CPU's greedy tokens;
 //! - SmolLM2 (dequantized to bf16) on CUDA against the CPU, when its GGUF is on the machine
 //!   (WEIR_SMOLLM2_GGUF; at 98 MB it does not travel with the binaries).
 #![cfg(feature = "cuda")]
@@ -281,6 +282,40 @@ fn moe_served_on_cuda_greedy_equals_cpu() {
     let dir = tempfile::tempdir().unwrap();
     let path = weir::testing::moe::write_tiny_moe(dir.path(), 9);
     assert_cuda_greedy_equals_cpu("moe", &path, &TWO_PROMPTS);
+}
+
+/// LoRA adapters on CUDA (f32 dense weights: merged projections, each adapter's rows gathered
+/// and their deltas added with candle ops): requests of an adapter and of the base model, all
+/// in one batch, get the CPU's greedy tokens.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn lora_served_on_cuda_greedy_equals_cpu() {
+    use weir::models::device::{DTypeSpec, DeviceSpec};
+    use weir::models::lora::Target;
+    use weir::step::LoraId;
+    use weir::testing::lora::{engine_core_with_loras, write_peft_adapter};
+    use weir::testing::{greedy_request, run_to_completion, test_limits};
+    let dir = tempfile::tempdir().unwrap();
+    let base = write_tiny_llama(&dir.path().join("base"), 9);
+    let adapter = dir.path().join("adapter");
+    write_peft_adapter(&adapter, 1, 8, 16.0, false, &Target::ALL);
+    let cpu = test_limits(256, 16);
+    let mut gpu = cpu;
+    gpu.device = DeviceSpec::Cuda(0);
+    gpu.dtype = DTypeSpec::F32;
+    let run = |limits| {
+        let mut core = engine_core_with_loras(&base, &limits, &[adapter.as_path()]);
+        for i in 0..6u64 {
+            let prompt: Vec<u32> = (0..10 + 3 * i as u32).map(|t| (t * 17 + 5) % 256).collect();
+            let mut r = greedy_request(i, prompt, 12);
+            r.lora = (i % 2 == 0).then_some(LoraId(0));
+            core.add(r).unwrap();
+        }
+        run_to_completion(&mut core)
+    };
+    let (on_cpu, on_gpu) = (run(cpu), run(gpu));
+    println!("lora greedy: cpu {on_cpu:?} cuda {on_gpu:?}");
+    assert_eq!(on_cpu, on_gpu);
 }
 
 /// The BERT encoder (embeddings) on CUDA: each packed sequence's hidden states, in f32 and

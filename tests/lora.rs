@@ -279,3 +279,39 @@ fn adapters_on_merged_projections_match_merged_weights() {
     println!("bf16 merged projections: |adapter - merged| {err:.2e}, |adapter - base| {moved:.2e}");
     assert!(err < 0.15 && moved > 4.0 * err, "err {err}, moved {moved}");
 }
+
+/// PEFT itself (PyPI `peft` over transformers, f32) applies the adapter weir serves: the
+/// teacher-forced log-probabilities of a prompt agree within 1e-3 (tests/peft_reference.py),
+/// for a plain and an rsLoRA adapter.
+#[tokio::test]
+async fn peft_itself_computes_what_weir_computes() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = write_tiny_llama(&dir.path().join("base"), SEED);
+    let cases = [
+        (8, 16.0, false, Target::ALL.to_vec()),
+        (4, 8.0, true, vec![Target::Q, Target::O, Target::Up]),
+    ];
+    for (i, (rank, alpha, rslora, targets)) in cases.into_iter().enumerate() {
+        let adapter = dir.path().join(format!("adapter{i}"));
+        write_peft_adapter(&adapter, 30 + i as u64, rank, alpha, rslora, &targets);
+        let mut core = engine_core_with_loras(&base, &test_limits(64, 16), &[&adapter]);
+        let prompt = &prompts(1, 40 + i as u64)[0];
+        let mut r = request(0, prompt, Some(0));
+        r.sampling.prompt_logprobs = Some(1);
+        let lps: Vec<String> = run(&mut core, vec![r])[&RequestId(0)]
+            .iter()
+            .flat_map(|d| d.prompt_logprobs.iter().map(|l| l.logprob.to_string()))
+            .collect();
+        let ids: Vec<String> = prompt.iter().map(|t| t.to_string()).collect();
+        weir::testing::run_python_test(
+            "peft_reference.py",
+            &[
+                &base.display().to_string(),
+                &adapter.display().to_string(),
+                &ids.join(","),
+                &lps.join(","),
+            ],
+        )
+        .await;
+    }
+}

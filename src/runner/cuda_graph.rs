@@ -151,6 +151,8 @@ impl DecodeGraphs {
             logits_rows: (0..b as u32).collect(),
             block_ids: Vec::new(),
             block_size: self.block_size,
+            // graphs run steps without adapter rows only
+            lora_rows: Vec::new(),
         };
         let _cache = cuda.enable_cuda_graph_htod_cache();
         model.forward_inputs(&shape, &step, attn)?; // warm-up: modules, cuBLAS, parameter cache
