@@ -196,7 +196,9 @@ fn adapters_never_share_prefix_cache_blocks() {
 /// Over HTTP with the official `openai` client (tests/openai_lora.py): `/v1/models` lists each
 /// adapter with its parent; a completion on an adapter's name answers under that name with the
 /// tokens the engine gives that adapter; the base model's answer differs; an unknown adapter is
-/// 404. Adapters are declared as `--lora-modules` declares them (`ModelDecl::loras`).
+/// 404. Adapters are declared as `--lora-modules` declares them (`ModelDecl::loras`). At run
+/// time, `/v1/load_lora_adapter` serves the same folder under a new name (the same answers) and
+/// `/v1/unload_lora_adapter` takes it away (404 after).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adapters_through_the_openai_client() {
     use weir::api::ServerOptions;
@@ -226,7 +228,8 @@ async fn adapters_through_the_openai_client() {
     let limits = manager_limits(test_limits(64, 16), None, 60);
     let sources = weir::config::ServeArgs::from_env().sources();
     let s = TestServer::start_decls(vec![decl], limits, sources, ServerOptions::default(), false);
-    run_python_test("openai_lora.py", &[&s.url, &want.join(",")]).await;
+    let path = a0.display().to_string();
+    run_python_test("openai_lora.py", &[&s.url, &want.join(","), &path]).await;
 }
 
 /// Dense bf16 weights run q/k/v and gate/up as merged projections (as on a GPU): the adapters'

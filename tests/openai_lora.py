@@ -1,7 +1,7 @@
 """LoRA adapters through the official openai client (tests/lora.rs starts the server: model
 "tiny" with adapter "sql").
 
-    python3 tests/openai_lora.py BASE_URL WANT_TOKEN_IDS
+    python3 tests/openai_lora.py BASE_URL WANT_TOKEN_IDS ADAPTER_PATH
 """
 import sys
 
@@ -10,6 +10,7 @@ import openai
 
 def main():
     base_url, want = sys.argv[1], [int(t) for t in sys.argv[2].split(",")]
+    adapter_path = sys.argv[3]
     client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0)
     cards = {m.id: m for m in client.models.list().data}
     assert set(cards) == {"tiny", "sql"}, cards
@@ -37,6 +38,39 @@ def main():
         raise AssertionError("an unknown adapter was served")
     except openai.NotFoundError:
         pass
+    # run time: the same folder loaded again under a new name answers the same; unloaded, 404
+    import json
+    import urllib.error
+    import urllib.request
+
+    def post(path, body):
+        req = urllib.request.Request(f"{base_url}{path}", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    status, text = post("/v1/load_lora_adapter", {"lora_name": "sql2", "lora_path": adapter_path})
+    assert status == 200 and "sql2" in text, (status, text)
+    assert {m.id for m in client.models.list().data} == {"tiny", "sql", "sql2"}
+    r2 = client.completions.create(model="sql2", **ask)
+    assert r2.model == "sql2" and r2.choices[0].text == r.choices[0].text, (r2, r)
+    status, text = post("/v1/load_lora_adapter", {"lora_name": "sql2", "lora_path": adapter_path})
+    assert status == 400 and "already" in text, (status, text)
+    status, text = post("/v1/load_lora_adapter", {"lora_name": "bad", "lora_path": "/no/such"})
+    assert status == 400, (status, text)
+    status, text = post("/v1/unload_lora_adapter", {"lora_name": "sql2"})
+    assert status == 200, (status, text)
+    try:
+        client.completions.create(model="sql2", **ask)
+        raise AssertionError("an unloaded adapter was served")
+    except openai.NotFoundError:
+        pass
+    status, _ = post("/v1/unload_lora_adapter", {"lora_name": "sql2"})
+    assert status == 404, status
+    assert client.completions.create(model="sql", **ask).choices[0].text == r.choices[0].text
     print("ok")
 
 

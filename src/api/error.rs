@@ -53,6 +53,17 @@ impl ApiError {
     }
 
     /// 401 in OpenAI's words.
+    /// 404 for a LoRA adapter no one declared or loaded (vLLM's answer).
+    pub fn adapter_not_found(name: &str) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            message: format!("The LoRA adapter `{name}` does not exist."),
+            param: Some("lora_name".into()),
+            code: Some("model_not_found"),
+            retry_after: None,
+        }
+    }
+
     pub fn unauthorized() -> Self {
         Self {
             status: StatusCode::UNAUTHORIZED,

@@ -8,6 +8,7 @@ pub mod error;
 pub mod generation;
 pub mod health;
 pub mod logprobs;
+pub mod lora;
 pub mod openai;
 pub mod options;
 pub mod ratelimit;
@@ -154,6 +155,8 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/models/{id}/load", post(admin::load))
         .route("/admin/models/{id}/unload", post(admin::unload))
         .route("/admin/stats", get(admin::stats))
+        .route("/v1/load_lora_adapter", post(lora::load_lora_adapter))
+        .route("/v1/unload_lora_adapter", post(lora::unload_lora_adapter))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_admin_key,

@@ -45,10 +45,11 @@ impl ModelLease {
         }
     }
 
-    /// The same hold, for requests on the model's adapter `lora` named `name`.
-    pub(super) fn with_lora(self, lora: crate::step::LoraId, name: &str) -> Self {
+    /// The same hold, for requests on the model's adapter `lora`; `hold` is the adapter's name
+    /// as the manager keeps it (its count is the adapter's requests in flight).
+    pub(super) fn with_lora(self, lora: crate::step::LoraId, hold: Arc<str>) -> Self {
         Self {
-            lora: Some((lora, Arc::from(name))),
+            lora: Some((lora, hold)),
             ..self
         }
     }

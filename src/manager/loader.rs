@@ -376,32 +376,39 @@ fn embedding_shape(model: &dyn Model, limits: &EngineLimits) -> (KvCacheConfig, 
     (kv, sched)
 }
 
-/// Reads `local` with `loras` (name = PEFT folder) as its adapters, in order (`LoraId` i is
-/// `loras[i]`).
+/// Reads `local` with the adapters of `loras` in their slots (`LoraId` i is `loras[i]`; an
+/// empty slot stays empty).
 pub fn read_model(
     local: &LocalModel,
     limits: &EngineLimits,
-    loras: &[crate::store::ModelSpec],
+    loras: &[Option<crate::store::ModelSpec>],
 ) -> Result<(Arc<dyn Model>, Arc<TextCodec>), ManagerError> {
-    let (mut model, codec) = load_weights(local, limits)?;
-    if !loras.is_empty() {
-        let shape = crate::models::lora::LoraShape::of(model.config());
-        let (device, dtype) = (model.device().clone(), model.dtype());
-        let adapters = loras
-            .iter()
-            .map(|l| {
-                let dir = std::path::Path::new(&l.source);
-                crate::models::lora::LoraAdapter::load(&l.id, dir, &shape, &device, dtype)
-                    .map_err(|e| ManagerError::Limits(format!("LoRA adapter {}: {e}", l.id)))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if !model.set_loras(adapters) {
-            return Err(ManagerError::Limits(
-                "this model does not serve LoRA adapters (Llama-family models without fused projections or experts do)".into(),
-            ));
+    let (model, codec) = load_weights(local, limits)?;
+    for (i, l) in loras.iter().enumerate() {
+        if let Some(l) = l {
+            attach_lora(model.as_ref(), i as u32, l)?;
         }
     }
     Ok((Arc::from(model), Arc::new(codec)))
+}
+
+/// Reads the adapter `spec` (a PEFT folder) for `model` and puts it in slot `index`.
+pub fn attach_lora(
+    model: &dyn Model,
+    index: u32,
+    spec: &crate::store::ModelSpec,
+) -> Result<(), ManagerError> {
+    use crate::models::lora::{LoraAdapter, LoraShape};
+    let shape = LoraShape::of(model.config());
+    let dir = std::path::Path::new(&spec.source);
+    let adapter = LoraAdapter::load(&spec.id, dir, &shape, model.device(), model.dtype())
+        .map_err(|e| ManagerError::Limits(format!("LoRA adapter {}: {e}", spec.id)))?;
+    if !model.set_lora(index, Some(adapter)) {
+        return Err(ManagerError::Limits(
+            "this model does not serve LoRA adapters (Llama-family models without fused projections or experts do)".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Loads `local` and starts its engine thread (publishing KV events to `kv_events`, if any).

@@ -11,11 +11,13 @@
 //! A request holds a `ModelLease` from lookup to its last byte (its `n` choices share it); a
 //! model is busy while a lease is held. The lease count is the one count of requests in flight.
 
+pub mod adapters;
 pub mod decl;
 pub mod handle;
 pub mod host;
 pub mod limits;
 pub mod loader;
+mod lora_admin;
 pub mod lru;
 mod memory;
 mod open;
@@ -36,6 +38,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use adapters::LoraAdminError;
 pub use decl::{validate_model_id, EngineOverrides, ModelDecl};
 pub use handle::{ModelHandle, ModelLease};
 use host::HostCopy;
@@ -129,44 +132,13 @@ struct Inner {
     load_lock: tokio::sync::Mutex<()>,
     /// Where engines started from now on publish their KV events (`--kv-events-config`).
     kv_events: std::sync::OnceLock<crate::kv_events::KvEventSink>,
-    /// LoRA adapter name -> (its model, its index among the model's adapters).
-    adapters: BTreeMap<String, (String, u32)>,
+    /// The models' LoRA adapters.
+    adapters: adapters::Adapters,
 }
 
 #[derive(Clone)]
 pub struct ModelManager {
     inner: Arc<Inner>,
-}
-
-/// Every declared adapter's model and index among its adapters; adapter names are unique
-/// among models and adapters, and each names a local PEFT folder.
-fn adapter_index(
-    entries: &BTreeMap<String, Entry>,
-) -> Result<BTreeMap<String, (String, u32)>, String> {
-    let mut out = BTreeMap::new();
-    for (id, e) in entries {
-        for (i, l) in e.decl.loras.iter().enumerate() {
-            validate_model_id(&l.id)?;
-            if entries.contains_key(&l.id)
-                || out.insert(l.id.clone(), (id.clone(), i as u32)).is_some()
-            {
-                return Err(format!(
-                    "LoRA adapter name {:?} is already a model's or another adapter's",
-                    l.id
-                ));
-            }
-            if !std::path::Path::new(&l.source)
-                .join("adapter_config.json")
-                .exists()
-            {
-                return Err(format!(
-                    "LoRA adapter {:?}: {:?} is not a PEFT folder on local disk (no adapter_config.json)",
-                    l.id, l.source
-                ));
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// Why a model could not be served.
@@ -234,7 +206,11 @@ impl ModelManager {
                 return Err(format!("model id {id:?} is declared twice"));
             }
         }
-        let adapters = adapter_index(&entries)?;
+        let adapters = adapters::Adapters::declare(
+            entries
+                .iter()
+                .map(|(id, e)| (id.as_str(), e.decl.loras.as_slice())),
+        )?;
         Ok(Self {
             inner: Arc::new(Inner {
                 entries,
@@ -257,12 +233,9 @@ impl ModelManager {
         let _ = self.inner.kv_events.set(sink);
     }
 
-    /// Declared LoRA adapters, sorted: (name, its model).
-    pub fn adapters(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.inner
-            .adapters
-            .iter()
-            .map(|(name, (base, _))| (name.as_str(), base.as_str()))
+    /// The LoRA adapters served, sorted: (name, its model).
+    pub fn adapters(&self) -> Vec<(String, String)> {
+        self.inner.adapters.list()
     }
 
     /// Declared model ids, sorted.
@@ -295,9 +268,9 @@ impl ModelManager {
 
     /// A lease on the model `id`, loading it first if needed.
     pub async fn get_or_load(&self, id: &str) -> Result<ModelLease, LoadError> {
-        if let Some((base, i)) = self.inner.adapters.get(id) {
-            let lease = Box::pin(self.get_or_load(base)).await?;
-            return Ok(lease.with_lora(crate::step::LoraId(*i), id));
+        if let Some(a) = self.inner.adapters.lookup(id) {
+            let lease = Box::pin(self.get_or_load(&a.model)).await?;
+            return Ok(lease.with_lora(crate::step::LoraId(a.index), a.hold));
         }
         let entry = self.entry(id)?;
         entry.counters.last_used_ms.store(
@@ -393,7 +366,7 @@ impl ModelManager {
         let (started, before) = (Instant::now(), self.used_bytes());
         let (metrics, lid) = (self.inner.metrics.clone(), id.clone());
         let kv_events = self.inner.kv_events.get().cloned();
-        let loras = entry.decl.loras.clone();
+        let loras = self.inner.adapters.slots_of(&id);
         let result = tokio::task::spawn_blocking(move || match from {
             LoadFrom::Host(model, codec) => {
                 let device = limits.device.open()?;

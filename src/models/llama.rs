@@ -174,8 +174,8 @@ pub struct Llama {
     rope_inv_freq: Tensor,
     /// Served as an embedding model (`--task embed`): its last token's final hidden state.
     embedding: Option<super::EmbeddingInfo>,
-    /// LoRA adapters requests may run with (`LoraId` i is `loras[i]`).
-    loras: Vec<LoraAdapter>,
+    /// LoRA adapters requests may run with (`LoraId` i is `loras[i]`; None: unloaded).
+    loras: parking_lot::RwLock<Vec<Option<LoraAdapter>>>,
     span: tracing::Span,
 }
 
@@ -231,7 +231,7 @@ impl Llama {
             device,
             dtype,
             embedding: None,
-            loras: Vec::new(),
+            loras: Default::default(),
             span: tracing::span!(tracing::Level::TRACE, "llama.forward"),
         })
     }
@@ -256,7 +256,8 @@ impl Llama {
                 .rope
                 .tables(&batch.positions, self.dtype, &self.device)?,
         };
-        let loras = LoraStep::new(&self.loras, &batch.lora_rows, &self.device)?;
+        let adapters = self.loras.read();
+        let loras = LoraStep::new(&adapters, &batch.lora_rows, &self.device)?;
         let step = StepContext {
             batch,
             rope,
@@ -338,11 +339,13 @@ impl Model for Llama {
             dtype: self.dtype,
             fused_kernels: self.fused_kernels,
             embedding: self.embedding,
-            loras: self
-                .loras
-                .iter()
-                .map(|a| a.to_device(device))
-                .collect::<Result<_>>()?,
+            loras: parking_lot::RwLock::new(
+                self.loras
+                    .read()
+                    .iter()
+                    .map(|a| a.as_ref().map(|a| a.to_device(device)).transpose())
+                    .collect::<Result<_>>()?,
+            ),
             span: self.span.clone(),
         }))
     }
@@ -355,17 +358,28 @@ impl Model for Llama {
             .iter()
             .map(|y| tb(&y.attn_norm) + tb(&y.mlp_norm) + y.attn.bytes() + y.mlp.bytes())
             .sum();
-        let loras: u64 = self.loras.iter().map(LoraAdapter::bytes).sum();
+        let loras: u64 = self
+            .loras
+            .read()
+            .iter()
+            .flatten()
+            .map(LoraAdapter::bytes)
+            .sum();
         self.embed.bytes() + layers + self.head.bytes() + loras
     }
 
-    fn set_loras(&mut self, loras: Vec<LoraAdapter>) -> bool {
+    fn set_lora(&self, index: u32, adapter: Option<LoraAdapter>) -> bool {
         // NOTE: adapters of a fused-projection (Phi-3) or mixture-of-experts model name
         // modules weir does not adapt
         if self.cfg.fused_projections || self.cfg.moe.is_some() {
             return false;
         }
-        self.loras = loras;
+        let mut slots = self.loras.write();
+        let i = index as usize;
+        if slots.len() <= i {
+            slots.resize_with(i + 1, || None);
+        }
+        slots[i] = adapter;
         true
     }
 }

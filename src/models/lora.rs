@@ -348,14 +348,15 @@ impl<'a> LoraStep<'a> {
     /// `rows`: (index into `adapters`, the batch rows of that adapter), from
     /// `ForwardBatch::lora_rows`.
     pub fn new(
-        adapters: &'a [LoraAdapter],
+        adapters: &'a [Option<LoraAdapter>],
         rows: &[(u32, Vec<u32>)],
         device: &Device,
     ) -> CResult<Self> {
         let groups = rows
             .iter()
             .map(|(i, rows)| {
-                let adapter = adapters.get(*i as usize).ok_or_else(|| {
+                let slot = adapters.get(*i as usize).and_then(Option::as_ref);
+                let adapter = slot.ok_or_else(|| {
                     candle_core::Error::Msg(format!("adapter {i} is not loaded. This is a bug."))
                 })?;
                 Ok((adapter, Tensor::new(rows.as_slice(), device)?))

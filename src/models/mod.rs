@@ -161,10 +161,11 @@ pub trait Model: CausalLm + Sync {
         let _ = info;
         false
     }
-    /// Serves `loras` as adapters requests may name (`LoraId` i is `loras[i]`); false when the
-    /// family does not serve adapters.
-    fn set_loras(&mut self, loras: Vec<lora::LoraAdapter>) -> bool {
-        let _ = loras;
+    /// Puts `adapter` in slot `index` (`LoraId(index)`; None empties it), growing the slots as
+    /// needed; false when the family does not serve adapters. Safe while the model serves: a
+    /// step reads the slots once.
+    fn set_lora(&self, index: u32, adapter: Option<lora::LoraAdapter>) -> bool {
+        let _ = (index, adapter);
         false
     }
 }

@@ -110,17 +110,16 @@ pub fn engine_core_with_loras(
     adapters: &[&Path],
 ) -> EngineCore {
     let local = open_source(source, limits);
-    let (mut model, _codec) = load_weights(&local, limits).expect("load model");
+    let (model, _codec) = load_weights(&local, limits).expect("load model");
     let shape = LoraShape::of(model.config());
-    let loaded: Vec<LoraAdapter> = adapters
-        .iter()
-        .enumerate()
-        .map(|(i, dir)| {
-            LoraAdapter::load(&format!("a{i}"), dir, &shape, model.device(), model.dtype())
-                .expect("load adapter")
-        })
-        .collect();
-    assert!(model.set_loras(loaded), "the model serves adapters");
+    for (i, dir) in adapters.iter().enumerate() {
+        let a = LoraAdapter::load(&format!("a{i}"), dir, &shape, model.device(), model.dtype())
+            .expect("load adapter");
+        assert!(
+            model.set_lora(i as u32, Some(a)),
+            "the model serves adapters"
+        );
+    }
     let (kv, sched) = engine_shape(model.as_ref(), limits).expect("engine shape");
     let runner = ModelRunner::new(model, kv, limits.attention_backend, limits.cuda_graphs)
         .expect("allocate the KV cache");

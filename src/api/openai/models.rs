@@ -40,6 +40,7 @@ pub async fn list_models(State(state): State<AppState>) -> Json<ModelList> {
                 state
                     .models
                     .adapters()
+                    .iter()
                     .map(|(name, base)| adapter_card(&state, name, base)),
             )
             .collect(),
@@ -51,7 +52,7 @@ pub async fn model(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<ModelCard>, ApiError> {
-    if let Some((name, base)) = state.models.adapters().find(|(name, _)| *name == id) {
+    if let Some((name, base)) = state.models.adapters().iter().find(|(name, _)| *name == id) {
         return Ok(Json(adapter_card(&state, name, base)));
     }
     if !state.models.ids().any(|m| m == id) {

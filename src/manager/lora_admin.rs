@@ -1,0 +1,90 @@
+//! LoRA adapters loaded and unloaded while the server runs (vLLM's `/v1/load_lora_adapter` and
+//! `/v1/unload_lora_adapter`).
+//!
+//! Loading takes the model's load lock, so no model load runs meanwhile: a loaded model reads
+//! the adapter now (its failure is the answer), one that is not loaded reads it with its next
+//! load (its host-tier copy, which lacks it, is dropped). Unloading forgets the name at once (new
+//! requests on it get 404) and empties the model's slot once the requests still running on the
+//! adapter are done.
+
+use super::adapters::LoraAdminError;
+use super::ModelManager;
+use crate::store::ModelSpec;
+use std::sync::Arc;
+
+impl ModelManager {
+    /// Adds adapter `name` from the PEFT folder `path` to `model` (the one declared model when
+    /// `None`).
+    pub async fn load_lora(
+        &self,
+        name: &str,
+        path: &str,
+        model: Option<&str>,
+    ) -> Result<(), LoraAdminError> {
+        use LoraAdminError::Invalid;
+        let model =
+            match model {
+                Some(m) => m.to_string(),
+                None => match self.ids().collect::<Vec<_>>().as_slice() {
+                    [one] => one.to_string(),
+                    _ => return Err(Invalid(
+                        "several models are declared: name the adapter's model in base_model_name"
+                            .into(),
+                    )),
+                },
+            };
+        let entry = self.entry(&model).map_err(|e| Invalid(e.to_string()))?;
+        let _no_load = entry.loading.lock().await;
+        self.inner
+            .adapters
+            .check_new(name, path, self.ids())
+            .map_err(Invalid)?;
+        let spec = ModelSpec {
+            id: name.to_string(),
+            source: path.to_string(),
+        };
+        let index = self.inner.adapters.slots_of(&model).len() as u32;
+        let loaded = entry.loaded.read().clone();
+        match loaded {
+            Some(handle) => {
+                let (m, s) = (handle.model.clone(), spec.clone());
+                tokio::task::spawn_blocking(move || {
+                    super::loader::attach_lora(m.as_ref(), index, &s)
+                })
+                .await
+                .map_err(|e| Invalid(e.to_string()))?
+                .map_err(|e| Invalid(e.to_string()))?;
+            }
+            None => *entry.host.lock() = None,
+        }
+        let got = self.inner.adapters.push(&model, spec);
+        debug_assert_eq!(got, index, "slots change only under the load lock");
+        tracing::info!(adapter = name, model = %model, slot = index, "LoRA adapter loaded");
+        Ok(())
+    }
+
+    /// Removes adapter `name`.
+    pub async fn unload_lora(&self, name: &str) -> Result<(), LoraAdminError> {
+        let slot = self
+            .inner
+            .adapters
+            .remove(name)
+            .ok_or_else(|| LoraAdminError::NotFound(name.to_string()))?;
+        let manager = self.clone();
+        tokio::spawn(async move {
+            // each lease on the adapter holds a clone of `hold`
+            while Arc::strong_count(&slot.hold) > 1 {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            if let Ok(entry) = manager.entry(&slot.model) {
+                let _no_load = entry.loading.lock().await;
+                if let Some(h) = entry.loaded.read().clone() {
+                    h.model.set_lora(slot.index, None);
+                }
+                *entry.host.lock() = None;
+            }
+        });
+        tracing::info!(adapter = name, "LoRA adapter unloaded");
+        Ok(())
+    }
+}
