@@ -27,6 +27,7 @@ fn decoding(n: usize) -> Scheduler {
         policy: SchedulingPolicy::Fcfs,
         sliding_window: None,
         whole_prompts: false,
+        max_loras: None,
     });
     for i in 0..n {
         s.add(Request {

@@ -131,30 +131,32 @@ fn mixed_batches_give_each_request_its_alone_tokens() {
             .map(|(i, p)| request(i as u64, p, loras[i % 3]))
             .collect()
     };
-    // together: a small token budget (chunked prompts) and a pool too small for all (preemption)
-    let mut limits = test_limits(40, 4);
-    limits.max_num_batched_tokens = Some(24);
-    let mut core = engine_core_with_loras(&base, &limits, &[&a0, &a1]);
-    for r in reqs() {
-        core.add(r).unwrap();
-    }
-    let together = run_to_completion(&mut core);
-    assert!(
-        core.scheduler().num_preemptions() > 0,
-        "the pool forced preemption"
-    );
     let alone_limits = test_limits(256, 4);
-    for r in reqs() {
-        let id = r.id;
-        let mut alone = engine_core_with_loras(&base, &alone_limits, &[&a0, &a1]);
-        alone.add(r).unwrap();
-        let want = run_to_completion(&mut alone).remove(&id).unwrap();
-        assert_eq!(
-            together[&id],
-            want,
-            "request {id:?} ({:?})",
-            loras[id.0 as usize % 3]
+    let alone: HashMap<RequestId, Vec<u32>> = reqs()
+        .into_iter()
+        .map(|r| {
+            let id = r.id;
+            let mut core = engine_core_with_loras(&base, &alone_limits, &[&a0, &a1]);
+            core.add(r).unwrap();
+            (id, run_to_completion(&mut core).remove(&id).unwrap())
+        })
+        .collect();
+    // together: a small token budget (chunked prompts), a pool too small for all
+    // (preemption); and again with one adapter at a time (`--max-loras 1`)
+    for max_loras in [None, Some(1)] {
+        let mut limits = test_limits(40, 4);
+        limits.max_num_batched_tokens = Some(24);
+        limits.max_loras = max_loras;
+        let mut core = engine_core_with_loras(&base, &limits, &[&a0, &a1]);
+        for r in reqs() {
+            core.add(r).unwrap();
+        }
+        let together = run_to_completion(&mut core);
+        assert!(
+            core.scheduler().num_preemptions() > 0,
+            "the pool forced preemption"
         );
+        assert_eq!(together, alone, "max_loras {max_loras:?}");
     }
 }
 
@@ -317,4 +319,27 @@ async fn peft_itself_computes_what_weir_computes() {
         )
         .await;
     }
+}
+
+/// `--max-lora-rank`: an adapter of a larger rank is refused when it loads, naming the flag.
+#[test]
+fn an_adapter_above_max_lora_rank_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = write_tiny_llama(&dir.path().join("base"), SEED);
+    let adapter = dir.path().join("wide");
+    write_peft_adapter(&adapter, 1, 16, 16.0, false, &[Target::Q]);
+    let mut limits = test_limits(64, 16);
+    limits.max_lora_rank = Some(8);
+    let local = weir::store::LocalModel::open(&base).unwrap();
+    let spec = weir::store::ModelSpec {
+        id: "wide".into(),
+        source: adapter.display().to_string(),
+    };
+    let err = weir::manager::loader::read_model(&local, &limits, &[Some(spec.clone())])
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("--max-lora-rank 8"), "{err}");
+    limits.max_lora_rank = Some(16);
+    assert!(weir::manager::loader::read_model(&local, &limits, &[Some(spec)]).is_ok());
 }

@@ -45,6 +45,9 @@ impl ServeArgs {
                 ));
             }
         }
+        if self.max_loras == Some(0) || self.max_lora_rank == Some(0) {
+            return Err("--max-loras and --max-lora-rank must be positive".into());
+        }
         if self.max_queued_requests == 0 || self.max_queued_prompt_tokens == 0 {
             return Err(
                 "--max-queued-requests and --max-queued-prompt-tokens must be positive".into(),
@@ -78,6 +81,8 @@ impl ServeArgs {
             cuda_graphs: self.cuda_graphs,
             max_queued_requests: self.max_queued_requests,
             max_queued_prompt_tokens: self.max_queued_prompt_tokens,
+            max_loras: self.max_loras,
+            max_lora_rank: self.max_lora_rank,
         })
     }
 

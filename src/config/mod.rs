@@ -204,6 +204,14 @@ pub struct ServeArgs {
     /// Prompt tokens per model waiting for their first step beyond which new requests get 429.
     #[arg(long, env = "WEIR_MAX_QUEUED_PROMPT_TOKENS", default_value_t = 1 << 20)]
     pub max_queued_prompt_tokens: usize,
+    /// LoRA adapters that may run at once on a model (vLLM's flag): a request of another adapter
+    /// waits until one of them has no request running. Default: no limit (vLLM's is 1).
+    #[arg(long, env = "WEIR_MAX_LORAS")]
+    pub max_loras: Option<usize>,
+    /// Largest adapter rank served (vLLM's flag); a larger one is refused when it loads.
+    /// Default: no limit (vLLM's is 16).
+    #[arg(long, env = "WEIR_MAX_LORA_RANK")]
+    pub max_lora_rank: Option<usize>,
     /// Seconds a request may run (queue included) before it is aborted, its KV blocks freed and
     /// the client told; 0: no limit.
     #[arg(long, env = "WEIR_REQUEST_TIMEOUT", default_value_t = 0.0)]

@@ -72,6 +72,10 @@ pub struct EngineLimits {
     pub cuda_graphs: bool,
     pub max_queued_requests: usize,
     pub max_queued_prompt_tokens: usize,
+    /// `--max-loras`: adapters among a model's running requests (None: no limit).
+    pub max_loras: Option<usize>,
+    /// `--max-lora-rank`: adapters of a larger rank are refused (None: no limit).
+    pub max_lora_rank: Option<usize>,
 }
 
 /// Defaults of `--max-num-seqs` and `--max-num-batched-tokens` on the CPU: a step of 512

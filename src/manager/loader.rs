@@ -340,6 +340,7 @@ pub fn engine_shape(
             .sliding_window
             .filter(|_| cfg.sliding_layers.iter().all(|&s| s)),
         whole_prompts,
+        max_loras: limits.max_loras,
     };
     Ok((kv, sched))
 }
@@ -372,6 +373,7 @@ fn embedding_shape(model: &dyn Model, limits: &EngineLimits) -> (KvCacheConfig, 
         policy: limits.scheduling_policy,
         sliding_window: None,
         whole_prompts: true,
+        max_loras: None,
     };
     (kv, sched)
 }
@@ -386,23 +388,31 @@ pub fn read_model(
     let (model, codec) = load_weights(local, limits)?;
     for (i, l) in loras.iter().enumerate() {
         if let Some(l) = l {
-            attach_lora(model.as_ref(), i as u32, l)?;
+            attach_lora(model.as_ref(), i as u32, l, limits.max_lora_rank)?;
         }
     }
     Ok((Arc::from(model), Arc::new(codec)))
 }
 
-/// Reads the adapter `spec` (a PEFT folder) for `model` and puts it in slot `index`.
+/// Reads the adapter `spec` (a PEFT folder) for `model` and puts it in slot `index`; one of a
+/// rank above `max_rank` is refused.
 pub fn attach_lora(
     model: &dyn Model,
     index: u32,
     spec: &crate::store::ModelSpec,
+    max_rank: Option<usize>,
 ) -> Result<(), ManagerError> {
     use crate::models::lora::{LoraAdapter, LoraShape};
     let shape = LoraShape::of(model.config());
     let dir = std::path::Path::new(&spec.source);
     let adapter = LoraAdapter::load(&spec.id, dir, &shape, model.device(), model.dtype())
         .map_err(|e| ManagerError::Limits(format!("LoRA adapter {}: {e}", spec.id)))?;
+    if let Some(max) = max_rank.filter(|&m| adapter.config.rank > m) {
+        return Err(ManagerError::Limits(format!(
+            "LoRA adapter {}: rank {} is above --max-lora-rank {max}",
+            spec.id, adapter.config.rank
+        )));
+    }
     if !model.set_lora(index, Some(adapter)) {
         return Err(ManagerError::Limits(
             "this model does not serve LoRA adapters (Llama-family models without fused projections or experts do)".into(),

@@ -44,12 +44,17 @@ impl ModelManager {
             source: path.to_string(),
         };
         let index = self.inner.adapters.slots_of(&model).len() as u32;
+        let max_rank = entry
+            .decl
+            .overrides
+            .apply(self.inner.limits.engine)
+            .max_lora_rank;
         let loaded = entry.loaded.read().clone();
         match loaded {
             Some(handle) => {
                 let (m, s) = (handle.model.clone(), spec.clone());
                 tokio::task::spawn_blocking(move || {
-                    super::loader::attach_lora(m.as_ref(), index, &s)
+                    super::loader::attach_lora(m.as_ref(), index, &s, max_rank)
                 })
                 .await
                 .map_err(|e| Invalid(e.to_string()))?

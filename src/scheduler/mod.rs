@@ -40,6 +40,9 @@ pub struct SchedulerConfig {
     /// Each prompt is computed in one step, never in chunks (a bidirectional encoder, whose
     /// tokens all see each other): one that does not fit the step's budget waits for the next.
     pub whole_prompts: bool,
+    /// At most this many LoRA adapters among the running sequences (`--max-loras`): a waiting
+    /// sequence of another adapter is passed over until one of them is done. None: no limit.
+    pub max_loras: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -245,7 +248,7 @@ impl Scheduler {
                 break;
             };
             let seq = &self.seqs[&id];
-            if !self.leader_ready(seq) {
+            if !self.leader_ready(seq) || !self.adapter_fits(seq) {
                 at += 1;
                 continue;
             }
@@ -285,6 +288,19 @@ impl Scheduler {
             self.grant(id, n, need, out);
             *budget -= n;
         }
+    }
+
+    /// Whether admitting `seq` keeps the running sequences' adapters within `max_loras`.
+    fn adapter_fits(&self, seq: &Sequence) -> bool {
+        let (Some(max), Some(lora)) = (self.config.max_loras, seq.lora) else {
+            return true;
+        };
+        let running: std::collections::BTreeSet<_> = self
+            .running
+            .iter()
+            .filter_map(|id| self.seqs[id].lora)
+            .collect();
+        running.contains(&lora) || running.len() < max
     }
 
     /// Whether `seq` may be admitted: true unless it follows a request (`n`) whose full prompt

@@ -38,6 +38,7 @@ fn test_scheduler(c: TestConfig) -> Scheduler {
         policy: c.policy,
         sliding_window: None,
         whole_prompts: false,
+        max_loras: None,
     })
 }
 
@@ -580,5 +581,27 @@ fn batch_lines_wait_behind_interactive_requests_and_are_preempted_first() {
     assert!(
         !preempted.is_empty() && preempted.iter().all(|&id| id < 2),
         "{preempted:?}"
+    );
+}
+
+#[test]
+fn max_loras_passes_over_a_third_adapter_until_one_is_done() {
+    let mut s = Scheduler::new(SchedulerConfig {
+        max_loras: Some(2),
+        ..*test_scheduler(TestConfig::default()).config()
+    });
+    let loras = [Some(0), Some(1), Some(2), None, Some(0)];
+    for (i, mut r) in make_requests(5, 4, 3).into_iter().enumerate() {
+        r.lora = loras[i].map(crate::step::LoraId);
+        s.add(r).unwrap();
+    }
+    // adapters 0 and 1 run; adapter 2 waits; the base model and adapter 0 again are admitted
+    let out = s.schedule();
+    assert_eq!(ids(&out), vec![0, 1, 3, 4]);
+    run_all(&mut s);
+    assert_eq!(
+        s.num_blocks_used(),
+        0,
+        "the third adapter ran once the others were done"
     );
 }

@@ -159,7 +159,7 @@ pub struct StopConditions {
 }
 
 /// An adapter of the model a request runs on: its index in the model's adapter list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LoraId(pub u32);
 
 #[derive(Debug, Clone)]

@@ -224,6 +224,8 @@ pub fn test_limits(num_kv_blocks: usize, block_size: usize) -> EngineLimits {
         cuda_graphs: false,
         max_queued_requests: 1024,
         max_queued_prompt_tokens: 1 << 20,
+        max_loras: None,
+        max_lora_rank: None,
     }
 }
 
