@@ -13,13 +13,13 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-from hf_reference import smollm2  # noqa: E402
+from hf_reference import from_gguf  # noqa: E402
 
 
 def main():
     gguf, out = sys.argv[1], sys.argv[2]
     dtype = getattr(torch, sys.argv[3] if len(sys.argv) > 3 else "float32")
-    model, tok = smollm2(gguf)
+    model, tok = from_gguf(gguf)
     model = model.to(dtype)
     model.config.dtype = dtype
     model.save_pretrained(out)

@@ -343,3 +343,61 @@ fn an_adapter_above_max_lora_rank_is_refused() {
     limits.max_lora_rank = Some(16);
     assert!(weir::manager::loader::read_model(&local, &limits, &[Some(spec)]).is_ok());
 }
+
+/// A real model: SmolLM2-135M written as an f32 Hugging Face folder by transformers
+/// (scripts/hf_folder.py, from weir's default GGUF) with a random rank-8 adapter on all seven
+/// projections of its 30 layers (scripts/make_lora.py): PEFT's prompt logprobs and weir's
+/// agree within 1e-3 (tests/peft_reference.py).
+#[tokio::test]
+async fn peft_agrees_with_weir_on_smollm2() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, adapters) = (dir.path().join("smollm2"), dir.path().join("adapters"));
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let gguf = weir::testing::default_model_path();
+    for (script, args) in [
+        (
+            "scripts/hf_folder.py",
+            vec![
+                gguf.display().to_string(),
+                model.display().to_string(),
+                "float32".into(),
+            ],
+        ),
+        (
+            "scripts/make_lora.py",
+            vec![adapters.display().to_string(), "1".into(), "8".into()],
+        ),
+    ] {
+        let out = std::process::Command::new("python3")
+            .arg(root.join(script))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let adapter = adapters.join("lora-0");
+    let mut core = engine_core_with_loras(&model, &test_limits(64, 16), &[&adapter]);
+    let prompt: Vec<u32> = (0..40).map(|i| 100 + (i * 37 % 2000)).collect();
+    let mut r = request(0, &prompt, Some(0));
+    r.sampling.prompt_logprobs = Some(1);
+    let lps: Vec<String> = run(&mut core, vec![r])[&RequestId(0)]
+        .iter()
+        .flat_map(|d| d.prompt_logprobs.iter().map(|l| l.logprob.to_string()))
+        .collect();
+    let ids: Vec<String> = prompt.iter().map(|t| t.to_string()).collect();
+    let said = weir::testing::run_python_test(
+        "peft_reference.py",
+        &[
+            &model.display().to_string(),
+            &adapter.display().to_string(),
+            &ids.join(","),
+            &lps.join(","),
+        ],
+    )
+    .await;
+    print!("{said}");
+}

@@ -543,7 +543,8 @@ pub fn attention_for(
 }
 
 /// Runs `tests/<script>` with `python3` and `args`; panics with its output unless it succeeds.
-pub async fn run_python_test(script: &str, args: &[&str]) {
+/// Returns what it printed.
+pub async fn run_python_test(script: &str, args: &[&str]) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
         .join(script);
@@ -559,4 +560,5 @@ pub async fn run_python_test(script: &str, args: &[&str]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
