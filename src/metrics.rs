@@ -132,6 +132,7 @@ pub struct Metrics {
     model_load_seconds: Histogram,
     model_evictions: IntCounter,
     model_memory_bytes: IntGaugeVec,
+    lora_info: GaugeVec,
 }
 
 struct EngineFamilies {
@@ -337,6 +338,14 @@ impl Metrics {
                 )
                 .unwrap(),
             ),
+            lora_info: register(
+                &r,
+                GaugeVec::new(
+                    Opts::new("weir:lora_requests_info", "LoRA adapters of a model's running and waiting requests (vLLM's lora_requests_info); the value is the Unix time of the reading."),
+                    &["model_name", "max_lora", "running_lora_adapters", "waiting_lora_adapters"],
+                )
+                .unwrap(),
+            ),
             registry: r,
             engine,
         }
@@ -421,6 +430,20 @@ impl Metrics {
     }
 
     /// The registry in Prometheus' text format.
+    /// vLLM's `lora_requests_info`, one series per model with adapters (set at each scrape):
+    /// `(model, max_lora, running adapters, waiting adapters)`, the adapters comma-separated.
+    pub fn set_lora_requests(&self, rows: &[(String, String, String, String)]) {
+        self.lora_info.reset();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        for (model, max, running, waiting) in rows {
+            self.lora_info
+                .with_label_values(&[model.as_str(), max, running, waiting])
+                .set(now);
+        }
+    }
+
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
         TextEncoder::new()

@@ -71,6 +71,12 @@ def main():
     status, _ = post("/v1/unload_lora_adapter", {"lora_name": "sql2"})
     assert status == 404, status
     assert client.completions.create(model="sql", **ask).choices[0].text == r.choices[0].text
+    # vLLM's lora_requests_info: one series for the model with adapters, none running now
+    metrics = urllib.request.urlopen(f"{base_url}/metrics", timeout=30).read().decode()
+    info = [l for l in metrics.splitlines() if l.startswith("weir:lora_requests_info{")]
+    assert len(info) == 1, info
+    assert 'model_name="tiny"' in info[0] and 'running_lora_adapters=""' in info[0], info
+    assert 'max_lora="1"' in info[0], info  # no --max-loras: the adapters it has (sql2 is gone)
     print("ok")
 
 

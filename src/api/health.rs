@@ -111,6 +111,7 @@ pub async fn load(State(state): State<AppState>) -> Json<serde_json::Value> {
 
 /// `GET /metrics`: Prometheus' text format.
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    lora_requests(&state);
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -119,4 +120,43 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         state.metrics.render(),
     )
         .into_response()
+}
+
+/// Sets `weir:lora_requests_info` from each loaded model's engine: its adapters' names, the
+/// running and the waiting ones; `max_lora` is `--max-loras` (or the adapters it has).
+fn lora_requests(state: &AppState) {
+    let rows: Vec<(String, String, String, String)> = state
+        .models
+        .loaded()
+        .iter()
+        .filter(|m| state.models.has_adapters(&m.id))
+        .map(|m| {
+            let (running, waiting) = m.engine.stats().adapters.lock().clone();
+            let names = |ids: &[u32]| {
+                let v: Vec<String> = ids
+                    .iter()
+                    .filter_map(|&i| state.models.adapter_name(&m.id, i))
+                    .collect();
+                v.join(",")
+            };
+            let max = m.engine.max_loras().map_or_else(
+                || {
+                    state
+                        .models
+                        .adapters()
+                        .iter()
+                        .filter(|(_, b)| *b == m.id)
+                        .count()
+                },
+                |n| n,
+            );
+            (
+                m.id.clone(),
+                max.to_string(),
+                names(&running),
+                names(&waiting),
+            )
+        })
+        .collect();
+    state.metrics.set_lora_requests(&rows);
 }

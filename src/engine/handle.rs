@@ -94,6 +94,8 @@ pub struct EngineStats {
     /// Unix milliseconds of the engine's last progress: a step that scheduled something, or
     /// the moment work arrived at an idle engine.
     pub last_progress_ms: AtomicU64,
+    /// The LoRA adapters (`LoraId`s) of the running and of the waiting requests.
+    pub adapters: parking_lot::Mutex<(Vec<u32>, Vec<u32>)>,
 }
 
 /// Unix milliseconds now.
@@ -125,6 +127,7 @@ pub struct EngineHandle {
     pub(super) block_size: usize,
     pub(super) num_kv_blocks: usize,
     pub(super) policy: SchedulingPolicy,
+    pub(super) max_loras: Option<usize>,
     pub(super) queue: Arc<Queue>,
     pub(super) queue_limits: QueueLimits,
     pub(super) metrics: EngineMetrics,
@@ -183,6 +186,11 @@ impl EngineHandle {
     /// Blocks in the model's KV pool.
     pub fn num_kv_blocks(&self) -> usize {
         self.num_kv_blocks
+    }
+
+    /// `--max-loras` (None: no limit).
+    pub fn max_loras(&self) -> Option<usize> {
+        self.max_loras
     }
 
     pub fn scheduling_policy(&self) -> SchedulingPolicy {

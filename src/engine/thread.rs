@@ -45,6 +45,7 @@ pub fn spawn_engine(
     let stats = Arc::new(EngineStats::default());
     let s = core.scheduler();
     let max_model_len = s.config().max_model_len.min(s.capacity_tokens());
+    let max_loras = s.config().max_loras;
     let (policy, block_size, num_kv_blocks) = (
         s.config().policy,
         s.config().block_size,
@@ -83,6 +84,7 @@ pub fn spawn_engine(
             block_size,
             num_kv_blocks,
             policy,
+            max_loras,
             queue,
             queue_limits,
             metrics: handle_metrics,
@@ -342,6 +344,10 @@ impl EngineLoop {
             .store(s.num_waiting(), Ordering::Relaxed);
         st.preemptions_total
             .store(s.num_preemptions(), Ordering::Relaxed);
+        let adapters = s.adapters();
+        if *st.adapters.lock() != adapters {
+            *st.adapters.lock() = adapters;
+        }
         let m = &self.metrics;
         m.running.set(s.num_running() as f64);
         m.waiting.set(s.num_waiting() as f64);

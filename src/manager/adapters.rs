@@ -112,6 +112,13 @@ impl Adapters {
         self.slots.lock().get(model).cloned().unwrap_or_default()
     }
 
+    /// The name of `model`'s adapter in slot `index` (None once unloaded).
+    pub fn name_of(&self, model: &str, index: u32) -> Option<String> {
+        let slots = self.slots.lock();
+        let spec = slots.get(model)?.get(index as usize)?.as_ref()?;
+        Some(spec.id.clone())
+    }
+
     /// Every adapter, sorted by name: (name, its model).
     pub fn list(&self) -> Vec<(String, String)> {
         self.by_name

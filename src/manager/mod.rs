@@ -233,6 +233,16 @@ impl ModelManager {
         let _ = self.inner.kv_events.set(sink);
     }
 
+    /// The name of `model`'s adapter `index` (None once unloaded).
+    pub fn adapter_name(&self, model: &str, index: u32) -> Option<String> {
+        self.inner.adapters.name_of(model, index)
+    }
+
+    /// Whether `model` has LoRA adapters (loaded or not).
+    pub fn has_adapters(&self, model: &str) -> bool {
+        !self.inner.adapters.slots_of(model).is_empty()
+    }
+
     /// The LoRA adapters served, sorted: (name, its model).
     pub fn adapters(&self) -> Vec<(String, String)> {
         self.inner.adapters.list()

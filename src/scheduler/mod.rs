@@ -70,6 +70,17 @@ impl Scheduler {
         }
     }
 
+    /// The LoRA adapters of the running and of the waiting sequences, each sorted.
+    pub fn adapters(&self) -> (Vec<u32>, Vec<u32>) {
+        let of = |ids: &mut dyn Iterator<Item = &RequestId>| {
+            let set: std::collections::BTreeSet<u32> = ids
+                .filter_map(|id| self.seqs[id].lora.map(|l| l.0))
+                .collect();
+            set.into_iter().collect()
+        };
+        (of(&mut self.running.iter()), of(&mut self.waiting.iter()))
+    }
+
     /// Logs what the prefix cache stores and evicts, for `take_kv_events`.
     pub fn enable_kv_events(&mut self) {
         self.allocator.enable_events();

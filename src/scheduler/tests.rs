@@ -598,7 +598,9 @@ fn max_loras_passes_over_a_third_adapter_until_one_is_done() {
     // adapters 0 and 1 run; adapter 2 waits; the base model and adapter 0 again are admitted
     let out = s.schedule();
     assert_eq!(ids(&out), vec![0, 1, 3, 4]);
+    assert_eq!(s.adapters(), (vec![0, 1], vec![2]));
     run_all(&mut s);
+    assert_eq!(s.adapters(), (vec![], vec![]));
     assert_eq!(
         s.num_blocks_used(),
         0,
