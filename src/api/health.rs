@@ -139,17 +139,10 @@ fn lora_requests(state: &AppState) {
                     .collect();
                 v.join(",")
             };
-            let max = m.engine.max_loras().map_or_else(
-                || {
-                    state
-                        .models
-                        .adapters()
-                        .iter()
-                        .filter(|(_, b)| *b == m.id)
-                        .count()
-                },
-                |n| n,
-            );
+            let max = m.engine.max_loras().unwrap_or_else(|| {
+                let all = state.models.adapters();
+                all.iter().filter(|(_, b)| *b == m.id).count()
+            });
             (
                 m.id.clone(),
                 max.to_string(),
