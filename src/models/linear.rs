@@ -241,6 +241,20 @@ impl Linear {
         }
     }
 
+    /// Whether the weight is in weir's panels with no bias (`packed_rows` serves it).
+    pub fn is_packed(&self) -> bool {
+        matches!((&self.weight, &self.bias), (Weight::Packed(_), None))
+    }
+
+    /// `rows` rows of `xs` (row-major f32) through a weight in weir's panels, no tensor on the
+    /// way: the bits `forward` gives; None for another weight (see `is_packed`).
+    pub fn packed_rows(&self, xs: &[f32], rows: usize) -> Option<Vec<f32>> {
+        match (&self.weight, &self.bias) {
+            (Weight::Packed(p), None) => matmul_many(&[p], xs, rows).pop(),
+            _ => None,
+        }
+    }
+
     fn add_bias(&self, y: Tensor) -> Result<Tensor> {
         match &self.bias {
             Some(b) => y.broadcast_add(b),
