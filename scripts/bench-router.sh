@@ -21,9 +21,7 @@ source scripts/common.sh
 MODEL=${WEIR_CACHE_DIR:-$HOME/.cache/weir}/models/SmolLM2-135M-Instruct.Q4_1.gguf
 TOKENIZER=$OUT/tokenizer
 if [[ ! -f $TOKENIZER/tokenizer.json ]]; then
-  "$PYTHON" -c 'import sys, os; from transformers import AutoTokenizer
-t = AutoTokenizer.from_pretrained(os.path.dirname(sys.argv[1]), gguf_file=os.path.basename(sys.argv[1]))
-t.save_pretrained(sys.argv[2])' "$MODEL" "$TOKENIZER"
+  "$PYTHON" scripts/tokenizer_folder.py "$MODEL" "$TOKENIZER"
 fi
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill $p 2>/dev/null; done; true' EXIT

@@ -56,6 +56,48 @@ fn tokens(deltas: &[TokenDelta]) -> Vec<u32> {
         .collect()
 }
 
+/// `prompt` on `core` (request `id`, adapter `lora`), greedy: its generated tokens and the
+/// teacher-forced logprobs of its prompt tokens.
+fn prompt_logprobs(
+    core: &mut EngineCore,
+    id: u64,
+    prompt: &[u32],
+    lora: Option<u32>,
+) -> (Vec<u32>, Vec<f32>) {
+    let mut r = request(id, prompt, lora);
+    r.sampling.prompt_logprobs = Some(1);
+    let deltas = &run(core, vec![r])[&RequestId(id)];
+    let lps = deltas
+        .iter()
+        .flat_map(|d| d.prompt_logprobs.iter().map(|l| l.logprob))
+        .collect();
+    (tokens(deltas), lps)
+}
+
+/// Max |a - b| over two equally long rows.
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
+
+/// tests/peft_reference.py: PEFT's prompt logprobs of `base` with `adapter` against those
+/// `core` (serving `adapter` as adapter 0) gives; what the script printed.
+async fn check_with_peft(
+    core: &mut EngineCore,
+    base: &std::path::Path,
+    adapter: &std::path::Path,
+    prompt: &[u32],
+) -> String {
+    let (_, lps) = prompt_logprobs(core, 0, prompt, Some(0));
+    let join = |v: Vec<String>| v.join(",");
+    let ids = join(prompt.iter().map(|t| t.to_string()).collect());
+    let lps = join(lps.iter().map(|l| l.to_string()).collect());
+    let (base, adapter) = (base.display().to_string(), adapter.display().to_string());
+    weir::testing::run_python_test("peft_reference.py", &[&base, &adapter, &ids, &lps]).await
+}
+
 #[test]
 fn an_adapter_computes_what_its_merged_weights_compute() {
     let dir = tempfile::tempdir().unwrap();
@@ -75,36 +117,17 @@ fn an_adapter_computes_what_its_merged_weights_compute() {
         let mut reference = engine_core(&merged, &limits);
         let mut plain = engine_core(&base, &limits);
         for (j, p) in prompts(3, i as u64).iter().enumerate() {
-            let ask = |lora| {
-                let mut r = request(j as u64, p, lora);
-                r.sampling.prompt_logprobs = Some(1);
-                r
-            };
-            let got = &run(&mut served, vec![ask(Some(0))])[&RequestId(j as u64)];
-            let want = &run(&mut reference, vec![ask(None)])[&RequestId(j as u64)];
-            let base_out = &run(&mut plain, vec![ask(None)])[&RequestId(j as u64)];
-            assert_eq!(tokens(got), tokens(want), "case {i} prompt {j}");
-            let lp = |ds: &[TokenDelta]| -> Vec<f32> {
-                ds.iter()
-                    .flat_map(|d| d.prompt_logprobs.iter().map(|l| l.logprob))
-                    .collect()
-            };
-            let (g, w, b) = (lp(got), lp(want), lp(base_out));
+            let id = j as u64;
+            let (got, g) = prompt_logprobs(&mut served, id, p, Some(0));
+            let (want, w) = prompt_logprobs(&mut reference, id, p, None);
+            let (_, b) = prompt_logprobs(&mut plain, id, p, None);
+            assert_eq!(got, want, "case {i} prompt {j}");
             assert_eq!(g.len(), p.len() - 1);
-            let err = g
-                .iter()
-                .zip(&w)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let (err, moved) = (max_diff(&g, &w), max_diff(&g, &b));
             assert!(
                 err < 2e-3,
                 "case {i} prompt {j}: prompt logprobs differ by {err}"
             );
-            let moved = g
-                .iter()
-                .zip(&b)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
             assert!(
                 moved > 1e-2,
                 "case {i}: the adapter changes nothing ({moved})"
@@ -258,29 +281,10 @@ fn adapters_on_merged_projections_match_merged_weights() {
     let mut reference = engine_core(&merged, &limits);
     let mut plain = engine_core(&base, &limits);
     let p = &prompts(1, 9)[0];
-    let ask = |lora| {
-        let mut r = request(0, p, lora);
-        r.sampling.prompt_logprobs = Some(1);
-        r
-    };
-    let lp = |core: &mut EngineCore, lora| -> Vec<f32> {
-        run(core, vec![ask(lora)])[&RequestId(0)]
-            .iter()
-            .flat_map(|d| d.prompt_logprobs.iter().map(|l| l.logprob))
-            .collect()
-    };
-    let (g, w, b) = (
-        lp(&mut served, Some(0)),
-        lp(&mut reference, None),
-        lp(&mut plain, None),
-    );
-    let max = |x: &[f32], y: &[f32]| {
-        x.iter()
-            .zip(y)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max)
-    };
-    let (err, moved) = (max(&g, &w), max(&g, &b));
+    let (_, g) = prompt_logprobs(&mut served, 0, p, Some(0));
+    let (_, w) = prompt_logprobs(&mut reference, 0, p, None);
+    let (_, b) = prompt_logprobs(&mut plain, 0, p, None);
+    let (err, moved) = (max_diff(&g, &w), max_diff(&g, &b));
     println!("bf16 merged projections: |adapter - merged| {err:.2e}, |adapter - base| {moved:.2e}");
     assert!(err < 0.15 && moved > 4.0 * err, "err {err}, moved {moved}");
 }
@@ -301,23 +305,7 @@ async fn peft_itself_computes_what_weir_computes() {
         write_peft_adapter(&adapter, 30 + i as u64, rank, alpha, rslora, &targets);
         let mut core = engine_core_with_loras(&base, &test_limits(64, 16), &[&adapter]);
         let prompt = &prompts(1, 40 + i as u64)[0];
-        let mut r = request(0, prompt, Some(0));
-        r.sampling.prompt_logprobs = Some(1);
-        let lps: Vec<String> = run(&mut core, vec![r])[&RequestId(0)]
-            .iter()
-            .flat_map(|d| d.prompt_logprobs.iter().map(|l| l.logprob.to_string()))
-            .collect();
-        let ids: Vec<String> = prompt.iter().map(|t| t.to_string()).collect();
-        weir::testing::run_python_test(
-            "peft_reference.py",
-            &[
-                &base.display().to_string(),
-                &adapter.display().to_string(),
-                &ids.join(","),
-                &lps.join(","),
-            ],
-        )
-        .await;
+        check_with_peft(&mut core, &base, &adapter, prompt).await;
     }
 }
 
@@ -382,22 +370,8 @@ async fn peft_agrees_with_weir_on_smollm2() {
     let adapter = adapters.join("lora-0");
     let mut core = engine_core_with_loras(&model, &test_limits(64, 16), &[&adapter]);
     let prompt: Vec<u32> = (0..40).map(|i| 100 + (i * 37 % 2000)).collect();
-    let mut r = request(0, &prompt, Some(0));
-    r.sampling.prompt_logprobs = Some(1);
-    let lps: Vec<String> = run(&mut core, vec![r])[&RequestId(0)]
-        .iter()
-        .flat_map(|d| d.prompt_logprobs.iter().map(|l| l.logprob.to_string()))
-        .collect();
-    let ids: Vec<String> = prompt.iter().map(|t| t.to_string()).collect();
-    let said = weir::testing::run_python_test(
-        "peft_reference.py",
-        &[
-            &model.display().to_string(),
-            &adapter.display().to_string(),
-            &ids.join(","),
-            &lps.join(","),
-        ],
-    )
-    .await;
-    print!("{said}");
+    print!(
+        "{}",
+        check_with_peft(&mut core, &model, &adapter, &prompt).await
+    );
 }

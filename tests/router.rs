@@ -211,15 +211,12 @@ async fn kv_aware_routing_follows_weirs_kv_events() {
     }
 }
 
-/// The default model's tokenizer as a Hugging Face folder, written by transformers.
+/// The default model's tokenizer as a Hugging Face folder (scripts/tokenizer_folder.py).
 fn write_tokenizer_folder(dir: &Path) {
-    let gguf = default_model_path();
-    let script = "import sys, os\nfrom transformers import AutoTokenizer\n\
-        t = AutoTokenizer.from_pretrained(os.path.dirname(sys.argv[1]), gguf_file=os.path.basename(sys.argv[1]))\n\
-        t.save_pretrained(sys.argv[2])";
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/tokenizer_folder.py");
     let out = Command::new("python3")
-        .args(["-c", script])
-        .arg(&gguf)
+        .arg(script)
+        .arg(default_model_path())
         .arg(dir)
         .output()
         .unwrap();

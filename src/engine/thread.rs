@@ -344,10 +344,7 @@ impl EngineLoop {
             .store(s.num_waiting(), Ordering::Relaxed);
         st.preemptions_total
             .store(s.num_preemptions(), Ordering::Relaxed);
-        let adapters = s.adapters();
-        if *st.adapters.lock() != adapters {
-            *st.adapters.lock() = adapters;
-        }
+        *st.adapters.lock() = s.adapters();
         let m = &self.metrics;
         m.running.set(s.num_running() as f64);
         m.waiting.set(s.num_waiting() as f64);

@@ -45,9 +45,7 @@ fn write_event(buf: &mut Vec<u8>, e: &KvEvent) {
             token_ids,
             block_size,
         } => {
-            let _ = encode::write_map_len(buf, 8);
-            field(buf, "type");
-            let _ = encode::write_str(buf, "BlockStored");
+            tagged(buf, "BlockStored", 7);
             field(buf, "block_hashes");
             hashes(buf, block_hashes);
             field(buf, "parent_block_hash");
@@ -68,26 +66,32 @@ fn write_event(buf: &mut Vec<u8>, e: &KvEvent) {
             let _ = encode::write_uint(buf, *block_size as u64);
             field(buf, "lora_id");
             let _ = encode::write_nil(buf);
-            field(buf, "medium");
-            let _ = encode::write_str(buf, MEDIUM);
+            medium(buf);
             field(buf, "lora_name");
             let _ = encode::write_nil(buf);
         }
         KvEvent::Removed { block_hashes } => {
-            let _ = encode::write_map_len(buf, 3);
-            field(buf, "type");
-            let _ = encode::write_str(buf, "BlockRemoved");
+            tagged(buf, "BlockRemoved", 2);
             field(buf, "block_hashes");
             hashes(buf, block_hashes);
-            field(buf, "medium");
-            let _ = encode::write_str(buf, MEDIUM);
+            medium(buf);
         }
         KvEvent::AllCleared => {
-            let _ = encode::write_map_len(buf, 1);
-            field(buf, "type");
-            let _ = encode::write_str(buf, "AllBlocksCleared");
+            tagged(buf, "AllBlocksCleared", 0);
         }
     }
+}
+
+/// An event's map header: its `fields` and msgspec's `"type"` tag first.
+fn tagged(buf: &mut Vec<u8>, tag: &str, fields: u32) {
+    let _ = encode::write_map_len(buf, fields + 1);
+    field(buf, "type");
+    let _ = encode::write_str(buf, tag);
+}
+
+fn medium(buf: &mut Vec<u8>) {
+    field(buf, "medium");
+    let _ = encode::write_str(buf, MEDIUM);
 }
 
 fn field(buf: &mut Vec<u8>, name: &str) {

@@ -59,6 +59,12 @@ impl Target {
         }
     }
 
+    /// PEFT's name of this target's `matrix` (`lora_A`, `lora_B`) in layer `layer`.
+    pub fn tensor_name(self, layer: usize, matrix: &str) -> String {
+        let (block, module) = (self.block(), self.module());
+        format!("base_model.model.model.layers.{layer}.{block}.{module}.{matrix}.weight")
+    }
+
     fn index(self) -> usize {
         self as usize
     }
@@ -177,7 +183,7 @@ impl LoraShape {
     }
 
     /// (in, out) of `t`.
-    fn dims(&self, t: Target) -> (usize, usize) {
+    pub fn dims(&self, t: Target) -> (usize, usize) {
         match t {
             Target::Q => (self.hidden, self.q_dim),
             Target::K | Target::V => (self.hidden, self.kv_dim),
@@ -223,13 +229,7 @@ impl LoraAdapter {
         let mut found = 0;
         for (i, slots) in layers.iter_mut().enumerate() {
             for &t in &config.targets {
-                let key = |m: &str| {
-                    format!(
-                        "base_model.model.model.layers.{i}.{}.{}.{m}.weight",
-                        t.block(),
-                        t.module()
-                    )
-                };
+                let key = |m: &str| t.tensor_name(i, m);
                 let (a, b) = match (tensors.get(&key("lora_A")), tensors.get(&key("lora_B"))) {
                     (Some(a), Some(b)) => (a, b),
                     (None, None) => continue,

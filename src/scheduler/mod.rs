@@ -72,13 +72,11 @@ impl Scheduler {
 
     /// The LoRA adapters of the running and of the waiting sequences, each sorted.
     pub fn adapters(&self) -> (Vec<u32>, Vec<u32>) {
-        let of = |ids: &mut dyn Iterator<Item = &RequestId>| {
-            let set: std::collections::BTreeSet<u32> = ids
-                .filter_map(|id| self.seqs[id].lora.map(|l| l.0))
-                .collect();
-            set.into_iter().collect()
-        };
-        (of(&mut self.running.iter()), of(&mut self.waiting.iter()))
+        let running = self.adapters_of(&self.running).into_iter().collect();
+        (
+            running,
+            self.adapters_of(&self.waiting).into_iter().collect(),
+        )
     }
 
     /// Logs what the prefix cache stores and evicts, for `take_kv_events`.
@@ -306,12 +304,18 @@ impl Scheduler {
         let (Some(max), Some(lora)) = (self.config.max_loras, seq.lora) else {
             return true;
         };
-        let running: std::collections::BTreeSet<_> = self
-            .running
-            .iter()
-            .filter_map(|id| self.seqs[id].lora)
-            .collect();
-        running.contains(&lora) || running.len() < max
+        let running = self.adapters_of(&self.running);
+        running.contains(&lora.0) || running.len() < max
+    }
+
+    /// The distinct adapters of the sequences `ids`.
+    fn adapters_of<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a RequestId>,
+    ) -> std::collections::BTreeSet<u32> {
+        ids.into_iter()
+            .filter_map(|id| self.seqs[id].lora.map(|l| l.0))
+            .collect()
     }
 
     /// Whether `seq` may be admitted: true unless it follows a request (`n`) whose full prompt

@@ -8,7 +8,7 @@ use crate::manager::loader::{engine_shape, load_weights};
 use crate::models::lora::{LoraAdapter, LoraConfig, LoraShape, Target};
 use crate::runner::ModelRunner;
 use crate::scheduler::Scheduler;
-use candle_core::{DType, Device, Tensor};
+use candle_core::Device;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::collections::HashMap;
@@ -45,18 +45,8 @@ pub fn write_peft_adapter(
     let mut tensors = HashMap::new();
     for l in 0..TINY_SHAPE.num_layers {
         for &t in targets {
-            let (in_dim, out_dim) = dims(t);
-            let block = if matches!(t, Target::Q | Target::K | Target::V | Target::O) {
-                "self_attn"
-            } else {
-                "mlp"
-            };
-            let name = |m: &str| {
-                format!(
-                    "base_model.model.model.layers.{l}.{block}.{}.{m}.weight",
-                    t.module()
-                )
-            };
+            let (in_dim, out_dim) = TINY_SHAPE.dims(t);
+            let name = |m: &str| t.tensor_name(l, m);
             tensors.insert(
                 name("lora_A"),
                 super::uniform(&mut rng, &[rank, in_dim], 0.3, 0.0),
@@ -69,17 +59,6 @@ pub fn write_peft_adapter(
     }
     candle_core::safetensors::save(&tensors, dir.join("adapter_model.safetensors"))
         .expect("save adapter");
-}
-
-fn dims(t: Target) -> (usize, usize) {
-    let s = TINY_SHAPE;
-    match t {
-        Target::Q => (s.hidden, s.q_dim),
-        Target::K | Target::V => (s.hidden, s.kv_dim),
-        Target::O => (s.q_dim, s.hidden),
-        Target::Gate | Target::Up => (s.hidden, s.intermediate),
-        Target::Down => (s.intermediate, s.hidden),
-    }
 }
 
 /// Writes the tiny Llama of `seed` with `adapter` merged into its weights (W + scale · B A, in
@@ -124,18 +103,4 @@ pub fn engine_core_with_loras(
     let runner = ModelRunner::new(model, kv, limits.attention_backend, limits.cuda_graphs)
         .expect("allocate the KV cache");
     EngineCore::new(Scheduler::new(sched), runner)
-}
-
-/// Max |a - b| of two f32 tensors.
-pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap())
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
