@@ -47,6 +47,7 @@ fn decoding(n: usize) -> Scheduler {
             task: weir::step::Task::Generate,
             background: false,
             lora: None,
+            lora_hold: None,
         })
         .unwrap();
     }

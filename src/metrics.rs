@@ -133,6 +133,8 @@ pub struct Metrics {
     model_evictions: IntCounter,
     model_memory_bytes: IntGaugeVec,
     lora_info: GaugeVec,
+    lora_loads: IntCounterVec,
+    lora_evictions: IntCounterVec,
 }
 
 struct EngineFamilies {
@@ -346,6 +348,22 @@ impl Metrics {
                 )
                 .unwrap(),
             ),
+            lora_loads: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new("weir:lora_loads_total", "LoRA adapters read into a loaded model (at its load, by /v1/load_lora_adapter, or on demand under --max-cpu-loras)."),
+                    &["model_name"],
+                )
+                .unwrap(),
+            ),
+            lora_evictions: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new("weir:lora_evictions_total", "LoRA adapters dropped from a loaded model to make room for another (--max-cpu-loras)."),
+                    &["model_name"],
+                )
+                .unwrap(),
+            ),
             registry: r,
             engine,
         }
@@ -429,7 +447,16 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    /// The registry in Prometheus' text format.
+    /// An adapter of `model` was read into it (`loaded`) or evicted from it.
+    pub fn lora_swapped(&self, model: &str, loaded: bool) {
+        let c = if loaded {
+            &self.lora_loads
+        } else {
+            &self.lora_evictions
+        };
+        c.with_label_values(&[model]).inc();
+    }
+
     /// vLLM's `lora_requests_info`, one series per model with adapters (set at each scrape):
     /// `(model, max_lora, running adapters, waiting adapters)`, the adapters comma-separated.
     pub fn set_lora_requests(&self, rows: &[(String, String, String, String)]) {
@@ -444,6 +471,7 @@ impl Metrics {
         }
     }
 
+    /// The registry in Prometheus' text format.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
         TextEncoder::new()

@@ -9,13 +9,13 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
-use weir::engine::core::EngineCore;
 use weir::models::lora::Target;
-use weir::step::{LoraId, Request, RequestId, TokenDelta};
-use weir::testing::lora::{engine_core_with_loras, write_merged_tiny_llama, write_peft_adapter};
-use weir::testing::{
-    engine_core, greedy_request, run_to_completion, test_limits, write_tiny_llama,
+use weir::step::{Request, RequestId};
+use weir::testing::lora::{
+    check_with_peft, engine_core_with_loras, max_diff, prompt_logprobs, request, run, tokens,
+    write_merged_tiny_llama, write_peft_adapter,
 };
+use weir::testing::{engine_core, run_to_completion, test_limits, write_tiny_llama};
 
 const SEED: u64 = 11;
 
@@ -27,75 +27,6 @@ fn prompts(n: usize, seed: u64) -> Vec<Vec<u32>> {
             (0..len).map(|_| rng.random_range(0..256)).collect()
         })
         .collect()
-}
-
-fn request(id: u64, prompt: &[u32], lora: Option<u32>) -> Request {
-    let mut r = greedy_request(id, prompt.to_vec(), 10);
-    r.lora = lora.map(LoraId);
-    r
-}
-
-/// Runs `reqs` to the end; every delta of each request.
-fn run(core: &mut EngineCore, reqs: Vec<Request>) -> HashMap<RequestId, Vec<TokenDelta>> {
-    for r in reqs {
-        core.add(r).unwrap();
-    }
-    let mut out: HashMap<RequestId, Vec<TokenDelta>> = HashMap::new();
-    while core.has_work() {
-        for d in core.step().0 {
-            out.entry(d.request_id).or_default().push(d);
-        }
-    }
-    out
-}
-
-fn tokens(deltas: &[TokenDelta]) -> Vec<u32> {
-    deltas
-        .iter()
-        .flat_map(|d| d.new_token_ids.clone())
-        .collect()
-}
-
-/// `prompt` on `core` (request `id`, adapter `lora`), greedy: its generated tokens and the
-/// teacher-forced logprobs of its prompt tokens.
-fn prompt_logprobs(
-    core: &mut EngineCore,
-    id: u64,
-    prompt: &[u32],
-    lora: Option<u32>,
-) -> (Vec<u32>, Vec<f32>) {
-    let mut r = request(id, prompt, lora);
-    r.sampling.prompt_logprobs = Some(1);
-    let deltas = &run(core, vec![r])[&RequestId(id)];
-    let lps = deltas
-        .iter()
-        .flat_map(|d| d.prompt_logprobs.iter().map(|l| l.logprob))
-        .collect();
-    (tokens(deltas), lps)
-}
-
-/// Max |a - b| over two equally long rows.
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max)
-}
-
-/// tests/peft_reference.py: PEFT's prompt logprobs of `base` with `adapter` against those
-/// `core` (serving `adapter` as adapter 0) gives; what the script printed.
-async fn check_with_peft(
-    core: &mut EngineCore,
-    base: &std::path::Path,
-    adapter: &std::path::Path,
-    prompt: &[u32],
-) -> String {
-    let (_, lps) = prompt_logprobs(core, 0, prompt, Some(0));
-    let join = |v: Vec<String>| v.join(",");
-    let ids = join(prompt.iter().map(|t| t.to_string()).collect());
-    let lps = join(lps.iter().map(|l| l.to_string()).collect());
-    let (base, adapter) = (base.display().to_string(), adapter.display().to_string());
-    weir::testing::run_python_test("peft_reference.py", &[&base, &adapter, &ids, &lps]).await
 }
 
 #[test]
@@ -374,4 +305,138 @@ async fn peft_agrees_with_weir_on_smollm2() {
         "{}",
         check_with_peft(&mut core, &model, &adapter, &prompt).await
     );
+}
+
+/// `--max-cpu-loras`: 8 adapters (ranks 8 and 16, several target sets) on one model, at most 2
+/// in a step (`--max-loras 2`) and 3 read into the model; 64 requests at once over HTTP, spread
+/// over the 8 and the base model. Each gets the tokens it gets alone; adapters are read on
+/// demand and evicted when idle (counted in /metrics and /admin/models), never more than 3
+/// resident.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adapters_beyond_max_cpu_loras_are_read_on_demand() {
+    use weir::api::ServerOptions;
+    use weir::manager::ModelDecl;
+    use weir::store::ModelSpec;
+    use weir::testing::{manager_limits, TestServer};
+    let dir = tempfile::tempdir().unwrap();
+    let base = write_tiny_llama(&dir.path().join("base"), SEED);
+    let target_sets: [&[Target]; 3] = [&Target::ALL, &[Target::Q, Target::V], &[Target::Down]];
+    let paths: Vec<_> = (0..8)
+        .map(|i| {
+            let p = dir.path().join(format!("a{i}"));
+            let rank = if i % 2 == 0 { 8 } else { 16 };
+            write_peft_adapter(&p, 100 + i as u64, rank, 16.0, i == 5, target_sets[i % 3]);
+            p
+        })
+        .collect();
+    let reqs: Vec<(Vec<u32>, Option<u32>)> = prompts(64, 5)
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| (p, (i % 9 < 8).then_some((i % 9) as u32)))
+        .collect();
+    let refs: Vec<&std::path::Path> = paths.iter().map(|p| p.as_path()).collect();
+    let mut core = engine_core_with_loras(&base, &test_limits(64, 16), &refs);
+    let want: Vec<Vec<u32>> = reqs
+        .iter()
+        .enumerate()
+        .map(|(i, (p, l))| {
+            tokens(&run(&mut core, vec![request(i as u64, p, *l)])[&RequestId(i as u64)])
+        })
+        .collect();
+    let mut decl = ModelDecl::new(ModelSpec {
+        id: "tiny".into(),
+        source: base.display().to_string(),
+    });
+    for (i, p) in paths.iter().enumerate() {
+        decl.loras.push(ModelSpec {
+            id: format!("a{i}"),
+            source: p.display().to_string(),
+        });
+    }
+    let mut engine = test_limits(64, 16);
+    (engine.max_loras, engine.max_cpu_loras) = (Some(2), Some(3));
+    let sources = weir::config::ServeArgs::from_env().sources();
+    let s = TestServer::start_decls(
+        vec![decl],
+        manager_limits(engine, None, 120),
+        sources,
+        ServerOptions::default(),
+        false,
+    );
+    let client = reqwest::Client::new();
+    let asks = reqs.iter().map(|(p, l)| {
+        let model = l.map_or("tiny".to_string(), |l| format!("a{l}"));
+        let body = serde_json::json!({"model": model, "prompt": p, "max_tokens": 10,
+            "temperature": 0, "logprobs": 0, "return_tokens_as_token_ids": true,
+            "ignore_eos": true});
+        let (client, url) = (client.clone(), s.url.clone());
+        async move {
+            let r = client
+                .post(format!("{url}/v1/completions"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let v: serde_json::Value = r.json().await.unwrap();
+            v["choices"][0]["logprobs"]["tokens"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| {
+                    t.as_str()
+                        .unwrap()
+                        .trim_start_matches("token_id:")
+                        .parse()
+                        .unwrap()
+                })
+                .collect::<Vec<u32>>()
+        }
+    });
+    let got = futures::future::join_all(asks).await;
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g, w, "request {i} (adapter {:?})", reqs[i].1);
+    }
+    let metrics = client
+        .get(format!("{}/metrics", s.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}{{model_name=\"tiny\"}}")))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let (loads, evictions) = (
+        count("weir:lora_loads_total"),
+        count("weir:lora_evictions_total"),
+    );
+    println!("adapter loads {loads}, evictions {evictions}");
+    assert!(
+        loads >= 8 && evictions >= 5,
+        "loads {loads}, evictions {evictions}"
+    );
+    assert_eq!(loads - evictions, 3, "3 resident at the end");
+    let admin: serde_json::Value = client
+        .get(format!("{}/admin/models", s.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let adapters = admin["data"][0]["adapters"].as_array().unwrap();
+    assert_eq!(adapters.len(), 8);
+    let loaded = adapters.iter().filter(|a| a["state"] == "loaded").count();
+    assert_eq!(loaded, 3, "{adapters:?}");
+    let sum = |k: &str| adapters.iter().map(|a| a[k].as_u64().unwrap()).sum::<u64>();
+    assert_eq!((sum("loads"), sum("evictions")), (loads, evictions));
+    assert!(adapters
+        .iter()
+        .all(|a| a["in_flight"] == 0 && a["bytes"].is_null() == (a["state"] == "unloaded")));
 }

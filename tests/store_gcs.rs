@@ -652,3 +652,64 @@ async fn a_single_gguf_object_is_served() {
         std::fs::metadata(&object).unwrap().len()
     );
 }
+
+/// A LoRA adapter under a `gs://` prefix is fetched with the model's load and answers as the same
+/// folder on local disk does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lora_adapter_in_gcs_is_served() {
+    use weir::models::lora::Target;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("gcs-data");
+    let local = tmp.path().join("sql");
+    weir::testing::lora::write_peft_adapter(&local, 2, 8, 16.0, false, &Target::ALL);
+    weir::testing::lora::write_peft_adapter(
+        &data.join("models-bkt").join("adapters").join("sql"),
+        2,
+        8,
+        16.0,
+        false,
+        &Target::ALL,
+    );
+    let emu = start_emulator(&data).await;
+    let base = write_tiny_llama(&tmp.path().join("base"), 5);
+    let mut decl = ModelDecl::new(ModelSpec {
+        id: "tiny".into(),
+        source: base.display().to_string(),
+    });
+    for (id, source) in [
+        ("local-sql", local.display().to_string()),
+        ("gcs-sql", "gs://models-bkt/adapters/sql".to_string()),
+    ] {
+        decl.loras.push(ModelSpec {
+            id: id.into(),
+            source,
+        });
+    }
+    let cache = tmp.path().join("cache");
+    let sources = weir::store::Sources {
+        hub: weir::store::hf::HubConfig {
+            cache: tmp.path().join("hf"),
+            offline: true,
+        },
+        gcs: weir::store::gcs::GcsConfig::new(
+            Some(&format!("127.0.0.1:{}", emu.port)),
+            cache.clone(),
+        ),
+        pypi: weir::store::pypi::PypiConfig {
+            cache_dir: tmp.path().join("pypi"),
+            index_url: weir::store::pypi::DEFAULT_INDEX_URL.into(),
+        },
+    };
+    let limits = manager_limits(test_limits(64, 16), None, 60);
+    let s = TestServer::start_decls(vec![decl], limits, sources, ServerOptions::default(), false);
+    let (status, want) = complete(&s.url, "local-sql").await;
+    assert_eq!(status, 200, "{want}");
+    let (status, got) = complete(&s.url, "gcs-sql").await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["choices"][0]["text"], want["choices"][0]["text"]);
+    let (_, plain) = complete(&s.url, "tiny").await;
+    assert_ne!(plain["choices"][0]["text"], want["choices"][0]["text"]);
+    assert!(cache
+        .join("gcs/models-bkt/adapters/sql/adapter_model.safetensors")
+        .is_file());
+}

@@ -3,7 +3,8 @@
 //!
 //! - `GET /admin/models`: every declared model: id, source, state (loaded, loading, host,
 //!   unloaded), bytes, last use, requests in flight, pinned, last load error, host-tier bytes,
-//!   compute dtype and generation_config.json defaults of a loaded model; and the server's
+//!   compute dtype and generation_config.json defaults of a loaded model, its LoRA adapters
+//!   (state, bytes, requests, loads, evictions, last use); and the server's
 //!   CPU (`cpu`: model, flags, which kernels run).
 //! - `POST /admin/models/{id}/load`, `POST /admin/models/{id}/unload` (waits for the model's
 //!   requests to finish, bounded by the load timeout).
@@ -41,6 +42,7 @@ fn model_json(s: &ModelStatus) -> Value {
         "last_error": s.last_error,
         "dtype": s.dtype,
         "generation_defaults": s.generation_defaults,
+        "adapters": s.adapters,
     })
 }
 

@@ -228,6 +228,7 @@ impl Generation {
             task: crate::step::Task::Generate,
             background: crate::api::batch::marker::in_batch(),
             lora: model.lora(),
+            lora_hold: model.lora_hold(),
         };
         let id = req.id;
         let stream = model.engine.submit(req)?;

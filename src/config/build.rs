@@ -48,6 +48,14 @@ impl ServeArgs {
         if self.max_loras == Some(0) || self.max_lora_rank == Some(0) {
             return Err("--max-loras and --max-lora-rank must be positive".into());
         }
+        if let Some(cpu) = self.max_cpu_loras {
+            if cpu < self.max_loras.unwrap_or(1) {
+                return Err(format!(
+                    "--max-cpu-loras ({cpu}) must be at least --max-loras ({})",
+                    self.max_loras.unwrap_or(1)
+                ));
+            }
+        }
         if self.max_queued_requests == 0 || self.max_queued_prompt_tokens == 0 {
             return Err(
                 "--max-queued-requests and --max-queued-prompt-tokens must be positive".into(),
@@ -83,6 +91,7 @@ impl ServeArgs {
             max_queued_prompt_tokens: self.max_queued_prompt_tokens,
             max_loras: self.max_loras,
             max_lora_rank: self.max_lora_rank,
+            max_cpu_loras: self.max_cpu_loras,
         })
     }
 

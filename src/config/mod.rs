@@ -212,6 +212,12 @@ pub struct ServeArgs {
     /// Default: no limit (vLLM's is 16).
     #[arg(long, env = "WEIR_MAX_LORA_RANK")]
     pub max_lora_rank: Option<usize>,
+    /// LoRA adapters a model keeps read into memory (vLLM's flag): a request for another one
+    /// reads it from its source, evicting the least recently used adapter that no request uses
+    /// (waiting while all are used). At least --max-loras. Default: no limit (every declared
+    /// adapter stays loaded).
+    #[arg(long, env = "WEIR_MAX_CPU_LORAS")]
+    pub max_cpu_loras: Option<usize>,
     /// Seconds a request may run (queue included) before it is aborted, its KV blocks freed and
     /// the client told; 0: no limit.
     #[arg(long, env = "WEIR_REQUEST_TIMEOUT", default_value_t = 0.0)]

@@ -2,11 +2,13 @@
 //! a slot's index is the `LoraId` its requests carry, stable while the server runs (an unloaded
 //! adapter leaves its slot empty, a new one takes a new slot). A name maps to its model and
 //! slot, and to a `hold` that every lease on the adapter clones: its count says how many requests
-//! still run on it. No IO here.
+//! still run on it. Each slot also keeps its use and load counts for the LRU of resident
+//! adapters (`lora_cache.rs`). No IO here.
 
 use crate::store::ModelSpec;
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 /// Why an adapter could not be loaded or unloaded.
@@ -25,8 +27,38 @@ pub enum LoraAdminError {
 pub struct AdapterSlot {
     pub model: String,
     pub index: u32,
-    /// Cloned into each lease on the adapter (`Arc::strong_count` - 1 requests use it).
+    /// Cloned into each lease on the adapter and each of its sequences (`Arc::strong_count` - 1
+    /// requests and sequences use it).
     pub hold: Arc<str>,
+    pub stats: Arc<AdapterStats>,
+}
+
+impl AdapterSlot {
+    /// Whether no request and no sequence uses it (its hold is the registry's alone).
+    pub fn is_idle(&self) -> bool {
+        // the registry's own and this clone's
+        Arc::strong_count(&self.hold) <= 2
+    }
+}
+
+/// An adapter's counters.
+#[derive(Debug, Default)]
+pub struct AdapterStats {
+    /// Unix milliseconds of its last request.
+    pub last_used_ms: AtomicU64,
+    /// Times its weights were read into the model.
+    pub loads: AtomicU64,
+    /// Times it was dropped from the model to make room (`--max-cpu-loras`).
+    pub evictions: AtomicU64,
+}
+
+impl AdapterStats {
+    pub fn touch(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.last_used_ms.store(now, Relaxed);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -53,7 +85,9 @@ impl Adapters {
         Ok(out)
     }
 
-    /// Refuses `name` when a model or an adapter has it, or `path` when it is no PEFT folder.
+    /// Refuses `name` when a model or an adapter has it, or `path` when it is neither a PEFT
+    /// folder nor a GGUF file on local disk nor an `hf://` or `gs://` source (those are read when
+    /// the adapter loads).
     pub fn check_new<'a>(
         &self,
         name: &str,
@@ -66,12 +100,18 @@ impl Adapters {
                 "LoRA adapter name {name:?} is already a model's or another adapter's"
             ));
         }
-        if !std::path::Path::new(path)
-            .join("adapter_config.json")
-            .exists()
+        if let Some(remote) = crate::store::hf::HfSource::parse(path)
+            .map(|r| r.map(drop))
+            .or_else(|| crate::store::gcs::GcsSource::parse(path).map(|r| r.map(drop)))
         {
+            return remote.map_err(|e| format!("LoRA adapter {name:?}: {e}"));
+        }
+        let p = std::path::Path::new(path);
+        let peft = p.join("adapter_config.json").is_file();
+        let gguf = p.is_file() && path.ends_with(".gguf");
+        if !peft && !gguf {
             return Err(format!(
-                "LoRA adapter {name:?}: {path:?} is not a PEFT folder on local disk (no adapter_config.json)"
+                "LoRA adapter {name:?}: {path:?} is neither a PEFT folder (adapter_config.json) nor a GGUF LoRA file on local disk, nor an hf:// or gs:// source"
             ));
         }
         Ok(())
@@ -88,6 +128,7 @@ impl Adapters {
                 model: model.to_string(),
                 index,
                 hold: Arc::from(spec.id.as_str()),
+                stats: Arc::default(),
             },
         );
         list.push(Some(spec));
@@ -117,6 +158,26 @@ impl Adapters {
         let slots = self.slots.lock();
         let spec = slots.get(model)?.get(index as usize)?.as_ref()?;
         Some(spec.id.clone())
+    }
+
+    /// `model`'s adapters, sorted by name.
+    pub fn of_model(&self, model: &str) -> Vec<(String, AdapterSlot)> {
+        self.by_name
+            .lock()
+            .iter()
+            .filter(|(_, s)| s.model == model)
+            .map(|(n, s)| (n.clone(), s.clone()))
+            .collect()
+    }
+
+    /// Of `model`'s adapters for which `resident(slot index)` holds, the least recently used that
+    /// no request or sequence uses.
+    pub fn lru_idle(&self, model: &str, resident: impl Fn(u32) -> bool) -> Option<AdapterSlot> {
+        self.of_model(model)
+            .into_iter()
+            .map(|(_, s)| s)
+            .filter(|s| resident(s.index) && s.is_idle())
+            .min_by_key(|s| s.stats.last_used_ms.load(Relaxed))
     }
 
     /// Every adapter, sorted by name: (name, its model).

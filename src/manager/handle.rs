@@ -59,6 +59,11 @@ impl ModelLease {
         self.lora.as_ref().map(|(l, _)| *l)
     }
 
+    /// The adapter's hold, for the engine's sequence to keep (see `Request::lora_hold`).
+    pub fn lora_hold(&self) -> Option<Arc<str>> {
+        self.lora.as_ref().map(|(_, h)| h.clone())
+    }
+
     /// The name the request addressed: its adapter's, else the model's.
     pub fn served_id(&self) -> &str {
         match &self.lora {

@@ -76,6 +76,8 @@ pub struct EngineLimits {
     pub max_loras: Option<usize>,
     /// `--max-lora-rank`: adapters of a larger rank are refused (None: no limit).
     pub max_lora_rank: Option<usize>,
+    /// `--max-cpu-loras`: adapters a model keeps loaded (None: all of them).
+    pub max_cpu_loras: Option<usize>,
 }
 
 /// Defaults of `--max-num-seqs` and `--max-num-batched-tokens` on the CPU: a step of 512

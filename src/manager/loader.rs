@@ -394,7 +394,7 @@ pub fn read_model(
     Ok((Arc::from(model), Arc::new(codec)))
 }
 
-/// Reads the adapter `spec` (a PEFT folder) for `model` and puts it in slot `index`; one of a
+/// Reads the adapter `spec` (a local PEFT folder or GGUF LoRA file) for `model` and puts it in slot `index`; one of a
 /// rank above `max_rank` is refused.
 pub fn attach_lora(
     model: &dyn Model,

@@ -13,7 +13,8 @@ use crate::store::ModelSpec;
 use std::sync::Arc;
 
 impl ModelManager {
-    /// Adds adapter `name` from the PEFT folder `path` to `model` (the one declared model when
+    /// Adds adapter `name` from `path` (a PEFT folder or GGUF LoRA file, local, `hf://` or
+    /// `gs://`) to `model` (the one declared model when
     /// `None`).
     pub async fn load_lora(
         &self,
@@ -44,26 +45,33 @@ impl ModelManager {
             source: path.to_string(),
         };
         let index = self.inner.adapters.slots_of(&model).len() as u32;
-        let max_rank = entry
-            .decl
-            .overrides
-            .apply(self.inner.limits.engine)
-            .max_lora_rank;
+        let limits = entry.decl.overrides.apply(self.inner.limits.engine);
         let loaded = entry.loaded.read().clone();
+        let mut resident = false;
         match loaded {
             Some(handle) => {
-                let (m, s) = (handle.model.clone(), spec.clone());
-                tokio::task::spawn_blocking(move || {
-                    super::loader::attach_lora(m.as_ref(), index, &s, max_rank)
-                })
-                .await
-                .map_err(|e| Invalid(e.to_string()))?
-                .map_err(|e| Invalid(e.to_string()))?;
+                // read now, so that a bad adapter is this request's answer; kept when there is
+                // room under --max-cpu-loras (an idle adapter evicted for it), else read again
+                // by the first request that needs it
+                let _swap = entry.adapter_swap.lock().await;
+                let m = &handle.model;
+                let count = m.lora_bytes().iter().flatten().count();
+                resident = count < limits.max_cpu_loras.unwrap_or(usize::MAX)
+                    || self.evict_idle_adapter(&model, m);
+                self.read_adapter(m, index, spec.clone(), limits.max_lora_rank)
+                    .await
+                    .map_err(Invalid)?;
+                if !resident {
+                    m.set_lora(index, None);
+                }
             }
             None => *entry.host.lock() = None,
         }
         let got = self.inner.adapters.push(&model, spec);
         debug_assert_eq!(got, index, "slots change only under the load lock");
+        if resident {
+            self.adapter_read(&model, name);
+        }
         tracing::info!(adapter = name, model = %model, slot = index, "LoRA adapter loaded");
         Ok(())
     }
@@ -77,12 +85,13 @@ impl ModelManager {
             .ok_or_else(|| LoraAdminError::NotFound(name.to_string()))?;
         let manager = self.clone();
         tokio::spawn(async move {
-            // each lease on the adapter holds a clone of `hold`
+            // each lease on the adapter and each of its sequences holds a clone of `hold`
             while Arc::strong_count(&slot.hold) > 1 {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
             if let Ok(entry) = manager.entry(&slot.model) {
                 let _no_load = entry.loading.lock().await;
+                let _swap = entry.adapter_swap.lock().await;
                 if let Some(h) = entry.loaded.read().clone() {
                     h.model.set_lora(slot.index, None);
                 }

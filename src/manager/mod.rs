@@ -18,6 +18,7 @@ pub mod host;
 pub mod limits;
 pub mod loader;
 mod lora_admin;
+mod lora_cache;
 pub mod lru;
 mod memory;
 mod open;
@@ -43,6 +44,7 @@ pub use decl::{validate_model_id, EngineOverrides, ModelDecl};
 pub use handle::{ModelHandle, ModelLease};
 use host::HostCopy;
 pub use loader::{load_model, ManagerError};
+pub use lora_cache::AdapterStatus;
 pub use memory::rss_bytes;
 use memory::trim_heap;
 use open::{kv_estimate, open_local};
@@ -98,6 +100,8 @@ struct Entry {
     attempts: Mutex<(u64, Option<LoadError>)>,
     /// The weights of this model, evicted to host memory.
     host: Mutex<Option<HostCopy>>,
+    /// Held while one of its LoRA adapters is read into it or evicted from it.
+    adapter_swap: tokio::sync::Mutex<()>,
 }
 
 /// Where a load takes a model from.
@@ -201,6 +205,7 @@ impl ModelManager {
                 last_error: Mutex::new(None),
                 attempts: Mutex::new((0, None)),
                 host: Mutex::new(None),
+                adapter_swap: tokio::sync::Mutex::new(()),
             };
             if entries.insert(id.clone(), entry).is_some() {
                 return Err(format!("model id {id:?} is declared twice"));
@@ -280,6 +285,8 @@ impl ModelManager {
     pub async fn get_or_load(&self, id: &str) -> Result<ModelLease, LoadError> {
         if let Some(a) = self.inner.adapters.lookup(id) {
             let lease = Box::pin(self.get_or_load(&a.model)).await?;
+            let entry = self.entry(&a.model)?;
+            self.resident_adapter(entry, &lease.model, &a).await?;
             return Ok(lease.with_lora(crate::step::LoraId(a.index), a.hold));
         }
         let entry = self.entry(id)?;
@@ -376,7 +383,8 @@ impl ModelManager {
         let (started, before) = (Instant::now(), self.used_bytes());
         let (metrics, lid) = (self.inner.metrics.clone(), id.clone());
         let kv_events = self.inner.kv_events.get().cloned();
-        let loras = self.inner.adapters.slots_of(&id);
+        let loras = self.adapters_at_load(&id, &limits);
+        let (read, sources) = (loras.clone(), self.inner.sources.clone());
         let result = tokio::task::spawn_blocking(move || match from {
             LoadFrom::Host(model, codec) => {
                 let device = limits.device.open()?;
@@ -388,6 +396,15 @@ impl ModelManager {
                 loader::start_model(&lid, model, codec, &limits, &metrics, kv_events)
             }
             LoadFrom::Files(local) => {
+                let loras = read
+                    .iter()
+                    .map(|l| {
+                        l.as_ref()
+                            .map(|s| open::local_adapter(s, &sources))
+                            .transpose()
+                    })
+                    .collect::<Result<Vec<_>, String>>()
+                    .map_err(ManagerError::Limits)?;
                 let model = loader::read_model(&local, &limits, &loras)?;
                 loader::start_model(&lid, model.0, model.1, &limits, &metrics, kv_events)
             }
@@ -410,6 +427,8 @@ impl ModelManager {
         if from_host {
             c.host_loads.fetch_add(1, Ordering::Relaxed);
             self.drop_host_copy(&id);
+        } else {
+            self.count_adapters_read(&id, &loras);
         }
         c.load_millis
             .fetch_add(started.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -543,6 +562,7 @@ impl ModelManager {
             generation_defaults: handle
                 .as_ref()
                 .map(|h| h.codec.generation_defaults().clone()),
+            adapters: self.adapter_status(id),
         })
     }
 
@@ -574,4 +594,5 @@ pub struct ModelStatus<'a> {
     pub dtype: Option<String>,
     /// The loaded model's sampling defaults from generation_config.json.
     pub generation_defaults: Option<crate::text::GenerationDefaults>,
+    pub adapters: Vec<AdapterStatus>,
 }

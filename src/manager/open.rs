@@ -49,6 +49,24 @@ pub(super) fn open_local(
     .map_err(|e| e.to_string())
 }
 
+/// The adapter `spec` with its source on local disk (its folder or GGUF file; an `hf://` or
+/// `gs://` source found in, or downloaded into, its cache first). Runs on a blocking thread of
+/// the runtime.
+pub(super) fn local_adapter(spec: &ModelSpec, sources: &Sources) -> Result<ModelSpec, String> {
+    let local = if let Some(src) = HfSource::parse(&spec.source) {
+        src.and_then(|s| s.fetch(&sources.hub))
+    } else if let Some(src) = GcsSource::parse(&spec.source) {
+        src.and_then(|s| tokio::runtime::Handle::current().block_on(s.fetch(&sources.gcs)))
+    } else {
+        return Ok(spec.clone());
+    };
+    let path = local.map_err(|e| format!("LoRA adapter {}: {e}", spec.id))?;
+    Ok(ModelSpec {
+        id: spec.id.clone(),
+        source: path.display().to_string(),
+    })
+}
+
 /// Bytes of a KV cache of a fixed size (0 when it is sized from what is free at load).
 pub(super) fn kv_estimate(limits: &EngineLimits) -> u64 {
     let kv = match limits.kv_cache_memory {

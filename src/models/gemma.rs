@@ -480,7 +480,7 @@ impl CausalLm for Gemma {
                 batch,
                 rope: rope.tables(&batch.positions, self.dtype, &self.device)?,
                 meta: &inputs.attention,
-                lora: &super::lora::NO_ADAPTERS,
+                lora: &super::lora_step::NO_ADAPTERS,
             })
         };
         let (global, local) = (step(&self.global_rope)?, step(&self.local_rope)?);

@@ -9,7 +9,8 @@ use super::fused;
 use super::layers::{
     Activation, Embedding, GatedMlp, LmHead, QkNorm, SelfAttention, SparseMoe, StepContext,
 };
-use super::lora::{LayerLoras, LoraAdapter, LoraStep};
+use super::lora::LoraAdapter;
+use super::lora_step::{LayerLoras, LoraStep};
 use super::rope::{Rope, RopeTables};
 use super::rope_params::RopeParams;
 use super::weights::WeightSource;
@@ -381,6 +382,14 @@ impl Model for Llama {
         }
         slots[i] = adapter;
         true
+    }
+
+    fn lora_bytes(&self) -> Vec<Option<u64>> {
+        let slots = self.loras.read();
+        slots
+            .iter()
+            .map(|a| a.as_ref().map(LoraAdapter::bytes))
+            .collect()
     }
 }
 

@@ -51,6 +51,19 @@ impl Target {
         }
     }
 
+    /// The module's name in llama.cpp's GGUF tensor names (`blk.N.attn_q.weight`).
+    pub fn gguf_name(self) -> &'static str {
+        match self {
+            Target::Q => "attn_q",
+            Target::K => "attn_k",
+            Target::V => "attn_v",
+            Target::O => "attn_output",
+            Target::Gate => "ffn_gate",
+            Target::Up => "ffn_up",
+            Target::Down => "ffn_down",
+        }
+    }
+
     /// `self_attn` or `mlp`.
     fn block(self) -> &'static str {
         match self {
@@ -65,7 +78,7 @@ impl Target {
         format!("base_model.model.model.layers.{layer}.{block}.{module}.{matrix}.weight")
     }
 
-    fn index(self) -> usize {
+    pub(super) fn index(self) -> usize {
         self as usize
     }
 }
@@ -168,6 +181,10 @@ pub struct LoraShape {
     pub q_dim: usize,
     pub kv_dim: usize,
     pub intermediate: usize,
+    pub q_heads: usize,
+    pub kv_heads: usize,
+    /// The model's Q/K rows are in llama.cpp's interleaved order (a Llama GGUF).
+    pub rope_interleaved: bool,
 }
 
 impl LoraShape {
@@ -179,6 +196,9 @@ impl LoraShape {
             q_dim: cfg.num_heads * cfg.head_dim,
             kv_dim: cfg.num_kv_heads * cfg.head_dim,
             intermediate: cfg.intermediate_size,
+            q_heads: cfg.num_heads,
+            kv_heads: cfg.num_kv_heads,
+            rope_interleaved: cfg.rope_interleaved,
         }
     }
 
@@ -196,9 +216,9 @@ impl LoraShape {
 
 /// One target's A [r, in] and scaled B [out, r].
 #[derive(Clone)]
-struct LoraPair {
-    a: Linear,
-    b: Linear,
+pub(super) struct LoraPair {
+    pub(super) a: Linear,
+    pub(super) b: Linear,
 }
 
 /// An adapter's matrices, per layer and target.
@@ -206,59 +226,138 @@ struct LoraPair {
 pub struct LoraAdapter {
     pub name: String,
     pub config: LoraConfig,
-    layers: Vec<[Option<LoraPair>; 7]>,
+    pub(super) layers: Vec<[Option<LoraPair>; 7]>,
     bytes: u64,
 }
 
+/// An adapter as its files hold it: its config, each (layer, target)'s A [r, in] and unscaled
+/// B [out, r] on the host, and whether its Q/K rows are in llama.cpp's interleaved order.
+struct AdapterFiles {
+    config: LoraConfig,
+    pairs: Vec<(usize, Target, Tensor, Tensor)>,
+    interleaved_qk: bool,
+}
+
+/// Reads the PEFT folder `dir` for a model of `num_layers` layers. Every tensor must belong to a
+/// declared target of an existing layer.
+fn read_peft(dir: &Path, num_layers: usize) -> Result<AdapterFiles, String> {
+    let config = LoraConfig::read(dir)?;
+    let file = dir.join("adapter_model.safetensors");
+    let tensors = candle_core::safetensors::load(&file, &Device::Cpu)
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+    let mut pairs = Vec::new();
+    for i in 0..num_layers {
+        for &t in &config.targets {
+            let key = |m: &str| t.tensor_name(i, m);
+            match (tensors.get(&key("lora_A")), tensors.get(&key("lora_B"))) {
+                (Some(a), Some(b)) => pairs.push((i, t, a.clone(), b.clone())),
+                (None, None) => {}
+                _ => {
+                    return Err(format!(
+                        "{}: layer {i} {} has only one of lora_A, lora_B",
+                        file.display(),
+                        t.module()
+                    ))
+                }
+            }
+        }
+    }
+    if 2 * pairs.len() != tensors.len() {
+        let mut extra: Vec<&String> = tensors.keys().collect();
+        extra.sort();
+        return Err(format!(
+            "{}: {} tensors are not the lora_A/lora_B of a declared target in the model's {num_layers} layers (e.g. {})",
+            file.display(),
+            tensors.len() - 2 * pairs.len(),
+            extra.first().map_or("", |s| s.as_str())
+        ));
+    }
+    Ok(AdapterFiles {
+        config,
+        pairs,
+        interleaved_qk: false,
+    })
+}
+
+/// Reads llama.cpp's GGUF LoRA `file` (`general.type` = adapter): the alpha it states (none or 0:
+/// a scale of 1, as llama.cpp applies it), its rank from its A matrices, its targets from its
+/// tensor names. llama.cpp's converter permutes a Llama adapter's Q/K rows as it permutes the
+/// model's.
+fn read_gguf(file: &Path, num_layers: usize) -> Result<AdapterFiles, String> {
+    let g = super::lora_gguf::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let mut pairs = Vec::new();
+    let mut targets = Vec::new();
+    for (layer, module, a, b) in g.pairs {
+        let t = Target::ALL
+            .into_iter()
+            .find(|t| t.gguf_name() == module)
+            .ok_or_else(|| format!("{}: blk.{layer}.{module}: not a projection weir adapts (attn_q, attn_k, attn_v, attn_output, ffn_gate, ffn_up, ffn_down)", file.display()))?;
+        if layer >= num_layers {
+            return Err(format!(
+                "{}: blk.{layer}: the model has {num_layers} layers",
+                file.display()
+            ));
+        }
+        if !targets.contains(&t) {
+            targets.push(t);
+        }
+        pairs.push((layer, t, a, b));
+    }
+    let rank = pairs
+        .first()
+        .map(|(_, _, a, _)| a.dims()[0])
+        .ok_or_else(|| format!("{}: no lora_a / lora_b tensors", file.display()))?;
+    let alpha = if g.alpha > 0.0 {
+        g.alpha as f64
+    } else {
+        rank as f64
+    };
+    Ok(AdapterFiles {
+        config: LoraConfig {
+            rank,
+            alpha,
+            rslora: false,
+            targets,
+        },
+        pairs,
+        interleaved_qk: g.architecture == "llama",
+    })
+}
+
 impl LoraAdapter {
-    /// Reads the PEFT folder `dir` for a model of `shape` on `device` (f32 on the CPU, `dtype`
-    /// elsewhere). Every tensor must belong to a declared target of an existing layer.
+    /// Reads the adapter at `path` for a model of `shape` on `device` (f32 on the CPU, `dtype`
+    /// elsewhere): a PEFT folder, or a GGUF LoRA file. Q/K rows are permuted where the adapter's
+    /// order and the model's differ (a PEFT adapter on a Llama GGUF, whose Q/K rows llama.cpp
+    /// interleaves, and a GGUF adapter on a Hugging Face folder).
     pub fn load(
         name: &str,
-        dir: &Path,
+        path: &Path,
         shape: &LoraShape,
         device: &Device,
         dtype: DType,
     ) -> Result<Self, String> {
-        let config = LoraConfig::read(dir)?;
-        let file = dir.join("adapter_model.safetensors");
-        let tensors = candle_core::safetensors::load(&file, &Device::Cpu)
-            .map_err(|e| format!("{}: {e}", file.display()))?;
+        let files = if path.is_file() {
+            read_gguf(path, shape.num_layers)?
+        } else {
+            read_peft(path, shape.num_layers)?
+        };
         let mut layers: Vec<[Option<LoraPair>; 7]> =
             (0..shape.num_layers).map(|_| Default::default()).collect();
-        let mut found = 0;
-        for (i, slots) in layers.iter_mut().enumerate() {
-            for &t in &config.targets {
-                let key = |m: &str| t.tensor_name(i, m);
-                let (a, b) = match (tensors.get(&key("lora_A")), tensors.get(&key("lora_B"))) {
-                    (Some(a), Some(b)) => (a, b),
-                    (None, None) => continue,
-                    _ => {
-                        return Err(format!(
-                            "{}: layer {i} {} has only one of lora_A, lora_B",
-                            file.display(),
-                            t.module()
-                        ))
-                    }
-                };
-                slots[t.index()] = Some(
-                    pair(a, b, shape.dims(t), &config, device, dtype).map_err(|e| {
-                        format!("{}: layer {i} {}: {e}", file.display(), t.module())
-                    })?,
-                );
-                found += 2;
-            }
-        }
-        if found != tensors.len() {
-            let mut extra: Vec<&String> = tensors.keys().collect();
-            extra.sort();
-            return Err(format!(
-                "{}: {} tensors are not the lora_A/lora_B of a declared target in the model's {} layers (e.g. {})",
-                file.display(),
-                tensors.len() - found,
-                shape.num_layers,
-                extra.first().map_or("", |s| s.as_str())
-            ));
+        for (i, t, a, b) in files.pairs {
+            let heads = match t {
+                Target::Q => shape.q_heads,
+                Target::K => shape.kv_heads,
+                _ => 0,
+            };
+            let b = if heads > 0 && files.interleaved_qk != shape.rope_interleaved {
+                permute_rows(&b, heads, shape.rope_interleaved).map_err(|e| e.to_string())?
+            } else {
+                b
+            };
+            layers[i][t.index()] = Some(
+                pair(&a, &b, shape.dims(t), &files.config, device, dtype)
+                    .map_err(|e| format!("{}: layer {i} {}: {e}", path.display(), t.module()))?,
+            );
         }
         let bytes = layers
             .iter()
@@ -268,7 +367,7 @@ impl LoraAdapter {
             .sum();
         Ok(Self {
             name: name.to_string(),
-            config,
+            config: files.config,
             layers,
             bytes,
         })
@@ -303,6 +402,18 @@ impl LoraAdapter {
     }
 }
 
+/// `b`'s rows (a Q or K projection of `heads` heads) from the Hugging Face order (a head's rotary
+/// pairs are i and i + d/2) to llama.cpp's (pairs side by side) when `to_interleaved`, else back.
+fn permute_rows(b: &Tensor, heads: usize, to_interleaved: bool) -> CResult<Tensor> {
+    let (out, r) = b.dims2()?;
+    let half = out / heads / 2;
+    let (d1, d2) = if to_interleaved { (2, half) } else { (half, 2) };
+    b.reshape((heads, d1, d2, r))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((out, r))
+}
+
 /// A and B as weir's linears, B scaled; shapes checked against the projection's (in, out).
 fn pair(
     a: &Tensor,
@@ -334,146 +445,6 @@ fn pair(
         a: load(a.clone()).map_err(|e| e.to_string())?,
         b: load(scaled).map_err(|e| e.to_string())?,
     })
-}
-
-/// One step's adapter rows: each adapter with rows in the batch and those rows' indices.
-pub struct LoraStep<'a> {
-    /// Each adapter, its rows as a device tensor and on the host.
-    groups: Vec<(&'a LoraAdapter, Tensor, Vec<u32>)>,
-}
-
-/// The step of a model without adapters.
-pub static NO_ADAPTERS: LoraStep<'static> = LoraStep { groups: Vec::new() };
-
-impl<'a> LoraStep<'a> {
-    /// `rows`: (index into `adapters`, the batch rows of that adapter), from
-    /// `ForwardBatch::lora_rows`.
-    pub fn new(
-        adapters: &'a [Option<LoraAdapter>],
-        rows: &[(u32, Vec<u32>)],
-        device: &Device,
-    ) -> CResult<Self> {
-        let groups = rows
-            .iter()
-            .map(|(i, rows)| {
-                let slot = adapters.get(*i as usize).and_then(Option::as_ref);
-                let adapter = slot.ok_or_else(|| {
-                    candle_core::Error::Msg(format!("adapter {i} is not loaded. This is a bug."))
-                })?;
-                Ok((adapter, Tensor::new(rows.as_slice(), device)?, rows.clone()))
-            })
-            .collect::<CResult<_>>()?;
-        Ok(Self { groups })
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.groups.is_empty()
-    }
-
-    /// Layer `i`'s view.
-    pub fn layer(&self, i: usize) -> LayerLoras<'_> {
-        LayerLoras {
-            step: self,
-            layer: i,
-        }
-    }
-}
-
-/// The adapters of one step at one layer.
-pub struct LayerLoras<'s> {
-    step: &'s LoraStep<'s>,
-    layer: usize,
-}
-
-impl LayerLoras<'_> {
-    fn pairs(&self, t: Target) -> impl Iterator<Item = (&LoraPair, &Tensor, &[u32])> {
-        self.step.groups.iter().filter_map(move |(a, rows, host)| {
-            let p = a.layers.get(self.layer)?[t.index()].as_ref()?;
-            Some((p, rows, host.as_slice()))
-        })
-    }
-
-    /// Whether any of the step's adapters adapts `t` at this layer.
-    pub fn touches(&self, t: Target) -> bool {
-        self.pairs(t).next().is_some()
-    }
-
-    /// `y` (the projection `t` of `x`, [rows, out]) plus each adapter's delta on its rows.
-    pub fn add(&self, t: Target, x: &Tensor, mut y: Tensor) -> CResult<Tensor> {
-        if !self.touches(t) {
-            return Ok(y);
-        }
-        if let Some(out) = self.add_on_host(t, x, &y)? {
-            return Ok(out);
-        }
-        for (p, rows, _) in self.pairs(t) {
-            let d = p.b.forward(&p.a.forward(&x.index_select(rows, 0)?)?)?;
-            y = y.index_add(rows, &d.to_dtype(y.dtype())?, 0)?;
-        }
-        Ok(y)
-    }
-
-    /// `add` on the CPU with every matrix in weir's panels and `y` in f32: `x` and `y` read
-    /// once, each adapter's rows through its A and B with no tensor op between, each delta
-    /// added in place (the same bits as the tensor path, without its per-op cost, which
-    /// dominates at a few rows per adapter). None when that does not apply.
-    fn add_on_host(&self, t: Target, x: &Tensor, y: &Tensor) -> CResult<Option<Tensor>> {
-        let host = y.device().is_cpu() && y.dtype() == DType::F32;
-        if !host
-            || !self
-                .pairs(t)
-                .all(|(p, _, _)| p.a.is_packed() && p.b.is_packed())
-        {
-            return Ok(None);
-        }
-        let ((n, in_dim), (_, out_dim)) = (x.dims2()?, y.dims2()?);
-        let xs = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-        let mut ys = y.flatten_all()?.to_vec1::<f32>()?;
-        for (p, _, rows) in self.pairs(t) {
-            let mut xr = Vec::with_capacity(rows.len() * in_dim);
-            for &r in rows {
-                xr.extend_from_slice(&xs[r as usize * in_dim..][..in_dim]);
-            }
-            let a = p.a.packed_rows(&xr, rows.len()).expect("checked packed");
-            let d = p.b.packed_rows(&a, rows.len()).expect("checked packed");
-            for (&r, delta) in rows.iter().zip(d.chunks_exact(out_dim)) {
-                let dst = &mut ys[r as usize * out_dim..][..out_dim];
-                dst.iter_mut().zip(delta).for_each(|(o, v)| *o += v);
-            }
-        }
-        Ok(Some(Tensor::from_vec(ys, (n, out_dim), y.device())?))
-    }
-
-    /// `y`: the outputs of `targets` side by side (a merged projection), `widths` theirs; each
-    /// adapter's deltas (zeros for a target it lacks) added on its rows.
-    pub fn add_merged(
-        &self,
-        targets: &[Target],
-        widths: &[usize],
-        x: &Tensor,
-        mut y: Tensor,
-    ) -> CResult<Tensor> {
-        for (adapter, rows, _) in &self.step.groups {
-            let Some(slots) = adapter.layers.get(self.layer) else {
-                continue;
-            };
-            if targets.iter().all(|t| slots[t.index()].is_none()) {
-                continue;
-            }
-            let xr = x.index_select(rows, 0)?;
-            let n = xr.dim(0)?;
-            let parts = targets
-                .iter()
-                .zip(widths)
-                .map(|(t, &w)| match &slots[t.index()] {
-                    Some(p) => p.b.forward(&p.a.forward(&xr)?)?.to_dtype(y.dtype()),
-                    None => Tensor::zeros((n, w), y.dtype(), y.device()),
-                })
-                .collect::<CResult<Vec<_>>>()?;
-            y = y.index_add(rows, &Tensor::cat(&parts, 1)?, 0)?;
-        }
-        Ok(y)
-    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,8 @@ pub mod layers;
 pub mod linear;
 pub mod llama;
 pub mod lora;
+pub mod lora_gguf;
+pub mod lora_step;
 pub mod moe_config;
 pub mod pool;
 pub mod qgemm;
@@ -167,6 +169,10 @@ pub trait Model: CausalLm + Sync {
     fn set_lora(&self, index: u32, adapter: Option<lora::LoraAdapter>) -> bool {
         let _ = (index, adapter);
         false
+    }
+    /// Each adapter slot's bytes, None where empty.
+    fn lora_bytes(&self) -> Vec<Option<u64>> {
+        Vec::new()
     }
 }
 

@@ -52,6 +52,8 @@ pub struct Sequence {
     pub background: bool,
     /// See `Request::lora`.
     pub lora: Option<crate::step::LoraId>,
+    /// See `Request::lora_hold`: dropped with the sequence.
+    _lora_hold: Option<std::sync::Arc<str>>,
 }
 
 impl Sequence {
@@ -82,6 +84,7 @@ impl Sequence {
             task: req.task,
             background: req.background,
             lora: req.lora,
+            _lora_hold: req.lora_hold,
         }
     }
 

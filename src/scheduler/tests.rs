@@ -63,6 +63,7 @@ fn make_requests(n: usize, prompt_len: usize, max_tokens: usize) -> Vec<Request>
             task: crate::step::Task::Generate,
             background: false,
             lora: None,
+            lora_hold: None,
         })
         .collect()
 }

@@ -185,6 +185,9 @@ pub struct Request {
     pub background: bool,
     /// The LoRA adapter the request runs with (None: the base model).
     pub lora: Option<LoraId>,
+    /// The adapter's hold (see `manager::adapters`), kept by the sequence until it is freed:
+    /// the manager evicts or empties an adapter only once no request and no sequence holds it.
+    pub lora_hold: Option<std::sync::Arc<str>>,
 }
 
 /// What a request asks of the model.

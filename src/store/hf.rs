@@ -122,6 +122,7 @@ impl HfSource {
             matches!(
                 f,
                 "config.json"
+                    | "adapter_config.json"
                     | "tokenizer.json"
                     | "tokenizer_config.json"
                     | "generation_config.json"

@@ -1,13 +1,14 @@
 //! LoRA fixtures: random PEFT adapters for the tiny Llama, the tiny Llama with one merged into
 //! its dense weights (the reference), and engines that serve adapters.
 
-use super::{open_source, tiny_llama_weights, write_tiny_llama_weights};
+use super::{greedy_request, open_source, tiny_llama_weights, write_tiny_llama_weights};
 use crate::engine::core::EngineCore;
 use crate::manager::limits::EngineLimits;
 use crate::manager::loader::{engine_shape, load_weights};
 use crate::models::lora::{LoraAdapter, LoraConfig, LoraShape, Target};
 use crate::runner::ModelRunner;
 use crate::scheduler::Scheduler;
+use crate::step::{LoraId, Request, RequestId, TokenDelta};
 use candle_core::Device;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -21,6 +22,9 @@ pub const TINY_SHAPE: LoraShape = LoraShape {
     q_dim: 64,
     kv_dim: 32,
     intermediate: 128,
+    q_heads: 4,
+    kv_heads: 2,
+    rope_interleaved: false,
 };
 
 /// Writes a PEFT adapter for the tiny Llama under `dir`: rank `rank`, `targets`, A and B both
@@ -103,4 +107,73 @@ pub fn engine_core_with_loras(
     let runner = ModelRunner::new(model, kv, limits.attention_backend, limits.cuda_graphs)
         .expect("allocate the KV cache");
     EngineCore::new(Scheduler::new(sched), runner)
+}
+
+pub fn request(id: u64, prompt: &[u32], lora: Option<u32>) -> Request {
+    let mut r = greedy_request(id, prompt.to_vec(), 10);
+    r.lora = lora.map(LoraId);
+    r
+}
+
+/// Runs `reqs` to the end; every delta of each request.
+pub fn run(core: &mut EngineCore, reqs: Vec<Request>) -> HashMap<RequestId, Vec<TokenDelta>> {
+    for r in reqs {
+        core.add(r).unwrap();
+    }
+    let mut out: HashMap<RequestId, Vec<TokenDelta>> = HashMap::new();
+    while core.has_work() {
+        for d in core.step().0 {
+            out.entry(d.request_id).or_default().push(d);
+        }
+    }
+    out
+}
+
+pub fn tokens(deltas: &[TokenDelta]) -> Vec<u32> {
+    deltas
+        .iter()
+        .flat_map(|d| d.new_token_ids.clone())
+        .collect()
+}
+
+/// `prompt` on `core` (request `id`, adapter `lora`), greedy: its generated tokens and the
+/// teacher-forced logprobs of its prompt tokens.
+pub fn prompt_logprobs(
+    core: &mut EngineCore,
+    id: u64,
+    prompt: &[u32],
+    lora: Option<u32>,
+) -> (Vec<u32>, Vec<f32>) {
+    let mut r = request(id, prompt, lora);
+    r.sampling.prompt_logprobs = Some(1);
+    let deltas = &run(core, vec![r])[&RequestId(id)];
+    let lps = deltas
+        .iter()
+        .flat_map(|d| d.prompt_logprobs.iter().map(|l| l.logprob))
+        .collect();
+    (tokens(deltas), lps)
+}
+
+/// Max |a - b| over two equally long rows.
+pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
+
+/// tests/peft_reference.py: PEFT's prompt logprobs of `base` with `adapter` against those
+/// `core` (serving `adapter` as adapter 0) gives; what the script printed.
+pub async fn check_with_peft(
+    core: &mut EngineCore,
+    base: &std::path::Path,
+    adapter: &std::path::Path,
+    prompt: &[u32],
+) -> String {
+    let (_, lps) = prompt_logprobs(core, 0, prompt, Some(0));
+    let join = |v: Vec<String>| v.join(",");
+    let ids = join(prompt.iter().map(|t| t.to_string()).collect());
+    let lps = join(lps.iter().map(|l| l.to_string()).collect());
+    let (base, adapter) = (base.display().to_string(), adapter.display().to_string());
+    super::run_python_test("peft_reference.py", &[&base, &adapter, &ids, &lps]).await
 }

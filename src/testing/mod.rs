@@ -226,6 +226,7 @@ pub fn test_limits(num_kv_blocks: usize, block_size: usize) -> EngineLimits {
         max_queued_prompt_tokens: 1 << 20,
         max_loras: None,
         max_lora_rank: None,
+        max_cpu_loras: None,
     }
 }
 
@@ -266,6 +267,7 @@ pub fn greedy_request(id: u64, prompt: Vec<u32>, max_tokens: usize) -> Request {
         task: crate::step::Task::Generate,
         background: false,
         lora: None,
+        lora_hold: None,
     }
 }
 

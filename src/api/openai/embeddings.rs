@@ -227,6 +227,7 @@ pub(super) async fn run(
             background: crate::api::batch::marker::in_batch(),
             // an adapter on an embedding decoder changes its vectors too
             lora: model.lora(),
+            lora_hold: model.lora_hold(),
         };
         streams.push(model.engine.submit(req)?);
     }

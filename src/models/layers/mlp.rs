@@ -3,7 +3,8 @@
 use super::projs::Projs;
 use crate::models::fused;
 use crate::models::linear::Linear;
-use crate::models::lora::{LayerLoras, Target};
+use crate::models::lora::Target;
+use crate::models::lora_step::LayerLoras;
 use crate::models::weights::WeightSource;
 use candle_core::{Device, Result, Tensor};
 

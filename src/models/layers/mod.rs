@@ -29,5 +29,5 @@ pub struct StepContext<'a> {
     pub rope: RopeTables,
     pub meta: &'a AttentionMetadata,
     /// The step's LoRA adapter rows (`LoraStep::NONE` for a model without adapters).
-    pub lora: &'a crate::models::lora::LoraStep<'a>,
+    pub lora: &'a crate::models::lora_step::LoraStep<'a>,
 }
