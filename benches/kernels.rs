@@ -196,6 +196,25 @@ fn prefill_step(c: &mut Criterion) {
             |bench, batch| bench.iter(|| model.forward(batch, &mut kv).unwrap()),
         );
     }
+    // a 512-token chunk of a long prompt (chunked prefill's step) after `start` cached tokens
+    let mut kv = kv_cache(&model, 8192 / 16);
+    let table: Vec<u32> = (0..8192 / 16).collect();
+    let tokens: Vec<u32> = (0..512).map(|i| 100 + i).collect();
+    for start in [0usize, 1536, 3584, 7680] {
+        let input = SeqInput {
+            token_ids: &tokens,
+            start,
+            block_table: &table,
+            sample: true,
+        };
+        let batch = ForwardBatch::build(&[input], 16);
+        g.throughput(Throughput::Elements(512));
+        g.bench_with_input(
+            BenchmarkId::new("chunk_512_after", start),
+            &batch,
+            |bench, batch| bench.iter(|| model.forward(batch, &mut kv).unwrap()),
+        );
+    }
     g.finish();
 }
 

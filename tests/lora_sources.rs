@@ -200,3 +200,52 @@ async fn adapters_from_the_hugging_face_cache() {
     let plain = complete(&s.url, "tiny").await;
     assert_ne!(lps(&plain), lps(&complete(&s.url, "local").await));
 }
+
+/// An adapter that cannot be read (an `hf://` repository not in the offline cache) does not keep
+/// its base model from loading: the model and its other adapters answer, and requests on the bad
+/// adapter get 503 with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_adapter_leaves_its_model_serving() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = write_tiny_llama(&tmp.path().join("base"), 5);
+    let peft = tmp.path().join("peft");
+    write_peft_adapter(&peft, 3, 8, 16.0, false, &Target::ALL);
+    let mut decl = ModelDecl::new(ModelSpec {
+        id: "tiny".into(),
+        source: base.display().to_string(),
+    });
+    for (id, source) in [
+        ("missing", "hf://test-org/not-cached".to_string()),
+        ("good", peft.display().to_string()),
+    ] {
+        decl.loras.push(ModelSpec {
+            id: id.into(),
+            source,
+        });
+    }
+    let sources = weir::store::Sources {
+        hub: weir::store::hf::HubConfig {
+            cache: tmp.path().join("hub"),
+            offline: true,
+        },
+        gcs: weir::store::gcs::GcsConfig::new(None, tmp.path().join("cache")),
+        pypi: weir::store::pypi::PypiConfig {
+            cache_dir: tmp.path().join("cache"),
+            index_url: weir::store::pypi::DEFAULT_INDEX_URL.into(),
+        },
+    };
+    let limits = manager_limits(test_limits(64, 16), None, 60);
+    let s = TestServer::start_decls(vec![decl], limits, sources, ServerOptions::default(), false);
+    complete(&s.url, "tiny").await;
+    complete(&s.url, "good").await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/completions", s.url))
+        .json(&serde_json::json!({"model": "missing", "prompt": "Hello", "max_tokens": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let v: serde_json::Value = r.json().await.unwrap();
+    let msg = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("HF_HUB_OFFLINE"), "{v}");
+}

@@ -31,6 +31,8 @@ pub struct AdapterSlot {
     /// requests and sequences use it).
     pub hold: Arc<str>,
     pub stats: Arc<AdapterStats>,
+    /// Held while the adapter is read on demand, so one read serves every waiting request.
+    pub reading: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl AdapterSlot {
@@ -71,7 +73,7 @@ pub struct Adapters {
 
 impl Adapters {
     /// The adapters declared with the models (`models`: each model's id and adapters). Names
-    /// are unique among models and adapters; each is a local PEFT folder.
+    /// are unique among models and adapters (see `check_new` for their sources).
     pub fn declare<'a>(
         models: impl Iterator<Item = (&'a str, &'a [ModelSpec])> + Clone,
     ) -> Result<Self, String> {
@@ -129,6 +131,7 @@ impl Adapters {
                 index,
                 hold: Arc::from(spec.id.as_str()),
                 stats: Arc::default(),
+                reading: Arc::default(),
             },
         );
         list.push(Some(spec));

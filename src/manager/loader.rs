@@ -394,16 +394,36 @@ pub fn read_model(
     Ok((Arc::from(model), Arc::new(codec)))
 }
 
-/// Reads the adapter `spec` (a local PEFT folder or GGUF LoRA file) for `model` and puts it in slot `index`; one of a
-/// rank above `max_rank` is refused.
+/// Reads the adapter `spec` (a local PEFT folder or GGUF LoRA file) for `model` and puts it in
+/// slot `index`; one of a rank above `max_rank` is refused.
 pub fn attach_lora(
     model: &dyn Model,
     index: u32,
     spec: &crate::store::ModelSpec,
     max_rank: Option<usize>,
 ) -> Result<(), ManagerError> {
+    let adapter = read_lora(model, spec, max_rank)?;
+    if !model.set_lora(index, Some(adapter)) {
+        return Err(ManagerError::Limits(NO_ADAPTERS.into()));
+    }
+    Ok(())
+}
+
+const NO_ADAPTERS: &str = "this model does not serve LoRA adapters (Llama-family models without fused projections or experts do)";
+
+/// Reads the adapter `spec` (a local PEFT folder or GGUF LoRA file) for `model`, without
+/// putting it in; one of a rank above `max_rank`, or for a model that serves none, is refused.
+pub fn read_lora(
+    model: &dyn Model,
+    spec: &crate::store::ModelSpec,
+    max_rank: Option<usize>,
+) -> Result<crate::models::lora::LoraAdapter, ManagerError> {
     use crate::models::lora::{LoraAdapter, LoraShape};
-    let shape = LoraShape::of(model.config());
+    let cfg = model.config();
+    if cfg.fused_projections || cfg.moe.is_some() {
+        return Err(ManagerError::Limits(NO_ADAPTERS.into()));
+    }
+    let shape = LoraShape::of(cfg);
     let dir = std::path::Path::new(&spec.source);
     let adapter = LoraAdapter::load(&spec.id, dir, &shape, model.device(), model.dtype())
         .map_err(|e| ManagerError::Limits(format!("LoRA adapter {}: {e}", spec.id)))?;
@@ -413,12 +433,7 @@ pub fn attach_lora(
             spec.id, adapter.config.rank
         )));
     }
-    if !model.set_lora(index, Some(adapter)) {
-        return Err(ManagerError::Limits(
-            "this model does not serve LoRA adapters (Llama-family models without fused projections or experts do)".into(),
-        ));
-    }
-    Ok(())
+    Ok(adapter)
 }
 
 /// Loads `local` and starts its engine thread (publishing KV events to `kv_events`, if any).

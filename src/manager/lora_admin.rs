@@ -2,8 +2,10 @@
 //! `/v1/unload_lora_adapter`).
 //!
 //! Loading takes the model's load lock, so no model load runs meanwhile: a loaded model reads
-//! the adapter now (its failure is the answer), one that is not loaded reads it with its next
-//! load (its host-tier copy, which lacks it, is dropped). Unloading forgets the name at once (new
+//! the adapter now (its failure is the answer) and keeps it when `--max-cpu-loras` leaves room
+//! (an idle adapter evicted for it); one that is not loaded reads it with its next load if it is
+//! among the first `--max-cpu-loras`, else with the first request on it (its host-tier copy,
+//! which lacks it, is dropped). Unloading forgets the name at once (new
 //! requests on it get 404) and empties the model's slot once the requests still running on the
 //! adapter are done.
 
@@ -53,16 +55,19 @@ impl ModelManager {
                 // read now, so that a bad adapter is this request's answer; kept when there is
                 // room under --max-cpu-loras (an idle adapter evicted for it), else read again
                 // by the first request that needs it
-                let _swap = entry.adapter_swap.lock().await;
                 let m = &handle.model;
+                let adapter = self
+                    .read_adapter(m, spec.clone(), limits.max_lora_rank)
+                    .await
+                    .map_err(Invalid)?;
+                let _swap = entry.adapter_swap.lock().await;
                 let count = m.lora_bytes().iter().flatten().count();
                 resident = count < limits.max_cpu_loras.unwrap_or(usize::MAX)
                     || self.evict_idle_adapter(&model, m);
-                self.read_adapter(m, index, spec.clone(), limits.max_lora_rank)
-                    .await
-                    .map_err(Invalid)?;
-                if !resident {
-                    m.set_lora(index, None);
+                if resident && !m.set_lora(index, Some(adapter)) {
+                    return Err(Invalid(
+                        "this model does not serve LoRA adapters (Llama-family models without fused projections or experts do)".into(),
+                    ));
                 }
             }
             None => *entry.host.lock() = None,

@@ -10,6 +10,7 @@
 use super::adapters::AdapterSlot;
 use super::limits::EngineLimits;
 use super::{Entry, LoadError, ModelManager};
+use crate::models::lora::LoraAdapter;
 use crate::models::Model;
 use crate::store::ModelSpec;
 use std::sync::atomic::Ordering::Relaxed;
@@ -49,8 +50,12 @@ impl ModelManager {
         self.inner.metrics.lora_swapped(model, true);
     }
 
-    /// Makes adapter `a` resident in the loaded `model` (reading it, after evicting an idle one
-    /// when the model holds `--max-cpu-loras`), waiting while every resident adapter is in use.
+    /// Makes adapter `a` resident in the loaded `model`: read from its source (once, whatever
+    /// the requests waiting for it), then put in when the model holds fewer than
+    /// `--max-cpu-loras` or once an idle adapter is evicted for it; waits while every resident
+    /// adapter is in use, up to the load timeout. The residency check and the swap run under the
+    /// model's `adapter_swap` lock, which no IO ever holds: an adapter a request found resident
+    /// holds its hold before the lock is released, so it is not evicted under the request.
     pub(super) async fn resident_adapter(
         &self,
         entry: &Entry,
@@ -59,43 +64,61 @@ impl ModelManager {
     ) -> Result<(), LoadError> {
         a.stats.touch();
         let name = a.hold.to_string();
-        let resident = |m: &Arc<dyn Model>| {
-            let bytes = m.lora_bytes();
-            (
-                bytes.get(a.index as usize).is_some_and(Option::is_some),
-                bytes.iter().flatten().count(),
-            )
+        let deadline = tokio::time::Instant::now() + self.inner.limits.load_timeout;
+        let timeout = || LoadError::Timeout(name.clone());
+        let swap = || tokio::time::timeout_at(deadline, entry.adapter_swap.lock());
+        let here = |m: &Arc<dyn Model>| {
+            m.lora_bytes()
+                .get(a.index as usize)
+                .is_some_and(Option::is_some)
         };
-        if resident(model).0 {
-            return Ok(());
+        if here(model) {
+            // re-checked under the lock: an eviction that chose it before this request's hold
+            // existed has finished once the lock is free
+            let _swap = swap().await.map_err(|_| timeout())?;
+            if here(model) {
+                return Ok(());
+            }
+        }
+        // one read per adapter at a time: later requests find it resident
+        let _reading = tokio::time::timeout_at(deadline, a.reading.lock())
+            .await
+            .map_err(|_| timeout())?;
+        if here(model) {
+            let _swap = swap().await.map_err(|_| timeout())?;
+            if here(model) {
+                return Ok(());
+            }
         }
         let limits = entry.decl.overrides.apply(self.inner.limits.engine);
-        let deadline = tokio::time::Instant::now() + self.inner.limits.load_timeout;
+        let spec = self.inner.adapters.slots_of(&a.model)[a.index as usize]
+            .clone()
+            .ok_or_else(|| LoadError::NotFound(name.clone()))?;
+        let adapter = self
+            .read_adapter(model, spec, limits.max_lora_rank)
+            .await
+            .map_err(|cause| LoadError::Failed {
+                id: name.clone(),
+                cause,
+            })?;
+        let mut adapter = Some(adapter);
         loop {
             {
-                let _swap = entry.adapter_swap.lock().await;
-                let (here, count) = resident(model);
-                if here {
+                let _swap = swap().await.map_err(|_| timeout())?;
+                if here(model) {
                     return Ok(());
                 }
+                let count = model.lora_bytes().iter().flatten().count();
                 if count < limits.max_cpu_loras.unwrap_or(usize::MAX)
                     || self.evict_idle_adapter(&a.model, model)
                 {
-                    let spec = self.inner.adapters.slots_of(&a.model)[a.index as usize]
-                        .clone()
-                        .ok_or_else(|| LoadError::NotFound(name.clone()))?;
-                    self.read_adapter(model, a.index, spec, limits.max_lora_rank)
-                        .await
-                        .map_err(|cause| LoadError::Failed {
-                            id: name.clone(),
-                            cause,
-                        })?;
+                    model.set_lora(a.index, adapter.take());
                     self.adapter_read(&a.model, &name);
                     return Ok(());
                 }
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(LoadError::Timeout(name));
+                return Err(timeout());
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
@@ -116,22 +139,58 @@ impl ModelManager {
         true
     }
 
-    /// Reads the adapter `spec` (from its source) into slot `index` of `model`.
+    /// Reads the adapter `spec` for `model` from its source (downloading an `hf://` or `gs://`
+    /// one into the cache first), on a blocking thread, without putting it in.
     pub(super) async fn read_adapter(
         &self,
         model: &Arc<dyn Model>,
-        index: u32,
         spec: ModelSpec,
         max_rank: Option<usize>,
-    ) -> Result<(), String> {
+    ) -> Result<LoraAdapter, String> {
         let (m, sources) = (model.clone(), self.inner.sources.clone());
         tokio::task::spawn_blocking(move || {
             let local = super::open::local_adapter(&spec, &sources)?;
-            super::loader::attach_lora(m.as_ref(), index, &local, max_rank)
-                .map_err(|e| e.to_string())
+            super::loader::read_lora(m.as_ref(), &local, max_rank).map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| e.to_string())?
+    }
+
+    /// Puts the adapters of `loras` (a load's, from `adapters_at_load`) into the freshly read
+    /// `model`, reading each from its source; one that fails is logged and left out (a request
+    /// that needs it reads it again and gets the error), so a bad adapter never keeps its base
+    /// model from loading. Runs on a blocking thread of the runtime.
+    pub(super) fn attach_at_load(
+        model: &dyn Model,
+        loras: &[Option<ModelSpec>],
+        sources: &crate::store::Sources,
+        max_rank: Option<usize>,
+    ) -> Vec<Option<ModelSpec>> {
+        let mut read = vec![None; loras.len()];
+        for (i, spec) in loras.iter().enumerate() {
+            let Some(spec) = spec else { continue };
+            let attached = super::open::local_adapter(spec, sources).and_then(|local| {
+                super::loader::attach_lora(model, i as u32, &local, max_rank)
+                    .map_err(|e| e.to_string())
+            });
+            match attached {
+                Ok(()) => read[i] = Some(spec.clone()),
+                Err(e) => {
+                    tracing::warn!(adapter = %spec.id, error = %e, "LoRA adapter not read with its model")
+                }
+            }
+        }
+        read
+    }
+
+    /// After `model` came back from the host tier: empties the slots of adapters unloaded
+    /// meanwhile (the host copy may have been taken while they were still there).
+    pub(super) fn drop_unloaded_adapters(&self, id: &str, model: &dyn Model) {
+        for (i, spec) in self.inner.adapters.slots_of(id).iter().enumerate() {
+            if spec.is_none() {
+                model.set_lora(i as u32, None);
+            }
+        }
     }
 }
 
@@ -144,7 +203,8 @@ pub struct AdapterStatus {
     pub state: &'static str,
     /// Bytes of its matrices while loaded.
     pub bytes: Option<u64>,
-    /// Requests and engine sequences using it.
+    /// Holds on it: each request's lease and each of its engine sequences (a request with `n`
+    /// choices holds it 1 + n times).
     pub in_flight: usize,
     pub loads: u64,
     pub evictions: u64,
@@ -163,8 +223,9 @@ impl ModelManager {
             .map(|(id, a)| {
                 let b = bytes.get(a.index as usize).copied().flatten();
                 AdapterStatus {
-                    source: slots[a.index as usize]
-                        .as_ref()
+                    source: slots
+                        .get(a.index as usize)
+                        .and_then(Option::as_ref)
                         .map_or(String::new(), |s| s.source.clone()),
                     state: if b.is_some() { "loaded" } else { "unloaded" },
                     bytes: b,

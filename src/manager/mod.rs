@@ -383,8 +383,10 @@ impl ModelManager {
         let (started, before) = (Instant::now(), self.used_bytes());
         let (metrics, lid) = (self.inner.metrics.clone(), id.clone());
         let kv_events = self.inner.kv_events.get().cloned();
-        let loras = self.adapters_at_load(&id, &limits);
-        let (read, sources) = (loras.clone(), self.inner.sources.clone());
+        let (loras, sources) = (
+            self.adapters_at_load(&id, &limits),
+            self.inner.sources.clone(),
+        );
         let result = tokio::task::spawn_blocking(move || match from {
             LoadFrom::Host(model, codec) => {
                 let device = limits.device.open()?;
@@ -394,26 +396,20 @@ impl ModelManager {
                     model.to_device(&device)?
                 };
                 loader::start_model(&lid, model, codec, &limits, &metrics, kv_events)
+                    .map(|h| (h, Vec::new()))
             }
             LoadFrom::Files(local) => {
-                let loras = read
-                    .iter()
-                    .map(|l| {
-                        l.as_ref()
-                            .map(|s| open::local_adapter(s, &sources))
-                            .transpose()
-                    })
-                    .collect::<Result<Vec<_>, String>>()
-                    .map_err(ManagerError::Limits)?;
-                let model = loader::read_model(&local, &limits, &loras)?;
-                loader::start_model(&lid, model.0, model.1, &limits, &metrics, kv_events)
+                let (model, codec) = loader::read_model(&local, &limits, &[])?;
+                let read = Self::attach_at_load(&*model, &loras, &sources, limits.max_lora_rank);
+                loader::start_model(&lid, model, codec, &limits, &metrics, kv_events)
+                    .map(|h| (h, read))
             }
         })
         .await
         .map_err(|e| e.to_string())
         .and_then(|r| r.map_err(|e| e.to_string()));
-        let handle = match result {
-            Ok(h) => Arc::new(h),
+        let (handle, read) = match result {
+            Ok((h, read)) => (Arc::new(h), read),
             Err(cause) => {
                 tracing::error!(model = %id, %cause, "load failed");
                 return Err(LoadError::Failed { id, cause });
@@ -427,8 +423,9 @@ impl ModelManager {
         if from_host {
             c.host_loads.fetch_add(1, Ordering::Relaxed);
             self.drop_host_copy(&id);
+            self.drop_unloaded_adapters(&id, &*handle.model);
         } else {
-            self.count_adapters_read(&id, &loras);
+            self.count_adapters_read(&id, &read);
         }
         c.load_millis
             .fetch_add(started.elapsed().as_millis() as u64, Ordering::Relaxed);

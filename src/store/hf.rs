@@ -118,16 +118,18 @@ impl HfSource {
             return repo.get(f).map_err(fetch_err);
         }
         let info = repo.info().map_err(fetch_err)?;
+        // the repository's top level only (a PEFT repository's checkpoint-*/ folders are not read)
         let wanted = |f: &str| {
-            matches!(
+            let named = matches!(
                 f,
                 "config.json"
                     | "adapter_config.json"
                     | "tokenizer.json"
                     | "tokenizer_config.json"
                     | "generation_config.json"
-            ) || f.ends_with(".safetensors")
-                || f.ends_with(".safetensors.index.json")
+            );
+            !f.contains('/')
+                && (named || f.ends_with(".safetensors") || f.ends_with(".safetensors.index.json"))
         };
         let mut snapshot = None;
         for s in info.siblings.iter().filter(|s| wanted(&s.rfilename)) {

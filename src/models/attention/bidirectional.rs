@@ -2,11 +2,11 @@
 //! every token of its own sequence (no mask), on the CPU's `ComputePool`.
 //!
 //! One task per (sequence, head): the head's keys transposed once, then each query's scores
-//! accumulate across all keys one column at a time, a softmax (`cpu::softmax`'s fixed order) and the
+//! accumulate across all keys one column at a time, a softmax (`cpu_kernels::softmax`'s fixed order) and the
 //! weighted values summed key by key. Nothing depends on the other sequences of the step, so a
 //! sequence's output is the same bits alone or packed.
 
-use super::cpu::softmax;
+use super::cpu_kernels::softmax;
 use crate::models::pool::ComputePool;
 use parking_lot::Mutex;
 use std::ops::Range;

@@ -9,11 +9,11 @@
 //! K is stored transposed within each block, so the scores of a block's keys are lanes of one
 //! vector: an FMA chain per query head over the head's dimensions, no horizontal sums.
 
+use super::cpu_kernels::{block_scores, softmax, weighted_values, Values, Weights};
 use super::{AttentionBackend, AttentionMetadata, AttentionShape};
 use crate::kv::cache::{KvCache, KvCacheConfig, LayerKv};
 use crate::models::batch::ForwardBatch;
 use crate::models::pool::ComputePool;
-use crate::models::qgemm::elementwise::exp;
 use candle_core::{DType, Device, Result, Tensor};
 use parking_lot::Mutex;
 
@@ -124,206 +124,6 @@ pub fn write_kv(
     }
 }
 
-/// Raw scores of one block's keys for `group` query heads: `out[h][s] = Σ_i q_h[i] · kb[i][s]`
-/// (`kb`: [d][bs]), each lane summed over i in order. Register accumulators on AVX-512 when
-/// bs = 16 and group is 1-4 or 8 (one FMA chain per head); the same sum in plain Rust elsewhere.
-fn block_scores(qs: &[f32], d: usize, group: usize, kb: &[f32], bs: usize, out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if bs == 16
-        && matches!(group, 1..=4 | 8)
-        && crate::models::qgemm::Isa::best() == crate::models::qgemm::Isa::Avx512Vnni
-    {
-        // SAFETY: AVX-512F is present (the VNNI path implies it); slices are [group][d] and
-        // [d][16], `out` [group][16].
-        unsafe {
-            match group {
-                1 => scores16::<1>(qs, d, kb, out),
-                2 => scores16::<2>(qs, d, kb, out),
-                3 => scores16::<3>(qs, d, kb, out),
-                4 => scores16::<4>(qs, d, kb, out),
-                _ => scores16::<8>(qs, d, kb, out),
-            }
-        }
-        return;
-    }
-    block_scores_plain(qs, d, group, kb, bs, out);
-}
-
-fn block_scores_plain(qs: &[f32], d: usize, group: usize, kb: &[f32], bs: usize, out: &mut [f32]) {
-    for (h, o) in out.chunks_exact_mut(bs).enumerate().take(group) {
-        o.fill(0.0);
-        for (&qe, row) in qs[h * d..(h + 1) * d].iter().zip(kb.chunks_exact(bs)) {
-            for (l, &kv) in o.iter_mut().zip(row) {
-                *l = qe.mul_add(kv, *l);
-            }
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn scores16<const G: usize>(qs: &[f32], d: usize, kb: &[f32], out: &mut [f32]) {
-    use std::arch::x86_64::*;
-    debug_assert!(qs.len() >= G * d && kb.len() >= d * 16 && out.len() >= G * 16);
-    let mut acc = [_mm512_setzero_ps(); G];
-    for i in 0..d {
-        let k = _mm512_loadu_ps(kb.as_ptr().add(i * 16));
-        for (h, a) in acc.iter_mut().enumerate() {
-            *a = _mm512_fmadd_ps(_mm512_set1_ps(*qs.get_unchecked(h * d + i)), k, *a);
-        }
-    }
-    for (h, a) in acc.iter().enumerate() {
-        _mm512_storeu_ps(out.as_mut_ptr().add(h * 16), *a);
-    }
-}
-
-/// `s ← softmax(s)`. The sum runs in 16 fixed lanes (then lane by lane), an order that
-/// depends only on `s.len()`.
-pub(crate) fn softmax(s: &mut [f32]) {
-    let max = s.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    for v in s.iter_mut() {
-        *v = exp(*v - max);
-    }
-    let mut lanes = [0f32; 16];
-    let mut chunks = s.chunks_exact(16);
-    for c in &mut chunks {
-        for (l, &v) in lanes.iter_mut().zip(c) {
-            *l += v;
-        }
-    }
-    let sum = lanes
-        .iter()
-        .chain(chunks.remainder())
-        .fold(0.0, |a, &v| a + v);
-    let inv = 1.0 / sum;
-    for v in s.iter_mut() {
-        *v *= inv;
-    }
-}
-
-/// The V rows of one KV head of one sequence's visible keys: visible key `j` is key
-/// `first + j` of `blocks`, row `blocks[k / bs] * bs + k % bs` of the pool for `k = first + j`,
-/// at column `off`.
-struct Values<'a> {
-    pool: &'a [f32],
-    blocks: &'a [u32],
-    /// The first visible key within `blocks[0]` (non-zero only in a sliding window).
-    first: usize,
-    bs: usize,
-    kv_dim: usize,
-    off: usize,
-}
-
-impl Values<'_> {
-    /// Calls `f(j, row_start)` for visible keys `0..n` in order (`row_start` indexes `pool`).
-    #[inline(always)]
-    fn for_keys(&self, n: usize, mut f: impl FnMut(usize, usize)) {
-        let end = self.first + n;
-        for (jb, &blk) in self.blocks.iter().enumerate() {
-            let lo = (jb * self.bs).max(self.first);
-            let hi = ((jb + 1) * self.bs).min(end);
-            for k in lo..hi {
-                let row = blk as usize * self.bs + k - jb * self.bs;
-                f(k - self.first, row * self.kv_dim + self.off);
-            }
-        }
-    }
-}
-
-/// `out[h] = Σ_j p[h][j] · V_j` for the `group` heads of one KV head (`p`: [group][ctx], `out`:
-/// [group][d], zero on entry): one fused multiply-add per key in key order for each output
-/// element. Register accumulators on AVX-512 (d a multiple of 16, group 1-4 or 8); the same
-/// operations in plain Rust elsewhere, so both give the same bits.
-fn weighted_values(p: &[f32], ctx: usize, vs: &Values, d: usize, group: usize, out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if d.is_multiple_of(16)
-        && matches!(group, 1..=4 | 8)
-        && crate::models::qgemm::Isa::best() == crate::models::qgemm::Isa::Avx512Vnni
-    {
-        let v = if group <= 4 && d.is_multiple_of(64) {
-            4
-        } else if d.is_multiple_of(32) {
-            2
-        } else {
-            1
-        };
-        macro_rules! by_v {
-            ($g:literal) => {
-                match v {
-                    4 => pv16::<$g, 4>(p, ctx, vs, d, out),
-                    2 => pv16::<$g, 2>(p, ctx, vs, d, out),
-                    _ => pv16::<$g, 1>(p, ctx, vs, d, out),
-                }
-            };
-        }
-        // SAFETY: AVX-512F is present (the VNNI path implies it); `p` is [group][ctx], `out`
-        // [group][d], and every key's row of `d` values is inside the pool.
-        unsafe {
-            match group {
-                1 => by_v!(1),
-                2 => by_v!(2),
-                3 => by_v!(3),
-                4 => by_v!(4),
-                _ => by_v!(8),
-            }
-        }
-        return;
-    }
-    weighted_values_plain(p, ctx, vs, d, group, out);
-}
-
-fn weighted_values_plain(
-    p: &[f32],
-    ctx: usize,
-    vs: &Values,
-    d: usize,
-    group: usize,
-    out: &mut [f32],
-) {
-    vs.for_keys(ctx, |j, row| {
-        let v = &vs.pool[row..row + d];
-        for (i, oh) in out.chunks_exact_mut(d).enumerate().take(group) {
-            let w = p[i * ctx + j];
-            for (o, &x) in oh.iter_mut().zip(v) {
-                *o = w.mul_add(x, *o);
-            }
-        }
-    });
-}
-
-/// `weighted_values` for G heads, `16 · V` columns at a time in registers.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn pv16<const G: usize, const V: usize>(
-    p: &[f32],
-    ctx: usize,
-    vs: &Values,
-    d: usize,
-    out: &mut [f32],
-) {
-    use std::arch::x86_64::*;
-    debug_assert!(p.len() >= G * ctx && out.len() >= G * d);
-    let pool = vs.pool.as_ptr();
-    for c in (0..d).step_by(16 * V) {
-        let mut acc = [[_mm512_setzero_ps(); V]; G];
-        vs.for_keys(ctx, |j, row| {
-            let r = pool.add(row + c);
-            let v: [__m512; V] = std::array::from_fn(|k| _mm512_loadu_ps(r.add(16 * k)));
-            for (h, a) in acc.iter_mut().enumerate() {
-                let w = _mm512_set1_ps(*p.get_unchecked(h * ctx + j));
-                for k in 0..V {
-                    a[k] = _mm512_fmadd_ps(w, v[k], a[k]);
-                }
-            }
-        });
-        for (h, a) in acc.iter().enumerate() {
-            for (k, ak) in a.iter().enumerate() {
-                _mm512_storeu_ps(out.as_mut_ptr().add(h * d + c + 16 * k), *ak);
-            }
-        }
-    }
-}
-
 /// What `paged_attention` attends for: the step's rows and the layer's kind.
 pub struct PagedRows<'a> {
     pub batch: &'a ForwardBatch,
@@ -334,114 +134,218 @@ pub struct PagedRows<'a> {
     pub windowed: bool,
 }
 
+/// Query rows attended together: up to this many consecutive tokens of one sequence (a prompt
+/// chunk's rows), so that each K/V block is read from memory once per tile instead of once per
+/// row. A row's arithmetic is the same in any tile (see `attend_tile`).
+pub const TILE_ROWS: usize = 8;
+
 /// Causal attention of q ([num_tokens, num_heads * head_dim], already rotated) over the cache.
 /// Token `t` at position `p` attends to positions `first_visible(p)..=p` of its own sequence
 /// (0 unless windowed), so the K/V of this step must be written first. Blocks before the
 /// window are not read. Returns [num_tokens, num_heads * head_dim].
 pub fn paged_attention(q: &[f32], k_pool: &[f32], v_pool: &[f32], rows: &PagedRows) -> Vec<f32> {
-    let (batch, token_seq, shape) = (rows.batch, rows.token_seq, rows.shape);
-    let (d, kv_dim, q_dim) = (shape.head_dim, shape.kv_dim(), shape.q_dim());
-    let group = shape.group();
-    let scale = shape.softmax_scale;
-    let bs = batch.block_size;
+    paged_attention_tiled(q, k_pool, v_pool, rows, TILE_ROWS)
+}
+
+/// `paged_attention` with tiles of at most `tile_rows` rows.
+pub fn paged_attention_tiled(
+    q: &[f32],
+    k_pool: &[f32],
+    v_pool: &[f32],
+    rows: &PagedRows,
+    tile_rows: usize,
+) -> Vec<f32> {
+    let q_dim = rows.shape.q_dim();
     let mut out = vec![0f32; q.len()];
-    let pool = ComputePool::global();
-    // one task per token, handed out dynamically: a prompt's later tokens see longer contexts
-    let tasks: Vec<Mutex<&mut [f32]>> = out.chunks_mut(q_dim).map(Mutex::new).collect();
-    pool.run(tasks.len(), &|t| {
-        let mut out_row = tasks[t].lock();
-        {
+    // tiles: runs of one sequence's consecutive tokens, each run cut every `tile_rows`
+    let seqs = rows.token_seq;
+    let mut tasks: Vec<Mutex<(usize, &mut [f32])>> = Vec::new();
+    let mut rest: &mut [f32] = &mut out;
+    let mut t = 0;
+    while t < seqs.len() {
+        let mut end = t + 1;
+        while end < seqs.len() && end - t < tile_rows.max(1) && seqs[end] == seqs[t] {
+            end += 1;
+        }
+        let (tile, tail) = std::mem::take(&mut rest).split_at_mut((end - t) * q_dim);
+        tasks.push(Mutex::new((t, tile)));
+        rest = tail;
+        t = end;
+    }
+    // handed out dynamically: a prompt's later tiles see longer contexts
+    ComputePool::global().run(tasks.len(), &|i| {
+        let mut task = tasks[i].lock();
+        let (first, ref mut tile) = *task;
+        attend_tile(q, k_pool, v_pool, rows, first, tile);
+    });
+    out
+}
+
+/// Attention of the tile of rows `first..first + out.len() / q_dim` (one sequence's consecutive
+/// tokens) into `out`. Per KV head: each K block's scores for every row that sees it, each row's
+/// softmax, then each V block's weighted rows added to every row that sees it. A row's scores,
+/// softmax and sums are the operations `paged_attention` runs for it alone, in the same order:
+/// the tile only decides which rows share a block while it is in cache.
+fn attend_tile(
+    q: &[f32],
+    k_pool: &[f32],
+    v_pool: &[f32],
+    rows: &PagedRows,
+    first: usize,
+    out: &mut [f32],
+) {
+    let (batch, shape) = (rows.batch, rows.shape);
+    let (d, kv_dim, q_dim, group) = (shape.head_dim, shape.kv_dim(), shape.q_dim(), shape.group());
+    let (scale, bs) = (shape.softmax_scale, batch.block_size);
+    let n_rows = out.len() / q_dim;
+    let table = batch.block_table(rows.token_seq[first] as usize);
+    // each row's visible keys `start..ctx`
+    let spans: Vec<(usize, usize)> = (first..first + n_rows)
+        .map(|t| {
             let pos = batch.positions[t] as usize;
-            let (start, ctx) = (shape.first_visible(pos, rows.windowed), pos + 1);
-            let (b0, n) = (start / bs, ctx - start);
-            // the blocks holding the visible keys `start..ctx`
-            let blocks = &batch.block_table(token_seq[t] as usize)[b0..ctx.div_ceil(bs)];
-            // [group][n]: the query heads that share one KV head read each K/V row once
-            let mut scores = vec![0f32; group * n];
-            let mut lanes = vec![0f32; group * bs];
-            for g in 0..shape.num_kv_heads {
-                let kv_off = g * d;
-                let qs = &q[t * q_dim + g * group * d..t * q_dim + (g + 1) * group * d];
-                for (jb, &blk) in blocks.iter().enumerate() {
-                    let kb = &k_pool[(blk as usize * kv_dim + kv_off) * bs..][..d * bs];
-                    // this block's visible keys, lanes lo..hi, are scores from `at`
-                    let block_start = (b0 + jb) * bs;
-                    let lo = start.saturating_sub(block_start);
-                    let hi = bs.min(ctx - block_start);
-                    let at = block_start + lo - start;
-                    block_scores(qs, d, group, kb, bs, &mut lanes);
-                    for (i, l) in lanes.chunks_exact(bs).enumerate() {
-                        for (sc, &v) in scores[i * n + at..][..hi - lo].iter_mut().zip(&l[lo..hi]) {
-                            *sc = shape.cap(v * scale);
-                        }
+            (shape.first_visible(pos, rows.windowed), pos + 1)
+        })
+        .collect();
+    let b0 = spans.iter().map(|s| s.0).min().unwrap_or(0) / bs;
+    let b1 = spans.iter().map(|s| s.1).max().unwrap_or(0).div_ceil(bs);
+    // [row][group][n_row]: the query heads that share one KV head read each K/V row once
+    let offsets: Vec<usize> = spans
+        .iter()
+        .scan(0, |acc, (s, c)| {
+            let at = *acc;
+            *acc += group * (c - s);
+            Some(at)
+        })
+        .collect();
+    let mut scores = vec![0f32; spans.iter().map(|(s, c)| group * (c - s)).sum()];
+    let mut lanes = vec![0f32; group * bs];
+    // a row's visible lanes lo..hi of block jb, and where they start among its keys
+    let visible = |(start, ctx): (usize, usize), jb: usize| {
+        let block_start = jb * bs;
+        (block_start < ctx && block_start + bs > start).then(|| {
+            let lo = start.saturating_sub(block_start);
+            (lo, bs.min(ctx - block_start), block_start + lo - start)
+        })
+    };
+    for g in 0..shape.num_kv_heads {
+        let kv_off = g * d;
+        for jb in b0..b1 {
+            let kb = &k_pool[(table[jb] as usize * kv_dim + kv_off) * bs..][..d * bs];
+            for (r, &span) in spans.iter().enumerate() {
+                let Some((lo, hi, at)) = visible(span, jb) else {
+                    continue;
+                };
+                let t = first + r;
+                let qs = &q[t * q_dim + g * group * d..][..group * d];
+                block_scores(qs, d, group, kb, bs, &mut lanes);
+                let n = span.1 - span.0;
+                let row = &mut scores[offsets[r]..][..group * n];
+                for (i, l) in lanes.chunks_exact(bs).enumerate() {
+                    for (sc, &v) in row[i * n + at..][..hi - lo].iter_mut().zip(&l[lo..hi]) {
+                        *sc = shape.cap(v * scale);
                     }
                 }
-                for s in scores.chunks_exact_mut(n) {
-                    softmax(s);
-                }
-                let out_g = &mut out_row[g * group * d..(g + 1) * group * d];
+            }
+        }
+        for (r, (s, c)) in spans.iter().enumerate() {
+            let n = c - s;
+            scores[offsets[r]..][..group * n]
+                .chunks_exact_mut(n)
+                .for_each(softmax);
+        }
+        for jb in b0..b1 {
+            for (r, &span) in spans.iter().enumerate() {
+                let Some((lo, hi, at)) = visible(span, jb) else {
+                    continue;
+                };
+                let n = span.1 - span.0;
+                let w = Weights {
+                    p: &scores[offsets[r] + at..],
+                    stride: n,
+                };
                 let vs = Values {
                     pool: v_pool,
-                    blocks,
-                    first: start - b0 * bs,
+                    blocks: &table[jb..=jb],
+                    first: lo,
                     bs,
                     kv_dim,
                     off: kv_off,
                 };
-                weighted_values(&scores, n, &vs, d, group, out_g);
+                let out_g = &mut out[r * q_dim + g * group * d..][..group * d];
+                weighted_values(w, hi - lo, &vs, d, group, out_g);
             }
         }
-    });
-    out
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::batch::{ForwardBatch, SeqInput};
+    use rand::{Rng, SeedableRng};
 
-    fn randv(seed: u32, n: usize) -> Vec<f32> {
-        (0..n)
-            .map(|i| {
-                let h = (i as u32 ^ seed.wrapping_mul(0x9E37_79B9)).wrapping_mul(0x85EB_CA6B);
-                ((h >> 8) as f32 / (1u32 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
-
-    /// The AVX-512 score and value kernels give the plain-Rust bits for every head group and
-    /// head size they take.
+    /// Rows attended in tiles of any size give the bits each row gets alone (tiles of 1), with
+    /// and without a window, for prompt chunks beside decodes.
     #[test]
-    fn simd_attention_kernels_equal_plain_rust() {
-        if crate::models::qgemm::Isa::best() != crate::models::qgemm::Isa::Avx512Vnni {
-            return; // only the plain path exists here
-        }
+    fn tiles_give_each_row_its_alone_bits() {
         let bs = 16;
-        for group in [1usize, 2, 3, 4, 8] {
-            for d in [16usize, 32, 48, 64, 128] {
-                for ctx in [1usize, 17, 40] {
-                    let kv_dim = 2 * d;
-                    let blocks: Vec<u32> = (0..ctx.div_ceil(bs) as u32).rev().collect();
-                    let pool = randv(7, (blocks.len() * bs) * kv_dim);
-                    let qs = randv(3, group * d);
-                    let (mut a, mut b) = (vec![0f32; group * bs], vec![1f32; group * bs]);
-                    block_scores(&qs, d, group, &pool[..d * bs], bs, &mut a);
-                    block_scores_plain(&qs, d, group, &pool[..d * bs], bs, &mut b);
-                    assert_eq!(a, b, "scores group {group} d {d}");
-                    let p = randv(5, group * ctx);
-                    let vs = Values {
-                        pool: &pool,
-                        blocks: &blocks,
-                        first: 0,
-                        bs,
-                        kv_dim,
-                        off: d,
-                    };
-                    let (mut a, mut b) = (vec![0f32; group * d], vec![0f32; group * d]);
-                    weighted_values(&p, ctx, &vs, d, group, &mut a);
-                    weighted_values_plain(&p, ctx, &vs, d, group, &mut b);
-                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                    assert_eq!(bits(&a), bits(&b), "values group {group} d {d} ctx {ctx}");
-                }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        for (d, window) in [(64, None), (64, Some(13)), (16, None), (16, Some(40))] {
+            let shape = AttentionShape {
+                num_heads: 6,
+                num_kv_heads: 2,
+                head_dim: d,
+                softmax_scale: 0.125,
+                sliding_window: window,
+                logit_softcap: None,
+            };
+            // a prompt chunk at 10..47, a decode at 60, a first chunk 0..20; disjoint blocks
+            let mut ids: Vec<u32> = (0..12).collect();
+            ids.reverse();
+            let tokens = vec![0u32; 60];
+            let seqs = [
+                SeqInput {
+                    token_ids: &tokens[..37],
+                    start: 10,
+                    block_table: &ids[0..3],
+                    sample: true,
+                },
+                SeqInput {
+                    token_ids: &tokens[..1],
+                    start: 60,
+                    block_table: &ids[3..7],
+                    sample: true,
+                },
+                SeqInput {
+                    token_ids: &tokens[..20],
+                    start: 0,
+                    block_table: &ids[7..9],
+                    sample: true,
+                },
+            ];
+            let batch = ForwardBatch::build(&seqs, bs);
+            let mut randv = |n: usize| {
+                (0..n)
+                    .map(|_| rng.random_range(-1.0f32..1.0))
+                    .collect::<Vec<_>>()
+            };
+            let (k, v) = (
+                randv(12 * bs * shape.kv_dim()),
+                randv(12 * bs * shape.kv_dim()),
+            );
+            let q = randv(batch.num_tokens() * shape.q_dim());
+            let token_seq = batch.token_seq_index();
+            let rows = PagedRows {
+                batch: &batch,
+                token_seq: &token_seq,
+                shape,
+                windowed: window.is_some(),
+            };
+            let bits = |x: Vec<f32>| x.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+            let alone = bits(paged_attention_tiled(&q, &k, &v, &rows, 1));
+            for tile in [2, 5, TILE_ROWS, 64] {
+                let got = bits(paged_attention_tiled(&q, &k, &v, &rows, tile));
+                assert!(got == alone, "d {d}, window {window:?}, tiles of {tile}");
             }
         }
     }

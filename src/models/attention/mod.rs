@@ -19,6 +19,7 @@
 
 pub mod bidirectional;
 pub mod cpu;
+mod cpu_kernels;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod tensor;
