@@ -9,7 +9,7 @@
 //! K is stored transposed within each block, so the scores of a block's keys are lanes of one
 //! vector: an FMA chain per query head over the head's dimensions, no horizontal sums.
 
-use super::cpu_kernels::{block_scores, softmax, weighted_values, Values, Weights};
+use super::cpu_kernels::{blocks_scores, softmax, weighted_values, Values, Weights};
 use super::{AttentionBackend, AttentionMetadata, AttentionShape};
 use crate::kv::cache::{KvCache, KvCacheConfig, LayerKv};
 use crate::models::batch::ForwardBatch;
@@ -139,6 +139,9 @@ pub struct PagedRows<'a> {
 /// row. A row's arithmetic is the same in any tile (see `attend_tile`).
 pub const TILE_ROWS: usize = 8;
 
+/// K blocks scored together for one row (`cpu_kernels::blocks_scores`).
+const QK_BLOCKS: usize = 4;
+
 /// Causal attention of q ([num_tokens, num_heads * head_dim], already rotated) over the cache.
 /// Token `t` at position `p` attends to positions `first_visible(p)..=p` of its own sequence
 /// (0 unless windowed), so the K/V of this step must be written first. Blocks before the
@@ -218,7 +221,7 @@ fn attend_tile(
         })
         .collect();
     let mut scores = vec![0f32; spans.iter().map(|(s, c)| group * (c - s)).sum()];
-    let mut lanes = vec![0f32; group * bs];
+    let mut lanes = vec![0f32; QK_BLOCKS * group * bs];
     // a row's visible lanes lo..hi of block jb, and where they start among its keys
     let visible = |(start, ctx): (usize, usize), jb: usize| {
         let block_start = jb * bs;
@@ -227,22 +230,38 @@ fn attend_tile(
             (lo, bs.min(ctx - block_start), block_start + lo - start)
         })
     };
+    let capped = shape.logit_softcap.is_some();
     for g in 0..shape.num_kv_heads {
         let kv_off = g * d;
-        for jb in b0..b1 {
-            let kb = &k_pool[(table[jb] as usize * kv_dim + kv_off) * bs..][..d * bs];
+        // QK_BLOCKS blocks at a time: the scores of a row's keys in them share its q loads (a
+        // block it does not see is scored too, on keys its sequence holds, and dropped)
+        for j0 in (b0..b1).step_by(QK_BLOCKS) {
+            let jbs = j0..(j0 + QK_BLOCKS).min(b1);
+            let kbs: Vec<&[f32]> = jbs
+                .clone()
+                .map(|jb| &k_pool[(table[jb] as usize * kv_dim + kv_off) * bs..][..d * bs])
+                .collect();
             for (r, &span) in spans.iter().enumerate() {
-                let Some((lo, hi, at)) = visible(span, jb) else {
+                if !jbs.clone().any(|jb| visible(span, jb).is_some()) {
                     continue;
-                };
+                }
                 let t = first + r;
                 let qs = &q[t * q_dim + g * group * d..][..group * d];
-                block_scores(qs, d, group, kb, bs, &mut lanes);
+                blocks_scores(qs, d, group, &kbs, bs, &mut lanes);
                 let n = span.1 - span.0;
                 let row = &mut scores[offsets[r]..][..group * n];
-                for (i, l) in lanes.chunks_exact(bs).enumerate() {
-                    for (sc, &v) in row[i * n + at..][..hi - lo].iter_mut().zip(&l[lo..hi]) {
-                        *sc = shape.cap(v * scale);
+                for (jb, block) in jbs.clone().zip(lanes.chunks_exact(group * bs)) {
+                    let Some((lo, hi, at)) = visible(span, jb) else {
+                        continue;
+                    };
+                    for (i, l) in block.chunks_exact(bs).enumerate() {
+                        let dst = row[i * n + at..][..hi - lo].iter_mut().zip(&l[lo..hi]);
+                        // two loops, so that the plain one is vectorized
+                        if capped {
+                            dst.for_each(|(sc, &v)| *sc = shape.cap(v * scale));
+                        } else {
+                            dst.for_each(|(sc, &v)| *sc = v * scale);
+                        }
                     }
                 }
             }

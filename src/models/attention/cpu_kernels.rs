@@ -37,6 +37,66 @@ pub(super) fn block_scores(
     block_scores_plain(qs, d, group, kb, bs, out);
 }
 
+/// `block_scores` of several blocks (`kbs`, each [d][bs]) into `out` ([block][group][bs]), the
+/// same bits: each lane summed over i in order. On AVX-512 with bs = 16, four blocks and group
+/// 1-4 the four blocks share each query broadcast (one FMA chain per block and head).
+pub(super) fn blocks_scores(
+    qs: &[f32],
+    d: usize,
+    group: usize,
+    kbs: &[&[f32]],
+    bs: usize,
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if bs == 16
+        && kbs.len() == 4
+        && matches!(group, 1..=4)
+        && crate::models::qgemm::Isa::best() == crate::models::qgemm::Isa::Avx512Vnni
+    {
+        let kbs = [kbs[0], kbs[1], kbs[2], kbs[3]];
+        // SAFETY: AVX-512F is present (the VNNI path implies it); `qs` is [group][d], each of
+        // `kbs` [d][16], `out` [4][group][16].
+        unsafe {
+            match group {
+                1 => scores16x4::<1>(qs, d, kbs, out),
+                2 => scores16x4::<2>(qs, d, kbs, out),
+                3 => scores16x4::<3>(qs, d, kbs, out),
+                _ => scores16x4::<4>(qs, d, kbs, out),
+            }
+        }
+        return;
+    }
+    for (kb, o) in kbs.iter().zip(out.chunks_exact_mut(group * bs)) {
+        block_scores(qs, d, group, kb, bs, o);
+    }
+}
+
+/// `scores16` of four blocks at once: per dimension, four K loads and G query broadcasts feed
+/// 4·G FMA chains.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn scores16x4<const G: usize>(qs: &[f32], d: usize, kbs: [&[f32]; 4], out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    debug_assert!(qs.len() >= G * d && kbs.iter().all(|k| k.len() >= d * 16));
+    debug_assert!(out.len() >= 4 * G * 16);
+    let mut acc = [[_mm512_setzero_ps(); 4]; G];
+    for i in 0..d {
+        let k: [__m512; 4] = std::array::from_fn(|b| _mm512_loadu_ps(kbs[b].as_ptr().add(i * 16)));
+        for (h, a) in acc.iter_mut().enumerate() {
+            let q = _mm512_set1_ps(*qs.get_unchecked(h * d + i));
+            for b in 0..4 {
+                a[b] = _mm512_fmadd_ps(q, k[b], a[b]);
+            }
+        }
+    }
+    for (h, a) in acc.iter().enumerate() {
+        for (b, ab) in a.iter().enumerate() {
+            _mm512_storeu_ps(out.as_mut_ptr().add((b * G + h) * 16), *ab);
+        }
+    }
+}
+
 pub(super) fn block_scores_plain(
     qs: &[f32],
     d: usize,
@@ -75,6 +135,24 @@ unsafe fn scores16<const G: usize>(qs: &[f32], d: usize, kb: &[f32], out: &mut [
 /// `s ← softmax(s)`. The sum runs in 16 fixed lanes (then lane by lane), an order that
 /// depends only on `s.len()`.
 pub(crate) fn softmax(s: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::models::qgemm::Isa::best() == crate::models::qgemm::Isa::Avx512Vnni {
+        // SAFETY: AVX-512F is present (the VNNI path implies it)
+        unsafe { softmax_avx512(s) };
+        return;
+    }
+    softmax_plain(s);
+}
+
+/// `softmax_plain` compiled for AVX-512: the same operations per element, 16 at a time.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn softmax_avx512(s: &mut [f32]) {
+    softmax_plain(s);
+}
+
+#[inline(always)]
+fn softmax_plain(s: &mut [f32]) {
     let max = s.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
     for v in s.iter_mut() {
         *v = exp(*v - max);
@@ -267,7 +345,7 @@ mod tests {
         let bs = 16;
         for group in [1usize, 2, 3, 4, 8] {
             for d in [16usize, 32, 48, 64, 128] {
-                for ctx in [1usize, 17, 40] {
+                for ctx in [1usize, 17, 40, 70] {
                     let kv_dim = 2 * d;
                     let blocks: Vec<u32> = (0..ctx.div_ceil(bs) as u32).rev().collect();
                     let pool = randv(7, (blocks.len() * bs) * kv_dim);
@@ -276,7 +354,21 @@ mod tests {
                     block_scores(&qs, d, group, &pool[..d * bs], bs, &mut a);
                     block_scores_plain(&qs, d, group, &pool[..d * bs], bs, &mut b);
                     assert_eq!(a, b, "scores group {group} d {d}");
+                    if blocks.len() >= 4 {
+                        let kbs: Vec<&[f32]> =
+                            (0..4).map(|b| &pool[b * d * bs..][..d * bs]).collect();
+                        let mut four = vec![0f32; 4 * group * bs];
+                        blocks_scores(&qs, d, group, &kbs, bs, &mut four);
+                        for (kb, o) in kbs.iter().zip(four.chunks_exact(group * bs)) {
+                            block_scores_plain(&qs, d, group, kb, bs, &mut b);
+                            assert_eq!(o, &b[..], "four blocks, group {group} d {d}");
+                        }
+                    }
                     let p = randv(5, group * ctx);
+                    let (mut sa, mut sb) = (p.clone(), p.clone());
+                    softmax(&mut sa);
+                    softmax_plain(&mut sb);
+                    assert_eq!(sa, sb, "softmax of {}", p.len());
                     let vs = Values {
                         pool: &pool,
                         blocks: &blocks,
