@@ -6,8 +6,9 @@
 # and llama-server with `-np` equal to the concurrency and `--cache-ram 0`. Both are driven by
 # `weir bench` with the same token prompts (same seeds), ignore_eos, temperature 0:
 #   - decode: 128-token prompts, 128 output tokens, at each concurrency (output tok/s, TTFT, ITL);
-#   - prompt: 512-token prompts, 1 output token, concurrency 1 (prompt tok/s = 512 / TTFT p50);
-#     the c=1 decode level gives the same figure for 128-token prompts (128 / TTFT p50).
+#   - prompt: one prompt at a time of each length in PROMPT_LENGTHS (default 512 to 8,000 tokens),
+#     1 output token (prompt tok/s = length / TTFT p50); the c=1 decode level gives the same
+#     figure for 128-token prompts (128 / TTFT p50).
 # Prints one table with both servers and the ratios, plus each server's peak RSS.
 #
 #   scripts/bench-vs-llamacpp.sh
@@ -18,7 +19,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CONCURRENCY=${CONCURRENCY:-"1 8 32"}
 REQUESTS_PER_WORKER=${REQUESTS_PER_WORKER:-4}
-PROMPT_REQUESTS=${PROMPT_REQUESTS:-6}
+PROMPT_REQUESTS=${PROMPT_REQUESTS:-3}
+PROMPT_LENGTHS=${PROMPT_LENGTHS:-"512 1024 2048 4096 8000"}
 PORT=${PORT:-8124}
 OUT=${OUT:-bench-results/vs-llamacpp}
 THREADS=${THREADS:-$(nproc)}
@@ -38,7 +40,7 @@ stop_server() { kill "$SERVER" && wait "$SERVER" 2>/dev/null || true; SERVER=; }
 start_llama() {
   local np=$1
   "$LLAMA_SERVER" -m "$MODEL" --host 127.0.0.1 --port "$PORT" -t "$THREADS" -tb "$THREADS" \
-    -np "$np" -c $((np < 2 ? 1024 : np * 512)) --cache-ram 0 --alias bench --no-webui \
+    -np "$np" -c $((np < 2 ? 8256 : np * 512)) --cache-ram 0 --alias bench --no-webui \
     >"$OUT/llama-server-np$np.log" 2>&1 &
   SERVER=$!
   wait_healthy "$PORT" "$OUT/llama-server-np$np.log"
@@ -54,7 +56,9 @@ bench() {
 run_levels() {
   local name=$1 c
   bench "$name-warmup" 1000000 1 1 16 8
-  bench "$name-prompt" 7 1 "$PROMPT_REQUESTS" 512 1
+  for n in $PROMPT_LENGTHS; do
+    bench "$name-prompt$n" $((7 + n)) 1 "$PROMPT_REQUESTS" "$n" 1
+  done
   for c in $CONCURRENCY; do
     if [[ $name == llama ]]; then
       stop_server
@@ -74,9 +78,10 @@ run_levels weir
 start_llama 1
 run_levels llama
 
-python3 - "$OUT" "$CONCURRENCY" "$THREADS" "$LABEL" <<'EOF'
+python3 - "$OUT" "$CONCURRENCY" "$THREADS" "$LABEL" "$PROMPT_LENGTHS" <<'EOF'
 import json, sys
 out, levels, threads, label = sys.argv[1], sys.argv[2].split(), sys.argv[3], sys.argv[4]
+lengths = [int(n) for n in sys.argv[5].split()]
 load = lambda n: json.load(open(f"{out}/{n}.json"))
 rss = {s: open(f"{out}/{s}-rss").read().strip() for s in ("weir", "llama")}
 print(f"{label}, {threads} threads, 128-token prompts, 128 output tokens")
@@ -91,9 +96,12 @@ for c in levels:
     errs = w["errors"] + l["errors"]
     if errs:
         print(f"| c={c} errors | {w['errors']} | {l['errors']} | |")
-for name, n in ((f"c{levels[0]}", 128), ("prompt", 512)):
+for name, n in [(f"c{levels[0]}", 128)] + [(f"prompt{n}", n) for n in lengths]:
     w, l = load(f"weir-{name}"), load(f"llama-{name}")
-    pw, pl = n * 1e3 / w["ttft_ms"]["p50"], n * 1e3 / l["ttft_ms"]["p50"]
+    tw, tl = w["ttft_ms"]["p50"], l["ttft_ms"]["p50"]
+    pw, pl = n * 1e3 / tw, n * 1e3 / tl
     print(f"| prompt tok/s ({n}-token prompt, c={w['concurrency']}, n / TTFT p50) | {pw:.0f} | {pl:.0f} | {pw / pl:.2f}x |")
+    if name.startswith("prompt"):
+        print(f"| TTFT p50 ({n}-token prompt alone, ms) | {tw:.0f} | {tl:.0f} | {tw / tl:.2f}x |")
 print(f"| peak RSS (MiB) | {rss['weir']} | {rss['llama']} | {int(rss['weir']) / int(rss['llama']):.2f}x |")
 EOF
