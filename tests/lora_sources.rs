@@ -166,17 +166,11 @@ async fn adapters_from_the_hugging_face_cache() {
             "hf://test-org/lora-GGUF/adapter-f32.gguf".into(),
         ),
     ];
-    let sources = weir::store::Sources {
-        hub: weir::store::hf::HubConfig {
-            cache: hub,
-            offline: true,
-        },
-        gcs: weir::store::gcs::GcsConfig::new(None, tmp.path().join("cache")),
-        pypi: weir::store::pypi::PypiConfig {
-            cache_dir: tmp.path().join("cache"),
-            index_url: weir::store::pypi::DEFAULT_INDEX_URL.into(),
-        },
-    };
+    let sources = weir::testing::offline_sources(
+        hub,
+        weir::store::gcs::GcsConfig::new(None, tmp.path().join("cache")),
+        tmp.path().join("cache"),
+    );
     let limits = manager_limits(test_limits(64, 16), None, 60);
     let s = TestServer::start_decls(
         vec![decl, gguf_decl],
@@ -223,17 +217,11 @@ async fn a_bad_adapter_leaves_its_model_serving() {
             source,
         });
     }
-    let sources = weir::store::Sources {
-        hub: weir::store::hf::HubConfig {
-            cache: tmp.path().join("hub"),
-            offline: true,
-        },
-        gcs: weir::store::gcs::GcsConfig::new(None, tmp.path().join("cache")),
-        pypi: weir::store::pypi::PypiConfig {
-            cache_dir: tmp.path().join("cache"),
-            index_url: weir::store::pypi::DEFAULT_INDEX_URL.into(),
-        },
-    };
+    let sources = weir::testing::offline_sources(
+        tmp.path().join("hub"),
+        weir::store::gcs::GcsConfig::new(None, tmp.path().join("cache")),
+        tmp.path().join("cache"),
+    );
     let limits = manager_limits(test_limits(64, 16), None, 60);
     let s = TestServer::start_decls(vec![decl], limits, sources, ServerOptions::default(), false);
     complete(&s.url, "tiny").await;

@@ -258,17 +258,11 @@ async fn hf_sources_resolve_in_the_hub_cache() {
         direct.display()
     ))
     .unwrap();
-    let sources = weir::store::Sources {
-        hub: weir::store::hf::HubConfig {
-            cache: hub_dir,
-            offline: true,
-        },
-        gcs: weir::store::gcs::GcsConfig::new(None, tmp.path().join("cache")),
-        pypi: weir::store::pypi::PypiConfig {
-            cache_dir: tmp.path().join("cache"),
-            index_url: weir::store::pypi::DEFAULT_INDEX_URL.into(),
-        },
-    };
+    let sources = weir::testing::offline_sources(
+        hub_dir,
+        weir::store::gcs::GcsConfig::new(None, tmp.path().join("cache")),
+        tmp.path().join("cache"),
+    );
     let limits = manager_limits(test_limits(64, 16), None, 60);
     let s = TestServer::start_decls(decls, limits, sources, ServerOptions::default(), false);
     let (status, want) = complete(&s.url, "direct", "Hello").await;

@@ -282,17 +282,7 @@ fn server_with(root: &Path, gcs: weir::store::gcs::GcsConfig) -> TestServer {
             source: direct.display().to_string(),
         }),
     ];
-    let sources = weir::store::Sources {
-        hub: weir::store::hf::HubConfig {
-            cache: root.join("hf"),
-            offline: true,
-        },
-        gcs,
-        pypi: weir::store::pypi::PypiConfig {
-            cache_dir: root.join("pypi"),
-            index_url: weir::store::pypi::DEFAULT_INDEX_URL.into(),
-        },
-    };
+    let sources = weir::testing::offline_sources(root.join("hf"), gcs, root.join("pypi"));
     let limits = manager_limits(test_limits(64, 16), None, 60);
     TestServer::start_decls(decls, limits, sources, ServerOptions::default(), false)
 }
@@ -628,20 +618,11 @@ async fn a_single_gguf_object_is_served() {
         id: "one".into(),
         source: "gs://models-bkt/smol/model.gguf".into(),
     })];
-    let sources = weir::store::Sources {
-        hub: weir::store::hf::HubConfig {
-            cache: tmp.path().join("hf"),
-            offline: true,
-        },
-        gcs: weir::store::gcs::GcsConfig::new(
-            Some(&format!("127.0.0.1:{}", emu.port)),
-            cache.clone(),
-        ),
-        pypi: weir::store::pypi::PypiConfig {
-            cache_dir: tmp.path().join("pypi"),
-            index_url: weir::store::pypi::DEFAULT_INDEX_URL.into(),
-        },
-    };
+    let sources = weir::testing::offline_sources(
+        tmp.path().join("hf"),
+        weir::store::gcs::GcsConfig::new(Some(&format!("127.0.0.1:{}", emu.port)), cache.clone()),
+        tmp.path().join("pypi"),
+    );
     let limits = manager_limits(test_limits(64, 16), None, 60);
     let s = TestServer::start_decls(decls, limits, sources, ServerOptions::default(), false);
     let (status, got) = complete(&s.url, "one").await;
@@ -686,20 +667,11 @@ async fn a_lora_adapter_in_gcs_is_served() {
         });
     }
     let cache = tmp.path().join("cache");
-    let sources = weir::store::Sources {
-        hub: weir::store::hf::HubConfig {
-            cache: tmp.path().join("hf"),
-            offline: true,
-        },
-        gcs: weir::store::gcs::GcsConfig::new(
-            Some(&format!("127.0.0.1:{}", emu.port)),
-            cache.clone(),
-        ),
-        pypi: weir::store::pypi::PypiConfig {
-            cache_dir: tmp.path().join("pypi"),
-            index_url: weir::store::pypi::DEFAULT_INDEX_URL.into(),
-        },
-    };
+    let sources = weir::testing::offline_sources(
+        tmp.path().join("hf"),
+        weir::store::gcs::GcsConfig::new(Some(&format!("127.0.0.1:{}", emu.port)), cache.clone()),
+        tmp.path().join("pypi"),
+    );
     let limits = manager_limits(test_limits(64, 16), None, 60);
     let s = TestServer::start_decls(vec![decl], limits, sources, ServerOptions::default(), false);
     let (status, want) = complete(&s.url, "local-sql").await;

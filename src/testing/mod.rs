@@ -317,6 +317,26 @@ pub fn venv_bin(name: &str) -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join(name)
 }
 
+/// Sources for a test server: the Hugging Face cache `hub` read offline, GCS as `gcs` says, and
+/// PyPI's index with its downloads under `pypi_cache`.
+pub fn offline_sources(
+    hub: PathBuf,
+    gcs: crate::store::gcs::GcsConfig,
+    pypi_cache: PathBuf,
+) -> crate::store::Sources {
+    crate::store::Sources {
+        hub: crate::store::hf::HubConfig {
+            cache: hub,
+            offline: true,
+        },
+        gcs,
+        pypi: crate::store::pypi::PypiConfig {
+            cache_dir: pypi_cache,
+            index_url: crate::store::pypi::DEFAULT_INDEX_URL.into(),
+        },
+    }
+}
+
 /// llama.cpp's sources (its GGUF converter, its copies of models' chat templates under
 /// `models/templates/`), fetched once by scripts/llamacpp-src.sh.
 pub fn llama_cpp_dir() -> PathBuf {
