@@ -237,3 +237,43 @@ async fn a_bad_adapter_leaves_its_model_serving() {
     let msg = v["error"]["message"].as_str().unwrap_or_default();
     assert!(msg.contains("HF_HUB_OFFLINE"), "{v}");
 }
+
+/// A GGUF adapter made for another architecture is refused (as llama.cpp refuses it): the
+/// fixture's Llama adapter, relabelled `qwen2`, on the Llama it was made for.
+#[test]
+fn a_gguf_adapter_of_another_architecture_is_refused() {
+    use candle_core::quantized::gguf_file::{self, Value};
+    use weir::models::lora::LoraAdapter;
+    use weir::testing::lora::TINY_SHAPE;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fix = rt.block_on(fixtures());
+    let dev = candle_core::Device::Cpu;
+    let dtype = candle_core::DType::F32;
+    let good = fix.join("adapter.gguf");
+    assert!(LoraAdapter::load("a", &good, &TINY_SHAPE, &dev, dtype).is_ok());
+    let mut f = std::fs::File::open(&good).unwrap();
+    let ct = gguf_file::Content::read(&mut f).unwrap();
+    let qwen = Value::String("qwen2".into());
+    let metadata: Vec<(&str, &Value)> = ct
+        .metadata
+        .iter()
+        .map(|(k, v)| match k.as_str() {
+            "general.architecture" => (k.as_str(), &qwen),
+            _ => (k.as_str(), v),
+        })
+        .collect();
+    let tensors: Vec<_> = ct
+        .tensor_infos
+        .keys()
+        .map(|n| (n.as_str(), ct.tensor(&mut f, n, &dev).unwrap()))
+        .collect();
+    let refs: Vec<(&str, &candle_core::quantized::QTensor)> =
+        tensors.iter().map(|(n, t)| (*n, t)).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("qwen2-adapter.gguf");
+    gguf_file::write(&mut std::fs::File::create(&bad).unwrap(), &metadata, &refs).unwrap();
+    let err = LoraAdapter::load("a", &bad, &TINY_SHAPE, &dev, dtype)
+        .err()
+        .expect("refused");
+    assert!(err.contains("\"qwen2\""), "{err}");
+}

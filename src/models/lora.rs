@@ -185,6 +185,10 @@ pub struct LoraShape {
     pub kv_heads: usize,
     /// The model's Q/K rows are in llama.cpp's interleaved order (a Llama GGUF).
     pub rope_interleaved: bool,
+    /// The model is one llama.cpp converts as its `llama` architecture (Llama, Mistral,
+    /// SmolLM2: no attention biases, no q/k norms, split projections), whose GGUF adapters have
+    /// interleaved Q/K rows.
+    pub llama_arch: bool,
 }
 
 impl LoraShape {
@@ -199,6 +203,7 @@ impl LoraShape {
             q_heads: cfg.num_heads,
             kv_heads: cfg.num_kv_heads,
             rope_interleaved: cfg.rope_interleaved,
+            llama_arch: !cfg.attention_bias && cfg.qk_norm.is_none() && !cfg.fused_projections,
         }
     }
 
@@ -283,8 +288,19 @@ fn read_peft(dir: &Path, num_layers: usize) -> Result<AdapterFiles, String> {
 /// a scale of 1, as llama.cpp applies it), its rank from its A matrices, its targets from its
 /// tensor names. llama.cpp's converter permutes a Llama adapter's Q/K rows as it permutes the
 /// model's.
-fn read_gguf(file: &Path, num_layers: usize) -> Result<AdapterFiles, String> {
+fn read_gguf(file: &Path, shape: &LoraShape) -> Result<AdapterFiles, String> {
+    let num_layers = shape.num_layers;
     let g = super::lora_gguf::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    // llama.cpp refuses an adapter of another architecture; here the architecture also decides
+    // the Q/K row order, so a mismatch would be a wrong answer, not an error
+    if (g.architecture == "llama") != shape.llama_arch {
+        return Err(format!(
+            "{}: a LoRA adapter for a {:?} model (general.architecture); this model is {}one llama.cpp converts as \"llama\"",
+            file.display(),
+            g.architecture,
+            if shape.llama_arch { "" } else { "not " }
+        ));
+    }
     let mut pairs = Vec::new();
     let mut targets = Vec::new();
     for (layer, module, a, b) in g.pairs {
@@ -337,7 +353,7 @@ impl LoraAdapter {
         dtype: DType,
     ) -> Result<Self, String> {
         let files = if path.is_file() {
-            read_gguf(path, shape.num_layers)?
+            read_gguf(path, shape)?
         } else {
             read_peft(path, shape.num_layers)?
         };

@@ -25,6 +25,7 @@ pub const TINY_SHAPE: LoraShape = LoraShape {
     q_heads: 4,
     kv_heads: 2,
     rope_interleaved: false,
+    llama_arch: true,
 };
 
 /// Writes a PEFT adapter for the tiny Llama under `dir`: rank `rank`, `targets`, A and B both
