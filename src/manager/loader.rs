@@ -409,21 +409,22 @@ pub fn attach_lora(
     Ok(())
 }
 
-const NO_ADAPTERS: &str = "this model does not serve LoRA adapters (Llama-family models without fused projections or experts do)";
+/// Why a model refuses adapters (`Model::serves_loras`).
+pub(super) const NO_ADAPTERS: &str = "this model does not serve LoRA adapters (Llama-family models without fused projections or experts do)";
 
 /// Reads the adapter `spec` (a local PEFT folder or GGUF LoRA file) for `model`, without
-/// putting it in; one of a rank above `max_rank`, or for a model that serves none, is refused.
+/// putting it in; one of a rank above `max_rank`, or for a model that serves none
+/// (`Model::serves_loras`), is refused, so `set_lora` takes any adapter this returns.
 pub fn read_lora(
     model: &dyn Model,
     spec: &crate::store::ModelSpec,
     max_rank: Option<usize>,
 ) -> Result<crate::models::lora::LoraAdapter, ManagerError> {
     use crate::models::lora::{LoraAdapter, LoraShape};
-    let cfg = model.config();
-    if cfg.fused_projections || cfg.moe.is_some() {
+    if !model.serves_loras() {
         return Err(ManagerError::Limits(NO_ADAPTERS.into()));
     }
-    let shape = LoraShape::of(cfg);
+    let shape = LoraShape::of(model.config());
     let dir = std::path::Path::new(&spec.source);
     let adapter = LoraAdapter::load(&spec.id, dir, &shape, model.device(), model.dtype())
         .map_err(|e| ManagerError::Limits(format!("LoRA adapter {}: {e}", spec.id)))?;

@@ -64,10 +64,9 @@ impl ModelManager {
                 let count = m.lora_bytes().iter().flatten().count();
                 resident = count < limits.max_cpu_loras.unwrap_or(usize::MAX)
                     || self.evict_idle_adapter(&model, m);
-                if resident && !m.set_lora(index, Some(adapter)) {
-                    return Err(Invalid(
-                        "this model does not serve LoRA adapters (Llama-family models without fused projections or experts do)".into(),
-                    ));
+                if resident {
+                    // `read_adapter` refuses a model that serves none
+                    m.set_lora(index, Some(adapter));
                 }
             }
             None => *entry.host.lock() = None,

@@ -72,19 +72,13 @@ impl ModelManager {
                 .get(a.index as usize)
                 .is_some_and(Option::is_some)
         };
-        if here(model) {
-            // re-checked under the lock: an eviction that chose it before this request's hold
-            // existed has finished once the lock is free
-            let _swap = swap().await.map_err(|_| timeout())?;
-            if here(model) {
-                return Ok(());
-            }
-        }
         // one read per adapter at a time: later requests find it resident
         let _reading = tokio::time::timeout_at(deadline, a.reading.lock())
             .await
             .map_err(|_| timeout())?;
         if here(model) {
+            // re-checked under the lock: an eviction that chose it before this request's hold
+            // existed has finished once the lock is free
             let _swap = swap().await.map_err(|_| timeout())?;
             if here(model) {
                 return Ok(());
@@ -112,6 +106,7 @@ impl ModelManager {
                 if count < limits.max_cpu_loras.unwrap_or(usize::MAX)
                     || self.evict_idle_adapter(&a.model, model)
                 {
+                    // `read_adapter` refuses a model that serves none
                     model.set_lora(a.index, adapter.take());
                     self.adapter_read(&a.model, &name);
                     return Ok(());

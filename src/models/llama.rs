@@ -369,10 +369,14 @@ impl Model for Llama {
         self.embed.bytes() + layers + self.head.bytes() + loras
     }
 
-    fn set_lora(&self, index: u32, adapter: Option<LoraAdapter>) -> bool {
+    fn serves_loras(&self) -> bool {
         // NOTE: adapters of a fused-projection (Phi-3) or mixture-of-experts model name
         // modules weir does not adapt
-        if self.cfg.fused_projections || self.cfg.moe.is_some() {
+        !self.cfg.fused_projections && self.cfg.moe.is_none()
+    }
+
+    fn set_lora(&self, index: u32, adapter: Option<LoraAdapter>) -> bool {
+        if !self.serves_loras() {
             return false;
         }
         let mut slots = self.loras.write();

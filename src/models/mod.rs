@@ -170,6 +170,10 @@ pub trait Model: CausalLm + Sync {
         let _ = (index, adapter);
         false
     }
+    /// Whether `set_lora` takes adapters (checked before one is read).
+    fn serves_loras(&self) -> bool {
+        false
+    }
     /// Each adapter slot's bytes, None where empty.
     fn lora_bytes(&self) -> Vec<Option<u64>> {
         Vec::new()

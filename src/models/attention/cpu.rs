@@ -237,17 +237,18 @@ fn attend_tile(
         // block it does not see is scored too, on keys its sequence holds, and dropped)
         for j0 in (b0..b1).step_by(QK_BLOCKS) {
             let jbs = j0..(j0 + QK_BLOCKS).min(b1);
-            let kbs: Vec<&[f32]> = jbs
-                .clone()
-                .map(|jb| &k_pool[(table[jb] as usize * kv_dim + kv_off) * bs..][..d * bs])
-                .collect();
+            let mut kbs: [&[f32]; QK_BLOCKS] = [&[]; QK_BLOCKS];
+            for (kb, jb) in kbs.iter_mut().zip(jbs.clone()) {
+                *kb = &k_pool[(table[jb] as usize * kv_dim + kv_off) * bs..][..d * bs];
+            }
+            let kbs = &kbs[..jbs.len()];
             for (r, &span) in spans.iter().enumerate() {
                 if !jbs.clone().any(|jb| visible(span, jb).is_some()) {
                     continue;
                 }
                 let t = first + r;
                 let qs = &q[t * q_dim + g * group * d..][..group * d];
-                blocks_scores(qs, d, group, &kbs, bs, &mut lanes);
+                blocks_scores(qs, d, group, kbs, bs, &mut lanes);
                 let n = span.1 - span.0;
                 let row = &mut scores[offsets[r]..][..group * n];
                 for (jb, block) in jbs.clone().zip(lanes.chunks_exact(group * bs)) {
