@@ -31,10 +31,7 @@ const GGUF_TOLERANCE: f64 = 0.5;
 /// The folders and transformers' answers, made once per version of the script.
 fn reference_dir(rt: &tokio::runtime::Runtime) -> PathBuf {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hf_reference.py");
-    let text = std::fs::read(&script).expect("tests/hf_reference.py");
-    let key = text.iter().fold(0xcbf29ce484222325u64, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x100000001b3)
-    });
+    let key = weir::testing::script_key(&script);
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("hf-reference-{key:016x}"));
     // the tests of this file run in parallel: one of them writes the folders, the others wait
     static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());

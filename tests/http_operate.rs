@@ -3,36 +3,9 @@
 //! bounded), and `--request-timeout` freeing the sequence's blocks.
 
 use serde_json::{json, Value};
-use std::collections::HashMap;
 use std::time::Duration;
 use weir::api::ServerOptions;
-use weir::testing::{default_model_path, test_limits, write_tiny_llama, TestServer};
-
-/// Value of the sample `name` whose labels include `labels` (0 when absent).
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let (n, rest) = match series.split_once('{') {
-                Some((n, rest)) => (n, rest.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            if n != name {
-                return None;
-            }
-            let got: HashMap<&str, &str> = rest
-                .split(',')
-                .filter_map(|kv| kv.split_once('='))
-                .map(|(k, v)| (k, v.trim_matches('"')))
-                .collect();
-            labels
-                .iter()
-                .all(|(k, v)| got.get(k) == Some(v))
-                .then(|| value.parse::<f64>().unwrap())
-        })
-        .sum()
-}
+use weir::testing::{default_model_path, metric, test_limits, write_tiny_llama, TestServer};
 
 async fn get_text(url: &str, key: Option<&str>) -> (u16, String) {
     let mut req = reqwest::Client::new().get(url);

@@ -405,13 +405,8 @@ async fn adapters_beyond_max_cpu_loras_are_read_on_demand() {
         .text()
         .await
         .unwrap();
-    let count = |name: &str| -> u64 {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(&format!("{name}{{model_name=\"tiny\"}}")))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or(0)
-    };
+    let count =
+        |name: &str| weir::testing::metric(&metrics, name, &[("model_name", "tiny")]) as u64;
     let (loads, evictions) = (
         count("weir:lora_loads_total"),
         count("weir:lora_evictions_total"),

@@ -28,12 +28,7 @@ async fn fixtures() -> PathBuf {
     static WRITING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _one = WRITING.lock().await;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lora_gguf.py");
-    let key = std::fs::read(&script)
-        .expect("tests/lora_gguf.py")
-        .iter()
-        .fold(0xcbf29ce484222325u64, |h, &b| {
-            (h ^ b as u64).wrapping_mul(0x100000001b3)
-        });
+    let key = weir::testing::script_key(&script);
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("lora-gguf-{key:016x}"));
     if !dir.join("adapter.gguf").is_file() {
         let tmp = dir.with_extension("partial");

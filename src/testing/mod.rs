@@ -317,6 +317,43 @@ pub fn venv_bin(name: &str) -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join(name)
 }
 
+/// Value of the sample `name` whose labels include `labels` (0 when absent).
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (n, rest) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            if n != name {
+                return None;
+            }
+            let got: std::collections::HashMap<&str, &str> = rest
+                .split(',')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k, v.trim_matches('"')))
+                .collect();
+            labels
+                .iter()
+                .all(|(k, v)| got.get(k) == Some(v))
+                .then(|| value.parse::<f64>().unwrap())
+        })
+        .sum()
+}
+
+/// A key for what a test script writes, from the script's bytes (FNV-1a): its output, cached
+/// under the target dir, is made again when the script changes.
+pub fn script_key(script: &Path) -> u64 {
+    std::fs::read(script)
+        .unwrap_or_else(|e| panic!("{}: {e}", script.display()))
+        .iter()
+        .fold(0xcbf29ce484222325u64, |h, &b| {
+            (h ^ b as u64).wrapping_mul(0x100000001b3)
+        })
+}
+
 /// Sources for a test server: the Hugging Face cache `hub` read offline, GCS as `gcs` says, and
 /// PyPI's index with its downloads under `pypi_cache`.
 pub fn offline_sources(
