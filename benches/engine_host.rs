@@ -26,6 +26,7 @@ fn decoding(n: usize) -> Scheduler {
         enable_prefix_caching: true,
         policy: SchedulingPolicy::Fcfs,
         sliding_window: None,
+        kv_groups: weir::kv::KvGroups::uniform(1, false),
         whole_prompts: false,
         max_loras: None,
     });

@@ -53,6 +53,7 @@ fn tiny_logits(prompt: &[u32]) -> Vec<f32> {
         block_size: block,
         num_blocks: blocks as usize,
         dtype_size: 4,
+        groups: weir::kv::KvGroups::uniform(model.num_layers(), false),
     };
     let mut attn = Attention::new(Box::new(CpuBackend::new(model.attention_shape())), kv).unwrap();
     let table: Vec<u32> = (0..blocks).collect();

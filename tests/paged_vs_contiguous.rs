@@ -66,6 +66,7 @@ fn pool(backend: Box<dyn AttentionBackend>, dtype: DType) -> Attention {
         block_size: BLOCK,
         num_blocks: 12,
         dtype_size: dtype.size_in_bytes(),
+        groups: weir::kv::KvGroups::uniform(2, false),
     };
     Attention::new(backend, cfg).unwrap()
 }

@@ -76,6 +76,7 @@ impl ServeArgs {
             max_model_len: self.max_model_len,
             weight_format: self.weight_format,
             enable_prefix_caching: !self.no_prefix_caching,
+            hybrid_kv_cache: !self.disable_hybrid_kv_cache_manager,
             scheduling_policy: self.scheduling_policy,
             device: self.device,
             dtype: self.dtype,

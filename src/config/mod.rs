@@ -187,6 +187,11 @@ pub struct ServeArgs {
     /// whose prompts start with the same tokens).
     #[arg(long, env = "WEIR_NO_PREFIX_CACHING")]
     pub no_prefix_caching: bool,
+    /// Give every layer of a hybrid model (Gemma 2/3: sliding-window layers between global
+    /// ones) blocks for the whole context, as for a model without windows (vLLM's flag). By
+    /// default the sliding layers hold only their window's blocks.
+    #[arg(long, env = "WEIR_DISABLE_HYBRID_KV_CACHE_MANAGER")]
+    pub disable_hybrid_kv_cache_manager: bool,
     /// Order of the waiting queue: fcfs, or priority (the request field `priority`, lower first,
     /// FCFS among equals; the lowest-priority running request is preempted first).
     #[arg(long, env = "WEIR_SCHEDULING_POLICY", default_value = "fcfs", value_parser = parse_policy)]

@@ -50,6 +50,23 @@ impl BlockTable {
         &self.blocks[self.num_released..]
     }
 
+    /// Adds `n` entries that hold no block, as if released: positions a sliding group never
+    /// reads again (before the window of a prefix-cache hit). Only before any live entry.
+    pub fn skip(&mut self, n: usize) {
+        assert_eq!(
+            self.num_released,
+            self.blocks.len(),
+            "skipped entries come before every block. This is a bug."
+        );
+        self.blocks.extend(std::iter::repeat_n(BlockId(0), n));
+        self.num_released += n;
+    }
+
+    /// Whether entry `i` holds a block of the sequence's (not released).
+    pub fn is_live(&self, i: usize) -> bool {
+        i >= self.num_released && i < self.blocks.len()
+    }
+
     /// Releases the entries before index `first_kept` not released yet; returns their blocks
     /// (the caller frees them).
     pub fn release_before(&mut self, first_kept: usize) -> Vec<BlockId> {
@@ -119,6 +136,17 @@ mod tests {
         assert_eq!(t.num_missing(13, 4), 1);
         assert_eq!(t.take(), vec![BlockId(5)]);
         assert!(t.is_empty() && t.runner_ids().is_empty());
+    }
+
+    #[test]
+    fn skipped_entries_hold_no_block() {
+        let mut t = BlockTable::default();
+        t.skip(2);
+        t.extend(vec![BlockId(4)]);
+        assert!(!t.is_live(1) && t.is_live(2) && !t.is_live(3));
+        assert_eq!(t.runner_ids(), vec![4, 4, 4]);
+        assert_eq!(t.slot(8, 4).0, 16);
+        assert_eq!(t.take(), vec![BlockId(4)]);
     }
 
     #[test]

@@ -1,7 +1,9 @@
-//! `KvCache`: the K and V storage of every layer, one pool of `num_blocks` blocks per layer,
-//! allocated once on the model's device.
+//! `KvCache`: the K and V storage of every layer, one pool of `num_blocks` blocks per storage
+//! slot, allocated once on the model's device. A model with one KV group (`KvGroups`) has a
+//! slot per layer; a hybrid one has `group_size` slots, each shared by one layer of every group
+//! (a block id means the same rows in every slot; which group holds it is the allocator's).
 //!
-//! Layout per layer, row-major: `[num_blocks * block_size, num_kv_heads * head_dim]`, so the K
+//! Layout per slot, row-major: `[num_blocks * block_size, num_kv_heads * head_dim]`, so the K
 //! row of a token is row `slot` with `slot = block * block_size + offset`. New K/V are written
 //! in place by slot; nothing is copied when a sequence grows. Block bookkeeping lives in
 //! `BlockAllocator`; this file only holds memory. Two storages share the layout:
@@ -9,6 +11,7 @@
 //! - `Device`: candle tensors in the model's dtype on any device (CUDA in production, CPU in
 //!   the tests that check the tensor backend against the reference).
 
+use super::groups::KvGroups;
 use candle_core::{DType, Device, Result, Tensor};
 
 /// Shape of the cache, derived from the model and the memory budget.
@@ -21,6 +24,8 @@ pub struct KvCacheConfig {
     pub num_blocks: usize,
     /// Bytes per cached element (4 for f32, 2 for bf16/f16).
     pub dtype_size: usize,
+    /// How the layers share blocks (`KvGroups::uniform(num_layers, ..)` for most models).
+    pub groups: KvGroups,
 }
 
 impl KvCacheConfig {
@@ -28,9 +33,14 @@ impl KvCacheConfig {
         self.num_kv_heads * self.head_dim
     }
 
-    /// Bytes one block takes across all layers, K and V.
+    /// Bytes one block takes across all storage slots, K and V.
     pub fn bytes_per_block(&self) -> usize {
-        2 * self.num_layers * self.block_size * self.kv_dim() * self.dtype_size
+        2 * self.num_storage_slots() * self.block_size * self.kv_dim() * self.dtype_size
+    }
+
+    /// Layers stored per block: every layer, or one group's.
+    pub fn num_storage_slots(&self) -> usize {
+        self.groups.group_size
     }
 
     /// Number of blocks that fit in `bytes` (at least 1).
@@ -61,7 +71,7 @@ impl KvCache {
     pub fn new_host(config: KvCacheConfig) -> Self {
         debug_assert_eq!(config.dtype_size, 4);
         let n = config.num_slots() * config.kv_dim();
-        let layers = (0..config.num_layers)
+        let layers = (0..config.num_storage_slots())
             .map(|_| LayerKv::Host {
                 k: vec![0.0; n],
                 v: vec![0.0; n],
@@ -74,7 +84,7 @@ impl KvCache {
     pub fn new_device(config: KvCacheConfig, dtype: DType, device: &Device) -> Result<Self> {
         debug_assert_eq!(config.dtype_size, dtype.size_in_bytes());
         let shape = (config.num_slots(), config.kv_dim());
-        let layers = (0..config.num_layers)
+        let layers = (0..config.num_storage_slots())
             .map(|_| {
                 Ok(LayerKv::Device {
                     k: Tensor::zeros(shape, dtype, device)?,
@@ -89,11 +99,12 @@ impl KvCache {
         &self.config
     }
 
-    pub fn layer(&self, layer: usize) -> &LayerKv {
-        &self.layers[layer]
+    /// Storage slot `slot` (a layer's, by `KvGroups::places`).
+    pub fn layer(&self, slot: usize) -> &LayerKv {
+        &self.layers[slot]
     }
 
-    pub fn layer_mut(&mut self, layer: usize) -> &mut LayerKv {
-        &mut self.layers[layer]
+    pub fn layer_mut(&mut self, slot: usize) -> &mut LayerKv {
+        &mut self.layers[slot]
     }
 }

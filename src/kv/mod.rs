@@ -5,8 +5,10 @@ pub mod block_allocator;
 pub mod block_table;
 pub mod cache;
 pub mod events;
+pub mod groups;
 
 pub use block_allocator::{chain_hash, BlockAllocator, BlockHash, BlockId};
 pub use block_table::{BlockTable, SlotId};
 pub use cache::{KvCache, KvCacheConfig};
 pub use events::{KvEvent, KvEventLog};
+pub use groups::{group_key, KvGroups};

@@ -54,6 +54,9 @@ pub struct EngineLimits {
     pub max_model_len: Option<usize>,
     pub weight_format: WeightFormat,
     pub enable_prefix_caching: bool,
+    /// Sliding-window layers of a hybrid model (Gemma 2/3) keep only their window's blocks
+    /// (`kv::KvGroups`); `--disable-hybrid-kv-cache-manager` turns it off.
+    pub hybrid_kv_cache: bool,
     pub scheduling_policy: SchedulingPolicy,
     pub device: DeviceSpec,
     pub dtype: DTypeSpec,

@@ -6,7 +6,7 @@ use super::limits::{EngineLimits, KvMemory};
 use super::ModelHandle;
 use crate::engine::core::EngineCore;
 use crate::engine::{spawn_engine, QueueLimits};
-use crate::kv::KvCacheConfig;
+use crate::kv::{KvCacheConfig, KvGroups};
 use crate::kv_events::KvEventSink;
 use crate::metrics::Metrics;
 use crate::models::attention::BackendKind;
@@ -296,6 +296,12 @@ pub fn engine_shape(
         return Ok(embedding_shape(model, limits));
     }
     let (cfg, device, dtype) = (model.config(), model.device(), model.dtype());
+    let groups = KvGroups::plan(
+        &model.sliding_layers(),
+        cfg.sliding_window,
+        limits.max_model_len.unwrap_or(cfg.max_position_embeddings),
+        limits.hybrid_kv_cache,
+    );
     let mut kv = KvCacheConfig {
         num_layers: cfg.num_layers,
         num_kv_heads: cfg.num_kv_heads,
@@ -303,12 +309,21 @@ pub fn engine_shape(
         block_size: limits.block_size,
         num_blocks: 0,
         dtype_size: dtype.size_in_bytes(),
+        groups,
     };
     kv.num_blocks = match limits.num_kv_blocks {
         Some(n) => n,
         None => kv.blocks_for_bytes(kv_budget_bytes(cfg, limits, device)? as usize),
     };
-    let capacity = kv.num_slots();
+    // blocks out of the window are freed from the groups whose layers all slide
+    let window = cfg.sliding_window.filter(|_| groups.sliding > 0);
+    let (max_num_seqs, max_num_batched_tokens) = limits.batch_limits(device);
+    let capacity = groups.max_tokens(
+        kv.num_blocks,
+        limits.block_size,
+        window,
+        max_num_batched_tokens,
+    );
     let max_model_len = match limits.max_model_len {
         Some(n) if n > cfg.max_position_embeddings => {
             return Err(ManagerError::Limits(format!(
@@ -320,7 +335,6 @@ pub fn engine_shape(
         None => cfg.max_position_embeddings,
     }
     .min(capacity);
-    let (max_num_seqs, max_num_batched_tokens) = limits.batch_limits(device);
     // a decoder that embeds by the mean needs every row of its prompt in one step
     let whole_prompts = model.embedding().is_some_and(|e| e.mean);
     let sched = SchedulerConfig {
@@ -335,10 +349,8 @@ pub fn engine_shape(
         max_model_len,
         enable_prefix_caching: limits.enable_prefix_caching && !whole_prompts,
         policy: limits.scheduling_policy,
-        // blocks out of the window are freed only when no layer reads further back
-        sliding_window: cfg
-            .sliding_window
-            .filter(|_| cfg.sliding_layers.iter().all(|&s| s)),
+        sliding_window: window,
+        kv_groups: groups,
         whole_prompts,
         max_loras: limits.max_loras,
     };
@@ -362,6 +374,7 @@ fn embedding_shape(model: &dyn Model, limits: &EngineLimits) -> (KvCacheConfig, 
         block_size: limits.block_size,
         num_blocks: max_num_seqs * blocks_per_seq,
         dtype_size: model.dtype().size_in_bytes(),
+        groups: KvGroups::uniform(0, false),
     };
     let sched = SchedulerConfig {
         max_num_seqs,
@@ -372,6 +385,7 @@ fn embedding_shape(model: &dyn Model, limits: &EngineLimits) -> (KvCacheConfig, 
         enable_prefix_caching: false,
         policy: limits.scheduling_policy,
         sliding_window: None,
+        kv_groups: KvGroups::uniform(0, false),
         whole_prompts: true,
         max_loras: None,
     };
@@ -487,10 +501,18 @@ pub fn start_model(
         attention = runner.backend_kind().name(),
         merged_projections = model.projections_merged(),
         kv_blocks = kv.num_blocks,
-        kv_tokens = kv.num_slots(),
+        kv_groups = kv.groups.num_groups(),
         kv_mib = (kv.num_blocks * kv.bytes_per_block()) >> 20,
         max_model_len = sched.max_model_len,
-        full_length_seqs = kv.num_slots() / sched.max_model_len.max(1),
+        full_length_seqs = kv.num_blocks
+            / kv.groups
+                .blocks_for(
+                    sched.max_model_len,
+                    sched.block_size,
+                    sched.sliding_window,
+                    sched.max_num_batched_tokens,
+                )
+                .max(1),
         "model loaded"
     );
     let core = EngineCore::new(Scheduler::new(sched), runner);

@@ -69,6 +69,9 @@ pub struct ForwardBatch {
     /// The token rows of each LoRA adapter in the step, by adapter index (ascending); rows of
     /// the base model are in none.
     pub lora_rows: Vec<(u32, Vec<u32>)>,
+    /// A hybrid model's KV groups after the first (`kv::KvGroups`): the same tokens, with each
+    /// group's own block tables and slots. Empty for a model with one group.
+    pub kv_groups: Vec<ForwardBatch>,
 }
 
 impl ForwardBatch {
@@ -118,6 +121,14 @@ impl ForwardBatch {
             }
         }
         self.lora_rows = by_adapter.into_iter().collect();
+    }
+
+    /// The batch of KV group `group` (0: this one).
+    pub fn kv_group(&self, group: usize) -> &ForwardBatch {
+        match group {
+            0 => self,
+            g => &self.kv_groups[g - 1],
+        }
     }
 
     /// Block ids of sequence `i` (the blocks its context covers), in position order.

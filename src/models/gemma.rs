@@ -517,6 +517,10 @@ impl CausalLm for Gemma {
         self.cfg.base.num_layers
     }
 
+    fn sliding_layers(&self) -> Vec<bool> {
+        self.cfg.base.sliding_layers.clone()
+    }
+
     fn attention_shape(&self) -> AttentionShape {
         self.cfg.attention_shape()
     }

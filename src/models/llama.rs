@@ -474,6 +474,10 @@ impl CausalLm for Llama {
         self.cfg.num_layers
     }
 
+    fn sliding_layers(&self) -> Vec<bool> {
+        self.cfg.sliding_layers.clone()
+    }
+
     fn attention_shape(&self) -> AttentionShape {
         attention_shape(&self.cfg)
     }

@@ -105,6 +105,11 @@ pub trait CausalLm: Send {
         false
     }
     fn num_layers(&self) -> usize;
+    /// Per layer: whether it attends through `attention_shape().sliding_window` (which sets
+    /// the KV groups, `kv::KvGroups`).
+    fn sliding_layers(&self) -> Vec<bool> {
+        vec![false; self.num_layers()]
+    }
     fn attention_shape(&self) -> AttentionShape;
     fn device(&self) -> &Device;
     /// Activation dtype (the KV cache's dtype).
@@ -255,6 +260,9 @@ impl<M: CausalLm + Sync + ?Sized> CausalLm for std::sync::Arc<M> {
     }
     fn num_layers(&self) -> usize {
         (**self).num_layers()
+    }
+    fn sliding_layers(&self) -> Vec<bool> {
+        (**self).sliding_layers()
     }
     fn attention_shape(&self) -> AttentionShape {
         (**self).attention_shape()

@@ -153,6 +153,8 @@ impl DecodeGraphs {
             block_size: self.block_size,
             // graphs run steps without adapter rows only
             lora_rows: Vec::new(),
+            // graphs run models of one KV group only (no windows)
+            kv_groups: Vec::new(),
         };
         let _cache = cuda.enable_cuda_graph_htod_cache();
         model.forward_inputs(&shape, &step, attn)?; // warm-up: modules, cuBLAS, parameter cache

@@ -17,20 +17,26 @@ use crate::models::CausalLm;
 use crate::step::{ModelRunnerOutput, SchedulerOutput};
 use sampler::Sampler;
 
-/// The step's `ForwardBatch`: every scheduled sequence's tokens, in batch order.
+/// The step's `ForwardBatch`: every scheduled sequence's tokens, in batch order, with the
+/// batches of a hybrid model's other KV groups.
 pub fn pack(out: &SchedulerOutput, block_size: usize) -> ForwardBatch {
-    let inputs: Vec<SeqInput> = out
-        .scheduled
-        .iter()
-        .map(|s| SeqInput {
-            token_ids: &s.token_ids,
-            start: s.num_computed_tokens,
-            block_table: &s.block_ids,
-            // an embedding's last prompt step returns its row too (pooled, not sampled)
-            sample: s.sample || s.pool,
-        })
-        .collect();
-    let mut batch = ForwardBatch::build(&inputs, block_size);
+    let group = |g: usize| {
+        let inputs: Vec<SeqInput> = out
+            .scheduled
+            .iter()
+            .map(|s| SeqInput {
+                token_ids: &s.token_ids,
+                start: s.num_computed_tokens,
+                block_table: &s.block_tables[g],
+                // an embedding's last prompt step returns its row too (pooled, not sampled)
+                sample: s.sample || s.pool,
+            })
+            .collect();
+        ForwardBatch::build(&inputs, block_size)
+    };
+    let groups = out.scheduled.first().map_or(1, |s| s.block_tables.len());
+    let mut batch = group(0);
+    batch.kv_groups = (1..groups).map(group).collect();
     batch.set_loras(out.scheduled.iter().map(|s| s.lora.map(|l| l.0)));
     batch
 }
@@ -74,7 +80,7 @@ impl ModelRunner {
             num_blocks: kv_config.num_blocks + usize::from(graphs),
             ..kv_config
         };
-        let attn = Attention::new(backend, pool)?;
+        let attn = Attention::with_layers(backend, pool, &model.sliding_layers())?;
         Ok(Self {
             #[cfg(feature = "cuda")]
             graphs: graphs.then(|| {

@@ -14,9 +14,10 @@
 //! blocks; every block a running sequence owns is allocated in `allocator`; when all sequences
 //! have ended, every block is free.
 
+pub mod prefix;
 pub mod sequence;
 
-use crate::kv::{chain_hash, BlockAllocator, BlockHash, BlockId, BlockTable};
+use crate::kv::{BlockAllocator, BlockTable, KvGroups};
 use crate::step::{
     AdmissionError, FinishReason, IdMap, ModelRunnerOutput, Request, RequestId, SamplingState,
     ScheduledSeq, SchedulerOutput, SchedulingPolicy, Task, TokenDelta,
@@ -34,9 +35,11 @@ pub struct SchedulerConfig {
     /// Reuse cached full blocks of earlier sequences with the same token prefix.
     pub enable_prefix_caching: bool,
     pub policy: SchedulingPolicy,
-    /// The window of a model whose every layer attends through one (Mistral, Phi-3): blocks
-    /// that fall out of it are released. `None` when any layer sees the whole context.
+    /// The window of the sliding KV groups (`kv_groups`): blocks that fall out of it are
+    /// released from their tables. `None` when no group slides.
     pub sliding_window: Option<usize>,
+    /// How the model's layers share blocks: a sequence holds a block table per group.
+    pub kv_groups: KvGroups,
     /// Each prompt is computed in one step, never in chunks (a bidirectional encoder, whose
     /// tokens all see each other): one that does not fit the step's budget waits for the next.
     pub whole_prompts: bool,
@@ -55,12 +58,21 @@ pub struct Scheduler {
     running: Vec<RequestId>,
     num_preemptions: u64,
     next_arrival_seq: u64,
+    /// See `capacity_tokens`.
+    capacity_tokens: usize,
 }
 
 impl Scheduler {
     pub fn new(config: SchedulerConfig) -> Self {
+        let capacity_tokens = config.kv_groups.max_tokens(
+            config.num_blocks,
+            config.block_size,
+            config.sliding_window,
+            config.max_num_batched_tokens,
+        );
         Self {
             allocator: BlockAllocator::new(config.num_blocks),
+            capacity_tokens,
             config,
             seqs: IdMap::default(),
             waiting: VecDeque::new(),
@@ -93,9 +105,10 @@ impl Scheduler {
         &self.config
     }
 
-    /// Tokens the whole pool can hold; a request larger than this could never run.
+    /// The longest sequence the whole pool can hold (`usize::MAX` when every layer slides); a
+    /// request larger than this could never run.
     pub fn capacity_tokens(&self) -> usize {
-        self.config.num_blocks * self.config.block_size
+        self.capacity_tokens
     }
 
     /// Queues a request, or rejects one that could never fit.
@@ -123,6 +136,7 @@ impl Scheduler {
         }
         let id = req.id;
         let mut seq = Sequence::new(req);
+        seq.block_tables = vec![BlockTable::default(); self.config.kv_groups.num_groups()];
         seq.arrival_seq = self.next_arrival_seq;
         self.next_arrival_seq += 1;
         let background = seq.background;
@@ -228,7 +242,7 @@ impl Scheduler {
             self.release_out_of_window(id);
             let seq = &self.seqs[&id];
             let n = seq.num_uncomputed_tokens().min(*budget);
-            let need = seq.block_table.num_missing(seq.num_computed_tokens + n, bs);
+            let need = seq.num_missing_blocks(seq.num_computed_tokens + n, bs);
             let mut preempted_self = false;
             while !self.allocator.can_allocate(need) {
                 let victim = self.victim(i);
@@ -262,31 +276,22 @@ impl Scheduler {
                 continue;
             }
             let hits = self.prefix_hits(seq);
-            let hit_tokens = hits.len() * bs;
+            let hit_tokens = hits.num_blocks() * bs;
             let n = (seq.num_tokens() - hit_tokens).min(*budget);
             if self.config.whole_prompts && n < seq.num_tokens() - hit_tokens {
                 break;
             }
-            let need = BlockTable::blocks_needed(hit_tokens + n, bs) - hits.len();
+            let need = seq.num_missing_blocks(hit_tokens + n, bs)
+                - hits.num_blocks() * seq.block_tables.len();
             // a hit on a free cached block takes that block off the free list too
-            let hits_free = hits
-                .iter()
-                .filter(|(_, b)| self.allocator.is_free(*b))
-                .count();
+            let hits_free = hits.cached().filter(|&b| self.allocator.is_free(b)).count();
             if !self.allocator.can_allocate(need + hits_free) {
                 break;
             }
             self.waiting.remove(at);
             self.running.push(id);
             let seq = self.seqs.get_mut(&id).expect("waiting id is known");
-            for (hash, _) in &hits {
-                let b = self
-                    .allocator
-                    .acquire_cached(*hash)
-                    .expect("hit was looked up this step");
-                seq.block_table.extend(vec![b]);
-                seq.block_hashes.push(*hash);
-            }
+            prefix::take(&mut self.allocator, seq, hits);
             seq.num_computed_tokens = hit_tokens;
             if seq.status == SequenceStatus::Waiting {
                 seq.num_cached_tokens = hit_tokens.min(seq.num_prompt_tokens);
@@ -331,28 +336,24 @@ impl Scheduler {
                 && leader.num_computed_tokens >= (leader.num_prompt_tokens - 1) / bs * bs)
     }
 
-    /// Cached blocks holding a prefix of `seq`'s tokens, from the first block on, stopping at the
-    /// first miss. At least one token is always left to compute (its logits are needed).
-    fn prefix_hits(&self, seq: &Sequence) -> Vec<(BlockHash, BlockId)> {
+    /// Cached blocks holding a prefix of `seq`'s tokens (`prefix::find`); none for a sequence
+    /// that computed tokens already or scores its prompt.
+    fn prefix_hits(&self, seq: &Sequence) -> prefix::PrefixHit {
         if !self.config.enable_prefix_caching
             || seq.num_computed_tokens > 0
             || seq.sampling.prompt_logprobs.is_some()
         {
-            return Vec::new();
+            return prefix::PrefixHit::default();
         }
-        let bs = self.config.block_size;
-        let max_blocks = (seq.num_tokens() - 1) / bs;
-        let mut hits = Vec::new();
-        let mut parent = seq.cache_root();
-        for chunk in seq.token_ids.chunks_exact(bs).take(max_blocks) {
-            let hash = chain_hash(parent, chunk);
-            match self.allocator.lookup(hash) {
-                Some(b) => hits.push((hash, b)),
-                None => break,
-            }
-            parent = hash;
+        prefix::find(&self.allocator, seq, self.cache_shape())
+    }
+
+    fn cache_shape(&self) -> prefix::CacheShape {
+        prefix::CacheShape {
+            groups: self.config.kv_groups,
+            window: self.config.sliding_window,
+            block_size: self.config.block_size,
         }
-        hits
     }
 
     /// Registers the newly completed full blocks of `id` in the prefix cache.
@@ -360,40 +361,27 @@ impl Scheduler {
         if !self.config.enable_prefix_caching {
             return;
         }
-        let bs = self.config.block_size;
         let seq = self.seqs.get_mut(&id).expect("registered id is known");
-        let full = seq.num_computed_tokens / bs;
-        while seq.block_hashes.len() < full {
-            let i = seq.block_hashes.len();
-            let parent = match seq.block_hashes.last() {
-                Some(&h) => h,
-                None => seq.cache_root(),
-            };
-            let tokens = &seq.token_ids[i * bs..(i + 1) * bs];
-            let hash = chain_hash(parent, tokens);
-            seq.block_hashes.push(hash);
-            if self.allocator.register(seq.block_table.blocks()[i], hash) {
-                let parent = (i > 0).then_some(parent);
-                if parent.is_none_or(|p| self.allocator.lookup(p).is_some()) {
-                    self.allocator.log_stored(hash, parent, tokens);
-                }
-            }
-        }
+        prefix::register(&mut self.allocator, seq, self.config.block_size);
     }
 
-    /// Frees the blocks of `id` that no query from its next token on can see: with a window W
-    /// the query at position p reads keys p + 1 - W ..= p. Released blocks stay registered in
-    /// the prefix cache (their K/V is still right) until the allocator hands them out again.
+    /// Frees the blocks of `id`'s sliding groups that no query from its next token on can see:
+    /// with a window W the query at position p reads keys p + 1 - W ..= p. Released blocks stay
+    /// registered in the prefix cache (their K/V is still right) until the allocator hands
+    /// them out again.
     fn release_out_of_window(&mut self, id: RequestId) {
         let Some(w) = self.config.sliding_window else {
             return;
         };
+        let groups = self.config.kv_groups;
         let seq = self.seqs.get_mut(&id).expect("scheduled id is known");
         let first_visible = (seq.num_computed_tokens + 1).saturating_sub(w);
-        let freed = seq
-            .block_table
-            .release_before(first_visible / self.config.block_size);
-        self.allocator.free(&freed);
+        for (g, table) in seq.block_tables.iter_mut().enumerate() {
+            if groups.is_sliding(g) {
+                let freed = table.release_before(first_visible / self.config.block_size);
+                self.allocator.free(&freed);
+            }
+        }
     }
 
     /// Allocates `need` blocks to `id` and schedules `n` of its tokens.
@@ -403,7 +391,12 @@ impl Scheduler {
             .allocate(need)
             .expect("can_allocate was checked. This is a bug.");
         let seq = self.seqs.get_mut(&id).expect("scheduled id is known");
-        seq.block_table.extend(blocks);
+        let mut blocks = blocks.into_iter();
+        let per_table = need / seq.block_tables.len().max(1);
+        debug_assert_eq!(per_table * seq.block_tables.len(), need);
+        for table in &mut seq.block_tables {
+            table.extend(blocks.by_ref().take(per_table).collect());
+        }
         let start = seq.num_computed_tokens;
         if n > 1 || start < seq.num_prompt_tokens {
             out.num_prompt_tokens += n;
@@ -432,7 +425,11 @@ impl Scheduler {
             pool,
             num_computed_tokens: start,
             token_ids: seq.token_ids[start..start + n].to_vec(),
-            block_ids: seq.block_table.runner_ids(),
+            block_tables: seq
+                .block_tables
+                .iter()
+                .map(BlockTable::runner_ids)
+                .collect(),
             sampling: seq.sampling.clone(),
             state: if sample {
                 std::mem::take(&mut seq.sampling_state)
@@ -459,7 +456,7 @@ impl Scheduler {
             .expect("preempted sequence is running");
         self.running.remove(pos);
         let seq = self.seqs.get_mut(&id).expect("running id is known");
-        self.allocator.free(&seq.block_table.take());
+        self.allocator.free(&seq.take_blocks());
         seq.block_hashes.clear();
         seq.num_computed_tokens = 0;
         seq.status = SequenceStatus::Preempted;
@@ -581,7 +578,7 @@ impl Scheduler {
                 self.waiting.retain(|r| *r != id)
             }
         }
-        self.allocator.free(&seq.block_table.take());
+        self.allocator.free(&seq.take_blocks());
         Some(seq)
     }
 }

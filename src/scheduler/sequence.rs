@@ -24,7 +24,9 @@ pub struct Sequence {
     pub num_prompt_tokens: usize,
     /// Tokens whose K/V is in the cache.
     pub num_computed_tokens: usize,
-    pub block_table: BlockTable,
+    /// One block table per KV group (`KvGroups`), all of the same length; empty until the
+    /// scheduler queues it.
+    pub block_tables: Vec<BlockTable>,
     pub status: SequenceStatus,
     pub sampling: SamplingParams,
     /// Its RNG and grammar state (lent to the runner in the steps where it samples).
@@ -35,7 +37,7 @@ pub struct Sequence {
     /// Admission order, assigned by the scheduler (FCFS tie-break).
     pub arrival_seq: u64,
     pub num_preemptions: usize,
-    /// Chained hashes of the full blocks in `block_table` whose K/V is computed, in order.
+    /// Chained hashes of the full blocks in `block_tables` whose K/V is computed, in order.
     pub block_hashes: Vec<crate::kv::BlockHash>,
     /// Prompt tokens found in the prefix cache at first admission.
     pub num_cached_tokens: usize,
@@ -63,7 +65,7 @@ impl Sequence {
             num_prompt_tokens: req.prompt_token_ids.len(),
             token_ids: req.prompt_token_ids,
             num_computed_tokens: 0,
-            block_table: BlockTable::default(),
+            block_tables: Vec::new(),
             status: SequenceStatus::Waiting,
             sampling: req.sampling,
             sampling_state: SamplingState {
@@ -98,6 +100,22 @@ impl Sequence {
     /// interactive request).
     pub fn priority_key(&self) -> (bool, i32, u64) {
         (self.background, self.priority, self.arrival_seq)
+    }
+
+    /// Blocks to add, over all groups, so that its tables hold `num_tokens` tokens.
+    pub fn num_missing_blocks(&self, num_tokens: usize, block_size: usize) -> usize {
+        self.block_tables
+            .iter()
+            .map(|t| t.num_missing(num_tokens, block_size))
+            .sum()
+    }
+
+    /// Empties every table, handing the blocks it still owns to the caller (who frees them).
+    pub fn take_blocks(&mut self) -> Vec<crate::kv::BlockId> {
+        self.block_tables
+            .iter_mut()
+            .flat_map(|t| t.take())
+            .collect()
     }
 
     pub fn num_tokens(&self) -> usize {

@@ -37,6 +37,7 @@ fn test_scheduler(c: TestConfig) -> Scheduler {
         enable_prefix_caching: c.prefix_caching,
         policy: c.policy,
         sliding_window: None,
+        kv_groups: crate::kv::KvGroups::uniform(1, false),
         whole_prompts: false,
         max_loras: None,
     })
@@ -207,7 +208,7 @@ fn preempts_newest_when_blocks_run_out_and_keeps_its_tokens() {
     assert_eq!(seq1.status, SequenceStatus::Preempted);
     assert_eq!(seq1.num_computed_tokens, 0);
     assert_eq!(seq1.num_output_tokens(), 1, "generated token is kept");
-    assert!(seq1.block_table.is_empty());
+    assert!(seq1.block_tables.iter().all(|t| t.is_empty()));
     // run seq 0 to completion; then seq 1 recomputes all 9 tokens and samples its 2nd token
     let mut sampled_for_1 = Vec::new();
     for _ in 0..20 {

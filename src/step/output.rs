@@ -19,8 +19,10 @@ pub struct ScheduledSeq {
     pub num_computed_tokens: usize,
     /// [num_new_tokens] the tokens computed this step
     pub token_ids: Vec<u32>,
-    /// The sequence's whole block table after this step's allocation.
-    pub block_ids: Vec<u32>,
+    /// The sequence's whole block table after this step's allocation, one per KV group
+    /// (`KvGroups`; released entries read as the first live block, see
+    /// `BlockTable::runner_ids`).
+    pub block_tables: Vec<Vec<u32>>,
     pub sampling: SamplingParams,
     /// The sequence's RNG and grammar state, lent for a step in which it samples (else the
     /// empty default); the runner advances it and `update_from_output` gives it back.

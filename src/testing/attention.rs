@@ -109,6 +109,7 @@ pub fn max_error(
         block_size: bs,
         num_blocks,
         dtype_size: dtype.size_in_bytes(),
+        groups: crate::kv::KvGroups::uniform(1, false),
     };
     let mut attn = Attention::new(backend, cfg)?;
     // the steps: per sequence, tokens to compute in each step (prefill ends 3 before the end)

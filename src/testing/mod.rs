@@ -211,6 +211,7 @@ pub fn test_limits(num_kv_blocks: usize, block_size: usize) -> EngineLimits {
         max_model_len: None,
         weight_format: WeightFormat::Quantized,
         enable_prefix_caching: true,
+        hybrid_kv_cache: true,
         scheduling_policy: crate::step::SchedulingPolicy::Fcfs,
         device: crate::models::device::DeviceSpec::Cpu,
         dtype: crate::models::device::DTypeSpec::Auto,
@@ -590,6 +591,7 @@ pub fn attention_for(
         block_size,
         num_blocks,
         dtype_size: model.dtype().size_in_bytes(),
+        groups: crate::kv::KvGroups::uniform(model.num_layers(), false),
     };
     let backend = crate::models::attention::backend_for(
         crate::models::attention::BackendKind::Auto,

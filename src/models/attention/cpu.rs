@@ -51,6 +51,7 @@ impl AttentionBackend for CpuBackend {
         Ok(AttentionMetadata {
             token_seq: batch.token_seq_index(),
             device: None,
+            groups: Vec::new(),
         })
     }
 

@@ -81,6 +81,9 @@ pub struct AttentionMetadata {
     pub token_seq: Vec<u32>,
     /// Device tensors of the tensor-based backends; `None` on the CPU backend.
     pub device: Option<tensor::DeviceMetadata>,
+    /// The metadata of a hybrid model's KV groups after the first (`ForwardBatch::kv_groups`),
+    /// filled by `Attention::prepare`.
+    pub groups: Vec<AttentionMetadata>,
 }
 
 pub trait AttentionBackend: Send {
@@ -190,12 +193,42 @@ pub fn backend_for(
 pub struct Attention {
     backend: Box<dyn AttentionBackend>,
     cache: KvCache,
+    /// (KV group, storage slot) of each layer (`KvGroups::places`).
+    places: Vec<(usize, usize)>,
 }
 
 impl Attention {
+    /// The pool of a model with one KV group (layer `l` in slot `l`).
     pub fn new(backend: Box<dyn AttentionBackend>, cfg: KvCacheConfig) -> Result<Self> {
+        Self::with_layers(backend, cfg, &vec![false; cfg.num_layers])
+    }
+
+    /// The pool of a model whose layer `l` slides when `windowed[l]`, laid out by
+    /// `cfg.groups`.
+    pub fn with_layers(
+        backend: Box<dyn AttentionBackend>,
+        cfg: KvCacheConfig,
+        windowed: &[bool],
+    ) -> Result<Self> {
         let cache = backend.allocate(cfg)?;
-        Ok(Self { backend, cache })
+        Ok(Self {
+            backend,
+            cache,
+            places: cfg.groups.places(windowed),
+        })
+    }
+
+    /// The storage slot, batch and metadata of layer `layer`'s KV group.
+    fn group<'a>(
+        &self,
+        layer: usize,
+        batch: &'a ForwardBatch,
+        meta: &'a AttentionMetadata,
+    ) -> (usize, &'a ForwardBatch, &'a AttentionMetadata) {
+        match self.places[layer] {
+            (0, slot) => (slot, batch, meta),
+            (g, slot) => (slot, &batch.kv_groups[g - 1], &meta.groups[g - 1]),
+        }
     }
 
     pub fn backend_kind(&self) -> BackendKind {
@@ -207,7 +240,13 @@ impl Attention {
     }
 
     pub fn prepare(&self, batch: &ForwardBatch) -> Result<AttentionMetadata> {
-        self.backend.prepare(batch)
+        let mut meta = self.backend.prepare(batch)?;
+        meta.groups = batch
+            .kv_groups
+            .iter()
+            .map(|b| self.backend.prepare(b))
+            .collect::<Result<_>>()?;
+        Ok(meta)
     }
 
     pub fn write_kv(
@@ -218,8 +257,9 @@ impl Attention {
         batch: &ForwardBatch,
         meta: &AttentionMetadata,
     ) -> Result<()> {
+        let (slot, batch, meta) = self.group(layer, batch, meta);
         self.backend
-            .write_kv(self.cache.layer_mut(layer), k, v, batch, meta)
+            .write_kv(self.cache.layer_mut(slot), k, v, batch, meta)
     }
 
     /// Attention of layer `layer` (`windowed`: one of the model's sliding-window layers).
@@ -231,7 +271,8 @@ impl Attention {
         meta: &AttentionMetadata,
         windowed: bool,
     ) -> Result<Tensor> {
+        let (slot, batch, meta) = self.group(layer, batch, meta);
         self.backend
-            .attend(self.cache.layer(layer), q, batch, meta, windowed)
+            .attend(self.cache.layer(slot), q, batch, meta, windowed)
     }
 }

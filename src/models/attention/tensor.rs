@@ -45,6 +45,7 @@ impl DeviceMetadata {
     ) -> AttentionMetadata {
         AttentionMetadata {
             token_seq: Vec::new(),
+            groups: Vec::new(),
             device: Some(Self {
                 slot_mapping,
                 block_tables,
@@ -231,6 +232,7 @@ impl TensorBackend {
         };
         Ok(AttentionMetadata {
             token_seq: Vec::new(),
+            groups: Vec::new(),
             device: Some(DeviceMetadata {
                 slot_mapping,
                 token_seq: all.narrow(0, t, t)?,
