@@ -72,6 +72,8 @@ pub struct BlockAllocator {
     cached: HashMap<BlockHash, BlockId>,
     /// `Some` when KV events are published.
     events: Option<KvEventLog>,
+    /// [num_blocks] whether the block's hash is one the events never name (`register_unlogged`).
+    unlogged: Vec<bool>,
 }
 
 impl BlockAllocator {
@@ -85,6 +87,7 @@ impl BlockAllocator {
             hashes: vec![None; num_blocks],
             cached: HashMap::new(),
             events: None,
+            unlogged: vec![false; num_blocks],
         }
     }
 
@@ -122,7 +125,8 @@ impl BlockAllocator {
             self.ref_counts[b.0 as usize] = 1;
             if let Some(h) = self.hashes[b.0 as usize].take() {
                 self.cached.remove(&h);
-                if let Some(log) = &mut self.events {
+                let logged = !std::mem::take(&mut self.unlogged[b.0 as usize]);
+                if let Some(log) = self.events.as_mut().filter(|_| logged) {
                     log.removed(h);
                 }
             }
@@ -193,6 +197,17 @@ impl BlockAllocator {
         self.hashes[block.0 as usize] = Some(hash);
         self.cached.insert(hash, block);
         true
+    }
+
+    /// `register`, for a hash the KV events never name (a hybrid model's other KV groups: the
+    /// router knows a block of tokens by its first group's key), so its eviction is not logged
+    /// either.
+    pub fn register_unlogged(&mut self, block: BlockId, hash: BlockHash) -> bool {
+        let new = self.register(block, hash);
+        if new {
+            self.unlogged[block.0 as usize] = true;
+        }
+        new
     }
 
     /// Starts logging KV events.

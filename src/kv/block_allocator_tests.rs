@@ -241,3 +241,34 @@ fn events_log_evictions_of_cached_blocks_only() {
     off.allocate(1).unwrap();
     assert!(off.take_events().is_empty(), "no log unless enabled");
 }
+
+#[test]
+fn unlogged_hashes_are_cached_but_never_logged() {
+    let mut a = BlockAllocator::new(2);
+    a.enable_events();
+    let b = a.allocate(2).unwrap();
+    assert!(a.register_unlogged(b[0], hh(1)));
+    assert!(a.register(b[1], hh(2)));
+    a.free(&b);
+    assert_eq!(a.lookup(hh(1)), Some(b[0]));
+    a.allocate(2).unwrap();
+    assert_eq!(
+        a.take_events(),
+        vec![KvEvent::Removed {
+            block_hashes: vec![hh(2)]
+        }],
+        "only the logged hash's eviction"
+    );
+    // the block is logged again once registered normally
+    a.free(&b);
+    let b = a.allocate(1).unwrap();
+    assert!(a.register(b[0], hh(3)));
+    a.free(&b);
+    a.allocate(2).unwrap();
+    assert_eq!(
+        a.take_events(),
+        vec![KvEvent::Removed {
+            block_hashes: vec![hh(3)]
+        }]
+    );
+}

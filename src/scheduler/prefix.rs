@@ -138,8 +138,15 @@ pub fn register(alloc: &mut BlockAllocator, seq: &mut Sequence, block_size: usiz
         let hash = chain_hash(parent, tokens);
         seq.block_hashes.push(hash);
         for (g, table) in seq.block_tables.iter().enumerate() {
-            let new = table.is_live(i) && alloc.register(table.blocks()[i], group_key(hash, g));
-            // the events name token blocks once: by the first group's
+            if !table.is_live(i) {
+                continue;
+            }
+            // the events name a block of tokens once: by the first group's key
+            let (block, key) = (table.blocks()[i], group_key(hash, g));
+            let new = match g {
+                0 => alloc.register(block, key),
+                _ => alloc.register_unlogged(block, key),
+            };
             let parent = (i > 0).then_some(parent);
             if new && g == 0 && parent.is_none_or(|p| alloc.lookup(p).is_some()) {
                 alloc.log_stored(hash, parent, tokens);
