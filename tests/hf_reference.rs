@@ -173,7 +173,7 @@ fn folders_written_by_transformers_answer_as_transformers_does() {
         .iter()
         .map(|(n, p)| (n.as_str(), p.as_path()))
         .collect();
-    let server = TestServer::start(&refs, test_limits(64, 16));
+    let server = TestServer::start(&refs, test_limits(384, 16));
     let served: Vec<(&str, &str)> = models
         .iter()
         .map(|(m, _)| {
@@ -201,7 +201,7 @@ fn gguf_files_answer_as_transformers_does_on_their_weights() {
     let (smollm2, gemma3) = (default_model_path(), gemma3_model_path());
     let server = TestServer::start(
         &[("smollm2-gguf", &smollm2), ("gemma3-gguf", &gemma3)],
-        test_limits(64, 16),
+        test_limits(384, 16),
     );
     let served = [("smollm2-gguf", "smollm2"), ("gemma3-gguf", "gemma3-270m")];
     let failures = check(&rt, &server, &served, &expected, (3, GGUF_TOLERANCE));
@@ -252,7 +252,7 @@ fn generation_config_sets_the_defaults_a_request_leaves_out() {
     std::fs::write(tuned.join("generation_config.json"), gen.to_string()).unwrap();
     let server = TestServer::start(
         &[("plain", plain.as_path()), ("tuned", tuned.as_path())],
-        test_limits(64, 16),
+        test_limits(384, 16),
     );
     let rt = tokio::runtime::Runtime::new().unwrap();
     let ask = |model: &str, extra: serde_json::Value| {
