@@ -43,7 +43,9 @@ for mode in hybrid one-group; do
   preempted=$(metric 'weir:num_preemptions_total')
   kill $SERVER
   wait $SERVER 2>/dev/null || true
-  loaded=$(grep -o 'kv_blocks=[0-9]* kv_groups=[0-9]* kv_mib=[0-9]* max_model_len=[0-9]* full_length_seqs=[0-9]*' "$log" | tail -1)
+  loaded=$(sed 's/\x1b\[[0-9;]*m//g' "$log" |
+    grep -o 'kv_blocks=[0-9]* kv_groups=[0-9]* kv_mib=[0-9]* max_model_len=[0-9]* full_length_seqs=[0-9]*' |
+    tail -1 || true)
   python3 - "$OUT/hybrid-kv-$mode.json" "$mode" "$loaded" "$peak" "$preempted" <<'EOF'
 import json, sys
 s = json.load(open(sys.argv[1]))
