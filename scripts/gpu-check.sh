@@ -11,7 +11,7 @@
 #   1. gpu_tests --ignored: weir's kernels and the tensor backend against the naive attention
 #      reference (f32/f16/bf16, GQA 1-8, head dims 64-256, contexts to 1,100, a model's own
 #      softmax scale, sliding windows of 7 and 512), a tiny Gemma 3 (q/k norms, GeGLU, a
-#      sliding-window layer) served greedy on CUDA = on CPU, tiny-model logits CUDA vs CPU (f32, bf16; fused kernels and candle ops;
+#      sliding-window layer, the hybrid KV cache's two groups) served greedy on CUDA = on CPU, tiny-model logits CUDA vs CPU (f32, bf16; fused kernels and candle ops;
 #      plain and YaRN RoPE, whose attention factor reaches the kernels as the softmax scale), greedy /v1/completions served on
 #      CUDA = on CPU (also with --cuda-graphs and concurrent requests), seeded requests on CUDA
 #      repeat (kernel-drawn and host-sampled rows; each sequence's RNG travels with it), and

@@ -237,6 +237,8 @@ fn served_on_cuda_greedy_equals_cpu() {
 
 /// A tiny Gemma 3 (per-head q/k norms, GeGLU, a sliding-window layer: the tensor backend's
 /// window mask) served on CUDA (f32) gives the CPU's greedy text, prompts longer than its window.
+/// Its sliding and global layers are two KV groups (the hybrid KV cache), the sliding one
+/// freeing its blocks as they leave the 4-token window: the group batches and metadata on CUDA.
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn gemma3_served_on_cuda_greedy_equals_cpu() {
