@@ -29,6 +29,7 @@ fn decoding(n: usize) -> Scheduler {
         kv_groups: weir::kv::KvGroups::uniform(1, false),
         whole_prompts: false,
         max_loras: None,
+        speculative: None,
     });
     for i in 0..n {
         s.add(Request {

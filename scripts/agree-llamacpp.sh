@@ -14,6 +14,7 @@
 #
 #   scripts/agree-llamacpp.sh                                   # Gemma 3 270M Q4_K_M
 #   MODEL=path/to/model.gguf OUT=bench-results/agree scripts/agree-llamacpp.sh
+#   LLAMA_FLAGS="-ctk f32 -ctv f32" scripts/agree-llamacpp.sh   # llama-server's KV in f32, as weir's
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT=${PORT:-8131}
@@ -35,7 +36,7 @@ trap '[[ -n $SERVER ]] && kill $SERVER 2>/dev/null; [[ -n $LLAMA ]] && kill $LLA
 # WEIR_FLAGS: more serve flags (`--weight-format dense`: f32 weights, f32 activations)
 start_weir "$PORT" "$OUT/weir.log" --model m="$MODEL" --max-model-len 4096 ${WEIR_FLAGS:-}
 "$LLAMA_SERVER" -m "$MODEL" --host 127.0.0.1 --port "$LLAMA_PORT" -t "$THREADS" -np 1 -c 4096 \
-  --no-webui >"$OUT/llama-server.log" 2>&1 &
+  --no-webui ${LLAMA_FLAGS:-} >"$OUT/llama-server.log" 2>&1 &
 LLAMA=$!
 wait_healthy "$LLAMA_PORT" "$OUT/llama-server.log"
 # the third opinion (transformers) where the test venv has it: PYTHON=target/test-venv/bin/python3

@@ -157,6 +157,10 @@ struct EngineFamilies {
     step_tokens: HistogramVec,
     step_duration: HistogramVec,
     step_phase: CounterVec,
+    spec_drafts: IntCounterVec,
+    spec_draft_tokens: IntCounterVec,
+    spec_accepted: IntCounterVec,
+    spec_accepted_per_pos: IntCounterVec,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
@@ -210,6 +214,29 @@ impl EngineFamilies {
                         "Finished requests by finish reason.",
                     ),
                     &["model_name", "finished_reason"],
+                )
+                .unwrap(),
+            ),
+            spec_drafts: counter(
+                "weir:spec_decode_num_drafts_total",
+                "Speculative decoding: sequence steps that verified drafts.",
+            ),
+            spec_draft_tokens: counter(
+                "weir:spec_decode_num_draft_tokens_total",
+                "Speculative decoding: draft tokens verified.",
+            ),
+            spec_accepted: counter(
+                "weir:spec_decode_num_accepted_tokens_total",
+                "Speculative decoding: draft tokens accepted.",
+            ),
+            spec_accepted_per_pos: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "weir:spec_decode_num_accepted_tokens_per_pos_total",
+                        "Speculative decoding: drafts accepted at each position of their step (0: the first).",
+                    ),
+                    &["model_name", "position"],
                 )
                 .unwrap(),
             ),
@@ -398,6 +425,11 @@ impl Metrics {
             step_duration: step(&f.step_duration),
             step_phase: StepPhase::ALL
                 .map(|p| f.step_phase.with_label_values(&[model, p.as_str()])),
+            spec_drafts: f.spec_drafts.with_label_values(l),
+            spec_draft_tokens: f.spec_draft_tokens.with_label_values(l),
+            spec_accepted: f.spec_accepted.with_label_values(l),
+            spec_accepted_per_pos: f.spec_accepted_per_pos.clone(),
+            model: model.into(),
         }
     }
 
@@ -510,9 +542,27 @@ pub struct EngineMetrics {
     step_tokens: [Histogram; 2],
     step_duration: [Histogram; 2],
     step_phase: [Counter; 4],
+    spec_drafts: IntCounter,
+    spec_draft_tokens: IntCounter,
+    spec_accepted: IntCounter,
+    spec_accepted_per_pos: IntCounterVec,
+    model: std::sync::Arc<str>,
 }
 
 impl EngineMetrics {
+    /// Adds a step's speculative decoding: drafts verified (sequence steps and tokens),
+    /// tokens accepted, and accepted at each position.
+    pub fn speculation(&self, drafts: u64, draft_tokens: u64, accepted: u64, per_pos: &[u64]) {
+        self.spec_drafts.inc_by(drafts);
+        self.spec_draft_tokens.inc_by(draft_tokens);
+        self.spec_accepted.inc_by(accepted);
+        for (p, &n) in per_pos.iter().enumerate() {
+            self.spec_accepted_per_pos
+                .with_label_values(&[&*self.model, &p.to_string()])
+                .inc_by(n);
+        }
+    }
+
     pub fn finished(&self, reason: FinishedLabel) {
         // `ALL` lists the labels in declaration order
         self.success[reason as usize].inc();

@@ -93,6 +93,7 @@ impl ServeArgs {
             max_loras: self.max_loras,
             max_lora_rank: self.max_lora_rank,
             max_cpu_loras: self.max_cpu_loras,
+            speculative: self.speculative_config,
         })
     }
 

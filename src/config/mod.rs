@@ -192,6 +192,12 @@ pub struct ServeArgs {
     /// default the sliding layers hold only their window's blocks.
     #[arg(long, env = "WEIR_DISABLE_HYBRID_KV_CACHE_MANAGER")]
     pub disable_hybrid_kv_cache_manager: bool,
+    /// Speculative decoding, vLLM's JSON: `{"method": "ngram", "num_speculative_tokens": 4,
+    /// "prompt_lookup_min": 2, "prompt_lookup_max": 5}` (prompt lookup: drafts are the tokens
+    /// that followed the sequence's last tokens where they occurred before; optional
+    /// `disable_by_batch_size`). The output is the same as without it on the CPU.
+    #[arg(long, env = "WEIR_SPECULATIVE_CONFIG", value_parser = crate::scheduler::spec::SpecConfig::from_json)]
+    pub speculative_config: Option<crate::scheduler::spec::SpecConfig>,
     /// Order of the waiting queue: fcfs, or priority (the request field `priority`, lower first,
     /// FCFS among equals; the lowest-priority running request is preempted first).
     #[arg(long, env = "WEIR_SCHEDULING_POLICY", default_value = "fcfs", value_parser = parse_policy)]

@@ -24,6 +24,8 @@ pub struct StepStats {
     pub scheduled: Vec<RequestId>,
     /// Time in schedule, forward, sample and update (`metrics::StepPhase::ALL` order).
     pub phases: [Duration; 4],
+    /// Speculative decoding in this step.
+    pub spec: crate::scheduler::spec::SpecStats,
 }
 
 impl EngineCore {
@@ -75,6 +77,7 @@ impl EngineCore {
                 Duration::ZERO,
                 Duration::ZERO,
             ],
+            spec: Default::default(),
         };
         if out.is_empty() {
             return (Vec::new(), stats);
@@ -98,6 +101,7 @@ impl EngineCore {
                     .fail_scheduled(&out, "model execution panicked")
             }
         };
+        stats.spec = self.scheduler.take_spec_stats();
         stats.phases[1] = forward;
         stats.phases[2] = ran - scheduled - forward;
         stats.phases[3] = ran.elapsed();

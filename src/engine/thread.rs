@@ -305,6 +305,15 @@ impl EngineLoop {
         m.step(kind, step.num_batched_tokens, started.elapsed());
         m.step_phases(&step.phases);
         m.preemptions.inc_by(step.num_preempted as u64);
+        let s = &step.spec;
+        if s.drafts > 0 {
+            m.speculation(
+                s.drafts,
+                s.draft_tokens,
+                s.accepted_tokens,
+                &s.accepted_per_pos,
+            );
+        }
         for id in &step.scheduled {
             if let Some(f) = self.in_flight.get_mut(id).filter(|f| !f.scheduled) {
                 f.scheduled = true;

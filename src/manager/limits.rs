@@ -81,6 +81,8 @@ pub struct EngineLimits {
     pub max_lora_rank: Option<usize>,
     /// `--max-cpu-loras`: adapters a model keeps loaded (None: all of them).
     pub max_cpu_loras: Option<usize>,
+    /// `--speculative-config`: speculative decoding by prompt lookup.
+    pub speculative: Option<crate::scheduler::spec::SpecConfig>,
 }
 
 /// Defaults of `--max-num-seqs` and `--max-num-batched-tokens` on the CPU: a step of 512

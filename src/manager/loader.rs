@@ -353,6 +353,7 @@ pub fn engine_shape(
         kv_groups: groups,
         whole_prompts,
         max_loras: limits.max_loras,
+        speculative: limits.speculative,
     };
     Ok((kv, sched))
 }
@@ -388,6 +389,7 @@ fn embedding_shape(model: &dyn Model, limits: &EngineLimits) -> (KvCacheConfig, 
         kv_groups: KvGroups::uniform(0, false),
         whole_prompts: true,
         max_loras: None,
+        speculative: None,
     };
     (kv, sched)
 }

@@ -132,15 +132,18 @@ impl ModelRunner {
         if out.scheduled.iter().any(|s| s.pool) {
             return self.embed(out, &batch, started);
         }
-        // prompt logprobs: each sequence's scoring rows come before its sampling row
+        // prompt logprobs: each sequence's scoring rows come before its sampling rows; drafts:
+        // a row for each, before the last
         let with_prompt = out.scheduled.iter().any(|s| !s.prompt_targets.is_empty());
-        let sample_rows = if with_prompt {
-            prompt_rows_first(out, &mut batch)
+        let with_drafts = out.scheduled.iter().any(|s| !s.draft_token_ids.is_empty());
+        let sample_rows = if with_prompt || with_drafts {
+            arrange_rows(out, &mut batch)
         } else {
             Vec::new()
         };
+        // (a step with drafts samples row by row, each drawing its own kernel seed)
         #[cfg(feature = "cuda")]
-        if self.model.device().is_cuda() {
+        if self.model.device().is_cuda() && !with_drafts {
             let rows = out.scheduled.iter_mut().filter(|s| s.sample);
             self.sampler.prepare_kernel_rows(
                 rows.map(|s| (&s.sampling, &mut s.state)),
@@ -157,7 +160,7 @@ impl ModelRunner {
         // constrained rows' token masks, computed on their own threads during the forward pass
         let (logits, masks) = std::thread::scope(|scope| {
             let masking = spawn_masks(scope, &mut constraints, vocab);
-            let logits = self.forward(&batch, with_prompt); // [rows, vocab]
+            let logits = self.forward(&batch, with_prompt || with_drafts); // [rows, vocab]
             let forward_time = started.elapsed();
             let masks: Vec<_> = masking
                 .into_iter()
@@ -169,12 +172,24 @@ impl ModelRunner {
         let mut prompt_logprobs = Vec::new();
         if with_prompt {
             prompt_logprobs = score_prompts(out, &logits)?;
+        }
+        if with_prompt || with_drafts {
             logits = if sample_rows.is_empty() {
                 logits.narrow(0, 0, 0)?
             } else {
                 let idx = candle_core::Tensor::new(sample_rows.as_slice(), logits.device())?;
                 logits.index_select(&idx, 0)?
             };
+        }
+        if with_drafts {
+            let (sampled, accepted) = self.sample_drafted(out, &logits, masks)?;
+            return Ok(ModelRunnerOutput {
+                sampled,
+                accepted,
+                prompt_logprobs,
+                pooled: Vec::new(),
+                forward_time,
+            });
         }
         let mut masks = masks.into_iter();
         let mut rows: Vec<_> = out
@@ -191,6 +206,7 @@ impl ModelRunner {
             .collect();
         Ok(ModelRunnerOutput {
             sampled: self.sampler.sample_rows(&logits, &mut rows)?,
+            accepted: Vec::new(),
             prompt_logprobs,
             pooled: Vec::new(),
             forward_time,
@@ -199,6 +215,47 @@ impl ModelRunner {
 }
 
 impl ModelRunner {
+    /// Samples a step with drafts row by row (`logits`: each sampling sequence's rows, one
+    /// per draft and the last, in order): a sequence keeps its drafts while each equals the
+    /// token sampled before it, and its own token is the first sample that differs, or the
+    /// one after its last draft (`scheduler::spec`). Returns (own tokens, kept drafts).
+    fn sample_drafted(
+        &mut self,
+        out: &mut SchedulerOutput,
+        logits: &candle_core::Tensor,
+        masks: Vec<Option<llguidance::toktrie::SimpleVob>>,
+    ) -> candle_core::Result<(Vec<crate::step::Sampled>, Vec<Vec<crate::step::Sampled>>)> {
+        let mut masks = masks.into_iter();
+        let (mut sampled, mut accepted) = (Vec::new(), Vec::new());
+        let mut first = 0;
+        for s in out.scheduled.iter_mut().filter(|s| s.sample) {
+            let mut row = sampler::Row {
+                params: &s.sampling,
+                state: &mut s.state,
+                history: &s.history,
+                num_prompt_tokens: s.num_prompt_tokens,
+                mask: masks.next().flatten(),
+            };
+            let mut kept = Vec::new();
+            let own = loop {
+                let one = logits.narrow(0, first + kept.len(), 1)?;
+                let token = self
+                    .sampler
+                    .sample_rows(&one, std::slice::from_mut(&mut row))?
+                    .pop()
+                    .expect("one row, one token");
+                match s.draft_token_ids.get(kept.len()) {
+                    Some(&d) if d == token.token => kept.push(token),
+                    _ => break token,
+                }
+            };
+            first += 1 + s.draft_token_ids.len();
+            sampled.push(own);
+            accepted.push(kept);
+        }
+        Ok((sampled, accepted))
+    }
+
     /// A step of an embedding model: each pooling sequence's vector (an embedding model's
     /// engine runs embedding requests only; a decoder's earlier prompt chunks ride along).
     fn embed(
@@ -223,9 +280,9 @@ impl ModelRunner {
     }
 }
 
-/// Puts each sequence's prompt-scoring rows ahead of its sampling row in `batch.logits_rows`;
-/// returns the sampling rows' indices among them.
-fn prompt_rows_first(out: &SchedulerOutput, batch: &mut ForwardBatch) -> Vec<u32> {
+/// Puts each sequence's prompt-scoring rows ahead of its sampling rows (a row per draft, then
+/// its last) in `batch.logits_rows`; returns the sampling rows' indices among them.
+fn arrange_rows(out: &SchedulerOutput, batch: &mut ForwardBatch) -> Vec<u32> {
     let mut sample_rows = Vec::new();
     batch.logits_rows.clear();
     for (s, b) in out.scheduled.iter().zip(&batch.seqs) {
@@ -236,10 +293,11 @@ fn prompt_rows_first(out: &SchedulerOutput, batch: &mut ForwardBatch) -> Vec<u32
                 .extend((first..first + s.prompt_targets.len()).map(|r| r as u32));
         }
         if s.sample {
-            sample_rows.push(batch.logits_rows.len() as u32);
-            batch
-                .logits_rows
-                .push((b.query_start + b.query_len - 1) as u32);
+            let end = b.query_start + b.query_len;
+            for r in end - 1 - s.draft_token_ids.len()..end {
+                sample_rows.push(batch.logits_rows.len() as u32);
+                batch.logits_rows.push(r as u32);
+            }
         }
     }
     sample_rows
@@ -267,7 +325,11 @@ fn score_prompts(
             }
         }
         all.push(lps);
-        row += n + usize::from(s.sample);
+        row += n + if s.sample {
+            1 + s.draft_token_ids.len()
+        } else {
+            0
+        };
     }
     Ok(all)
 }

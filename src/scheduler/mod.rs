@@ -16,6 +16,7 @@
 
 pub mod prefix;
 pub mod sequence;
+pub mod spec;
 
 use crate::kv::{BlockAllocator, BlockTable, KvGroups};
 use crate::step::{
@@ -46,6 +47,8 @@ pub struct SchedulerConfig {
     /// At most this many LoRA adapters among the running sequences (`--max-loras`): a waiting
     /// sequence of another adapter is passed over until one of them is done. None: no limit.
     pub max_loras: Option<usize>,
+    /// `--speculative-config`: decoding sequences propose drafts by prompt lookup (`spec`).
+    pub speculative: Option<spec::SpecConfig>,
 }
 
 #[derive(Debug)]
@@ -60,6 +63,8 @@ pub struct Scheduler {
     next_arrival_seq: u64,
     /// See `capacity_tokens`.
     capacity_tokens: usize,
+    /// Speculation since the last `take_spec_stats`.
+    spec_stats: spec::SpecStats,
 }
 
 impl Scheduler {
@@ -73,6 +78,7 @@ impl Scheduler {
         Self {
             allocator: BlockAllocator::new(config.num_blocks),
             capacity_tokens,
+            spec_stats: spec::SpecStats::default(),
             config,
             seqs: IdMap::default(),
             waiting: VecDeque::new(),
@@ -220,6 +226,11 @@ impl Scheduler {
         self.num_preemptions
     }
 
+    /// The speculation's counts since the last call.
+    pub fn take_spec_stats(&mut self) -> spec::SpecStats {
+        std::mem::take(&mut self.spec_stats)
+    }
+
     /// Decides the next step: which sequences run and how many tokens each computes.
     pub fn schedule(&mut self) -> SchedulerOutput {
         let mut out = SchedulerOutput::default();
@@ -240,8 +251,9 @@ impl Scheduler {
         while i < self.running.len() && *budget > 0 {
             let id = self.running[i];
             self.release_out_of_window(id);
+            let drafts = self.drafts(id, *budget);
             let seq = &self.seqs[&id];
-            let n = seq.num_uncomputed_tokens().min(*budget);
+            let n = (seq.num_uncomputed_tokens() + drafts.len()).min(*budget);
             let need = seq.num_missing_blocks(seq.num_computed_tokens + n, bs);
             let mut preempted_self = false;
             while !self.allocator.can_allocate(need) {
@@ -256,7 +268,7 @@ impl Scheduler {
             if preempted_self {
                 break;
             }
-            self.grant(id, n, need, out);
+            self.grant(id, n, need, drafts, out);
             *budget -= n;
             i += 1;
         }
@@ -299,7 +311,7 @@ impl Scheduler {
             seq.status = SequenceStatus::Running;
             // its prefix-cache hits may hold blocks it will never read
             self.release_out_of_window(id);
-            self.grant(id, n, need, out);
+            self.grant(id, n, need, Vec::new(), out);
             *budget -= n;
         }
     }
@@ -384,8 +396,47 @@ impl Scheduler {
         }
     }
 
-    /// Allocates `need` blocks to `id` and schedules `n` of its tokens.
-    fn grant(&mut self, id: RequestId, n: usize, need: usize, out: &mut SchedulerOutput) {
+    /// The drafts `id` verifies this step (`spec`): none unless speculation is on, few enough
+    /// sequences run, and it decodes without penalties or a grammar (which read its tokens as
+    /// they are sampled); never past its `max_tokens` or the context, nor the step's `budget`.
+    fn drafts(&mut self, id: RequestId, budget: usize) -> Vec<u32> {
+        let Some(cfg) = self.config.speculative else {
+            return Vec::new();
+        };
+        if cfg
+            .disable_by_batch_size
+            .is_some_and(|b| self.running.len() > b)
+        {
+            return Vec::new();
+        }
+        let max_len = self.config.max_model_len;
+        let seq = self.seqs.get_mut(&id).expect("scheduled id is known");
+        if seq.num_uncomputed_tokens() != 1
+            || seq.num_output_tokens() == 0
+            || seq.sampling.needs_history()
+            || seq.sampling_state.constraint.is_some()
+        {
+            return Vec::new();
+        }
+        // the step's own token comes after the drafts
+        let room = (seq.stop.max_tokens.saturating_sub(seq.num_output_tokens()))
+            .min(max_len.saturating_sub(seq.num_tokens()))
+            .min(budget)
+            .saturating_sub(1);
+        let k = seq.spec.len(&cfg).min(room);
+        spec::propose(&seq.token_ids, &cfg, k)
+    }
+
+    /// Allocates `need` blocks to `id` and schedules `n` of its positions: tokens it has not
+    /// computed, then `drafts`.
+    fn grant(
+        &mut self,
+        id: RequestId,
+        n: usize,
+        need: usize,
+        drafts: Vec<u32>,
+        out: &mut SchedulerOutput,
+    ) {
         let blocks = self
             .allocator
             .allocate(need)
@@ -398,10 +449,11 @@ impl Scheduler {
             table.extend(blocks.by_ref().take(per_table).collect());
         }
         let start = seq.num_computed_tokens;
-        if n > 1 || start < seq.num_prompt_tokens {
-            out.num_prompt_tokens += n;
+        let own = n - drafts.len();
+        if own > 1 || start < seq.num_prompt_tokens {
+            out.num_prompt_tokens += own;
         }
-        let done = start + n == seq.num_tokens();
+        let done = start + own == seq.num_tokens();
         let pool = done && seq.task == Task::Embed;
         let sample = done && !pool;
         // prompt logprobs not computed yet whose scoring row runs this step
@@ -424,7 +476,7 @@ impl Scheduler {
             sample,
             pool,
             num_computed_tokens: start,
-            token_ids: seq.token_ids[start..start + n].to_vec(),
+            token_ids: [&seq.token_ids[start..start + own], &drafts].concat(),
             block_tables: seq
                 .block_tables
                 .iter()
@@ -445,6 +497,7 @@ impl Scheduler {
             prompt_targets,
             prompt_target_start,
             lora: seq.lora,
+            draft_token_ids: drafts,
         });
     }
 
@@ -486,6 +539,7 @@ impl Scheduler {
         let mut sampled = runner.sampled.into_iter();
         let mut prompt_logprobs = runner.prompt_logprobs.into_iter();
         let mut pooled = runner.pooled.into_iter();
+        let mut accepted = runner.accepted.into_iter();
         for s in out.scheduled.iter_mut() {
             if s.pool {
                 let embedding = pooled
@@ -500,6 +554,10 @@ impl Scheduler {
                     .next()
                     .expect("the runner samples every sampling sequence. This is a bug.")
             });
+            let kept = match s.sample {
+                true => accepted.next().unwrap_or_default(),
+                false => Vec::new(),
+            };
             let Some(seq) = self.seqs.get_mut(&s.request_id) else {
                 continue;
             };
@@ -507,23 +565,39 @@ impl Scheduler {
                 seq.num_prompt_logprobs += lps.len();
                 seq.prompt_logprobs.extend(lps);
             }
-            seq.num_computed_tokens += s.num_new_tokens;
-            self.register_full_blocks(s.request_id);
+            // the KV of the drafts it did not keep is overwritten by later steps
+            let drafts = s.draft_token_ids.len();
+            seq.num_computed_tokens += s.num_new_tokens - drafts + kept.len();
+            if let Some(cfg) = &self.config.speculative {
+                seq.spec.update(cfg, drafts, kept.len());
+                self.spec_stats.record(drafts, kept.len());
+            }
             let Some(answer) = answer else {
+                self.register_full_blocks(s.request_id);
                 continue;
             };
             let seq = self.seqs.get_mut(&s.request_id).expect("just looked up");
             seq.sampling_state = std::mem::take(&mut s.state);
-            let token = answer.token;
-            seq.token_ids.push(token);
-            let mut finish = seq.check_stop(token);
-            if finish.is_none() && seq.num_tokens() >= self.config.max_model_len {
-                finish = Some(FinishReason::Length);
+            let (mut tokens, mut logprobs, mut finish) = (Vec::new(), Vec::new(), None);
+            for a in kept.into_iter().chain([answer]) {
+                seq.token_ids.push(a.token);
+                tokens.push(a.token);
+                logprobs.extend(a.logprobs);
+                finish = seq.check_stop(a.token);
+                if finish.is_none() && seq.num_tokens() >= self.config.max_model_len {
+                    finish = Some(FinishReason::Length);
+                }
+                if finish.is_some() {
+                    break;
+                }
             }
+            // (after the kept drafts joined its tokens: their K/V is computed)
+            self.register_full_blocks(s.request_id);
+            let seq = self.seqs.get_mut(&s.request_id).expect("just looked up");
             deltas.push(TokenDelta {
                 request_id: s.request_id,
-                new_token_ids: vec![token],
-                logprobs: answer.logprobs.into_iter().collect(),
+                new_token_ids: tokens,
+                logprobs,
                 prompt_logprobs: std::mem::take(&mut seq.prompt_logprobs),
                 finish: finish.clone(),
                 num_cached_tokens: seq.num_cached_tokens,

@@ -127,7 +127,8 @@ pub fn take(alloc: &mut BlockAllocator, seq: &mut Sequence, hits: PrefixHit) {
 /// holds them (`seq.block_hashes` grows by them); logs the first group's stores (the KV
 /// events).
 pub fn register(alloc: &mut BlockAllocator, seq: &mut Sequence, block_size: usize) {
-    let full = seq.num_computed_tokens / block_size;
+    // (a sequence that stopped inside a step's kept drafts computed more than it keeps)
+    let full = seq.num_computed_tokens.min(seq.num_tokens()) / block_size;
     while seq.block_hashes.len() < full {
         let i = seq.block_hashes.len();
         let parent = match seq.block_hashes.last() {

@@ -54,6 +54,8 @@ pub struct Sequence {
     pub background: bool,
     /// See `Request::lora`.
     pub lora: Option<crate::step::LoraId>,
+    /// Its speculative decoding (proposal length, pause).
+    pub spec: super::spec::SpecState,
     /// See `Request::lora_hold`: dropped with the sequence.
     _lora_hold: Option<std::sync::Arc<str>>,
 }
@@ -86,6 +88,7 @@ impl Sequence {
             task: req.task,
             background: req.background,
             lora: req.lora,
+            spec: Default::default(),
             _lora_hold: req.lora_hold,
         }
     }

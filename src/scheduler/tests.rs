@@ -40,6 +40,7 @@ fn test_scheduler(c: TestConfig) -> Scheduler {
         kv_groups: crate::kv::KvGroups::uniform(1, false),
         whole_prompts: false,
         max_loras: None,
+        speculative: None,
     })
 }
 

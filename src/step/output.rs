@@ -37,6 +37,10 @@ pub struct ScheduledSeq {
     pub prompt_target_start: usize,
     /// The adapter its rows run with.
     pub lora: Option<super::LoraId>,
+    /// Speculative decoding: tokens proposed after its last one, computed this step after it
+    /// (the last `draft_token_ids.len()` of `token_ids`); the runner samples a row for each
+    /// and keeps those that match.
+    pub draft_token_ids: Vec<u32>,
 }
 
 /// What the scheduler decided for one step.
@@ -63,6 +67,9 @@ impl SchedulerOutput {
 pub struct ModelRunnerOutput {
     /// [num sampling sequences] the sampled tokens, in batch order.
     pub sampled: Vec<Sampled>,
+    /// [num sampling sequences, or empty when no sequence had drafts] the drafts each kept,
+    /// in order: they come before its `sampled` token.
+    pub accepted: Vec<Vec<Sampled>>,
     /// [num scheduled sequences] prompt tokens' logprobs computed this step, in position order
     /// (empty for a sequence without `prompt_targets`; may be empty altogether when none has).
     pub prompt_logprobs: Vec<Vec<TokenLogprobs>>,

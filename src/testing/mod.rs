@@ -228,6 +228,7 @@ pub fn test_limits(num_kv_blocks: usize, block_size: usize) -> EngineLimits {
         max_loras: None,
         max_lora_rank: None,
         max_cpu_loras: None,
+        speculative: None,
     }
 }
 
