@@ -60,17 +60,17 @@ fn default_max_tokens(model: &ModelLease, prompt: usize) -> usize {
     }
 }
 
-/// Rejects `n` choices that could never fit the KV cache together: the full prompt blocks once,
-/// then each choice's own blocks to its last token (checked arithmetic: any `n` × `max_tokens`
-/// a client sends).
+/// Rejects `n` choices that could never fit the KV cache together: the full prompt blocks of the
+/// global KV groups once, then each choice's own blocks to its last token (checked arithmetic:
+/// any `n` × `max_tokens` a client sends).
 fn check_fits_n(model: &ModelLease, prompt: usize, opts: &GenOptions) -> Result<(), ApiError> {
     let (total, bs) = (model.engine.num_kv_blocks(), model.engine.block_size());
     let max_tokens = opts
         .max_tokens
         .unwrap_or_else(|| default_max_tokens(model, prompt));
     let longest = prompt.saturating_add(max_tokens);
-    let shared = prompt.saturating_sub(1) / bs;
-    let each = longest.div_ceil(bs) - shared;
+    let shared = prompt.saturating_sub(1) / bs * model.engine.num_global_kv_groups();
+    let each = model.engine.blocks_for(longest) - shared;
     let need = opts.n.checked_mul(each).and_then(|n| n.checked_add(shared));
     match need {
         Some(need) if need <= total => Ok(()),

@@ -125,7 +125,9 @@ pub struct ServeArgs {
     /// the memory still available once the weights are loaded (0.5 or 50%).
     #[arg(long, env = "WEIR_KV_CACHE_MEMORY", default_value = "2GiB", value_parser = parse_kv_memory)]
     pub kv_cache_memory: KvMemory,
-    /// Number of KV blocks per model (overrides --kv-cache-memory).
+    /// Number of KV blocks per model (overrides --kv-cache-memory). A block holds
+    /// `--block-size` tokens of every layer, or of one KV group's layers on a hybrid model
+    /// (Gemma 2/3), whose tokens take a block in each group.
     #[arg(long, env = "WEIR_NUM_KV_BLOCKS")]
     pub num_kv_blocks: Option<usize>,
     /// Longest sequence (prompt + output) in tokens; default: the model's context length,

@@ -126,6 +126,8 @@ pub struct EngineHandle {
     pub(super) max_model_len: usize,
     pub(super) block_size: usize,
     pub(super) num_kv_blocks: usize,
+    /// The KV groups, their window and the step's token budget (`KvGroups::blocks_for`).
+    pub(super) kv_shape: (crate::kv::KvGroups, Option<usize>, usize),
     pub(super) policy: SchedulingPolicy,
     pub(super) max_loras: Option<usize>,
     pub(super) queue: Arc<Queue>,
@@ -186,6 +188,17 @@ impl EngineHandle {
     /// Blocks in the model's KV pool.
     pub fn num_kv_blocks(&self) -> usize {
         self.num_kv_blocks
+    }
+
+    /// The most blocks one sequence of `tokens` tokens holds (over all its KV groups).
+    pub fn blocks_for(&self, tokens: usize) -> usize {
+        let (groups, window, step) = self.kv_shape;
+        groups.blocks_for(tokens, self.block_size, window, step)
+    }
+
+    /// KV groups whose blocks hold the whole context (whose prompt blocks choices share).
+    pub fn num_global_kv_groups(&self) -> usize {
+        self.kv_shape.0.full
     }
 
     /// `--max-loras` (None: no limit).

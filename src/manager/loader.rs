@@ -318,11 +318,17 @@ pub fn engine_shape(
     // blocks out of the window are freed from the groups whose layers all slide
     let window = cfg.sliding_window.filter(|_| groups.sliding > 0);
     let (max_num_seqs, max_num_batched_tokens) = limits.batch_limits(device);
+    // a decoder that embeds by the mean needs every row of its prompt in one step
+    let whole_prompts = model.embedding().is_some_and(|e| e.mean);
     let capacity = groups.max_tokens(
         kv.num_blocks,
         limits.block_size,
         window,
-        max_num_batched_tokens,
+        match whole_prompts {
+            // a step as long as the sequence: a window saves nothing
+            true => usize::MAX / 4,
+            false => max_num_batched_tokens,
+        },
     );
     let max_model_len = match limits.max_model_len {
         Some(n) if n > cfg.max_position_embeddings => {
@@ -335,8 +341,6 @@ pub fn engine_shape(
         None => cfg.max_position_embeddings,
     }
     .min(capacity);
-    // a decoder that embeds by the mean needs every row of its prompt in one step
-    let whole_prompts = model.embedding().is_some_and(|e| e.mean);
     let sched = SchedulerConfig {
         max_num_seqs,
         max_num_batched_tokens: if whole_prompts {

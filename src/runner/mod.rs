@@ -106,6 +106,7 @@ impl ModelRunner {
         if let Some(graphs) = self.graphs.as_mut() {
             let fits = !with_prompt
                 && batch.lora_rows.is_empty()
+                && batch.kv_groups.is_empty()
                 && self.model.graph_capable()
                 && self.attn.backend_kind() == BackendKind::Cuda;
             if fits {

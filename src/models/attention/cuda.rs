@@ -299,7 +299,16 @@ impl AttentionBackend for CudaBackend {
     }
 
     fn prepare(&self, batch: &ForwardBatch) -> Result<AttentionMetadata> {
-        self.fallback.metadata(batch, !self.kernel_fits())
+        self.fallback.metadata(batch, !self.kernel_fits(), None)
+    }
+
+    fn prepare_like(
+        &self,
+        batch: &ForwardBatch,
+        like: &AttentionMetadata,
+    ) -> Result<AttentionMetadata> {
+        self.fallback
+            .metadata(batch, !self.kernel_fits(), Some(like))
     }
 
     fn write_kv(

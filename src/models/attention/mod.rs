@@ -93,6 +93,17 @@ pub trait AttentionBackend: Send {
     fn allocate(&self, cfg: KvCacheConfig) -> Result<KvCache>;
     /// Metadata of one step.
     fn prepare(&self, batch: &ForwardBatch) -> Result<AttentionMetadata>;
+    /// Metadata of another KV group's batch of the step `like` was prepared for (same tokens,
+    /// other tables): a backend may share what depends on positions only (the tensor
+    /// backend's masks).
+    fn prepare_like(
+        &self,
+        batch: &ForwardBatch,
+        like: &AttentionMetadata,
+    ) -> Result<AttentionMetadata> {
+        let _ = like;
+        self.prepare(batch)
+    }
     /// Writes k, v ([num_tokens, kv_dim], RoPE already applied to k) to their slots.
     fn write_kv(
         &self,
@@ -200,6 +211,10 @@ pub struct Attention {
 impl Attention {
     /// The pool of a model with one KV group (layer `l` in slot `l`).
     pub fn new(backend: Box<dyn AttentionBackend>, cfg: KvCacheConfig) -> Result<Self> {
+        assert!(
+            !cfg.groups.is_hybrid(),
+            "a hybrid KV layout needs the model's sliding layers (Attention::with_layers)"
+        );
         Self::with_layers(backend, cfg, &vec![false; cfg.num_layers])
     }
 
@@ -244,7 +259,7 @@ impl Attention {
         meta.groups = batch
             .kv_groups
             .iter()
-            .map(|b| self.backend.prepare(b))
+            .map(|b| self.backend.prepare_like(b, &meta))
             .collect::<Result<_>>()?;
         Ok(meta)
     }

@@ -104,7 +104,15 @@ impl TensorBackend {
     }
 
     /// The gather plan of `seqs` (indices into `batch.seqs`, all with the same `query_len`).
-    fn group(&self, batch: &ForwardBatch, seqs: &[usize], query_len: usize) -> Result<Group> {
+    /// `like`: the same sequences' group in another KV group's plan, whose masks (which depend
+    /// on positions only) this one shares.
+    fn group(
+        &self,
+        batch: &ForwardBatch,
+        seqs: &[usize],
+        query_len: usize,
+        like: Option<&Group>,
+    ) -> Result<Group> {
         let bs = batch.block_size;
         let g = self.shape.group();
         let ctx = seqs
@@ -115,8 +123,12 @@ impl TensorBackend {
         let rows_per_seq = g * query_len;
         let mut rows = Vec::with_capacity(seqs.len() * query_len);
         let mut slots = vec![0u32; seqs.len() * ctx];
-        let mut mask = vec![f32::NEG_INFINITY; seqs.len() * rows_per_seq * ctx];
-        let windowed = self.shape.sliding_window.is_some();
+        let masks = like.is_none();
+        let mut mask = match masks {
+            true => vec![f32::NEG_INFINITY; seqs.len() * rows_per_seq * ctx],
+            false => Vec::new(),
+        };
+        let windowed = masks && self.shape.sliding_window.is_some();
         let mut window_mask = if windowed { mask.clone() } else { Vec::new() };
         for (n, &i) in seqs.iter().enumerate() {
             let s = &batch.seqs[i];
@@ -126,6 +138,9 @@ impl TensorBackend {
                 .enumerate()
             {
                 *slot = crate::models::batch::slot(batch.block_table(i), j, bs);
+            }
+            if !masks {
+                continue;
             }
             let first_pos = s.context_len - query_len;
             // mask row r is (query head h within the group, query i) with i = r % query_len
@@ -143,14 +158,20 @@ impl TensorBackend {
             }
         }
         let mask_shape = (seqs.len(), 1, rows_per_seq, ctx);
-        let window_mask = match windowed {
-            true => Some(Tensor::from_vec(window_mask, mask_shape, &self.device)?),
-            false => None,
+        let (mask, window_mask) = match like {
+            Some(g) => (g.mask.clone(), g.window_mask.clone()),
+            None => (
+                Tensor::from_vec(mask, mask_shape, &self.device)?,
+                match windowed {
+                    true => Some(Tensor::from_vec(window_mask, mask_shape, &self.device)?),
+                    false => None,
+                },
+            ),
         };
         Ok(Group {
             rows: self.u32s(rows)?,
             slots: self.u32s(slots)?,
-            mask: Tensor::from_vec(mask, mask_shape, &self.device)?,
+            mask,
             window_mask,
             num_seqs: seqs.len(),
             query_len,
@@ -210,11 +231,13 @@ impl TensorBackend {
     }
 
     /// The step's metadata on the device; `with_gather_plan` adds what the candle-op path needs
-    /// (the CUDA backend's own kernels only read the plain tables).
+    /// (the CUDA backend's own kernels only read the plain tables). `like`: the metadata of
+    /// another KV group of the same step, whose masks the plan shares.
     pub(super) fn metadata(
         &self,
         batch: &ForwardBatch,
         with_gather_plan: bool,
+        like: Option<&AttentionMetadata>,
     ) -> Result<AttentionMetadata> {
         let (t, s, w) = (batch.num_tokens(), batch.seqs.len(), batch.max_blocks());
         // [slot_mapping | token_seq | token_context_lens | block_tables]
@@ -225,8 +248,12 @@ impl TensorBackend {
         host.extend(batch.padded_block_tables());
         let all = self.u32s(host)?;
         let slot_mapping = all.narrow(0, 0, t)?;
+        let like = match like {
+            Some(m) => device_meta(m)?.gather.as_ref(),
+            None => None,
+        };
         let gather = if with_gather_plan {
-            Some(self.gather_plan(batch, &slot_mapping)?)
+            Some(self.gather_plan(batch, &slot_mapping, like)?)
         } else {
             None
         };
@@ -243,7 +270,13 @@ impl TensorBackend {
         })
     }
 
-    fn gather_plan(&self, batch: &ForwardBatch, slot_mapping: &Tensor) -> Result<GatherPlan> {
+    fn gather_plan(
+        &self,
+        batch: &ForwardBatch,
+        slot_mapping: &Tensor,
+        like: Option<&GatherPlan>,
+    ) -> Result<GatherPlan> {
+        let like = |k: usize| like.and_then(|p| p.groups.get(k));
         let t = batch.num_tokens();
         let slot_index = slot_mapping
             .reshape((t, 1))?
@@ -255,12 +288,12 @@ impl TensorBackend {
         let mut groups = Vec::new();
         let mut order = Vec::with_capacity(t); // batch rows in concatenated output order
         if !decodes.is_empty() {
-            groups.push(self.group(batch, &decodes, 1)?);
+            groups.push(self.group(batch, &decodes, 1, like(groups.len()))?);
             order.extend(decodes.iter().map(|&i| batch.seqs[i].query_start));
         }
         for (i, s) in batch.seqs.iter().enumerate() {
             if s.query_len > 1 {
-                groups.push(self.group(batch, &[i], s.query_len)?);
+                groups.push(self.group(batch, &[i], s.query_len, like(groups.len()))?);
                 order.extend(s.query_start..s.query_start + s.query_len);
             }
         }
@@ -311,7 +344,15 @@ impl AttentionBackend for TensorBackend {
     }
 
     fn prepare(&self, batch: &ForwardBatch) -> Result<AttentionMetadata> {
-        self.metadata(batch, true)
+        self.metadata(batch, true, None)
+    }
+
+    fn prepare_like(
+        &self,
+        batch: &ForwardBatch,
+        like: &AttentionMetadata,
+    ) -> Result<AttentionMetadata> {
+        self.metadata(batch, true, Some(like))
     }
 
     fn write_kv(
