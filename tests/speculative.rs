@@ -121,3 +121,88 @@ fn speculation_changes_no_token_and_keeps_drafts_of_repetitive_text() {
         "repetitive text keeps most drafts: {s:?}"
     );
 }
+
+/// The default model served over HTTP with and without speculation: the same chat answers,
+/// whole and streamed (several tokens per event where drafts were kept), with a stop string
+/// inside a step's kept drafts; the server counts the drafts.
+#[tokio::test(flavor = "multi_thread")]
+async fn served_answers_are_the_same_with_speculation() {
+    use serde_json::json;
+    use weir::testing::TestServer;
+    const SMOL: &str = "SmolLM2-135M-Instruct";
+    let smol = default_model_path();
+    let text = "The quick brown fox jumps over the lazy dog. Pack my box with five dozen \
+                liquor jugs. How vexingly quick daft zebras jump.";
+    let ask = |stream: bool, stop: Option<&str>| {
+        json!({"model": SMOL, "temperature": 0, "max_tokens": 60, "stream": stream,
+               "stop": stop,
+               "messages": [{"role": "user", "content": format!("Repeat this text exactly: {text}")}]})
+    };
+    let answer = |v: &serde_json::Value| {
+        v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let mut answers = Vec::new();
+    for spec in [
+        None,
+        Some(
+            r#"{"method": "ngram", "num_speculative_tokens": 5, "prompt_lookup_max": 4, "prompt_lookup_min": 2}"#,
+        ),
+    ] {
+        let mut limits = test_limits(512, 16);
+        limits.speculative = spec.map(|s| SpecConfig::from_json(s).unwrap());
+        let server = TestServer::start(&[(SMOL, &smol)], limits);
+        let (status, whole) = server
+            .post_json("/v1/chat/completions", &ask(false, None))
+            .await;
+        assert_eq!(status, 200, "{whole}");
+        let (_, stopped) = server
+            .post_json("/v1/chat/completions", &ask(false, Some("five dozen")))
+            .await;
+        let sse = reqwest::Client::new()
+            .post(format!("{}/v1/chat/completions", server.url))
+            .json(&ask(true, None))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let streamed: String = sse
+            .split("\n\n")
+            .filter_map(|e| e.strip_prefix("data: "))
+            .filter(|d| *d != "[DONE]")
+            .filter_map(|d| {
+                let v: serde_json::Value = serde_json::from_str(d).unwrap();
+                v["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .collect();
+        let metrics = reqwest::get(format!("{}/metrics", server.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let accepted = weir::testing::metric(
+            &metrics,
+            "weir:spec_decode_num_accepted_tokens_total",
+            &[("model_name", SMOL)],
+        );
+        answers.push((answer(&whole), answer(&stopped), streamed, accepted));
+    }
+    let (plain, spec) = (&answers[0], &answers[1]);
+    println!("answer: {:?}; drafts accepted: {}", plain.0, spec.3);
+    assert_eq!(spec.0, plain.0, "whole answer");
+    assert_eq!(spec.1, plain.1, "answer cut by a stop string");
+    assert!(
+        !plain.1.contains("five dozen") && plain.0.contains("five dozen"),
+        "{plain:?}"
+    );
+    assert_eq!(spec.2, plain.0, "streamed answer");
+    assert_eq!(plain.3, 0.0);
+    assert!(spec.3 >= 20.0, "the repeated text keeps drafts: {}", spec.3);
+}
