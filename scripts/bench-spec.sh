@@ -3,7 +3,8 @@
 # on vs off side by side in one run, one server at a time:
 #   1. an editing-style load where drafts match: chat requests to repeat a paragraph of
 #      README.md (scripts/bench_spec.py), at concurrency 1 and 8;
-#   2. a load where they rarely do: `weir bench` on random token prompts (the cost of looking).
+#   2. loads where they match less: short stories inspired by the same paragraphs (new text), and
+#      `weir bench` on random token prompts (whose greedy output often loops).
 # Each mode's answers to load 1 are compared (greedy: they must be the same).
 #
 #   scripts/bench-spec.sh   (SPEC='{"method":"ngram",...}' REQUESTS=16 PORT=8133 OUT=bench-results)
@@ -24,6 +25,9 @@ for mode in off on; do
     printf 'speculation %-3s repeat  ' "$mode"
     python3 scripts/bench_spec.py "http://127.0.0.1:$PORT" "$MODEL" "$c" "$REQUESTS" README.md \
       "$OUT/spec-$mode-c$c.json"
+    printf 'speculation %-3s story   ' "$mode"
+    TASK=story python3 scripts/bench_spec.py "http://127.0.0.1:$PORT" "$MODEL" "$c" "$REQUESTS" \
+      README.md "$OUT/spec-story-$mode-c$c.json"
   done
   for c in 1 8; do
     $BIN bench --url "http://127.0.0.1:$PORT" --model "$MODEL" --concurrency "$c" \
@@ -36,5 +40,7 @@ for mode in off on; do
   wait $SERVER 2>/dev/null || true
 done
 for c in 1 8; do
-  python3 -c "import json; a=json.load(open('$OUT/spec-off-c$c.json'))['answers']; b=json.load(open('$OUT/spec-on-c$c.json'))['answers']; print('c=$c answers identical:', a == b)"
+  for load in "" story-; do
+    python3 -c "import json; a=json.load(open('$OUT/spec-${load}off-c$c.json'))['answers']; b=json.load(open('$OUT/spec-${load}on-c$c.json'))['answers']; print('${load:-repeat-} c=$c answers identical:', a == b)"
+  done
 done

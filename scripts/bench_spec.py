@@ -1,16 +1,23 @@
-"""Chat requests that repeat a passage (an editing-style load, where prompt lookup finds drafts),
-sent at a fixed concurrency; prints output tokens/s and latency.
+"""Chat requests about passages, sent at a fixed concurrency; prints output tokens/s and latency.
 
-    bench_spec.py URL MODEL CONCURRENCY REQUESTS PASSAGES_FILE [OUT_JSON]
+    TASK=repeat|story bench_spec.py URL MODEL CONCURRENCY REQUESTS PASSAGES_FILE [OUT_JSON]
 
-Each request asks to repeat one paragraph of PASSAGES_FILE (paragraphs of 200-600 characters,
-in order), greedy, at most 160 tokens. Standard library only.
+TASK repeat (default): each request asks to repeat one paragraph of PASSAGES_FILE (an
+editing-style load, where prompt lookup finds drafts); story: to write a short story inspired by
+it (new text, where it rarely does). Paragraphs of 200-600 characters, in order; greedy, at
+most 160 tokens. Standard library only.
 """
 import json
+import os
 import sys
 import threading
 import time
 import urllib.request
+
+
+TASK = os.environ.get("TASK", "repeat")
+ASK = {"repeat": "Repeat this text exactly:\n\n",
+       "story": "Write a short story about a cat, loosely inspired by this text:\n\n"}
 
 
 def paragraphs(path: str) -> list[str]:
@@ -33,7 +40,7 @@ def main() -> None:
             if i >= n:
                 return
             body = {"model": model, "temperature": 0, "max_tokens": 160,
-                    "messages": [{"role": "user", "content": f"Repeat this text exactly:\n\n{texts[i]}"}]}
+                    "messages": [{"role": "user", "content": ASK[TASK] + texts[i]}]}
             req = urllib.request.Request(f"{url}/v1/chat/completions", data=json.dumps(body).encode(),
                                          headers={"content-type": "application/json"})
             start = time.perf_counter()
