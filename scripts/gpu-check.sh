@@ -17,7 +17,8 @@
 #      repeat (kernel-drawn and host-sampled rows; each sequence's RNG travels with it), and
 #      SmolLM2 (dequantized to bf16) CUDA vs CPU when WEIR_SMOLLM2_GGUF points at its GGUF,
 #      a tiny BERT encoder's hidden states (embeddings) CUDA vs CPU, and LoRA adapters (mixed
-#      adapter and base requests, merged projections with their deltas) greedy CUDA = CPU.
+#      adapter and base requests, merged projections with their deltas) greedy CUDA = CPU, and
+#      speculative decoding (prompt lookup, drafts kept) greedy on CUDA = CPU without it.
 #   2. `weir serve --load-format dummy` with Llama-3.2-1B's shape (bf16), `weir bench` at
 #      concurrency 1 and 32 (128-token prompts, 128 output tokens), once per attention
 #      backend (tensor: candle ops; cuda: weir's kernels), printed as one table.
@@ -44,7 +45,7 @@ if ls target/gpu-assets/smollm2.part-* > /dev/null 2>&1; then
 fi
 
 echo "== 1. correctness (gpu_tests --ignored)"
-timeout 240 "$BIN/gpu_tests" --ignored --test-threads 1 --nocapture 2>&1 | tee "$OUT/gpu_tests.log" | grep -E "^test |max error|max \||greedy|seeded|result|panicked|not set"
+timeout 240 "$BIN/gpu_tests" --ignored --test-threads 1 --nocapture 2>&1 | tee "$OUT/gpu_tests.log" | grep -E "^test |max error|max \||greedy|seeded|speculation|result|panicked|not set"
 tests_rc=${PIPESTATUS[0]}
 
 if [ -n "$SMOL" ]; then

@@ -320,6 +320,51 @@ fn lora_served_on_cuda_greedy_equals_cpu() {
     assert_eq!(on_cpu, on_gpu);
 }
 
+/// Speculative decoding (prompt lookup) on CUDA: repetitive prompts of the tiny model, greedy,
+/// give the CPU's tokens without speculation, with drafts kept (verification rows sampled one
+/// by one on the device, each drawing its own kernel seed).
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn speculation_on_cuda_greedy_equals_cpu() {
+    use weir::models::device::{DTypeSpec, DeviceSpec};
+    use weir::scheduler::spec::SpecConfig;
+    use weir::testing::{engine_core, greedy_request, test_limits};
+    let dir = tempfile::tempdir().unwrap();
+    let base = write_tiny_llama(dir.path(), 9);
+    let cpu = test_limits(256, 16);
+    let mut gpu = cpu;
+    gpu.device = DeviceSpec::Cuda(0);
+    gpu.dtype = DTypeSpec::F32;
+    gpu.speculative = Some(SpecConfig {
+        num_tokens: 4,
+        lookup_min: 1,
+        lookup_max: 3,
+        disable_by_batch_size: None,
+    });
+    let run = |limits| {
+        let mut core = engine_core(&base, &limits);
+        for i in 0..6u64 {
+            let phrase: Vec<u32> = (0..8).map(|t| (t * 17 + 5 + i as u32) % 256).collect();
+            core.add(greedy_request(i, phrase.repeat(3), 24)).unwrap();
+        }
+        let (mut out, mut kept) = (std::collections::BTreeMap::new(), 0);
+        while core.has_work() {
+            let (deltas, stats) = core.step();
+            kept += stats.spec.accepted_tokens;
+            for d in deltas {
+                out.entry(d.request_id.0)
+                    .or_insert_with(Vec::new)
+                    .extend(d.new_token_ids);
+            }
+        }
+        (out, kept)
+    };
+    let ((on_cpu, _), (on_gpu, kept)) = (run(cpu), run(gpu));
+    println!("speculation on cuda: {kept} drafts kept; cpu {on_cpu:?} cuda {on_gpu:?}");
+    assert_eq!(on_cpu, on_gpu);
+    assert!(kept > 0);
+}
+
 /// The BERT encoder (embeddings) on CUDA: each packed sequence's hidden states, in f32 and
 /// bf16, against the CPU's.
 #[test]
