@@ -610,3 +610,91 @@ fn max_loras_passes_over_a_third_adapter_until_one_is_done() {
         "the third adapter ran once the others were done"
     );
 }
+
+/// A hybrid model's scheduler: one global and one sliding KV group (window 8), 4-token blocks,
+/// 4-token steps, prefix caching on.
+fn hybrid() -> Scheduler {
+    Scheduler::new(SchedulerConfig {
+        sliding_window: Some(8),
+        kv_groups: KvGroups {
+            full: 1,
+            sliding: 1,
+            group_size: 1,
+        },
+        ..*test_scheduler(TestConfig {
+            prefix_caching: true,
+            max_batched_tokens: 4,
+            ..Default::default()
+        })
+        .config()
+    })
+}
+
+#[test]
+fn hybrid_groups_hit_the_cache_with_the_sliding_window_only() {
+    let mut s = hybrid();
+    let mut reqs = make_requests(2, 20, 2).into_iter();
+    s.add(reqs.next().unwrap()).unwrap();
+    run_all(&mut s);
+    assert_eq!(s.num_blocks_used(), 0);
+    s.add(reqs.next().unwrap()).unwrap();
+    let (out, _) = step(&mut s, 42);
+    let seq = &s.seqs[&RequestId(1)];
+    // 16 of 20 tokens cached; position 16 sees 9..=16: the sliding group needs blocks 2 and 3
+    assert_eq!(seq.num_cached_tokens, 16);
+    let (global, sliding) = (&seq.block_tables[0], &seq.block_tables[1]);
+    assert_eq!((global.len(), global.live_blocks().len()), (5, 5));
+    assert_eq!((sliding.len(), sliding.live_blocks().len()), (5, 3));
+    assert!(!sliding.is_live(1) && sliding.is_live(2));
+    // the runner reads the first live block in place of the skipped ones
+    let ids = &out.scheduled[0].block_tables[1];
+    assert_eq!(ids[0], ids[2]);
+    assert_eq!(s.num_blocks_used(), 8);
+    run_all(&mut s);
+    assert_eq!(s.num_blocks_used(), 0);
+}
+
+#[test]
+fn drafts_run_after_the_last_token_and_only_kept_ones_count() {
+    let mut s = Scheduler::new(SchedulerConfig {
+        speculative: Some(spec::SpecConfig {
+            num_tokens: 3,
+            lookup_min: 1,
+            lookup_max: 2,
+            disable_by_batch_size: None,
+        }),
+        ..*test_scheduler(TestConfig::default()).config()
+    });
+    let mut r = make_requests(1, 1, 10).pop().unwrap();
+    r.prompt_token_ids = vec![5, 6, 7, 8, 5, 6];
+    s.add(r).unwrap();
+    let (out, _) = step(&mut s, 7);
+    assert!(out.scheduled[0].draft_token_ids.is_empty(), "a prompt step");
+    // tokens 5 6 7 8 5 6 7: "6 7" occurred before, followed by 8 5 6
+    let mut out = s.schedule();
+    let x = &out.scheduled[0];
+    assert_eq!(x.draft_token_ids, vec![8, 5, 6]);
+    assert_eq!(
+        (x.token_ids.clone(), x.num_new_tokens),
+        (vec![7, 8, 5, 6], 4)
+    );
+    assert_eq!(out.num_prompt_tokens, 0, "drafts are not prompt tokens");
+    let runner = ModelRunnerOutput {
+        sampled: vec![Sampled::plain(9)],
+        accepted: vec![vec![Sampled::plain(8), Sampled::plain(5)]],
+        ..ModelRunnerOutput::default()
+    };
+    let deltas = s.update_from_output(&mut out, runner);
+    assert_eq!(deltas[0].new_token_ids, vec![8, 5, 9]);
+    let seq = &s.seqs[&RequestId(0)];
+    assert_eq!(seq.token_ids, vec![5, 6, 7, 8, 5, 6, 7, 8, 5, 9]);
+    assert_eq!(
+        seq.num_computed_tokens, 9,
+        "the rejected draft's K/V does not count"
+    );
+    let st = s.take_spec_stats();
+    assert_eq!((st.drafts, st.draft_tokens, st.accepted_tokens), (1, 3, 2));
+    assert_eq!(st.accepted_per_pos, vec![1, 1]);
+    run_all(&mut s);
+    assert_eq!(s.num_blocks_used(), 0);
+}
