@@ -102,6 +102,10 @@ impl EngineCore {
             }
         };
         stats.spec = self.scheduler.take_spec_stats();
+        if stats.num_prompt_tokens == 0 && !deltas.is_empty() {
+            let took = (ran - scheduled).as_secs_f64();
+            self.scheduler.observe_step(stats.num_batched_tokens, took);
+        }
         stats.phases[1] = forward;
         stats.phases[2] = ran - scheduled - forward;
         stats.phases[3] = ran.elapsed();

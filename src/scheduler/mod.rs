@@ -65,6 +65,8 @@ pub struct Scheduler {
     capacity_tokens: usize,
     /// Speculation since the last `take_spec_stats`.
     spec_stats: spec::SpecStats,
+    /// Decode steps' time against their tokens (`observe_step`), for speculation's cost.
+    step_cost: spec::StepCost,
 }
 
 impl Scheduler {
@@ -79,6 +81,7 @@ impl Scheduler {
             allocator: BlockAllocator::new(config.num_blocks),
             capacity_tokens,
             spec_stats: spec::SpecStats::default(),
+            step_cost: spec::StepCost::default(),
             config,
             seqs: IdMap::default(),
             waiting: VecDeque::new(),
@@ -224,6 +227,12 @@ impl Scheduler {
 
     pub fn num_preemptions(&self) -> u64 {
         self.num_preemptions
+    }
+
+    /// A step without prompt tokens computed `tokens` tokens in `seconds` (its forward pass and
+    /// sampling): what speculation weighs its extra rows against.
+    pub fn observe_step(&mut self, tokens: usize, seconds: f64) {
+        self.step_cost.observe(tokens, seconds);
     }
 
     /// The speculation's counts since the last call.
@@ -415,6 +424,9 @@ impl Scheduler {
             || seq.num_output_tokens() == 0
             || seq.sampling.needs_history()
             || seq.sampling_state.constraint.is_some()
+            || !self
+                .step_cost
+                .worth_drafting(seq.spec.rate(), self.running.len())
         {
             return Vec::new();
         }

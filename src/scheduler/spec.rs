@@ -16,8 +16,15 @@
 //! Adaptive: each sequence proposes up to its own length (`SpecState::len`), which grows by
 //! one after a step that kept every draft and falls to what was kept plus one otherwise; after
 //! `MISSES_TO_PAUSE` steps in a row that kept nothing it stops proposing for `PAUSE_STEPS`
-//! steps. No sequence proposes while more than `disable_by_batch_size` run (vLLM's field):
-//! when the batch already fills the step, the extra rows cost more than they save.
+//! steps. No sequence proposes while more than `disable_by_batch_size` run (vLLM's field).
+//!
+//! Off when it costs throughput, by the measured step cost (`StepCost`): the engine reports
+//! each decode step's tokens and time, and a decayed least-squares fit gives a step's time as
+//! `base + per_token × tokens`. A step of B decoding sequences takes T and yields B tokens;
+//! d more drafts, of which a share `a` is kept, add `d × per_token` and yield `a × d` more. That
+//! raises tokens per second only when `a × T > B × per_token`, so a sequence proposes only while
+//! its recent acceptance (`SpecState::rate`) exceeds `B × per_token / T`: always on a lone
+//! request, rarely once the batch makes the step compute-bound.
 
 /// `--speculative-config` (vLLM's JSON): `{"method": "ngram", "num_speculative_tokens": k,
 /// "prompt_lookup_min": n1, "prompt_lookup_max": n2, "disable_by_batch_size": b}`.
@@ -94,16 +101,38 @@ const MISSES_TO_PAUSE: u32 = 3;
 /// Steps a paused sequence proposes nothing.
 const PAUSE_STEPS: u32 = 16;
 
-/// One sequence's speculation: how many drafts it proposes next, and its pause.
-#[derive(Debug, Clone, Copy, Default)]
+/// One sequence's speculation: how many drafts it proposes next, its pause, and the share of
+/// its drafts kept lately.
+#[derive(Debug, Clone, Copy)]
 pub struct SpecState {
     /// Drafts to propose next (0: start at the config's `num_tokens`).
     len: usize,
     misses: u32,
     paused: u32,
+    rate: f64,
 }
 
+impl Default for SpecState {
+    fn default() -> Self {
+        Self {
+            len: 0,
+            misses: 0,
+            paused: 0,
+            // until it has proposed: as likely kept as not
+            rate: 0.5,
+        }
+    }
+}
+
+/// Weight of a step's acceptance in `SpecState::rate`.
+const RATE_WEIGHT: f64 = 0.25;
+
 impl SpecState {
+    /// Share of its drafts kept lately (decayed).
+    pub fn rate(&self) -> f64 {
+        self.rate
+    }
+
     /// How many drafts to propose this step (0 while paused), at most `cfg.num_tokens`.
     pub fn len(&mut self, cfg: &SpecConfig) -> usize {
         if self.paused > 0 {
@@ -121,6 +150,8 @@ impl SpecState {
         if proposed == 0 {
             return;
         }
+        let share = kept as f64 / proposed as f64;
+        self.rate += RATE_WEIGHT * (share - self.rate);
         self.len = if kept == proposed {
             (proposed + 1).min(cfg.num_tokens)
         } else {
@@ -150,6 +181,56 @@ pub fn propose(tokens: &[u32], cfg: &SpecConfig, k: usize) -> Vec<u32> {
         }
     }
     Vec::new()
+}
+
+/// Decayed least-squares fit of a decode step's time against its tokens.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StepCost {
+    /// Decayed sums of 1, x, y, x², xy (x: tokens, y: seconds).
+    n: f64,
+    x: f64,
+    y: f64,
+    xx: f64,
+    xy: f64,
+}
+
+/// Weight of the past in each new observation of `StepCost`.
+const COST_DECAY: f64 = 0.98;
+
+impl StepCost {
+    pub fn observe(&mut self, tokens: usize, seconds: f64) {
+        let x = tokens as f64;
+        for (s, v) in [
+            (&mut self.n, 1.0),
+            (&mut self.x, x),
+            (&mut self.y, seconds),
+            (&mut self.xx, x * x),
+            (&mut self.xy, x * seconds),
+        ] {
+            *s = COST_DECAY * *s + v;
+        }
+    }
+
+    /// (base, per token) seconds; `None` until the steps seen differ enough in size.
+    pub fn fit(&self) -> Option<(f64, f64)> {
+        let var = self.xx - self.x * self.x / self.n;
+        if self.n < 4.0 || var < 0.5 * self.n {
+            return None;
+        }
+        let per_token = ((self.xy - self.x * self.y / self.n) / var).max(0.0);
+        let base = ((self.y - per_token * self.x) / self.n).max(0.0);
+        Some((base, per_token))
+    }
+
+    /// Whether drafts kept at `rate` raise the tokens per second of a step of `seqs` decoding
+    /// sequences (true until the fit exists).
+    pub fn worth_drafting(&self, rate: f64, seqs: usize) -> bool {
+        let Some((base, per_token)) = self.fit() else {
+            return true;
+        };
+        let b = seqs.max(1) as f64;
+        rate * (base + per_token * b) > b * per_token
+    }
 }
 
 /// Counts of the speculation since the last `take`, with vLLM's metric names in mind.
@@ -266,6 +347,27 @@ mod tests {
             let e = SpecConfig::from_json(bad).unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn step_cost_fits_and_turns_drafts_off_when_compute_bound() {
+        let mut c = StepCost::default();
+        assert!(c.worth_drafting(0.1, 64), "no fit yet");
+        for i in 0..50 {
+            let x = 1 + (i * 7) % 40;
+            c.observe(x, 0.010 + 0.001 * x as f64);
+        }
+        let (base, per_token) = c.fit().unwrap();
+        assert!((base - 0.010).abs() < 1e-6 && (per_token - 0.001).abs() < 1e-8);
+        // a lone request: T = 11 ms, threshold 0.09
+        assert!(c.worth_drafting(0.5, 1) && !c.worth_drafting(0.05, 1));
+        // 100 sequences: T = 110 ms, threshold 0.91
+        assert!(!c.worth_drafting(0.5, 100) && c.worth_drafting(0.95, 100));
+        let mut flat = StepCost::default();
+        for _ in 0..10 {
+            flat.observe(8, 0.02);
+        }
+        assert!(flat.fit().is_none(), "one step size gives no slope");
     }
 
     #[test]
