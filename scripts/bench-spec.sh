@@ -7,7 +7,7 @@
 #      `weir bench` on random token prompts (whose greedy output often loops).
 # Each mode's answers to load 1 are compared (greedy: they must be the same).
 #
-#   scripts/bench-spec.sh   (SPEC='{"method":"ngram",...}' REQUESTS=16 PORT=8133 OUT=bench-results)
+#   scripts/bench-spec.sh   (CONCS="1 8" SPEC='{"method":"ngram",...}' REQUESTS=16 PORT=8133 OUT=bench-results)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SPEC=${SPEC:-'{"method": "ngram", "num_speculative_tokens": 5, "prompt_lookup_min": 2, "prompt_lookup_max": 4}'}
@@ -21,7 +21,7 @@ for mode in off on; do
   flags=()
   [ "$mode" = on ] && flags+=(--speculative-config "$SPEC")
   start_weir "$PORT" "$OUT/server-spec-$mode.log" "${flags[@]}"
-  for c in 1 8; do
+  for c in ${CONCS:-1 8}; do
     printf 'speculation %-3s repeat  ' "$mode"
     python3 scripts/bench_spec.py "http://127.0.0.1:$PORT" "$MODEL" "$c" "$REQUESTS" README.md \
       "$OUT/spec-$mode-c$c.json"
@@ -29,7 +29,7 @@ for mode in off on; do
     TASK=story python3 scripts/bench_spec.py "http://127.0.0.1:$PORT" "$MODEL" "$c" "$REQUESTS" \
       README.md "$OUT/spec-story-$mode-c$c.json"
   done
-  for c in 1 8; do
+  for c in ${CONCS:-1 8}; do
     $BIN bench --url "http://127.0.0.1:$PORT" --model "$MODEL" --concurrency "$c" \
       --num-requests $((2 * c + 2)) --prompt-tokens 256 --output-tokens 128 \
       --output "$OUT/spec-random-$mode-c$c.json" >/dev/null
@@ -39,7 +39,7 @@ for mode in off on; do
   kill $SERVER
   wait $SERVER 2>/dev/null || true
 done
-for c in 1 8; do
+for c in ${CONCS:-1 8}; do
   for load in "" story-; do
     python3 -c "import json; a=json.load(open('$OUT/spec-${load}off-c$c.json'))['answers']; b=json.load(open('$OUT/spec-${load}on-c$c.json'))['answers']; print('${load:-repeat-} c=$c answers identical:', a == b)"
   done
