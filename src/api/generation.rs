@@ -11,7 +11,7 @@ use crate::engine::DeltaStream;
 use crate::manager::ModelLease;
 use crate::metrics::FinishedLabel;
 use crate::step::{
-    FinishReason, Request, RequestId, SamplingParams, SchedulingPolicy, StopConditions,
+    FinishReason, Request, RequestId, SamplingParams, SchedulingPolicy, StopConditions, TokenDelta,
 };
 use crate::text::grammar::Constraint;
 use crate::text::{IncrementalDetokenizer, StopStringMatcher};
@@ -332,6 +332,47 @@ impl Generation {
                 "the engine stopped before the request finished",
             )));
         };
+        self.apply_tokens(delta)
+    }
+
+    /// A delta's events, one token at a time when it carries several (kept speculative drafts):
+    /// a stop string then ends at the token that completes it, and its text, logprobs and
+    /// token count are those of decoding without speculation.
+    fn apply_tokens(&mut self, mut delta: TokenDelta) -> Option<Result<Vec<GenEvent>, ApiError>> {
+        let n = delta.new_token_ids.len();
+        if n <= 1 {
+            return self.apply(delta);
+        }
+        let mut events = Vec::new();
+        let mut logprobs = std::mem::take(&mut delta.logprobs).into_iter();
+        for (i, &token) in delta.new_token_ids.iter().enumerate() {
+            let one = TokenDelta {
+                request_id: delta.request_id,
+                new_token_ids: vec![token],
+                logprobs: logprobs.next().into_iter().collect(),
+                prompt_logprobs: std::mem::take(&mut delta.prompt_logprobs),
+                finish: if i + 1 == n {
+                    delta.finish.clone()
+                } else {
+                    None
+                },
+                num_cached_tokens: delta.num_cached_tokens,
+                embedding: None,
+            };
+            match self.apply(one)? {
+                Ok(e) => events.extend(e),
+                Err(e) => return Some(Err(e)),
+            }
+            if self.done {
+                break;
+            }
+        }
+        Some(Ok(events))
+    }
+
+    /// The events of one delta (its tokens decoded and checked against the stop strings
+    /// together).
+    fn apply(&mut self, delta: TokenDelta) -> Option<Result<Vec<GenEvent>, ApiError>> {
         self.completion_tokens += delta.new_token_ids.len();
         if !delta.new_token_ids.is_empty() && self.log.first_token.is_none() {
             self.log.first_token = Some(Instant::now());

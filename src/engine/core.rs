@@ -102,7 +102,8 @@ impl EngineCore {
             }
         };
         stats.spec = self.scheduler.take_spec_stats();
-        if stats.num_prompt_tokens == 0 && !deltas.is_empty() {
+        if stats.num_prompt_tokens == 0 && forward > Duration::ZERO {
+            // a decode step that ran (a failed one reports no forward time)
             let took = (ran - scheduled).as_secs_f64();
             self.scheduler.observe_step(stats.num_batched_tokens, took);
         }

@@ -183,6 +183,9 @@ impl ModelRunner {
             };
         }
         if with_drafts {
+            // (the kernel rows of an earlier step that failed must not be taken for these)
+            #[cfg(feature = "cuda")]
+            self.sampler.forget_prepared();
             let (sampled, accepted) = self.sample_drafted(out, &logits, masks)?;
             return Ok(ModelRunnerOutput {
                 sampled,
@@ -305,7 +308,7 @@ fn arrange_rows(out: &SchedulerOutput, batch: &mut ForwardBatch) -> Vec<u32> {
 }
 
 /// Each scheduled sequence's prompt logprobs from its scoring rows of `logits` (laid out by
-/// `prompt_rows_first`), in batch order.
+/// `arrange_rows`), in batch order.
 fn score_prompts(
     out: &SchedulerOutput,
     logits: &candle_core::Tensor,

@@ -110,6 +110,12 @@ impl Sampler {
         Ok(())
     }
 
+    /// Drops the kernel rows prepared for a step (`prepare_kernel_rows`) that did not sample.
+    #[cfg(feature = "cuda")]
+    pub fn forget_prepared(&mut self) {
+        self.prepared = None;
+    }
+
     /// The kernel samples the rows it can; the others are copied to the host.
     #[cfg(feature = "cuda")]
     fn sample_rows_cuda(

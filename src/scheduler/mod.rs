@@ -260,10 +260,16 @@ impl Scheduler {
         while i < self.running.len() && *budget > 0 {
             let id = self.running[i];
             self.release_out_of_window(id);
-            let drafts = self.drafts(id, *budget);
+            let mut drafts = self.drafts(id, *budget);
             let seq = &self.seqs[&id];
-            let n = (seq.num_uncomputed_tokens() + drafts.len()).min(*budget);
-            let need = seq.num_missing_blocks(seq.num_computed_tokens + n, bs);
+            let mut n = (seq.num_uncomputed_tokens() + drafts.len()).min(*budget);
+            let mut need = seq.num_missing_blocks(seq.num_computed_tokens + n, bs);
+            if !drafts.is_empty() && !self.allocator.can_allocate(need) {
+                // drafts never take blocks from other sequences
+                n -= drafts.len();
+                drafts.clear();
+                need = seq.num_missing_blocks(seq.num_computed_tokens + n, bs);
+            }
             let mut preempted_self = false;
             while !self.allocator.can_allocate(need) {
                 let victim = self.victim(i);
@@ -436,7 +442,11 @@ impl Scheduler {
             .min(budget)
             .saturating_sub(1);
         let k = seq.spec.len(&cfg).min(room);
-        spec::propose(&seq.token_ids, &cfg, k)
+        let drafts = spec::propose(&seq.token_ids, &cfg, k);
+        if drafts.is_empty() && k > 0 {
+            seq.spec.no_match();
+        }
+        drafts
     }
 
     /// Allocates `need` blocks to `id` and schedules `n` of its positions: tokens it has not

@@ -15,8 +15,8 @@
 //!
 //! Adaptive: each sequence proposes up to its own length (`SpecState::len`), which grows by
 //! one after a step that kept every draft and falls to what was kept plus one otherwise; after
-//! `MISSES_TO_PAUSE` steps in a row that kept nothing it stops proposing for `PAUSE_STEPS`
-//! steps. No sequence proposes while more than `disable_by_batch_size` run (vLLM's field).
+//! `MISSES_TO_PAUSE` steps in a row that kept nothing (or found nothing to propose) it stops
+//! proposing, and looking, for `PAUSE_STEPS` steps. No sequence proposes while more than `disable_by_batch_size` run (vLLM's field).
 //!
 //! Off when it costs throughput, by the measured step cost (`StepCost`): the engine reports
 //! each decode step's tokens and time, and a decayed least-squares fit gives a step's time as
@@ -145,6 +145,20 @@ impl SpecState {
         self.len.min(cfg.num_tokens)
     }
 
+    /// A step whose lookup found nothing: counts as a miss toward the pause (so a sequence
+    /// without repeats stops scanning its tokens every step).
+    pub fn no_match(&mut self) {
+        self.miss();
+    }
+
+    fn miss(&mut self) {
+        self.misses += 1;
+        if self.misses >= MISSES_TO_PAUSE {
+            self.misses = 0;
+            self.paused = PAUSE_STEPS;
+        }
+    }
+
     /// After a step that verified `proposed` drafts and kept `kept`.
     pub fn update(&mut self, cfg: &SpecConfig, proposed: usize, kept: usize) {
         if proposed == 0 {
@@ -157,10 +171,9 @@ impl SpecState {
         } else {
             kept + 1
         };
-        self.misses = if kept == 0 { self.misses + 1 } else { 0 };
-        if self.misses >= MISSES_TO_PAUSE {
-            self.misses = 0;
-            self.paused = PAUSE_STEPS;
+        match kept {
+            0 => self.miss(),
+            _ => self.misses = 0,
         }
     }
 }
