@@ -83,15 +83,7 @@ async fn responses_carry_reasoning_items() {
     assert!(!text.is_empty(), "{whole}");
     let mut streamed = body.clone();
     streamed["stream"] = true.into();
-    let sse = reqwest::Client::new()
-        .post(format!("{}/v1/responses", server.url))
-        .json(&streamed)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let sse = server.post_text("/v1/responses", &streamed).await;
     let events: Vec<serde_json::Value> = sse
         .lines()
         .filter_map(|l| l.strip_prefix("data: "))

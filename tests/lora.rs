@@ -397,14 +397,7 @@ async fn adapters_beyond_max_cpu_loras_are_read_on_demand() {
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         assert_eq!(g, w, "request {i} (adapter {:?})", reqs[i].1);
     }
-    let metrics = client
-        .get(format!("{}/metrics", s.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.get_text("/metrics").await;
     let count =
         |name: &str| weir::testing::metric(&metrics, name, &[("model_name", "tiny")]) as u64;
     let (loads, evictions) = (

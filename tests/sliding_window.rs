@@ -159,22 +159,20 @@ fn an_8k_prompt_holds_the_window_not_the_context() {
     assert!(peaks[1] >= 8196 / BLOCK, "{peaks:?}");
 }
 
-#[test]
-fn freed_blocks_change_no_output() {
-    let tmp = tempfile::tempdir().unwrap();
-    let model = tiny_mistral(tmp.path(), Some(WINDOW));
+/// A 1,500-token prompt of `model` gives the same tokens and logprobs (bit for bit on the CPU
+/// backend) whole with `whole_hybrid` (one step: no block freed before its first token), in
+/// 64-token chunks (blocks freed between chunks and while decoding), and again from the prefix
+/// cache beside two other requests (its first blocks freed, still cached, or taken by the
+/// others), with every block back at the end.
+fn assert_freed_blocks_change_no_output(model: &Path, whole_hybrid: bool) {
     let long = prompt(1500, 7);
     for backend in ["cpu", "tensor"] {
-        // the whole prompt in one step: no block freed before its first token
-        let mut c = core(&model, 2048, backend);
+        let mut c = core_with(model, 2048, backend, whole_hybrid);
         c.add(request(1, long.clone(), 12)).unwrap();
         let whole = run(&mut c).0.remove(&1).unwrap();
-        // 64-token chunks: blocks freed between chunks and while decoding
-        let mut c = core(&model, 64, backend);
+        let mut c = core(model, 64, backend);
         c.add(request(1, long.clone(), 12)).unwrap();
         assert_same(&run(&mut c).0[&1], &whole, backend, "chunked");
-        // again from the prefix cache (its first blocks were freed, still cached), beside two
-        // other requests
         c.add(request(2, long.clone(), 12)).unwrap();
         c.add(request(3, prompt(700, 1), 12)).unwrap();
         c.add(request(4, prompt(40, 2), 12)).unwrap();
@@ -187,6 +185,12 @@ fn freed_blocks_change_no_output() {
         );
         assert_eq!(c.scheduler().num_blocks_used(), 0);
     }
+}
+
+#[test]
+fn freed_blocks_change_no_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert_freed_blocks_change_no_output(&tiny_mistral(tmp.path(), Some(WINDOW)), true);
 }
 
 #[test]
@@ -225,27 +229,12 @@ fn a_hybrid_models_sliding_layers_hold_their_window() {
 fn a_hybrid_models_freed_blocks_change_no_output() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tiny_gemma3(tmp.path());
-    let long = prompt(1500, 7);
-    for backend in ["cpu", "tensor"] {
-        let mut c = core_with(&model, 2048, backend, false);
-        c.add(request(1, long.clone(), 12)).unwrap();
-        let whole = run(&mut c).0.remove(&1).unwrap();
-        let mut c = core(&model, 64, backend);
-        assert!(c.scheduler().config().kv_groups.is_hybrid());
-        c.add(request(1, long.clone(), 12)).unwrap();
-        assert_same(&run(&mut c).0[&1], &whole, backend, "chunked");
-        // from the prefix cache: the global group's blocks all cached, the sliding groups'
-        // first ones released (and taken by the other requests)
-        c.add(request(2, long.clone(), 12)).unwrap();
-        c.add(request(3, prompt(700, 1), 12)).unwrap();
-        c.add(request(4, prompt(40, 2), 12)).unwrap();
-        let (out, _, cached) = run_cached(&mut c);
-        assert_same(&out[&2], &whole, backend, "cached and batched");
-        assert_eq!(
-            cached[&2],
-            1499 / BLOCK * BLOCK,
-            "{backend}: a prefix-cache hit"
-        );
-        assert_eq!(c.scheduler().num_blocks_used(), 0);
-    }
+    assert!(core(&model, 64, "cpu")
+        .scheduler()
+        .config()
+        .kv_groups
+        .is_hybrid());
+    // the whole prompt with one KV group against the hybrid groups, chunked and cached: the
+    // global group's blocks all cached, the sliding groups' first ones released
+    assert_freed_blocks_change_no_output(&model, false);
 }

@@ -166,15 +166,9 @@ async fn served_answers_are_the_same_with_speculation() {
         let (_, stopped) = server
             .post_json("/v1/chat/completions", &ask(false, Some("five dozen")))
             .await;
-        let sse = reqwest::Client::new()
-            .post(format!("{}/v1/chat/completions", server.url))
-            .json(&ask(true, None))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let sse = server
+            .post_text("/v1/chat/completions", &ask(true, None))
+            .await;
         let streamed: String = sse
             .split("\n\n")
             .filter_map(|e| e.strip_prefix("data: "))
@@ -186,12 +180,7 @@ async fn served_answers_are_the_same_with_speculation() {
                     .map(str::to_string)
             })
             .collect();
-        let metrics = reqwest::get(format!("{}/metrics", server.url))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = server.get_text("/metrics").await;
         let accepted = weir::testing::metric(
             &metrics,
             "weir:spec_decode_num_accepted_tokens_total",

@@ -468,14 +468,32 @@ impl TestServer {
         path: &str,
         body: &serde_json::Value,
     ) -> (u16, serde_json::Value) {
-        let resp = reqwest::Client::new()
+        let resp = self.post(path, body).await;
+        let status = resp.status().as_u16();
+        (status, resp.json().await.expect("a JSON answer"))
+    }
+
+    /// POSTs `body` as JSON to `path`: the answer's text (an SSE stream, say).
+    pub async fn post_text(&self, path: &str, body: &serde_json::Value) -> String {
+        let resp = self.post(path, body).await;
+        resp.text().await.expect("a text answer")
+    }
+
+    async fn post(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        reqwest::Client::new()
             .post(format!("{}{path}", self.url))
             .json(body)
             .send()
             .await
+            .expect("the test server answers")
+    }
+
+    /// GETs `path` (`/metrics`, say): the answer's text.
+    pub async fn get_text(&self, path: &str) -> String {
+        let resp = reqwest::get(format!("{}{path}", self.url))
+            .await
             .expect("the test server answers");
-        let status = resp.status().as_u16();
-        (status, resp.json().await.expect("a JSON answer"))
+        resp.text().await.expect("a text answer")
     }
 
     /// A server whose models the manager loads under `limits` (on first request unless
