@@ -126,8 +126,8 @@ pub struct EngineHandle {
     pub(super) max_model_len: usize,
     pub(super) block_size: usize,
     pub(super) num_kv_blocks: usize,
-    /// The KV groups, their window and the step's token budget (`KvGroups::blocks_for`).
-    pub(super) kv_shape: (crate::kv::KvGroups, Option<usize>, usize),
+    /// The scheduler's shape (its KV groups, window and step budget).
+    pub(super) sched_config: crate::scheduler::SchedulerConfig,
     pub(super) policy: SchedulingPolicy,
     pub(super) max_loras: Option<usize>,
     pub(super) queue: Arc<Queue>,
@@ -192,13 +192,12 @@ impl EngineHandle {
 
     /// The most blocks one sequence of `tokens` tokens holds (over all its KV groups).
     pub fn blocks_for(&self, tokens: usize) -> usize {
-        let (groups, window, step) = self.kv_shape;
-        groups.blocks_for(tokens, self.block_size, window, step)
+        self.sched_config.blocks_for(tokens)
     }
 
     /// KV groups whose blocks hold the whole context (whose prompt blocks choices share).
     pub fn num_global_kv_groups(&self) -> usize {
-        self.kv_shape.0.full
+        self.sched_config.kv_groups.full
     }
 
     /// `--max-loras` (None: no limit).

@@ -46,11 +46,7 @@ pub fn spawn_engine(
     let s = core.scheduler();
     let max_model_len = s.config().max_model_len.min(s.capacity_tokens());
     let max_loras = s.config().max_loras;
-    let kv_shape = (
-        s.config().kv_groups,
-        s.config().sliding_window,
-        s.config().max_num_batched_tokens,
-    );
+    let sched_config = *s.config();
     let (policy, block_size, num_kv_blocks) = (
         s.config().policy,
         s.config().block_size,
@@ -88,7 +84,7 @@ pub fn spawn_engine(
             max_model_len,
             block_size,
             num_kv_blocks,
-            kv_shape,
+            sched_config,
             policy,
             max_loras,
             queue,

@@ -510,15 +510,7 @@ pub fn start_model(
         kv_groups = kv.groups.num_groups(),
         kv_mib = (kv.num_blocks * kv.bytes_per_block()) >> 20,
         max_model_len = sched.max_model_len,
-        full_length_seqs = kv.num_blocks
-            / kv.groups
-                .blocks_for(
-                    sched.max_model_len,
-                    sched.block_size,
-                    sched.sliding_window,
-                    sched.max_num_batched_tokens,
-                )
-                .max(1),
+        full_length_seqs = kv.num_blocks / sched.blocks_for(sched.max_model_len).max(1),
         "model loaded"
     );
     let core = EngineCore::new(Scheduler::new(sched), runner);

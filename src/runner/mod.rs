@@ -253,7 +253,7 @@ impl ModelRunner {
                     _ => break token,
                 }
             };
-            first += 1 + s.draft_token_ids.len();
+            first += s.num_sample_rows();
             sampled.push(own);
             accepted.push(kept);
         }
@@ -296,12 +296,10 @@ fn arrange_rows(out: &SchedulerOutput, batch: &mut ForwardBatch) -> Vec<u32> {
                 .logits_rows
                 .extend((first..first + s.prompt_targets.len()).map(|r| r as u32));
         }
-        if s.sample {
-            let end = b.query_start + b.query_len;
-            for r in end - 1 - s.draft_token_ids.len()..end {
-                sample_rows.push(batch.logits_rows.len() as u32);
-                batch.logits_rows.push(r as u32);
-            }
+        let end = b.query_start + b.query_len;
+        for r in end - s.num_sample_rows()..end {
+            sample_rows.push(batch.logits_rows.len() as u32);
+            batch.logits_rows.push(r as u32);
         }
     }
     sample_rows
@@ -329,11 +327,7 @@ fn score_prompts(
             }
         }
         all.push(lps);
-        row += n + if s.sample {
-            1 + s.draft_token_ids.len()
-        } else {
-            0
-        };
+        row += n + s.num_sample_rows();
     }
     Ok(all)
 }

@@ -51,6 +51,19 @@ pub struct SchedulerConfig {
     pub speculative: Option<spec::SpecConfig>,
 }
 
+impl SchedulerConfig {
+    /// The most blocks one sequence of `tokens` tokens holds, over all its KV groups
+    /// (`KvGroups::blocks_for` with this pool's window and step budget).
+    pub fn blocks_for(&self, tokens: usize) -> usize {
+        self.kv_groups.blocks_for(
+            tokens,
+            self.block_size,
+            self.sliding_window,
+            self.max_num_batched_tokens,
+        )
+    }
+}
+
 #[derive(Debug)]
 pub struct Scheduler {
     config: SchedulerConfig,
@@ -441,7 +454,7 @@ impl Scheduler {
             .min(max_len.saturating_sub(seq.num_tokens()))
             .min(budget)
             .saturating_sub(1);
-        let k = seq.spec.len(&cfg).min(room);
+        let k = seq.spec.next_len(&cfg).min(room);
         let drafts = spec::propose(&seq.token_ids, &cfg, k);
         if drafts.is_empty() && k > 0 {
             seq.spec.no_match();

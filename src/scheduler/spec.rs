@@ -13,7 +13,7 @@
 //! result  d x q appended               (the KV of y is overwritten later)
 //! ```
 //!
-//! Adaptive: each sequence proposes up to its own length (`SpecState::len`), which grows by
+//! Adaptive: each sequence proposes up to its own length (`SpecState::next_len`), which grows by
 //! one after a step that kept every draft and falls to what was kept plus one otherwise; after
 //! `MISSES_TO_PAUSE` steps in a row that kept nothing (or found nothing to propose) it stops
 //! proposing, and looking, for `PAUSE_STEPS` steps. No sequence proposes while more than `disable_by_batch_size` run (vLLM's field).
@@ -133,8 +133,9 @@ impl SpecState {
         self.rate
     }
 
-    /// How many drafts to propose this step (0 while paused), at most `cfg.num_tokens`.
-    pub fn len(&mut self, cfg: &SpecConfig) -> usize {
+    /// How many drafts to propose this step, at most `cfg.num_tokens`; 0 while paused (a call
+    /// counts one paused step off).
+    pub fn next_len(&mut self, cfg: &SpecConfig) -> usize {
         if self.paused > 0 {
             self.paused -= 1;
             return 0;
@@ -314,18 +315,18 @@ mod tests {
     fn length_adapts_and_pauses_after_misses() {
         let c = cfg(4);
         let mut s = SpecState::default();
-        assert_eq!(s.len(&c), 4);
+        assert_eq!(s.next_len(&c), 4);
         s.update(&c, 4, 1);
-        assert_eq!(s.len(&c), 2);
+        assert_eq!(s.next_len(&c), 2);
         s.update(&c, 2, 2);
-        assert_eq!(s.len(&c), 3);
+        assert_eq!(s.next_len(&c), 3);
         for _ in 0..3 {
             s.update(&c, 1, 0);
         }
         for _ in 0..PAUSE_STEPS {
-            assert_eq!(s.len(&c), 0);
+            assert_eq!(s.next_len(&c), 0);
         }
-        assert_eq!(s.len(&c), 1);
+        assert_eq!(s.next_len(&c), 1);
     }
 
     #[test]

@@ -43,6 +43,17 @@ pub struct ScheduledSeq {
     pub draft_token_ids: Vec<u32>,
 }
 
+impl ScheduledSeq {
+    /// Its rows of logits that are sampled: a row per draft and its last row when it samples,
+    /// none otherwise.
+    pub fn num_sample_rows(&self) -> usize {
+        match self.sample {
+            true => 1 + self.draft_token_ids.len(),
+            false => 0,
+        }
+    }
+}
+
 /// What the scheduler decided for one step.
 #[derive(Debug, Default)]
 pub struct SchedulerOutput {
